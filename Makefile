@@ -1,0 +1,60 @@
+# breathsync: every target creates .venv on first use (make setup), so a fresh clone needs no manual step.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MARCH ?= xtensawin
+PORT ?= /dev/ttyUSB0
+FIRMWARE ?=
+BUILD := build/firmware-$(MARCH)
+
+.PHONY: setup test test-fast lint typecheck demo bench firmware firmware-check deploy flash coeffs clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "breathsync needs Python >= 3.11 (found %s); set PYTHON=python3.11" % sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	@touch $(STAMP)
+
+test: setup lint typecheck firmware-check
+	$(BIN)/pytest -q
+
+test-fast: setup
+	$(BIN)/pytest -q -x
+
+lint: setup
+	$(BIN)/ruff check host tests tools bench
+
+typecheck: setup
+	$(BIN)/mypy
+
+demo: setup
+	$(BIN)/breathsync demo
+
+bench: setup
+	$(BIN)/python -m bench
+
+# Compile every firmware module for the device; viper type errors fail here.
+firmware: setup
+	$(BIN)/python tools/build_firmware.py --march $(MARCH) --out $(BUILD)
+
+firmware-check: setup
+	$(BIN)/python tools/build_firmware.py --march xtensawin --out build/firmware-check-xtensawin --quiet
+
+deploy: firmware
+	$(BIN)/python tools/deploy_firmware.py --port $(PORT) --build $(BUILD)
+
+flash: setup
+	@test -n "$(FIRMWARE)" || { echo "usage: make flash PORT=/dev/ttyUSB0 FIRMWARE=ESP32_GENERIC_S3-xxxx.bin"; exit 2; }
+	$(BIN)/pip install --quiet esptool
+	$(BIN)/esptool --port $(PORT) erase_flash
+	$(BIN)/esptool --port $(PORT) --baud 460800 write_flash 0 $(FIRMWARE)
+
+coeffs: setup
+	$(BIN)/python tools/design_filters.py --write
+
+clean:
+	rm -rf build .mypy_cache .pytest_cache .ruff_cache

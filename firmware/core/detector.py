@@ -1,0 +1,215 @@
+"""Causal fixed-point breath detector: the heart of the strap.
+
+Pipeline per sample (integers only; every intermediate stays below 2**30 in magnitude, so it is
+a small int on the ESP32 and never allocates):
+
+1. ``xc = (adc_u16 >> 2) - 8192``: 16-bit counts to a centred 14-bit value.
+2. Low-pass biquad (Q14, 2nd-order Butterworth, designed on the host by
+   ``tools/design_filters.py``) with error feedback, so it has no dead band or limit cycle.
+3. Baseline removal: ``d = y - EMA(y)``, a first-order high-pass well below 4 breaths/min.
+4. Hysteresis extremum tracking on ``d``: a peak (end of inhalation) is confirmed once ``d``
+   has fallen ``h`` below its running maximum, a trough (end of exhalation) once it has risen
+   ``h`` above its running minimum. ``h`` is a fraction of the tracked breath amplitude, so the
+   detector adapts to shallow or deep breathing and to any sensor gain. A peak must lie above
+   the baseline and a trough below it, which rejects cardiac ripple riding on one flank.
+5. Physiologic limits: a peak closer than the minimum breath interval to the previous one is
+   discarded; while no breath is confirmed the amplitude estimate decays, so breathing that
+   resumes shallower is found again. Outlier depths are clamped before they update it.
+
+Events carry the sample index of the extremum itself (the filters' phase delay is subtracted),
+not the index at which it was confirmed; the confirming index is stored beside it.
+
+The same integer algorithm exists twice: the portable generator below (its state lives in
+locals allocated once, so the bytecode VM allocates nothing per sample, and CPython runs it
+unchanged) and ``detector_viper`` for the device. Tests assert bit-identical events.
+Sample indices are plain ints: at 50 Hz they leave the ESP32 small-int range after 248 days.
+"""
+
+from array import array
+
+from .detector_coeffs import coeffs_for
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(value):
+        return value
+
+
+# One event = EVENT_FIELDS ints in the output array.
+EVENT_FIELDS = const(5)
+EV_KIND = const(0)  # PEAK or TROUGH
+EV_INDEX = const(1)  # sample index of the extremum
+EV_DEPTH = const(2)  # 14-bit counts from the previous extremum (inhalation / exhalation depth)
+EV_INTERVAL = const(3)  # samples since the previous event of the same kind, 0 for the first
+EV_CONFIRMED = const(4)  # sample index at which the event was confirmed (emitted)
+
+PEAK = const(1)
+TROUGH = const(2)
+
+# Coefficient tuple fields (tools/design_filters.py FIELDS).
+COEFF_FIELDS = const(13)
+
+# State words of the viper implementation (detector_viper keeps its state in an int array).
+STATE_WORDS = const(20)
+
+
+def _portable(coeffs, event):
+    """Generator: send() one u16 sample; yields 1 when it wrote an event into ``event``."""
+    b0 = coeffs[0]
+    b1 = coeffs[1]
+    b2 = coeffs[2]
+    a1 = coeffs[3]
+    a2 = coeffs[4]
+    base_shift = coeffs[5]
+    delay = coeffs[6]
+    min_interval = coeffs[7]
+    decay_after = coeffs[8]
+    decay_shift = coeffs[9]
+    h_fraction_q8 = coeffs[10]
+    h_min = coeffs[11]
+    amp_shift = coeffs[12]
+
+    x = yield 0
+    # Start in steady state on the first sample: no filter transient, no false first breath.
+    xc = (x >> 2) - 8192
+    x1 = xc
+    x2 = xc
+    y1 = xc
+    y2 = xc
+    err = 0
+    base_q8 = xc << 8
+    n = 0
+    seek_peak = 1
+    ext_d = 0
+    ext_n = 0
+    last_peak_n = -1
+    last_trough_n = -1
+    last_peak_d = 0
+    last_trough_d = 0
+    amp = 0
+    last_event_n = 0
+    while True:
+        xc = (x >> 2) - 8192
+        acc = b0 * xc + b1 * x1 + b2 * x2 - a1 * y1 - a2 * y2 + err
+        y = acc >> 14
+        err = acc - (y << 14)
+        x2 = x1
+        x1 = xc
+        y2 = y1
+        y1 = y
+        base_q8 += ((y << 8) - base_q8) >> base_shift
+        d = y - (base_q8 >> 8)
+
+        if n - last_event_n > decay_after:
+            amp -= amp >> decay_shift
+        h = (amp * h_fraction_q8) >> 8
+        if h < h_min:
+            h = h_min
+
+        depth = -1
+        if seek_peak:
+            if d > ext_d:
+                ext_d = d
+                ext_n = n
+            elif ext_d - d >= h:
+                idx = ext_n - delay
+                if ext_d > 0 and (last_peak_n < 0 or idx - last_peak_n >= min_interval):
+                    depth = ext_d - last_trough_d
+                    event[0] = PEAK
+                    event[3] = idx - last_peak_n if last_peak_n >= 0 else 0
+                    last_peak_n = idx
+                    last_peak_d = ext_d
+                    seek_peak = 0
+                ext_d = d
+                ext_n = n
+        else:
+            if d < ext_d:
+                ext_d = d
+                ext_n = n
+            elif d - ext_d >= h:
+                idx = ext_n - delay
+                if ext_d < 0:
+                    depth = last_peak_d - ext_d
+                    event[0] = TROUGH
+                    event[3] = idx - last_trough_n if last_trough_n >= 0 else 0
+                    last_trough_n = idx
+                    last_trough_d = ext_d
+                    seek_peak = 1
+                ext_d = d
+                ext_n = n
+        if depth >= 0:
+            event[1] = idx
+            event[2] = depth
+            event[4] = n
+            last_event_n = n
+            # Track the amplitude: the first depth sets it; later ones below half of it are
+            # ignored (ripple) and ones above twice it are clamped (movement artefact).
+            if amp == 0:
+                amp = depth
+            elif depth > amp >> 1:
+                if depth > amp << 1:
+                    depth = amp << 1
+                amp += (depth - amp) >> amp_shift
+            n += 1
+            x = yield 1
+        else:
+            n += 1
+            x = yield 0
+
+
+class BreathDetector:
+    """The strap's breath detector, for one sensor at ``rate_hz`` (25 or 50).
+
+    ``feed(samples, count)`` processes ``count`` u16 samples of the preallocated ``samples``
+    array (``array('H')``) and returns how many events it wrote to ``self.events``,
+    EVENT_FIELDS ints each; read them before the next ``feed``. One sample confirms at most one
+    event, so ``max_chunk`` bounds ``count`` and sizes the event buffer once.
+
+    ``fast=True`` uses the viper implementation where the port has one (the device), else the
+    portable one (CPython, or ``fast=False``).
+    """
+
+    def __init__(self, rate_hz=25, max_chunk=32, fast=True):
+        self.rate_hz = rate_hz
+        self.max_chunk = max_chunk
+        self.coeffs = coeffs_for(rate_hz)
+        self.events = array("i", [0] * (EVENT_FIELDS * max_chunk))
+        self._viper = None
+        if fast:
+            try:
+                from . import detector_viper
+            except ImportError:  # CPython, or a port built without the native emitter
+                detector_viper = None
+            if detector_viper is not None:
+                self._viper = detector_viper
+                self._state = array("i", [0] * STATE_WORDS)
+                self._coeffs = array("i", self.coeffs)
+        if self._viper is None:
+            self._event = array("i", [0] * EVENT_FIELDS)
+            self._gen = _portable(self.coeffs, self._event)
+            self._gen.send(None)
+        self.fast = self._viper is not None
+
+    def feed(self, samples, count):
+        if count > self.max_chunk:
+            raise ValueError("chunk larger than max_chunk")
+        if self._viper is not None:
+            return self._viper.feed(self._state, self._coeffs, samples, count, self.events)
+        send = self._gen.send
+        event = self._event
+        events = self.events
+        written = 0
+        i = 0
+        while i < count:
+            if send(samples[i]):
+                base = written * EVENT_FIELDS
+                events[base] = event[0]
+                events[base + 1] = event[1]
+                events[base + 2] = event[2]
+                events[base + 3] = event[3]
+                events[base + 4] = event[4]
+                written += 1
+            i += 1
+        return written

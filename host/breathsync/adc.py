@@ -1,0 +1,84 @@
+"""Simulate the strap's ADC on a recording: oversampled block averaging, then quantisation.
+
+A real strap samples its sensor with an oversampling ADC: each reported sample is the mean of
+the signal over one strap period. ``adc_resample`` integrates the input exactly over each
+strap period (the input is treated as piecewise constant over its own periods), and
+``adc_quantize`` maps the record's range, with headroom, onto 12-bit counts and clips like a
+real converter, then scales to the u16 counts MicroPython's ``ADC.read_u16()`` returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import InputError
+
+ADC_BITS = 12
+ADC_MAX_COUNTS = (1 << ADC_BITS) - 1
+HEADROOM = 0.1  # fraction of full scale left free below the record's minimum and above its max
+
+
+@dataclass(frozen=True)
+class StrapSignal:
+    """What the strap's ADC delivers: u16 counts at ``rate_hz`` and where they sit in time.
+
+    ``t0_s`` is the input time represented by sample 0 (the centre of its averaging window),
+    so sample k sits at ``t0_s + k / rate_hz``.
+    """
+
+    counts_u16: npt.NDArray[np.int64]
+    rate_hz: int
+    t0_s: float
+    units_per_count14: float  # input units per 14-bit count (what the detector reports)
+
+    def time_s(self, index: int | float) -> float:
+        return self.t0_s + float(index) / self.rate_hz
+
+
+def adc_resample(
+    signal: npt.NDArray[np.float64], sampling_rate: float, rate_hz: float
+) -> tuple[npt.NDArray[np.float64], float]:
+    """Mean of ``signal`` over each strap period; returns (values, time of sample 0 in s)."""
+    if sampling_rate <= 0 or rate_hz <= 0:
+        raise InputError("sampling rates must be > 0")
+    n_in = len(signal)
+    duration_s = n_in / sampling_rate
+    n_out = int(np.floor(duration_s * rate_hz + 1e-9))
+    if n_out < 1:
+        raise InputError("recording shorter than one strap sample")
+    # Exact box integration of the piecewise-constant input via its cumulative sum.
+    cumulative = np.concatenate(([0.0], np.cumsum(signal, dtype=np.float64)))
+    edges_in_samples = np.arange(n_out + 1, dtype=np.float64) * (sampling_rate / rate_hz)
+    integral = np.interp(edges_in_samples, np.arange(n_in + 1, dtype=np.float64), cumulative)
+    values = np.diff(integral) / (sampling_rate / rate_hz)
+    # Input sample j stands for time j / sampling_rate, the start of its own period; the
+    # window of strap sample 0 is [0, 1/rate) in input periods, centred half an input period early.
+    t0_s = 0.5 / rate_hz - 0.5 / sampling_rate
+    return values, t0_s
+
+
+def adc_quantize(values: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.int64], float]:
+    """Map the record's range plus headroom onto 12-bit counts, clip, scale to u16.
+
+    Returns the counts and the input units per 14-bit count (the detector's internal scale).
+    """
+    lo = float(np.min(values))
+    hi = float(np.max(values))
+    span = hi - lo
+    if span <= 0:
+        span = 1.0
+    full_lo = lo - HEADROOM * span / (1 - 2 * HEADROOM)
+    full_span = span / (1 - 2 * HEADROOM)
+    scaled = np.round((values - full_lo) / full_span * ADC_MAX_COUNTS)
+    counts12: npt.NDArray[np.int64] = np.clip(scaled, 0, ADC_MAX_COUNTS).astype(np.int64)
+    # read_u16() scales 12 bits to 16 by bit replication: 4095 -> 65535.
+    return (counts12 << 4) | (counts12 >> 8), full_span / (ADC_MAX_COUNTS * 4)
+
+
+def simulate_adc(signal: npt.NDArray[np.float64], sampling_rate: float, rate_hz: int) -> StrapSignal:
+    values, t0_s = adc_resample(signal, sampling_rate, rate_hz)
+    counts, units_per_count14 = adc_quantize(values)
+    return StrapSignal(counts, rate_hz, t0_s, units_per_count14)

@@ -1,0 +1,68 @@
+"""Command line: a thin shell over importable code. Each command lives in ``commands/``.
+
+Every error breathsync raises on purpose (``BreathsyncError``) is printed as one line on
+stderr with exit status 2; no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib import import_module
+from typing import Protocol
+
+from . import __version__
+from .errors import BreathsyncError
+
+# (command name, module under breathsync.commands). Each module defines
+# add_arguments(parser) and run(args) -> int, plus a one-line HELP.
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("detect", "detect"),
+    ("demo", "demo"),
+)
+
+
+class CommandModule(Protocol):
+    HELP: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with one line (its default already prints usage + error)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="breathsync", description="Breathing-synchrony biofeedback.")
+    parser.add_argument("--version", action="version", version=f"breathsync {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, module_name in COMMANDS:
+        module: CommandModule = import_module(f".commands.{module_name}", __package__)
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args._run(args)
+    except BreathsyncError as exc:
+        print(f"breathsync {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

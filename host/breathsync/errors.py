@@ -1,0 +1,13 @@
+"""One exception root for everything breathsync raises on purpose."""
+
+
+class BreathsyncError(Exception):
+    """Root of all breathsync errors. The CLI prints ``str(error)`` on one line and exits 2."""
+
+
+class InputError(BreathsyncError):
+    """A user-supplied file, column, option or value is unusable."""
+
+
+class InterpreterError(BreathsyncError):
+    """The MicroPython interpreter is missing or failed while running firmware code."""

@@ -1,0 +1,70 @@
+"""Simulate a strap on a recording: its ADC, then its firmware detector, with times in seconds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from .adc import simulate_adc
+from .detector import BreathEvent, Interpreter, check_rate, run_detector
+from .errors import InputError
+
+MIN_DURATION_S = 10.0
+
+
+@dataclass(frozen=True)
+class TimedBreath:
+    """A strap breath event placed on the input recording's time axis.
+
+    ``t_s`` is the extremum, ``reported_t_s`` the moment the strap had the sample that
+    confirmed it (the end of that sample's ADC window), both from the start of the input.
+    """
+
+    kind: str
+    t_s: float
+    reported_t_s: float
+    amplitude: float  # depth from the previous extremum, in the input's units
+    amplitude_counts: int  # the same in the strap's 14-bit counts
+    interval_s: float | None  # since the previous event of the same kind
+
+    def as_json_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "t_s": round(self.t_s, 6),
+            "reported_t_s": round(self.reported_t_s, 6),
+            "amplitude": round(self.amplitude, 6),
+            "amplitude_counts": self.amplitude_counts,
+            "interval_s": None if self.interval_s is None else round(self.interval_s, 6),
+        }
+
+
+def detect_breaths(
+    signal: npt.NDArray[np.float64],
+    sampling_rate: float,
+    rate_hz: int = 25,
+    interpreter: Interpreter = "cpython",
+) -> list[TimedBreath]:
+    """Run the strap (ADC + firmware detector) on ``signal`` sampled at ``sampling_rate`` Hz."""
+    check_rate(rate_hz)
+    if not sampling_rate > 0:
+        raise InputError(f"--rate must be > 0 Hz (got {sampling_rate})")
+    duration_s = len(signal) / sampling_rate
+    if duration_s < MIN_DURATION_S:
+        raise InputError(f"recording too short: {duration_s:.1f} s of data, need at least {MIN_DURATION_S:.0f} s")
+    strap = simulate_adc(signal, sampling_rate, rate_hz)
+    events = run_detector(strap.counts_u16.tolist(), rate_hz, interpreter)
+    return [_place(event, strap.t0_s, rate_hz, strap.units_per_count14) for event in events]
+
+
+def _place(event: BreathEvent, t0_s: float, rate_hz: int, units_per_count14: float) -> TimedBreath:
+    period_s = 1.0 / rate_hz
+    return TimedBreath(
+        kind=event.kind,
+        t_s=t0_s + event.index * period_s,
+        reported_t_s=t0_s + (event.confirmed_index + 0.5) * period_s,
+        amplitude=event.depth_counts * units_per_count14,
+        amplitude_counts=event.depth_counts,
+        interval_s=event.interval_samples * period_s if event.interval_samples else None,
+    )
