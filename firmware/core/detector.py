@@ -7,16 +7,18 @@ a small int on the ESP32 and never allocates):
 2. Low-pass biquad (Q14, 2nd-order Butterworth, designed on the host by
    ``tools/design_filters.py``) with error feedback, so it has no dead band or limit cycle.
 3. Baseline removal: ``d = y - EMA(y)``, a first-order high-pass well below 4 breaths/min.
-4. Hysteresis extremum tracking on ``d``: a peak (end of inhalation) is confirmed once ``d``
-   has fallen ``h`` below its running maximum, a trough (end of exhalation) once it has risen
-   ``h`` above its running minimum. ``h`` is a fraction of the tracked breath amplitude, so the
+4. Hysteresis extremum tracking: a peak (end of inhalation) is confirmed once ``d`` has
+   fallen ``h`` below its running maximum, a trough (end of exhalation) once it has risen
+   ``h`` above its running minimum. The extremum's time is the arg-max (arg-min) of the
+   low-passed ``y`` over the same stretch: ``y``'s phase delay is nearly constant over the
+   breathing band, whereas the high-pass's phase lead would pull slow breaths early. ``h`` is a fraction of the tracked breath amplitude, so the
    detector adapts to shallow or deep breathing and to any sensor gain. A peak must lie above
    the baseline and a trough below it, which rejects cardiac ripple riding on one flank.
 5. Physiologic limits: a peak closer than the minimum breath interval to the previous one is
    discarded; while no breath is confirmed the amplitude estimate decays, so breathing that
    resumes shallower is found again. Outlier depths are clamped before they update it.
 
-Events carry the sample index of the extremum itself (the filters' phase delay is subtracted),
+Events carry the sample index of the extremum itself (the low-pass phase delay is subtracted),
 not the index at which it was confirmed; the confirming index is stored beside it.
 
 The same integer algorithm exists twice: the portable generator below (its state lives in
@@ -80,10 +82,12 @@ def _portable(coeffs, event):
     y2 = xc
     err = 0
     base_q8 = xc << 8
+    base_warm_shift = 1
     n = 0
     seek_peak = 1
     ext_d = 0
     ext_n = 0
+    ext_y = xc
     last_peak_n = -1
     last_trough_n = -1
     last_peak_d = 0
@@ -99,7 +103,11 @@ def _portable(coeffs, event):
         x1 = xc
         y2 = y1
         y1 = y
-        base_q8 += ((y << 8) - base_q8) >> base_shift
+        # Warm-up: the EMA starts short and lengthens to base_shift (a running mean at first), so
+        # the baseline settles within one breath instead of one time constant.
+        if base_warm_shift < base_shift and n >= 1 << base_warm_shift:
+            base_warm_shift += 1
+        base_q8 += ((y << 8) - base_q8) >> base_warm_shift
         d = y - (base_q8 >> 8)
 
         if n - last_event_n > decay_after:
@@ -110,9 +118,11 @@ def _portable(coeffs, event):
 
         depth = -1
         if seek_peak:
+            if y > ext_y:
+                ext_y = y
+                ext_n = n
             if d > ext_d:
                 ext_d = d
-                ext_n = n
             elif ext_d - d >= h:
                 idx = ext_n - delay
                 if ext_d > 0 and (last_peak_n < 0 or idx - last_peak_n >= min_interval):
@@ -123,11 +133,14 @@ def _portable(coeffs, event):
                     last_peak_d = ext_d
                     seek_peak = 0
                 ext_d = d
+                ext_y = y
                 ext_n = n
         else:
+            if y < ext_y:
+                ext_y = y
+                ext_n = n
             if d < ext_d:
                 ext_d = d
-                ext_n = n
             elif d - ext_d >= h:
                 idx = ext_n - delay
                 if ext_d < 0:
@@ -138,6 +151,7 @@ def _portable(coeffs, event):
                     last_trough_d = ext_d
                     seek_peak = 1
                 ext_d = d
+                ext_y = y
                 ext_n = n
         if depth >= 0:
             event[1] = idx

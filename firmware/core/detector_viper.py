@@ -30,7 +30,9 @@ _LAST_TROUGH_D = const(13)
 _AMP = const(14)
 _LAST_EVENT_N = const(15)
 _STARTED = const(16)
-STATE_USED = const(17)
+_EXT_Y = const(17)
+_BASE_WARM_SHIFT = const(18)
+STATE_USED = const(19)
 
 _PEAK = const(1)
 _TROUGH = const(2)
@@ -73,6 +75,8 @@ def feed(state: ptr32, coeffs: ptr32, samples: ptr16, count: int, events: ptr32)
         state[_SEEK_PEAK] = 1
         state[_EXT_D] = 0
         state[_EXT_N] = 0
+        state[_EXT_Y] = xc
+        state[_BASE_WARM_SHIFT] = 1
         state[_LAST_PEAK_N] = -1
         state[_LAST_TROUGH_N] = -1
         state[_LAST_PEAK_D] = 0
@@ -91,6 +95,8 @@ def feed(state: ptr32, coeffs: ptr32, samples: ptr16, count: int, events: ptr32)
     seek_peak = state[_SEEK_PEAK]
     ext_d = (state[_EXT_D] ^ sign) - sign
     ext_n = (state[_EXT_N] ^ sign) - sign
+    ext_y = (state[_EXT_Y] ^ sign) - sign
+    base_warm_shift = state[_BASE_WARM_SHIFT]
     last_peak_n = (state[_LAST_PEAK_N] ^ sign) - sign
     last_trough_n = (state[_LAST_TROUGH_N] ^ sign) - sign
     last_peak_d = (state[_LAST_PEAK_D] ^ sign) - sign
@@ -109,7 +115,9 @@ def feed(state: ptr32, coeffs: ptr32, samples: ptr16, count: int, events: ptr32)
         x1 = xc
         y2 = y1
         y1 = y
-        base_q8 += ((y << 8) - base_q8) >> base_shift
+        if base_warm_shift < base_shift and n >= (1 << base_warm_shift):
+            base_warm_shift += 1
+        base_q8 += ((y << 8) - base_q8) >> base_warm_shift
         d = y - (base_q8 >> 8)
 
         if n - last_event_n > decay_after:
@@ -123,9 +131,11 @@ def feed(state: ptr32, coeffs: ptr32, samples: ptr16, count: int, events: ptr32)
         interval = 0
         idx = 0
         if seek_peak:
+            if y > ext_y:
+                ext_y = y
+                ext_n = n
             if d > ext_d:
                 ext_d = d
-                ext_n = n
             elif ext_d - d >= h:
                 idx = ext_n - delay
                 if ext_d > 0 and (last_peak_n < 0 or idx - last_peak_n >= min_interval):
@@ -137,11 +147,14 @@ def feed(state: ptr32, coeffs: ptr32, samples: ptr16, count: int, events: ptr32)
                     last_peak_d = ext_d
                     seek_peak = 0
                 ext_d = d
+                ext_y = y
                 ext_n = n
         else:
+            if y < ext_y:
+                ext_y = y
+                ext_n = n
             if d < ext_d:
                 ext_d = d
-                ext_n = n
             elif d - ext_d >= h:
                 idx = ext_n - delay
                 if ext_d < 0:
@@ -153,6 +166,7 @@ def feed(state: ptr32, coeffs: ptr32, samples: ptr16, count: int, events: ptr32)
                     last_trough_d = ext_d
                     seek_peak = 1
                 ext_d = d
+                ext_y = y
                 ext_n = n
         if depth >= 0:
             base = written * _EVENT_FIELDS
@@ -182,6 +196,8 @@ def feed(state: ptr32, coeffs: ptr32, samples: ptr16, count: int, events: ptr32)
     state[_SEEK_PEAK] = seek_peak
     state[_EXT_D] = ext_d
     state[_EXT_N] = ext_n
+    state[_EXT_Y] = ext_y
+    state[_BASE_WARM_SHIFT] = base_warm_shift
     state[_LAST_PEAK_N] = last_peak_n
     state[_LAST_TROUGH_N] = last_trough_n
     state[_LAST_PEAK_D] = last_peak_d

@@ -1,0 +1,164 @@
+"""The firmware breath detector under CPython: behaviour on synthetic and real breathing."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from detector_helpers import (
+    SMALL_INT_LIMIT,
+    bundled_counts,
+    instrumented_portable,
+    run_detector_chunks,
+    run_generator,
+    synthetic_breathing_u16,
+)
+
+from breathsync.datasets import BIDMC_RATE_HZ, BUNDLED_BIDMC_RECORDS, bundled_path, read_breath_annotations
+from breathsync.detector import detect_cpython
+from breathsync.evaluation import match_events
+from breathsync.fwcore import detector as fw_detector
+from breathsync.fwcore import detector_coeffs
+from breathsync.recording import read_column
+from breathsync.strap_sim import detect_breaths
+
+REPO = Path(__file__).resolve().parents[1]
+PEAK, TROUGH = fw_detector.PEAK, fw_detector.TROUGH
+
+
+def test_firmware_constants_equal_design_script_output() -> None:
+    generated = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "design_filters.py")], capture_output=True, text=True, check=True
+    ).stdout
+    committed = (REPO / "firmware" / "core" / "detector_coeffs.py").read_text()
+    assert committed == generated, "firmware/core/detector_coeffs.py is stale: run `make coeffs`"
+
+
+@pytest.mark.parametrize("rate_hz", [25, 50])
+def test_lowpass_has_unity_dc_gain_and_is_stable(rate_hz: int) -> None:
+    b0, b1, b2, a1, a2 = detector_coeffs.coeffs_for(rate_hz)[:5]
+    assert b0 + b1 + b2 == (1 << 14) + a1 + a2
+    assert np.all(np.abs(np.roots([1 << 14, a1, a2])) < 1)
+
+
+@pytest.mark.parametrize("rate_hz", [25, 50])
+@pytest.mark.parametrize("rate_bpm", [4, 6, 10, 15, 20, 30, 45, 60])
+def test_every_breath_found_from_4_to_60_per_minute(rate_hz: int, rate_bpm: float) -> None:
+    duration_s = max(120.0, 12 * 60.0 / rate_bpm)
+    counts = synthetic_breathing_u16(rate_bpm, duration_s, rate_hz, noise_counts=40)
+    events = detect_cpython(counts.tolist(), rate_hz)
+    period = rate_hz * 60.0 / rate_bpm
+    peaks = [e for e in events if e.kind == "peak"]
+    # True peaks at k * period; the first breath may be missed while the amplitude is learned.
+    expected = math.floor((len(counts) - 1) / period) + 1
+    assert expected - 2 <= len(peaks) <= expected
+    # Timing within 0.1 s, or 2% of the period for slow breaths whose crests are flat and noisy.
+    tolerance = max(0.1 * rate_hz, 0.02 * period) + 1
+    for peak in peaks[1:]:
+        phase = peak.index / period
+        assert abs(phase - round(phase)) * period <= tolerance
+        assert peak.interval_samples == pytest.approx(period, abs=tolerance)
+
+
+def test_events_alternate_and_are_causal() -> None:
+    counts = bundled_counts("bidmc_09")
+    events = detect_cpython(counts)
+    kinds = [e.kind for e in events]
+    assert all(a != b for a, b in zip(kinds, kinds[1:], strict=False))
+    for event in events:
+        # The extremum precedes the sample that confirmed it; its index is not the confirm index.
+        assert event.index < event.confirmed_index
+    confirmed = [e.confirmed_index for e in events]
+    assert confirmed == sorted(confirmed)
+
+
+def test_no_look_ahead_prefix_gives_prefix_of_events() -> None:
+    counts = bundled_counts("bidmc_04")
+    full = detect_cpython(counts)
+    cut = len(counts) * 2 // 3
+    partial = detect_cpython(counts[:cut])
+    assert partial == [e for e in full if e.confirmed_index < cut]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 25, 32])
+def test_chunk_size_does_not_change_events(chunk: int) -> None:
+    counts = bundled_counts("bidmc_18")
+    reference = run_detector_chunks(counts, 25, 32)
+    assert run_detector_chunks(counts, 25, chunk) == reference
+
+
+@pytest.mark.parametrize("gain", [0.05, 0.3, 1.0])
+def test_detection_independent_of_sensor_gain(gain: float) -> None:
+    rng = np.random.default_rng(3)
+    rate_bpm = 14.0
+    t = np.arange(0, 180, 1 / 25)
+    wave = np.cos(2 * math.pi * rate_bpm / 60 * t) + 0.05 * rng.standard_normal(len(t))
+    counts = np.clip(np.round(32768 + gain * 20000 * wave), 0, 65535).astype(int)
+    peaks = [e for e in detect_cpython(counts.tolist()) if e.kind == "peak"]
+    assert abs(len(peaks) - 180 * rate_bpm / 60) <= 2
+
+
+def test_baseline_drift_is_removed() -> None:
+    # Drift of half the breath amplitude per 10 s (a strap slowly sliding) must not hide breaths.
+    counts = synthetic_breathing_u16(12, 240, 25, amplitude_counts=6000, drift_counts_per_s=300 / 10)
+    peaks = [e for e in detect_cpython(counts.tolist()) if e.kind == "peak"]
+    assert abs(len(peaks) - 48) <= 2
+
+
+def test_flat_signal_gives_no_breaths() -> None:
+    counts = synthetic_breathing_u16(12, 120, 25, amplitude_counts=0, noise_counts=2)
+    assert detect_cpython(counts.tolist()) == []
+
+
+def test_minimum_interval_limit_between_peaks() -> None:
+    # Breathing at 90/min exceeds the physiologic range: no two peaks closer than the limit.
+    counts = synthetic_breathing_u16(90, 60, 25)
+    peaks = [e for e in detect_cpython(counts.tolist()) if e.kind == "peak"]
+    min_interval = detector_coeffs.coeffs_for(25)[7]
+    assert all(p.interval_samples >= min_interval for p in peaks[1:])
+
+
+@pytest.mark.parametrize("record", BUNDLED_BIDMC_RECORDS)
+def test_bundled_records_match_annotators(record: str) -> None:
+    signal = read_column(bundled_path(f"{record}_resp.csv.gz"))
+    marks = read_breath_annotations(bundled_path(f"{record}_breaths.csv.gz"))
+    peaks = [b.t_s for b in detect_breaths(signal, BIDMC_RATE_HZ, 25) if b.kind == "peak"]
+    for annotator in ("ann1", "ann2"):
+        score = match_events(peaks, marks[annotator] / BIDMC_RATE_HZ, 0.5)
+        assert score.f1 >= 0.95, f"{record} vs {annotator}: F1 {score.f1:.3f}"
+
+
+@pytest.mark.parametrize("record", BUNDLED_BIDMC_RECORDS)
+@pytest.mark.parametrize("rate_hz", [25, 50])
+def test_integer_intermediates_fit_esp32_small_ints_bundled(record: str, rate_hz: int) -> None:
+    generator_function, largest = instrumented_portable()
+    counts = bundled_counts(record, rate_hz)
+    events = run_generator(generator_function, counts, rate_hz)
+    assert events == run_generator(fw_detector._portable, counts, rate_hz)  # probing changes nothing
+    assert 0 < largest[0] < SMALL_INT_LIMIT
+
+
+def test_integer_intermediates_fit_at_full_scale_extremes() -> None:
+    # Rail-to-rail square wave: the worst case the ADC can deliver.
+    generator_function, largest = instrumented_portable()
+    counts = ([0] * 40 + [65535] * 40) * 40
+    run_generator(generator_function, counts, 25)
+    assert largest[0] < SMALL_INT_LIMIT
+
+
+@pytest.mark.shared_data
+def test_integer_intermediates_fit_esp32_small_ints_all_records(shared_data: Path) -> None:
+    from breathsync.adc import simulate_adc
+    from breathsync.datasets import bidmc_records
+
+    generator_function, largest = instrumented_portable()
+    for record in bidmc_records(shared_data):
+        signal = read_column(shared_data / "bidmc" / f"{record}_resp.csv.gz")
+        for rate_hz in (25, 50):
+            counts = simulate_adc(signal, BIDMC_RATE_HZ, rate_hz).counts_u16.tolist()
+            run_generator(generator_function, counts, rate_hz)
+            assert largest[0] < SMALL_INT_LIMIT, f"{record} at {rate_hz} Hz: |x| reached {largest[0]}"
