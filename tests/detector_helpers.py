@@ -93,14 +93,18 @@ def instrumented_portable() -> tuple[Callable[..., Any], list[int]]:
 
 
 def run_generator(generator_function: Callable[..., Any], counts: Sequence[int], rate_hz: int) -> list[tuple[int, ...]]:
-    """Run a portable-detector generator over ``counts``; return its events as tuples."""
-    event = array("i", [0] * fw_detector.EVENT_FIELDS)
-    gen = generator_function(fw_detector.coeffs_for(rate_hz), event)
+    """Run a portable-detector generator over ``counts`` in 25-sample chunks; return event tuples."""
+    fields = fw_detector.EVENT_FIELDS
+    chunk = 25
+    events_buf = array("i", [0] * (fields * chunk))
+    io: list[Any] = [None]
+    gen = generator_function(fw_detector.coeffs_for(rate_hz), events_buf, io)
     gen.send(None)
     events = []
-    for value in counts:
-        if gen.send(value):
-            events.append(tuple(event))
+    for start in range(0, len(counts), chunk):
+        io[0] = array("H", counts[start : start + chunk])
+        written = gen.send(len(io[0]))
+        events.extend(tuple(events_buf[e * fields : (e + 1) * fields]) for e in range(written))
     return events
 
 

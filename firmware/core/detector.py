@@ -57,8 +57,14 @@ COEFF_FIELDS = const(13)
 STATE_WORDS = const(20)
 
 
-def _portable(coeffs, event):
-    """Generator: send() one u16 sample; yields 1 when it wrote an event into ``event``."""
+def _portable(coeffs, events, io):
+    """Generator holding the detector state in its locals (allocated once, when created).
+
+    Protocol: put the sample array in ``io[0]``, ``send(count)``; the generator processes
+    ``io[0][0:count]``, writes events to ``events`` (EVENT_FIELDS ints each) and yields how
+    many it wrote. The chunk loop runs inside the generator, so nothing is allocated per call
+    or per sample on MicroPython's bytecode VM.
+    """
     b0 = coeffs[0]
     b1 = coeffs[1]
     b2 = coeffs[2]
@@ -73,9 +79,12 @@ def _portable(coeffs, event):
     h_min = coeffs[11]
     amp_shift = coeffs[12]
 
-    x = yield 0
+    count = yield 0
+    while count <= 0:
+        count = yield 0
+    samples = io[0]
     # Start in steady state on the first sample: no filter transient, no false first breath.
-    xc = (x >> 2) - 8192
+    xc = (samples[0] >> 2) - 8192
     x1 = xc
     x2 = xc
     y1 = xc
@@ -94,8 +103,17 @@ def _portable(coeffs, event):
     last_trough_d = 0
     amp = 0
     last_event_n = 0
+    written = 0
+    i = 0
     while True:
-        xc = (x >> 2) - 8192
+        if i >= count:
+            count = yield written
+            samples = io[0]
+            written = 0
+            i = 0
+            continue
+        xc = (samples[i] >> 2) - 8192
+        i += 1
         acc = b0 * xc + b1 * x1 + b2 * x2 - a1 * y1 - a2 * y2 + err
         y = acc >> 14
         err = acc - (y << 14)
@@ -127,8 +145,8 @@ def _portable(coeffs, event):
                 idx = ext_n - delay
                 if ext_d > 0 and (last_peak_n < 0 or idx - last_peak_n >= min_interval):
                     depth = ext_d - last_trough_d
-                    event[0] = PEAK
-                    event[3] = idx - last_peak_n if last_peak_n >= 0 else 0
+                    kind = PEAK
+                    interval = idx - last_peak_n if last_peak_n >= 0 else 0
                     last_peak_n = idx
                     last_peak_d = ext_d
                     seek_peak = 0
@@ -145,8 +163,8 @@ def _portable(coeffs, event):
                 idx = ext_n - delay
                 if ext_d < 0:
                     depth = last_peak_d - ext_d
-                    event[0] = TROUGH
-                    event[3] = idx - last_trough_n if last_trough_n >= 0 else 0
+                    kind = TROUGH
+                    interval = idx - last_trough_n if last_trough_n >= 0 else 0
                     last_trough_n = idx
                     last_trough_d = ext_d
                     seek_peak = 1
@@ -154,9 +172,13 @@ def _portable(coeffs, event):
                 ext_y = y
                 ext_n = n
         if depth >= 0:
-            event[1] = idx
-            event[2] = depth
-            event[4] = n
+            base = written * EVENT_FIELDS
+            events[base] = kind
+            events[base + 1] = idx
+            events[base + 2] = depth
+            events[base + 3] = interval
+            events[base + 4] = n
+            written += 1
             last_event_n = n
             # Track the amplitude: the first depth sets it; later ones below half of it are
             # ignored (ripple) and ones above twice it are clamped (movement artefact).
@@ -166,11 +188,7 @@ def _portable(coeffs, event):
                 if depth > amp << 1:
                     depth = amp << 1
                 amp += (depth - amp) >> amp_shift
-            n += 1
-            x = yield 1
-        else:
-            n += 1
-            x = yield 0
+        n += 1
 
 
 class BreathDetector:
@@ -190,40 +208,32 @@ class BreathDetector:
         self.max_chunk = max_chunk
         self.coeffs = coeffs_for(rate_hz)
         self.events = array("i", [0] * (EVENT_FIELDS * max_chunk))
-        self._viper = None
+        viper = None
         if fast:
             try:
-                from . import detector_viper
+                from . import detector_viper as viper
             except ImportError:  # CPython, or a port built without the native emitter
-                detector_viper = None
-            if detector_viper is not None:
-                self._viper = detector_viper
-                self._state = array("i", [0] * STATE_WORDS)
-                self._coeffs = array("i", self.coeffs)
-        if self._viper is None:
-            self._event = array("i", [0] * EVENT_FIELDS)
-            self._gen = _portable(self.coeffs, self._event)
+                viper = None
+        self.fast = viper is not None
+        if viper is not None:
+            self._state = array("i", [0] * STATE_WORDS)
+            # The chunk capacity rides along with the coefficients: the viper loop clamps to it,
+            # so a wrong count can never write past the event buffer.
+            self._coeffs = array("i", self.coeffs + (max_chunk,))
+            self._viper_feed = viper.feed
+            # Bound once here; the small method keeps the VM frame on the C stack (no heap).
+            self.feed = self._feed_viper
+        else:
+            self._io = [None]
+            self._gen = _portable(self.coeffs, self.events, self._io)
             self._gen.send(None)
-        self.fast = self._viper is not None
+            self._send = self._gen.send
+
+    def _feed_viper(self, samples, count):
+        return self._viper_feed(self._state, self._coeffs, samples, count, self.events)
 
     def feed(self, samples, count):
         if count > self.max_chunk:
             raise ValueError("chunk larger than max_chunk")
-        if self._viper is not None:
-            return self._viper.feed(self._state, self._coeffs, samples, count, self.events)
-        send = self._gen.send
-        event = self._event
-        events = self.events
-        written = 0
-        i = 0
-        while i < count:
-            if send(samples[i]):
-                base = written * EVENT_FIELDS
-                events[base] = event[0]
-                events[base + 1] = event[1]
-                events[base + 2] = event[2]
-                events[base + 3] = event[3]
-                events[base + 4] = event[4]
-                written += 1
-            i += 1
-        return written
+        self._io[0] = samples
+        return self._send(count)

@@ -62,6 +62,8 @@ def feed(state: ptr32, coeffs: ptr32, samples: ptr16, count: int, events: ptr32)
     h_fraction_q8 = coeffs[10]
     h_min = coeffs[11]
     amp_shift = coeffs[12]
+    if count > coeffs[13]:  # never write past the event buffer
+        count = coeffs[13]
 
     if state[_STARTED] == 0 and count > 0:
         xc = (samples[0] >> 2) - 8192

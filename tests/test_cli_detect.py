@@ -1,0 +1,97 @@
+"""`breathsync detect` as a user runs it: JSON Lines out, one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from breathsync.datasets import bundled_path
+
+RECORD = bundled_path("bidmc_18_resp.csv.gz")
+
+
+def breathsync(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "breathsync", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_prints_one_json_event_per_line() -> None:
+    proc = breathsync("detect", str(RECORD), "--rate", "125")
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(events) > 200  # 8 minutes at ~18 breaths/min, peaks and troughs
+    for event in events:
+        assert set(event) >= {"kind", "t_s", "reported_t_s", "amplitude", "interval_s"}
+        assert event["kind"] in ("peak", "trough")
+        assert 0 <= event["t_s"] < event["reported_t_s"] <= 480
+    peaks = [e for e in events if e["kind"] == "peak"]
+    intervals = [e["interval_s"] for e in peaks[1:]]
+    assert all(1.0 <= i <= 15.0 for i in intervals)
+    # The interval is the distance between successive extremum times, not confirmation times.
+    for prev, cur in zip(peaks, peaks[1:], strict=False):
+        assert cur["interval_s"] == pytest.approx(cur["t_s"] - prev["t_s"], abs=1e-6)
+
+
+def test_strap_rate_50_and_gzip_and_plain_csv_agree(tmp_path: Path) -> None:
+    plain = tmp_path / "resp.csv"
+    plain.write_bytes(gzip.decompress(RECORD.read_bytes()))
+    a = breathsync("detect", str(plain), "--rate", "125", "--strap-rate", "50")
+    b = breathsync("detect", str(RECORD), "--rate", "125", "--strap-rate", "50")
+    assert a.returncode == 0 and a.stdout == b.stdout and a.stdout
+
+
+def test_other_column_names(tmp_path: Path) -> None:
+    path = tmp_path / "belt.csv"
+    lines = gzip.decompress(bundled_path("neurokit_bio_resting_5min_100hz.csv.gz").read_bytes()).decode()
+    path.write_text(lines)
+    proc = breathsync("detect", str(path), "--rate", "100", "--column", "rsp")
+    assert proc.returncode == 0, proc.stderr
+    assert sum(json.loads(line)["kind"] == "peak" for line in proc.stdout.splitlines()) > 50
+
+
+@pytest.mark.micropython
+def test_micropython_interpreter_prints_identical_lines(micropython: str) -> None:
+    cpython = breathsync("detect", str(RECORD), "--rate", "125")
+    mp = breathsync("detect", str(RECORD), "--rate", "125", "--interpreter", "micropython")
+    assert mp.returncode == 0, mp.stderr
+    assert mp.stdout == cpython.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "message"),
+    [
+        (None, ["--rate", "125"], "no such file"),
+        ("resp\n" + "0.5\n" * 2000, ["--rate", "0"], "must be > 0"),
+        ("resp\n" + "0.5\n" * 2000, ["--rate", "-3"], "must be > 0"),
+        ("resp\n" + "0.5\n" * 2000, ["--rate", "125", "--column", "chest"], "no column 'chest'"),
+        ("resp\n0.1\n0.2\nabc\n", ["--rate", "125"], "row 3"),
+        ("resp\n0.1\nnan\n", ["--rate", "125"], "not finite"),
+        ("resp\n0.1\n0.2\n", ["--rate", "125"], "too short"),
+        ("", ["--rate", "125"], "empty"),
+        ("resp\n" + "0.5\n" * 2000, ["--rate", "125", "--strap-rate", "30"], "invalid choice"),
+        ("resp\n" + "0.5\n" * 2000, ["--rate", "fast"], "invalid float"),
+    ],
+)
+def test_bad_input_one_line_exit_2(tmp_path: Path, content: str | None, args: list[str], message: str) -> None:
+    path = tmp_path / "input.csv"
+    if content is not None:
+        path.write_text(content)
+    proc = breathsync("detect", str(path), *args)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert message in lines[-1]
+    assert "Traceback" not in proc.stderr
+
+
+def test_not_gzip_despite_name(tmp_path: Path) -> None:
+    path = tmp_path / "input.csv.gz"
+    path.write_text("resp\n1\n")
+    proc = breathsync("detect", str(path), "--rate", "125")
+    assert proc.returncode == 2 and "cannot read" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,117 @@
+"""The same firmware detector inside the real MicroPython unix port: identical, allocation-free."""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from pathlib import Path
+
+import pytest
+from conftest import RunMicroPython
+from detector_helpers import bundled_counts
+
+from breathsync.adc import simulate_adc
+from breathsync.datasets import BIDMC_RATE_HZ, BUNDLED_BIDMC_RECORDS, bidmc_records
+from breathsync.detector import detect_cpython, detect_micropython
+from breathsync.recording import read_column
+
+pytestmark = pytest.mark.micropython
+MP_SCRIPTS = Path(__file__).resolve().parent / "mp"
+
+
+@pytest.fixture(scope="module")
+def long_recording(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """The bundled records back to back as u16 little-endian files (36k samples at 25 Hz)."""
+    files = {}
+    for rate_hz in (25, 50):
+        counts = [v for record in BUNDLED_BIDMC_RECORDS for v in bundled_counts(record, rate_hz)]
+        path = tmp_path_factory.mktemp("alloc") / f"samples_{rate_hz}.u16"
+        payload = array("H", counts)
+        if sys.byteorder == "big":
+            payload.byteswap()
+        path.write_bytes(payload.tobytes())
+        files[rate_hz] = path
+    return files
+
+
+@pytest.mark.parametrize(
+    ("path_name", "emit"), [("fast", None), ("portable", "bytecode"), ("portable", "native")]
+)
+@pytest.mark.parametrize("rate_hz", [25, 50])
+def test_zero_bytes_allocated_per_sample(
+    run_micropython: RunMicroPython, long_recording: dict[int, Path], path_name: str, emit: str | None, rate_hz: int
+) -> None:
+    proc = run_micropython(
+        MP_SCRIPTS / "detector_alloc.py", str(long_recording[rate_hz]), path_name, str(rate_hz), emit=emit
+    )
+    assert proc.returncode == 0, proc.stderr.decode() + proc.stdout.decode()
+    word, samples, delta_bytes, locked_chunks = proc.stdout.decode().split()
+    assert word == "ok"
+    assert int(samples) >= 10_000
+    assert int(delta_bytes) == 0, f"{delta_bytes} bytes allocated over {samples} samples"
+    assert int(locked_chunks) >= 10
+
+
+@pytest.mark.parametrize("record", BUNDLED_BIDMC_RECORDS)
+@pytest.mark.parametrize("rate_hz", [25, 50])
+def test_bit_identical_to_cpython_on_bundled_records(micropython: str, record: str, rate_hz: int) -> None:
+    counts = bundled_counts(record, rate_hz)
+    reference = detect_cpython(counts, rate_hz)
+    assert len(reference) > 100
+    assert detect_micropython(counts, rate_hz, fast=True) == reference
+    assert detect_micropython(counts, rate_hz, fast=False) == reference
+
+
+def test_runs_in_a_64k_heap(micropython: str) -> None:
+    counts = bundled_counts("bidmc_09")
+    assert detect_micropython(counts, 25, fast=True, heapsize="64K") == detect_cpython(counts, 25)
+
+
+def test_viper_state_fits_the_state_array(run_micropython: RunMicroPython, tmp_path: Path) -> None:
+    script = tmp_path / "layout.py"
+    script.write_text(
+        "from core import detector, detector_viper\n"
+        "print(detector_viper.STATE_USED, detector.STATE_WORDS)\n"
+    )
+    proc = run_micropython(script)
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+    used, words = (int(v) for v in proc.stdout.split())
+    assert 0 < used <= words
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("rate_hz", [25, 50])
+def test_bit_identical_on_every_bidmc_record(micropython: str, shared_data: Path, rate_hz: int) -> None:
+    records = bidmc_records(shared_data)
+    assert len(records) >= 20
+    for record in records:
+        signal = read_column(shared_data / "bidmc" / f"{record}_resp.csv.gz")
+        counts = simulate_adc(signal, BIDMC_RATE_HZ, rate_hz).counts_u16.tolist()
+        reference = detect_cpython(counts, rate_hz)
+        assert detect_micropython(counts, rate_hz, fast=True) == reference, f"viper differs on {record}"
+        assert detect_micropython(counts, rate_hz, fast=False) == reference, f"bytecode differs on {record}"
+
+
+def test_precompiled_mpy_gives_identical_events(run_micropython: RunMicroPython, tmp_path: Path) -> None:
+    """The .mpy files a developer deploys (here built for the unix port's x64) behave the same."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "build"
+    subprocess.run(
+        [sys.executable, str(repo / "tools" / "build_firmware.py"), "--march", "x64", "--out", str(out), "--quiet"],
+        check=True,
+    )
+    assert (out / "core" / "detector_viper.mpy").is_file()
+    assert not (out / "core" / "detector.py").exists()
+    counts = bundled_counts("bidmc_04")
+    payload = array("H", counts)
+    if sys.byteorder == "big":
+        payload.byteswap()
+    runner = repo / "host" / "breathsync" / "mp" / "detector_runner.py"
+    proc = run_micropython(runner, "core", "25", "fast", path=(out,), stdin=payload.tobytes(), heapsize="64K")
+    assert proc.returncode == 0, proc.stderr.decode()
+    lines = [tuple(int(v) for v in line.split()) for line in proc.stdout.decode().splitlines()]
+    reference = detect_cpython(counts, 25)
+    assert lines == [(1 if e.kind == "peak" else 2, e.index, e.depth_counts, e.interval_samples, e.confirmed_index)
+                     for e in reference]
