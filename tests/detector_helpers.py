@@ -46,15 +46,11 @@ class _CheckIntermediates(ast.NodeTransformer):
 
     def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
         self.generic_visit(node)
-        return ast.copy_location(
-            ast.Call(func=ast.Name("__probe", ast.Load()), args=[node], keywords=[]), node
-        )
+        return ast.copy_location(ast.Call(func=ast.Name("__probe", ast.Load()), args=[node], keywords=[]), node)
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.AST:
         self.generic_visit(node)
-        return ast.copy_location(
-            ast.Call(func=ast.Name("__probe", ast.Load()), args=[node], keywords=[]), node
-        )
+        return ast.copy_location(ast.Call(func=ast.Name("__probe", ast.Load()), args=[node], keywords=[]), node)
 
     def visit_AugAssign(self, node: ast.AugAssign) -> ast.AST:
         self.generic_visit(node)

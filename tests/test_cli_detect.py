@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import subprocess
 import sys
@@ -34,7 +35,7 @@ def test_prints_one_json_event_per_line() -> None:
     intervals = [e["interval_s"] for e in peaks[1:]]
     assert all(1.0 <= i <= 15.0 for i in intervals)
     # The interval is the distance between successive extremum times, not confirmation times.
-    for prev, cur in zip(peaks, peaks[1:], strict=False):
+    for prev, cur in itertools.pairwise(peaks):
         assert cur["interval_s"] == pytest.approx(cur["t_s"] - prev["t_s"], abs=1e-6)
 
 

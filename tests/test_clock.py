@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -11,8 +13,14 @@ RATE_HZ = 25.0
 SAMPLES_PER_PACKET = 7
 
 
-def simulate(clock: CounterClock, drift_ppm: float, offset_s: float, duration_s: float, seed: int,
-             jitter_s: tuple[float, float] = (0.01, 0.1)) -> np.ndarray:
+def simulate(
+    clock: CounterClock,
+    drift_ppm: float,
+    offset_s: float,
+    duration_s: float,
+    seed: int,
+    jitter_s: tuple[float, float] = (0.01, 0.1),
+) -> np.ndarray:
     """Feed live packets; return the online mapping error (s) of each packet's last sample."""
     rng = np.random.default_rng(seed)
     true_rate = RATE_HZ * (1 + drift_ppm * 1e-6)
@@ -72,7 +80,7 @@ def test_lower_hull_is_below_all_points() -> None:
     y = rng.normal(0, 1, 200)
     hull = lower_hull(x, y)
     assert hull[0] == 0 and hull[-1] == len(x) - 1
-    for a, b in zip(hull, hull[1:], strict=False):
+    for a, b in itertools.pairwise(hull):
         slope = (y[b] - y[a]) / (x[b] - x[a])
         line = y[a] + slope * (x - x[a])
         assert np.all(y >= line - 1e-9)

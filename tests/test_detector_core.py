@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import subprocess
 import sys
@@ -9,14 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from detector_helpers import (
-    SMALL_INT_LIMIT,
-    bundled_counts,
-    instrumented_portable,
-    run_detector_chunks,
-    run_generator,
-    synthetic_breathing_u16,
-)
 
 from breathsync.datasets import BIDMC_RATE_HZ, BUNDLED_BIDMC_RECORDS, bundled_path, read_breath_annotations
 from breathsync.detector import detect_cpython
@@ -25,6 +18,15 @@ from breathsync.fwcore import detector as fw_detector
 from breathsync.fwcore import detector_coeffs
 from breathsync.recording import read_column
 from breathsync.strap_sim import detect_breaths
+
+from detector_helpers import (
+    SMALL_INT_LIMIT,
+    bundled_counts,
+    instrumented_portable,
+    run_detector_chunks,
+    run_generator,
+    synthetic_breathing_u16,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PEAK, TROUGH = fw_detector.PEAK, fw_detector.TROUGH
@@ -68,7 +70,7 @@ def test_events_alternate_and_are_causal() -> None:
     counts = bundled_counts("bidmc_09")
     events = detect_cpython(counts)
     kinds = [e.kind for e in events]
-    assert all(a != b for a, b in zip(kinds, kinds[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(kinds))
     for event in events:
         # The extremum precedes the sample that confirmed it; its index is not the confirm index.
         assert event.index < event.confirmed_index

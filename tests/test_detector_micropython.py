@@ -7,13 +7,14 @@ from array import array
 from pathlib import Path
 
 import pytest
-from conftest import RunMicroPython
-from detector_helpers import bundled_counts
 
 from breathsync.adc import simulate_adc
 from breathsync.datasets import BIDMC_RATE_HZ, BUNDLED_BIDMC_RECORDS, bidmc_records
 from breathsync.detector import detect_cpython, detect_micropython
 from breathsync.recording import read_column
+
+from conftest import RunMicroPython
+from detector_helpers import bundled_counts
 
 pytestmark = pytest.mark.micropython
 MP_SCRIPTS = Path(__file__).resolve().parent / "mp"
@@ -34,9 +35,7 @@ def long_recording(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     return files
 
 
-@pytest.mark.parametrize(
-    ("path_name", "emit"), [("fast", None), ("portable", "bytecode"), ("portable", "native")]
-)
+@pytest.mark.parametrize(("path_name", "emit"), [("fast", None), ("portable", "bytecode"), ("portable", "native")])
 @pytest.mark.parametrize("rate_hz", [25, 50])
 def test_zero_bytes_allocated_per_sample(
     run_micropython: RunMicroPython, long_recording: dict[int, Path], path_name: str, emit: str | None, rate_hz: int
@@ -70,8 +69,7 @@ def test_runs_in_a_64k_heap(micropython: str) -> None:
 def test_viper_state_fits_the_state_array(run_micropython: RunMicroPython, tmp_path: Path) -> None:
     script = tmp_path / "layout.py"
     script.write_text(
-        "from core import detector, detector_viper\n"
-        "print(detector_viper.STATE_USED, detector.STATE_WORDS)\n"
+        "from core import detector, detector_viper\nprint(detector_viper.STATE_USED, detector.STATE_WORDS)\n"
     )
     proc = run_micropython(script)
     assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
@@ -113,5 +111,7 @@ def test_precompiled_mpy_gives_identical_events(run_micropython: RunMicroPython,
     assert proc.returncode == 0, proc.stderr.decode()
     lines = [tuple(int(v) for v in line.split()) for line in proc.stdout.decode().splitlines()]
     reference = detect_cpython(counts, 25)
-    assert lines == [(1 if e.kind == "peak" else 2, e.index, e.depth_counts, e.interval_samples, e.confirmed_index)
-                     for e in reference]
+    assert lines == [
+        (1 if e.kind == "peak" else 2, e.index, e.depth_counts, e.interval_samples, e.confirmed_index)
+        for e in reference
+    ]

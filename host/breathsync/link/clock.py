@@ -15,6 +15,7 @@ where they were taken.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass
 
@@ -122,7 +123,7 @@ class CounterClock:
             xs, rs = x[order], residual[order]
             hull = lower_hull(xs, rs)
             mean_x = float(np.mean(xs))
-            for a, b in zip(hull, hull[1:], strict=False):
+            for a, b in itertools.pairwise(hull):
                 if xs[a] <= mean_x <= xs[b] and xs[b] > xs[a]:
                     slope = float((rs[b] - rs[a]) / (xs[b] - xs[a]))
                     break
