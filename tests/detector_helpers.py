@@ -71,9 +71,10 @@ def instrumented_portable() -> tuple[Callable[..., Any], list[int]]:
     Returns (generator function, [max |intermediate| seen]); the list is updated in place.
     """
     tree = ast.parse(inspect.getsource(fw_detector))
-    func = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_portable")
-    func = _CheckIntermediates().visit(func)
-    module = ast.fix_missing_locations(ast.Module(body=[func], type_ignores=[]))
+    # Every module-level function of the detector: the generator and the helpers it calls.
+    funcs = [_CheckIntermediates().visit(n) for n in tree.body if isinstance(n, ast.FunctionDef)]
+    assert any(f.name == "_portable" for f in funcs)
+    module = ast.fix_missing_locations(ast.Module(body=funcs, type_ignores=[]))
     largest = [0]
 
     def probe(value: int) -> int:
@@ -94,7 +95,7 @@ def run_generator(generator_function: Callable[..., Any], counts: Sequence[int],
     chunk = 25
     events_buf = array("i", [0] * (fields * chunk))
     io: list[Any] = [None]
-    gen = generator_function(fw_detector.coeffs_for(rate_hz), events_buf, io)
+    gen = generator_function([fw_detector.coeffs_for(rate_hz), events_buf, io])
     gen.send(None)
     events = []
     for start in range(0, len(counts), chunk):

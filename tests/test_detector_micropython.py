@@ -66,15 +66,18 @@ def test_runs_in_a_64k_heap(micropython: str) -> None:
     assert detect_micropython(counts, 25, fast=True, heapsize="64K") == detect_cpython(counts, 25)
 
 
-def test_viper_state_fits_the_state_array(run_micropython: RunMicroPython, tmp_path: Path) -> None:
+def test_viper_memory_layout_matches_the_coefficients(run_micropython: RunMicroPython, tmp_path: Path) -> None:
     script = tmp_path / "layout.py"
     script.write_text(
-        "from core import detector, detector_viper\nprint(detector_viper.STATE_USED, detector.STATE_WORDS)\n"
+        "from core import detector, detector_viper, detector_coeffs\n"
+        "print(len(detector_coeffs.COEFFS_25HZ), detector.COEFF_FIELDS, detector_viper.CAPACITY_AT,"
+        " detector_viper.EVENTS_AT)\n"
     )
     proc = run_micropython(script)
     assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
-    used, words = (int(v) for v in proc.stdout.split())
-    assert 0 < used <= words
+    n_coeffs, coeff_fields, capacity_at, events_at = (int(v) for v in proc.stdout.split())
+    assert n_coeffs == coeff_fields == capacity_at
+    assert events_at > capacity_at + 1
 
 
 @pytest.mark.shared_data

@@ -53,21 +53,60 @@ TROUGH = const(2)
 # Coefficient tuple fields (tools/design_filters.py FIELDS).
 COEFF_FIELDS = const(13)
 
-# State words of the viper implementation (detector_viper keeps its state in an int array).
-STATE_WORDS = const(20)
 
 
-def _portable(coeffs, events, io):
+def track_amplitude(amp, depth, amp_shift):
+    """New amplitude estimate after a confirmed half-breath of ``depth`` counts.
+
+    The first depth sets it; later ones below half of it are ignored (ripple) and ones above
+    twice it are clamped (movement artefact) before a 1/2**amp_shift EMA step.
+    """
+    if amp == 0:
+        return depth
+    if depth > amp >> 1:
+        if depth > amp << 1:
+            depth = amp << 1
+        amp += (depth - amp) >> amp_shift
+    return amp
+
+
+def hysteresis(amp, h_fraction_q8, h_min):
+    h = (amp * h_fraction_q8) >> 8
+    return h if h > h_min else h_min
+
+
+def _portable(ctx):
     """Generator holding the detector state in its locals (allocated once, when created).
 
-    Protocol: put the sample array in ``io[0]``, ``send(count)``; the generator processes
-    ``io[0][0:count]``, writes events to ``events`` (EVENT_FIELDS ints each) and yields how
-    many it wrote. The chunk loop runs inside the generator, so nothing is allocated per call
-    or per sample on MicroPython's bytecode VM.
+    ``ctx`` is ``[coeffs, events, io]``. Protocol: put the sample array in ``io[0]``,
+    ``send(count)``; the generator processes ``io[0][0:count]``, writes events to ``events``
+    (EVENT_FIELDS ints each) and yields how many it wrote. The chunk loop runs inside the
+    generator, so nothing is allocated per call or per sample on MicroPython's bytecode VM.
+    Work per sample is kept to the minimum: the hysteresis is recomputed only when the
+    amplitude changes, and events are written in the (rare) branch that confirms them.
     """
-    b0 = coeffs[0]
+    # The bytecode VM reaches locals 0-15 with one-byte opcodes and later ones with a longer
+    # form: the per-sample variables are therefore named first, in order of use.
+    y = 0
+    x1 = 0
+    x2 = 0
+    y1 = 0
+    y2 = 0
+    xc = 0
+    acc = 0
+    base_q8 = 0
+    d = 0
+    n = 0
+    err = 0
+    ext_y = 0
+    ext_d = 0
+    i = 0
+    samples = None
+    coeffs = ctx[0]
+    events = ctx[1]
+    io = ctx[2]
+    b0 = coeffs[0]  # == coeffs[2]: a Butterworth low-pass numerator is symmetric
     b1 = coeffs[1]
-    b2 = coeffs[2]
     a1 = coeffs[3]
     a2 = coeffs[4]
     base_shift = coeffs[5]
@@ -102,93 +141,85 @@ def _portable(coeffs, events, io):
     last_peak_d = 0
     last_trough_d = 0
     amp = 0
-    last_event_n = 0
+    h = h_min
+    decay_at = decay_after
     written = 0
-    i = 0
     while True:
-        if i >= count:
-            count = yield written
-            samples = io[0]
-            written = 0
-            i = 0
-            continue
-        xc = (samples[i] >> 2) - 8192
-        i += 1
-        acc = b0 * xc + b1 * x1 + b2 * x2 - a1 * y1 - a2 * y2 + err
-        y = acc >> 14
-        err = acc - (y << 14)
-        x2 = x1
-        x1 = xc
-        y2 = y1
-        y1 = y
-        # Warm-up: the EMA starts short and lengthens to base_shift (a running mean at first), so
-        # the baseline settles within one breath instead of one time constant.
-        if base_warm_shift < base_shift and n >= 1 << base_warm_shift:
-            base_warm_shift += 1
-        base_q8 += ((y << 8) - base_q8) >> base_warm_shift
-        d = y - (base_q8 >> 8)
+        for i in range(count):
+            xc = (samples[i] >> 2) - 8192
+            acc = b0 * (xc + x2) + b1 * x1 - a1 * y1 - a2 * y2 + err
+            y = acc >> 14
+            err = acc & 16383  # error feedback: the truncated Q14 fraction goes into the next sample
+            x2 = x1
+            x1 = xc
+            y2 = y1
+            y1 = y
+            # Warm-up: the EMA starts short and lengthens to base_shift (a running mean at first),
+            # so the baseline settles within one breath instead of one time constant.
+            if base_warm_shift < base_shift and n >= 1 << base_warm_shift:
+                base_warm_shift += 1
+            base_q8 += ((y << 8) - base_q8) >> base_warm_shift
+            d = y - (base_q8 >> 8)
+            if n > decay_at:  # no breath for a while: let the amplitude estimate shrink
+                amp -= amp >> decay_shift
+                h = hysteresis(amp, h_fraction_q8, h_min)
 
-        if n - last_event_n > decay_after:
-            amp -= amp >> decay_shift
-        h = (amp * h_fraction_q8) >> 8
-        if h < h_min:
-            h = h_min
-
-        depth = -1
-        if seek_peak:
-            if y > ext_y:
-                ext_y = y
-                ext_n = n
-            if d > ext_d:
-                ext_d = d
-            elif ext_d - d >= h:
-                idx = ext_n - delay
-                if ext_d > 0 and (last_peak_n < 0 or idx - last_peak_n >= min_interval):
-                    depth = ext_d - last_trough_d
-                    kind = PEAK
-                    interval = idx - last_peak_n if last_peak_n >= 0 else 0
-                    last_peak_n = idx
-                    last_peak_d = ext_d
-                    seek_peak = 0
-                ext_d = d
-                ext_y = y
-                ext_n = n
-        else:
-            if y < ext_y:
-                ext_y = y
-                ext_n = n
-            if d < ext_d:
-                ext_d = d
-            elif d - ext_d >= h:
-                idx = ext_n - delay
-                if ext_d < 0:
-                    depth = last_peak_d - ext_d
-                    kind = TROUGH
-                    interval = idx - last_trough_n if last_trough_n >= 0 else 0
-                    last_trough_n = idx
-                    last_trough_d = ext_d
-                    seek_peak = 1
-                ext_d = d
-                ext_y = y
-                ext_n = n
-        if depth >= 0:
-            base = written * EVENT_FIELDS
-            events[base] = kind
-            events[base + 1] = idx
-            events[base + 2] = depth
-            events[base + 3] = interval
-            events[base + 4] = n
-            written += 1
-            last_event_n = n
-            # Track the amplitude: the first depth sets it; later ones below half of it are
-            # ignored (ripple) and ones above twice it are clamped (movement artefact).
-            if amp == 0:
-                amp = depth
-            elif depth > amp >> 1:
-                if depth > amp << 1:
-                    depth = amp << 1
-                amp += (depth - amp) >> amp_shift
-        n += 1
+            if seek_peak:
+                if y > ext_y:
+                    ext_y = y
+                    ext_n = n
+                if d > ext_d:
+                    ext_d = d
+                elif ext_d - d >= h:
+                    idx = ext_n - delay
+                    if ext_d > 0 and (last_peak_n < 0 or idx - last_peak_n >= min_interval):
+                        depth = ext_d - last_trough_d
+                        base = written * EVENT_FIELDS
+                        events[base] = PEAK
+                        events[base + 1] = idx
+                        events[base + 2] = depth
+                        events[base + 3] = idx - last_peak_n if last_peak_n >= 0 else 0
+                        events[base + 4] = n
+                        written += 1
+                        last_peak_n = idx
+                        last_peak_d = ext_d
+                        seek_peak = 0
+                        decay_at = n + decay_after
+                        amp = track_amplitude(amp, depth, amp_shift)
+                        h = hysteresis(amp, h_fraction_q8, h_min)
+                    ext_d = d
+                    ext_y = y
+                    ext_n = n
+            else:
+                if y < ext_y:
+                    ext_y = y
+                    ext_n = n
+                if d < ext_d:
+                    ext_d = d
+                elif d - ext_d >= h:
+                    idx = ext_n - delay
+                    if ext_d < 0:
+                        depth = last_peak_d - ext_d
+                        base = written * EVENT_FIELDS
+                        events[base] = TROUGH
+                        events[base + 1] = idx
+                        events[base + 2] = depth
+                        events[base + 3] = idx - last_trough_n if last_trough_n >= 0 else 0
+                        events[base + 4] = n
+                        written += 1
+                        last_trough_n = idx
+                        last_trough_d = ext_d
+                        seek_peak = 1
+                        decay_at = n + decay_after
+                        amp = track_amplitude(amp, depth, amp_shift)
+                        h = hysteresis(amp, h_fraction_q8, h_min)
+                    ext_d = d
+                    ext_y = y
+                    ext_n = n
+            n += 1
+        count = yield written
+        samples = io[0]
+        written = 0
 
 
 class BreathDetector:
@@ -207,7 +238,6 @@ class BreathDetector:
         self.rate_hz = rate_hz
         self.max_chunk = max_chunk
         self.coeffs = coeffs_for(rate_hz)
-        self.events = array("i", [0] * (EVENT_FIELDS * max_chunk))
         viper = None
         if fast:
             try:
@@ -216,21 +246,26 @@ class BreathDetector:
                 viper = None
         self.fast = viper is not None
         if viper is not None:
-            self._state = array("i", [0] * STATE_WORDS)
-            # The chunk capacity rides along with the coefficients: the viper loop clamps to it,
-            # so a wrong count can never write past the event buffer.
-            self._coeffs = array("i", self.coeffs + (max_chunk,))
+            # One array: coefficients, the chunk capacity (the viper loop clamps to it, so a
+            # wrong count can never write past the events), the state, then the event buffer.
+            mem = array("i", [0] * viper.words(max_chunk))
+            for k in range(COEFF_FIELDS):
+                mem[k] = self.coeffs[k]
+            mem[COEFF_FIELDS] = max_chunk
+            self._mem = mem
+            self.events = memoryview(mem)[viper.EVENTS_AT :]
             self._viper_feed = viper.feed
             # Bound once here; the small method keeps the VM frame on the C stack (no heap).
             self.feed = self._feed_viper
         else:
+            self.events = array("i", [0] * (EVENT_FIELDS * max_chunk))
             self._io = [None]
-            self._gen = _portable(self.coeffs, self.events, self._io)
+            self._gen = _portable([self.coeffs, self.events, self._io])
             self._gen.send(None)
             self._send = self._gen.send
 
     def _feed_viper(self, samples, count):
-        return self._viper_feed(self._state, self._coeffs, samples, count, self.events)
+        return self._viper_feed(self._mem, samples, count)
 
     def feed(self, samples, count):
         if count > self.max_chunk:
