@@ -26,7 +26,7 @@ test-fast: setup
 	$(BIN)/pytest -q -x
 
 lint: setup
-	$(BIN)/ruff check host tests tools bench
+	$(BIN)/ruff check host tests tools bench firmware
 
 typecheck: setup
 	$(BIN)/mypy

@@ -11,8 +11,9 @@ a small int on the ESP32 and never allocates):
    fallen ``h`` below its running maximum, a trough (end of exhalation) once it has risen
    ``h`` above its running minimum. The extremum's time is the arg-max (arg-min) of the
    low-passed ``y`` over the same stretch: ``y``'s phase delay is nearly constant over the
-   breathing band, whereas the high-pass's phase lead would pull slow breaths early. ``h`` is a fraction of the tracked breath amplitude, so the
-   detector adapts to shallow or deep breathing and to any sensor gain. A peak must lie above
+   breathing band, whereas the high-pass's phase lead would pull slow breaths early. ``h`` is
+   a fraction of the tracked breath amplitude, so the detector adapts to shallow or deep
+   breathing and to any sensor gain. A peak must lie above
    the baseline and a trough below it, which rejects cardiac ripple riding on one flank.
 5. Physiologic limits: a peak closer than the minimum breath interval to the previous one is
    discarded; while no breath is confirmed the amplitude estimate decays, so breathing that

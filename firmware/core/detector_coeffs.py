@@ -3,7 +3,9 @@
 # Baseline: x - EMA(x), EMA time constant 2**shift samples (fc ~ 0.02 Hz).
 # Delay: low-pass phase delay at 0.3 Hz, subtracted from extremum indices.
 # Physiologic limit: successive peaks >= 0.85 s apart.
-# Tuple fields: b0_q14, b1_q14, b2_q14, a1_q14, a2_q14, baseline_shift, delay_samples, min_interval_samples, decay_after_samples, decay_shift, h_fraction_q8, h_min_counts, amp_track_shift
+# Tuple fields: b0_q14, b1_q14, b2_q14, a1_q14, a2_q14,
+#   baseline_shift, delay_samples, min_interval_samples, decay_after_samples,
+#   decay_shift, h_fraction_q8, h_min_counts, amp_track_shift
 
 RATES_HZ = (25, 50)
 

@@ -2,8 +2,9 @@
 #   micropython detector_alloc.py SAMPLES_FILE fast|portable RATE_HZ
 # Prints "ok <samples> <mem_total delta bytes> <heap_lock chunks>" or raises (exit != 0).
 import sys
-import micropython
 from array import array
+
+import micropython
 from core.detector import BreathDetector
 
 _CHUNK = 25
