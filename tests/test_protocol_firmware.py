@@ -215,7 +215,8 @@ def test_firmware_and_host_constants_agree() -> None:
 
 def test_haptic_wire_ranges_are_the_haptic_cores_ceilings() -> None:
     """docs/protocol.md: the HAPTIC ranges are the haptic core's compile-time ceilings."""
-    haptics = pytest.importorskip("breathsync.fwcore.haptics")
+    from breathsync.fwcore import haptics
+
     assert haptics.ABS_MAX_PULSES == F.HAPTIC_MAX_PULSES
     assert haptics.ABS_MIN_ON_MS == F.HAPTIC_MIN_ON_MS
     assert haptics.ABS_MAX_ON_MS == F.HAPTIC_MAX_ON_MS

@@ -1,0 +1,295 @@
+# ruff: noqa: UP031  (%-formatting: these scripts also run under MicroPython)
+# Driver checks against tests/doubles/machine.py. Each check_* function is self-contained
+# (it resets the simulated chip); tests/test_drivers.py runs them under CPython and runs this
+# file under MicroPython (MICROPYPATH=tests/doubles:firmware), which prints "ok NAME" per check.
+
+import sys
+
+import config
+import drivers
+import machine
+from core.haptics import Haptics
+from drivers import FAULT_HAPTIC, FAULT_SENSOR, make_haptics, make_hardware
+from drivers.battery import BatteryGauge
+from drivers.haptic import GuardedMotor, PwmMotor
+from drivers.sensors import Lps22Bladder
+from settings import Settings
+
+IMPORT_PINS = len(machine.sim.pins) + len(machine.sim._pwm) + len(machine.sim._timers)
+MID = 32768
+
+
+def fresh(**over):
+    machine.sim.reset()
+    s = Settings("/nonexistent/breathsync-settings.json", config)
+    for k in over:
+        assert s.set(k, over[k]) == 0, k
+    return s
+
+
+def check_nothing_touched_at_import():
+    assert IMPORT_PINS == 0, IMPORT_PINS
+    assert drivers.make_hardware is make_hardware
+
+
+def check_stretch_default():
+    s = fresh()
+    samples = [1000, 20000, 40000, 65535, 0]
+    reads = [0]
+
+    def source():
+        # Each sample is read 4 times (oversample_shift 2): jitter of +-2 averages out.
+        i = reads[0]
+        reads[0] += 1
+        v = samples[i // 4]
+        return v + (2 if i % 2 else -2) if 0 < v < 65535 else v
+
+    machine.sim.set_adc_source(config.PIN_SENSOR_ADC, source)
+    hw = make_hardware(machine, s, config)
+    assert hw.faults == 0 and hw.sensor.kind == "stretch"
+    assert hw.sensor._adc._atten == machine.ADC.ATTN_11DB
+    got = [hw.sensor.read_u16() for _ in samples]
+    assert got == samples, got
+    # The divider is powered only while sampling.
+    assert machine.sim.pins[config.PIN_SENSOR_POWER] == 0
+
+
+def check_adc_from_file():
+    machine.sim.reset()
+    path = "/tmp/breathsync_hw_adc.txt"
+    with open(path, "w") as f:
+        f.write("# u16 counts\n100\n200\n300\n")
+    machine.sim.adc_from_file(config.PIN_SENSOR_ADC, path)
+    adc = machine.ADC(machine.Pin(config.PIN_SENSOR_ADC), atten=machine.ADC.ATTN_11DB)
+    assert [adc.read_u16() for _ in range(5)] == [100, 200, 300, 300, 300]
+
+
+def check_adc2_rejected():
+    machine.sim.reset()
+    try:
+        machine.ADC(machine.Pin(11))
+    except ValueError:
+        return
+    raise AssertionError("ADC2 pin accepted")
+
+
+def breath_pressure(n, base, amp):
+    # Triangle wave, 100 samples per breath: integer-only so both interpreters agree.
+    out = []
+    for i in range(n):
+        ph = i % 100
+        tri = ph if ph < 50 else 100 - ph
+        out.append(base + amp * tri // 50)
+    return out
+
+
+def check_lps22_bladder():
+    s = fresh(sensor="lps22", rate_hz=25)
+    base = 1013 * 4096
+    pressure = breath_pressure(400, base, 2048)  # 0.5 hPa (50 Pa) swing
+    dev = machine.Lps22Sim(pressure)
+    machine.sim.attach_i2c(config.LPS22_ADDR, dev)
+    hw = make_hardware(machine, s, config)
+    assert hw.faults == 0 and hw.sensor.kind == "lps22"
+    assert dev.odr_code() == 4 and dev.regs[0x10] & 0x0A == 0x0A and dev.resets == 1
+    got = [hw.sensor.read_u16() for _ in range(400)]
+    assert got[0] == MID
+    # Rises with pressure (inhalation), 1 count per 1/4096 hPa, baseline barely moves.
+    assert got[50] - got[0] > 1900 and got[100] - got[0] < 60, (got[50], got[100])
+    assert all(0 <= v <= 65535 for v in got)
+    s50 = fresh(sensor="lps22", rate_hz=50)
+    dev = machine.Lps22Sim(whoami=0xB3)
+    machine.sim.attach_i2c(config.LPS22_ADDR, dev)
+    make_hardware(machine, s50, config)
+    assert dev.odr_code() == 5
+
+
+def check_lps22_glitch_and_clip():
+    s = fresh(sensor="lps22")
+    values = [1000 * 4096, 1000 * 4096 + 100, 1000 * 4096 + 900000, 1000 * 4096 - 900000]
+    machine.sim.attach_i2c(config.LPS22_ADDR, machine.Lps22Sim(values))
+    hw = make_hardware(machine, s, config)
+    a = hw.sensor.read_u16()
+    b = hw.sensor.read_u16()
+    machine.sim.fail_i2c(config.LPS22_ADDR, 2)
+    c = hw.sensor.read_u16()
+    d = hw.sensor.read_u16()
+    assert (a, b, c, d) == (MID, MID + 100, MID + 100, MID + 100) and hw.sensor.errors == 2
+    assert hw.sensor.read_u16() == 65535 and hw.sensor.read_u16() == 0
+
+
+def check_lps22_missing_or_wrong():
+    s = fresh(sensor="lps22")
+    hw = make_hardware(machine, s, config)
+    assert hw.faults == FAULT_SENSOR and hw.sensor.kind == "none" and hw.sensor.read_u16() == MID
+    s = fresh(sensor="lps22")
+    machine.sim.attach_i2c(config.LPS22_ADDR, machine.Lps22Sim(whoami=0x58))  # a BMP280 answering
+    hw = make_hardware(machine, s, config)
+    assert hw.faults == FAULT_SENSOR
+
+
+def check_pwm_motor_default():
+    s = fresh()
+    hw = make_hardware(machine, s, config)
+    assert hw.motor.kind == "erm_pwm"
+    line = machine.sim.pwm_timeline(config.PIN_MOTOR_PWM)
+    assert line == [(0, 0)], line
+    hw.motor.set_pct(80)
+    hw.motor.set_pct(80)  # unchanged: no extra write
+    hw.motor.set_pct(150)
+    hw.motor.off()
+    assert [d for _, d in machine.sim.pwm_timeline(config.PIN_MOTOR_PWM)] == [0, 52428, 65535, 0]
+
+
+def check_drv2605():
+    s = fresh(haptic="drv2605")
+    dev = machine.Drv2605Sim()
+    machine.sim.attach_i2c(config.DRV2605_ADDR, dev)
+    hw = make_hardware(machine, s, config)
+    assert hw.faults == 0 and hw.motor.kind == "drv2605" and hw.motor.device_id == 7
+    assert dev.regs[0x17] == 3000000 // 21220  # overdrive clamp from the rated voltage
+    assert dev.regs[0x1A] & 0x80 == 0 and dev.regs[0x1D] & 0x28 == 0x28
+    assert dev.regs[0x01] == 0x45 and dev.level() == 0  # RTP mode, in standby
+    machine.sim.advance_ms(10)
+    hw.motor.set_pct(50)
+    machine.sim.advance_ms(200)
+    hw.motor.set_pct(0)
+    assert dev.timeline[-2:] == [(10, 127), (210, 0)], dev.timeline
+    assert dev.regs[0x01] & 0x40
+
+
+def check_drv2605_missing():
+    s = fresh(haptic="drv2605")
+    hw = make_hardware(machine, s, config)
+    assert hw.faults == FAULT_HAPTIC and hw.motor.kind == "none"
+    hw.guard.apply(50, 100)  # harmless
+
+
+def check_haptics_disabled():
+    s = fresh(haptic_enabled=False)
+    hw = make_hardware(machine, s, config)
+    assert hw.motor.kind == "none" and machine.sim.pwm_timeline(config.PIN_MOTOR_PWM) == []
+
+
+def check_guard_stall():
+    # The loop ticks once and stalls: the off-timer ends the pulse at exactly stall_ms.
+    s = fresh()
+    hw = make_hardware(machine, s, config)
+    h = make_haptics(s, config)
+    machine.sim.advance_to(1000)
+    h.start(1000, 1, 800, 100, 60)
+    hw.guard.step(h, 1000)
+    machine.sim.advance_to(5000)
+    line = machine.sim.pwm_timeline(config.PIN_MOTOR_PWM)
+    assert line[-2:] == [(1000, 60 * 65535 // 100), (1000 + config.HAPTIC_STALL_MS, 0)], line
+    assert hw.guard.forced_off == 1
+    hw.guard.step(h, 5000)  # the loop resumes: the core saw the stall
+    assert h.stalls == 1 and not h.active
+
+
+def check_guard_host_silence():
+    s = fresh()
+    hw = make_hardware(machine, s, config)
+    h = make_haptics(s, config)
+    h.start(0, 10, 500, 500, 50)
+    t = 0
+    while t <= 8000:
+        machine.sim.advance_to(t)
+        hw.guard.step(h, t)
+        t += config.HAPTIC_TICK_MS
+    line = machine.sim.pwm_timeline(config.PIN_MOTOR_PWM)
+    ons = [ts for ts, d in line if d]
+    assert ons == [0, 1000, 2000, 3000, 4000], line  # the 6th pulse would start at 5000
+    assert line[-1][1] == 0 and h.host_timeouts == 1
+
+
+def check_settings_tighten_haptics():
+    s = fresh(haptic_max_intensity_pct=40, haptic_max_on_ms=300, haptic_duty_max_pct=10)
+    h = make_haptics(s, config)
+    assert h.start(0, 1, 1000, 100, 100) == 2 | 8  # CLAMP_ON | CLAMP_INTENSITY
+    assert h.max_intensity_pct == 40 and h.max_on_ms == 300 and h.window_on_ms == 1000
+    assert h.tick(0) == 40
+
+
+def check_timer_and_wdt():
+    machine.sim.reset()
+    fired = []
+    machine.Timer(0, mode=machine.Timer.PERIODIC, period=40, callback=lambda t: fired.append(machine.sim.now_ms()))
+    machine.sim.advance_ms(1000)
+    assert len(fired) == 25 and fired[0] == 40 and fired[-1] == 1000
+    pwm = machine.PWM(machine.Pin(4), freq=20000, duty_u16=30000)
+    wdt = drivers.make_watchdog(machine, config)
+    machine.sim.advance_to(4000)
+    wdt.feed()
+    machine.sim.advance_to(8900)
+    assert machine.sim.resets == []
+    try:
+        machine.sim.advance_to(10000)
+    except machine.DeviceReset:
+        pass
+    else:
+        raise AssertionError("watchdog did not fire")
+    assert machine.sim.resets == [(4000 + config.WDT_TIMEOUT_MS, "wdt")]
+    assert machine.reset_cause() == machine.WDT_RESET
+    assert pwm.duty_u16() == 0 and machine.sim.pwm_timeline(4)[-1] == (9000, 0)
+    assert machine.sim.wdt_feeds == [1000, 4000]
+
+
+def check_machine_misc():
+    machine.sim.reset()
+    assert len(machine.unique_id()) == 6
+    machine.freq(config.CPU_FREQ_HZ)
+    assert machine.freq() == 80000000
+    assert machine.reset_cause() == machine.PWRON_RESET
+    machine.idle()
+    machine.lightsleep(25)
+    assert machine.sim.now_ms() == 25
+
+
+def check_battery():
+    machine.sim.reset()
+    g = BatteryGauge(machine.ADC(machine.Pin(config.PIN_BATTERY_ADC), atten=3), 2, 1)
+    # 2.1 V at the pin -> 4.2 V
+    machine.sim.set_adc_source(config.PIN_BATTERY_ADC, [(2100000 - 150000) * 65535 // 2300000 + 1])
+    assert abs(g.read_mv() - 4200) <= 2, g.read_mv()
+    pct = [g.percent(mv) for mv in range(3000, 4400, 50)]
+    assert pct[0] == 0 and pct[-1] == 100 and all(pct[i] <= pct[i + 1] for i in range(len(pct) - 1))
+
+
+def check_lps22_direct_no_alloc():
+    # The LPS22 read path uses a preallocated buffer and small ints only (device hot path).
+    machine.sim.reset()
+    machine.sim.attach_i2c(0x5D, machine.Lps22Sim())
+    sensor = Lps22Bladder(machine.I2C(0), rate_hz=25)
+    assert sensor.read_u16() == MID and sensor._base_q6 < (1 << 30)
+
+
+def check_pwm_guard_core_types():
+    machine.sim.reset()
+    g = GuardedMotor(PwmMotor(machine.PWM(machine.Pin(4))), machine.Timer(1))
+    h = Haptics()
+    assert g.step(h, 0) == 0  # idle: no tick needed
+
+
+CHECKS = [(name, obj) for name, obj in sorted(globals().items()) if name.startswith("check_")]
+
+
+def main():
+    bad = 0
+    for name, fn in CHECKS:
+        try:
+            fn()
+            print("ok", name)
+        except Exception as e:
+            print("FAIL", name, repr(e))
+            bad += 1
+    return bad
+
+
+if __name__ == "__main__":
+    try:
+        status = main()
+    except BaseException as e:
+        sys.stderr.write("hw_drivers: %r\n" % (e,))
+        status = 99
+    sys.exit(1 if status else 0)
