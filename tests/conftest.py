@@ -14,7 +14,7 @@ from breathsync.detector import micropython_executable
 
 REPO = Path(__file__).resolve().parents[1]
 FIRMWARE = REPO / "firmware"
-DOUBLES = REPO / "tests" / "doubles"
+DOUBLES = REPO / "host" / "breathsync" / "mp" / "doubles"
 
 RunMicroPython = Callable[..., subprocess.CompletedProcess[bytes]]
 

@@ -1,4 +1,4 @@
-"""firmware/drivers against tests/doubles/machine.py, under CPython and the MicroPython unix port.
+"""firmware/drivers against host/breathsync/mp/doubles/machine.py, under CPython and the MicroPython unix port.
 
 The checks live in tests/mp/hw_drivers.py so both interpreters run the same code.
 """
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RunMicroPython
+from conftest import DOUBLES, RunMicroPython
 
 REPO = Path(__file__).resolve().parents[1]
 MP_DIR = REPO / "tests" / "mp"
-for _p in (REPO / "tests" / "doubles", REPO / "firmware", MP_DIR):
+for _p in (DOUBLES, REPO / "firmware", MP_DIR):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
@@ -26,7 +26,7 @@ CHECKS: list[tuple[str, Callable[[], None]]] = hw_drivers.CHECKS
 
 
 def test_machine_is_the_double() -> None:
-    assert hasattr(machine, "sim"), "tests/doubles/machine.py must shadow any other machine module"
+    assert hasattr(machine, "sim"), "host/breathsync/mp/doubles/machine.py must shadow any other machine module"
 
 
 @pytest.mark.parametrize(("name", "check"), CHECKS, ids=[name for name, _ in CHECKS])
@@ -36,7 +36,7 @@ def test_driver_check_cpython(name: str, check: Callable[[], None]) -> None:
 
 @pytest.mark.micropython
 def test_driver_checks_micropython(run_micropython: RunMicroPython) -> None:
-    proc = run_micropython(MP_DIR / "hw_drivers.py", path=(REPO / "tests" / "doubles", REPO / "firmware"))
+    proc = run_micropython(MP_DIR / "hw_drivers.py", path=(DOUBLES, REPO / "firmware"))
     out = proc.stdout.decode()
     assert proc.returncode == 0, out + proc.stderr.decode()
     assert out.splitlines() == [f"ok {name}" for name, _ in CHECKS]

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import RunMicroPython
+from conftest import DOUBLES, RunMicroPython
 
 REPO = Path(__file__).resolve().parents[1]
 MP_DIR = REPO / "tests" / "mp"
-for _p in (REPO / "tests" / "doubles", REPO / "firmware", MP_DIR):
+for _p in (DOUBLES, REPO / "firmware", MP_DIR):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
@@ -190,7 +190,7 @@ def test_fuzz_checker_catches_a_loosened_core(attr: str, value: int, reason: str
 @pytest.mark.micropython
 def test_fuzz_micropython_matches_cpython(run_micropython: RunMicroPython) -> None:
     proc = run_micropython(
-        MP_DIR / "hw_haptics_fuzz.py", *map(str, MP_SEEDS), path=(REPO / "tests" / "doubles", REPO / "firmware")
+        MP_DIR / "hw_haptics_fuzz.py", *map(str, MP_SEEDS), path=(DOUBLES, REPO / "firmware")
     )
     out = proc.stdout.decode()
     assert proc.returncode == 0, out + proc.stderr.decode()

@@ -1,7 +1,7 @@
 # ruff: noqa: UP031  (%-formatting: these scripts also run under MicroPython)
-# Driver checks against tests/doubles/machine.py. Each check_* function is self-contained
+# Driver checks against host/breathsync/mp/doubles/machine.py. Each check_* function is self-contained
 # (it resets the simulated chip); tests/test_drivers.py runs them under CPython and runs this
-# file under MicroPython (MICROPYPATH=tests/doubles:firmware), which prints "ok NAME" per check.
+# file under MicroPython (MICROPYPATH=host/breathsync/mp/doubles:firmware), which prints "ok NAME" per check.
 
 import sys
 

@@ -4,7 +4,7 @@
 # line per seed) and is imported by tests/test_haptics.py under CPython, which compares the
 # lines: same integer code, same PRNG (xorshift32, not `random`), same PWM timeline digest.
 #
-# Usage: micropython hw_haptics_fuzz.py SEED [SEED...]  (MICROPYPATH=tests/doubles:firmware)
+# Usage: micropython hw_haptics_fuzz.py SEED [SEED...]  (MICROPYPATH=host/breathsync/mp/doubles:firmware)
 # Prints "seed=S ok pulses=.. stalls=.. silences=.. deferrals=.. clamps=.. digest=.." or
 # "seed=S FAIL reason"; exit status 1 on any failure.
 
