@@ -1,0 +1,259 @@
+"""Receive side of one strap's stream, independent of the transport (BLE, serial, replay).
+
+Turns decoded packets into gap-free, de-duplicated, time-mapped samples and events:
+
+- 32-bit strap counters are unwrapped to plain ints, so wrap-around is invisible upstream.
+- A SAMPLES packet beyond the head opens a gap; the stream asks (through ``backfill_wanted``)
+  for ``BACKFILL`` of it. Samples arriving for a gap fill it; anything already held is a
+  duplicate and is dropped (counted). Nothing is delivered twice, whatever order packets come in.
+- Sample host times come from the counter through a ``CounterClock`` fitted on live arrivals
+  only (never from arrival times directly): backfilled samples land where they were taken.
+- Bad packets never reach this far: the transport decodes and counts ``ProtocolError``s in
+  ``LinkStats.bad_packets``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from ..protocol import EventKind, EventPacket, SamplesPacket, StatusPacket
+from .clock import CounterClock
+
+U32 = 1 << 32
+
+
+@dataclass
+class LinkStats:
+    """Counters a link keeps for the user and the session store."""
+
+    packets: int = 0
+    bad_packets: int = 0
+    bad_by_kind: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    samples: int = 0
+    samples_backfilled: int = 0
+    gaps_opened: int = 0
+    gaps_filled: int = 0
+    samples_lost: int = 0  # reported lost by the strap (overwritten before backfill)
+    events: int = 0
+    reconnects: int = 0
+    haptic_sent: int = 0
+    haptic_confirmed: int = 0
+    rssi_dbm: int | None = None
+
+    def count_bad(self, error: Exception) -> None:
+        self.bad_packets += 1
+        name = type(error).__name__
+        self.bad_by_kind[name] = self.bad_by_kind.get(name, 0) + 1
+
+
+@dataclass(frozen=True)
+class SampleBlock:
+    """Consecutive samples of one strap: counters ``first_counter ...``, host times, raw u16 values."""
+
+    role: str
+    first_counter: int
+    values: npt.NDArray[np.int64]
+    host_t_s: npt.NDArray[np.float64]
+    backfilled: bool
+
+    @property
+    def counters(self) -> npt.NDArray[np.int64]:
+        return np.arange(self.first_counter, self.first_counter + len(self.values), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class StrapEvent:
+    """A breath event in unwrapped counters and host time."""
+
+    role: str
+    kind: str  # "peak" | "trough"
+    counter: int
+    confirmed_counter: int
+    depth_counts: int
+    interval_samples: int
+    host_t_s: float
+    backfilled: bool
+
+
+def unwrap(counter_u32: int, reference: int) -> int:
+    """The int nearest to ``reference`` that is congruent to ``counter_u32`` modulo 2**32."""
+    base = reference - (reference % U32)
+    candidate = base + counter_u32
+    if candidate - reference > U32 // 2:
+        candidate -= U32
+    elif reference - candidate > U32 // 2:
+        candidate += U32
+    return candidate
+
+
+class Gaps:
+    """Sorted, disjoint half-open counter ranges [start, end) that are missing."""
+
+    def __init__(self) -> None:
+        self.ranges: list[tuple[int, int]] = []
+
+    def add(self, start: int, end: int) -> None:
+        if start < end:
+            self.ranges.append((start, end))
+            self.ranges.sort()
+
+    def take(self, start: int, end: int) -> list[tuple[int, int]]:
+        """Remove [start, end) from the gaps; return the sub-ranges that were missing."""
+        filled: list[tuple[int, int]] = []
+        remaining: list[tuple[int, int]] = []
+        for a, b in self.ranges:
+            lo, hi = max(a, start), min(b, end)
+            if lo >= hi:
+                remaining.append((a, b))
+                continue
+            filled.append((lo, hi))
+            if a < lo:
+                remaining.append((a, lo))
+            if hi < b:
+                remaining.append((hi, b))
+        self.ranges = remaining
+        return filled
+
+    def drop_before(self, counter: int) -> int:
+        """Give up on everything below ``counter`` (the strap no longer has it); return how many."""
+        lost = 0
+        kept: list[tuple[int, int]] = []
+        for a, b in self.ranges:
+            if b <= counter:
+                lost += b - a
+            elif a < counter:
+                lost += counter - a
+                kept.append((counter, b))
+            else:
+                kept.append((a, b))
+        self.ranges = kept
+        return lost
+
+    @property
+    def missing(self) -> int:
+        return sum(b - a for a, b in self.ranges)
+
+
+class StrapStream:
+    """One strap's receive state. Feed it decoded packets with their host arrival time."""
+
+    def __init__(
+        self,
+        role: str,
+        rate_hz: float,
+        on_samples: Callable[[SampleBlock], None],
+        on_event: Callable[[StrapEvent], None],
+        stats: LinkStats | None = None,
+    ) -> None:
+        self.role = role
+        self.clock = CounterClock(rate_hz)
+        self.on_samples = on_samples
+        self.on_event = on_event
+        self.stats = stats if stats is not None else LinkStats()
+        self.head: int | None = None  # one past the highest counter received
+        self.gaps = Gaps()
+        self._seen_events: set[tuple[int, int]] = set()
+        self.status: StatusPacket | None = None
+
+    @property
+    def rate_hz(self) -> float:
+        return self.clock.nominal_rate_hz
+
+    def set_rate(self, rate_hz: float) -> None:
+        """The strap changed its sample rate: the clock restarts (counters keep counting)."""
+        if rate_hz != self.clock.nominal_rate_hz:
+            self.clock = CounterClock(rate_hz)
+
+    def restarted(self) -> None:
+        """The strap rebooted (its counter restarted): forget positions, keep statistics."""
+        self.head = None
+        self.gaps = Gaps()
+        self._seen_events.clear()
+        self.clock.reset()
+
+    def backfill_wanted(self) -> tuple[int, int] | None:
+        """The oldest missing range [start, end) to ask the strap for, or None."""
+        return self.gaps.ranges[0] if self.gaps.ranges else None
+
+    def strap_lost(self, before_counter: int) -> None:
+        """The strap answered a backfill from a later counter: what is below it is gone for good."""
+        self.stats.samples_lost += self.gaps.drop_before(before_counter)
+
+    def on_samples_packet(self, packet: SamplesPacket, arrival_s: float) -> None:
+        self.stats.packets += 1
+        n = len(packet.samples)
+        if self.head is None:
+            start = packet.counter
+            self.head = start
+        else:
+            start = unwrap(packet.counter, self.head)
+        end = start + n
+        values = np.asarray(packet.samples, dtype=np.int64)
+        if start >= self.head:
+            # Live data (or a flush after a reconnect): anything skipped becomes a gap.
+            if start > self.head:
+                self.gaps.add(self.head, start)
+                self.stats.gaps_opened += 1
+            self.head = end
+            self.clock.observe(end - 1, arrival_s)
+            self._deliver(start, values, backfilled=False)
+            return
+        # Below the head only what fills a gap is new; a straddling packet's tail is live.
+        gaps_before = len(self.gaps.ranges)
+        pieces = self.gaps.take(start, min(end, self.head))
+        for lo, hi in pieces:
+            self._deliver(lo, values[lo - start : hi - start], backfilled=True)
+            self.stats.samples_backfilled += hi - lo
+        self.stats.gaps_filled += max(0, gaps_before - len(self.gaps.ranges))
+        if end > self.head:
+            live_start = self.head
+            self.head = end
+            self.clock.observe(end - 1, arrival_s)
+            self._deliver(live_start, values[live_start - start :], backfilled=False)
+        elif not pieces:
+            self.stats.duplicates += 1
+
+    def _deliver(self, first: int, values: npt.NDArray[np.int64], backfilled: bool) -> None:
+        if len(values) == 0:
+            return
+        counters = np.arange(first, first + len(values), dtype=np.float64)
+        fit = self.clock.fit
+        assert fit is not None  # observe() ran for the first live packet
+        host = fit.offset_s + counters * fit.period_s
+        self.stats.samples += len(values)
+        self.on_samples(SampleBlock(self.role, first, values, host, backfilled))
+
+    def on_event_packet(self, packet: EventPacket, arrival_s: float) -> None:
+        self.stats.packets += 1
+        reference = self.head if self.head is not None else packet.index
+        index = unwrap(packet.index, reference)
+        key = (int(packet.kind), index)
+        if key in self._seen_events:
+            self.stats.duplicates += 1
+            return
+        self._seen_events.add(key)
+        if len(self._seen_events) > 4096:  # keep the memory bounded: old keys cannot recur
+            self._seen_events = {k for k in self._seen_events if k[1] > index - 100_000}
+        if self.clock.fit is None:
+            self.clock.observe(index + packet.confirm_delay, arrival_s)
+        host = self.clock.host_time_s(index)
+        self.stats.events += 1
+        kind = "peak" if packet.kind == EventKind.PEAK else "trough"
+        backfilled = self.head is not None and index + packet.confirm_delay < self.head - 4 * self.rate_hz
+        self.on_event(
+            StrapEvent(
+                self.role,
+                kind,
+                index,
+                index + packet.confirm_delay,
+                packet.depth,
+                packet.interval,
+                host,
+                backfilled,
+            )
+        )

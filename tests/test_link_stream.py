@@ -1,0 +1,151 @@
+"""The transport-independent receive side: no loss, no duplicates, counters to host time."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from breathsync.link.stream import Gaps, SampleBlock, StrapEvent, StrapStream, unwrap
+from breathsync.protocol import EventKind, EventPacket, SamplesPacket
+
+RATE_HZ = 25.0
+PER_PACKET = 7
+
+
+def packets(first_counter: int, values: list[int]) -> list[SamplesPacket]:
+    out = []
+    for i in range(0, len(values), PER_PACKET):
+        chunk = values[i : i + PER_PACKET]
+        out.append(SamplesPacket(len(out) & 0xFF, (first_counter + i) % (1 << 32), tuple(chunk)))
+    return out
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.blocks: list[SampleBlock] = []
+        self.events: list[StrapEvent] = []
+
+    def stream(self) -> StrapStream:
+        return StrapStream("client", RATE_HZ, self.blocks.append, self.events.append)
+
+    def counters(self) -> list[int]:
+        return [int(c) for b in self.blocks for c in b.counters]
+
+    def values(self) -> dict[int, int]:
+        return {int(c): int(v) for b in self.blocks for c, v in zip(b.counters, b.values, strict=True)}
+
+
+def test_unwrap_across_the_32_bit_boundary() -> None:
+    assert unwrap(5, (1 << 32) - 10) == (1 << 32) + 5
+    assert unwrap((1 << 32) - 3, 1 << 32) == (1 << 32) - 3
+    assert unwrap(100, 90) == 100
+
+
+def test_gaps_take_and_drop() -> None:
+    gaps = Gaps()
+    gaps.add(10, 20)
+    gaps.add(30, 40)
+    assert gaps.take(15, 35) == [(15, 20), (30, 35)]
+    assert gaps.ranges == [(10, 15), (35, 40)]
+    assert gaps.drop_before(37) == 5 + 2
+    assert gaps.ranges == [(37, 40)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    first=st.sampled_from([0, 1000, (1 << 32) - 40]),
+    n=st.integers(20, 200),
+    data=st.data(),
+)
+def test_any_order_with_losses_and_duplicates_then_backfill_delivers_each_sample_once(
+    first: int, n: int, data: st.DataObject
+) -> None:
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    values = [int(v) for v in rng.integers(0, 65536, n)]
+    live = packets(first, values)
+    # The first packet arrives first (it anchors the stream); the rest may be lost, duplicated, reordered.
+    order = [0]
+    lost = []
+    for i in range(1, len(live)):
+        fate = data.draw(st.sampled_from(["ok", "ok", "lost", "dup"]))
+        if fate == "lost":
+            lost.append(i)
+        else:
+            order.append(i)
+            if fate == "dup":
+                order.append(i)
+    head, tail = order[:1], order[1:]
+    rng.shuffle(tail)
+    collector = Collector()
+    stream = collector.stream()
+    t = 0.0
+    for i in head + tail:
+        t += 0.3
+        stream.on_samples_packet(live[i], t)
+    # Backfill: the strap re-sends what the host asks for (here: the lost packets, in any order).
+    for i in lost:
+        stream.on_samples_packet(live[i], t + 5)
+    got = collector.counters()
+    assert sorted(got) == list(range(first, first + n))
+    assert len(got) == len(set(got)), "a sample was delivered twice"
+    assert collector.values() == {first + i: v for i, v in enumerate(values)}
+    assert stream.backfill_wanted() is None
+    assert stream.stats.samples == n
+
+
+def test_gap_is_requested_and_counted() -> None:
+    collector = Collector()
+    stream = collector.stream()
+    live = packets(0, list(range(70)))
+    stream.on_samples_packet(live[0], 0.3)
+    stream.on_samples_packet(live[3], 1.2)  # packets 1 and 2 lost
+    assert stream.backfill_wanted() == (7, 21)
+    stream.on_samples_packet(live[1], 2.0)
+    assert stream.backfill_wanted() == (14, 21)
+    stream.on_samples_packet(live[2], 2.0)
+    assert stream.backfill_wanted() is None
+    assert stream.stats.gaps_opened == 1 and stream.stats.gaps_filled >= 1
+    assert stream.stats.samples_backfilled == 14
+    stream.on_samples_packet(live[2], 2.1)
+    assert stream.stats.duplicates == 1
+
+
+def test_strap_reports_overwritten_samples_as_lost() -> None:
+    collector = Collector()
+    stream = collector.stream()
+    live = packets(0, list(range(70)))
+    stream.on_samples_packet(live[0], 0.3)
+    stream.on_samples_packet(live[5], 1.5)
+    stream.strap_lost(before_counter=21)  # the strap only still had counters >= 21
+    assert stream.stats.samples_lost == 14
+    assert stream.backfill_wanted() == (21, 35)
+
+
+def test_backfilled_samples_get_their_own_time_not_their_arrival() -> None:
+    collector = Collector()
+    stream = collector.stream()
+    live = packets(0, list(range(25 * 60)))
+    for i, packet in enumerate(live):
+        if 100 <= i < 110:
+            continue  # lost during a disconnect
+        stream.on_samples_packet(packet, (packet.counter + PER_PACKET - 1) / RATE_HZ + 0.02)
+    for i in range(100, 110):
+        stream.on_samples_packet(live[i], 60.0 + i)  # very late
+    block = next(b for b in collector.blocks if b.backfilled)
+    expected = block.first_counter / RATE_HZ
+    assert abs(block.host_t_s[0] - expected) < 0.05
+
+
+def test_events_are_deduplicated_and_time_mapped() -> None:
+    collector = Collector()
+    stream = collector.stream()
+    for packet in packets(0, list(range(250))):
+        stream.on_samples_packet(packet, (packet.counter + PER_PACKET - 1) / RATE_HZ + 0.02)
+    event = EventPacket(0, EventKind.PEAK, 100, 15, 900, 80)
+    stream.on_event_packet(event, 5.0)
+    stream.on_event_packet(event, 5.1)
+    assert len(collector.events) == 1 and stream.stats.duplicates == 1
+    [ev] = collector.events
+    assert ev.kind == "peak" and ev.counter == 100 and ev.confirmed_counter == 115
+    assert abs(ev.host_t_s - 100 / RATE_HZ) < 0.05
