@@ -20,6 +20,7 @@ from .errors import BreathsyncError
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("detect", "detect"),
     ("demo", "demo"),
+    ("replay", "replay"),
 )
 
 

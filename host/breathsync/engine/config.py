@@ -1,0 +1,200 @@
+"""Engine and nudge-policy configuration: frozen dataclasses with documented defaults, TOML loading.
+
+Every threshold that decides whether a therapist is nudged lives here, so a clinic can tighten
+or relax the engine without touching code. The decision thresholds (``plv_min``,
+``direction_min``, ``min_locked_s``) were calibrated against surrogate pairs in
+``bench/bench_entrainment.py`` (see docs/engine.md); everything else is a physiological or
+ergonomic choice explained next to its field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+HAPTIC_PATTERNS = ("paced", "double", "single")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the engine measures synchrony and when it calls a therapist-follows episode."""
+
+    baseline_s: float = 120.0
+    """Both people's own rate/depth/variability are learned over the first minutes; no decision before."""
+    baseline_tau_s: float = 600.0
+    """After that, the baseline follows slow drift (time constant) but only while the pair is not locked."""
+    window_breaths: int = 7
+    """Phase-locking window, in therapist breaths (~25 s at 16/min): short enough for a quick reaction."""
+    min_window_breaths: int = 5
+    """Fewer valid breaths than this in the window (after a gap) means no locking estimate."""
+    direction_breaths: int = 12
+    """Window for the directional (who-follows-whom) estimates, in breaths of each person."""
+    surrogate_count: int = 24
+    """Time-shifted copies of the client's own recent history used as the null (segment surrogates)."""
+    surrogate_p_max: float = 0.2
+    """Surrogate p-value the window's PLV must reach: share of surrogates at least as locked (calibrated)."""
+    surrogate_min_shift_s: float = 20.0
+    """Smallest shift: beyond a few breaths, a shifted partner keeps its rate but loses the alignment."""
+    history_s: float = 300.0
+    """How much of the client's past the surrogates may draw from."""
+    plv_min: float = 0.6
+    """Absolute floor on the phase-locking value (calibrated)."""
+    beat_cycles_min: float = 1.0
+    """A window spanning this many beat periods (at the therapist's baseline rate) cannot stay locked by
+    chance drift: locking over it is significant even when surrogates cannot tell (regular partners)."""
+    weight_rate_move: float = 1.0
+    """Weight of 'own rate moved toward the partner' in the follow evidence."""
+    weight_response: float = 1.0
+    """Weight of the period response to the partner's phase lead."""
+    weight_lagged: float = 1.0
+    """Weight of the lagged (< one breath) period dependency."""
+    direction_min: float = 0.75
+    """Minimum therapist-minus-client follow evidence (calibrated; scale -3..3)."""
+    min_locked_s: float = 20.0
+    """The therapist must stay locked and following this long before a nudge (calibrated)."""
+    beat_periods: float = 0.0
+    """...and at least this many beat periods 1/|therapist baseline rate - client rate|: had the therapist kept
+    their own rate, the relative phase would have slipped a full cycle by then (calibrated)."""
+    max_beat_lock_s: float = 90.0
+    """Cap on the beat-period requirement (pairs whose baselines already match would never qualify)."""
+    lock_leak: float = 2.0
+    """Following time is accumulated; an update that is not 'following' removes lock_leak x its duration.
+    A single noisy breath does not restart the clock (calibrated)."""
+    max_sample_gap_s: float = 2.0
+    """No samples from a strap for longer than this pauses decisions (BLE drop-out)."""
+    max_breath_gap_s: float = 12.0
+    """No breath for longer than this (or 2.5 periods) pauses decisions (loose strap, apnoea)."""
+    rate_median_breaths: int = 4
+    """Breaths in the running median that gives each person's rate and depth."""
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """How often and how the therapist may be nudged."""
+
+    cooldown_s: float = 90.0
+    """Quiet time after a nudge: give the therapist time to return to their own rhythm."""
+    max_per_hour: int = 6
+    """Hard cap over any rolling hour: a biofeedback device must not nag."""
+    mute_s: float = 600.0
+    """'Mirroring on purpose' mute: the therapist mirrors consciously; nudges resume by themselves after this."""
+    efficacy_window_s: float = 60.0
+    """A nudge worked if the therapist decoupled within this time."""
+    pattern: str = "paced"
+    """'paced' (slow pulses at the therapist's own baseline breathing rate), 'double' or 'single'."""
+    pulse_count: int = 3
+    """Pulses of the paced pattern (one per baseline breath would be too long: a few suffice)."""
+    intensity_pct: int = 60
+    """Motor intensity in percent."""
+    pulse_on_ms: int = 400
+    """Length of one 'single'/'double' pulse; the paced pattern's on-time is half a baseline breath."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the replay and the live daemon need: ``[engine]`` and ``[policy]`` of a TOML file."""
+
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+
+
+_RANGES: dict[str, tuple[float, float]] = {
+    "baseline_s": (10.0, 3600.0),
+    "baseline_tau_s": (10.0, 36000.0),
+    "window_breaths": (3, 60),
+    "min_window_breaths": (3, 60),
+    "direction_breaths": (4, 100),
+    "surrogate_count": (4, 500),
+    "surrogate_p_max": (0.001, 1.0),
+    "beat_periods": (0.0, 10.0),
+    "max_beat_lock_s": (0.0, 600.0),
+    "lock_leak": (0.0, 1000.0),
+    "surrogate_min_shift_s": (2.0, 600.0),
+    "history_s": (30.0, 3600.0),
+    "plv_min": (0.0, 1.0),
+    "direction_min": (-3.0, 3.0),
+    "beat_cycles_min": (0.0, 100.0),
+    "weight_rate_move": (0.0, 10.0),
+    "weight_response": (0.0, 10.0),
+    "weight_lagged": (0.0, 10.0),
+    "min_locked_s": (0.0, 600.0),
+    "max_sample_gap_s": (0.1, 60.0),
+    "max_breath_gap_s": (2.0, 120.0),
+    "rate_median_breaths": (1, 30),
+    "cooldown_s": (0.0, 7200.0),
+    "max_per_hour": (0, 120),
+    "mute_s": (1.0, 86400.0),
+    "efficacy_window_s": (5.0, 600.0),
+    "pulse_count": (1, 20),
+    "intensity_pct": (1, 100),
+    "pulse_on_ms": (20, 5000),
+}
+
+
+def _check_section(name: str, cls: type[Any], table: object, where: str) -> Any:
+    if not isinstance(table, dict):
+        raise InputError(f"{where}: [{name}] must be a table")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, object] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise InputError(f"{where}: unknown key {name}.{key} (known: {', '.join(sorted(known))})")
+        default = known[key].default
+        if isinstance(default, bool) or isinstance(value, bool):
+            raise InputError(f"{where}: {name}.{key} must be a number")
+        if isinstance(default, int):
+            if not isinstance(value, int):
+                raise InputError(f"{where}: {name}.{key} must be an integer (got {value!r})")
+        elif isinstance(default, float):
+            if not isinstance(value, int | float) or not math.isfinite(float(value)):
+                raise InputError(f"{where}: {name}.{key} must be a finite number (got {value!r})")
+            value = float(value)
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise InputError(f"{where}: {name}.{key} must be a string (got {value!r})")
+        if key in _RANGES and isinstance(value, int | float):
+            lo, hi = _RANGES[key]
+            if not lo <= value <= hi:
+                raise InputError(f"{where}: {name}.{key} = {value} is out of range [{lo:g}, {hi:g}]")
+        values[key] = value
+    return cls(**values)
+
+
+def validate_config(config: Config, where: str = "config") -> Config:
+    """Cross-field checks that a single range cannot express."""
+    eng, pol = config.engine, config.policy
+    if eng.min_window_breaths > eng.window_breaths:
+        raise InputError(f"{where}: engine.min_window_breaths must be <= engine.window_breaths")
+    if pol.pattern not in HAPTIC_PATTERNS:
+        raise InputError(f"{where}: policy.pattern must be one of {', '.join(HAPTIC_PATTERNS)} (got {pol.pattern!r})")
+    return config
+
+
+def config_from_dict(data: dict[str, Any], where: str = "config") -> Config:
+    """Build a validated Config from a parsed TOML document."""
+    unknown = set(data) - {"engine", "policy"}
+    if unknown:
+        raise InputError(f"{where}: unknown section(s) {', '.join(sorted(unknown))} (known: engine, policy)")
+    engine = _check_section("engine", EngineConfig, data.get("engine", {}), where)
+    policy = _check_section("policy", PolicyConfig, data.get("policy", {}), where)
+    return validate_config(Config(engine=engine, policy=policy), where)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a TOML file with optional ``[engine]`` and ``[policy]`` tables; InputError on any problem."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: invalid TOML: {exc}") from None
+    return config_from_dict(data, str(path))

@@ -1,0 +1,114 @@
+"""The decision rule, separated from feature computation so calibration can replay it exactly.
+
+``classify`` maps one update's features to a decision; ``LockTimer`` measures how long the
+therapist has been following without a break; ``decide_nudges`` replays both plus the nudge
+policy over a recorded stream of states. The online engine uses the same three pieces, so a
+threshold chosen offline on surrogate pairs behaves identically live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .config import Config, EngineConfig
+from .policy import NudgePolicy
+from .state import Decision, EngineState
+
+
+def follow_evidence(rate_move: float | None, response: float | None, lagged: float | None, config: EngineConfig) -> (
+    float | None
+):
+    """Weighted sum of one person's 'I adjust to the partner' measures."""
+    if rate_move is None or response is None or lagged is None:
+        return None
+    return config.weight_rate_move * rate_move + config.weight_response * response + config.weight_lagged * lagged
+
+
+def direction_of(s: EngineState, config: EngineConfig) -> tuple[float | None, float | None, float | None]:
+    """(therapist evidence, client evidence, therapist minus client)."""
+    t = follow_evidence(s.therapist_rate_move, s.therapist_response, s.therapist_lagged, config)
+    c = follow_evidence(s.client_rate_move, s.client_response, s.client_lagged, config)
+    return t, c, None if t is None or c is None else t - c
+
+
+def classify(s: EngineState, config: EngineConfig) -> Decision:
+    """Locked beyond chance, then direction.
+
+    Locked: PLV above an absolute floor, and beyond chance either against the window's surrogates
+    (p-value) or because the window spans enough beat periods that drift would have broken it.
+    """
+    plv, plv_p = s.plv, s.plv_p
+    beyond = (plv_p is not None and plv_p <= config.surrogate_p_max) or (
+        s.beat_cycles is not None and s.beat_cycles >= config.beat_cycles_min
+    )
+    locked = plv is not None and plv_p is not None and plv >= config.plv_min and beyond
+    direction = direction_of(s, config)[2]
+    if not locked or direction is None:
+        return "no_lock"
+    if direction >= config.direction_min:
+        return "therapist_follows"
+    if direction <= -config.direction_min:
+        return "locked_client_follows"
+    return "locked_unclear"
+
+
+def significantly_locked(plv_p: float | None) -> bool:
+    """Fixed criterion (p <= 0.1, not a tuned threshold) that freezes baseline adaptation."""
+    return plv_p is not None and plv_p <= 0.1
+
+
+def required_lock_s(beat_period_s: float | None, config: EngineConfig) -> float:
+    """Minimum following time: the configured floor, and long enough to outlast beat drift."""
+    beat = config.max_beat_lock_s if beat_period_s is None else min(beat_period_s, config.max_beat_lock_s)
+    return max(config.min_locked_s, config.beat_periods * beat)
+
+
+MAX_STEP_S = 6.0
+
+
+class LockTimer:
+    """Accumulated following time: grows while following, shrinks ``leak`` times as fast otherwise.
+
+    With an infinite leak it is the plain 'time since following started'; a finite leak keeps one
+    noisy breath from restarting the clock while a real break still drains it quickly.
+    """
+
+    def __init__(self, leak: float = float("inf")) -> None:
+        self.leak = leak
+        self.locked_s = 0.0
+        self._last_s: float | None = None
+
+    def update(self, now_s: float, following: bool) -> float:
+        dt = 0.0 if self._last_s is None else min(max(now_s - self._last_s, 0.0), MAX_STEP_S)
+        self._last_s = now_s
+        if following:
+            self.locked_s += dt
+        else:
+            self.locked_s = max(0.0, self.locked_s - self.leak * dt) if self.leak != float("inf") else 0.0
+        return self.locked_s
+
+    def reset(self) -> None:
+        self.locked_s = 0.0
+        self._last_s = None
+
+
+def decide_nudges(states: Iterable[EngineState], config: Config) -> list[float]:
+    """Nudge times that ``config`` would give on a recorded state stream (calibration helper).
+
+    Paused and learning updates reset the timer exactly as online. Mute is not replayed.
+    """
+    eng = config.engine
+    timer = LockTimer(eng.lock_leak)
+    policy = NudgePolicy(config.policy)
+    out: list[float] = []
+    for s in states:
+        if s.decision in ("paused", "learning"):
+            timer.reset()
+            continue
+        decision = classify(s, eng)
+        locked_for = timer.update(s.t_s, decision == "therapist_follows")
+        ready = decision == "therapist_follows" and locked_for >= required_lock_s(s.beat_period_s, eng)
+        if ready and policy.check(s.t_s).allowed:
+            policy.record(s.t_s)
+            out.append(s.t_s)
+    return out

@@ -1,0 +1,388 @@
+"""The online entrainment engine: causal, event-driven, indifferent to live or replayed data.
+
+Inputs arrive in host-time order: sample blocks (only their times matter here: they prove a strap
+is connected) and breath events as the straps report them. The engine never looks at an event
+before its ``reported_t_s``. After every end-inspiration peak of either person it emits an
+``EngineState``; nudges and efficacy reports are emitted when they happen.
+
+Method in brief (docs/engine.md has the reasoning):
+
+* phase of each person from their own breath peaks; the client's phase at each therapist peak
+  gives the relative phase, and its mean resultant length over the last ``window_breaths``
+  therapist breaths is the phase-locking value (PLV);
+* chance level of *that* window from segment surrogates: the same therapist breaths against the
+  client's own history shifted back by 20 s or more. Two independent people at similar rates keep
+  their slow beat drift in every surrogate, so they do not beat it;
+* direction from three kinds of 'who adjusts' evidence per person: rate moved away from their
+  own baseline toward the partner; period response to the partner's phase lead; lagged
+  dependency of their breath periods on the partner's most recent breath (lag < one breath);
+* a nudge only when the therapist is locked beyond chance, follows (evidence clearly larger than
+  the client's), and stays so for ``min_locked_s``; the policy then applies cooldown, cap and mute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from ..strap_sim import TimedBreath
+from .config import Config
+from .decision import LockTimer, classify, direction_of, required_lock_s, significantly_locked
+from .person import FloatArray, PersonTracker, learn_baseline
+from .phase import (
+    circular_mean_cycles,
+    lagged_period_dependency,
+    period_response,
+    phase_at,
+    phase_locking_value,
+    plv_chance_level,
+    surrogate_plvs,
+)
+from .policy import NudgePolicy, haptic_pattern
+from .state import Baseline, Decision, Efficacy, EngineState, Nudge, Output, Role
+from .stream import StrapBlock, StrapBreath, StreamItem
+
+ROLES: tuple[Role, Role] = ("therapist", "client")
+MIN_SURROGATES = 8
+BREATH_GAP_PERIODS = 2.5
+RATE_MOVE_SCALE_SD = 2.0  # a move of two baseline SDs toward the partner counts fully
+_FOLLOWING: tuple[Decision, ...] = ("therapist_follows", "nudge", "nudge_suppressed")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Window:
+    anchors_s: FloatArray
+    phases: FloatArray
+
+
+class EntrainmentEngine:
+    """Feed with ``add_samples`` / ``add_breath`` in time order, call ``advance`` as the clock moves."""
+
+    def __init__(self, config: Config | None = None, therapist_baseline: Baseline | None = None) -> None:
+        self.config = config or Config()
+        eng = self.config.engine
+        keep_s = eng.history_s + 120.0
+        self.people: dict[Role, PersonTracker] = {r: PersonTracker(keep_s) for r in ROLES}
+        self.baselines: dict[Role, Baseline | None] = {"therapist": therapist_baseline, "client": None}
+        self._pre_calibrated = therapist_baseline is not None
+        self._learned = False
+        self.policy = NudgePolicy(self.config.policy)
+        self._now_s = -math.inf
+        self._paused = True
+        self._valid_since_s = -math.inf
+        self._timer = LockTimer(self.config.engine.lock_leak)
+        self._last_adapt_s: float | None = None
+        self._pending_efficacy: list[float] = []
+        self._last_decision: Decision | None = None
+        self.nudges: list[Nudge] = []
+
+    # ----------------------------------------------------------------- inputs
+    def add_samples(self, role: Role, first_t_s: float, last_t_s: float) -> list[Output]:
+        """A block of samples from ``role``'s strap spanning [first_t_s, last_t_s] arrived."""
+        self.people[role].add_samples(last_t_s, first_t_s)
+        return self.advance(last_t_s)
+
+    def add_breath(self, role: Role, breath: TimedBreath) -> list[Output]:
+        """A breath event as reported by ``role``'s strap (at ``breath.reported_t_s``)."""
+        out = self.advance(breath.reported_t_s)
+        person = self.people[role]
+        if breath.kind != "peak":
+            person.add_event(breath.reported_t_s)
+            return out
+        person.add_peak(breath.t_s, breath.reported_t_s, breath.amplitude)
+        out.extend(self.advance(breath.reported_t_s))
+        out.extend(self._evaluate(self._now_s))
+        return out
+
+    def feed(self, item: StreamItem) -> list[Output]:
+        """Dispatch one stream record (the replay and the live daemon both call this)."""
+        if isinstance(item, StrapBlock):
+            return self.add_samples(item.role, item.first_t_s, item.last_t_s)
+        if isinstance(item, StrapBreath):
+            return self.add_breath(item.role, item.breath)
+        raise TypeError(f"not a stream item: {item!r}")
+
+    def mute(self, duration_s: float | None = None) -> float:
+        """'Mirroring on purpose': hold nudges from now; they resume by themselves. Returns the end time."""
+        return self.policy.mute(self._now_s, duration_s)
+
+    def advance(self, now_s: float) -> list[Output]:
+        """Move the clock: detect drop-outs (pause) and close efficacy windows."""
+        if now_s < self._now_s:
+            return []
+        self._now_s = now_s
+        out: list[Output] = []
+        paused = self._missing(now_s)
+        if paused != self._paused:
+            self._paused = paused
+            if paused:
+                self._timer.reset()
+            else:
+                self._valid_since_s = now_s  # no phase window may straddle the gap
+            if self._learned:
+                out.append(self._state(now_s, "paused" if paused else "no_lock", None))
+        if self._pending_efficacy:
+            keep: list[float] = []
+            for nudge_s in self._pending_efficacy:
+                if now_s - nudge_s > self.config.policy.efficacy_window_s:
+                    out.append(Efficacy(now_s, nudge_s, False, None))
+                else:
+                    keep.append(nudge_s)
+            self._pending_efficacy = keep
+        return out
+
+    # ----------------------------------------------------------------- internals
+    def _missing(self, now_s: float) -> bool:
+        eng = self.config.engine
+        for role in ROLES:
+            person = self.people[role]
+            if person.last_sample_s is None or now_s - person.last_sample_s > eng.max_sample_gap_s:
+                return True
+            if person.first_sample_s is None:
+                return True
+            period = person.period_s(eng.rate_median_breaths, eng.max_breath_gap_s)
+            limit = max(eng.max_breath_gap_s, BREATH_GAP_PERIODS * period) if period else eng.max_breath_gap_s
+            last = person.last_event_reported_s
+            since = person.first_sample_s if last is None else last
+            if now_s - since > limit:
+                return True
+        return False
+
+    def _learn(self, now_s: float) -> bool:
+        if self._learned:
+            return True
+        eng = self.config.engine
+        starts = [p.first_sample_s for p in self.people.values()]
+        if any(s is None for s in starts):
+            return False
+        start = max(s for s in starts if s is not None)
+        if now_s < start + eng.baseline_s:
+            return False
+        learned: dict[Role, Baseline | None] = {}
+        for role in ROLES:
+            person = self.people[role]
+            if role == "therapist" and self._pre_calibrated:
+                learned[role] = self.baselines[role]
+                continue
+            learned[role] = learn_baseline(person.peaks_s, person.depths, eng.max_breath_gap_s)
+        if any(b is None for b in learned.values()):
+            return False
+        self.baselines = learned
+        self._learned = True
+        self._last_adapt_s = now_s
+        return True
+
+    def _window(self, anchors_all: FloatArray, partner_peaks: FloatArray) -> _Window:
+        """The last run of anchors with a known partner phase, newest first pending ones dropped."""
+        eng = self.config.engine
+        anchors_all = anchors_all[anchors_all >= self._valid_since_s]
+        recent = anchors_all[-(eng.window_breaths + 3) :]
+        ph = phase_at(partner_peaks, recent, eng.max_breath_gap_s)
+        known = np.flatnonzero(~np.isnan(ph))
+        if len(known) == 0:
+            return _Window(np.zeros(0), np.zeros(0))
+        last = known[-1]
+        first = last
+        while first - 1 >= 0 and not np.isnan(ph[first - 1]) and last - first + 1 < eng.window_breaths:
+            first -= 1
+        return _Window(recent[first : last + 1], ph[first : last + 1])
+
+    def _evaluate(self, now_s: float) -> list[Output]:
+        if not self._learn(now_s):
+            return []
+        if self._paused:
+            return [self._state(now_s, "paused", None)]
+        eng = self.config.engine
+        tp = self.people["therapist"].peaks_s
+        cp = self.people["client"].peaks_s
+        win = self._window(tp, cp)
+        n = len(win.phases)
+        plv: float | None = None
+        chance: float | None = None
+        plv_p: float | None = None
+        if n >= eng.min_window_breaths:
+            plv = phase_locking_value(win.phases)
+            max_shift = min(eng.history_s, float(win.anchors_s[0] - cp[0]) if len(cp) else 0.0)
+            if max_shift > eng.surrogate_min_shift_s:
+                shifts = np.linspace(eng.surrogate_min_shift_s, max_shift, eng.surrogate_count)
+                sur = surrogate_plvs(win.anchors_s, cp, shifts, eng.max_breath_gap_s)
+                sur = sur[~np.isnan(sur)]
+                if len(sur) >= MIN_SURROGATES:
+                    chance = float(np.quantile(sur, 1.0 - eng.surrogate_p_max))
+                    plv_p = float((1 + np.count_nonzero(sur >= plv)) / (1 + len(sur)))
+        features = self._direction(tp, cp)
+        span = float(win.anchors_s[-1] - win.anchors_s[0]) if n >= 2 else 0.0
+        beat = features.get("beat_period")
+        features["beat_cycles"] = None if beat is None else span / beat
+        draft = self._state(now_s, "no_lock", win, plv, chance, plv_p, features)
+        decision = classify(draft, eng)
+        out: list[Output] = []
+        locked_for = self._timer.update(now_s, decision == "therapist_follows")
+        if decision == "therapist_follows":
+            if locked_for >= required_lock_s(beat, eng):
+                verdict = self.policy.check(now_s)
+                decision = "nudge" if verdict.allowed else "nudge_suppressed"
+        else:
+            self._close_efficacy(now_s, out)
+        if not significantly_locked(plv_p):
+            self._adapt_baselines(now_s)
+        state = dataclasses.replace(draft, decision=decision, locked_for_s=self._timer.locked_s)
+        out.insert(0, state)
+        if decision == "nudge":
+            out.append(self._nudge(state))
+        self._last_decision = decision
+        return out
+
+    def _direction(self, tp: FloatArray, cp: FloatArray) -> dict[str, float | None]:
+        eng = self.config.engine
+        d = eng.direction_breaths
+        mx = eng.max_breath_gap_s
+        tpv = tp[tp >= self._valid_since_s]
+        cpv = cp[cp >= self._valid_since_s]
+        rates = {
+            "therapist": self.people["therapist"].rate_bpm(eng.rate_median_breaths, mx),
+            "client": self.people["client"].rate_bpm(eng.rate_median_breaths, mx),
+        }
+        own = {"therapist": tpv, "client": cpv}
+        comps: dict[str, float | None] = {}
+        pairs: tuple[tuple[Role, Role], ...] = (("therapist", "client"), ("client", "therapist"))
+        for role, other in pairs:
+            mine, theirs = own[role], own[other]
+            base = self.baselines[role]
+            rate, rate_other = rates[role], rates[other]
+            if len(mine) < 5 or len(theirs) < 5 or base is None or rate is None or rate_other is None:
+                continue
+            move = (abs(base.rate_bpm - rate_other) - abs(rate - rate_other)) / (RATE_MOVE_SCALE_SD * base.rate_sd_bpm)
+            seg = mine[-(d + 1) :]
+            periods = np.diff(seg)
+            lead = phase_at(theirs, seg[:-1], mx)
+            response = period_response(periods, lead)
+            lagged = lagged_period_dependency(mine, theirs, d, mx)
+            comps[f"{role}_rate_move"] = float(np.clip(move, -1.0, 1.0))
+            comps[f"{role}_response"] = response
+            comps[f"{role}_lagged"] = lagged
+        convergence = beat_period = None
+        bt, bc = self.baselines["therapist"], self.baselines["client"]
+        rt, rc = rates["therapist"], rates["client"]
+        if bt and bc and rt and rc:
+            convergence = abs(bt.rate_bpm - bc.rate_bpm) - abs(rt - rc)
+            gap_hz = abs(bt.rate_bpm - rc) / 60.0
+            beat_period = 1.0 / gap_hz if gap_hz > 1e-6 else math.inf
+        mimicry = None
+        if len(tpv) >= 5 and len(cpv) >= 2:
+            seg = tpv[-d:]
+            j = np.searchsorted(cpv, seg, side="right") - 1
+            ok = j >= 0
+            if np.count_nonzero(ok) >= 5:
+                tdep = self.people["therapist"].depths[-len(seg) :][ok]
+                cdep = self.people["client"].depths[len(self.people["client"].depths) - len(cpv) + j[ok]]
+                mimicry = _safe_corr(tdep, cdep)
+        return {
+            **comps,
+            "convergence": convergence,
+            "mimicry": mimicry,
+            "beat_period": beat_period,
+        }
+
+    def _adapt_baselines(self, now_s: float) -> None:
+        """Track slow drift of each person's own rate while the pair is clearly not locked."""
+        if self._last_adapt_s is None:
+            self._last_adapt_s = now_s
+            return
+        eng = self.config.engine
+        alpha = min(1.0, max(0.0, now_s - self._last_adapt_s) / eng.baseline_tau_s)
+        self._last_adapt_s = now_s
+        for role in ROLES:
+            base = self.baselines[role]
+            rate = self.people[role].rate_bpm(eng.rate_median_breaths, eng.max_breath_gap_s)
+            if base is not None and rate is not None:
+                new_rate = base.rate_bpm + alpha * (rate - base.rate_bpm)
+                self.baselines[role] = dataclasses.replace(base, rate_bpm=new_rate)
+
+    def _close_efficacy(self, now_s: float, out: list[Output]) -> None:
+        for nudge_s in self._pending_efficacy:
+            out.append(Efficacy(now_s, nudge_s, True, now_s - nudge_s))
+        self._pending_efficacy = []
+
+    def _nudge(self, state: EngineState) -> Nudge:
+        base = self.baselines["therapist"]
+        base_rate = base.rate_bpm if base else float("nan")
+        pattern = haptic_pattern(self.config.policy, base_rate if base else None)
+        self.policy.record(state.t_s)
+        self._pending_efficacy.append(state.t_s)
+        nudge = Nudge(
+            t_s=state.t_s,
+            pattern=pattern,
+            pattern_name=self.config.policy.pattern,
+            plv=state.plv if state.plv is not None else float("nan"),
+            direction=state.direction if state.direction is not None else float("nan"),
+            locked_for_s=state.locked_for_s,
+            therapist_rate_bpm=state.therapist_rate_bpm or float("nan"),
+            client_rate_bpm=state.client_rate_bpm or float("nan"),
+            baseline_rate_bpm=base_rate,
+        )
+        self.nudges.append(nudge)
+        return nudge
+
+    def _state(
+        self,
+        now_s: float,
+        decision: Decision,
+        win: _Window | None,
+        plv: float | None = None,
+        chance: float | None = None,
+        plv_p: float | None = None,
+        features: dict[str, float | None] | None = None,
+    ) -> EngineState:
+        eng = self.config.engine
+        mx = eng.max_breath_gap_s
+        t, c = self.people["therapist"], self.people["client"]
+        phase_diff = lag = None
+        n = 0 if win is None else len(win.phases)
+        if win is not None and n:
+            mean = circular_mean_cycles(win.phases)
+            phase_diff = ((mean + 0.5) % 1.0 - 0.5) * 360.0
+            period = c.period_s(eng.rate_median_breaths, mx)
+            lag = phase_diff / 360.0 * period if period else None
+        f = features or {}
+        st = EngineState(
+            t_s=now_s,
+            decision=decision,
+            therapist_rate_bpm=t.rate_bpm(eng.rate_median_breaths, mx),
+            client_rate_bpm=c.rate_bpm(eng.rate_median_breaths, mx),
+            therapist_depth=t.depth(eng.rate_median_breaths),
+            client_depth=c.depth(eng.rate_median_breaths),
+            phase_diff_deg=phase_diff,
+            lag_s=lag,
+            plv=plv,
+            plv_breaths=n,
+            plv_chance=chance,
+            plv_p=plv_p,
+            plv_chance_analytic=plv_chance_level(n) if n else None,
+            rate_convergence_bpm=f.get("convergence"),
+            depth_mimicry=f.get("mimicry"),
+            therapist_rate_move=f.get("therapist_rate_move"),
+            client_rate_move=f.get("client_rate_move"),
+            therapist_response=f.get("therapist_response"),
+            client_response=f.get("client_response"),
+            therapist_lagged=f.get("therapist_lagged"),
+            client_lagged=f.get("client_lagged"),
+            therapist_follow=None,
+            client_follow=None,
+            direction=None,
+            beat_period_s=f.get("beat_period"),
+            beat_cycles=f.get("beat_cycles"),
+            locked_for_s=self._timer.locked_s,
+            muted=self.policy.is_muted(now_s),
+        )
+        t_ev, c_ev, direction = direction_of(st, eng)
+        return dataclasses.replace(st, therapist_follow=t_ev, client_follow=c_ev, direction=direction)
+
+
+def _safe_corr(a: FloatArray, b: FloatArray) -> float | None:
+    if len(a) < 3 or np.std(a) < 1e-12 or np.std(b) < 1e-12:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+

@@ -1,0 +1,139 @@
+"""Breath-event phase, phase locking and its chance level: small pure numpy functions.
+
+Phase comes from breath events, not from a Hilbert transform: between two end-inspiration peaks
+a person's phase advances linearly by one cycle. That is robust to waveform shape (speech, sighs,
+square-ish ICU traces) and needs no look-ahead beyond the bracketing peaks, which the engine only
+uses once both have been reported.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+# E|mean of N unit phasors| for independent uniform phases is sqrt(pi / (4 N)) ~ 0.886 / sqrt(N).
+PLV_CHANCE_COEFF = float(np.sqrt(np.pi / 4.0))
+
+
+def phase_at(peaks_s: FloatArray, t_s: FloatArray, max_interval_s: float) -> FloatArray:
+    """Phase (in cycles, 0..1) of a breather with end-inspiration ``peaks_s`` at times ``t_s``.
+
+    NaN where ``t_s`` is not bracketed by two known peaks, or where the bracketing interval is
+    longer than ``max_interval_s`` (a drop-out or an apnoea: phase is unknown there).
+    """
+    out = np.full(len(t_s), np.nan)
+    if len(peaks_s) < 2 or len(t_s) == 0:
+        return out
+    j = np.searchsorted(peaks_s, t_s, side="right") - 1
+    ok = (j >= 0) & (j < len(peaks_s) - 1)
+    jj = j[ok]
+    start = peaks_s[jj]
+    interval = peaks_s[jj + 1] - start
+    frac = (t_s[ok] - start) / interval
+    frac[interval > max_interval_s] = np.nan
+    out[ok] = frac
+    return out
+
+
+def phase_locking_value(phases_cycles: FloatArray) -> float:
+    """Mean resultant length of the phase differences (1 = perfectly locked, ~0 = none)."""
+    if len(phases_cycles) == 0:
+        return 0.0
+    z = np.exp(2j * np.pi * phases_cycles)
+    return float(np.abs(np.mean(z)))
+
+
+def circular_mean_cycles(phases_cycles: FloatArray) -> float:
+    """Mean direction in cycles (0..1)."""
+    z = np.mean(np.exp(2j * np.pi * phases_cycles))
+    return float((np.angle(z) / (2 * np.pi)) % 1.0)
+
+
+def plv_chance_level(n_breaths: int) -> float:
+    """Expected PLV of ``n_breaths`` independent uniform phases (~0.89/sqrt(N), NOTES.md)."""
+    return PLV_CHANCE_COEFF / float(np.sqrt(max(n_breaths, 1)))
+
+
+def surrogate_plvs(
+    anchors_s: FloatArray,
+    partner_peaks_s: FloatArray,
+    shifts_s: FloatArray,
+    max_interval_s: float,
+) -> FloatArray:
+    """PLV of the anchors against the partner's own past, shifted back by each of ``shifts_s``.
+
+    A shifted partner keeps its rate, rate variability and waveform but loses any real alignment,
+    so two independent people at similar rates (slow beat drift) score as high on the surrogates
+    as on the real pair: that is the null the window must beat (segment-shuffled pseudo-pairs,
+    as in SUSY). Shifts whose window is not covered by the partner's history give NaN.
+    """
+    if len(shifts_s) == 0:
+        return np.zeros(0)
+    times = anchors_s[None, :] - shifts_s[:, None]
+    ph = phase_at(partner_peaks_s, times.ravel(), max_interval_s).reshape(times.shape)
+    z = np.exp(2j * np.pi * ph)
+    plv = np.abs(np.mean(z, axis=1))
+    plv[np.any(np.isnan(ph), axis=1)] = np.nan
+    return np.asarray(plv, dtype=np.float64)
+
+
+def period_response(
+    periods_s: FloatArray,
+    partner_phase_cycles: FloatArray,
+) -> float:
+    """How strongly a breather's next period answers the partner's phase lead (a follower's signature).
+
+    For each of a person's breaths: the partner's phase at that peak (how far the partner is ahead)
+    and the person's following period. A follower shortens the next breath when the partner is
+    further ahead than usual and lengthens it when behind (a phase-response, as in
+    Rosenblum-Pikovsky directionality); a leader's periods ignore the partner. Returned as minus
+    the correlation of period and sin(phase lead - mean lead): > 0 means 'responds to partner'.
+    """
+    ok = ~(np.isnan(periods_s) | np.isnan(partner_phase_cycles))
+    if np.count_nonzero(ok) < 4:
+        return 0.0
+    p = periods_s[ok]
+    ph = partner_phase_cycles[ok]
+    x = np.sin(2 * np.pi * (ph - circular_mean_cycles(ph)))
+    return -_corr(p, x)
+
+
+def _corr(a: FloatArray, b: FloatArray) -> float:
+    a = a - a.mean()
+    b = b - b.mean()
+    den = float(np.sqrt(np.dot(a, a) * np.dot(b, b)))
+    return float(np.dot(a, b) / den) if den > 1e-12 else 0.0
+
+
+def lagged_period_dependency(
+    own_peaks_s: FloatArray,
+    partner_peaks_s: FloatArray,
+    n_breaths: int,
+    max_interval_s: float,
+) -> float:
+    """Correlation of a person's breath periods with the partner's most recent completed period.
+
+    The partner's period is the one that ended at or before the end of the person's breath, less
+    than one of the person's breaths earlier (lags shorter than one breath, NOTES.md pitfalls).
+    A follower copies the leader's period changes with that short lag; the leader, looked at the
+    same way, only matches the follower's previous breath. Returns 0 when too few pairs exist.
+    """
+    if len(own_peaks_s) < 3 or len(partner_peaks_s) < 3:
+        return 0.0
+    ends = own_peaks_s[-n_breaths:]
+    starts_idx = np.searchsorted(own_peaks_s, ends) - 1
+    ok = starts_idx >= 0
+    ends = ends[ok]
+    own_period = ends - own_peaks_s[starts_idx[ok]]
+    j = np.searchsorted(partner_peaks_s, ends, side="right") - 1
+    ok2 = j >= 1
+    jj = j[ok2]
+    partner_period = partner_peaks_s[jj] - partner_peaks_s[jj - 1]
+    own_period = own_period[ok2]
+    lag = ends[ok2] - partner_peaks_s[jj]
+    keep = (lag < own_period) & (own_period <= max_interval_s) & (partner_period <= max_interval_s)
+    if np.count_nonzero(keep) < 4:
+        return 0.0
+    return _corr(own_period[keep], partner_period[keep])

@@ -1,0 +1,115 @@
+"""Replay two recordings exactly as live: strap ADC, firmware detector chunk by chunk, host merge.
+
+``strap_stream`` turns a recording into what the host would receive from a strap: blocks of
+samples (one BLE notification each) and breath events at the moment the strap reports them,
+produced by the firmware detector fed incrementally. ``dyad_stream`` merges both straps in
+arrival order; ``run_engine`` drives any consumer (the engine, or the benchmark's baseline).
+The live daemon builds the same ``StreamItem`` records from BLE and calls the same
+``EntrainmentEngine.feed``: the engine cannot tell live from replayed data.
+"""
+
+from __future__ import annotations
+
+import heapq
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from ..adc import StrapSignal, simulate_adc
+from ..detector import BreathEvent, check_rate
+from ..errors import InputError
+from ..strap_sim import MIN_DURATION_S, TimedBreath
+from .state import Role
+from .stream import StrapBlock, StrapBreath, StreamItem
+
+SAMPLES_PER_NOTIFICATION = 8  # 8 x 16-bit samples + counter fit a 20-byte BLE payload (NOTES.md)
+_ROLE_ORDER: dict[Role, int] = {"therapist": 0, "client": 1}
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Consumer(Protocol[T_co]):
+    def feed(self, item: StreamItem) -> Sequence[T_co]: ...
+
+
+def _timed(event: BreathEvent, strap: StrapSignal) -> TimedBreath:
+    period_s = 1.0 / strap.rate_hz
+    return TimedBreath(
+        kind=event.kind,
+        t_s=strap.t0_s + event.index * period_s,
+        reported_t_s=strap.t0_s + (event.confirmed_index + 0.5) * period_s,
+        amplitude=event.depth_counts * strap.units_per_count14,
+        amplitude_counts=event.depth_counts,
+        interval_s=event.interval_samples * period_s if event.interval_samples else None,
+    )
+
+
+def strap_stream(
+    role: Role,
+    signal: npt.NDArray[np.float64],
+    sampling_rate: float,
+    strap_rate_hz: int = 25,
+    gaps_s: Iterable[tuple[float, float]] = (),
+    chunk_samples: int = SAMPLES_PER_NOTIFICATION,
+) -> Iterator[tuple[float, int, StreamItem]]:
+    """One strap as the host receives it: ``(arrival time, order, item)`` in arrival order.
+
+    The firmware detector runs on every sample (the strap keeps measuring during a radio
+    drop-out); blocks arriving inside one of ``gaps_s`` are lost, with the events they carried.
+    """
+    from ..fwcore.detector import EVENT_FIELDS, BreathDetector
+
+    check_rate(strap_rate_hz)
+    if not sampling_rate > 0:
+        raise InputError(f"--rate must be > 0 Hz (got {sampling_rate})")
+    duration_s = len(signal) / sampling_rate
+    if duration_s < MIN_DURATION_S:
+        raise InputError(f"recording too short: {duration_s:.1f} s of data, need at least {MIN_DURATION_S:.0f} s")
+    strap = simulate_adc(signal, sampling_rate, strap_rate_hz)
+    gaps = sorted(gaps_s)
+    detector = BreathDetector(strap_rate_hz, chunk_samples, fast=False)
+    buf = array("H", bytes(2 * chunk_samples))
+    counts = strap.counts_u16
+    values = counts.tolist()
+    period_s = 1.0 / strap_rate_hz
+    order = _ROLE_ORDER[role]
+    for start in range(0, len(values), chunk_samples):
+        block = values[start : start + chunk_samples]
+        n = len(block)
+        buf[:n] = array("H", block)
+        written = detector.feed(buf, n)
+        item = StrapBlock(role, strap.t0_s + start * period_s, period_s, counts[start : start + n])
+        arrival = item.arrival_t_s
+        if any(a <= arrival < b for a, b in gaps):
+            continue
+        yield arrival, order, item
+        for e in range(written):
+            fields = detector.events[e * EVENT_FIELDS : (e + 1) * EVENT_FIELDS]
+            breath = _timed(BreathEvent.from_fields(list(fields)), strap)
+            yield breath.reported_t_s, order, StrapBreath(role, breath)
+
+
+def dyad_stream(
+    therapist: npt.NDArray[np.float64],
+    client: npt.NDArray[np.float64],
+    sampling_rate: float,
+    strap_rate_hz: int = 25,
+    gaps_s: dict[Role, Sequence[tuple[float, float]]] | None = None,
+) -> Iterator[StreamItem]:
+    """Both straps merged in host arrival order (ties: therapist first, block before its events)."""
+    gaps = gaps_s or {}
+    streams = [
+        strap_stream("therapist", therapist, sampling_rate, strap_rate_hz, gaps.get("therapist", ())),
+        strap_stream("client", client, sampling_rate, strap_rate_hz, gaps.get("client", ())),
+    ]
+    for _, _, item in heapq.merge(*streams, key=lambda x: (x[0], x[1])):
+        yield item
+
+
+def run_engine(stream: Iterable[StreamItem], consumer: Consumer[T_co]) -> Iterator[T_co]:
+    """Feed every record to ``consumer`` in order and yield whatever it emits."""
+    for item in stream:
+        yield from consumer.feed(item)

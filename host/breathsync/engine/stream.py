@@ -1,0 +1,44 @@
+"""The engine's input records: what a strap delivers to the host, on host time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ..strap_sim import TimedBreath
+from .state import Role
+
+
+@dataclass(frozen=True)
+class StrapBlock:
+    """A block of strap samples (one BLE notification's worth) that reached the host.
+
+    Sample i sits at ``first_t_s + i * period_s``; ``counts`` are the strap's raw ADC counts.
+    """
+
+    role: Role
+    first_t_s: float
+    period_s: float
+    counts: npt.NDArray[np.int64]
+
+    @property
+    def last_t_s(self) -> float:
+        return self.first_t_s + (len(self.counts) - 1) * self.period_s
+
+    @property
+    def arrival_t_s(self) -> float:
+        """The host has the block once its last sample's averaging window has closed."""
+        return self.last_t_s + 0.5 * self.period_s
+
+
+@dataclass(frozen=True)
+class StrapBreath:
+    """A breath event as reported by ``role``'s strap; usable from ``breath.reported_t_s`` on."""
+
+    role: Role
+    breath: TimedBreath
+
+
+StreamItem = StrapBlock | StrapBreath

@@ -1,0 +1,109 @@
+"""Baseline for comparison: online windowed cross-lagged correlation (SUSY-like) on the raw signals.
+
+Both straps' samples are averaged into 0.2 s bins; every second the last ``window_s`` of both are
+correlated at lags within +-``max_lag_s`` (shorter than one breath, NOTES.md pitfalls). The
+largest correlation and its lag are reported; a positive lag means the therapist's signal trails
+the client's (therapist follows). This is what a careful generic synchrony tool would do; the
+benchmark runs it through the same replay and nudge policy as the engine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import PolicyConfig
+from .decision import LockTimer
+from .policy import NudgePolicy
+from .state import Role
+from .stream import StrapBlock, StrapBreath, StreamItem
+
+BIN_S = 0.2
+
+
+@dataclass(frozen=True)
+class WclcState:
+    t_s: float
+    r: float | None  # max correlation over the lag range; None while paused / filling
+    lag_s: float | None  # lag of that maximum; > 0: therapist trails the client
+
+
+class WindowedCrossLag:
+    """Consumer for ``run_engine``: emits one ``WclcState`` per second of host time."""
+
+    def __init__(self, window_s: float = 30.0, max_lag_s: float = 2.0, step_s: float = 1.0) -> None:
+        self.window_bins = round(window_s / BIN_S)
+        self.max_lag_bins = round(max_lag_s / BIN_S)
+        self.step_s = step_s
+        self._sum: dict[Role, list[float]] = {"therapist": [], "client": []}
+        self._cnt: dict[Role, list[int]] = {"therapist": [], "client": []}
+        self._next_eval_s = step_s
+
+    def feed(self, item: StreamItem) -> list[WclcState]:
+        if isinstance(item, StrapBreath):
+            return []
+        if not isinstance(item, StrapBlock):
+            raise TypeError(f"not a stream item: {item!r}")
+        s, c = self._sum[item.role], self._cnt[item.role]
+        values = item.counts.astype(np.float64)
+        bins = np.floor((item.first_t_s + np.arange(len(values)) * item.period_s) / BIN_S).astype(np.int64)
+        top = int(bins[-1])
+        if top >= len(s):
+            s.extend([0.0] * (top + 1 - len(s)))
+            c.extend([0] * (top + 1 - len(c)))
+        for b, v in zip(bins.tolist(), values.tolist(), strict=True):
+            s[b] += v
+            c[b] += 1
+        out: list[WclcState] = []
+        now = item.arrival_t_s
+        while now >= self._next_eval_s:
+            out.append(self._evaluate(self._next_eval_s))
+            self._next_eval_s += self.step_s
+        return out
+
+    def _evaluate(self, now_s: float) -> WclcState:
+        end = math.floor(now_s / BIN_S) - 1  # last bin closed for both
+        n = self.window_bins + 2 * self.max_lag_bins
+        start = end - n + 1
+        if start < 0:
+            return WclcState(now_s, None, None)
+        series = []
+        for role in ("therapist", "client"):
+            s, c = self._sum[role], self._cnt[role]
+            if end >= len(s):
+                return WclcState(now_s, None, None)
+            cnt = np.asarray(c[start : end + 1], dtype=np.float64)
+            if np.any(cnt == 0):
+                return WclcState(now_s, None, None)
+            series.append(np.asarray(s[start : end + 1]) / cnt)
+        t, cl = series
+        m = self.max_lag_bins
+        seg_t = t[m : m + self.window_bins]
+        seg_t = seg_t - seg_t.mean()
+        norm_t = float(np.sqrt(np.dot(seg_t, seg_t)))
+        best_r, best_lag = -2.0, 0
+        for lag in range(-m, m + 1):
+            seg_c = cl[m - lag : m - lag + self.window_bins]
+            seg_c = seg_c - seg_c.mean()
+            den = norm_t * float(np.sqrt(np.dot(seg_c, seg_c)))
+            r = float(np.dot(seg_t, seg_c) / den) if den > 1e-12 else 0.0
+            if r > best_r:
+                best_r, best_lag = r, lag
+        return WclcState(now_s, best_r, best_lag * BIN_S)
+
+
+def wclc_nudges(states: Iterable[WclcState], r_min: float, min_locked_s: float, policy: PolicyConfig) -> list[float]:
+    """Nudges of the baseline: r >= r_min with the therapist trailing, sustained, through the same policy."""
+    timer = LockTimer()
+    pol = NudgePolicy(policy)
+    out: list[float] = []
+    for s in states:
+        following = s.r is not None and s.lag_s is not None and s.r >= r_min and s.lag_s > 0
+        locked_for = timer.update(s.t_s, following)
+        if following and locked_for >= min_locked_s and pol.check(s.t_s).allowed:
+            pol.record(s.t_s)
+            out.append(s.t_s)
+    return out

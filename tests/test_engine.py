@@ -1,0 +1,213 @@
+"""Engine properties on synthetic signals and on scenarios built from the bundled recordings."""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import cache
+
+import numpy as np
+import pytest
+
+from breathsync.datasets import bundled_path, read_breath_annotations
+from breathsync.engine import (
+    Config,
+    Efficacy,
+    EngineState,
+    EntrainmentEngine,
+    Nudge,
+    Output,
+    StreamItem,
+    dyad_stream,
+    run_engine,
+)
+from breathsync.engine.decision import decide_nudges
+from breathsync.engine.phase import phase_at, phase_locking_value, plv_chance_level
+from breathsync.recording import read_column
+from breathsync.scenarios import Options, RespSource, Scenario, bundled_sources, make_scenario
+
+FS = 50.0
+
+
+def _breathing(rate_bpm: float, duration_s: float, seed: int, jitter: float = 0.05) -> np.ndarray:
+    """A smooth, slightly irregular breathing-like signal at ``rate_bpm``."""
+    rng = np.random.default_rng(seed)
+    n = int(duration_s * FS)
+    width = int(4 * FS)
+    noise = np.convolve(rng.normal(size=n + width), np.ones(width) / width, mode="valid")[:n]
+    noise /= max(float(np.std(noise)), 1e-12)
+    inst = rate_bpm / 60.0 * (1.0 + jitter * noise)
+    phase = 2 * np.pi * np.cumsum(inst) / FS + rng.uniform(0, 2 * np.pi)
+    return np.sin(phase) + 0.02 * rng.normal(size=n)
+
+
+def _run(items: list[StreamItem], config: Config | None = None) -> list[Output]:
+    return list(run_engine(items, EntrainmentEngine(config)))
+
+
+def _states(outs: list[Output]) -> list[EngineState]:
+    return [o for o in outs if isinstance(o, EngineState)]
+
+
+@cache
+def _sources() -> dict[str, RespSource]:
+    return {s.name: s for s in bundled_sources()}
+
+
+def _scenario(kind: str, seed: int, strong: bool = True) -> Scenario:
+    src = _sources()
+    opts = Options(
+        coupling_rad_s=(1.0, 1.2),
+        convergence=(0.9, 1.0),
+        own_damping=(0.5, 0.6),
+        min_episode_s=150.0,
+        max_episode_s=180.0,
+        speech_p=0.0,
+        gap_p=0.0,
+        flat_p=0.0,
+        drift_p=0.0,
+    ) if strong else Options()
+    return make_scenario(kind, src["bidmc_04"], src["bidmc_18"], seed, 330.0, opts)  # type: ignore[arg-type]
+
+
+def _scenario_nudges(sc: Scenario) -> list[Output]:
+    stream = dyad_stream(sc.therapist, sc.client, sc.sampling_rate, gaps_s=sc.gaps_s)
+    return [o for o in run_engine(stream, EntrainmentEngine()) if isinstance(o, Nudge)]
+
+
+def test_phase_helpers_behave() -> None:
+    peaks = np.arange(0.0, 60.0, 4.0)
+    ph = phase_at(peaks, np.array([1.0, 6.0, 100.0]), 10.0)
+    assert ph[0] == pytest.approx(0.25) and ph[1] == pytest.approx(0.5) and np.isnan(ph[2])
+    assert phase_locking_value(np.full(10, 0.3)) == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    mean_random = np.mean([phase_locking_value(rng.uniform(0, 1, 16)) for _ in range(2000)])
+    assert mean_random == pytest.approx(plv_chance_level(16), rel=0.1)
+
+
+@pytest.mark.parametrize("rate_bpm", [9.0, 15.0, 22.0])
+def test_rate_estimate_matches_synthetic_rate(rate_bpm: float) -> None:
+    t = _breathing(rate_bpm, 240.0, 1)
+    c = _breathing(rate_bpm * 0.8, 240.0, 2)
+    states = [s for s in _states(_run(list(dyad_stream(t, c, FS)))) if s.therapist_rate_bpm is not None]
+    assert states
+    est = np.median([s.therapist_rate_bpm for s in states])
+    assert est == pytest.approx(rate_bpm, rel=0.08)
+
+
+def test_rate_estimate_on_bundled_record_matches_annotations() -> None:
+    sig = read_column(bundled_path("bidmc_04_resp.csv.gz"))
+    marks = read_breath_annotations(bundled_path("bidmc_04_breaths.csv.gz"))["ann1"] / 125.0
+    other = read_column(bundled_path("bidmc_09_resp.csv.gz"))
+    states = _states(_run(list(dyad_stream(sig, other, 125.0))))
+    est = np.median([s.therapist_rate_bpm for s in states if s.therapist_rate_bpm])
+    assert est == pytest.approx(60.0 / float(np.median(np.diff(marks))), rel=0.1)
+
+
+def test_state_emitted_at_least_once_per_breath_after_learning() -> None:
+    t, c = _breathing(15, 300, 3), _breathing(12, 300, 4)
+    outs = _states(_run(list(dyad_stream(t, c, FS))))
+    times = np.array([s.t_s for s in outs])
+    assert len(times) > 0
+    assert np.max(np.diff(times)) < 60.0 / 12 * 1.5
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_independent_similar_rate_pair_is_not_nudged(seed: int) -> None:
+    sc = _scenario("similar_rate", seed, strong=False)
+    assert _scenario_nudges(sc) == []
+
+
+def test_identical_rate_sines_without_coupling_change_are_not_nudged() -> None:
+    """Two metronomes at the same rate are 'locked' but nobody moved: no nudge."""
+    t, c = _breathing(15, 400, 5, jitter=0.0), _breathing(15, 400, 6, jitter=0.0)
+    assert [o for o in _run(list(dyad_stream(t, c, FS))) if isinstance(o, Nudge)] == []
+
+
+def test_therapist_follows_is_nudged_after_onset_and_not_before() -> None:
+    sc = _scenario("therapist_follows", 21)
+    nudges = _scenario_nudges(sc)
+    assert sc.onset_s is not None and sc.offset_s is not None
+    assert nudges, "a strongly coupled therapist-follows episode was not detected"
+    assert all(n.t_s >= sc.onset_s for n in nudges)
+    assert nudges[0].t_s <= sc.offset_s
+
+
+def test_client_follows_is_not_nudged() -> None:
+    sc = _scenario("client_follows", 21)
+    assert _scenario_nudges(sc) == []
+
+
+def test_nudge_carries_paced_pattern_and_efficacy_is_reported() -> None:
+    sc = _scenario("therapist_follows", 21)
+    stream = dyad_stream(sc.therapist, sc.client, sc.sampling_rate)
+    engine = EntrainmentEngine()
+    outs = list(run_engine(stream, engine))
+    nudges = [o for o in outs if isinstance(o, Nudge)]
+    assert nudges
+    base = engine.baselines["therapist"]
+    assert base is not None
+    period_ms = nudges[0].pattern.on_ms + nudges[0].pattern.off_ms
+    assert period_ms == pytest.approx(60000.0 / nudges[0].baseline_rate_bpm, abs=2)
+    effs = [o for o in outs if isinstance(o, Efficacy)]
+    assert {e.nudge_t_s for e in effs} <= {n.t_s for n in nudges}
+    assert all(e.t_s - e.nudge_t_s <= Config().policy.efficacy_window_s + 10 for e in effs)
+
+
+def test_dropout_pauses_decisions() -> None:
+    t, c = _breathing(15, 360, 7), _breathing(15.5, 360, 8)
+    gap = (200.0, 230.0)
+    states = _states(_run(list(dyad_stream(t, c, FS, gaps_s={"therapist": [gap]}))))
+    in_gap = [s for s in states if gap[0] + 2.5 < s.t_s < gap[1]]
+    assert in_gap and all(s.decision == "paused" for s in in_gap)
+    after = [s for s in states if s.t_s > gap[1]]
+    assert after and after[0].decision in ("paused", "no_lock")
+
+
+def test_flat_strap_pauses_decisions() -> None:
+    t, c = _breathing(15, 360, 9), _breathing(13, 360, 10)
+    t[int(200 * FS) : int(240 * FS)] = t[int(200 * FS)]
+    states = _states(_run(list(dyad_stream(t, c, FS))))
+    late = [s for s in states if 200 < s.t_s < 240]
+    assert late and all(s.decision in ("paused", "no_lock") for s in late)
+    assert any(s.decision == "paused" for s in late)
+
+
+def test_no_look_ahead_truncating_future_input_keeps_past_outputs() -> None:
+    sc = _scenario("therapist_follows", 21)
+    items = list(dyad_stream(sc.therapist, sc.client, sc.sampling_rate))
+    full = [o.as_json_dict() for o in _run(items)]
+    cut_s = 300.0
+    cut_items = [
+        i for i in items if (i.arrival_t_s if hasattr(i, "arrival_t_s") else i.breath.reported_t_s) <= cut_s  # type: ignore[union-attr]
+    ]
+    part = [o.as_json_dict() for o in _run(cut_items)]
+    assert part == full[: len(part)]
+    assert len(part) < len(full)
+
+
+def test_calibration_replay_reproduces_online_nudges() -> None:
+    """decide_nudges (used to calibrate) must be the online rule, not an approximation of it."""
+    sc = _scenario("therapist_follows", 21)
+    cfg = Config()
+    outs = list(run_engine(dyad_stream(sc.therapist, sc.client, sc.sampling_rate), EntrainmentEngine(cfg)))
+    online = [o.t_s for o in outs if isinstance(o, Nudge)]
+    assert decide_nudges(_states(outs), cfg) == online
+    strict = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, min_locked_s=10_000.0))
+    outs2 = list(run_engine(dyad_stream(sc.therapist, sc.client, sc.sampling_rate), EntrainmentEngine(strict)))
+    assert [o for o in outs2 if isinstance(o, Nudge)] == []
+    assert decide_nudges(_states(outs), strict) == []
+
+
+def test_mute_holds_nudges_and_auto_resumes() -> None:
+    sc = _scenario("therapist_follows", 21)
+    items = list(dyad_stream(sc.therapist, sc.client, sc.sampling_rate))
+    engine = EntrainmentEngine()
+    outs: list[Output] = []
+    muted = False
+    for item in items:
+        outs.extend(engine.feed(item))
+        if not muted and engine._now_s >= 100.0:
+            engine.mute(10_000.0)
+            muted = True
+    assert not [o for o in outs if isinstance(o, Nudge)]
+    assert any(s.decision == "nudge_suppressed" for s in _states(outs))

@@ -1,0 +1,106 @@
+"""Nudge policy and configuration: cooldown, hourly cap, mute auto-resume, haptics, TOML validation."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from breathsync.engine import Config, NudgePolicy, PolicyConfig, haptic_pattern, load_config
+from breathsync.engine.decision import LockTimer
+from breathsync.errors import InputError
+
+
+def _send_every(policy: NudgePolicy, step_s: float, until_s: float) -> list[float]:
+    sent = []
+    t = 0.0
+    while t <= until_s:
+        if policy.check(t).allowed:
+            policy.record(t)
+            sent.append(t)
+        t += step_s
+    return sent
+
+
+def test_cooldown_spaces_nudges() -> None:
+    cfg = PolicyConfig(cooldown_s=120.0, max_per_hour=100)
+    sent = _send_every(NudgePolicy(cfg), 1.0, 1000.0)
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert sent and min(gaps) >= cfg.cooldown_s
+
+
+def test_hourly_cap_holds_over_any_rolling_hour() -> None:
+    cfg = PolicyConfig(cooldown_s=10.0, max_per_hour=4)
+    sent = _send_every(NudgePolicy(cfg), 1.0, 3 * 3600.0)
+    for t in sent:
+        assert sum(1 for u in sent if t <= u < t + 3600.0) <= cfg.max_per_hour
+    assert len(sent) >= 2 * cfg.max_per_hour  # the cap releases after an hour
+
+
+def test_mute_blocks_then_resumes_by_itself() -> None:
+    cfg = PolicyConfig(mute_s=300.0)
+    policy = NudgePolicy(cfg)
+    end = policy.mute(100.0)
+    assert end == pytest.approx(400.0)
+    assert policy.check(200.0).reason == "muted"
+    assert policy.is_muted(399.0)
+    assert not policy.is_muted(400.0)
+    assert policy.check(401.0).allowed
+
+
+def test_paced_pattern_follows_baseline_rate() -> None:
+    for rate in (6.0, 12.0, 20.0):
+        p = haptic_pattern(PolicyConfig(pattern="paced", pulse_count=3, intensity_pct=55), rate)
+        assert p.on_ms + p.off_ms == pytest.approx(60000.0 / rate, abs=1)
+        assert p.pulse_count == 3 and p.intensity_pct == 55
+    assert haptic_pattern(PolicyConfig(pattern="double"), 12.0).pulse_count == 2
+
+
+def test_lock_timer_leak() -> None:
+    strict, lenient = LockTimer(), LockTimer(leak=1.0)
+    for t, f in [(0, True), (3, True), (6, True), (9, False), (12, True)]:
+        a, b = strict.update(t, f), lenient.update(t, f)
+    assert a == pytest.approx(3.0)
+    assert b == pytest.approx(6.0)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "cfg.toml"
+    p.write_text(text)
+    return p
+
+
+def test_toml_overrides_defaults(tmp_path: Path) -> None:
+    text = "[engine]\nmin_locked_s = 30\n[policy]\ncooldown_s = 45.5\npattern = 'double'\n"
+    cfg = load_config(_write(tmp_path, text))
+    assert cfg.engine.min_locked_s == 30.0
+    assert cfg.policy.cooldown_s == 45.5 and cfg.policy.pattern == "double"
+    assert cfg.engine.plv_min == Config().engine.plv_min
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[engine]\nnope = 1\n", "unknown key engine.nope"),
+        ("[other]\n", "unknown section"),
+        ("[engine]\nplv_min = 'high'\n", "must be a finite number"),
+        ("[engine]\nplv_min = 2.0\n", "out of range"),
+        ("[policy]\nmax_per_hour = 1.5\n", "must be an integer"),
+        ("[policy]\npattern = 'siren'\n", "policy.pattern must be one of"),
+        ("[engine]\nwindow_breaths = 4\nmin_window_breaths = 6\n", "min_window_breaths"),
+        ("[engine\n", "invalid TOML"),
+        ("engine = 3\n", "must be a table"),
+        ("[policy]\nmute_s = true\n", "must be a number"),
+    ],
+)
+def test_bad_config_is_one_line_input_error(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(InputError) as err:
+        load_config(_write(tmp_path, text))
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        load_config(tmp_path / "absent.toml")

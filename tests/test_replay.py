@@ -1,0 +1,73 @@
+"""breathsync replay: JSON Lines, exit code 2 on bad input, deterministic output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from breathsync.cli import main
+from breathsync.datasets import bundled_path
+
+A = str(bundled_path("bidmc_04_resp.csv.gz"))
+B = str(bundled_path("bidmc_18_resp.csv.gz"))
+
+
+def _replay(capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, str]:
+    code = main(["replay", "--therapist", A, "--client", B, "--rate", "125", *extra])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_replay_prints_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _replay(capsys)
+    assert code == 0 and err == ""
+    records = [json.loads(line) for line in out.splitlines()]
+    states = [r for r in records if r["type"] == "state"]
+    assert states and {r["type"] for r in records} <= {"state", "nudge", "efficacy"}
+    times = [r["t_s"] for r in states]
+    assert times == sorted(times) and times[-1] <= 480.0
+    assert all(r["t_s"] >= 0 for r in records if r["type"] == "nudge")
+
+
+def test_replay_is_deterministic(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _replay(capsys)[1] == _replay(capsys)[1]
+
+
+def test_replay_with_config_and_strap_rate(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[engine]\nbaseline_s = 60\n")
+    code, out, _ = _replay(capsys, "--config", str(cfg), "--strap-rate", "50")
+    first = json.loads(out.splitlines()[0])
+    assert code == 0 and first["t_s"] < 100
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--therapist", "/nonexistent.csv", "--client", B, "--rate", "125"],
+        ["--therapist", A, "--client", B, "--rate", "125", "--column", "nope"],
+        ["--therapist", A, "--client", B, "--rate", "0"],
+        ["--therapist", A, "--client", B, "--rate", "125", "--config", "/nonexistent.toml"],
+        ["--therapist", A, "--client", B, "--rate", "125", "--strap-rate", "33"],
+        ["--therapist", A, "--rate", "125"],
+    ],
+)
+def test_bad_input_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], args: list[str]) -> None:
+    try:
+        code = main(["replay", *args])
+    except SystemExit as exc:  # argparse errors
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_short_recording_is_rejected(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    short = tmp_path / "s.csv"
+    short.write_text("resp\n" + "\n".join("0.1" for _ in range(100)) + "\n")
+    code = main(["replay", "--therapist", str(short), "--client", B, "--rate", "125"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "too short" in err

@@ -1,0 +1,107 @@
+"""Scenario generator: seeded, deterministic, ground truth consistent with what it built."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from breathsync.scenarios import (
+    KINDS,
+    Options,
+    RespSource,
+    bidmc_sources,
+    biopeaks_segments,
+    bundled_sources,
+    make_scenario,
+    scenario_set,
+)
+from breathsync.scenarios.sources import offline_peaks
+
+
+@cache
+def _src() -> list[RespSource]:
+    return bundled_sources()
+
+
+def _pair() -> tuple[RespSource, RespSource]:
+    by = {s.name: s for s in _src()}
+    return by["bidmc_04"], by["bidmc_18"]
+
+
+def test_offline_peaks_match_annotated_rate() -> None:
+    from breathsync.datasets import bundled_path, read_breath_annotations
+
+    marks = read_breath_annotations(bundled_path("bidmc_09_breaths.csv.gz"))["ann1"] / 125.0
+    src = {s.name: s for s in _src()}["bidmc_09"]
+    assert len(src.peaks_s) == pytest.approx(len(marks), rel=0.05)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_same_seed_same_scenario(kind: str) -> None:
+    a, b = _pair()
+    s1 = make_scenario(kind, a, b, 5, 300.0)  # type: ignore[arg-type]
+    s2 = make_scenario(kind, a, b, 5, 300.0)  # type: ignore[arg-type]
+    s3 = make_scenario(kind, a, b, 6, 300.0)  # type: ignore[arg-type]
+    assert np.array_equal(s1.therapist, s2.therapist) and np.array_equal(s1.client, s2.client)
+    assert not np.array_equal(s1.therapist, s3.therapist)
+    assert len(s1.therapist) == len(s1.client) == int(300.0 * s1.sampling_rate)
+
+
+def test_ground_truth_fields() -> None:
+    a, b = _pair()
+    tf = make_scenario("therapist_follows", a, b, 3, 300.0)
+    assert tf.follower == "therapist" and tf.onset_s is not None and tf.offset_s is not None
+    assert 150.0 <= tf.onset_s < tf.offset_s <= 300.0
+    ind = make_scenario("independent", a, b, 3, 300.0)
+    assert ind.follower is None and ind.onset_s is None
+
+
+def _true_plv(x: np.ndarray, y: np.ndarray, fs: float, a_s: float, b_s: float) -> float:
+    px, py = offline_peaks(x, fs), offline_peaks(y, fs)
+    sel = px[(px >= a_s) & (px <= b_s)]
+    j = np.searchsorted(py, sel, side="right") - 1
+    ok = (j >= 0) & (j < len(py) - 1)
+    ph = (sel[ok] - py[j[ok]]) / (py[j[ok] + 1] - py[j[ok]])
+    return float(np.abs(np.mean(np.exp(2j * np.pi * ph))))
+
+
+def test_follow_episode_is_phase_locked_and_independent_is_not() -> None:
+    a, b = _pair()
+    opts = Options(coupling_rad_s=(1.0, 1.2), speech_p=0, gap_p=0, flat_p=0, drift_p=0, min_episode_s=140.0)
+    tf = make_scenario("therapist_follows", a, b, 8, 300.0, opts)
+    ind = make_scenario("independent", a, b, 8, 300.0, opts)
+    assert tf.onset_s is not None and tf.offset_s is not None
+    locked = _true_plv(tf.therapist, tf.client, tf.sampling_rate, tf.onset_s + 30, tf.offset_s)
+    before = _true_plv(tf.therapist, tf.client, tf.sampling_rate, 20, tf.onset_s)
+    free = _true_plv(ind.therapist, ind.client, ind.sampling_rate, 20, 300)
+    assert locked > 0.8 and locked > before and locked > free
+
+
+def test_follower_keeps_its_waveform_amplitude() -> None:
+    """Re-timing must not leave an amplitude step at onset a detector could key on."""
+    a, b = _pair()
+    opts = Options(mimicry_p=0.0, speech_p=0, gap_p=0, flat_p=0, drift_p=0)
+    tf = make_scenario("therapist_follows", a, b, 9, 300.0, opts)
+    assert tf.onset_s is not None
+    fs = tf.sampling_rate
+    pre = np.std(tf.therapist[int((tf.onset_s - 60) * fs) : int(tf.onset_s * fs)])
+    post = np.std(tf.therapist[int(tf.onset_s * fs) : int((tf.onset_s + 60) * fs)])
+    assert 0.6 < post / pre < 1.6
+
+
+def test_scenario_set_is_seeded(tmp_path: Path) -> None:
+    s1 = scenario_set(_src()[:3], ("independent",), 2, 77, 300.0)
+    s2 = scenario_set(_src()[:3], ("independent",), 2, 77, 300.0)
+    assert [s.name for s in s1] == [s.name for s in s2]
+
+
+@pytest.mark.shared_data
+def test_shared_sources_load(shared_data: Path) -> None:
+    bid = bidmc_sources(shared_data, ["bidmc_01", "bidmc_02"])
+    bio = biopeaks_segments(shared_data, 0, 20, 10)
+    assert len(bid) == 2 and len(bio) == 2
+    sc = make_scenario("similar_rate", bid[0], bio[0], 1, 300.0)
+    assert sc.kind == "similar_rate" and len(sc.therapist) == len(sc.client)
