@@ -13,7 +13,10 @@ _CHUNK = 25
 def load(path):
     with open(path, "rb") as f:
         raw = f.read()
-    samples = array("H", [0] * (len(raw) // 2))
+    # Sized in one allocation from the bytes (MicroPython copies them raw), not from a list:
+    # ``[0] * n`` would be a temporary block of 8 bytes per sample (576 KB at 72k samples) that
+    # needs a contiguous hole in the heap. The loop decodes little-endian whatever the host order.
+    samples = array("H", raw)
     for i in range(len(samples)):
         samples[i] = raw[2 * i] | (raw[2 * i + 1] << 8)
     return samples
