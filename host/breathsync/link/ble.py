@@ -1,0 +1,241 @@
+"""A strap over BLE through bleak's public API (BleakScanner / BleakClient) only.
+
+``BleStrapLink.run()`` keeps one strap connected for as long as it runs: find it, connect
+(one connect at a time across all straps: concurrent connects misbehave on Linux and macOS),
+subscribe, start streaming, ask for backfill of whatever is missing, and after any disconnect
+reconnect with exponential backoff. bleak's platform backends also call the disconnected
+callback on our own ``disconnect()``; the link tells the two apart by its ``_closing`` flag.
+
+The bleak backend is a parameter: the system's by default, or the Bumble backend
+(``breathsync.link.bumble_backend``) for virtual straps, so this code runs unchanged in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bleak import BleakClient, BleakScanner
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
+from bleak.exc import BleakError
+
+from ..protocol import Channel, HapticCommand, ResponsePacket, StartStream, StatusPacket
+from ..protocol.uuids import CHANNEL_BY_UUID, CHARACTERISTIC_UUIDS, SERVICE_UUID
+from .session import LinkError, StrapSession, StrapSink
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNELS = (Channel.RESPONSE, Channel.STATUS, Channel.EVENT, Channel.SAMPLES)
+
+
+@dataclass(frozen=True)
+class BleOptions:
+    """How a BLE link behaves; defaults suit a therapist's session."""
+
+    connect_timeout_s: float = 10.0
+    scan_timeout_s: float = 10.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 15.0
+    backfill_every_s: float = 1.0
+    ping_every_s: float = 30.0
+    scanner_backend: type[Any] | None = None
+    client_backend: type[Any] | None = None
+
+    def scanner_kwargs(self) -> dict[str, Any]:
+        return {} if self.scanner_backend is None else {"backend": self.scanner_backend}
+
+    def client_kwargs(self) -> dict[str, Any]:
+        return {} if self.client_backend is None else {"backend": self.client_backend}
+
+
+@dataclass(frozen=True)
+class FoundStrap:
+    """A strap seen while scanning."""
+
+    address: str
+    name: str
+    rssi_dbm: int | None
+    device: BLEDevice
+
+
+async def scan(options: BleOptions, timeout_s: float | None = None) -> list[FoundStrap]:
+    """Straps advertising the breathsync service, strongest first."""
+    found = await BleakScanner.discover(
+        timeout=options.scan_timeout_s if timeout_s is None else timeout_s,
+        return_adv=True,
+        service_uuids=[SERVICE_UUID],
+        **options.scanner_kwargs(),
+    )
+    straps = [
+        FoundStrap(device.address, adv.local_name or device.name or "", adv.rssi, device)
+        for device, adv in found.values()
+        if SERVICE_UUID in [u.lower() for u in adv.service_uuids]
+    ]
+    return sorted(straps, key=lambda s: -(s.rssi_dbm if s.rssi_dbm is not None else -999))
+
+
+class BleStrapLink:
+    """Keeps one strap (``target``: address or advertised name) connected and streaming."""
+
+    # One connect at a time for the whole process.
+    _connect_lock: asyncio.Lock | None = None
+
+    def __init__(
+        self,
+        role: str,
+        target: str,
+        sink: StrapSink,
+        options: BleOptions | None = None,
+        rate_hz: float = 25.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.role = role
+        self.target = target
+        self.options = options or BleOptions()
+        self.session = StrapSession(role, sink, rate_hz, clock)
+        self.sink = sink
+        self.stats = self.session.stats
+        self.connected = asyncio.Event()
+        self._client: BleakClient | None = None
+        self._closing = False
+        self._disconnected = asyncio.Event()
+
+    @classmethod
+    def _lock(cls) -> asyncio.Lock:
+        if cls._connect_lock is None:
+            cls._connect_lock = asyncio.Lock()
+        return cls._connect_lock
+
+    async def _find(self) -> BLEDevice | str:
+        target = self.target
+        if _looks_like_address(target):
+            return target
+        device = await BleakScanner.find_device_by_filter(
+            lambda d, adv: (adv.local_name or d.name or "") == target,
+            timeout=self.options.scan_timeout_s,
+            **self.options.scanner_kwargs(),
+        )
+        if device is None:
+            raise LinkError(f"{self.role}: no strap named {target!r} in range")
+        return device
+
+    def _on_disconnect(self, _client: BleakClient) -> None:
+        self._disconnected.set()
+
+    def _on_notify(self, characteristic: BleakGATTCharacteristic, data: bytearray) -> None:
+        channel = CHANNEL_BY_UUID.get(characteristic.uuid.lower())
+        if channel is None:
+            return
+        self.session.handle(channel, bytes(data))
+
+    async def _write(self, channel: Channel, payload: bytes) -> None:
+        client = self._client
+        if client is None or not client.is_connected:
+            raise LinkError(f"{self.role}: not connected")
+        try:
+            await client.write_gatt_char(CHARACTERISTIC_UUIDS[channel], payload, response=True)
+        except (BleakError, OSError) as exc:
+            raise LinkError(f"{self.role}: write failed: {exc}") from None
+
+    async def _connect_once(self) -> BleakClient:
+        async with self._lock():
+            where = await self._find()
+            client = BleakClient(
+                where,
+                disconnected_callback=self._on_disconnect,
+                timeout=self.options.connect_timeout_s,
+                **self.options.client_kwargs(),
+            )
+            self._disconnected.clear()
+            await client.connect()
+        try:
+            for channel in NOTIFY_CHANNELS:
+                await client.start_notify(CHARACTERISTIC_UUIDS[channel], self._on_notify)
+            status = await client.read_gatt_char(CHARACTERISTIC_UUIDS[Channel.STATUS])
+            self.session.handle(Channel.STATUS, bytes(status))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+            raise
+        return client
+
+    async def run(self) -> None:
+        """Connect, stream, and reconnect after any drop until ``close()`` or cancellation."""
+        backoff = self.options.backoff_initial_s
+        first = True
+        while not self._closing:
+            try:
+                client = await self._connect_once()
+            except (BleakError, LinkError, TimeoutError, OSError) as exc:
+                self.sink.on_link(self.role, "connect-failed", str(exc) or type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.options.backoff_max_s)
+                continue
+            self._client = client
+            self.session.attach(self._write)
+            if not first:
+                self.stats.reconnects += 1
+            first = False
+            backoff = self.options.backoff_initial_s
+            self.connected.set()
+            self.sink.on_link(self.role, "connected", str(client.address))
+            try:
+                await self._serve(client)
+            finally:
+                self.connected.clear()
+                self.session.detach("disconnected")
+                self._client = None
+                if not self._closing:
+                    self.sink.on_link(self.role, "disconnected", "")
+        self.sink.on_link(self.role, "closed", "")
+
+    async def _serve(self, client: BleakClient) -> None:
+        with contextlib.suppress(LinkError):
+            await self.session.command(StartStream(0))
+        next_backfill = 0.0
+        next_ping = 0.0
+        loop = asyncio.get_running_loop()
+        while not self._disconnected.is_set() and not self._closing:
+            now = loop.time()
+            try:
+                if now >= next_backfill:
+                    next_backfill = now + self.options.backfill_every_s
+                    await self.session.request_backfill()
+                if now >= next_ping:
+                    next_ping = now + self.options.ping_every_s
+                    await self.session.ping()
+            except LinkError as exc:
+                log.debug("%s: %s", self.role, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._disconnected.wait(), timeout=0.2)
+
+    async def haptic(self, pattern: HapticCommand, timeout_s: float = 3.0) -> ResponsePacket:
+        """Send a haptic pattern and wait for the strap to confirm it."""
+        return await self.session.haptic(pattern, timeout_s)
+
+    @property
+    def status(self) -> StatusPacket | None:
+        return self.session.status
+
+    async def close(self) -> None:
+        self._closing = True
+        self._disconnected.set()
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+
+
+def _looks_like_address(target: str) -> bool:
+    parts = target.split(":")
+    return (len(parts) == 6 and all(len(p) == 2 for p in parts)) or (len(target) == 36 and target.count("-") == 4)
+
+
+__all__ = ["AdvertisementData", "BleOptions", "BleStrapLink", "FoundStrap", "scan"]

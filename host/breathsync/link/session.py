@@ -1,0 +1,193 @@
+"""Protocol logic over one connected transport: decode, dispatch, commands and their answers.
+
+A transport (BLE characteristic notifications, the serial port's frames) hands every received
+packet to ``StrapSession.handle`` with its arrival time; the session decodes it (counting, never
+raising on, bad packets), feeds the ``StrapStream`` and resolves pending commands when their
+RESPONSE arrives. Commands carry an 8-bit tag so each answer finds its caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Protocol
+
+from ..errors import BreathsyncError
+from ..protocol import (
+    Backfill,
+    Channel,
+    ControlCommand,
+    EventPacket,
+    HapticCommand,
+    ProtocolError,
+    ResponsePacket,
+    ResultCode,
+    SamplesPacket,
+    StatusPacket,
+    TimeSync,
+    decode,
+    encode,
+)
+from .stream import SampleBlock, StrapEvent, StrapStream
+
+WriteFn = Callable[[Channel, bytes], Awaitable[None]]
+
+
+class LinkError(BreathsyncError):
+    """A strap could not be reached, or did not answer a command in time."""
+
+
+class CommandRejected(LinkError):
+    """The strap answered a command with an error result code."""
+
+    def __init__(self, response: ResponsePacket) -> None:
+        super().__init__(f"strap rejected the command: {response.result.name}")
+        self.response = response
+
+
+class StrapSink(Protocol):
+    """Where a link delivers what it receives. Called on the event loop's thread."""
+
+    def on_samples(self, block: SampleBlock) -> None: ...
+
+    def on_event(self, event: StrapEvent) -> None: ...
+
+    def on_status(self, role: str, status: StatusPacket) -> None: ...
+
+    def on_link(self, role: str, kind: str, detail: str) -> None: ...
+
+
+class StrapSession:
+    """One strap's protocol state; survives reconnects (the stream and statistics persist)."""
+
+    def __init__(self, role: str, sink: StrapSink, rate_hz: float = 25.0, clock: Callable[[], float] = time.monotonic):
+        self.role = role
+        self.sink = sink
+        self.clock = clock
+        self.stream = StrapStream(role, rate_hz, sink.on_samples, sink.on_event)
+        self.stats = self.stream.stats
+        self.status: StatusPacket | None = None
+        self._write: WriteFn | None = None
+        self._tags = itertools.cycle(range(1, 256))
+        self._pending: dict[int, asyncio.Future[ResponsePacket]] = {}
+        self._backfill_in_flight: tuple[int, int] | None = None
+        self.time_sync: list[tuple[float, float, int]] = []  # (sent_s, answered_s, counter)
+
+    # -- transport side --------------------------------------------------------------------------
+
+    def attach(self, write: WriteFn) -> None:
+        """A transport connected: commands go through ``write`` from now on."""
+        self._write = write
+        self._backfill_in_flight = None
+
+    def detach(self, reason: str) -> None:
+        """The transport is gone: pending commands fail; the stream keeps its position."""
+        self._write = None
+        self._backfill_in_flight = None
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(LinkError(f"{self.role}: link lost ({reason})"))
+        self._pending.clear()
+
+    @property
+    def attached(self) -> bool:
+        return self._write is not None
+
+    def handle(self, channel: int, data: bytes, arrival_s: float | None = None) -> None:
+        arrival = self.clock() if arrival_s is None else arrival_s
+        try:
+            packet = decode(channel, data)
+        except ProtocolError as error:
+            self.stats.count_bad(error)
+            return
+        if isinstance(packet, SamplesPacket):
+            self.stream.on_samples_packet(packet, arrival)
+        elif isinstance(packet, EventPacket):
+            self.stream.on_event_packet(packet, arrival)
+        elif isinstance(packet, StatusPacket):
+            self.stats.packets += 1
+            self._on_status(packet)
+        elif isinstance(packet, ResponsePacket):
+            self.stats.packets += 1
+            future = self._pending.pop(packet.tag, None)
+            if future is not None and not future.done():
+                future.set_result(packet)
+        else:  # a command echoed back: not for the host
+            self.stats.count_bad(ProtocolError(f"unexpected {type(packet).__name__} from the strap"))
+
+    def _on_status(self, status: StatusPacket) -> None:
+        previous = self.status
+        self.status = status
+        if previous is None or previous.sample_rate_hz != status.sample_rate_hz:
+            self.stream.set_rate(status.sample_rate_hz)
+        self.sink.on_status(self.role, status)
+
+    # -- commands ----------------------------------------------------------------------------------
+
+    async def command(self, command: ControlCommand | HapticCommand, timeout_s: float = 3.0) -> ResponsePacket:
+        """Send ``command`` (its tag is replaced) and wait for the strap's RESPONSE.
+
+        Raises LinkError when not connected or unanswered within ``timeout_s``, and
+        CommandRejected when the strap answers with an error code (except BUSY, returned).
+        """
+        write = self._write
+        if write is None:
+            raise LinkError(f"{self.role}: not connected")
+        tag = next(self._tags)
+        while tag in self._pending:
+            tag = next(self._tags)
+        command = replace(command, tag=tag)
+        future: asyncio.Future[ResponsePacket] = asyncio.get_running_loop().create_future()
+        self._pending[tag] = future
+        channel, payload = encode(command)
+        try:
+            await write(channel, payload)
+            response = await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise LinkError(f"{self.role}: no answer to {type(command).__name__} within {timeout_s} s") from None
+        finally:
+            self._pending.pop(tag, None)
+        if response.result not in (ResultCode.OK, ResultCode.BUSY):
+            raise CommandRejected(response)
+        return response
+
+    async def haptic(self, pattern: HapticCommand, timeout_s: float = 3.0) -> ResponsePacket:
+        self.stats.haptic_sent += 1
+        response = await self.command(pattern, timeout_s)
+        if response.ok:
+            self.stats.haptic_confirmed += 1
+        return response
+
+    async def ping(self) -> None:
+        """TIME_SYNC: the strap's counter at a bracketed host time (a precise clock observation)."""
+        sent_s = self.clock()
+        response = await self.command(TimeSync(0, int(sent_s * 1000) & 0xFFFFFFFF))
+        answered_s = self.clock()
+        self.time_sync.append((sent_s, answered_s, response.value1))
+
+    async def request_backfill(self) -> bool:
+        """Ask for the oldest missing range, unless a backfill is already running. True if asked."""
+        wanted = self.stream.backfill_wanted()
+        if wanted is None or self._backfill_in_flight is not None or self._write is None:
+            return False
+        start, end = wanted
+        self._backfill_in_flight = wanted
+        try:
+            response = await self.command(Backfill(0, start & 0xFFFFFFFF, end & 0xFFFFFFFF))
+        except LinkError:
+            self._backfill_in_flight = None
+            raise
+        if response.result == ResultCode.BUSY:
+            self._backfill_in_flight = None
+            return False
+        first_available = self.stream.gaps.ranges[0][0] if self.stream.gaps.ranges else start
+        if response.value0 != start & 0xFFFFFFFF:
+            # The strap no longer holds [start, value0): those samples are lost for good.
+            lost_until = start + ((response.value0 - start) & 0xFFFFFFFF)
+            self.stream.strap_lost(max(lost_until, first_available))
+            self.sink.on_link(self.role, "samples-lost", f"{start}..{lost_until}")
+        self._backfill_in_flight = None
+        return True

@@ -1,0 +1,148 @@
+"""A small CPython model of a strap's BLE behaviour, for fast link-layer tests.
+
+It speaks docs/protocol.md through the host's own encoders on a Bumble VirtualPeripheral: a
+sample source with an unbounded buffer, live streaming from a delivery cursor, BACKFILL,
+TIME_SYNC and HAPTIC answered with RESPONSE. It is a test double for link behaviour only; the
+real strap firmware runs inside MicroPython in the virtual-strap tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from dataclasses import dataclass, field
+
+from breathsync.link.virtual_peripheral import CharacteristicSpec, PeripheralSpec, ServiceSpec, VirtualPeripheral
+from breathsync.protocol import (
+    Backfill,
+    Channel,
+    ControlCommand,
+    HapticCommand,
+    ResponsePacket,
+    ResultCode,
+    Role,
+    SamplesPacket,
+    SensorState,
+    StatusFlag,
+    StatusPacket,
+    TimeSync,
+)
+from breathsync.protocol.uuids import CHARACTERISTIC_UUIDS, SERVICE_UUID
+
+PER_PACKET = 7
+
+
+@dataclass
+class ModelStrap:
+    name: str
+    values: list[int]
+    rate_hz: float = 25.0
+    speed: float = 10.0  # samples produced this many times faster than real time
+    loss: float = 0.0  # probability that a live notification is lost in the air
+    seed: int = 0
+    produced: int = 0
+    sent_upto: int = 0
+    streaming: bool = False
+    haptics: list[HapticCommand] = field(default_factory=list)
+    peripheral: VirtualPeripheral | None = None
+
+    def spec(self) -> PeripheralSpec:
+        def chan(channel: Channel, props: tuple[str, ...], **kw: object) -> CharacteristicSpec:
+            return CharacteristicSpec(CHARACTERISTIC_UUIDS[channel], props, **kw)  # type: ignore[arg-type]
+
+        return PeripheralSpec(
+            self.name,
+            (
+                ServiceSpec(
+                    SERVICE_UUID,
+                    (
+                        chan(Channel.SAMPLES, ("notify",)),
+                        chan(Channel.EVENT, ("notify",)),
+                        chan(Channel.STATUS, ("read", "notify"), on_read=self.status_bytes),
+                        chan(Channel.RESPONSE, ("read", "notify")),
+                        chan(Channel.HAPTIC, ("write",), on_write=self.on_haptic),
+                        chan(Channel.CONTROL, ("write",), on_write=self.on_control),
+                    ),
+                ),
+            ),
+        )
+
+    def status_bytes(self) -> bytes:
+        return bytes(
+            StatusPacket(
+                (0, 1, 0), SensorState.OK, int(self.rate_hz), Role.CLIENT, StatusFlag.STREAMING, 90, 0, 0, 0
+            )
+        )
+
+    async def start(self, link: object) -> ModelStrap:
+        self.peripheral = await VirtualPeripheral.start(self.spec(), link)  # type: ignore[arg-type]
+        self._rng = random.Random(self.seed)
+        self._task = asyncio.create_task(self._produce())
+        self._backfills: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+        self._backfill_task = asyncio.create_task(self._serve_backfills())
+        return self
+
+    async def close(self) -> None:
+        for task in (self._task, self._backfill_task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert self.peripheral is not None
+        await self.peripheral.close()
+
+    async def _notify(self, channel: Channel, payload: bytes) -> bool:
+        assert self.peripheral is not None
+        return bool(await self.peripheral.notify(CHARACTERISTIC_UUIDS[channel], payload))
+
+    def _packet(self, start: int, end: int) -> bytes:
+        return bytes(SamplesPacket(start // PER_PACKET & 0xFF, start, tuple(self.values[start:end])))
+
+    async def _produce(self) -> None:
+        period_s = PER_PACKET / self.rate_hz / self.speed
+        while self.produced < len(self.values):
+            await asyncio.sleep(period_s)
+            self.produced = min(len(self.values), self.produced + PER_PACKET)
+            while self.streaming and self.sent_upto < self.produced:
+                end = min(self.sent_upto + PER_PACKET, self.produced)
+                if self._rng.random() < self.loss:
+                    self.sent_upto = end  # sent, but lost in the air
+                    continue
+                if not await self._notify(Channel.SAMPLES, self._packet(self.sent_upto, end)):
+                    break  # nobody listening: stays pending in the buffer
+                self.sent_upto = end
+
+    async def _serve_backfills(self) -> None:
+        while True:
+            start, end = await self._backfills.get()
+            pos = start
+            while pos < end:
+                stop = min(pos + PER_PACKET, end)
+                if await self._notify(Channel.SAMPLES, self._packet(pos, stop)):
+                    pos = stop
+                else:
+                    await asyncio.sleep(0.05)
+
+    async def _respond(self, tag: int, channel: Channel, opcode: int, value0: int = 0, value1: int = 0) -> None:
+        payload = bytes(ResponsePacket(tag, channel, opcode, ResultCode.OK, value0, value1))
+        assert self.peripheral is not None
+        self.peripheral.set_value(CHARACTERISTIC_UUIDS[Channel.RESPONSE], payload)
+        await self._notify(Channel.RESPONSE, payload)
+
+    async def on_haptic(self, value: bytes) -> None:
+        command = HapticCommand.from_bytes(value)
+        self.haptics.append(command)
+        await self._respond(command.tag, Channel.HAPTIC, 0, 0, 0)
+
+    async def on_control(self, value: bytes) -> None:
+        command = ControlCommand.from_bytes(value)
+        value0 = value1 = 0
+        if isinstance(command, Backfill):
+            end = self.produced if command.to_counter is None else min(command.to_counter, self.produced)
+            value0, value1 = command.from_counter, end
+            self._backfills.put_nowait((command.from_counter, end))
+        elif isinstance(command, TimeSync):
+            value0, value1 = command.token, self.produced
+        elif command.OPCODE.name == "START_STREAM":
+            self.streaming = True
+        await self._respond(command.tag, Channel.CONTROL, command.OPCODE, value0, value1)
