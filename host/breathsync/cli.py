@@ -21,6 +21,8 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("detect", "detect"),
     ("demo", "demo"),
     ("replay", "replay"),
+    ("scan", "scan"),
+    ("stream", "stream"),
 )
 
 

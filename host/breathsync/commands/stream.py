@@ -1,0 +1,133 @@
+"""breathsync stream: live samples and breath events of one or two straps, to the terminal or CSV."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from ..errors import InputError
+from ..link.session import LinkError
+from ..link.sources import ROLES, StrapLink, ble_adapter, find_by_role, open_link
+from ..link.stream import SampleBlock, StrapEvent
+from ..protocol import StatusPacket
+
+HELP = "stream live samples and breath events of one or two straps (terminal or CSV)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ble", default="system", metavar="ADAPTER", help="system (default) or bumble:<transport>")
+    for role in ROLES:
+        parser.add_argument(
+            f"--{role}",
+            metavar="SOURCE",
+            help=f"the {role}'s strap: ble:<address-or-name>, serial:<port>, replay:<session>, or 'auto' (by role)",
+        )
+    parser.add_argument("--csv", type=Path, metavar="FILE", help="write every sample and event to FILE")
+    parser.add_argument("--seconds", type=float, default=0, metavar="S", help="stop after S seconds (default: Ctrl-C)")
+
+
+class Printer:
+    """Terminal and/or CSV output; one summary line per strap per second, one line per event."""
+
+    def __init__(self, out: TextIO, writer: csv.writer | None) -> None:  # type: ignore[valid-type]
+        self.out = out
+        self.writer = writer
+        self.counts: dict[str, int] = {}
+        self.last_value: dict[str, int] = {}
+        self.started = time.monotonic()
+
+    def on_samples(self, block: SampleBlock) -> None:
+        self.counts[block.role] = self.counts.get(block.role, 0) + len(block.values)
+        self.last_value[block.role] = int(block.values[-1])
+        if self.writer is not None:
+            for c, t, v in zip(block.counters, block.host_t_s, block.values, strict=True):
+                self.writer.writerow([block.role, "sample", int(c), f"{t:.4f}", int(v)])
+
+    def on_event(self, event: StrapEvent) -> None:
+        if self.writer is not None:
+            self.writer.writerow([event.role, event.kind, event.counter, f"{event.host_t_s:.4f}", event.depth_counts])
+        interval = event.interval_samples
+        self.out.write(
+            f"{self._t():8.1f}s {event.role:<9} {event.kind:<6} depth {event.depth_counts:5d} interval {interval}\n"
+        )
+
+    def on_status(self, role: str, status: StatusPacket) -> None:
+        battery = "?" if status.battery_pct is None else f"{status.battery_pct}%"
+        self.out.write(
+            f"{self._t():8.1f}s {role:<9} status: {status.sensor_state.name.lower()}, {status.sample_rate_hz} Hz, "
+            f"battery {battery}, buffer {status.buffer_fill_pct}%, dropped {status.dropped_samples}\n"
+        )
+
+    def on_link(self, role: str, kind: str, detail: str) -> None:
+        self.out.write(f"{self._t():8.1f}s {role:<9} link {kind} {detail}\n")
+
+    def tick(self) -> None:
+        parts = [f"{role} {n} samples (last {self.last_value.get(role, 0)})" for role, n in sorted(self.counts.items())]
+        if parts:
+            self.out.write(f"{self._t():8.1f}s " + "; ".join(parts) + "\n")
+        self.out.flush()
+
+    def _t(self) -> float:
+        return time.monotonic() - self.started
+
+
+async def stream(args: argparse.Namespace, out: TextIO) -> int:
+    sources = {role: getattr(args, role) for role in ROLES if getattr(args, role)}
+    if not sources:
+        sources = dict.fromkeys(ROLES, "auto")
+    csv_file = None
+    writer = None
+    if args.csv is not None:
+        try:
+            csv_file = args.csv.open("w", newline="")
+        except OSError as exc:
+            raise InputError(f"cannot write {args.csv}: {exc}") from None
+        writer = csv.writer(csv_file)
+        writer.writerow(["role", "kind", "counter", "host_t_s", "value"])
+    printer = Printer(out, writer)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        async with ble_adapter(args.ble) as options:
+            links: list[StrapLink] = []
+            for role, source in sources.items():
+                if source == "auto":
+                    found = await find_by_role(role, options)
+                    source = f"ble:{found.address}"
+                links.append(open_link(source, role, printer, options))
+            tasks = [asyncio.create_task(link.run()) for link in links]
+            deadline = None if not args.seconds else loop.time() + args.seconds
+            while not stop.is_set() and (deadline is None or loop.time() < deadline):
+                done = [t for t in tasks if t.done()]
+                for task in done:
+                    if task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+                if len(done) == len(tasks):
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                printer.tick()
+            for link in links:
+                await link.close()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        if csv_file is not None:
+            csv_file.close()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(stream(args, sys.stdout))
+    except LinkError as exc:
+        raise InputError(str(exc)) from None

@@ -1,0 +1,225 @@
+"""Every data source behind one interface, chosen by a moniker.
+
+| moniker | source |
+| --- | --- |
+| ``ble:<address-or-name>`` | a strap over BLE through the selected adapter (bleak) |
+| ``serial:<port>`` | a strap in wired mode on a serial port (pyserial) |
+| ``replay:<session.sqlite>`` | a stored session's samples and events, played back |
+| ``role`` (no moniker) | the strap that reports that role, found by scanning |
+
+The BLE adapter is chosen separately (``--ble``): ``system`` (bleak's platform backend, the
+default) or ``bumble:<transport>``, e.g. ``bumble:tcp-client:127.0.0.1:7402`` for the virtual
+straps that ``breathsync sim`` serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from bleak import BleakClient
+
+from ..errors import InputError
+from ..protocol import Channel, HapticCommand, ResponsePacket, Role, StatusPacket
+from ..protocol.uuids import BATTERY_LEVEL_UUID, CHARACTERISTIC_UUIDS, FIRMWARE_REVISION_UUID
+from .ble import BleOptions, BleStrapLink, FoundStrap, scan
+from .serial_link import SerialStrapLink
+from .session import LinkError, StrapSink
+from .stream import LinkStats, SampleBlock, StrapEvent
+
+ROLES = ("therapist", "client")
+
+
+class StrapLink(Protocol):
+    """What every source offers the daemon, whatever carries the data."""
+
+    role: str
+    stats: LinkStats
+    connected: asyncio.Event
+
+    async def run(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def haptic(self, pattern: HapticCommand, timeout_s: float = 3.0) -> ResponsePacket: ...
+
+
+@dataclass(frozen=True)
+class StrapDescription:
+    """What ``breathsync scan`` shows about a strap in range."""
+
+    address: str
+    name: str
+    rssi_dbm: int | None
+    role: str | None
+    firmware: str | None
+    battery_pct: int | None
+    sample_rate_hz: int | None
+
+
+@contextlib.asynccontextmanager
+async def ble_adapter(spec: str = "system") -> AsyncIterator[BleOptions]:
+    """BLE options for an adapter moniker: ``system`` or ``bumble:<transport>``."""
+    if spec in ("", "system"):
+        yield BleOptions()
+        return
+    if not spec.startswith("bumble:"):
+        raise InputError(f"unknown BLE adapter {spec!r}: use 'system' or 'bumble:<transport>'")
+    from .bumble_backend import BumbleBench, BumbleBenchError
+
+    transport = spec[len("bumble:") :]
+    try:
+        bench = await BumbleBench.open(transport)
+    except (BumbleBenchError, OSError, ValueError) as exc:
+        raise InputError(f"cannot open Bumble transport {transport!r}: {exc}") from None
+    async with bench:
+        yield BleOptions(scanner_backend=bench.scanner_backend, client_backend=bench.client_backend)
+
+
+async def describe(found: FoundStrap, options: BleOptions) -> StrapDescription:
+    """Connect briefly to read role, firmware, battery and rate (one connect at a time)."""
+    role = firmware = None
+    battery = rate = None
+    async with BleStrapLink._lock():
+        client = BleakClient(found.device, timeout=options.connect_timeout_s, **options.client_kwargs())
+        await client.connect()
+        try:
+            status = StatusPacket.from_bytes(await client.read_gatt_char(CHARACTERISTIC_UUIDS[Channel.STATUS]))
+            role = {Role.THERAPIST: "therapist", Role.CLIENT: "client"}.get(status.role, "unassigned")
+            firmware = ".".join(str(v) for v in status.fw_version)
+            battery = status.battery_pct
+            rate = status.sample_rate_hz
+            with contextlib.suppress(Exception):
+                battery = (await client.read_gatt_char(BATTERY_LEVEL_UUID))[0]
+            with contextlib.suppress(Exception):
+                firmware = (await client.read_gatt_char(FIRMWARE_REVISION_UUID)).decode(errors="replace")
+        finally:
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+    return StrapDescription(found.address, found.name, found.rssi_dbm, role, firmware, battery, rate)
+
+
+async def scan_straps(options: BleOptions, timeout_s: float = 5.0) -> list[StrapDescription]:
+    out = []
+    for found in await scan(options, timeout_s):
+        try:
+            out.append(await describe(found, options))
+        except Exception as exc:  # a strap that vanished mid-scan is listed without details
+            out.append(StrapDescription(found.address, found.name, found.rssi_dbm, None, None, None, None))
+            del exc
+    return out
+
+
+async def find_by_role(role: str, options: BleOptions, timeout_s: float = 10.0) -> StrapDescription:
+    """The strap in range that reports ``role`` (straps keep their role across power cycles)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for strap in await scan_straps(options, timeout_s=min(3.0, timeout_s)):
+            if strap.role == role:
+                return strap
+    raise LinkError(f"no strap with role {role!r} in range (set it with the strap's SET_ROLE command)")
+
+
+def open_link(moniker: str, role: str, sink: StrapSink, options: BleOptions, rate_hz: float = 25.0) -> StrapLink:
+    """The link for a source moniker (see the module docstring)."""
+    if role not in ROLES:
+        raise InputError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
+    kind, _, target = moniker.partition(":")
+    if not target:
+        raise InputError(f"bad source {moniker!r}: expected ble:<address-or-name>, serial:<port> or replay:<file>")
+    if kind == "ble":
+        return BleStrapLink(role, target, sink, options, rate_hz)
+    if kind == "serial":
+        return SerialStrapLink(role, target, sink, rate_hz)
+    if kind == "replay":
+        return ReplayLink(role, Path(target), sink)
+    raise InputError(f"unknown source kind {kind!r} in {moniker!r}: use ble:, serial: or replay:")
+
+
+class ReplayLink:
+    """A stored session's samples and events for one role, played back as if live.
+
+    Host times are shifted so the recording starts now; ``speed`` > 1 plays faster, 0 as fast
+    as possible. Useful to re-run a session through the live daemon path.
+    """
+
+    def __init__(
+        self, role: str, path: Path, sink: StrapSink, speed: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        from ..store import SessionStore, StoreError
+
+        try:
+            self._store = SessionStore.open(path)
+        except StoreError as exc:
+            raise InputError(str(exc)) from None
+        self.role = role
+        self.sink = sink
+        self.speed = speed
+        self.clock = clock
+        self.stats = LinkStats()
+        self.connected = asyncio.Event()
+        self._closing = False
+
+    async def run(self) -> None:
+        import numpy as np
+
+        series = self._store.samples(self.role)
+        events = [e for e in self._store.events(self.role)]
+        if len(series.counters) == 0:
+            raise LinkError(f"{self._store.path}: no samples for role {self.role!r}")
+        t0 = float(series.host_t_s[0])
+        shift = self.clock() - t0
+        self.connected.set()
+        self.sink.on_link(self.role, "connected", str(self._store.path))
+        next_event = 0
+        for start in range(0, len(series.counters), 7):
+            if self._closing:
+                break
+            stop = min(start + 7, len(series.counters))
+            t_last = float(series.host_t_s[stop - 1])
+            if self.speed > 0:
+                delay = (t_last - t0) / self.speed - (self.clock() - (t0 + shift))
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            counters = series.counters[start:stop]
+            # Split at counter gaps: a block is consecutive by definition.
+            cuts = np.nonzero(np.diff(counters) != 1)[0] + 1
+            for piece in np.split(np.arange(start, stop), cuts):
+                block = SampleBlock(
+                    self.role,
+                    int(series.counters[piece[0]]),
+                    series.values[piece],
+                    series.host_t_s[piece] + shift,
+                    backfilled=False,
+                )
+                self.stats.samples += len(piece)
+                self.sink.on_samples(block)
+            while next_event < len(events) and events[next_event].host_t_s <= t_last:
+                e = events[next_event]
+                self.sink.on_event(
+                    StrapEvent(
+                        self.role,
+                        e.kind,
+                        e.counter,
+                        e.confirmed_counter,
+                        e.depth_counts,
+                        e.interval_samples,
+                        e.host_t_s + shift,
+                        False,
+                    )
+                )
+                self.stats.events += 1
+                next_event += 1
+        self.connected.clear()
+        self.sink.on_link(self.role, "closed", "end of recording")
+
+    async def close(self) -> None:
+        self._closing = True
+
+    async def haptic(self, pattern: HapticCommand, timeout_s: float = 3.0) -> ResponsePacket:
+        raise LinkError(f"{self.role}: a replayed session cannot vibrate")
