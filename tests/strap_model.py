@@ -41,6 +41,7 @@ class ModelStrap:
     speed: float = 10.0  # samples produced this many times faster than real time
     loss: float = 0.0  # probability that a live notification is lost in the air
     seed: int = 0
+    role: Role = Role.CLIENT
     produced: int = 0
     sent_upto: int = 0
     streaming: bool = False
@@ -71,7 +72,7 @@ class ModelStrap:
     def status_bytes(self) -> bytes:
         return bytes(
             StatusPacket(
-                (0, 1, 0), SensorState.OK, int(self.rate_hz), Role.CLIENT, StatusFlag.STREAMING, 90, 0, 0, 0
+                (0, 1, 0), SensorState.OK, int(self.rate_hz), self.role, StatusFlag.STREAMING, 90, 0, 0, 0
             )
         )
 

@@ -21,6 +21,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("detect", "detect"),
     ("demo", "demo"),
     ("replay", "replay"),
+    ("run", "run"),
     ("scan", "scan"),
     ("stream", "stream"),
 )

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -84,8 +85,8 @@ async def scan(options: BleOptions, timeout_s: float | None = None) -> list[Foun
 class BleStrapLink:
     """Keeps one strap (``target``: address or advertised name) connected and streaming."""
 
-    # One connect at a time for the whole process.
-    _connect_lock: asyncio.Lock | None = None
+    # One connect at a time for the whole process (one lock per event loop).
+    _connect_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
     def __init__(
         self,
@@ -109,9 +110,11 @@ class BleStrapLink:
 
     @classmethod
     def _lock(cls) -> asyncio.Lock:
-        if cls._connect_lock is None:
-            cls._connect_lock = asyncio.Lock()
-        return cls._connect_lock
+        loop = asyncio.get_running_loop()
+        lock = cls._connect_locks.get(loop)
+        if lock is None:
+            lock = cls._connect_locks[loop] = asyncio.Lock()
+        return lock
 
     async def _find(self) -> BLEDevice | str:
         target = self.target

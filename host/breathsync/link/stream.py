@@ -176,6 +176,13 @@ class StrapStream:
         self._seen_events.clear()
         self.clock.reset()
 
+    def resume_after(self, counter: int) -> None:
+        """The host already holds everything up to ``counter`` (a restarted daemon's store).
+
+        The first live packet then opens a gap from ``counter + 1``, which backfill closes.
+        """
+        self.head = counter + 1
+
     def backfill_wanted(self) -> tuple[int, int] | None:
         """The oldest missing range [start, end) to ask the strap for, or None."""
         return self.gaps.ranges[0] if self.gaps.ranges else None

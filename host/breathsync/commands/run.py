@@ -1,0 +1,52 @@
+"""breathsync run: the session daemon. Finds both straps, runs the engine, nudges, records."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import sys
+
+from ..daemon import Daemon, SessionSummary, load_daemon_config
+
+HELP = "run a session: connect both straps, detect entrainment, nudge the therapist, record everything"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration (every setting has a default)")
+    parser.add_argument("--ble", metavar="ADAPTER", help="override straps.ble (system or bumble:<transport>)")
+    parser.add_argument("--therapist", metavar="SOURCE", help="override straps.therapist")
+    parser.add_argument("--client", metavar="SOURCE", help="override straps.client")
+    parser.add_argument("--sessions", metavar="DIR", help="override session.directory")
+    parser.add_argument("--no-lsl", action="store_true", help="do not open LSL outlets")
+
+
+async def run_daemon(args: argparse.Namespace) -> SessionSummary:
+    config = load_daemon_config(args.config)
+    straps = config.straps
+    for name in ("ble", "therapist", "client"):
+        value = getattr(args, name)
+        if value:
+            straps = dataclasses.replace(straps, **{name: value})
+    session = config.session
+    if args.sessions:
+        session = dataclasses.replace(session, directory=args.sessions)
+    outputs = dataclasses.replace(config.outputs, lsl=config.outputs.lsl and not args.no_lsl)
+    config = dataclasses.replace(config, straps=straps, session=session, outputs=outputs)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    return await Daemon(config, sys.stdout).run(stop)
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = asyncio.run(run_daemon(args))
+    minutes = summary.duration_s / 60
+    samples = ", ".join(f"{role} {n}" for role, n in summary.samples.items())
+    print(f"\nsession saved: {summary.path}")
+    print(f"{minutes:.1f} min, samples: {samples}; nudges: {summary.nudges} ({summary.nudges_confirmed} confirmed)")
+    return 0

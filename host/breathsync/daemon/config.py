@@ -1,0 +1,137 @@
+"""The daemon's configuration: one TOML file, every setting with a sane default (no file needed).
+
+```toml
+[session]
+directory = "~/breathsync-sessions"   # one SQLite file per session
+name = ""                             # default: the start time, e.g. 2026-11-22T10-00-00
+resume = true                         # reopen the newest unfinished session (after a crash)
+
+[straps]
+ble = "system"                        # or "bumble:tcp-client:127.0.0.1:7402" (virtual straps)
+therapist = "auto"                    # "auto" (by role), ble:<address-or-name>, serial:<port>
+client = "auto"
+rate_hz = 25
+
+[outputs]
+lsl = true                            # LSL outlets for both raw streams, events and nudges
+lsl_scope = "machine"                 # LSL discovery scope: machine, link, site (lab network)
+status_interval_s = 1.0
+
+[engine]                              # see docs/engine.md
+[policy]                              # nudge policy: cooldown, hourly cap, pattern, mute time
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..engine import Config as EngineSettings
+from ..engine.config import config_from_dict
+from ..errors import InputError
+
+LSL_SCOPES = ("machine", "link", "site", "organization", "global")
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    directory: str = "~/breathsync-sessions"
+    name: str = ""
+    resume: bool = True
+
+
+@dataclass(frozen=True)
+class StrapsConfig:
+    ble: str = "system"
+    therapist: str = "auto"
+    client: str = "auto"
+    rate_hz: int = 25
+
+
+@dataclass(frozen=True)
+class OutputsConfig:
+    lsl: bool = True
+    lsl_scope: str = "machine"
+    status_interval_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    session: SessionConfig = field(default_factory=SessionConfig)
+    straps: StrapsConfig = field(default_factory=StrapsConfig)
+    outputs: OutputsConfig = field(default_factory=OutputsConfig)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _section(name: str, cls: type[Any], table: object, where: str) -> Any:
+    if not isinstance(table, dict):
+        raise InputError(f"{where}: [{name}] must be a table")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, object] = {}
+    for key, value in table.items():
+        spec = known.get(key)
+        if spec is None:
+            raise InputError(f"{where}: unknown key {name}.{key} (known: {', '.join(sorted(known))})")
+        default = spec.default
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(float(value))
+            value = float(value) if ok else value
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise InputError(f"{where}: {name}.{key} must be a {type(default).__name__} (got {value!r})")
+        values[key] = value
+    return cls(**values)
+
+
+def config_from_toml(data: dict[str, Any], where: str = "config") -> DaemonConfig:
+    unknown = set(data) - {"session", "straps", "outputs", "engine", "policy"}
+    if unknown:
+        raise InputError(
+            f"{where}: unknown section(s) {', '.join(sorted(unknown))}"
+            " (known: session, straps, outputs, engine, policy)"
+        )
+    session = _section("session", SessionConfig, data.get("session", {}), where)
+    straps = _section("straps", StrapsConfig, data.get("straps", {}), where)
+    outputs = _section("outputs", OutputsConfig, data.get("outputs", {}), where)
+    engine = config_from_dict({k: v for k, v in data.items() if k in ("engine", "policy")}, where)
+    if straps.rate_hz not in (25, 50):
+        raise InputError(f"{where}: straps.rate_hz must be 25 or 50 (got {straps.rate_hz})")
+    if outputs.lsl_scope not in LSL_SCOPES:
+        raise InputError(f"{where}: outputs.lsl_scope must be one of {', '.join(LSL_SCOPES)}")
+    if not 0.1 <= outputs.status_interval_s <= 60:
+        raise InputError(f"{where}: outputs.status_interval_s must be within [0.1, 60]")
+    for role in ("therapist", "client"):
+        source = getattr(straps, role)
+        if source != "auto" and source.partition(":")[0] not in ("ble", "serial", "replay"):
+            raise InputError(f"{where}: straps.{role} = {source!r}: use auto, ble:<address-or-name> or serial:<port>")
+    return DaemonConfig(session, straps, outputs, engine)
+
+
+def load_daemon_config(path: str | Path | None) -> DaemonConfig:
+    """The configuration from ``path``, or all defaults when ``path`` is None."""
+    if path is None:
+        return DaemonConfig()
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: invalid TOML: {exc}") from None
+    return config_from_toml(data, str(path))

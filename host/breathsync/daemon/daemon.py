@@ -1,0 +1,351 @@
+"""The session daemon: two straps in, engine and store in the middle, nudges and outputs out.
+
+Data flow (all on one asyncio loop): each strap's link delivers samples and breath events to
+``_Sink``; the sink writes them to the session store (raw samples with counters and host times),
+pushes them to LSL, and feeds live data to the entrainment engine on session time. A ticker
+advances the engine's clock, turns nudges into haptic commands for the therapist's strap
+(confirmed by the strap), records efficacy, and prints the status line. Decisions pause by
+themselves while a strap is missing (the engine sees the gap), so gaps never cause nudges.
+
+After a crash (``kill -9``) the next start reopens the newest unfinished session: the engine is
+rebuilt from the stored data (nudges already sent are not repeated) and each strap's link
+resumes after the last stored counter, so the strap's backfill closes the gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from ..engine import Efficacy, EngineState, EntrainmentEngine, Nudge, Output, Role, StrapBlock, StrapBreath
+from ..errors import InputError
+from ..link.session import LinkError
+from ..link.sources import ROLES, StrapLink, ble_adapter, find_by_role, open_link
+from ..link.stream import SampleBlock, StrapEvent
+from ..protocol import HapticCommand, StatusPacket
+from ..store import SessionStore, StoredEvent, StrapInfo
+from ..strap_sim import TimedBreath
+from .config import DaemonConfig
+from .lsl import LslOutlets
+
+TICK_S = 0.25
+
+
+def _role(role: str) -> Role:
+    if role == "therapist":
+        return "therapist"
+    if role == "client":
+        return "client"
+    raise ValueError(f"unknown role {role!r}")
+
+
+@dataclass
+class PersonView:
+    """What the status line shows about one strap."""
+
+    link: str = "searching"
+    battery_pct: int | None = None
+    rate_bpm: float | None = None
+    samples: int = 0
+    firmware: str = ""
+
+
+@dataclass
+class SessionSummary:
+    path: Path
+    resumed: bool
+    duration_s: float = 0.0
+    samples: dict[str, int] = field(default_factory=dict)
+    nudges: int = 0
+    nudges_confirmed: int = 0
+
+
+def session_path(config: DaemonConfig, now: dt.datetime | None = None) -> tuple[Path, bool]:
+    """The session file to use and whether it resumes an unfinished one."""
+    directory = Path(config.session.directory).expanduser()
+    if config.session.name:
+        path = directory / f"{config.session.name}.sqlite"
+        return path, path.exists()
+    if config.session.resume and directory.is_dir():
+        for candidate in sorted(directory.glob("*.sqlite"), key=lambda p: p.stat().st_mtime, reverse=True):
+            with contextlib.suppress(Exception), SessionStore.open(candidate) as store:
+                if store.meta("closed") != "1":
+                    return candidate, True
+            break  # only the newest session may be resumed
+    stamp = (now or dt.datetime.now()).strftime("%Y-%m-%dT%H-%M-%S")
+    return directory / f"{stamp}.sqlite", False
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig, out: TextIO = sys.stdout, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.out = out
+        self.clock = clock
+        self.views = {role: PersonView() for role in ROLES}
+        self.links: dict[str, StrapLink] = {}
+        self.engine = EntrainmentEngine(config.engine)
+        self.state: EngineState | None = None
+        self.nudge_ids: dict[float, int] = {}
+        self.store: SessionStore | None = None
+        self.t0_s = 0.0
+        self.lsl: LslOutlets | None = None
+        self._replaying = False
+        self._last_status = 0.0
+
+    # -- session time --------------------------------------------------------------------------
+
+    def session_s(self, host_t_s: float) -> float:
+        return host_t_s - self.t0_s
+
+    # -- sink callbacks (called by the links on the loop thread) -----------------------------------
+
+    def on_samples(self, block: SampleBlock) -> None:
+        assert self.store is not None
+        self.store.add_samples(block.role, block.counters.tolist(), block.host_t_s.tolist(), block.values.tolist())
+        self.views[block.role].samples += len(block.values)
+        if self.lsl is not None:
+            self.lsl.push_samples(block.role, block.values.tolist(), block.host_t_s.tolist())
+        if block.backfilled:
+            return  # the engine is causal: late data only goes to the record
+        period = 1.0 / self.config.straps.rate_hz
+        item = StrapBlock(_role(block.role), self.session_s(float(block.host_t_s[0])), period, block.values)
+        self._handle(self.engine.feed(item))
+
+    def on_event(self, event: StrapEvent) -> None:
+        assert self.store is not None
+        self.store.add_event(
+            StoredEvent(
+                event.role,
+                event.kind,
+                event.counter,
+                event.confirmed_counter,
+                event.depth_counts,
+                event.interval_samples,
+                event.host_t_s,
+            )
+        )
+        if self.lsl is not None:
+            self.lsl.push_event(event.role, event.kind, event.host_t_s, event.depth_counts)
+        if event.backfilled:
+            return
+        self._handle(self.engine.feed(StrapBreath(_role(event.role), self._timed(event))))
+
+    def _timed(self, event: StrapEvent | StoredEvent) -> TimedBreath:
+        period = 1.0 / self.config.straps.rate_hz
+        t = self.session_s(event.host_t_s)
+        return TimedBreath(
+            kind=event.kind,
+            t_s=t,
+            reported_t_s=t + (event.confirmed_counter - event.counter + 0.5) * period,
+            amplitude=float(event.depth_counts),
+            amplitude_counts=event.depth_counts,
+            interval_s=event.interval_samples * period if event.interval_samples else None,
+        )
+
+    def on_status(self, role: str, status: StatusPacket) -> None:
+        view = self.views[role]
+        view.battery_pct = status.battery_pct
+        view.firmware = ".".join(str(v) for v in status.fw_version)
+        if self.store is not None:
+            link = self.links.get(role)
+            target = getattr(link, "target", getattr(link, "port", ""))
+            self.store.set_strap(
+                StrapInfo(
+                    role, str(target), str(target), view.firmware, status.protocol_version[0], status.sample_rate_hz
+                ),
+                self.clock(),
+            )
+
+    def on_link(self, role: str, kind: str, detail: str) -> None:
+        self.views[role].link = {"connected": "ok", "disconnected": "LOST", "connect-failed": "retrying"}.get(
+            kind, kind
+        )
+        if self.store is not None:
+            self.store.add_link_event(self.clock(), role, kind, detail)
+        if kind in ("disconnected", "samples-lost"):
+            self._line(f"{role} strap: {kind} {detail}".rstrip())
+
+    # -- engine outputs ----------------------------------------------------------------------------
+
+    def _handle(self, outputs: list[Output]) -> None:
+        for output in outputs:
+            if isinstance(output, EngineState):
+                self.state = output
+                for role, rate in (("therapist", output.therapist_rate_bpm), ("client", output.client_rate_bpm)):
+                    self.views[role].rate_bpm = rate
+                if not self._replaying and self.store is not None:
+                    self.store.add_state(output.t_s, output.as_json_dict())
+            elif isinstance(output, Nudge):
+                if self._replaying:
+                    continue  # sent before the crash
+                assert self.store is not None
+                nudge_id = self.store.add_nudge(output.t_s, output.as_json_dict())
+                self.nudge_ids[round(output.t_s, 3)] = nudge_id
+                if self.lsl is not None:
+                    self.lsl.push_nudge(self.t0_s + output.t_s, output.pattern_name)
+                asyncio.get_running_loop().create_task(self._send_nudge(output, nudge_id))
+            elif isinstance(output, Efficacy):
+                if self._replaying or self.store is None:
+                    continue
+                nudged = self.nudge_ids.get(round(output.nudge_t_s, 3))
+                if nudged is not None:
+                    self.store.set_nudge_efficacy(nudged, output.as_json_dict())
+
+    async def _send_nudge(self, nudge: Nudge, nudge_id: int) -> None:
+        link = self.links.get("therapist")
+        p = nudge.pattern
+        command = HapticCommand(0, p.pulse_count, p.on_ms, p.off_ms if p.pulse_count > 1 else 0, p.intensity_pct)
+        confirmed = False
+        detail = ""
+        if link is not None:
+            try:
+                confirmed = (await link.haptic(command)).ok
+            except LinkError as exc:
+                detail = str(exc)
+        assert self.store is not None
+        self.store.add_link_event(self.clock(), "therapist", "nudge-confirmed" if confirmed else "nudge-failed", detail)
+        self._line(
+            f"NUDGE ({nudge.pattern_name}) {'confirmed by the strap' if confirmed else 'NOT delivered: ' + detail}"
+        )
+
+    # -- status line -------------------------------------------------------------------------------
+
+    def status_line(self) -> str:
+        elapsed = max(0.0, self.clock() - self.t0_s)
+        parts = [f"{int(elapsed // 60):02d}:{int(elapsed % 60):02d}"]
+        for role in ROLES:
+            v = self.views[role]
+            battery = "?" if v.battery_pct is None else f"{v.battery_pct}%"
+            rate = "--" if v.rate_bpm is None else f"{v.rate_bpm:4.1f}/min"
+            parts.append(f"{role[0].upper()}: {v.link} {battery} {rate}")
+        s = self.state
+        if s is None:
+            parts.append("sync --")
+        else:
+            plv = "--" if s.plv is None else f"{s.plv:.2f}"
+            chance = "" if s.plv_chance is None else f" (chance {s.plv_chance:.2f})"
+            parts.append(f"sync {plv}{chance} {s.decision}")
+        nudges = len(self.nudge_ids)
+        parts.append(f"nudges {nudges}")
+        return " | ".join(parts)
+
+    def _line(self, text: str) -> None:
+        self.out.write(("\r\033[K" if self.out.isatty() else "") + text + "\n")
+        self.out.flush()
+
+    # -- running -----------------------------------------------------------------------------------
+
+    def _rebuild(self, store: SessionStore) -> None:
+        """Replay what a crashed run stored, so the engine resumes with its baselines and windows."""
+        period = 1.0 / self.config.straps.rate_hz
+        items: list[tuple[float, int, StrapBlock | StrapBreath]] = []
+        for role in ROLES:
+            series = store.samples(role)
+            for start in range(0, len(series.counters), 7):
+                block = StrapBlock(
+                    _role(role),
+                    self.session_s(float(series.host_t_s[start])),
+                    period,
+                    series.values[start : start + 7],
+                )
+                items.append((block.arrival_t_s, 0, block))
+        for event in store.events():
+            timed = self._timed(event)
+            items.append((timed.reported_t_s, 1, StrapBreath(_role(event.role), timed)))
+        items.sort(key=lambda x: (x[0], x[1]))
+        self._replaying = True
+        try:
+            for _, _, item in items:
+                self._handle(self.engine.feed(item))
+        finally:
+            self._replaying = False
+        for nudge in store.nudges():
+            self.nudge_ids[round(nudge.t_s, 3)] = nudge.id
+
+    async def run(self, stop: asyncio.Event) -> SessionSummary:
+        path, resumed = session_path(self.config)
+        try:
+            store = SessionStore.open(path) if resumed else SessionStore.create(path, self.config.as_dict())
+        except Exception as exc:
+            raise InputError(f"cannot use session file {path}: {exc}") from None
+        self.store = store
+        if resumed:
+            self.t0_s = float(store.meta("t0_unix_s") or self.clock())
+            self._rebuild(store)
+            self._line(f"resuming session {path}")
+        else:
+            self.t0_s = self.clock()
+            store.set_meta("t0_unix_s", repr(self.t0_s))
+            self._line(f"new session {path}")
+        summary = SessionSummary(path, resumed)
+        try:
+            async with ble_adapter(self.config.straps.ble) as options:
+                if self.config.outputs.lsl:
+                    self.lsl = LslOutlets(
+                        path.stem,
+                        self.config.straps.rate_hz,
+                        {r: getattr(self.config.straps, r) for r in ROLES},
+                        self.config.outputs.lsl_scope,
+                    )
+                for role in ROLES:
+                    source = getattr(self.config.straps, role)
+                    if source == "auto":
+                        self._line(f"looking for the {role}'s strap...")
+                        found = await find_by_role(role, options, timeout_s=30.0)
+                        source = f"ble:{found.address}"
+                    link = open_link(source, role, self, options, self.config.straps.rate_hz)
+                    last = store.last_counter(role)
+                    stream = getattr(getattr(link, "session", None), "stream", None)
+                    if last is not None and stream is not None:
+                        stream.resume_after(last)
+                    self.links[role] = link
+                tasks = [asyncio.create_task(link.run(), name=f"link-{role}") for role, link in self.links.items()]
+                try:
+                    await self._tick(stop, tasks)
+                finally:
+                    for link in self.links.values():
+                        await link.close()
+                    _, pending = await asyncio.wait(tasks, timeout=5.0)
+                    for task in pending:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            summary.duration_s = self.clock() - self.t0_s
+            summary.samples = {role: len(store.samples(role).counters) for role in ROLES}
+            summary.nudges = len(store.nudges())
+            summary.nudges_confirmed = sum(1 for e in store.link_events() if e[2] == "nudge-confirmed")
+            store.set_meta("closed", "1")
+            store.close()
+            if self.lsl is not None:
+                self.lsl.close()
+        return summary
+
+    async def _tick(self, stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
+        interval = self.config.outputs.status_interval_s
+        while not stop.is_set():
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            if all(task.done() for task in tasks):
+                return  # every source ended (replayed sessions)
+            self._handle(self.engine.advance(self.session_s(self.clock())))
+            assert self.store is not None
+            self.store.commit()
+            now = self.clock()
+            if now - self._last_status >= interval:
+                self._last_status = now
+                text = self.status_line()
+                if self.out.isatty():
+                    self.out.write("\r\033[K" + text)
+                    self.out.flush()
+                else:
+                    self._line(text)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), TICK_S)

@@ -1,0 +1,191 @@
+"""The session daemon end to end: straps over a real BLE stack, real SQLite, kill -9 and resume."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from strap_model import ModelStrap
+
+from breathsync.daemon import Daemon, DaemonConfig, load_daemon_config
+from breathsync.daemon.config import OutputsConfig, SessionConfig, StrapsConfig
+from breathsync.errors import InputError
+from breathsync.link.bumble_backend import new_link
+from breathsync.link.virtual_peripheral import HciServer
+from breathsync.protocol import Role
+from breathsync.store import SessionStore
+
+
+def breathing(seconds: float, rate_bpm: float, seed: int) -> list[int]:
+    t = np.arange(int(seconds * 25)) / 25
+    rng = np.random.default_rng(seed)
+    wave = 20000 * np.sin(2 * np.pi * rate_bpm / 60 * t) + 300 * rng.standard_normal(len(t))
+    return [int(v) for v in np.clip(32768 + wave, 0, 65535)]
+
+
+@pytest.fixture
+def served_pair() -> Iterator[tuple[str, dict[str, ModelStrap]]]:
+    """Therapist and client model straps, real time, on a virtual link served over loopback HCI."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    holder: dict[str, object] = {}
+
+    async def serve() -> None:
+        link = new_link()
+        straps = {
+            "therapist": await ModelStrap("strap-T", breathing(900, 12, 1), speed=1.0, role=Role.THERAPIST).start(link),
+            "client": await ModelStrap("strap-C", breathing(900, 16, 2), speed=1.0, role=Role.CLIENT).start(link),
+        }
+        server = await HciServer.start(link, "tcp-server:127.0.0.1:0")
+        holder.update(straps=straps, moniker=server.host_moniker)
+        ready.set()
+        while not holder.get("stop"):
+            await asyncio.sleep(0.05)
+        await server.close()
+        for strap in straps.values():
+            await strap.close()
+
+    thread = threading.Thread(target=lambda: loop.run_until_complete(serve()), daemon=True)
+    thread.start()
+    assert ready.wait(20)
+    try:
+        yield f"bumble:{holder['moniker']}", holder["straps"]  # type: ignore[misc]
+    finally:
+        holder["stop"] = True
+        thread.join(20)
+        loop.close()
+
+
+def config_for(adapter: str, directory: Path, lsl: bool = False) -> DaemonConfig:
+    return DaemonConfig(
+        session=SessionConfig(directory=str(directory)),
+        straps=StrapsConfig(ble=adapter, therapist="ble:strap-T", client="ble:strap-C"),
+        outputs=OutputsConfig(lsl=lsl, status_interval_s=0.5),
+    )
+
+
+def test_daemon_records_both_straps_and_shows_status(
+    served_pair: tuple[str, dict[str, ModelStrap]], tmp_path: Path
+) -> None:
+    adapter, straps = served_pair
+    out = io.StringIO()
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        daemon = Daemon(config_for(adapter, tmp_path), out)
+        task = asyncio.create_task(daemon.run(stop))
+        await asyncio.sleep(6)
+        stop.set()
+        summary = await asyncio.wait_for(task, 20)
+        assert summary.samples["therapist"] > 25 * 3 and summary.samples["client"] > 25 * 3
+
+    asyncio.run(go())
+    [path] = tmp_path.glob("*.sqlite")
+    with SessionStore.open(path) as store:
+        assert store.meta("closed") == "1"
+        for role, strap in straps.items():
+            series = store.samples(role)
+            assert store.missing_ranges(role) == []
+            assert series.values.tolist() == strap.values[int(series.counters[0]) : int(series.counters[-1]) + 1]
+        assert {e[2] for e in store.link_events()} >= {"connected"}
+        assert store.config()["straps"]["therapist"] == "ble:strap-T"
+    text = out.getvalue()
+    assert "T: ok 90%" in text and "C: ok 90%" in text and "nudges 0" in text
+
+
+def test_config_defaults_and_errors(tmp_path: Path) -> None:
+    assert load_daemon_config(None) == DaemonConfig()
+    good = tmp_path / "good.toml"
+    good.write_text('[straps]\nrate_hz = 50\nclient = "serial:/dev/ttyACM0"\n[policy]\ncooldown_s = 120\n')
+    config = load_daemon_config(good)
+    assert config.straps.rate_hz == 50 and config.engine.policy.cooldown_s == 120
+    for text, message in [
+        ("[straps]\nrate_hz = 30\n", "rate_hz must be 25 or 50"),
+        ("[straps]\nclient = 'carrier:pigeon'\n", "straps.client"),
+        ("[outputs]\nlsl = 'yes'\n", "outputs.lsl must be a bool"),
+        ("[nonsense]\n", "unknown section"),
+        ("[session\n", "invalid TOML"),
+    ]:
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text)
+        with pytest.raises(InputError, match=message):
+            load_daemon_config(bad)
+    with pytest.raises(InputError, match="no such file"):
+        load_daemon_config(tmp_path / "missing.toml")
+
+
+def test_lsl_outlets_are_discoverable_on_this_machine(
+    served_pair: tuple[str, dict[str, ModelStrap]], tmp_path: Path
+) -> None:
+    adapter, _ = served_pair
+    from breathsync.daemon.lsl import load_pylsl
+
+    found: dict[str, object] = {}
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(Daemon(config_for(adapter, tmp_path, lsl=True), io.StringIO()).run(stop))
+        await asyncio.sleep(3)
+        pylsl = load_pylsl("machine")
+        streams = await asyncio.to_thread(pylsl.resolve_byprop, "type", "RESP", 2, 5.0)
+        found["names"] = sorted(s.name() for s in streams)
+        found["rates"] = {s.nominal_srate() for s in streams}
+        inlet = pylsl.StreamInlet(streams[0])
+        chunk, stamps = await asyncio.to_thread(inlet.pull_chunk, 3.0)
+        found["chunk"] = len(chunk)
+        inlet.close_stream()
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+    asyncio.run(go())
+    assert found["names"] == ["breathsync-client-resp", "breathsync-therapist-resp"]
+    assert found["rates"] == {25.0}
+    assert found["chunk"] > 0  # samples flow to an inlet
+
+
+def test_kill_9_then_restart_loses_no_sample(served_pair: tuple[str, dict[str, ModelStrap]], tmp_path: Path) -> None:
+    adapter, straps = served_pair
+    cmd = [
+        sys.executable,
+        "-m",
+        "breathsync",
+        "run",
+        "--ble",
+        adapter,
+        "--therapist",
+        "ble:strap-T",
+        "--client",
+        "ble:strap-C",
+        "--sessions",
+        str(tmp_path),
+        "--no-lsl",
+    ]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(8)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(10)
+    time.sleep(3)  # the straps keep sampling while no host is there
+    second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(10)
+    second.send_signal(signal.SIGTERM)
+    out, err = second.communicate(timeout=30)
+    assert second.returncode == 0, err
+    assert "resuming session" in out
+    [path] = tmp_path.glob("*.sqlite")
+    with SessionStore.open(path) as store:
+        for role, strap in straps.items():
+            series = store.samples(role)
+            assert series.counters[0] == 0
+            assert store.missing_ranges(role) == [], f"{role}: samples lost across kill -9"
+            assert series.values.tolist() == strap.values[: len(series.values)]
+            assert len(series.values) > 25 * 15
