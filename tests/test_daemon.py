@@ -141,7 +141,7 @@ def test_lsl_outlets_are_discoverable_on_this_machine(
         found["names"] = sorted(s.name() for s in streams)
         found["rates"] = {s.nominal_srate() for s in streams}
         inlet = pylsl.StreamInlet(streams[0])
-        chunk, stamps = await asyncio.to_thread(inlet.pull_chunk, 3.0)
+        chunk, _stamps = await asyncio.to_thread(inlet.pull_chunk, 3.0)
         found["chunk"] = len(chunk)
         inlet.close_stream()
         stop.set()
