@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from breathsync.link.virtual_peripheral import CharacteristicSpec, PeripheralSpec, ServiceSpec, VirtualPeripheral
@@ -71,9 +73,7 @@ class ModelStrap:
 
     def status_bytes(self) -> bytes:
         return bytes(
-            StatusPacket(
-                (0, 1, 0), SensorState.OK, int(self.rate_hz), self.role, StatusFlag.STREAMING, 90, 0, 0, 0
-            )
+            StatusPacket((0, 1, 0), SensorState.OK, int(self.rate_hz), self.role, StatusFlag.STREAMING, 90, 0, 0, 0)
         )
 
     async def start(self, link: object) -> ModelStrap:
@@ -147,3 +147,40 @@ class ModelStrap:
         elif command.OPCODE.name == "START_STREAM":
             self.streaming = True
         await self._respond(command.tag, Channel.CONTROL, command.OPCODE, value0, value1)
+
+
+@contextlib.contextmanager
+def served(make: Callable[[object], Awaitable[dict[str, ModelStrap]]]) -> Iterator[tuple[str, dict[str, ModelStrap]]]:
+    """Model straps on a virtual link whose controller is served on loopback HCI by another thread.
+
+    ``make(link)`` starts the straps; yields (``bumble:tcp-client:127.0.0.1:PORT``, straps), the
+    adapter moniker another process (or this one) opens to reach them.
+    """
+    from breathsync.link.bumble_backend import new_link
+    from breathsync.link.virtual_peripheral import HciServer
+
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    holder: dict[str, object] = {}
+
+    async def serve() -> None:
+        link = new_link()
+        straps = await make(link)
+        server = await HciServer.start(link, "tcp-server:127.0.0.1:0")
+        holder.update(straps=straps, moniker=server.host_moniker)
+        ready.set()
+        while not holder.get("stop"):
+            await asyncio.sleep(0.05)
+        await server.close()
+        for strap in straps.values():
+            await strap.close()
+
+    thread = threading.Thread(target=lambda: loop.run_until_complete(serve()), daemon=True)
+    thread.start()
+    assert ready.wait(20), "virtual straps did not start"
+    try:
+        yield f"bumble:{holder['moniker']}", holder["straps"]  # type: ignore[misc]
+    finally:
+        holder["stop"] = True
+        thread.join(20)
+        loop.close()

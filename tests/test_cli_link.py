@@ -2,50 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from strap_model import ModelStrap
-
-from breathsync.link.bumble_backend import new_link
-from breathsync.link.virtual_peripheral import HciServer
+from strap_model import ModelStrap, served
 
 
 @pytest.fixture
 def served_strap() -> Iterator[tuple[str, ModelStrap]]:
-    """A model strap on a virtual link whose controller is served on 127.0.0.1 (another thread's loop)."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    holder: dict[str, object] = {}
-
-    async def serve() -> None:
-        link = new_link()
+    async def make(link: object) -> dict[str, ModelStrap]:
         values = [int(v) for v in np.random.default_rng(9).integers(0, 65536, 25 * 600)]
-        strap = await ModelStrap("strap-cli", values, speed=1.0).start(link)
-        server = await HciServer.start(link, "tcp-server:127.0.0.1:0")
-        holder.update(strap=strap, server=server, moniker=server.host_moniker)
-        ready.set()
-        while not holder.get("stop"):
-            await asyncio.sleep(0.05)
-        await server.close()
-        await strap.close()
+        return {"client": await ModelStrap("strap-cli", values, speed=1.0).start(link)}
 
-    thread = threading.Thread(target=lambda: loop.run_until_complete(serve()), daemon=True)
-    thread.start()
-    assert ready.wait(20)
-    try:
-        yield f"bumble:{holder['moniker']}", holder["strap"]  # type: ignore[misc]
-    finally:
-        holder["stop"] = True
-        thread.join(20)
-        loop.close()
+    with served(make) as (adapter, straps):
+        yield adapter, straps["client"]
 
 
 def breathsync(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

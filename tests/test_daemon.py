@@ -8,20 +8,17 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from strap_model import ModelStrap
+from strap_model import ModelStrap, served
 
 from breathsync.daemon import Daemon, DaemonConfig, load_daemon_config
 from breathsync.daemon.config import OutputsConfig, SessionConfig, StrapsConfig
 from breathsync.errors import InputError
-from breathsync.link.bumble_backend import new_link
-from breathsync.link.virtual_peripheral import HciServer
 from breathsync.protocol import Role
 from breathsync.store import SessionStore
 
@@ -36,34 +33,15 @@ def breathing(seconds: float, rate_bpm: float, seed: int) -> list[int]:
 @pytest.fixture
 def served_pair() -> Iterator[tuple[str, dict[str, ModelStrap]]]:
     """Therapist and client model straps, real time, on a virtual link served over loopback HCI."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    holder: dict[str, object] = {}
 
-    async def serve() -> None:
-        link = new_link()
-        straps = {
+    async def make(link: object) -> dict[str, ModelStrap]:
+        return {
             "therapist": await ModelStrap("strap-T", breathing(900, 12, 1), speed=1.0, role=Role.THERAPIST).start(link),
             "client": await ModelStrap("strap-C", breathing(900, 16, 2), speed=1.0, role=Role.CLIENT).start(link),
         }
-        server = await HciServer.start(link, "tcp-server:127.0.0.1:0")
-        holder.update(straps=straps, moniker=server.host_moniker)
-        ready.set()
-        while not holder.get("stop"):
-            await asyncio.sleep(0.05)
-        await server.close()
-        for strap in straps.values():
-            await strap.close()
 
-    thread = threading.Thread(target=lambda: loop.run_until_complete(serve()), daemon=True)
-    thread.start()
-    assert ready.wait(20)
-    try:
-        yield f"bumble:{holder['moniker']}", holder["straps"]  # type: ignore[misc]
-    finally:
-        holder["stop"] = True
-        thread.join(20)
-        loop.close()
+    with served(make) as pair:
+        yield pair
 
 
 def config_for(adapter: str, directory: Path, lsl: bool = False) -> DaemonConfig:
