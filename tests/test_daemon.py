@@ -167,3 +167,15 @@ def test_kill_9_then_restart_loses_no_sample(served_pair: tuple[str, dict[str, M
             assert store.missing_ranges(role) == [], f"{role}: samples lost across kill -9"
             assert series.values.tolist() == strap.values[: len(series.values)]
             assert len(series.values) > 25 * 15
+
+
+def test_mirroring_on_purpose_mutes_and_resumes_by_itself(tmp_path: Path) -> None:
+    out = io.StringIO()
+    daemon = Daemon(DaemonConfig(session=SessionConfig(directory=str(tmp_path))), out, clock=lambda: 1100.0)
+    daemon.t0_s = 1000.0
+    daemon.engine.advance(100.0)
+    daemon.mute()
+    mute_s = daemon.config.engine.policy.mute_s
+    assert daemon.engine.policy.is_muted(100.0 + mute_s - 1)
+    assert not daemon.engine.policy.is_muted(100.0 + mute_s + 1)
+    assert "muted for 10 min" in out.getvalue()

@@ -40,7 +40,19 @@ async def run_daemon(args: argparse.Namespace) -> SessionSummary:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    return await Daemon(config, sys.stdout).run(stop)
+    daemon = Daemon(config, sys.stdout)
+    if sys.stdin.isatty():
+        # Keys while the session runs: m + Enter mutes nudges (mirroring on purpose), q + Enter ends.
+        def on_key() -> None:
+            line = sys.stdin.readline().strip().lower()
+            if line == "m":
+                daemon.mute()
+            elif line == "q":
+                stop.set()
+
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_reader(sys.stdin.fileno(), on_key)
+    return await daemon.run(stop)
 
 
 def run(args: argparse.Namespace) -> int:

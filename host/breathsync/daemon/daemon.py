@@ -215,6 +215,14 @@ class Daemon:
             f"NUDGE ({nudge.pattern_name}) {'confirmed by the strap' if confirmed else 'NOT delivered: ' + detail}"
         )
 
+    def mute(self) -> None:
+        """'Mirroring on purpose': hold nudges; they resume by themselves after policy.mute_s."""
+        until_s = self.engine.mute()
+        minutes = max(0.0, until_s - self.session_s(self.clock())) / 60
+        if self.store is not None:
+            self.store.add_link_event(self.clock(), "therapist", "muted", f"{minutes:.1f} min")
+        self._line(f"nudges muted for {minutes:.0f} min (mirroring on purpose); they resume by themselves")
+
     # -- status line -------------------------------------------------------------------------------
 
     def status_line(self) -> str:
