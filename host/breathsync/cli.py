@@ -20,7 +20,9 @@ from .errors import BreathsyncError
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("detect", "detect"),
     ("demo", "demo"),
+    ("export", "export"),
     ("replay", "replay"),
+    ("report", "report"),
     ("run", "run"),
     ("scan", "scan"),
     ("stream", "stream"),

@@ -181,12 +181,13 @@ class Daemon:
                 for role, rate in (("therapist", output.therapist_rate_bpm), ("client", output.client_rate_bpm)):
                     self.views[role].rate_bpm = rate
                 if not self._replaying and self.store is not None:
-                    self.store.add_state(output.t_s, output.as_json_dict())
+                    # Store rows on the host (wall) clock like the samples; the dict keeps session time.
+                    self.store.add_state(self.t0_s + output.t_s, output.as_json_dict())
             elif isinstance(output, Nudge):
                 if self._replaying:
                     continue  # sent before the crash
                 assert self.store is not None
-                nudge_id = self.store.add_nudge(output.t_s, output.as_json_dict())
+                nudge_id = self.store.add_nudge(self.t0_s + output.t_s, output.as_json_dict())
                 self.nudge_ids[round(output.t_s, 3)] = nudge_id
                 if self.lsl is not None:
                     self.lsl.push_nudge(self.t0_s + output.t_s, output.pattern_name)
@@ -275,7 +276,7 @@ class Daemon:
         finally:
             self._replaying = False
         for nudge in store.nudges():
-            self.nudge_ids[round(nudge.t_s, 3)] = nudge.id
+            self.nudge_ids[round(nudge.t_s - self.t0_s, 3)] = nudge.id
 
     async def run(self, stop: asyncio.Event) -> SessionSummary:
         path, resumed = session_path(self.config)

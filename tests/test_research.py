@@ -1,0 +1,418 @@
+"""Research outputs on real SessionStore files built from bundled recordings.
+
+Each session is two real respiration records (BIDMC) through the strap's ADC model and the
+firmware breath detector at 25 Hz, stored the way the daemon stores them (counters, host times,
+events), with radio drop-outs cut out, engine states and nudges from the engine's own record
+types. The checks compare every output with what the store holds, not with fixed numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import gzip
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pyedflib
+import pytest
+
+from breathsync.adc import simulate_adc
+from breathsync.cli import main
+from breathsync.datasets import BIDMC_RATE_HZ, bundled_path
+from breathsync.detector import BreathEvent, detect_cpython
+from breathsync.engine.state import Efficacy, EngineState, HapticPattern, Nudge
+from breathsync.recording import read_column
+from breathsync.research import load_session
+from breathsync.research.export import (
+    EDF_GAP_DIGITAL,
+    EDF_PHYSICAL_MIN,
+    default_bids_names,
+    export_bids,
+    export_csv,
+    export_edf,
+    unflatten,
+)
+from breathsync.research.session import common_grid, resample
+from breathsync.store import SessionStore, StoredEvent, StrapInfo
+
+RATE_HZ = 25
+HOST_T0_S = 5000.0  # the host's monotonic clock has an arbitrary origin
+CREATED_UNIX_S = 1_750_000_000.25
+RECORDS = {"therapist": "bidmc_04", "client": "bidmc_18"}
+COUNTER_START = {"therapist": 70_000, "client": 12}  # straps count from power-on, not from the session
+START_OFFSET_S = {"therapist": 0.0, "client": 0.37}
+GAPS = {"therapist": [(2000, 2100)], "client": [(5000, 5040), (9000, 9013)]}  # sample indices [a, b)
+
+
+@dataclass(frozen=True)
+class Strap:
+    counts: list[int]
+    events: list[BreathEvent]
+
+
+@cache
+def strap(record: str) -> Strap:
+    """A 25 Hz strap on a bundled 125 Hz record: u16 ADC counts and the firmware's events."""
+    signal = read_column(bundled_path(f"{record}_resp.csv.gz"))
+    counts = simulate_adc(signal, BIDMC_RATE_HZ, RATE_HZ).counts_u16.tolist()
+    return Strap(counts, detect_cpython(counts, RATE_HZ))
+
+
+def host_t(role: str, index: int) -> float:
+    return HOST_T0_S + START_OFFSET_S[role] + index / RATE_HZ
+
+
+def _lost(role: str, index: int) -> bool:
+    return any(a <= index < b for a, b in GAPS[role])
+
+
+def _store_strap(store: SessionStore, role: str) -> None:
+    data = strap(RECORDS[role])
+    c0 = COUNTER_START[role]
+    kept = [i for i in range(len(data.counts)) if not _lost(role, i)]
+    for start in range(0, len(kept), 8):  # one BLE notification at a time, as the daemon does
+        block = kept[start : start + 8]
+        store.add_samples(
+            role, [c0 + i for i in block], [host_t(role, i) for i in block], [data.counts[i] for i in block]
+        )
+    for e in data.events:
+        if not _lost(role, e.index):
+            store.add_event(
+                StoredEvent(
+                    role,
+                    e.kind,
+                    c0 + e.index,
+                    c0 + e.confirmed_index,
+                    e.depth_counts,
+                    e.interval_samples,
+                    host_t(role, e.index),
+                )
+            )
+    store.set_strap(
+        StrapInfo(role, f"AA:BB:CC:DD:EE:0{len(role)}", f"strap-{role[0].upper()}", "0.3.1", 1, RATE_HZ), HOST_T0_S
+    )
+
+
+def _decision(t_rel_s: float) -> str:
+    if t_rel_s < 120:
+        return "learning"
+    if 200 <= t_rel_s < 290 and t_rel_s != 260:
+        return "therapist_follows"
+    if t_rel_s == 260:
+        return "nudge"
+    if 330 <= t_rel_s < 380:
+        return "locked_client_follows"
+    return "no_lock"
+
+
+def engine_state(t_rel_s: float) -> dict[str, object]:
+    """An engine state as the daemon stores it (EngineState.as_json_dict), plausible numbers."""
+    decision = _decision(t_rel_s)
+    locked = decision in ("therapist_follows", "nudge", "locked_client_follows")
+    learning = decision == "learning"
+    state = EngineState(
+        t_s=HOST_T0_S + t_rel_s,
+        decision=decision,  # type: ignore[arg-type]
+        therapist_rate_bpm=None if learning else 14.0 + (t_rel_s % 7) / 7,
+        client_rate_bpm=None if learning else 18.5,
+        therapist_depth=None,
+        client_depth=None,
+        phase_diff_deg=None if learning else 35.0,
+        lag_s=None if learning else 0.4,
+        plv=None if learning else (0.85 if locked else 0.3),
+        plv_breaths=7,
+        plv_chance=None if learning else 0.55,
+        plv_p=None if learning else (0.04 if locked else 0.6),
+        plv_chance_analytic=0.335,
+        rate_convergence_bpm=None,
+        depth_mimicry=None,
+        therapist_rate_move=None,
+        client_rate_move=None,
+        therapist_response=None,
+        client_response=None,
+        therapist_lagged=None,
+        client_lagged=None,
+        therapist_follow=None,
+        client_follow=None,
+        direction=None
+        if learning
+        else (1.2 if decision in ("therapist_follows", "nudge") else -0.9 if locked else 0.1),
+        beat_period_s=None,
+        beat_cycles=None,
+        locked_for_s=25.0 if locked else 0.0,
+        muted=False,
+    )
+    return state.as_json_dict()
+
+
+def _nudge(t_rel_s: float) -> dict[str, object]:
+    pattern = HapticPattern(pulse_count=3, on_ms=2000, off_ms=2000, intensity_pct=60)
+    return Nudge(HOST_T0_S + t_rel_s, pattern, "paced", 0.85, 1.2, 25.0, 18.0, 18.5, 14.0).as_json_dict()
+
+
+NUDGES = [(260.0, True, 18.0), (420.0, False, None), (470.0, None, None)]  # (time, decoupled, after_s); None = pending
+
+
+def build_session(path: Path, roles: tuple[str, ...] = ("therapist", "client"), engine: bool = True) -> Path:
+    with SessionStore.create(path, config={"engine": {"min_locked_s": 20.0}}) as store:
+        store.set_meta("created_unix_s", repr(CREATED_UNIX_S))
+        for role in roles:
+            _store_strap(store, role)
+        if not engine:
+            return path
+        for state_t in range(0, 480, 5):
+            store.add_state(HOST_T0_S + state_t, engine_state(float(state_t)))
+        for t_rel, decoupled, after in NUDGES:
+            nudge_id = store.add_nudge(HOST_T0_S + t_rel, _nudge(t_rel))
+            if decoupled is not None:
+                efficacy = Efficacy(HOST_T0_S + t_rel + 60, HOST_T0_S + t_rel, decoupled, after)
+                store.set_nudge_efficacy(nudge_id, efficacy.as_json_dict())
+        store.add_link_event(host_t("therapist", 2000), "therapist", "disconnected", "supervision timeout")
+        store.add_link_event(host_t("therapist", 2100), "therapist", "connected", "AA:BB")
+    return path
+
+
+@pytest.fixture(scope="module")
+def session_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_session(tmp_path_factory.mktemp("session") / "dyad01.sqlite")
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# -- the session model -----------------------------------------------------------------------------
+
+
+def test_session_zero_gaps_and_episodes(session_file: Path) -> None:
+    session = load_session(session_file)
+    assert session.t0_host_s == HOST_T0_S
+    assert session.start_unix_s == CREATED_UNIX_S
+    assert sorted(g.missing_samples for g in session.gaps()) == sorted(b - a for gs in GAPS.values() for a, b in gs)
+    for gap in session.gaps():
+        assert gap.duration_s == pytest.approx(gap.missing_samples / RATE_HZ)
+    episodes = session.episodes()
+    assert [e.follower for e in episodes] == ["therapist", "client"]
+    assert episodes[0].nudges == 1
+    assert session.rel(episodes[0].start_host_t_s) == 200 and session.rel(episodes[0].end_host_t_s) == 290
+
+
+def test_resample_keeps_stored_values_and_leaves_gaps_empty(session_file: Path) -> None:
+    session = load_session(session_file)
+    therapist = session.roles["therapist"]
+    grid = common_grid(session)
+    values = resample(therapist, grid)
+    # The therapist defines the session zero, so its samples sit on the grid exactly.
+    stored = therapist.samples
+    idx = np.round((stored.host_t_s - session.t0_host_s) * RATE_HZ).astype(int)
+    assert np.array_equal(values[idx], stored.values.astype(float))
+    assert np.isnan(values).sum() == sum(b - a for a, b in GAPS["therapist"]) + (len(grid) - idx[-1] - 1)
+
+
+# -- CSV ------------------------------------------------------------------------------------------
+
+
+def test_csv_round_trip_equals_the_store(session_file: Path, tmp_path: Path) -> None:
+    session = load_session(session_file)
+    files = export_csv(session, tmp_path)
+    assert {p.name for p in files} >= {
+        "samples_therapist.csv",
+        "samples_client.csv",
+        "events.csv",
+        "nudges.csv",
+        "states.csv",
+        "link_events.csv",
+        "dropouts.csv",
+        "session.json",
+    }
+    with SessionStore.open(session_file) as store:
+        for role in ("therapist", "client"):
+            rows = read_csv(tmp_path / f"samples_{role}.csv")
+            stored = store.samples(role)
+            assert [int(r["counter"]) for r in rows] == stored.counters.tolist()
+            assert [float(r["host_t_s"]) for r in rows] == stored.host_t_s.tolist()  # exact: repr floats
+            assert [int(r["value"]) for r in rows] == stored.values.tolist()
+            assert float(rows[0]["session_t_s"]) == pytest.approx(START_OFFSET_S[role])
+        events = read_csv(tmp_path / "events.csv")
+        expected = sorted(store.events(), key=lambda e: e.host_t_s)
+        assert [
+            StoredEvent(
+                r["role"],
+                r["kind"],
+                int(r["counter"]),
+                int(r["confirmed_counter"]),
+                int(r["depth_counts"]),
+                int(r["interval_samples"]),
+                float(r["host_t_s"]),
+            )
+            for r in events
+        ] == expected
+        nudges = read_csv(tmp_path / "nudges.csv")
+        for row, nudge in zip(nudges, store.nudges(), strict=True):
+            assert int(row["id"]) == nudge.id and float(row["host_t_s"]) == nudge.t_s
+            detail = {
+                k: v
+                for k, v in unflatten(row).items()
+                if k not in ("id", "host_t_s", "session_t_s", "evaluated", "efficacy")
+            }
+            assert detail == nudge.detail
+            efficacy = unflatten(row, "efficacy.") if row["evaluated"] == "true" else None
+            assert efficacy == nudge.efficacy
+        states = read_csv(tmp_path / "states.csv")
+        for row, (t_s, state) in zip(states, store.states(), strict=True):
+            assert float(row["host_t_s"]) == t_s
+            assert {k: v for k, v in unflatten(row).items() if k not in ("host_t_s", "session_t_s")} == state
+        links = read_csv(tmp_path / "link_events.csv")
+        assert [(float(r["host_t_s"]), r["role"], r["kind"], r["detail"]) for r in links] == store.link_events()
+    dropouts = read_csv(tmp_path / "dropouts.csv")
+    assert sorted(int(r["missing_samples"]) for r in dropouts) == sorted(b - a for g in GAPS.values() for a, b in g)
+    info = json.loads((tmp_path / "session.json").read_text())
+    assert info["start_unix_s"] == CREATED_UNIX_S and [s["role"] for s in info["straps"]] == ["therapist", "client"]
+
+
+# -- EDF+ -----------------------------------------------------------------------------------------
+
+
+def test_edf_read_back(session_file: Path, tmp_path: Path) -> None:
+    session = load_session(session_file)
+    path = export_edf(session, tmp_path)
+    grid = common_grid(session)
+    with pyedflib.EdfReader(str(path)) as edf:
+        assert edf.getSignalLabels() == ["Resp therapist", "Resp client"]
+        assert [edf.getSampleFrequency(i) for i in range(2)] == [RATE_HZ, RATE_HZ]
+        assert edf.getPhysicalDimension(0) == "counts"
+        assert edf.getPatientName() in ("", "X") and edf.getPatientCode() in ("", "X")
+        # EDF start = the session zero's wall clock, written as UTC (EDF has no time zone field).
+        start = datetime.fromtimestamp(CREATED_UNIX_S, UTC).replace(tzinfo=None, microsecond=0)
+        assert edf.getStartdatetime().replace(microsecond=0) == start
+        for i, role in enumerate(("therapist", "client")):
+            expected = resample(session.roles[role], grid)
+            signal = edf.readSignal(i)[: len(grid)]
+            digital = edf.readSignal(i, digital=True)[: len(grid)]
+            finite = np.isfinite(expected)
+            assert np.max(np.abs(signal[finite] - expected[finite])) <= 0.51  # one quantisation step
+            assert np.array_equal(digital[~finite] == EDF_GAP_DIGITAL, np.ones((~finite).sum(), dtype=bool))
+            assert np.all(signal[~finite] == EDF_PHYSICAL_MIN)
+            assert not np.any(digital[finite] == EDF_GAP_DIGITAL)
+        onsets, durations, texts = edf.readAnnotations()
+    texts = list(texts)
+    for role in ("therapist", "client"):
+        for kind in ("peak", "trough"):
+            stored = [e for e in session.roles[role].events if e.kind == kind]
+            times = onsets[[t == f"{kind} {role}" for t in texts]]
+            assert len(times) == len(stored)
+            assert np.allclose(times, [session.rel(e.host_t_s) for e in stored], atol=1e-3)
+    assert sorted(t for t in texts if t.startswith("nudge")) == [
+        "nudge decoupled",
+        "nudge not decoupled",
+        "nudge pending",
+    ]
+    dropouts = [(o, d) for o, d, t in zip(onsets, durations, texts, strict=True) if t.startswith("dropout")]
+    assert sorted(round(d * RATE_HZ) for _, d in dropouts) == sorted(b - a for g in GAPS.values() for a, b in g)
+    assert "therapist follows client" in texts and "link therapist disconnected" in texts
+
+
+# -- BIDS -----------------------------------------------------------------------------------------
+
+
+def test_bids_files_are_structurally_valid(session_file: Path, tmp_path: Path) -> None:
+    session = load_session(session_file)
+    names = default_bids_names(session, tmp_path, subject="dyad-01", ses="1")
+    files = export_bids(session, names)
+    beh = tmp_path / "sub-dyad01" / "ses-1" / "beh"
+    description = json.loads((tmp_path / "dataset_description.json").read_text())
+    assert description["BIDSVersion"] and description["DatasetType"] == "raw"
+    for role in ("therapist", "client"):
+        stem = f"sub-dyad01_ses-1_task-therapy_recording-{role}_physio"
+        sidecar = json.loads((beh / f"{stem}.json").read_text())
+        assert sidecar["SamplingFrequency"] == RATE_HZ
+        assert sidecar["StartTime"] == pytest.approx(START_OFFSET_S[role])
+        columns = sidecar["Columns"]
+        assert columns == ["respiratory"] and {"Units", "Description"} <= set(sidecar["respiratory"])
+        with gzip.open(beh / f"{stem}.tsv.gz", "rt") as handle:
+            rows = [line.rstrip("\n").split("\t") for line in handle]
+        assert all(len(row) == len(columns) for row in rows)  # no header line, one cell per column
+        assert len(rows) == len(strap(RECORDS[role]).counts)
+        values = [row[0] for row in rows]
+        assert values.count("n/a") == sum(b - a for a, b in GAPS[role])
+        counts = strap(RECORDS[role]).counts
+        assert all(v == "n/a" or int(v) == counts[i] for i, v in enumerate(values))
+    with (beh / "sub-dyad01_ses-1_task-therapy_events.tsv").open() as handle:
+        events = list(csv.DictReader(handle, delimiter="\t"))
+    assert list(events[0])[:2] == ["onset", "duration"]
+    assert [float(e["onset"]) for e in events] == sorted(float(e["onset"]) for e in events)
+    assert sum(e["trial_type"] == "nudge" for e in events) == len(NUDGES)
+    sidecar = json.loads((beh / "sub-dyad01_ses-1_task-therapy_events.json").read_text())
+    assert set(events[0]) <= set(sidecar)
+    scans = (tmp_path / "sub-dyad01" / "ses-1" / "sub-dyad01_ses-1_scans.tsv").read_text().splitlines()
+    assert scans[0] == "filename\tacq_time" and len(scans) == 3
+    assert all(p.exists() for p in files)
+
+
+# -- report and commands --------------------------------------------------------------------------
+
+
+def test_report_is_self_contained(session_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(session_file), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    report = tmp_path / "dyad01_report.html"
+    png = tmp_path / "dyad01_summary.png"
+    assert str(report) in out and str(png) in out
+    page = report.read_text(encoding="utf-8")
+    assert "http://" not in page and "https://" not in page and "<script" not in page and "url(" not in page
+    sources = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    for source in sources:
+        assert base64.b64decode(source.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
+    assert f"nudge count: {len(NUDGES)}" in page
+    assert "1 of 2 (50 %)" in page  # one of the two evaluated nudges worked
+    import matplotlib.image
+
+    image = matplotlib.image.imread(str(png))
+    assert image.ndim == 3 and image.shape[0] > 600 and image.shape[1] > 1000
+
+
+@pytest.mark.parametrize("fmt", ["csv", "edf", "bids"])
+def test_export_command(session_file: Path, tmp_path: Path, fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", str(session_file), "--format", fmt, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("wrote ") and str(tmp_path) in out
+    listed = [Path(line.strip()) for line in out.splitlines()[1:]]
+    assert listed and all(p.exists() for p in listed)
+
+
+def test_one_missing_role_exports_and_reports_the_other(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = build_session(tmp_path / "solo.sqlite", roles=("therapist",), engine=False)
+    assert main(["export", str(path), "--format", "edf", "--out", str(tmp_path / "edf")]) == 0
+    assert "no client samples" in capsys.readouterr().err
+    with pyedflib.EdfReader(str(tmp_path / "edf" / "solo.edf")) as edf:
+        assert edf.getSignalLabels() == ["Resp therapist"]
+    assert main(["report", str(path), "--out", str(tmp_path / "report")]) == 0
+    page = (tmp_path / "report" / "solo_report.html").read_text()
+    assert "No samples from the client strap" in page and "nudge count: 0" in page
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], code: int, pattern: str) -> None:
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and re.search(pattern, lines[0]), captured.err
+
+
+@pytest.mark.parametrize("command", [["report"], ["export", "--format", "csv"]])
+def test_bad_sessions_give_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    _one_line_error(capsys, main([*command, str(tmp_path / "missing.sqlite")]), "no such session file")
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database at all" * 50)
+    _one_line_error(capsys, main([*command, str(junk)]), "not a breathsync session")
+    SessionStore.create(tmp_path / "empty.sqlite").close()
+    _one_line_error(capsys, main([*command, str(tmp_path / "empty.sqlite")]), "empty session")
