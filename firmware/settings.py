@@ -74,6 +74,8 @@ def schema(cfg):
         "sensor": (CHOICE, cfg.SENSORS, None, cfg.SENSOR_DEFAULT),
         "haptic": (CHOICE, cfg.HAPTICS, None, cfg.HAPTIC_DEFAULT),
         "haptic_enabled": (BOOL, None, None, True),
+        # Wired mode: packets framed over the USB serial port instead of BLE (docs/protocol.md 8).
+        "wired": (BOOL, None, None, False),
         "lps22_addr": (CHOICE, (0x5C, 0x5D), None, cfg.LPS22_ADDR),
         "lps22_gain_shift": (INT, 0, 8, cfg.LPS22_GAIN_SHIFT),
         # Safety limits: the config value is the ceiling; overrides may only lower it.

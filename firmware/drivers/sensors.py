@@ -62,6 +62,7 @@ class AnalogStretch:
 
     def __init__(self, adc, power_pin=None, sleep_us=None, settle_us=100, oversample_shift=2):
         self._adc = adc
+        self._read = adc.read_u16  # bound once: loading a method per call allocates a bound method
         self._power = power_pin
         self._sleep_us = sleep_us
         self._settle_us = settle_us
@@ -76,7 +77,7 @@ class AnalogStretch:
             p.on()
             if self._sleep_us is not None:
                 self._sleep_us(self._settle_us)
-        read = self._adc.read_u16
+        read = self._read
         n = 1 << self._shift
         acc = 0
         while n:

@@ -1,0 +1,104 @@
+"""breathsync strap entry point: the one place that creates hardware objects.
+
+Builds, in order: the settings from flash, the board's drivers (sensor, motor + off-timer,
+battery gauge), the radio or the serial port, the sampling timer and the hardware watchdog;
+hands them to ``strap.app.App`` and runs it. No other module touches a pin or the radio when
+imported. Tests run this file unmodified under the MicroPython unix port with doubles of
+``machine``, ``bluetooth``, ``time`` and ``select`` on MICROPYPATH.
+
+Wired mode (settings ``"wired": true``): packets go framed over the USB serial port instead of
+BLE; the console's Ctrl-C is disabled (a frame may contain 0x03), so to get the REPL back hold
+the BOOT button (GPIO0) while resetting: wired mode is skipped for that boot.
+"""
+
+import sys
+
+import config
+import machine
+from micropython import const
+from settings import STATUS_NAMES, Settings
+
+_SAMPLE_TIMER_ID = const(0)  # HAPTIC_TIMER_ID (1) is the motor's off-timer
+_BOOT_BUTTON_PIN = const(0)
+
+
+def _log(message):
+    sys.stderr.write(message + "\n")
+
+
+def main():
+    settings = Settings(config.SETTINGS_PATH, config)
+    status = settings.load()
+    if status != 0:
+        _log("settings: %s (%d) %s; defaults used" % (STATUS_NAMES[status], status, settings.rejected))
+    wired = settings.get("wired")
+    if wired and machine.Pin(_BOOT_BUTTON_PIN, machine.Pin.IN, machine.Pin.PULL_UP).value() == 0:
+        wired = False  # BOOT held: stay on the REPL
+    log = None if wired else _log
+    from strap.rings import make_rings
+
+    rings = make_rings(settings.get("rate_hz"), config)  # first: the heap is still in one piece
+    from drivers import make_haptics, make_hardware, make_watchdog
+
+    try:
+        machine.freq(config.CPU_FREQ_HZ)
+    except ValueError:
+        pass
+    import time
+
+    hw = make_hardware(machine, settings, config, sleep_us=time.sleep_us)
+    import asyncio
+
+    from strap.cmdq import CommandQueue
+
+    commands = CommandQueue()
+    flag = asyncio.ThreadSafeFlag()
+    if wired:
+        import micropython
+        from strap.wired import WiredLink
+
+        micropython.kbd_intr(-1)
+        link = WiredLink(sys.stdin.buffer, sys.stdout.buffer, commands, flag)
+    else:
+        import bluetooth
+        from strap.ble import BleLink
+
+        ble = bluetooth.BLE()
+        mac = ble.config("mac")[1]
+        serial = "".join("%02x" % b for b in mac)
+        name = settings.get("name") or config.BLE_NAME_PREFIX
+        info = ("breathsync", "BS-1", serial, config.BOARD, config.FIRMWARE_VERSION, "1.0")
+        link = BleLink(
+            bluetooth,
+            ble,
+            commands,
+            flag,
+            name,
+            info,
+            adv_interval_us=config.BLE_ADV_INTERVAL_MS * 1000,
+            mtu=config.BLE_MTU_PREFERRED,
+        )
+    from strap.app import App
+
+    app = App(
+        config,
+        settings,
+        rings,
+        hw,
+        make_haptics(settings, config),
+        machine.Timer(_SAMPLE_TIMER_ID),
+        make_watchdog(machine, config),
+        link,
+        wired=wired,
+        log=log,
+    )
+    try:
+        app.run()
+    except Exception as e:  # a crash: motor off, say why (not in wired mode), restart clean
+        hw.guard.apply(0, 0)
+        if log is not None:
+            sys.print_exception(e, sys.stderr)
+        machine.reset()
+
+
+main()

