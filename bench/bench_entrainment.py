@@ -38,11 +38,14 @@ PER_KIND = {"therapist_follows": 50, "client_follows": 50, "independent": 100, "
 GRACE_S = 30.0  # a nudge up to this long after an episode ends still belongs to it
 CAL_FNH_BUDGET = 0.25  # half the 0.5/h target: margin for the held-out set
 CAL_CF_BUDGET = 0.025
-PLV_GRID = (0.6, 0.7, 0.8)
-P_GRID = (0.05, 0.1, 0.2)
+PLV_GRID = (0.7, 0.8, 0.9)
+P_GRID = (0.1, 0.2)
 BEAT_GRID = (0.75, 1.0, 1.5)
 DIR_GRID = (0.25, 0.5, 0.75, 1.0)
-LOCK_GRID = (0.0, 10.0, 20.0)
+LOCK_GRID = (5.0, 10.0, 20.0)
+GAIN_GRID = (0.0, 3.0)
+WRESP_GRID = (0.25, 0.5, 1.0)  # weight of period response and lagged dependency (rate move has weight 1)
+WCLC_LOCK_GRID = (0.0, 10.0, 20.0)
 R_GRID = tuple(round(x, 2) for x in np.arange(0.3, 0.99, 0.05))
 
 
@@ -129,7 +132,7 @@ def _best(
 
 
 def _with(base: Config, combo: tuple[float, ...]) -> Config:
-    plv_min, p_max, beat_min, dir_min, lock_s = combo
+    plv_min, p_max, beat_min, dir_min, lock_s, gain, w_resp = combo
     eng = replace(
         base.engine,
         plv_min=plv_min,
@@ -137,6 +140,9 @@ def _with(base: Config, combo: tuple[float, ...]) -> Config:
         beat_cycles_min=beat_min,
         direction_min=dir_min,
         min_locked_s=lock_s,
+        evidence_gain=gain,
+        weight_response=w_resp,
+        weight_lagged=w_resp,
     )
     return replace(base, engine=eng)
 
@@ -181,7 +187,7 @@ def run() -> str:
     bs = base.engine.baseline_s
     # Engine calibration: grid over the three decision thresholds on the calibration set.
     cands: list[tuple[object, Score]] = []
-    for combo in itertools.product(PLV_GRID, P_GRID, BEAT_GRID, DIR_GRID, LOCK_GRID):
+    for combo in itertools.product(PLV_GRID, P_GRID, BEAT_GRID, DIR_GRID, LOCK_GRID, GAIN_GRID, WRESP_GRID):
         cands.append((combo, _score(cal, _engine_nudges(cal, _with(base, combo)), bs)))
     best_combo, cal_score = _best(cands, CAL_FNH_BUDGET, CAL_CF_BUDGET)
     chosen = _with(base, best_combo)  # type: ignore[arg-type]
@@ -189,7 +195,7 @@ def run() -> str:
     shipped_eval = _score(ev, _engine_nudges(ev, base), bs)
     # Baseline calibration at the same false-nudge budget.
     wc: list[tuple[object, Score]] = []
-    for r_min, w_lock in itertools.product(R_GRID, LOCK_GRID):
+    for r_min, w_lock in itertools.product(R_GRID, WCLC_LOCK_GRID):
         wc.append(((r_min, w_lock), _score(cal, _wclc_nudges(cal, r_min, w_lock, base), bs)))
     (r_min, w_lock), w_cal = _best(wc, max(cal_score.fnh_all, 1e-9), None)  # type: ignore[misc]
     w_eval = _score(ev, _wclc_nudges(ev, r_min, w_lock, base), bs)
@@ -237,9 +243,11 @@ def _report(
         f"{base.engine.baseline_s:.0f} s baseline-learning period.",
         "",
         f"Engine thresholds calibrated (FN/h <= {CAL_FNH_BUDGET} and client-follows <= {100 * CAL_CF_BUDGET:.1f}% "
-        "on the calibration set): (plv_min, surrogate_p_max, beat_cycles_min, direction_min, min_locked_s) = "
-        f"{engine_params}. Shipped defaults: ({base.engine.plv_min}, {base.engine.surrogate_p_max}, "
-        f"{base.engine.beat_cycles_min}, {base.engine.direction_min}, {base.engine.min_locked_s}).",
+        "on the calibration set): (plv_min, surrogate_p_max, beat_cycles_min, direction_min, min_locked_s, "
+        f"evidence_gain, weight_response = weight_lagged) = {engine_params}. Shipped defaults: "
+        f"({base.engine.plv_min}, {base.engine.surrogate_p_max}, {base.engine.beat_cycles_min}, "
+        f"{base.engine.direction_min}, {base.engine.min_locked_s}, {base.engine.evidence_gain}, "
+        f"{base.engine.weight_response}).",
         f"Baseline (windowed cross-lagged correlation, 30 s window, lags +-2 s, therapist trailing) calibrated to the "
         f"same false-nudge rate ({_fmt(cal.fnh_all)}/h): r_min={wclc_params[0]}, min_locked_s={wclc_params[1]:.0f}.",
         "",

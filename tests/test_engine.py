@@ -20,8 +20,15 @@ from breathsync.engine import (
     dyad_stream,
     run_engine,
 )
-from breathsync.engine.decision import decide_nudges
-from breathsync.engine.phase import phase_at, phase_locking_value, plv_chance_level
+from breathsync.engine.decision import LockTimer, decide_nudges
+from breathsync.engine.person import PersonTracker
+from breathsync.engine.phase import (
+    phase_at,
+    phase_locking_value,
+    plv_chance_level,
+    shifted_plvs,
+    track_phase_at,
+)
 from breathsync.recording import read_column
 from breathsync.scenarios import Options, RespSource, Scenario, bundled_sources, make_scenario
 
@@ -56,7 +63,7 @@ def _sources() -> dict[str, RespSource]:
 def _scenario(kind: str, seed: int, strong: bool = True) -> Scenario:
     src = _sources()
     opts = Options(
-        coupling_rad_s=(1.0, 1.2),
+        coupling_rel=(0.9, 1.0),
         convergence=(0.9, 1.0),
         own_damping=(0.5, 0.6),
         min_episode_s=150.0,
@@ -211,3 +218,51 @@ def test_mute_holds_nudges_and_auto_resumes() -> None:
             muted = True
     assert not [o for o in outs if isinstance(o, Nudge)]
     assert any(s.decision == "nudge_suppressed" for s in _states(outs))
+
+
+def test_event_phase_uses_troughs_at_the_persons_own_exhale_share() -> None:
+    """Peaks are whole cycles, troughs sit at the person's own typical exhale share (here 60 %)."""
+    person = PersonTracker(600.0)
+    for k in range(10):
+        person.add_peak(4.0 * k, 4.0 * k + 0.5, 1.0)
+        person.add_trough(4.0 * k + 2.4, 4.0 * k + 3.0)
+    person.add_trough(4.0 * 9 + 2.6, 40.0)  # a spurious second trough must not move the phase backwards
+    assert person.trough_fraction() == pytest.approx(0.6)
+    ev, ph = person.phase_track(-np.inf)
+    assert np.all(np.diff(ph) > 0) and np.all(np.diff(ev) > 0)
+    got = track_phase_at(ev, ph, np.array([1.2, 2.4, 3.2, 36.0, 100.0]), 12.0)
+    assert got[0] == pytest.approx(0.3) and got[1] == pytest.approx(0.6) and got[2] == pytest.approx(0.8)
+    assert got[3] == pytest.approx(9.0)  # exactly on a known event
+    assert np.isnan(got[4])
+    assert person.rate_bpm() == pytest.approx(15.0)
+
+
+def test_shifted_plvs_are_the_null_of_a_time_shifted_partner() -> None:
+    """A partner shifted by a whole number of its (constant) periods stays locked; half a period too,
+    with the opposite phase; a shift beyond the partner's history gives NaN."""
+    partner_ev = np.arange(0.0, 200.0, 2.0)
+    partner_ph = np.arange(len(partner_ev), dtype=np.float64) * 0.5  # peaks and troughs of a 4 s breather
+    anchors = np.arange(150.0, 166.0, 1.0)
+    own = anchors / 4.0 + 0.1
+    out = shifted_plvs(anchors, own, partner_ev, partner_ph, np.array([20.0, 22.0, 170.0]), 12.0)
+    assert out[0] == pytest.approx(1.0) and out[1] == pytest.approx(1.0) and np.isnan(out[2])
+
+
+def test_lock_timer_gain_is_a_fast_path_for_strong_evidence() -> None:
+    plain, fast = LockTimer(leak=2.0), LockTimer(leak=2.0, gain=3.0)
+    for t in range(0, 13, 3):
+        a = plain.update(float(t), True, 1.0)
+        b = fast.update(float(t), True, 1.0)
+    assert a == pytest.approx(12.0) and b == pytest.approx(48.0)
+    assert fast.update(15.0, True, 0.0) == pytest.approx(51.0)  # marginal evidence: real time only
+    assert fast.update(18.0, False) == pytest.approx(45.0)  # a break drains leak x its duration
+
+
+def test_phase_is_sampled_at_both_peoples_peaks_and_troughs() -> None:
+    """About four relative-phase anchors per breath cycle in the locking window."""
+    t, c = _breathing(15, 300, 13, jitter=0.02), _breathing(12, 300, 14, jitter=0.02)
+    states = [s for s in _states(_run(list(dyad_stream(t, c, FS)))) if s.plv is not None]
+    assert states
+    window_s = Config().engine.window_s
+    cycles = window_s * (15 + 12) / 2 / 60.0
+    assert np.median([s.plv_breaths for s in states]) >= 3.0 * cycles

@@ -88,7 +88,7 @@ def test_toml_overrides_defaults(tmp_path: Path) -> None:
         ("[engine]\nplv_min = 2.0\n", "out of range"),
         ("[policy]\nmax_per_hour = 1.5\n", "must be an integer"),
         ("[policy]\npattern = 'siren'\n", "policy.pattern must be one of"),
-        ("[engine]\nwindow_breaths = 4\nmin_window_breaths = 6\n", "min_window_breaths"),
+        ("[engine]\nsurrogate_min_shift_s = 100\nhistory_s = 60\n", "surrogate_min_shift_s"),
         ("[engine\n", "invalid TOML"),
         ("engine = 3\n", "must be a table"),
         ("[policy]\nmute_s = true\n", "must be a number"),

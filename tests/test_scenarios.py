@@ -70,7 +70,7 @@ def _true_plv(x: np.ndarray, y: np.ndarray, fs: float, a_s: float, b_s: float) -
 
 def test_follow_episode_is_phase_locked_and_independent_is_not() -> None:
     a, b = _pair()
-    opts = Options(coupling_rad_s=(1.0, 1.2), speech_p=0, gap_p=0, flat_p=0, drift_p=0, min_episode_s=140.0)
+    opts = Options(coupling_rel=(0.9, 1.0), speech_p=0, gap_p=0, flat_p=0, drift_p=0, min_episode_s=140.0)
     tf = make_scenario("therapist_follows", a, b, 8, 300.0, opts)
     ind = make_scenario("independent", a, b, 8, 300.0, opts)
     assert tf.onset_s is not None and tf.offset_s is not None
@@ -105,3 +105,16 @@ def test_shared_sources_load(shared_data: Path) -> None:
     assert len(bid) == 2 and len(bio) == 2
     sc = make_scenario("similar_rate", bid[0], bio[0], 1, 300.0)
     assert sc.kind == "similar_rate" and len(sc.therapist) == len(sc.client)
+
+
+def test_coupling_is_relative_to_the_followers_breathing_frequency() -> None:
+    """K is drawn as a share of the follower's own (converged) 2 pi f, unless an absolute range is asked for."""
+    a, b = _pair()
+    quiet = {"speech_p": 0.0, "gap_p": 0.0, "flat_p": 0.0, "drift_p": 0.0}
+    rel = Options(coupling_rel=(0.5, 0.5), convergence=(1.0, 1.0), **quiet)  # type: ignore[arg-type]
+    for seed in (1, 2, 3):
+        sc = make_scenario("therapist_follows", a, b, seed, 300.0, rel)
+        f_client = b.rate_bpm / 60.0
+        assert sc.coupling_rad_s / (2 * np.pi * f_client) == pytest.approx(0.5, rel=0.15)
+    absolute = Options(coupling_rel=None, coupling_rad_s=(0.7, 0.7), **quiet)  # type: ignore[arg-type]
+    assert make_scenario("client_follows", a, b, 4, 300.0, absolute).coupling_rad_s == pytest.approx(0.7)

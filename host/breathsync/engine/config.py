@@ -29,10 +29,11 @@ class EngineConfig:
     """Both people's own rate/depth/variability are learned over the first minutes; no decision before."""
     baseline_tau_s: float = 600.0
     """After that, the baseline follows slow drift (time constant) but only while the pair is not locked."""
-    window_breaths: int = 7
-    """Phase-locking window, in therapist breaths (~25 s at 16/min): short enough for a quick reaction."""
-    min_window_breaths: int = 5
-    """Fewer valid breaths than this in the window (after a gap) means no locking estimate."""
+    window_s: float = 16.0
+    """Phase-locking window in seconds (~4 breaths at 15/min). Relative phase is sampled at every breath
+    event of either person (peaks and troughs: 4 anchors per cycle), so a short window still has ~16 samples."""
+    min_window_anchors: int = 8
+    """Fewer anchors (breath events with both phases known) than this in the window means no locking estimate."""
     direction_breaths: int = 12
     """Window for the directional (who-follows-whom) estimates, in breaths of each person."""
     surrogate_count: int = 24
@@ -63,6 +64,9 @@ class EngineConfig:
     their own rate, the relative phase would have slipped a full cycle by then (calibrated)."""
     max_beat_lock_s: float = 90.0
     """Cap on the beat-period requirement (pairs whose baselines already match would never qualify)."""
+    evidence_gain: float = 0.0
+    """Sequential fast path: a following update counts (1 + evidence_gain x strength) times its duration, strength
+    0..1 being the weaker of the PLV and direction margins, so strong evidence nudges sooner (calibrated)."""
     lock_leak: float = 2.0
     """Following time is accumulated; an update that is not 'following' removes lock_leak x its duration.
     A single noisy breath does not restart the clock (calibrated)."""
@@ -107,14 +111,15 @@ class Config:
 _RANGES: dict[str, tuple[float, float]] = {
     "baseline_s": (10.0, 3600.0),
     "baseline_tau_s": (10.0, 36000.0),
-    "window_breaths": (3, 60),
-    "min_window_breaths": (3, 60),
+    "window_s": (4.0, 300.0),
+    "min_window_anchors": (3, 400),
     "direction_breaths": (4, 100),
     "surrogate_count": (4, 500),
     "surrogate_p_max": (0.001, 1.0),
     "beat_periods": (0.0, 10.0),
     "max_beat_lock_s": (0.0, 600.0),
     "lock_leak": (0.0, 1000.0),
+    "evidence_gain": (0.0, 20.0),
     "surrogate_min_shift_s": (2.0, 600.0),
     "history_s": (30.0, 3600.0),
     "plv_min": (0.0, 1.0),
@@ -168,8 +173,8 @@ def _check_section(name: str, cls: type[Any], table: object, where: str) -> Any:
 def validate_config(config: Config, where: str = "config") -> Config:
     """Cross-field checks that a single range cannot express."""
     eng, pol = config.engine, config.policy
-    if eng.min_window_breaths > eng.window_breaths:
-        raise InputError(f"{where}: engine.min_window_breaths must be <= engine.window_breaths")
+    if eng.surrogate_min_shift_s >= eng.history_s:
+        raise InputError(f"{where}: engine.surrogate_min_shift_s must be < engine.history_s")
     if pol.pattern not in HAPTIC_PATTERNS:
         raise InputError(f"{where}: policy.pattern must be one of {', '.join(HAPTIC_PATTERNS)} (got {pol.pattern!r})")
     return config

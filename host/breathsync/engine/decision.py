@@ -52,6 +52,17 @@ def classify(s: EngineState, config: EngineConfig) -> Decision:
     return "locked_unclear"
 
 
+def evidence_strength(s: EngineState, config: EngineConfig) -> float:
+    """How far beyond the thresholds a 'therapist follows' update is, 0..1: the weaker of the locking
+    margin (PLV above ``plv_min``) and the direction margin (one unit of evidence above ``direction_min``).
+    Strong evidence accumulates following time faster (``evidence_gain``): the sequential fast path."""
+    direction = direction_of(s, config)[2]
+    if s.plv is None or direction is None:
+        return 0.0
+    lock = (s.plv - config.plv_min) / max(1.0 - config.plv_min, 1e-6)
+    return float(min(max(min(lock, direction - config.direction_min), 0.0), 1.0))
+
+
 def significantly_locked(plv_p: float | None) -> bool:
     """Fixed criterion (p <= 0.1, not a tuned threshold) that freezes baseline adaptation."""
     return plv_p is not None and plv_p <= 0.1
@@ -67,22 +78,26 @@ MAX_STEP_S = 6.0
 
 
 class LockTimer:
-    """Accumulated following time: grows while following, shrinks ``leak`` times as fast otherwise.
+    """Accumulated following evidence, in seconds: a one-sided CUSUM of 'therapist follows'.
 
-    With an infinite leak it is the plain 'time since following started'; a finite leak keeps one
-    noisy breath from restarting the clock while a real break still drains it quickly.
+    Each following update adds its duration times ``1 + gain * strength`` (strength 0..1 from
+    ``evidence_strength``), so clear evidence reaches the threshold sooner than marginal evidence;
+    any other update removes ``leak`` times its duration (floored at 0). With an infinite leak it is
+    the plain 'time since following started'; a finite leak keeps one noisy breath from restarting
+    the clock while a real break still drains it quickly.
     """
 
-    def __init__(self, leak: float = float("inf")) -> None:
+    def __init__(self, leak: float = float("inf"), gain: float = 0.0) -> None:
         self.leak = leak
+        self.gain = gain
         self.locked_s = 0.0
         self._last_s: float | None = None
 
-    def update(self, now_s: float, following: bool) -> float:
+    def update(self, now_s: float, following: bool, strength: float = 0.0) -> float:
         dt = 0.0 if self._last_s is None else min(max(now_s - self._last_s, 0.0), MAX_STEP_S)
         self._last_s = now_s
         if following:
-            self.locked_s += dt
+            self.locked_s += dt * (1.0 + self.gain * min(max(strength, 0.0), 1.0))
         else:
             self.locked_s = max(0.0, self.locked_s - self.leak * dt) if self.leak != float("inf") else 0.0
         return self.locked_s
@@ -98,7 +113,7 @@ def decide_nudges(states: Iterable[EngineState], config: Config) -> list[float]:
     Paused and learning updates reset the timer exactly as online. Mute is not replayed.
     """
     eng = config.engine
-    timer = LockTimer(eng.lock_leak)
+    timer = LockTimer(eng.lock_leak, eng.evidence_gain)
     policy = NudgePolicy(config.policy)
     out: list[float] = []
     for s in states:
@@ -106,7 +121,8 @@ def decide_nudges(states: Iterable[EngineState], config: Config) -> list[float]:
             timer.reset()
             continue
         decision = classify(s, eng)
-        locked_for = timer.update(s.t_s, decision == "therapist_follows")
+        following = decision == "therapist_follows"
+        locked_for = timer.update(s.t_s, following, evidence_strength(s, eng) if following else 0.0)
         ready = decision == "therapist_follows" and locked_for >= required_lock_s(s.beat_period_s, eng)
         if ready and policy.check(s.t_s).allowed:
             policy.record(s.t_s)

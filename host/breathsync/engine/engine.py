@@ -29,7 +29,14 @@ import numpy as np
 
 from ..strap_sim import TimedBreath
 from .config import Config
-from .decision import LockTimer, classify, direction_of, required_lock_s, significantly_locked
+from .decision import (
+    LockTimer,
+    classify,
+    direction_of,
+    evidence_strength,
+    required_lock_s,
+    significantly_locked,
+)
 from .person import FloatArray, PersonTracker, learn_baseline
 from .phase import (
     circular_mean_cycles,
@@ -38,7 +45,8 @@ from .phase import (
     phase_at,
     phase_locking_value,
     plv_chance_level,
-    surrogate_plvs,
+    shifted_plvs,
+    track_phase_at,
 )
 from .policy import NudgePolicy, haptic_pattern
 from .state import Baseline, Decision, Efficacy, EngineState, Nudge, Output, Role
@@ -48,13 +56,15 @@ ROLES: tuple[Role, Role] = ("therapist", "client")
 MIN_SURROGATES = 8
 BREATH_GAP_PERIODS = 2.5
 RATE_MOVE_SCALE_SD = 2.0  # a move of two baseline SDs toward the partner counts fully
+RATE_DRIFT_FLOOR = 0.06  # ... with the SD at least 6 % of the baseline rate (slow tempo drift)
 _FOLLOWING: tuple[Decision, ...] = ("therapist_follows", "nudge", "nudge_suppressed")
 
 
 @dataclasses.dataclass(frozen=True)
 class _Window:
-    anchors_s: FloatArray
-    phases: FloatArray
+    anchors_s: FloatArray  # breath events of either person, oldest first
+    phases: FloatArray  # relative phase at each: client minus therapist, cycles (unwrapped)
+    own_phase: FloatArray  # the therapist's phase there (for surrogates)
 
 
 class EntrainmentEngine:
@@ -64,7 +74,9 @@ class EntrainmentEngine:
         self.config = config or Config()
         eng = self.config.engine
         keep_s = eng.history_s + 120.0
-        self.people: dict[Role, PersonTracker] = {r: PersonTracker(keep_s) for r in ROLES}
+        self.people: dict[Role, PersonTracker] = {
+            r: PersonTracker(keep_s, eng.rate_median_breaths, eng.max_breath_gap_s) for r in ROLES
+        }
         self.baselines: dict[Role, Baseline | None] = {"therapist": therapist_baseline, "client": None}
         self._pre_calibrated = therapist_baseline is not None
         self._learned = False
@@ -72,7 +84,7 @@ class EntrainmentEngine:
         self._now_s = -math.inf
         self._paused = True
         self._valid_since_s = -math.inf
-        self._timer = LockTimer(self.config.engine.lock_leak)
+        self._timer = LockTimer(self.config.engine.lock_leak, self.config.engine.evidence_gain)
         self._last_adapt_s: float | None = None
         self._pending_efficacy: list[float] = []
         self._last_decision: Decision | None = None
@@ -88,10 +100,13 @@ class EntrainmentEngine:
         """A breath event as reported by ``role``'s strap (at ``breath.reported_t_s``)."""
         out = self.advance(breath.reported_t_s)
         person = self.people[role]
-        if breath.kind != "peak":
+        if breath.kind == "peak":
+            person.add_peak(breath.t_s, breath.reported_t_s, breath.amplitude)
+        elif breath.kind == "trough":
+            person.add_trough(breath.t_s, breath.reported_t_s)
+        else:
             person.add_event(breath.reported_t_s)
             return out
-        person.add_peak(breath.t_s, breath.reported_t_s, breath.amplitude)
         out.extend(self.advance(breath.reported_t_s))
         out.extend(self._evaluate(self._now_s))
         return out
@@ -142,7 +157,7 @@ class EntrainmentEngine:
                 return True
             if person.first_sample_s is None:
                 return True
-            period = person.period_s(eng.rate_median_breaths, eng.max_breath_gap_s)
+            period = person.period_s()
             limit = max(eng.max_breath_gap_s, BREATH_GAP_PERIODS * period) if period else eng.max_breath_gap_s
             last = person.last_event_reported_s
             since = person.first_sample_s if last is None else last
@@ -174,20 +189,30 @@ class EntrainmentEngine:
         self._last_adapt_s = now_s
         return True
 
-    def _window(self, anchors_all: FloatArray, partner_peaks: FloatArray) -> _Window:
-        """The last run of anchors with a known partner phase, newest first pending ones dropped."""
+    def _window(self, now_s: float) -> _Window:
+        """Relative phase (client minus therapist, cycles) at every breath event of either person
+        since the last gap, over the last ``window_s`` seconds in which both phases are known."""
         eng = self.config.engine
-        anchors_all = anchors_all[anchors_all >= self._valid_since_s]
-        recent = anchors_all[-(eng.window_breaths + 3) :]
-        ph = phase_at(partner_peaks, recent, eng.max_breath_gap_s)
-        known = np.flatnonzero(~np.isnan(ph))
+        since = max(self._valid_since_s, now_s - eng.window_s - 3.0 * eng.max_breath_gap_s)
+        tt, tph = self.people["therapist"].phase_track(since)
+        ct, cph = self.people["client"].phase_track(since)
+        anchors = np.concatenate((tt, ct))
+        if len(anchors) == 0:
+            return _Window(np.zeros(0), np.zeros(0), np.zeros(0))
+        anchors.sort()
+        pt = track_phase_at(tt, tph, anchors, eng.max_breath_gap_s)
+        pc = track_phase_at(ct, cph, anchors, eng.max_breath_gap_s)
+        known = np.flatnonzero(~(np.isnan(pt) | np.isnan(pc)))
         if len(known) == 0:
-            return _Window(np.zeros(0), np.zeros(0))
+            return _Window(np.zeros(0), np.zeros(0), np.zeros(0))
         last = known[-1]
         first = last
-        while first - 1 >= 0 and not np.isnan(ph[first - 1]) and last - first + 1 < eng.window_breaths:
+        while first - 1 >= 0 and not np.isnan(pt[first - 1] + pc[first - 1]):
+            if anchors[last] - anchors[first - 1] > eng.window_s:
+                break
             first -= 1
-        return _Window(recent[first : last + 1], ph[first : last + 1])
+        sl = slice(first, last + 1)
+        return _Window(anchors[sl], pc[sl] - pt[sl], pt[sl])
 
     def _evaluate(self, now_s: float) -> list[Output]:
         if not self._learn(now_s):
@@ -197,17 +222,18 @@ class EntrainmentEngine:
         eng = self.config.engine
         tp = self.people["therapist"].peaks_s
         cp = self.people["client"].peaks_s
-        win = self._window(tp, cp)
+        win = self._window(now_s)
         n = len(win.phases)
         plv: float | None = None
         chance: float | None = None
         plv_p: float | None = None
-        if n >= eng.min_window_breaths:
+        if n >= eng.min_window_anchors:
             plv = phase_locking_value(win.phases)
-            max_shift = min(eng.history_s, float(win.anchors_s[0] - cp[0]) if len(cp) else 0.0)
+            ct, cph = self.people["client"].phase_track(-math.inf)
+            max_shift = min(eng.history_s, float(win.anchors_s[0] - ct[0]) if len(ct) else 0.0)
             if max_shift > eng.surrogate_min_shift_s:
                 shifts = np.linspace(eng.surrogate_min_shift_s, max_shift, eng.surrogate_count)
-                sur = surrogate_plvs(win.anchors_s, cp, shifts, eng.max_breath_gap_s)
+                sur = shifted_plvs(win.anchors_s, win.own_phase, ct, cph, shifts, eng.max_breath_gap_s)
                 sur = sur[~np.isnan(sur)]
                 if len(sur) >= MIN_SURROGATES:
                     chance = float(np.quantile(sur, 1.0 - eng.surrogate_p_max))
@@ -219,7 +245,8 @@ class EntrainmentEngine:
         draft = self._state(now_s, "no_lock", win, plv, chance, plv_p, features)
         decision = classify(draft, eng)
         out: list[Output] = []
-        locked_for = self._timer.update(now_s, decision == "therapist_follows")
+        following = decision == "therapist_follows"
+        locked_for = self._timer.update(now_s, following, evidence_strength(draft, eng) if following else 0.0)
         if decision == "therapist_follows":
             if locked_for >= required_lock_s(beat, eng):
                 verdict = self.policy.check(now_s)
@@ -241,10 +268,7 @@ class EntrainmentEngine:
         mx = eng.max_breath_gap_s
         tpv = tp[tp >= self._valid_since_s]
         cpv = cp[cp >= self._valid_since_s]
-        rates = {
-            "therapist": self.people["therapist"].rate_bpm(eng.rate_median_breaths, mx),
-            "client": self.people["client"].rate_bpm(eng.rate_median_breaths, mx),
-        }
+        rates = {"therapist": self.people["therapist"].rate_bpm(), "client": self.people["client"].rate_bpm()}
         own = {"therapist": tpv, "client": cpv}
         comps: dict[str, float | None] = {}
         pairs: tuple[tuple[Role, Role], ...] = (("therapist", "client"), ("client", "therapist"))
@@ -254,7 +278,13 @@ class EntrainmentEngine:
             rate, rate_other = rates[role], rates[other]
             if len(mine) < 5 or len(theirs) < 5 or base is None or rate is None or rate_other is None:
                 continue
-            move = (abs(base.rate_bpm - rate_other) - abs(rate - rate_other)) / (RATE_MOVE_SCALE_SD * base.rate_sd_bpm)
+            # Share of the baseline gap this person closed, measured against their own variability:
+            # a move smaller than RATE_MOVE_SCALE_SD own SDs never counts fully, a full one needs the gap closed.
+            # Slow tempo drift of a few percent is normal even for metronomic breathers, whose
+            # breath-by-breath SD is tiny: the scale never drops below RATE_DRIFT_FLOOR of their rate.
+            gap = abs(base.rate_bpm - rate_other)
+            scale = RATE_MOVE_SCALE_SD * max(base.rate_sd_bpm, RATE_DRIFT_FLOOR * base.rate_bpm)
+            move = (gap - abs(rate - rate_other)) / max(gap, scale)
             seg = mine[-(d + 1) :]
             periods = np.diff(seg)
             lead = phase_at(theirs, seg[:-1], mx)
@@ -296,7 +326,7 @@ class EntrainmentEngine:
         self._last_adapt_s = now_s
         for role in ROLES:
             base = self.baselines[role]
-            rate = self.people[role].rate_bpm(eng.rate_median_breaths, eng.max_breath_gap_s)
+            rate = self.people[role].rate_bpm()
             if base is not None and rate is not None:
                 new_rate = base.rate_bpm + alpha * (rate - base.rate_bpm)
                 self.baselines[role] = dataclasses.replace(base, rate_bpm=new_rate)
@@ -337,21 +367,20 @@ class EntrainmentEngine:
         features: dict[str, float | None] | None = None,
     ) -> EngineState:
         eng = self.config.engine
-        mx = eng.max_breath_gap_s
         t, c = self.people["therapist"], self.people["client"]
         phase_diff = lag = None
         n = 0 if win is None else len(win.phases)
         if win is not None and n:
             mean = circular_mean_cycles(win.phases)
             phase_diff = ((mean + 0.5) % 1.0 - 0.5) * 360.0
-            period = c.period_s(eng.rate_median_breaths, mx)
+            period = c.period_s()
             lag = phase_diff / 360.0 * period if period else None
         f = features or {}
         st = EngineState(
             t_s=now_s,
             decision=decision,
-            therapist_rate_bpm=t.rate_bpm(eng.rate_median_breaths, mx),
-            client_rate_bpm=c.rate_bpm(eng.rate_median_breaths, mx),
+            therapist_rate_bpm=t.rate_bpm(),
+            client_rate_bpm=c.rate_bpm(),
             therapist_depth=t.depth(eng.rate_median_breaths),
             client_depth=c.depth(eng.rate_median_breaths),
             phase_diff_deg=phase_diff,
@@ -360,7 +389,7 @@ class EntrainmentEngine:
             plv_breaths=n,
             plv_chance=chance,
             plv_p=plv_p,
-            plv_chance_analytic=plv_chance_level(n) if n else None,
+            plv_chance_analytic=plv_chance_level(_breaths_spanned(win, t.period_s())) if n else None,
             rate_convergence_bpm=f.get("convergence"),
             depth_mimicry=f.get("mimicry"),
             therapist_rate_move=f.get("therapist_rate_move"),
@@ -379,6 +408,13 @@ class EntrainmentEngine:
         )
         t_ev, c_ev, direction = direction_of(st, eng)
         return dataclasses.replace(st, therapist_follow=t_ev, client_follow=c_ev, direction=direction)
+
+
+def _breaths_spanned(win: _Window | None, period_s: float | None) -> int:
+    """Roughly independent breaths in a window: events of both people are 4 anchors per cycle."""
+    if win is None or len(win.anchors_s) < 2 or not period_s:
+        return 1
+    return 1 + int((win.anchors_s[-1] - win.anchors_s[0]) / period_s)
 
 
 def _safe_corr(a: FloatArray, b: FloatArray) -> float | None:

@@ -1,4 +1,10 @@
-"""One breather as the host sees them: breath history, current rate/depth, data presence, baseline."""
+"""One breather as the host sees them: breath history, current rate/depth, data presence, baseline.
+
+Both kinds of breath event are kept: end-inspiration peaks (phase 0 of a cycle) and end-expiration
+troughs (phase ``trough_fraction``, the person's own typical share of the cycle spent exhaling).
+With both, a person's phase is anchored twice per breath instead of once, which halves the time
+until a partner's phase at a given moment is known and doubles the samples of relative phase.
+"""
 
 from __future__ import annotations
 
@@ -11,23 +17,57 @@ FloatArray = npt.NDArray[np.float64]
 
 MIN_BASELINE_BREATHS = 6
 RATE_SD_FLOOR_BPM = 0.5
+TROUGH_FRACTION_BREATHS = 12
+TROUGH_FRACTION_RANGE = (0.25, 0.75)
+
+
+class _Series:
+    """Append-only float columns with O(1) amortised appends and trimming of old rows."""
+
+    def __init__(self, columns: int) -> None:
+        self._data = np.zeros((64, columns))
+        self._n = 0
+        self._start = 0
+
+    def append(self, *values: float) -> None:
+        if self._n == len(self._data):
+            live = self._n - self._start
+            data = np.zeros((max(64, 2 * live), self._data.shape[1]))
+            data[:live] = self._data[self._start : self._n]
+            self._data, self._n, self._start = data, live, 0
+        self._data[self._n] = values
+        self._n += 1
+
+    def trim_before(self, t_s: float) -> None:
+        while self._start < self._n and self._data[self._start, 0] < t_s:
+            self._start += 1
+
+    def column(self, i: int) -> FloatArray:
+        return self._data[self._start : self._n, i]
+
+    def __len__(self) -> int:
+        return self._n - self._start
 
 
 class PersonTracker:
-    """Peaks (end of inspiration) as reported, kept for ``keep_s`` seconds of history.
+    """Peaks and troughs as reported, kept for ``keep_s`` seconds of history.
 
-    Arrays grow by doubling so appends stay O(1) and the engine can take numpy views.
+    ``rate_n`` / ``max_interval_s`` fix how the current rate is estimated (running median of the
+    last ``rate_n`` peak-to-peak and trough-to-trough intervals, both kinds, so the estimate moves
+    every half breath); it is cached per event because the engine asks for it on every sample block.
     """
 
-    def __init__(self, keep_s: float) -> None:
+    def __init__(self, keep_s: float, rate_n: int = 4, max_interval_s: float = 12.0) -> None:
         self.keep_s = keep_s
-        self._t = np.zeros(64)
-        self._depth = np.zeros(64)
-        self._n = 0
-        self._start = 0
+        self.rate_n = rate_n
+        self.max_interval_s = max_interval_s
+        self._peaks = _Series(2)  # t_s, depth
+        self._troughs = _Series(1)
+        self._events = _Series(2)  # t_s, kind (0 peak, 1 trough)
         self.last_sample_s: float | None = None
         self.last_event_reported_s: float | None = None
         self.first_sample_s: float | None = None
+        self._period: float | None = None
 
     def add_samples(self, last_t_s: float, first_t_s: float) -> None:
         if self.first_sample_s is None:
@@ -35,48 +75,90 @@ class PersonTracker:
         self.last_sample_s = last_t_s
 
     def add_peak(self, t_s: float, reported_t_s: float, depth: float) -> None:
-        if self._n == len(self._t):
-            live = self._n - self._start
-            size = max(64, 2 * live)
-            t = np.zeros(size)
-            d = np.zeros(size)
-            t[:live] = self._t[self._start : self._n]
-            d[:live] = self._depth[self._start : self._n]
-            self._t, self._depth, self._n, self._start = t, d, live, 0
-        self._t[self._n] = t_s
-        self._depth[self._n] = depth
-        self._n += 1
+        self._peaks.append(t_s, depth)
+        self._events.append(t_s, 0.0)
         self.last_event_reported_s = reported_t_s
-        while self._start < self._n and self._t[self._start] < t_s - self.keep_s:
-            self._start += 1
+        self._after_event(t_s)
+
+    def add_trough(self, t_s: float, reported_t_s: float) -> None:
+        self._troughs.append(t_s)
+        self._events.append(t_s, 1.0)
+        self.last_event_reported_s = reported_t_s
+        self._after_event(t_s)
 
     def add_event(self, reported_t_s: float) -> None:
-        """A trough: not used for phase, but proves the strap is alive and seeing breaths."""
+        """Any other sign of life from the strap (proves it is alive and seeing breaths)."""
         self.last_event_reported_s = reported_t_s
+
+    def _after_event(self, t_s: float) -> None:
+        for series in (self._peaks, self._troughs, self._events):
+            series.trim_before(t_s - self.keep_s)
+        self._period = self._compute_period()
+
+    def _compute_period(self) -> float | None:
+        n = self.rate_n
+        iv = np.concatenate((np.diff(self.peaks_s[-(n + 1) :]), np.diff(self.troughs_s[-(n + 1) :])))
+        iv = iv[iv <= self.max_interval_s]
+        return float(np.median(iv)) if len(iv) else None
 
     @property
     def peaks_s(self) -> FloatArray:
-        return self._t[self._start : self._n]
+        return self._peaks.column(0)
 
     @property
     def depths(self) -> FloatArray:
-        return self._depth[self._start : self._n]
+        return self._peaks.column(1)
+
+    @property
+    def troughs_s(self) -> FloatArray:
+        return self._troughs.column(0)
 
     def intervals_s(self, n: int, max_interval_s: float) -> FloatArray:
         iv = np.diff(self.peaks_s[-(n + 1) :])
         return iv[iv <= max_interval_s]
 
-    def rate_bpm(self, n: int, max_interval_s: float) -> float | None:
-        iv = self.intervals_s(n, max_interval_s)
-        return 60.0 / float(np.median(iv)) if len(iv) else None
+    def period_s(self) -> float | None:
+        """Current breath period: median of the recent peak-to-peak and trough-to-trough intervals."""
+        return self._period
 
-    def period_s(self, n: int, max_interval_s: float) -> float | None:
-        iv = self.intervals_s(n, max_interval_s)
-        return float(np.median(iv)) if len(iv) else None
+    def rate_bpm(self) -> float | None:
+        return None if self._period is None else 60.0 / self._period
 
     def depth(self, n: int) -> float | None:
         d = self.depths[-n:]
         return float(np.median(d)) if len(d) else None
+
+    def trough_fraction(self) -> float:
+        """Typical share of the cycle from end-inspiration to end-expiration (median of recent cycles)."""
+        peaks, troughs = self.peaks_s[-(TROUGH_FRACTION_BREATHS + 1) :], self.troughs_s
+        if len(peaks) < 2 or len(troughs) == 0:
+            return 0.5
+        j = np.searchsorted(troughs, peaks[:-1], side="right")
+        ok = j < len(troughs)
+        start, end = peaks[:-1][ok], peaks[1:][ok]
+        tr = troughs[j[ok]]
+        inside = (tr < end) & (end - start <= self.max_interval_s)
+        if not np.any(inside):
+            return 0.5
+        frac = (tr[inside] - start[inside]) / (end[inside] - start[inside])
+        lo, hi = TROUGH_FRACTION_RANGE
+        return float(np.clip(np.median(frac), lo, hi))
+
+    def phase_track(self, since_s: float) -> tuple[FloatArray, FloatArray]:
+        """Event times and their unwrapped phase (cycles) since ``since_s``: peaks on whole cycles,
+        troughs ``trough_fraction`` later; events that would not advance the phase are dropped."""
+        t = self._events.column(0)
+        kind = self._events.column(1)
+        sel = t >= since_s
+        t, kind = t[sel], kind[sel]
+        if len(t) == 0:
+            return t, t
+        trough = kind > 0.5
+        cycle = np.cumsum(~trough) - 1.0
+        phase = np.asarray(cycle + np.where(trough, self.trough_fraction(), 0.0), dtype=np.float64)
+        keep = np.ones(len(t), dtype=bool)
+        keep[1:] = (np.diff(phase) > 0) & (np.diff(t) > 0)
+        return t[keep], phase[keep]
 
 
 def learn_baseline(peaks_s: FloatArray, depths: FloatArray, max_interval_s: float) -> Baseline | None:

@@ -37,6 +37,29 @@ def phase_at(peaks_s: FloatArray, t_s: FloatArray, max_interval_s: float) -> Flo
     return out
 
 
+def track_phase_at(events_s: FloatArray, phases: FloatArray, t_s: FloatArray, max_interval_s: float) -> FloatArray:
+    """Unwrapped phase (cycles) at ``t_s`` by linear interpolation between a person's breath events.
+
+    ``events_s``/``phases`` come from ``PersonTracker.phase_track`` (peaks on whole cycles,
+    troughs in between). NaN where ``t_s`` is not bracketed by two known events, or where the
+    bracketing interval is longer than ``max_interval_s`` (a drop-out or apnoea).
+    """
+    out = np.full(np.shape(t_s), np.nan)
+    if len(events_s) < 2 or np.size(t_s) == 0:
+        return out
+    n = len(events_s)
+    j = np.searchsorted(events_s, t_s, side="right") - 1
+    ok = (j >= 0) & (j < n - 1)
+    jj = j[ok]
+    start = events_s[jj]
+    interval = events_s[jj + 1] - start
+    frac = phases[jj] + (t_s[ok] - start) / interval * (phases[jj + 1] - phases[jj])
+    frac[interval > max_interval_s] = np.nan
+    out[ok] = frac
+    out[t_s == events_s[-1]] = phases[-1]  # exactly on the newest event: known without its successor
+    return out
+
+
 def phase_locking_value(phases_cycles: FloatArray) -> float:
     """Mean resultant length of the phase differences (1 = perfectly locked, ~0 = none)."""
     if len(phases_cycles) == 0:
@@ -74,6 +97,31 @@ def surrogate_plvs(
     times = anchors_s[None, :] - shifts_s[:, None]
     ph = phase_at(partner_peaks_s, times.ravel(), max_interval_s).reshape(times.shape)
     z = np.exp(2j * np.pi * ph)
+    plv = np.abs(np.mean(z, axis=1))
+    plv[np.any(np.isnan(ph), axis=1)] = np.nan
+    return np.asarray(plv, dtype=np.float64)
+
+
+def shifted_plvs(
+    anchors_s: FloatArray,
+    own_phase: FloatArray,
+    partner_events_s: FloatArray,
+    partner_phases: FloatArray,
+    shifts_s: FloatArray,
+    max_interval_s: float,
+) -> FloatArray:
+    """PLV of the relative phase with the partner's own past shifted back by each of ``shifts_s``.
+
+    The event-anchored version of ``surrogate_plvs``: ``own_phase`` is one person's phase at the
+    anchors, the partner's phase is read at ``anchor - shift``. A shifted partner keeps its rate,
+    variability and waveform but loses any real alignment (segment surrogates, as in SUSY).
+    Shifts not covered by the partner's history give NaN.
+    """
+    if len(shifts_s) == 0 or len(anchors_s) == 0:
+        return np.zeros(0)
+    times = anchors_s[None, :] - shifts_s[:, None]
+    ph = track_phase_at(partner_events_s, partner_phases, times, max_interval_s)
+    z = np.exp(2j * np.pi * (ph - own_phase[None, :]))
     plv = np.abs(np.mean(z, axis=1))
     plv[np.any(np.isnan(ph), axis=1)] = np.nan
     return np.asarray(plv, dtype=np.float64)

@@ -72,9 +72,11 @@ class Options:
     baseline_s: float = 150.0  # earliest onset: the engine must have learned the baselines first
     min_episode_s: float = 100.0
     max_episode_s: float = 240.0
-    coupling_rad_s: tuple[float, float] = (0.4, 1.2)
-    own_damping: tuple[float, float] = (0.2, 0.6)
+    coupling_rad_s: tuple[float, float] = (0.4, 1.2)  # absolute K, used only when coupling_rel is None
+    coupling_rel: tuple[float, float] | None = (0.5, 1.0)  # K as a share of the follower's 2 pi f (see below)
+    own_damping: tuple[float, float] = (0.4, 0.8)
     lag_s: tuple[float, float] = (0.0, 1.5)
+    rise_s: tuple[float, float] = (3.0, 15.0)  # coupling ramp after onset; onset is the ramp's start
     convergence: tuple[float, float] = (0.5, 1.0)
     mimicry_p: float = 0.5
     speech_p: float = 0.3
@@ -165,17 +167,22 @@ def make_scenario(
         leader: Role = "client" if follower == "therapist" else "therapist"
         onset = float(rng.uniform(opt.baseline_s, duration_s - opt.min_episode_s))
         offset = min(duration_s, onset + float(rng.uniform(opt.min_episode_s, opt.max_episode_s)))
-        k_max = float(rng.uniform(*opt.coupling_rad_s))
+        k_draw = float(rng.uniform(*(opt.coupling_rel or opt.coupling_rad_s)))
         lag = float(rng.uniform(*opt.lag_s))
         conv = float(rng.uniform(*opt.convergence))
         mim = float(rng.uniform(0.3, 0.8)) if rng.random() < opt.mimicry_p else 0.0
         lead = warp(srcs[leader], tau0[leader], tempo[leader], rng, speech=_mask(t, speech.get(leader, ())))
-        rise_s = float(rng.uniform(5.0, 30.0))
+        rise_s = float(rng.uniform(*opt.rise_s))
         on = _ramp(t, onset, rise_s) * (1.0 - _ramp(t, offset, 10.0))
         f_lead = _rate_hz(lead, onset, offset)
         f_own = 1.0 / float(np.median(np.diff(srcs[follower].peaks_s)))
         own_mean = float(np.mean(tempo[follower][int(onset / STEP_S) : int(offset / STEP_S) + 1]))
         conv_factor = np.exp(conv * on * np.log(f_lead / (f_own * own_mean)))
+        # Coupling relative to the follower's own (converged) breathing frequency: the same K pulls a
+        # 10/min breather far harder than a 20/min one, and a fixed K leaves highly variable
+        # breathers unlocked (not 'phase-locked with a consistent lag'; docs/engine.md).
+        f_conv = f_own * own_mean * float(np.exp(conv * np.log(f_lead / (f_own * own_mean))))
+        k_max = k_draw * 2 * np.pi * f_conv if opt.coupling_rel is not None else k_draw
         lag_steps = round(lag / STEP_S)
         lead_phase = np.concatenate([np.full(lag_steps, lead.phase_cycles[0]), lead.phase_cycles])[:n_steps]
         follow = warp(
