@@ -416,3 +416,27 @@ def test_bad_sessions_give_one_line_errors(
     _one_line_error(capsys, main([*command, str(junk)]), "not a breathsync session")
     SessionStore.create(tmp_path / "empty.sqlite").close()
     _one_line_error(capsys, main([*command, str(tmp_path / "empty.sqlite")]), "empty session")
+
+
+def test_replay_session_reruns_the_engine_with_other_settings(
+    session_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from breathsync.cli import main
+
+    assert main(["replay", str(session_file)]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    states = [r for r in records if r["type"] == "state"]
+    assert states, "the engine produced no state from the stored session"
+    assert all(s["t_s"] >= 0 for s in states)
+    # Other settings give other decisions at the same points in time (here: no nudges allowed).
+    config = tmp_path / "strict.toml"
+    config.write_text("[policy]\nmax_per_hour = 0\n")
+    assert main(["replay", str(session_file), "--config", str(config)]) == 0
+    strict = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert not [r for r in strict if r["type"] == "nudge"]
+    assert main(["replay", str(session_file), "--rate", "125"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["replay"]) == 2
+    assert "need a SESSION" in capsys.readouterr().err

@@ -5,19 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 
 from ..detector import STRAP_RATES_HZ
-from ..engine import Config, EntrainmentEngine, dyad_stream, load_config, run_engine
+from ..engine import Config, EntrainmentEngine, StreamItem, dyad_stream, load_config, run_engine
 from ..errors import InputError
 from ..recording import read_column
 
-HELP = "replay a therapist and a client recording through the straps and the entrainment engine (JSON Lines)"
+HELP = (
+    "replay two recordings through the straps and the entrainment engine, or re-run the engine on a stored "
+    "session (JSON Lines)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--therapist", required=True, metavar="A.csv", help="therapist's recording (CSV/CSV.gz)")
-    parser.add_argument("--client", required=True, metavar="B.csv", help="client's recording (CSV/CSV.gz)")
-    parser.add_argument("--rate", type=float, required=True, metavar="HZ", help="sampling rate of both inputs")
+    parser.add_argument(
+        "session", nargs="?", metavar="SESSION", help="a stored session (.sqlite) to re-run the engine on"
+    )
+    parser.add_argument("--therapist", metavar="A.csv", help="therapist's recording (CSV/CSV.gz)")
+    parser.add_argument("--client", metavar="B.csv", help="client's recording (CSV/CSV.gz)")
+    parser.add_argument("--rate", type=float, metavar="HZ", help="sampling rate of both inputs")
     parser.add_argument("--column", default="resp", help="signal column in both files (default: resp)")
     parser.add_argument("--config", metavar="FILE", help="TOML file with [engine] and [policy] tables")
     parser.add_argument(
@@ -30,15 +37,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _session_stream(path: str) -> Iterator[StreamItem]:
+    from ..daemon.rebuild import session_rate_hz, session_t0_s, stored_stream
+    from ..store import SessionStore, StoreError
+
+    try:
+        store = SessionStore.open(path)
+    except StoreError as exc:
+        raise InputError(str(exc)) from None
+    with store:
+        yield from stored_stream(store, session_t0_s(store), session_rate_hz(store))
+
+
 def run(args: argparse.Namespace) -> int:
-    if not args.rate > 0:
-        raise InputError(f"--rate must be > 0 Hz (got {args.rate})")
     config = load_config(args.config) if args.config else Config()
-    therapist = read_column(args.therapist, args.column)
-    client = read_column(args.client, args.column)
+    if args.session:
+        if args.therapist or args.client or args.rate is not None:
+            raise InputError("give either a SESSION or --therapist/--client/--rate, not both")
+        stream = _session_stream(args.session)
+    else:
+        if not (args.therapist and args.client and args.rate is not None):
+            raise InputError("need a SESSION, or all of --therapist A.csv --client B.csv --rate HZ")
+        if not args.rate > 0:
+            raise InputError(f"--rate must be > 0 Hz (got {args.rate})")
+        therapist = read_column(args.therapist, args.column)
+        client = read_column(args.client, args.column)
+        stream = dyad_stream(therapist, client, args.rate, args.strap_rate)
     engine = EntrainmentEngine(config)
     out = sys.stdout
-    for record in run_engine(dyad_stream(therapist, client, args.rate, args.strap_rate), engine):
+    for record in run_engine(stream, engine):
         out.write(json.dumps(record.as_json_dict()) + "\n")
     out.flush()
     return 0

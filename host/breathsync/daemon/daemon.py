@@ -31,9 +31,9 @@ from ..link.sources import ROLES, StrapLink, ble_adapter, find_by_role, open_lin
 from ..link.stream import SampleBlock, StrapEvent
 from ..protocol import HapticCommand, StatusPacket
 from ..store import SessionStore, StoredEvent, StrapInfo
-from ..strap_sim import TimedBreath
 from .config import DaemonConfig
 from .lsl import LslOutlets
+from .rebuild import stored_stream, timed_breath
 
 TICK_S = 0.25
 
@@ -120,34 +120,22 @@ class Daemon:
 
     def on_event(self, event: StrapEvent) -> None:
         assert self.store is not None
-        self.store.add_event(
-            StoredEvent(
-                event.role,
-                event.kind,
-                event.counter,
-                event.confirmed_counter,
-                event.depth_counts,
-                event.interval_samples,
-                event.host_t_s,
-            )
+        stored = StoredEvent(
+            event.role,
+            event.kind,
+            event.counter,
+            event.confirmed_counter,
+            event.depth_counts,
+            event.interval_samples,
+            event.host_t_s,
         )
+        self.store.add_event(stored)
         if self.lsl is not None:
             self.lsl.push_event(event.role, event.kind, event.host_t_s, event.depth_counts)
         if event.backfilled:
             return
-        self._handle(self.engine.feed(StrapBreath(_role(event.role), self._timed(event))))
-
-    def _timed(self, event: StrapEvent | StoredEvent) -> TimedBreath:
-        period = 1.0 / self.config.straps.rate_hz
-        t = self.session_s(event.host_t_s)
-        return TimedBreath(
-            kind=event.kind,
-            t_s=t,
-            reported_t_s=t + (event.confirmed_counter - event.counter + 0.5) * period,
-            amplitude=float(event.depth_counts),
-            amplitude_counts=event.depth_counts,
-            interval_s=event.interval_samples * period if event.interval_samples else None,
-        )
+        breath = timed_breath(stored, self.t0_s, self.config.straps.rate_hz)
+        self._handle(self.engine.feed(StrapBreath(_role(event.role), breath)))
 
     def on_status(self, role: str, status: StatusPacket) -> None:
         view = self.views[role]
@@ -253,25 +241,9 @@ class Daemon:
 
     def _rebuild(self, store: SessionStore) -> None:
         """Replay what a crashed run stored, so the engine resumes with its baselines and windows."""
-        period = 1.0 / self.config.straps.rate_hz
-        items: list[tuple[float, int, StrapBlock | StrapBreath]] = []
-        for role in ROLES:
-            series = store.samples(role)
-            for start in range(0, len(series.counters), 7):
-                block = StrapBlock(
-                    _role(role),
-                    self.session_s(float(series.host_t_s[start])),
-                    period,
-                    series.values[start : start + 7],
-                )
-                items.append((block.arrival_t_s, 0, block))
-        for event in store.events():
-            timed = self._timed(event)
-            items.append((timed.reported_t_s, 1, StrapBreath(_role(event.role), timed)))
-        items.sort(key=lambda x: (x[0], x[1]))
         self._replaying = True
         try:
-            for _, _, item in items:
+            for item in stored_stream(store, self.t0_s, self.config.straps.rate_hz):
                 self._handle(self.engine.feed(item))
         finally:
             self._replaying = False

@@ -1,0 +1,68 @@
+"""A stored session as the engine's input stream, in the order the host received it.
+
+Used by the daemon to rebuild its engine after a crash and by ``breathsync replay SESSION`` to
+re-run the engine on a recorded session with other settings. Samples go in as 7-sample blocks
+(one 20-byte notification each) at the time their last sample's ADC window closed; breath
+events at the time the strap reported them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ..engine import Role, StrapBlock, StrapBreath, StreamItem
+from ..store import SessionStore, StoredEvent
+from ..strap_sim import TimedBreath
+
+ROLES: tuple[Role, ...] = ("therapist", "client")
+BLOCK_SAMPLES = 7
+
+
+def session_t0_s(store: SessionStore) -> float:
+    """The host time (Unix s) the engine counted session time from."""
+    t0 = store.meta("t0_unix_s")
+    if t0 is not None:
+        return float(t0)
+    firsts = [float(s.host_t_s[0]) for s in (store.samples(r) for r in ROLES) if len(s.host_t_s)]
+    return min(firsts) if firsts else 0.0
+
+
+def session_rate_hz(store: SessionStore, default: int = 25) -> int:
+    rates = {strap.rate_hz for strap in store.straps() if strap.rate_hz}
+    if len(rates) == 1:
+        return int(rates.pop())
+    straps = store.config().get("straps", {})
+    return int(straps.get("rate_hz", default)) if isinstance(straps, dict) else default
+
+
+def timed_breath(event: StoredEvent, t0_s: float, rate_hz: float) -> TimedBreath:
+    period = 1.0 / rate_hz
+    t = event.host_t_s - t0_s
+    return TimedBreath(
+        kind=event.kind,
+        t_s=t,
+        reported_t_s=t + (event.confirmed_counter - event.counter + 0.5) * period,
+        amplitude=float(event.depth_counts),
+        amplitude_counts=event.depth_counts,
+        interval_s=event.interval_samples * period if event.interval_samples else None,
+    )
+
+
+def stored_stream(store: SessionStore, t0_s: float, rate_hz: float) -> Iterator[StreamItem]:
+    period = 1.0 / rate_hz
+    items: list[tuple[float, int, StreamItem]] = []
+    for role in ROLES:
+        series = store.samples(role)
+        for start in range(0, len(series.counters), BLOCK_SAMPLES):
+            block = StrapBlock(
+                role, float(series.host_t_s[start]) - t0_s, period, series.values[start : start + BLOCK_SAMPLES]
+            )
+            items.append((block.arrival_t_s, 0, block))
+    for event in store.events():
+        if event.role in ROLES:
+            who: Role = "therapist" if event.role == "therapist" else "client"
+            breath = timed_breath(event, t0_s, rate_hz)
+            items.append((breath.reported_t_s, 1, StrapBreath(who, breath)))
+    items.sort(key=lambda x: (x[0], x[1]))
+    for _, _, item in items:
+        yield item
