@@ -25,6 +25,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("report", "report"),
     ("run", "run"),
     ("scan", "scan"),
+    ("sim", "sim"),
     ("stream", "stream"),
 )
 

@@ -1,0 +1,151 @@
+"""breathsync sim: virtual therapist + client straps (the real firmware) served on loopback HCI.
+
+Each strap is firmware/main.py running in the MicroPython unix port behind a Bumble GATT server
+(``breathsync.sim``). Another process reaches them through the printed adapter moniker::
+
+    breathsync sim --synthetic --seed 1
+    ready: therapist=breathsync-therapist client=breathsync-client --ble bumble:tcp-client:127.0.0.1:PORT
+    breathsync stream --ble bumble:tcp-client:127.0.0.1:PORT --therapist ble:breathsync-therapist ...
+
+Feeds: two recordings (``--therapist-input``/``--client-input``, column ``--column`` sampled at
+``--rate`` Hz, CSV or CSV.gz), replayed from the start when they end; or ``--synthetic``: a seeded
+breathing generator (therapist seed N, client seed N + 1, one hour each, then repeated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import signal
+import sys
+from typing import TextIO
+
+from ..errors import InputError
+from ..sim import (
+    SimError,
+    StrapConfig,
+    VirtualBench,
+    micropython_unavailable_reason,
+    recording_counts,
+    synthetic_counts,
+)
+
+HELP = "run virtual therapist + client straps (the real firmware) for another process to connect to"
+
+SYNTHETIC_SECONDS = 3600.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    feed = parser.add_argument_group("feed (one of)")
+    feed.add_argument("--therapist-input", metavar="CSV", help="recording the therapist's strap senses")
+    feed.add_argument("--client-input", metavar="CSV", help="recording the client's strap senses")
+    feed.add_argument("--rate", type=float, metavar="HZ", help="sampling rate of the input recordings")
+    feed.add_argument("--column", default="resp", help="column of the respiration signal (default: resp)")
+    feed.add_argument("--synthetic", action="store_true", help="seeded synthetic breathing instead of recordings")
+    feed.add_argument("--seed", type=int, default=0, help="synthetic: therapist seed N, client N + 1 (default 0)")
+    feed.add_argument("--therapist-bpm", type=float, default=12.0, metavar="BPM", help="synthetic (default 12)")
+    feed.add_argument("--client-bpm", type=float, default=16.0, metavar="BPM", help="synthetic (default 16)")
+    strap = parser.add_argument_group("straps")
+    strap.add_argument("--strap-rate", type=int, default=25, choices=(25, 50), metavar="HZ", help="25 (default) or 50")
+    strap.add_argument("--therapist-drift-ppm", type=int, default=0, metavar="PPM", help="therapist's clock error")
+    strap.add_argument("--client-drift-ppm", type=int, default=0, metavar="PPM", help="client's clock error")
+    serve = parser.add_argument_group("serving")
+    serve.add_argument("--host", default="127.0.0.1", help="loopback address to serve on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=0, help="TCP port of the HCI transport (default: a free one)")
+    serve.add_argument("--seconds", type=float, default=0, metavar="S", help="stop after S seconds (default: Ctrl-C)")
+
+
+def configs_from(args: argparse.Namespace) -> list[StrapConfig]:
+    """The two straps' configurations; InputError for anything unusable."""
+    recordings = args.therapist_input is not None or args.client_input is not None
+    if args.synthetic == recordings:
+        raise InputError("give either --synthetic or both --therapist-input and --client-input (with --rate)")
+    rate = args.strap_rate
+    if args.synthetic:
+        feeds = {
+            "therapist": synthetic_counts(SYNTHETIC_SECONDS, args.therapist_bpm, rate, seed=args.seed),
+            "client": synthetic_counts(SYNTHETIC_SECONDS, args.client_bpm, rate, seed=args.seed + 1),
+        }
+    else:
+        if args.therapist_input is None or args.client_input is None:
+            raise InputError("recordings need both --therapist-input and --client-input")
+        if args.rate is None:
+            raise InputError("--rate HZ (the recordings' sampling rate) is required with recordings")
+        feeds = {
+            "therapist": recording_counts(args.therapist_input, args.rate, rate, args.column),
+            "client": recording_counts(args.client_input, args.rate, rate, args.column),
+        }
+    drift = {"therapist": args.therapist_drift_ppm, "client": args.client_drift_ppm}
+    configs = [StrapConfig(feeds[r], role=r, rate_hz=rate, drift_ppm=drift[r]) for r in ("therapist", "client")]
+    for c in configs:
+        c.check()
+    return configs
+
+
+def _loopback(host: str) -> str:
+    try:
+        ok = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        ok = host == "localhost"
+    if not ok:
+        raise InputError(f"--host must be a loopback address (virtual straps are served on this machine only): {host}")
+    return "127.0.0.1" if host == "localhost" else host.strip("[]")
+
+
+async def serve(args: argparse.Namespace, out: TextIO) -> int:
+    host = _loopback(args.host)
+    if not 0 <= args.port <= 65535:
+        raise InputError(f"--port must be 0..65535 (got {args.port})")
+    if args.seconds < 0:
+        raise InputError("--seconds must be >= 0")
+    configs = configs_from(args)
+    reason = micropython_unavailable_reason()
+    if reason is not None:
+        raise InputError(f"cannot run virtual straps: {reason}")
+    where = f"[{host}]" if ":" in host else host
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        bench = await VirtualBench.start(configs, serve=f"tcp-server:{where}:{args.port}")
+    except OSError as exc:
+        raise InputError(f"cannot serve on {where}:{args.port}: {exc}") from None
+    except SimError as exc:
+        raise InputError(str(exc)) from None
+    try:
+        names = " ".join(f"{role}={strap.name}" for role, strap in bench.straps.items())
+        out.write(f"ready: {names} --ble {bench.adapter}\n")
+        out.flush()
+        deadline = None if not args.seconds else loop.time() + args.seconds
+        status = 0
+        while not stop.is_set() and (deadline is None or loop.time() < deadline):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+            dead = [(role, s) for role, s in bench.straps.items() if not s.running]
+            for role, strap in dead:
+                tail = " | ".join(line for line in list(strap.stderr_tail)[-3:] if line.strip())
+                out.write(f"{role}: the firmware stopped ({tail or 'no message'})\n")
+            if dead:
+                status = 1
+                break
+    finally:
+        summaries = await bench.close()
+    for role, summary in summaries.items():
+        if summary is not None:
+            out.write(
+                f"{role}: {summary.get('head', 0)} samples, {summary.get('sent', 0)} notifications, "
+                f"{summary.get('retries', 0)} retries\n"
+            )
+    out.flush()
+    return status
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(serve(args, sys.stdout))
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,209 @@
+# ruff: noqa: UP031  (%-formatting: this runs under MicroPython)
+"""A virtual strap: firmware/main.py, UNMODIFIED, in real time on the doubles, bridged to a parent.
+
+    MICROPYPATH=host/breathsync/mp/doubles:firmware:.frozen \\
+        micropython -X heapsize=512K host/breathsync/mp/virtual_strap.py CONFIG.json
+
+Started by ``breathsync.sim.VirtualStrap`` (BLE, through ``bridge_link.py`` on stdin/stdout) or by
+a test (wired mode: stdin/stdout are a pseudo-terminal, the firmware frames packets itself; open it
+O_NONBLOCK: on a blocking descriptor the unix port's readinto() waits until its whole buffer is
+full, where a device's USB-CDC stream returns what has arrived).
+
+CONFIG (JSON) keys:
+  counts       file of u16 little-endian ADC counts, one per strap sample (required)
+  loop         true: start the file again when it ends (default); false: hold the last value
+  settings     path of the firmware's settings file (the parent writes role, name, rate, wired)
+  drift_ppm    the sampling clock's error (> 0: faster than nominal); default 0
+  battery_mv   battery voltage seen by the gauge (default 3900)
+  mac          12 hex digits: the radio's MAC (serial number, Bumble address); default the double's
+  tx_slots, enomem_pct, seed   the bridge link's transmit queue (see bridge_link.py)
+  wired        true: no bridge (the settings file must also say "wired": true: main.py decides)
+  seconds      stop after this long (real time); default: until the parent says quit or goes away
+  report       path: a JSON summary is written there at exit (also sent as the bridge's ``Z``)
+
+Timing model (realtime.py): everything runs on the real monotonic clock. The machine double's
+sampling Timer fires from the asyncio poll loop at exact multiples of its period scaled by
+``drift_ppm`` (late by at most one scheduler step, never skipped); the ADC is fed one value of
+``counts`` per sample (4 oversampled reads of the same value), so sample counter i carries
+counts[i mod len] exactly, whatever the timing. asyncio sleeps and ticks_ms() are the host's real
+clock (not drifted): only the sample clock carries the crystal error, which is what a host sees
+through the sample counters.
+
+Stdout carries binary frames (BLE mode) or wired frames: nothing else may be printed there. Every
+uncaught error is written to stderr and the exit status is 1. A watchdog reset (or machine.reset()
+after a crash) ends the run with outcome "reset: ..." (a real strap would reboot; this one stops).
+"""
+
+import json
+import sys
+
+import machine
+import realtime
+
+OVERSAMPLE = 4  # drivers.sensors.AnalogStretch default: 2**2 ADC reads per sample
+
+
+class StrapDone(SystemExit):
+    """The configured run time is over."""
+
+
+class _End:
+    """A one-shot event in machine.sim's queue (real time) that ends the run."""
+
+    def __init__(self, due_us):
+        self._due_us = due_us
+        self._due_ms = due_us // 1000
+
+    def _fire(self):
+        raise StrapDone("time is up")
+
+
+def feed_adc(path, gpio, loop):
+    """ADC source streaming u16 counts from ``path``; OVERSAMPLE reads per sample see one value."""
+    f = open(path, "rb")
+    buf = bytearray(512)
+    state = {"reads": 0, "value": 32768, "samples": 0, "pos": 0, "n": 0, "wraps": 0}
+
+    def refill():
+        n = f.readinto(buf)
+        if not n and loop:
+            f.seek(0)
+            state["wraps"] += 1
+            n = f.readinto(buf)
+        state["n"] = n or 0
+        state["pos"] = 0
+
+    def source():
+        if state["reads"] % OVERSAMPLE == 0:
+            if state["pos"] + 1 >= state["n"]:
+                refill()
+            if state["pos"] + 1 < state["n"]:
+                i = state["pos"]
+                state["value"] = buf[i] | (buf[i + 1] << 8)
+                state["pos"] = i + 2
+            state["samples"] += 1
+        state["reads"] += 1
+        return state["value"]
+
+    machine.sim.set_adc_source(gpio, source)
+    return state
+
+
+def set_battery(cfg, mv):
+    # VBAT through the divider; the ADC double maps u16 linearly onto 150..2450 mV.
+    pin_mv = mv * cfg.BATTERY_DIVIDER_DEN // cfg.BATTERY_DIVIDER_NUM
+    machine.sim.set_adc_source(cfg.PIN_BATTERY_ADC, [max(0, min(65535, (pin_mv - 150) * 65535 // 2300))])
+
+
+def run(conf):
+    realtime.use_real_time(conf.get("drift_ppm", 0))
+    import config
+
+    if "settings" in conf:
+        config.SETTINGS_PATH = conf["settings"]
+    feed = feed_adc(conf["counts"], config.PIN_SENSOR_ADC, conf.get("loop", True))
+    set_battery(config, conf.get("battery_mv", 3900))
+    import bluetooth
+
+    if conf.get("mac"):
+        bluetooth.radio.mac = bytes(int(conf["mac"][i : i + 2], 16) for i in range(0, 12, 2))
+    state = {"app": None}
+    link = None
+    if not conf.get("wired"):
+        from bridge_link import BridgeLink
+
+        link = BridgeLink(
+            sys.stdin.buffer,
+            sys.stdout.buffer,
+            tx_slots=conf.get("tx_slots", 4),
+            enomem_pct=conf.get("enomem_pct", 0),
+            seed=conf.get("seed", 1),
+            info=lambda: summary(state, feed, link, "running"),
+        )
+        bluetooth.radio.attach(link)
+
+    # Live PWM changes (the haptic motor) go to the parent; the machine double keeps its timeline.
+    record = machine.PWM._record
+
+    def record_live(pwm, duty):
+        realtime.sync()
+        changed = pwm._duty != duty
+        record(pwm, duty)
+        if link is not None and changed:
+            link.send_pwm(pwm.gpio, machine.sim.now_ms(), duty)
+
+    machine.PWM._record = record_live
+
+    # Capture the App for the summary (a seam of this script only: main.py is not changed).
+    import strap.app
+
+    original_run = strap.app.App.run
+
+    def run_app(app):
+        state["app"] = app
+        original_run(app)
+
+    strap.app.App.run = run_app
+    if conf.get("seconds"):
+        machine.sim._timers.append(_End(realtime.real_us() + int(conf["seconds"] * 1_000_000)))
+
+    outcome = "done"
+    try:
+        import main  # noqa: F401  (runs the firmware until something ends it)
+    except StrapDone:
+        outcome = "done"
+    except machine.DeviceReset as e:
+        outcome = "reset: %s" % (e,)
+    except SystemExit as e:  # BridgeQuit: the parent said quit or went away
+        outcome = "quit" if "quit" in str(e) else "eof"
+    report = summary(state, feed, link, outcome)
+    text = json.dumps(report)
+    if conf.get("report"):
+        with open(conf["report"], "w") as f:
+            f.write(text)
+    if link is not None and outcome != "eof":
+        try:
+            link.send(ord("Z"), text.encode())
+        except OSError:
+            pass
+
+
+def summary(state, feed, link, outcome):
+    out = {"outcome": outcome, "t_ms": machine.sim.now_ms(), "fed": feed["samples"], "wraps": feed["wraps"]}
+    app = state["app"]
+    if app is not None:
+        s = app.streamer
+        out.update(
+            {
+                "head": app.ring.head(),
+                "unread": app.sampler.unread(),
+                "overflow": app.ring.overflow,
+                "retries": s.retries,
+                "sent": s.sent,
+                "commands": app.commands_handled,
+                "rate_hz": app.rate_hz,
+                "overruns": app.sampler.overruns,
+                "wdt_missed": app.wdt_missed,
+                "drift_ppm": machine.sim.drift_ppm,
+            }
+        )
+    if link is not None:
+        out.update(link.stats())
+    import config
+
+    out["pwm"] = machine.sim.pwm_timeline(config.PIN_MOTOR_PWM)
+    return out
+
+
+def main_entry():
+    try:
+        with open(sys.argv[1]) as f:
+            conf = json.load(f)
+        run(conf)
+    except BaseException as e:  # noqa: BLE001  (stdout carries frames: report on stderr)
+        sys.stderr.write("virtual_strap: %r\n" % (e,))
+        sys.print_exception(e, sys.stderr)
+        sys.exit(1)
+
+
+main_entry()
