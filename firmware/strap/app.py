@@ -451,9 +451,10 @@ class App:
     # ---- status and battery ----
     async def _status_task(self):
         while True:
-            await asyncio.sleep_ms(_STATUS_PERIOD_MS)
+            # Update first: the readable STATUS must hold a valid packet before any central reads it.
             self._update_status(ticks_ms(), False)
             self._alive |= _T_STATUS
+            await asyncio.sleep_ms(_STATUS_PERIOD_MS)
 
     def sensor_state(self, now):
         from drivers import FAULT_SENSOR
@@ -517,7 +518,7 @@ class App:
                 changed = True
                 self._status_prev[i] = s.status[4 + i]
             i += 1
-        if self.link.connected:
+        if not self.wired:  # the attribute keeps the latest status, connected or not
             self.link.set_value(CH_STATUS, s.status, STATUS_BYTES)
         periodic = not self.wired and s.streaming and ticks_diff(now, self._status_at) >= _STATUS_EVERY_MS
         if s.link is not None and (force or changed or periodic):
