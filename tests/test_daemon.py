@@ -76,6 +76,10 @@ def test_daemon_records_both_straps_and_shows_status(
             assert store.missing_ranges(role) == []
             assert series.values.tolist() == strap.values[int(series.counters[0]) : int(series.counters[-1]) + 1]
         assert {e[2] for e in store.link_events()} >= {"connected"}
+        # Sample host times are on the daemon's clock (the wall clock), within the run.
+        created = float(store.meta("t0_unix_s") or 0)
+        first = min(float(store.samples(r).host_t_s[0]) for r in straps)
+        assert -1 < first - created < 10  # the first sample can be taken just before the session opens
         assert store.config()["straps"]["therapist"] == "ble:strap-T"
     text = out.getvalue()
     assert "T: ok 90%" in text and "C: ok 90%" in text and "nudges 0" in text

@@ -281,7 +281,7 @@ class Daemon:
                         self._line(f"looking for the {role}'s strap...")
                         found = await find_by_role(role, options, timeout_s=30.0)
                         source = f"ble:{found.address}"
-                    link = open_link(source, role, self, options, self.config.straps.rate_hz)
+                    link = open_link(source, role, self, options, self.config.straps.rate_hz, self.clock)
                     last = store.last_counter(role)
                     stream = getattr(getattr(link, "session", None), "stream", None)
                     if last is not None and stream is not None:

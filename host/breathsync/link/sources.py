@@ -125,19 +125,26 @@ async def find_by_role(role: str, options: BleOptions, timeout_s: float = 10.0) 
     raise LinkError(f"no strap with role {role!r} in range (set it with the strap's SET_ROLE command)")
 
 
-def open_link(moniker: str, role: str, sink: StrapSink, options: BleOptions, rate_hz: float = 25.0) -> StrapLink:
-    """The link for a source moniker (see the module docstring)."""
+def open_link(
+    moniker: str,
+    role: str,
+    sink: StrapSink,
+    options: BleOptions,
+    rate_hz: float = 25.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> StrapLink:
+    """The link for a source moniker (see the module docstring); ``clock`` stamps arrivals."""
     if role not in ROLES:
         raise InputError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
     kind, _, target = moniker.partition(":")
     if not target:
         raise InputError(f"bad source {moniker!r}: expected ble:<address-or-name>, serial:<port> or replay:<file>")
     if kind == "ble":
-        return BleStrapLink(role, target, sink, options, rate_hz)
+        return BleStrapLink(role, target, sink, options, rate_hz, clock)
     if kind == "serial":
-        return SerialStrapLink(role, target, sink, rate_hz)
+        return SerialStrapLink(role, target, sink, rate_hz, clock)
     if kind == "replay":
-        return ReplayLink(role, Path(target), sink)
+        return ReplayLink(role, Path(target), sink, clock=clock)
     raise InputError(f"unknown source kind {kind!r} in {moniker!r}: use ble:, serial: or replay:")
 
 
