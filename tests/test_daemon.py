@@ -183,3 +183,17 @@ def test_mirroring_on_purpose_mutes_and_resumes_by_itself(tmp_path: Path) -> Non
     assert daemon.engine.policy.is_muted(100.0 + mute_s - 1)
     assert not daemon.engine.policy.is_muted(100.0 + mute_s + 1)
     assert "muted for 10 min" in out.getvalue()
+
+
+def test_paced_nudge_keeps_the_breath_period_within_strap_limits() -> None:
+    from breathsync.daemon.daemon import device_haptic
+    from breathsync.engine import HapticPattern
+
+    for rate_bpm in (4, 6, 12, 20, 30):
+        period_ms = round(60000 / rate_bpm)
+        command = device_haptic(HapticPattern(4, period_ms // 2, period_ms - period_ms // 2, 60))
+        assert command.on_ms + command.off_ms == period_ms  # still paced at the therapist's rate
+        assert command.on_ms <= 1000 and 10 * command.on_ms <= 3 * period_ms  # duty stays under 30 %
+        assert bytes(command)  # encodes: every field within the wire ranges
+    single = device_haptic(HapticPattern(1, 5000, 0, 150))
+    assert (single.pulses, single.on_ms, single.off_ms, single.intensity_pct) == (1, 1000, 0, 100)

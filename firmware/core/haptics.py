@@ -13,8 +13,9 @@ only tighten the ABS_* ceilings below, never loosen them):
 - ``max_on_ms`` (1000) per pulse: a coin ERM on skin for longer than ~1 s stops reading as a
   nudge and starts to feel like an alarm; it also bounds the heat a stalled motor can make.
 - ``min_on_ms`` (20): shorter pulses do not spin an ERM up and are not felt.
-- ``min_off_ms`` (50) .. ``max_off_ms`` (2000): pulses stay distinct; a pattern stays short.
-- ``max_pulses`` (10): one command cannot buzz for more than ~30 s.
+- ``min_off_ms`` (50) .. ``max_off_ms`` (15000): pulses stay distinct; the longest gap is one
+  breath at 4 breaths/min, so a pattern can pace breathing at the therapist's own rate.
+- ``max_pulses`` (10): one command is at most 10 pulses (10 s of vibration at most).
 - ``max_intensity_pct`` (80): PWM duty cap. From a 4.2 V LiPo, 80 % averages 3.4 V on a
   3 V-rated ERM (common parts allow 3.5 V) and caps motor current near 80 mA.
 - Duty window: at most ``duty_max_pct`` (30) % on-time over any ``duty_window_ms`` (10 s)
@@ -53,7 +54,7 @@ except ImportError:  # CPython
 ABS_MAX_ON_MS = const(1000)
 ABS_MIN_ON_MS = const(20)
 ABS_MIN_OFF_MS = const(50)
-ABS_MAX_OFF_MS = const(2000)
+ABS_MAX_OFF_MS = const(15000)
 ABS_MAX_PULSES = const(10)
 ABS_MAX_INTENSITY_PCT = const(80)
 ABS_DUTY_WINDOW_MS = const(10000)
@@ -135,6 +136,9 @@ class Haptics:
         self._last_host = 0
         self._last_off = 0
         self._last_off_valid = False
+        # The latest off time given to the hardware timer (off_by_ms): a pulse ended by a command
+        # while the control loop cannot apply it stays on physically until then.
+        self._hw_off = 0
         self._deferred = False
         self.duty_pct = 0
 
@@ -262,7 +266,8 @@ class Haptics:
         t = ticks_diff(self._last_host + self.host_silent_ms, now_ms)
         if t < d:
             d = t
-        return (now_ms + (d if d > 0 else 0)) & _MASK
+        self._hw_off = (now_ms + (d if d > 0 else 0)) & _MASK
+        return self._hw_off
 
     # ---- internals ----
     def _abort(self, now_ms):
@@ -274,6 +279,11 @@ class Haptics:
 
     def _end_pulse(self, now_ms):
         now_ms &= _MASK
+        # Account for on-time until the hardware timer's off time when that is later: the
+        # driver may not apply an off commanded between ticks before the timer fires.
+        end_ms = now_ms
+        if ticks_diff(self._hw_off, now_ms) > 0 and ticks_diff(self._hw_off, self._on_since) > 0:
+            end_ms = self._hw_off
         self.on = False
         self.duty_pct = 0
         self._last_off = now_ms
@@ -283,7 +293,7 @@ class Haptics:
             self._iv_count -= 1
         slot = (self._iv_first + self._iv_count) % IV_SLOTS
         self._iv[2 * slot] = self._on_since
-        self._iv[2 * slot + 1] = now_ms
+        self._iv[2 * slot + 1] = end_ms
         self._iv_count += 1
 
     def _window_used(self, now_ms, on_ms):
@@ -299,8 +309,9 @@ class Haptics:
             slot = (self._iv_first + k) % IV_SLOTS
             end = self._iv[2 * slot + 1]
             age = ticks_diff(now_ms, end)
-            if k == 0 and (age >= self.duty_window_ms or age < 0):
-                # Oldest first: left the window (or is from before a clock wrap).
+            if k == 0 and (age >= self.duty_window_ms or age < -self.stall_ms):
+                # Oldest first: left the window (or is from before a clock wrap; an end up to a
+                # stall period ahead is a pulse accounted until its hardware off time).
                 self._iv_first = (self._iv_first + 1) % IV_SLOTS
                 self._iv_count -= 1
                 continue

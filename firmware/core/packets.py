@@ -103,7 +103,7 @@ HAPTIC_MAX_PULSES = const(10)
 HAPTIC_MIN_ON_MS = const(20)
 HAPTIC_MAX_ON_MS = const(1000)
 HAPTIC_MIN_OFF_MS = const(50)
-HAPTIC_MAX_OFF_MS = const(2000)
+HAPTIC_MAX_OFF_MS = const(15000)
 HAPTIC_MAX_INTENSITY_PCT = const(100)
 
 # Notification pacing (section 7).

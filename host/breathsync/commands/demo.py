@@ -1,30 +1,84 @@
-"""breathsync demo: the strap's detector on bundled real recordings, with a readable summary.
+"""breathsync demo: a whole virtual session, end to end, in under two minutes (``make demo``).
 
-This is the foundation-stage demo: it simulates one strap per bundled recording (ADC + the
-firmware detector, in the MicroPython unix port when it is installed) and scores the breaths
-it finds against the two human annotators. Later stages grow it into a full virtual session.
+Two virtual straps (the real firmware in MicroPython over a virtual BLE controller) play real
+recordings with a scripted episode in which the therapist starts following the client; the
+real daemon runs against them, nudges, stores the session and writes the report.
+
+Where the MicroPython unix port cannot be installed, the demo says so and falls back to the
+strap's breath detector on the bundled recordings (CPython), scored against human annotators.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
+import sys
 import time
+from pathlib import Path
 
 from ..datasets import BIDMC_RATE_HZ, BUNDLED_BIDMC_RECORDS, bundled_path, read_breath_annotations
 from ..detector import Interpreter, micropython_executable
+from ..errors import InputError
 from ..evaluation import match_events
 from ..recording import read_column
 from ..strap_sim import detect_breaths
 
-HELP = "run the strap's breath detector on bundled recordings and print a summary"
+HELP = "a whole virtual session (virtual straps, daemon, nudges, report) in under two minutes"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sessions",
+        type=Path,
+        default=Path("demo-sessions"),
+        metavar="DIR",
+        help="where the demo session and its report go (default: ./demo-sessions)",
+    )
+    parser.add_argument("--speed", type=float, default=5.0, metavar="X", help="session time per real second (1-8)")
+    parser.add_argument(
+        "--detector-only", action="store_true", help="only run the strap's detector on the bundled recordings"
+    )
     parser.add_argument("--strap-rate", type=int, default=25, choices=(25, 50), metavar="HZ")
 
 
 def run(args: argparse.Namespace) -> int:
+    if not 1.0 <= args.speed <= 8.0:
+        raise InputError(f"--speed must be within 1..8 (got {args.speed})")
+    from ..sim import micropython_unavailable_reason
+
+    reason = micropython_unavailable_reason()
+    if args.detector_only or reason is not None:
+        if reason is not None:
+            print(f"virtual straps unavailable ({reason}); showing the strap's detector instead\n")
+        return detector_summary(args)
+    return virtual_session(args)
+
+
+def virtual_session(args: argparse.Namespace) -> int:
+    from ..demo import run_demo
+
+    result = asyncio.run(run_demo(sys.stdout, args.sessions, args.speed))
+    scenario = result.scenario
+    onset = scenario.onset_s or 0.0
+    print()
+    print(f"scripted episode: the therapist follows the client from {onset:.0f} s to {scenario.offset_s or 0:.0f} s")
+    if result.nudge_times_s:
+        first = result.nudge_times_s[0]
+        print(
+            f"nudges at {', '.join(f'{t:.0f} s' for t in result.nudge_times_s)} "
+            f"(first {first - onset:.0f} s after the episode began)"
+        )
+    else:
+        print("no nudge was given in this run")
+    print(f"session: {result.session}")
+    print(f"report:  {result.report}")
+    print(f"summary: {result.summary_png}")
+    print(f"done in {result.wall_s:.0f} s")
+    return 0
+
+
+def detector_summary(args: argparse.Namespace) -> int:
     interpreter: Interpreter = "micropython" if micropython_executable() else "cpython"
     where = "MicroPython unix port" if interpreter == "micropython" else "CPython (no MicroPython)"
     print(f"breathsync demo: simulated strap at {args.strap_rate} Hz, firmware detector on {where}")

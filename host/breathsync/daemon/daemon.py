@@ -24,18 +24,54 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from ..engine import Efficacy, EngineState, EntrainmentEngine, Nudge, Output, Role, StrapBlock, StrapBreath
+from ..engine import (
+    Efficacy,
+    EngineState,
+    EntrainmentEngine,
+    HapticPattern,
+    Nudge,
+    Output,
+    Role,
+    StrapBlock,
+    StrapBreath,
+)
 from ..errors import InputError
+from ..link.ble import BleOptions
 from ..link.session import LinkError
 from ..link.sources import ROLES, StrapLink, ble_adapter, find_by_role, open_link
 from ..link.stream import SampleBlock, StrapEvent
-from ..protocol import HapticCommand, StatusPacket
+from ..protocol import HapticCommand, ProtocolError, StatusPacket
+from ..protocol.packets import (
+    HAPTIC_MAX_OFF_MS,
+    HAPTIC_MAX_ON_MS,
+    HAPTIC_MAX_PULSES,
+    HAPTIC_MIN_OFF_MS,
+    HAPTIC_MIN_ON_MS,
+)
 from ..store import SessionStore, StoredEvent, StrapInfo
 from .config import DaemonConfig
 from .lsl import LslOutlets
 from .rebuild import stored_stream, timed_breath
 
 TICK_S = 0.25
+
+
+def device_haptic(pattern: HapticPattern) -> HapticCommand:
+    """The engine's pattern as a HAPTIC command within the strap's limits, keeping its rhythm.
+
+    A paced pattern marks each breath of the therapist's own rate: the pulse period (on + off)
+    is kept, the pulse shortened to at most a quarter of it (the strap allows 30 % duty over any
+    10 s and would otherwise defer pulses, breaking the pace) and to the per-pulse maximum.
+    """
+    pulses = min(max(pattern.pulse_count, 1), HAPTIC_MAX_PULSES)
+    period_ms = pattern.on_ms + pattern.off_ms
+    on_ms = min(max(pattern.on_ms, HAPTIC_MIN_ON_MS), HAPTIC_MAX_ON_MS)
+    off_ms = 0
+    if pulses > 1:
+        on_ms = max(HAPTIC_MIN_ON_MS, min(on_ms, period_ms // 4))
+        off_ms = min(max(period_ms - on_ms, HAPTIC_MIN_OFF_MS), HAPTIC_MAX_OFF_MS)
+    intensity = min(max(pattern.intensity_pct, 1), 100)
+    return HapticCommand(0, pulses, on_ms, off_ms, intensity)
 
 
 def _role(role: str) -> Role:
@@ -84,8 +120,15 @@ def session_path(config: DaemonConfig, now: dt.datetime | None = None) -> tuple[
 
 
 class Daemon:
-    def __init__(self, config: DaemonConfig, out: TextIO = sys.stdout, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: DaemonConfig,
+        out: TextIO = sys.stdout,
+        clock: Callable[[], float] = time.time,
+        ble_options: BleOptions | None = None,
+    ) -> None:
         self.config = config
+        self.ble_options = ble_options  # a ready BLE adapter (the demo's in-process bench) over straps.ble
         self.out = out
         self.clock = clock
         self.views = {role: PersonView() for role in ROLES}
@@ -189,14 +232,13 @@ class Daemon:
 
     async def _send_nudge(self, nudge: Nudge, nudge_id: int) -> None:
         link = self.links.get("therapist")
-        p = nudge.pattern
-        command = HapticCommand(0, p.pulse_count, p.on_ms, p.off_ms if p.pulse_count > 1 else 0, p.intensity_pct)
+        command = device_haptic(nudge.pattern)
         confirmed = False
         detail = ""
         if link is not None:
             try:
                 confirmed = (await link.haptic(command)).ok
-            except LinkError as exc:
+            except (LinkError, ProtocolError) as exc:
                 detail = str(exc)
         assert self.store is not None
         self.store.add_link_event(self.clock(), "therapist", "nudge-confirmed" if confirmed else "nudge-failed", detail)
@@ -267,7 +309,12 @@ class Daemon:
             self._line(f"new session {path}")
         summary = SessionSummary(path, resumed)
         try:
-            async with ble_adapter(self.config.straps.ble) as options:
+            adapter = (
+                contextlib.nullcontext(self.ble_options)
+                if self.ble_options is not None
+                else ble_adapter(self.config.straps.ble)
+            )
+            async with adapter as options:
                 if self.config.outputs.lsl:
                     self.lsl = LslOutlets(
                         path.stem,

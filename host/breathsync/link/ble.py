@@ -45,7 +45,7 @@ class BleOptions:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 15.0
     backfill_every_s: float = 1.0
-    ping_every_s: float = 30.0
+    ping_every_s: float = 2.0  # TIME_SYNC: clock observations, and the keep-alive haptics need (< 5 s)
     scanner_backend: type[Any] | None = None
     client_backend: type[Any] | None = None
 

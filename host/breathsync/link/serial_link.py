@@ -98,6 +98,7 @@ class SerialStrapLink:
             while not self._closing.is_set() and reader.is_alive():
                 with contextlib.suppress(LinkError):
                     await self.session.request_backfill()
+                    await self.session.ping()  # keep-alive: a strap aborts haptics after 5 s of silence
                 await asyncio.sleep(self.backfill_every_s)
         finally:
             self._closing.set()

@@ -128,6 +128,7 @@ class StrapConfig:
     name: str | None = None
     rate_hz: int = 25
     drift_ppm: int = 0
+    time_scale: float = 1.0  # the sample clock runs this many times fast (demos, benchmarks)
     battery_mv: int = 3900
     mac: str | None = None
     loop: bool = True
@@ -159,6 +160,8 @@ class StrapConfig:
             raise InputError("a virtual strap needs at least one sample to feed its sensor")
         if not -1000 <= self.drift_ppm <= 1000:
             raise InputError(f"clock drift must be within +-1000 ppm (got {self.drift_ppm})")
+        if not 0.1 <= self.time_scale <= 10.0:
+            raise InputError(f"time scale must be within 0.1..10 (got {self.time_scale})")
         if len(self.strap_mac) != 12 or any(c not in "0123456789abcdef" for c in self.strap_mac.lower()):
             raise InputError(f"mac must be 12 hex digits (got {self.strap_mac!r})")
         if not 1 <= self.tx_slots <= 255 or not 0 <= self.enomem_pct <= 100:
@@ -311,7 +314,8 @@ class VirtualStrap:
             "counts": str(workdir / "counts.u16"),
             "loop": config.loop,
             "settings": str(workdir / "settings.json"),
-            "drift_ppm": int(config.drift_ppm),
+            # The firmware's machine Timers take one clock error: drift and time scale combined.
+            "drift_ppm": round((config.time_scale * (1 + config.drift_ppm * 1e-6) - 1) * 1e6),
             "battery_mv": config.battery_mv,
             "mac": config.strap_mac,
             "tx_slots": config.tx_slots,
