@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -97,7 +97,7 @@ def dyad_stream(
     client: npt.NDArray[np.float64],
     sampling_rate: float,
     strap_rate_hz: int = 25,
-    gaps_s: dict[Role, Sequence[tuple[float, float]]] | None = None,
+    gaps_s: Mapping[Role, Sequence[tuple[float, float]]] | None = None,
 ) -> Iterator[StreamItem]:
     """Both straps merged in host arrival order (ties: therapist first, block before its events)."""
     gaps = gaps_s or {}
