@@ -115,7 +115,10 @@ def check_stream(strap: VirtualStrap, sink: Sink) -> int:
     assert np.array_equal(got, counts[:n]), "a sample differs from what the ADC was fed"
     core = core_events(counts, n)
     received = host_events(sink)
-    assert received <= core, sorted(received - core)[:3]
+    # Events travel ahead of samples (higher priority), so the host may hold events confirmed
+    # after its last complete sample: compare with the detector over what the strap had sampled.
+    ahead = core_events(counts, min(len(counts), n + 60 * RATE))
+    assert received <= ahead, sorted(received - ahead)[:3]
     # Everything the detector confirmed more than 2 s before the newest sample has arrived.
     settled = {e for e in core if e[1] + e[2] < n - 2 * RATE and e[1] >= 0}
     assert settled <= received, sorted(settled - received)[:3]
