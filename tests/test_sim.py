@@ -175,12 +175,14 @@ def test_two_straps_stream_events_drift_and_haptics(micropython: str) -> None:
                 assert sinks[role].statuses and sinks[role].statuses[-1].role == Role[role.upper()]
                 assert stats[role].reconnects == 0 and stats[role].samples_lost == 0
             # Clock drift: 24 s of sample counters against arrival times on loopback. The strap's
-            # timer fires from its poll loop (up to ~1 ms late), so the fit's floor is honest to
-            # about +-30 ppm over this span (the issue's +-100 ppm is far outside that).
+            # timer fires from its poll loop (about 1 ms late, more on a loaded machine), so over
+            # this span the fit resolves about +-2 ms / 24 s = +-80 ppm per strap: enough to tell
+            # +100 from -100 ppm, not to measure either precisely (tests/test_clock.py and the link
+            # benchmark check the accuracy over minutes, under controlled jitter).
             therapist, client = fits["therapist"], fits["client"]
             assert therapist is not None and client is not None
-            assert abs(therapist.drift_ppm - 100) < 35, therapist.drift_ppm
-            assert abs(client.drift_ppm + 100) < 35, client.drift_ppm
+            assert therapist.drift_ppm > 0 > client.drift_ppm, (therapist.drift_ppm, client.drift_ppm)
+            assert abs(therapist.drift_ppm - client.drift_ppm - 200) < 120, (therapist.drift_ppm, client.drift_ppm)
             # Haptics: two 200 ms pulses 300 ms apart at 60 % (within the 80 % cap), on the PWM.
             pwm = [(p.strap_ms, p.duty_u16) for p in vb["therapist"].pwm]
             on = [(t, d) for t, d in pwm if d > 0]
