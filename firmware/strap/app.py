@@ -494,8 +494,9 @@ class App:
                 self._battery_pct = BATTERY_UNKNOWN
             if self._battery_pct != self._battery_sent and self._battery_pct != BATTERY_UNKNOWN:
                 s.battery[0] = self._battery_pct
-                if self.link.connected:
+                if not self.wired:  # readable before any connection (a host reads it while scanning)
                     self.link.set_value(CH_BATTERY, s.battery, 1)
+                if self.link.connected:
                     s.battery_due = s.link is not None and not self.wired
                 self._battery_sent = self._battery_pct
         dropped = self.ring.overflow + self.sampler.overruns

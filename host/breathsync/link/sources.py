@@ -95,7 +95,8 @@ async def describe(found: FoundStrap, options: BleOptions) -> StrapDescription:
             battery = status.battery_pct
             rate = status.sample_rate_hz
             with contextlib.suppress(Exception):
-                battery = (await client.read_gatt_char(BATTERY_LEVEL_UUID))[0]
+                level = (await client.read_gatt_char(BATTERY_LEVEL_UUID))[0]
+                battery = level if 0 <= level <= 100 else battery  # 255: the strap does not know yet
             with contextlib.suppress(Exception):
                 firmware = (await client.read_gatt_char(FIRMWARE_REVISION_UUID)).decode(errors="replace")
         finally:
