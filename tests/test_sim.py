@@ -259,6 +259,19 @@ def test_sim_command_and_stream_in_two_processes(micropython: str, tmp_path: Pat
             ready = sim.stdout.readline()
             match = re.search(r"--ble (bumble:tcp-client:127\.0\.0\.1:\d+)", ready)
             assert match, ready
+            scan = subprocess.run(
+                [sys.executable, "-m", "breathsync", "scan", "--ble", match.group(1), "--timeout", "2"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=env,
+            )
+            assert scan.returncode == 0, scan.stderr
+            listed = {line.split()[0]: line.split() for line in scan.stdout.splitlines()[1:]}
+            for role in ("therapist", "client"):
+                fields = listed[f"breathsync-{role}"]
+                assert fields[2] == role and fields[5] == "25Hz"  # role and rate from the firmware
+                assert fields[4].endswith("%") and 0 <= int(fields[4][:-1]) <= 100  # a known battery level
             proc = subprocess.run(
                 [
                     sys.executable,
