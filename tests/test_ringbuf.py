@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import RunMicroPython
+from conftest import DOUBLES, RunMicroPython
 
 REPO = Path(__file__).resolve().parents[1]
 MP_DIR = REPO / "tests" / "mp"
-for _p in (REPO / "firmware", MP_DIR):
+for _p in (REPO / "firmware", MP_DIR, DOUBLES):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
@@ -144,7 +144,7 @@ def test_seeded_fuzz_cpython() -> None:
 
 @pytest.mark.micropython
 def test_same_results_under_micropython(run_micropython: RunMicroPython) -> None:
-    proc = run_micropython(MP_DIR / "hw_ringbuf.py", *map(str, SEEDS), path=(REPO / "firmware",))
+    proc = run_micropython(MP_DIR / "hw_ringbuf.py", *map(str, SEEDS), path=(REPO / "firmware", DOUBLES))
     out = proc.stdout.decode()
     assert proc.returncode == 0, out + proc.stderr.decode()
     want = []
@@ -161,7 +161,7 @@ def test_zero_allocation_per_push(run_micropython: RunMicroPython, arg: str, hea
     7500 samples = 5 min at the default 25 Hz, which must fit a 64 KB heap; 15000 (50 Hz)
     runs at the default heap.
     """
-    proc = run_micropython(MP_DIR / "hw_ringbuf.py", arg, path=(REPO / "firmware",), heapsize=heapsize)
+    proc = run_micropython(MP_DIR / "hw_ringbuf.py", arg, path=(REPO / "firmware", DOUBLES), heapsize=heapsize)
     out = proc.stdout.decode()
     assert proc.returncode == 0, out + proc.stderr.decode()
     assert out.startswith("alloc delta=0 "), out

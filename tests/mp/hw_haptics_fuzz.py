@@ -13,6 +13,7 @@ import sys
 import machine
 from core.haptics import Haptics
 from drivers.haptic import GuardedMotor, PwmMotor
+from xorshift import Rng as _XorShift
 
 MASK = 0x3FFFFFFF
 PIN = 4
@@ -25,23 +26,8 @@ HOST_SILENT_MS = 5000
 TICK_MS = 20
 
 
-class Rng:
-    def __init__(self, seed):
-        self.s = (seed * 2654435761 + 12345) & 0xFFFFFFFF or 1
-
-    def next(self):
-        x = self.s
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        self.s = x
-        return x
-
-    def below(self, n):
-        return self.next() % n
-
-    def between(self, a, b):
-        return a + self.below(b - a + 1)
+def Rng(seed):
+    return _XorShift(seed, 12345)
 
 
 def on_intervals(timeline):

@@ -10,27 +10,9 @@ import sys
 from array import array
 
 from core.ringbuf import EventRing, SampleRing
+from xorshift import Rng
 
 U32 = 0xFFFFFFFF
-
-
-class Rng:
-    def __init__(self, seed):
-        self.s = (seed * 2654435761 + 7) & 0xFFFFFFFF or 1
-
-    def next(self):
-        x = self.s
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        self.s = x
-        return x
-
-    def below(self, n):
-        return self.next() % n
-
-    def between(self, a, b):
-        return a + self.below(b - a + 1)
 
 
 class Model:
@@ -106,7 +88,14 @@ def fuzz(seed, ops=3000):
             want, wfirst = model.read(c, mx, len(out))
             if first != wfirst & U32 or n != len(want) or list(out[:n]) != want:
                 return "seed=%d FAIL read_from(%d, %d): n=%d first=%d want n=%d first=%d" % (
-                    seed, c, mx, n, first, len(want), wfirst & U32)
+                    seed,
+                    c,
+                    mx,
+                    n,
+                    first,
+                    len(want),
+                    wfirst & U32,
+                )
             for i in range(n):
                 digest = (digest * 33 + out[i]) & 0xFFFFFFF
         else:
@@ -115,7 +104,12 @@ def fuzz(seed, ops=3000):
             want, wfirst = model.read(model.d, mx, len(out))
             if ring.cursor() != model.d & U32 or n != len(want) or list(out[:n]) != want:
                 return "seed=%d FAIL read_pending n=%d cursor=%d want n=%d cursor=%d" % (
-                    seed, n, ring.cursor(), len(want), model.d & U32)
+                    seed,
+                    n,
+                    ring.cursor(),
+                    len(want),
+                    model.d & U32,
+                )
         if (
             ring.overflow != model.overflow
             or ring.pending() != model.head() - model.d
@@ -124,8 +118,14 @@ def fuzz(seed, ops=3000):
             or ring.available() != model.head() - model.oldest()
         ):
             return "seed=%d FAIL state: overflow %d/%d pending %d/%d head %d/%d" % (
-                seed, ring.overflow, model.overflow, ring.pending(), model.head() - model.d,
-                ring.head(), model.head() & U32)
+                seed,
+                ring.overflow,
+                model.overflow,
+                ring.pending(),
+                model.head() - model.d,
+                ring.head(),
+                model.head() & U32,
+            )
         digest = (digest * 31 + ring.overflow + ring.pending()) & 0xFFFFFFF
     return "seed=%d ok cap=%d head=%d overflow=%d digest=%d" % (seed, cap, ring.head(), ring.overflow, digest)
 
@@ -167,7 +167,13 @@ def fuzz_events(seed, ops=2000):
             got = [list(out[i * f : (i + 1) * f]) for i in range(n)]
             if first != wfirst or got != want:
                 return "seed=%d FAIL events read_from(%d) n=%d first=%d want %d/%d" % (
-                    seed, seq, n, first, len(want), wfirst)
+                    seed,
+                    seq,
+                    n,
+                    first,
+                    len(want),
+                    wfirst,
+                )
         if ring.overflow != overflow or ring.pending() != len(records) - d or ring.head != len(records):
             return "seed=%d FAIL events state" % seed
     return "seed=%d ok events cap=%d fields=%d overflow=%d" % (seed, cap, f, overflow)

@@ -94,6 +94,8 @@ class _At:
 
 
 class _Rng:
+    # xorshift.Rng's stream in one method: the virtual-time firmware tests run at a heap so tight
+    # that importing the shared module (and its unused methods) starves the strap's flash writes.
     def __init__(self, seed):
         self.s = (seed * 2654435761 + 7) & 0xFFFFFFFF or 1
 

@@ -64,6 +64,7 @@ import bluetooth
 import realtime
 import uselect as _uselect
 import utime
+from xorshift import Rng as _Rng
 
 try:
     from micropython import const
@@ -81,19 +82,6 @@ _STOPPED = const(0xFFFFFFFF)
 
 class BridgeQuit(SystemExit):
     """The parent asked the strap to stop (``Q``) or closed the pipe."""
-
-
-class _Rng:
-    def __init__(self, seed):
-        self.s = (seed * 2654435761 + 7) & 0xFFFFFFFF or 1
-
-    def below(self, n):
-        x = self.s
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        self.s = x
-        return x % n
 
 
 class BridgeLink:
