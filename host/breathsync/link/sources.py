@@ -110,9 +110,8 @@ async def scan_straps(options: BleOptions, timeout_s: float = 5.0) -> list[Strap
     for found in await scan(options, timeout_s):
         try:
             out.append(await describe(found, options))
-        except Exception as exc:  # a strap that vanished mid-scan is listed without details
+        except Exception:  # a strap that vanished mid-scan is listed without details
             out.append(StrapDescription(found.address, found.name, found.rssi_dbm, None, None, None, None))
-            del exc
     return out
 
 
