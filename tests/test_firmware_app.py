@@ -48,6 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 MP_DIR = REPO / "tests" / "mp"
 VECTORS = REPO / "tests" / "vectors" / "packets.json"
 HEAP = "256K"  # see test_heap_budget: code + doubles do not fit 64K on the x64 unix port
+HEAP_MPY = "184K"  # test_heap_budget: the deployed .mpy form; 180K completes with < 8 KB free
 PWM_GPIO = 4  # config.PIN_MOTOR_PWM
 
 # Record kinds: host/breathsync/mp/doubles/ble_central.py and tests/mp/app_harness.py
@@ -544,11 +545,15 @@ def test_wired_mode_frames_on_stdout(run_micropython: RunMicroPython, tmp_path: 
 
 # ---------------------------------------------------------------- memory
 def test_heap_budget(run_micropython: RunMicroPython, tmp_path: Path) -> None:
-    """Heap after start, source and precompiled .mpy (as deployed), reported; see docs/firmware.md.
+    """The deployed form (.mpy, x64) with the full 5-minute rings at the smallest heap that keeps an 8 KB margin.
 
-    The 64 KB target cannot hold the firmware's bytecode on the 64-bit unix port (about 54 KB as
-    .mpy) next to the test doubles (about 50 KB: machine, bluetooth, the central, asyncio): on the
-    device the code is frozen into flash (or 32-bit bytecode), and what must fit is the data.
+    The issue's 64 KB target cannot be met on the 64-bit unix port, even without test doubles
+    (measured, docs/firmware.md "Memory"): the firmware's code loaded from .mpy files takes ~60 KB
+    of heap (~35 KB even executed in place from a ROMFS image, which the unix port cannot map
+    outside its heap), the rings 26 KB, the runtime ~20 KB, asyncio's objects 7 KB. The doubles,
+    the in-process central and this harness add ~50 KB that a device does not have. The heap
+    below is the smallest (in 4 KB steps) at which the run completes with the full rings and
+    the margin asserted: lower it when the footprint shrinks, never raise it to hide growth.
     """
     import subprocess
 
@@ -568,7 +573,7 @@ def test_heap_budget(run_micropython: RunMicroPython, tmp_path: Path) -> None:
     launch.mkdir()
     (launch / "app_ble.py").write_text((MP_DIR / "app_ble.py").read_text())
     results = {}
-    for heap in ("192K",):
+    for heap in (HEAP_MPY,):
         sub = tmp_path / heap
         sub.mkdir()
         run = run_app(
@@ -582,10 +587,11 @@ def test_heap_budget(run_micropython: RunMicroPython, tmp_path: Path) -> None:
             script=launch / "app_ble.py",
         )
         results[heap] = run.summary
-    s = results["192K"]
-    assert s["outcome"] == "done" and s["ring_capacity"] == 7500
+    s = results[HEAP_MPY]
+    assert s["outcome"] == "done" and s["t_ms"] >= 30_000
+    assert s["ring_capacity"] == 7500 and s["event_capacity"] == 512  # 5 min at 25 Hz
     assert s["mem_min"] > 8 * 1024
-    print(f"heap free after start (mpy, x64, 192K): {s['mem_start']} B of {s['heap_total']}; min {s['mem_min']}")
+    print(f"heap free after start (mpy, x64, {HEAP_MPY}): {s['mem_start']} B of {s['heap_total']}; min {s['mem_min']}")
 
 
 def test_hot_path_allocations(run_micropython: RunMicroPython) -> None:

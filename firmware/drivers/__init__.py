@@ -6,14 +6,15 @@ in a ``Hardware`` record that the application passes on. ``machine`` is passed i
 tests hand in tests/doubles/machine.py and the firmware code runs unmodified.
 
 A configured I2C part that does not answer is not fatal: the strap runs with a NullSensor /
-NullMotor and reports the fault bits (FAULT_*) in its status.
+NullMotor and reports the fault bits (FAULT_*) in its status. The I2C parts' drivers
+(``lps22``, ``drv2605``) are imported only when the settings choose them.
 """
 
 from core.haptics import Haptics
 
 from .battery import BatteryGauge
-from .haptic import Drv2605Motor, GuardedMotor, NullMotor, PwmMotor
-from .sensors import AnalogStretch, Lps22Bladder, NullSensor
+from .haptic import GuardedMotor, NullMotor, PwmMotor
+from .sensors import AnalogStretch, NullSensor
 
 try:
     from micropython import const
@@ -49,6 +50,8 @@ def make_sensor(machine, settings, cfg, i2c=None, sleep_us=None):
     """(sensor, fault bits) for settings 'sensor'."""
     kind = settings.get("sensor")
     if kind == "lps22":
+        from .lps22 import Lps22Bladder  # on demand: a stretch-cord strap never loads it
+
         try:
             if i2c is None:
                 i2c = make_i2c(machine, cfg)
@@ -76,6 +79,8 @@ def make_motor(machine, settings, cfg, i2c=None):
     if not settings.get("haptic_enabled"):
         return NullMotor(), 0
     if settings.get("haptic") == "drv2605":
+        from .drv2605 import Drv2605Motor  # on demand, like the LPS22
+
         try:
             if i2c is None:
                 i2c = make_i2c(machine, cfg)

@@ -31,6 +31,7 @@ K_PWM = 23  # handle = gpio, data = <II time, duty_u16
 K_MEM = 24  # handle = 0, data = <I gc.mem_free()
 K_HOST = 25  # host logic decisions (text)
 
+_REPORT_RESERVE = 3072  # bytes held during the run for the final summary (see run())
 OVERSAMPLE = 4  # drivers.sensors.AnalogStretch default: 2**2 ADC reads per sample
 U32 = 0xFFFFFFFF
 
@@ -240,6 +241,10 @@ def run(plan_path):
         at(action[1], make_action(action, central, plan, state, log))
     at(plan["end_ms"], end)
 
+    # The summary below (a dict of ~30 entries, its JSON) needs a few contiguous blocks once the
+    # run is over, when a small heap is fragmented: keep them aside from the start (the firmware
+    # runs with this much less heap, never more).
+    reserve = bytearray(_REPORT_RESERVE)
     outcome = "done"
     try:
         import main  # noqa: F401  (runs the firmware)
@@ -248,6 +253,8 @@ def run(plan_path):
     except machine.DeviceReset as e:
         outcome = "reset"
         log(K_RESET, machine.sim.now_ms(), 0, str(e).encode())
+    reserve = None  # noqa: F841
+    gc.collect()
     summary = {"outcome": outcome, "t_ms": machine.sim.now_ms()}
     for gpio in (config.PIN_MOTOR_PWM,):
         for t, duty in machine.sim.pwm_timeline(gpio):

@@ -12,7 +12,8 @@ from core.haptics import Haptics
 from drivers import FAULT_HAPTIC, FAULT_SENSOR, make_haptics, make_hardware
 from drivers.battery import BatteryGauge
 from drivers.haptic import GuardedMotor, PwmMotor
-from drivers.sensors import Lps22Bladder
+from drivers.lps22 import Lps22Bladder
+from i2c_parts import Drv2605Sim, Lps22Sim
 from settings import Settings
 
 IMPORT_PINS = len(machine.sim.pins) + len(machine.sim._pwm) + len(machine.sim._timers)
@@ -87,7 +88,7 @@ def check_lps22_bladder():
     s = fresh(sensor="lps22", rate_hz=25)
     base = 1013 * 4096
     pressure = breath_pressure(400, base, 2048)  # 0.5 hPa (50 Pa) swing
-    dev = machine.Lps22Sim(pressure)
+    dev = Lps22Sim(pressure)
     machine.sim.attach_i2c(config.LPS22_ADDR, dev)
     hw = make_hardware(machine, s, config)
     assert hw.faults == 0 and hw.sensor.kind == "lps22"
@@ -98,7 +99,7 @@ def check_lps22_bladder():
     assert got[50] - got[0] > 1900 and got[100] - got[0] < 60, (got[50], got[100])
     assert all(0 <= v <= 65535 for v in got)
     s50 = fresh(sensor="lps22", rate_hz=50)
-    dev = machine.Lps22Sim(whoami=0xB3)
+    dev = Lps22Sim(whoami=0xB3)
     machine.sim.attach_i2c(config.LPS22_ADDR, dev)
     make_hardware(machine, s50, config)
     assert dev.odr_code() == 5
@@ -107,7 +108,7 @@ def check_lps22_bladder():
 def check_lps22_glitch_and_clip():
     s = fresh(sensor="lps22")
     values = [1000 * 4096, 1000 * 4096 + 100, 1000 * 4096 + 900000, 1000 * 4096 - 900000]
-    machine.sim.attach_i2c(config.LPS22_ADDR, machine.Lps22Sim(values))
+    machine.sim.attach_i2c(config.LPS22_ADDR, Lps22Sim(values))
     hw = make_hardware(machine, s, config)
     a = hw.sensor.read_u16()
     b = hw.sensor.read_u16()
@@ -123,7 +124,7 @@ def check_lps22_missing_or_wrong():
     hw = make_hardware(machine, s, config)
     assert hw.faults == FAULT_SENSOR and hw.sensor.kind == "none" and hw.sensor.read_u16() == MID
     s = fresh(sensor="lps22")
-    machine.sim.attach_i2c(config.LPS22_ADDR, machine.Lps22Sim(whoami=0x58))  # a BMP280 answering
+    machine.sim.attach_i2c(config.LPS22_ADDR, Lps22Sim(whoami=0x58))  # a BMP280 answering
     hw = make_hardware(machine, s, config)
     assert hw.faults == FAULT_SENSOR
 
@@ -143,7 +144,7 @@ def check_pwm_motor_default():
 
 def check_drv2605():
     s = fresh(haptic="drv2605")
-    dev = machine.Drv2605Sim()
+    dev = Drv2605Sim()
     machine.sim.attach_i2c(config.DRV2605_ADDR, dev)
     hw = make_hardware(machine, s, config)
     assert hw.faults == 0 and hw.motor.kind == "drv2605" and hw.motor.device_id == 7
@@ -259,7 +260,7 @@ def check_battery():
 def check_lps22_direct_no_alloc():
     # The LPS22 read path uses a preallocated buffer and small ints only (device hot path).
     machine.sim.reset()
-    machine.sim.attach_i2c(0x5D, machine.Lps22Sim())
+    machine.sim.attach_i2c(0x5D, Lps22Sim())
     sensor = Lps22Bladder(machine.I2C(0), rate_hz=25)
     assert sensor.read_u16() == MID and sensor._base_q6 < (1 << 30)
 
