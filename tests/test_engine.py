@@ -266,3 +266,31 @@ def test_phase_is_sampled_at_both_peoples_peaks_and_troughs() -> None:
     window_s = Config().engine.window_s
     cycles = window_s * (15 + 12) / 2 / 60.0
     assert np.median([s.plv_breaths for s in states]) >= 3.0 * cycles
+
+
+def test_phase_lead_points_to_the_one_who_trails() -> None:
+    from breathsync.engine.decision import phase_lead
+
+    assert phase_lead(90.0) == pytest.approx(1.0)  # client a quarter breath ahead: therapist trails
+    assert phase_lead(-45.0) < 0.0 < phase_lead(30.0)
+    assert abs(phase_lead(180.0)) < 1e-9 and phase_lead(0.0) == 0.0 and phase_lead(None) == 0.0
+
+
+@pytest.mark.parametrize(("kind", "mover"), [("therapist_follows", "therapist"), ("client_follows", "client")])
+def test_rate_move_is_measured_from_each_persons_own_baseline(kind: str, mover: str) -> None:
+    """Once locked, both breathe at the leader's rate; only the follower has left their own baseline."""
+    src = _sources()
+    opts = Options(coupling_rel=(0.9, 1.0), convergence=(0.9, 1.0), min_episode_s=150.0, speech_p=0.0, gap_p=0.0,
+                   flat_p=0.0, drift_p=0.0)
+    # The leader is the slower, steadier bidmc_04 (16.5/min) and the follower bidmc_09 (20/min) in both kinds.
+    therapist, client = ("bidmc_09", "bidmc_04") if kind == "therapist_follows" else ("bidmc_04", "bidmc_09")
+    sc = make_scenario(kind, src[therapist], src[client], 21, 330.0, opts)  # type: ignore[arg-type]
+    assert sc.onset_s is not None and sc.offset_s is not None
+    states = [o for o in _run(list(dyad_stream(sc.therapist, sc.client, sc.sampling_rate))) if isinstance(o, EngineState)]
+    late = [s for s in states if sc.onset_s + 30 <= s.t_s <= sc.offset_s and s.therapist_rate_move is not None]
+    assert len(late) >= 10
+    t_move = float(np.median([s.therapist_rate_move for s in late]))
+    c_move = float(np.median([s.client_rate_move for s in late]))
+    follower, leader = (t_move, c_move) if mover == "therapist" else (c_move, t_move)
+    # The leader's own slow drift must not read as a move toward the follower (who sits at the leader's rate).
+    assert follower > 0.5 and -0.6 < leader < 0.1, (t_move, c_move)

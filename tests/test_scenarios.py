@@ -80,6 +80,28 @@ def test_follow_episode_is_phase_locked_and_independent_is_not() -> None:
     assert locked > 0.8 and locked > before and locked > free
 
 
+def _median_trail_s(follower: np.ndarray, leader: np.ndarray, fs: float, a_s: float, b_s: float) -> float:
+    """Median time from each of the leader's peaks to the follower's next peak, within [a_s, b_s]."""
+    pf, pl = offline_peaks(follower, fs), offline_peaks(leader, fs)
+    pl = pl[(pl >= a_s) & (pl <= b_s)]
+    j = np.searchsorted(pf, pl)
+    ok = j < len(pf)
+    return float(np.median(pf[j[ok]] - pl[ok]))
+
+
+@pytest.mark.parametrize(("kind", "seed"), [("therapist_follows", 11), ("client_follows", 12), ("therapist_follows", 13), ("client_follows", 14)])
+def test_follower_trails_the_leader_by_the_drawn_lag(kind: str, seed: int) -> None:
+    """Phase coupling with a lag: once locked, the follower's end-inspiration comes ~lag after the leader's
+    (not at an arbitrary phase offset), whichever recording starts where."""
+    a, b = _pair()
+    opts = Options(coupling_rel=(0.9, 1.0), speech_p=0, gap_p=0, flat_p=0, drift_p=0, min_episode_s=140.0)
+    sc = make_scenario(kind, a, b, seed, 300.0, opts)  # type: ignore[arg-type]
+    assert sc.onset_s is not None and sc.offset_s is not None
+    follower, leader = (sc.therapist, sc.client) if kind == "therapist_follows" else (sc.client, sc.therapist)
+    trail = _median_trail_s(follower, leader, sc.sampling_rate, sc.onset_s + 30, sc.offset_s)
+    assert trail == pytest.approx(sc.lag_s, abs=0.4), (trail, sc.lag_s)
+
+
 def test_follower_keeps_its_waveform_amplitude() -> None:
     """Re-timing must not leave an amplitude step at onset a detector could key on."""
     a, b = _pair()

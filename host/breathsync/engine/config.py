@@ -32,6 +32,10 @@ class EngineConfig:
     window_s: float = 16.0
     """Phase-locking window in seconds (~4 breaths at 15/min). Relative phase is sampled at every breath
     event of either person (peaks and troughs: 4 anchors per cycle), so a short window still has ~16 samples."""
+    plv_trim: float = 0.2
+    """Share of the window's anchors that may deviate most and are left out of the locking value (robust to a
+    missed or spurious breath event; a 16 s window holds ~4 breaths, so 0.2 drops about one breath's anchors);
+    0 is the plain phase-locking value."""
     min_window_anchors: int = 8
     """Fewer anchors (breath events with both phases known) than this in the window means no locking estimate."""
     direction_breaths: int = 12
@@ -44,7 +48,7 @@ class EngineConfig:
     """Smallest shift: beyond a few breaths, a shifted partner keeps its rate but loses the alignment."""
     history_s: float = 300.0
     """How much of the client's past the surrogates may draw from."""
-    plv_min: float = 0.6
+    plv_min: float = 0.8
     """Absolute floor on the phase-locking value (calibrated)."""
     beat_cycles_min: float = 1.0
     """A window spanning this many beat periods (at the therapist's baseline rate) cannot stay locked by
@@ -55,7 +59,10 @@ class EngineConfig:
     """Weight of the period response to the partner's phase lead."""
     weight_lagged: float = 1.0
     """Weight of the lagged (< one breath) period dependency."""
-    direction_min: float = 0.75
+    weight_lead: float = 1.5
+    """Weight of the phase lead: a follower's breaths trail the leader's (phase coupling with a lag), so the
+    sine of the client's mean phase lead over the therapist counts toward 'therapist follows'."""
+    direction_min: float = 1.5
     """Minimum therapist-minus-client follow evidence (calibrated; scale -3..3)."""
     min_locked_s: float = 20.0
     """The therapist must stay locked and following this long before a nudge (calibrated)."""
@@ -67,7 +74,7 @@ class EngineConfig:
     evidence_gain: float = 0.0
     """Sequential fast path: a following update counts (1 + evidence_gain x strength) times its duration, strength
     0..1 being the weaker of the PLV and direction margins, so strong evidence nudges sooner (calibrated)."""
-    lock_leak: float = 2.0
+    lock_leak: float = 0.25
     """Following time is accumulated; an update that is not 'following' removes lock_leak x its duration.
     A single noisy breath does not restart the clock (calibrated)."""
     max_sample_gap_s: float = 2.0
@@ -128,6 +135,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "weight_rate_move": (0.0, 10.0),
     "weight_response": (0.0, 10.0),
     "weight_lagged": (0.0, 10.0),
+    "weight_lead": (0.0, 10.0),
+    "plv_trim": (0.0, 0.5),
     "min_locked_s": (0.0, 600.0),
     "max_sample_gap_s": (0.1, 60.0),
     "max_breath_gap_s": (2.0, 120.0),

@@ -8,6 +8,7 @@ threshold chosen offline on surrogate pairs behaves identically live.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from .config import Config, EngineConfig
@@ -24,11 +25,22 @@ def follow_evidence(rate_move: float | None, response: float | None, lagged: flo
     return config.weight_rate_move * rate_move + config.weight_response * response + config.weight_lagged * lagged
 
 
+def phase_lead(phase_diff_deg: float | None) -> float:
+    """How far the client's breathing runs ahead of the therapist's, -1..1 (sine of the mean relative phase).
+
+    A follower's end-inspiration trails the leader's by a lag shorter than half a breath, so a client
+    ahead by 0-180 degrees (> 0) points to 'therapist follows'. Near 0 and 180 degrees it says nothing.
+    """
+    return 0.0 if phase_diff_deg is None else math.sin(math.radians(phase_diff_deg))
+
+
 def direction_of(s: EngineState, config: EngineConfig) -> tuple[float | None, float | None, float | None]:
-    """(therapist evidence, client evidence, therapist minus client)."""
+    """(therapist evidence, client evidence, therapist minus client plus the weighted phase lead)."""
     t = follow_evidence(s.therapist_rate_move, s.therapist_response, s.therapist_lagged, config)
     c = follow_evidence(s.client_rate_move, s.client_response, s.client_lagged, config)
-    return t, c, None if t is None or c is None else t - c
+    if t is None or c is None:
+        return t, c, None
+    return t, c, t - c + config.weight_lead * phase_lead(s.phase_diff_deg)
 
 
 def classify(s: EngineState, config: EngineConfig) -> Decision:

@@ -228,12 +228,12 @@ class EntrainmentEngine:
         chance: float | None = None
         plv_p: float | None = None
         if n >= eng.min_window_anchors:
-            plv = phase_locking_value(win.phases)
+            plv = phase_locking_value(win.phases, eng.plv_trim)
             ct, cph = self.people["client"].phase_track(-math.inf)
             max_shift = min(eng.history_s, float(win.anchors_s[0] - ct[0]) if len(ct) else 0.0)
             if max_shift > eng.surrogate_min_shift_s:
                 shifts = np.linspace(eng.surrogate_min_shift_s, max_shift, eng.surrogate_count)
-                sur = shifted_plvs(win.anchors_s, win.own_phase, ct, cph, shifts, eng.max_breath_gap_s)
+                sur = shifted_plvs(win.anchors_s, win.own_phase, ct, cph, shifts, eng.max_breath_gap_s, eng.plv_trim)
                 sur = sur[~np.isnan(sur)]
                 if len(sur) >= MIN_SURROGATES:
                     chance = float(np.quantile(sur, 1.0 - eng.surrogate_p_max))
@@ -282,9 +282,12 @@ class EntrainmentEngine:
             # a move smaller than RATE_MOVE_SCALE_SD own SDs never counts fully, a full one needs the gap closed.
             # Slow tempo drift of a few percent is normal even for metronomic breathers, whose
             # breath-by-breath SD is tiny: the scale never drops below RATE_DRIFT_FLOOR of their rate.
-            gap = abs(base.rate_bpm - rate_other)
+            base_other = self.baselines[other]
+            ref_other = base_other.rate_bpm if base_other is not None else rate_other
+            toward = math.copysign(1.0, ref_other - base.rate_bpm) if ref_other != base.rate_bpm else 0.0
+            gap = abs(ref_other - base.rate_bpm)
             scale = RATE_MOVE_SCALE_SD * max(base.rate_sd_bpm, RATE_DRIFT_FLOOR * base.rate_bpm)
-            move = (gap - abs(rate - rate_other)) / max(gap, scale)
+            move = (rate - base.rate_bpm) * toward / max(gap, scale)
             seg = mine[-(d + 1) :]
             periods = np.diff(seg)
             lead = phase_at(theirs, seg[:-1], mx)

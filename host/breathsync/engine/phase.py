@@ -60,12 +60,35 @@ def track_phase_at(events_s: FloatArray, phases: FloatArray, t_s: FloatArray, ma
     return out
 
 
-def phase_locking_value(phases_cycles: FloatArray) -> float:
-    """Mean resultant length of the phase differences (1 = perfectly locked, ~0 = none)."""
+def phase_locking_value(phases_cycles: FloatArray, trim: float = 0.0) -> float:
+    """Mean resultant length of the phase differences (1 = perfectly locked, ~0 = none).
+
+    ``trim`` > 0 gives the trimmed version (``locking_values``): robust to a missed or spurious breath.
+    """
     if len(phases_cycles) == 0:
         return 0.0
+    if trim > 0.0:
+        return float(locking_values(np.asarray(phases_cycles, dtype=np.float64)[None, :], trim)[0])
     z = np.exp(2j * np.pi * phases_cycles)
     return float(np.abs(np.mean(z)))
+
+
+def locking_values(phases_cycles: FloatArray, trim: float) -> FloatArray:
+    """Trimmed phase locking of each row: mean cosine of the deviations from the row's mean direction,
+    leaving out the ``trim`` share of anchors that deviate most.
+
+    One spurious or missed breath event shifts a person's interpolated phase for a whole cycle (2-4
+    anchors of a 16-anchor window), which costs the plain PLV ~0.3; trimming them keeps a locked pair
+    locked. The chance level is computed with the same statistic (surrogates), so it stays honest.
+    """
+    z = np.exp(2j * np.pi * phases_cycles)
+    mean = np.mean(z, axis=1, keepdims=True)
+    mean_dir = mean / np.maximum(np.abs(mean), 1e-12)
+    cos_dev = np.real(z * np.conj(mean_dir))
+    n = phases_cycles.shape[1]
+    keep = max(1, n - int(trim * n))
+    top = -np.sort(-cos_dev, axis=1)[:, :keep]
+    return np.asarray(np.mean(top, axis=1), dtype=np.float64)
 
 
 def circular_mean_cycles(phases_cycles: FloatArray) -> float:
@@ -109,6 +132,7 @@ def shifted_plvs(
     partner_phases: FloatArray,
     shifts_s: FloatArray,
     max_interval_s: float,
+    trim: float = 0.0,
 ) -> FloatArray:
     """PLV of the relative phase with the partner's own past shifted back by each of ``shifts_s``.
 
@@ -121,9 +145,13 @@ def shifted_plvs(
         return np.zeros(0)
     times = anchors_s[None, :] - shifts_s[:, None]
     ph = track_phase_at(partner_events_s, partner_phases, times, max_interval_s)
-    z = np.exp(2j * np.pi * (ph - own_phase[None, :]))
-    plv = np.abs(np.mean(z, axis=1))
-    plv[np.any(np.isnan(ph), axis=1)] = np.nan
+    missing = np.any(np.isnan(ph), axis=1)
+    rel = np.where(np.isnan(ph), 0.0, ph - own_phase[None, :])
+    if trim > 0.0:
+        plv = locking_values(rel, trim)
+    else:
+        plv = np.abs(np.mean(np.exp(2j * np.pi * rel), axis=1))
+    plv[missing] = np.nan
     return np.asarray(plv, dtype=np.float64)
 
 

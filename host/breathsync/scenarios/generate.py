@@ -190,7 +190,7 @@ def make_scenario(
             tau0[follower],
             tempo[follower] * conv_factor,
             rng,
-            leader_phase=lead_phase - lead.phase_cycles[0] + 0.0,
+            leader_phase=lead_phase,  # whole cycles: the follower's end-inspiration trails the leader's by the lag
             coupling_rad_s=k_max * on,
             own_weight=1.0 - float(rng.uniform(*opt.own_damping)) * on,
         )
