@@ -286,7 +286,8 @@ def test_rate_move_is_measured_from_each_persons_own_baseline(kind: str, mover: 
     therapist, client = ("bidmc_09", "bidmc_04") if kind == "therapist_follows" else ("bidmc_04", "bidmc_09")
     sc = make_scenario(kind, src[therapist], src[client], 21, 330.0, opts)  # type: ignore[arg-type]
     assert sc.onset_s is not None and sc.offset_s is not None
-    states = [o for o in _run(list(dyad_stream(sc.therapist, sc.client, sc.sampling_rate))) if isinstance(o, EngineState)]
+    outputs = _run(list(dyad_stream(sc.therapist, sc.client, sc.sampling_rate)))
+    states = [o for o in outputs if isinstance(o, EngineState)]
     late = [s for s in states if sc.onset_s + 30 <= s.t_s <= sc.offset_s and s.therapist_rate_move is not None]
     assert len(late) >= 10
     t_move = float(np.median([s.therapist_rate_move for s in late]))

@@ -89,7 +89,10 @@ def _median_trail_s(follower: np.ndarray, leader: np.ndarray, fs: float, a_s: fl
     return float(np.median(pf[j[ok]] - pl[ok]))
 
 
-@pytest.mark.parametrize(("kind", "seed"), [("therapist_follows", 11), ("client_follows", 12), ("therapist_follows", 13), ("client_follows", 14)])
+@pytest.mark.parametrize(
+    ("kind", "seed"),
+    [("therapist_follows", 11), ("client_follows", 12), ("therapist_follows", 13), ("client_follows", 14)],
+)
 def test_follower_trails_the_leader_by_the_drawn_lag(kind: str, seed: int) -> None:
     """Phase coupling with a lag: once locked, the follower's end-inspiration comes ~lag after the leader's
     (not at an arbitrary phase offset), whichever recording starts where."""

@@ -147,10 +147,7 @@ def shifted_plvs(
     ph = track_phase_at(partner_events_s, partner_phases, times, max_interval_s)
     missing = np.any(np.isnan(ph), axis=1)
     rel = np.where(np.isnan(ph), 0.0, ph - own_phase[None, :])
-    if trim > 0.0:
-        plv = locking_values(rel, trim)
-    else:
-        plv = np.abs(np.mean(np.exp(2j * np.pi * rel), axis=1))
+    plv = locking_values(rel, trim) if trim > 0.0 else np.abs(np.mean(np.exp(2j * np.pi * rel), axis=1))
     plv[missing] = np.nan
     return np.asarray(plv, dtype=np.float64)
 
