@@ -47,6 +47,7 @@ class ModelStrap:
     produced: int = 0
     sent_upto: int = 0
     streaming: bool = False
+    boot_at: int = 0  # index of ``values`` where the current boot's counter 0 is (see reboot)
     haptics: list[HapticCommand] = field(default_factory=list)
     peripheral: VirtualPeripheral | None = None
 
@@ -97,7 +98,13 @@ class ModelStrap:
         return bool(await self.peripheral.notify(CHARACTERISTIC_UUIDS[channel], payload))
 
     def _packet(self, start: int, end: int) -> bytes:
-        return bytes(SamplesPacket(start // PER_PACKET & 0xFF, start, tuple(self.values[start:end])))
+        counter = start - self.boot_at
+        return bytes(SamplesPacket(counter // PER_PACKET & 0xFF, counter, tuple(self.values[start:end])))
+
+    def reboot(self) -> None:
+        """Restart: the counter begins again at 0 and everything buffered is gone (RAM)."""
+        self.boot_at = self.sent_upto = self.produced
+        self.streaming = False
 
     async def _produce(self) -> None:
         period_s = PER_PACKET / self.rate_hz / self.speed
@@ -139,11 +146,13 @@ class ModelStrap:
         command = ControlCommand.from_bytes(value)
         value0 = value1 = 0
         if isinstance(command, Backfill):
-            end = self.produced if command.to_counter is None else min(command.to_counter, self.produced)
-            value0, value1 = command.from_counter, end
-            self._backfills.put_nowait((command.from_counter, end))
+            to = self.produced if command.to_counter is None else command.to_counter + self.boot_at
+            start = max(command.from_counter + self.boot_at, self.boot_at)
+            end = max(start, min(to, self.produced))
+            value0, value1 = start - self.boot_at, end - self.boot_at
+            self._backfills.put_nowait((start, end))
         elif isinstance(command, TimeSync):
-            value0, value1 = command.token, self.produced
+            value0, value1 = command.token, self.produced - self.boot_at
         elif command.OPCODE.name == "START_STREAM":
             self.streaming = True
         await self._respond(command.tag, Channel.CONTROL, command.OPCODE, value0, value1)

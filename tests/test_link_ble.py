@@ -173,3 +173,32 @@ def test_corrupt_notifications_are_counted_not_fatal() -> None:
         assert ble.stats.bad_packets == 4
 
     run(_session, {"name": "strap-E", "values": values, "speed": 10.0}, body)
+
+
+def test_strap_reboot_mid_session_loses_nothing_after_it() -> None:
+    """A strap that reboots while disconnected starts counting from 0 again; the host notices from
+    the first TIME_SYNC answer, keeps session counters unique and increasing, and loses nothing the
+    new boot measures (before, its samples read as duplicates of the old counting)."""
+    values = signal(25 * 60, seed=5)
+
+    async def body(strap: ModelStrap, ble: BleStrapLink, sink: Sink) -> None:
+        assert strap.peripheral is not None
+        await until(lambda: len(sink.received()) >= 25 * 10)
+        off = asyncio.create_task(strap.peripheral.power_off(0.6))
+        await asyncio.sleep(0.2)
+        before = dict(sink.received())
+        strap.reboot()
+        boot_at = strap.boot_at
+        await off
+        await until(lambda: strap.produced == len(values))
+        await until(lambda: len(sink.received()) == len(before) + len(values) - boot_at, 30)
+        got = sink.received()
+        counters = sorted(got)
+        assert [got[c] for c in counters] == list(values[: len(before)]) + list(values[boot_at:])
+        first_new = counters[len(before)]
+        # The new boot continues after the old counting, about where the downtime puts it.
+        assert len(before) <= first_new <= boot_at + 25
+        assert [kind for kind, _ in sink.link].count("strap-rebooted") == 1
+        assert ble.stats.reboots == 1 and ble.stats.duplicates == 0
+
+    run(_session, {"name": "strap-R", "values": values, "speed": 20.0}, body)

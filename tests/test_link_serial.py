@@ -24,6 +24,7 @@ from breathsync.protocol import (
     SensorState,
     StatusFlag,
     StatusPacket,
+    TimeSync,
 )
 
 
@@ -58,6 +59,7 @@ class PtyStrap:
         self.values = values
         self.corrupt_every = corrupt_every
         self.commands: list[ControlCommand] = []
+        self.acquired = 0  # the strap's sample counter (TIME_SYNC answers it)
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._stream, daemon=True)
         self._reader = threading.Thread(target=self._answer, daemon=True)
@@ -77,6 +79,7 @@ class PtyStrap:
                 )
             else:
                 os.write(self.master, bytes(frame))
+            self.acquired = start + len(self.values[start : start + 7])
             if self._stop.wait(0.002):
                 return
 
@@ -90,10 +93,9 @@ class PtyStrap:
             for frame in deframer.feed(data):
                 command = ControlCommand.from_bytes(frame.payload)
                 self.commands.append(command)
-                os.write(
-                    self.master,
-                    bytes(Frame.of(ResponsePacket(command.tag, Channel.CONTROL, command.OPCODE, ResultCode.OK))),
-                )
+                values = (command.token, self.acquired) if isinstance(command, TimeSync) else (0, 0)
+                response = ResponsePacket(command.tag, Channel.CONTROL, command.OPCODE, ResultCode.OK, *values)
+                os.write(self.master, bytes(Frame.of(response)))
                 if command.OPCODE.name == "START_STREAM" and not self._writer.is_alive():
                     self._writer.start()  # like the strap: stream once asked to
                 if command.OPCODE.name == "GET_STATUS":

@@ -149,3 +149,27 @@ def test_events_are_deduplicated_and_time_mapped() -> None:
     [ev] = collector.events
     assert ev.kind == "peak" and ev.counter == 100 and ev.confirmed_counter == 115
     assert abs(ev.host_t_s - 100 / RATE_HZ) < 0.05
+
+
+def test_reboot_continues_session_counters_after_the_downtime() -> None:
+    collector = Collector()
+    stream = collector.stream()
+    first = packets(0, list(range(700)))  # 28 s
+    for i, packet in enumerate(first):
+        if i not in (50, 51):  # a gap that the reboot makes unrecoverable
+            stream.on_samples_packet(packet, (packet.counter + PER_PACKET - 1) / RATE_HZ + 0.02)
+    assert stream.backfill_wanted() == (350, 364)
+    # Off for ~12 s, then booted: 2 s later its counter is 50.
+    start = stream.rebooted(counter_now=50, at_s=42.0)
+    assert stream.stats.samples_lost == 14 and stream.stats.reboots == 1
+    assert start == 700 + round((42.0 - 50 / RATE_HZ - 699 / RATE_HZ) * RATE_HZ)
+    assert stream.backfill_wanted() is None
+    for packet in packets(0, [1000 + v for v in range(70)]):
+        stream.on_samples_packet(packet, 40.0 + (packet.counter + PER_PACKET - 1) / RATE_HZ + 0.02)
+    stream.on_event_packet(EventPacket(0, EventKind.PEAK, 30, 15, 900, 80), 42.0)
+    got = collector.values()
+    assert [got[start + i] for i in range(70)] == [1000 + v for v in range(70)]
+    counters = collector.counters()
+    assert len(counters) == len(set(counters)) and stream.stats.duplicates == 0
+    assert collector.events[-1].counter == start + 30
+    assert abs(collector.blocks[-1].host_t_s[-1] - (40.0 + 69 / RATE_HZ)) < 0.1

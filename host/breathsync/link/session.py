@@ -31,9 +31,10 @@ from ..protocol import (
     decode,
     encode,
 )
-from .stream import SampleBlock, StrapEvent, StrapStream
+from .stream import SampleBlock, StrapEvent, StrapStream, unwrap
 
 WriteFn = Callable[[Channel, bytes], Awaitable[None]]
+MAX_HELD_PACKETS = 512  # about 2 minutes of 7-sample packets at 25 Hz
 
 
 class LinkError(BreathsyncError):
@@ -75,6 +76,11 @@ class StrapSession:
         self._pending: dict[int, asyncio.Future[ResponsePacket]] = {}
         self._backfill_in_flight: tuple[int, int] | None = None
         self.time_sync: list[tuple[float, float, int]] = []  # (sent_s, answered_s, counter)
+        # After a reconnect the strap may have rebooted (counter restarted). Until the first TIME_SYNC
+        # answer tells, sample and event packets are held: read against the old counting they would
+        # be taken for duplicates, or worse, for backfill of old gaps.
+        self._epoch_pending = False
+        self._held: list[tuple[int, bytes, float]] = []
 
     # -- transport side --------------------------------------------------------------------------
 
@@ -82,6 +88,7 @@ class StrapSession:
         """A transport connected: commands go through ``write`` from now on."""
         self._write = write
         self._backfill_in_flight = None
+        self._epoch_pending = self.stream.head is not None
 
     def detach(self, reason: str) -> None:
         """The transport is gone: pending commands fail; the stream keeps its position."""
@@ -98,6 +105,11 @@ class StrapSession:
 
     def handle(self, channel: int, data: bytes, arrival_s: float | None = None) -> None:
         arrival = self.clock() if arrival_s is None else arrival_s
+        if self._epoch_pending and channel in (Channel.SAMPLES, Channel.EVENT):
+            self._held.append((channel, data, arrival))
+            if len(self._held) >= MAX_HELD_PACKETS:  # no TIME_SYNC answer for minutes: assume no reboot
+                self._settle_epoch(None, arrival)
+            return
         try:
             packet = decode(channel, data)
         except ProtocolError as error:
@@ -164,14 +176,37 @@ class StrapSession:
     async def ping(self) -> None:
         """TIME_SYNC: the strap's counter at a bracketed host time (a precise clock observation)."""
         sent_s = self.clock()
+        held_at_send = self.stream.head  # every sample below it was acquired before the strap handles this
         response = await self.command(TimeSync(0, int(sent_s * 1000) & 0xFFFFFFFF))
         answered_s = self.clock()
         self.time_sync.append((sent_s, answered_s, response.value1))
+        self._settle_epoch(response.value1, answered_s, held_at_send)
+
+    def _settle_epoch(self, counter_now: int | None, at_s: float, held_at_send: int | None = None) -> None:
+        """Release held packets; first, a strap counter (TIME_SYNC) below what the host already held when it
+        asked means the strap rebooted. (Samples that arrive while the answer travels may pass it: they
+        do not count.)"""
+        head = self.stream.head
+        if (
+            counter_now is not None
+            and head is not None
+            and held_at_send is not None
+            and unwrap(counter_now, held_at_send) < min(held_at_send, head)
+        ):
+            old = self.stream.offset + head
+            start = self.stream.rebooted(counter_now, at_s)
+            self.sink.on_link(
+                self.role, "strap-rebooted", f"counter back to {counter_now}; session counters {old} -> {start}"
+            )
+        self._epoch_pending = False
+        held, self._held = self._held, []
+        for channel, data, arrival in held:
+            self.handle(channel, data, arrival)
 
     async def request_backfill(self) -> bool:
         """Ask for the oldest missing range, unless a backfill is already running. True if asked."""
         wanted = self.stream.backfill_wanted()
-        if wanted is None or self._backfill_in_flight is not None or self._write is None:
+        if wanted is None or self._backfill_in_flight is not None or self._write is None or self._epoch_pending:
             return False
         start, end = wanted
         self._backfill_in_flight = wanted

@@ -38,7 +38,8 @@ class LinkStats:
     samples_backfilled: int = 0
     gaps_opened: int = 0
     gaps_filled: int = 0
-    samples_lost: int = 0  # reported lost by the strap (overwritten before backfill)
+    samples_lost: int = 0  # reported lost by the strap (overwritten before backfill, or gone in a reboot)
+    reboots: int = 0  # the strap restarted (its counter went back): see StrapStream.rebooted
     events: int = 0
     reconnects: int = 0
     haptic_sent: int = 0
@@ -155,7 +156,8 @@ class StrapStream:
         self.on_samples = on_samples
         self.on_event = on_event
         self.stats = stats if stats is not None else LinkStats()
-        self.head: int | None = None  # one past the highest counter received
+        self.head: int | None = None  # one past the highest counter received (the strap's counting)
+        self.offset = 0  # session counter = strap counter + offset (grows when the strap reboots)
         self.gaps = Gaps()
         self._seen_events: set[tuple[int, int]] = set()
         self.status: StatusPacket | None = None
@@ -169,19 +171,37 @@ class StrapStream:
         if rate_hz != self.clock.nominal_rate_hz:
             self.clock = CounterClock(rate_hz)
 
-    def restarted(self) -> None:
-        """The strap rebooted (its counter restarted): forget positions, keep statistics."""
+    def rebooted(self, counter_now: int, at_s: float) -> int:
+        """The strap restarted: its counter is ``counter_now`` at host time ``at_s``, behind what we hold.
+
+        Its RAM ring went with the reboot, so open gaps are lost. Delivered counters stay unique and
+        increasing for the whole session: the new boot continues after the old head, plus the samples
+        the strap's downtime would have held (from the old clock), so counters still track time.
+        Returns the session counter that the new boot's counter 0 maps to.
+        """
+        self.stats.samples_lost += sum(end - start for start, end in self.gaps.ranges)
+        self.stats.reboots += 1
+        head = self.head if self.head is not None else 0
+        downtime = 0
+        fit = self.clock.fit
+        if fit is not None and self.head is not None:
+            last_s = fit.offset_s + (self.head - 1) * fit.period_s
+            boot_s = at_s - counter_now / self.rate_hz
+            downtime = max(0, round((boot_s - last_s) * self.rate_hz))
+        self.offset += head + downtime
         self.head = None
         self.gaps = Gaps()
         self._seen_events.clear()
         self.clock.reset()
+        return self.offset
 
     def resume_after(self, counter: int) -> None:
         """The host already holds everything up to ``counter`` (a restarted daemon's store).
 
         The first live packet then opens a gap from ``counter + 1``, which backfill closes.
+        ``counter`` is a session counter (as delivered).
         """
-        self.head = counter + 1
+        self.head = counter + 1 - self.offset
 
     def backfill_wanted(self) -> tuple[int, int] | None:
         """The oldest missing range [start, end) to ask the strap for, or None."""
@@ -233,7 +253,7 @@ class StrapStream:
         assert fit is not None  # observe() ran for the first live packet
         host = fit.offset_s + counters * fit.period_s
         self.stats.samples += len(values)
-        self.on_samples(SampleBlock(self.role, first, values, host, backfilled))
+        self.on_samples(SampleBlock(self.role, first + self.offset, values, host, backfilled))
 
     def on_event_packet(self, packet: EventPacket, arrival_s: float) -> None:
         self.stats.packets += 1
@@ -256,8 +276,8 @@ class StrapStream:
             StrapEvent(
                 self.role,
                 kind,
-                index,
-                index + packet.confirm_delay,
+                index + self.offset,
+                index + packet.confirm_delay + self.offset,
                 packet.depth,
                 packet.interval,
                 host,
