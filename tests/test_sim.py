@@ -146,6 +146,37 @@ async def stop_links(links: dict[str, BleStrapLink], tasks: list[asyncio.Task[No
     await asyncio.wait_for(asyncio.gather(*tasks), 10)
 
 
+def test_strap_reboot_is_followed_without_loss(micropython: str) -> None:
+    """The real firmware power-cycles mid-session: its counter restarts at 0 and its ADC feed starts
+    over. The host notices, keeps every session counter unique and increasing, and receives the new
+    boot's samples from its first one on, exactly as fed."""
+    counts = synthetic_counts(600, 15, RATE, seed=4)
+    config = StrapConfig(counts, role="client", loop=False)
+
+    async def go() -> None:
+        async with await VirtualBench.start([config]) as vb, await BumbleBench.open(vb.link) as host:
+            strap = vb["client"]
+            links, sinks, tasks = await start_links(vb, host, ("client",))
+            link, sink = links["client"], sinks["client"]
+            await until(lambda: sink.complete_upto() >= 8 * RATE, 20)
+            await strap.reboot(off_s=1.0)
+            before = sink.complete_upto()
+            assert before == len(sink.samples)  # nothing of the new boot delivered yet
+            await until(lambda: len(sink.samples) >= before + 8 * RATE, 30)
+            await stop_links(links, tasks)
+            assert not sink.twice
+            got = np.array([sink.samples[c] for c in sorted(sink.samples)])
+            after = len(got) - before
+            assert np.array_equal(got[:before], counts[:before])
+            assert np.array_equal(got[before:], counts[:after])  # the new boot's feed from its start
+            first_new = sorted(sink.samples)[before]
+            assert first_new >= before  # continues after the old counting (plus the downtime)
+            assert link.stats.reboots == 1
+            assert [kind for kind, _ in sink.link].count("strap-rebooted") == 1
+
+    run(go)
+
+
 def test_two_straps_stream_events_drift_and_haptics(micropython: str) -> None:
     """Two straps at once, +-100 ppm: every sample as fed, events as the detector, drift recovered,
     a haptic command confirmed and played on the strap's motor PWM."""

@@ -189,7 +189,7 @@ class StrapStream:
             boot_s = at_s - counter_now / self.rate_hz
             downtime = max(0, round((boot_s - last_s) * self.rate_hz))
         self.offset += head + downtime
-        self.head = None
+        self.head = 0  # everything since the new boot is wanted: its first live packet opens a gap from 0
         self.gaps = Gaps()
         self._seen_events.clear()
         self.clock.reset()

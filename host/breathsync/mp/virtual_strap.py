@@ -31,7 +31,8 @@ through the sample counters.
 
 Stdout carries binary frames (BLE mode) or wired frames: nothing else may be printed there. Every
 uncaught error is written to stderr and the exit status is 1. A watchdog reset (or machine.reset()
-after a crash) ends the run with outcome "reset: ..." (a real strap would reboot; this one stops).
+after a crash) ends the run with outcome "reset: ..."; a reboot is the parent's job
+(``VirtualStrap.reboot()`` starts this script again on the same radio).
 """
 
 import json

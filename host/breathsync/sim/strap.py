@@ -229,6 +229,23 @@ def _corrupt(value: bytes, mode: int) -> bytes:
     return bytes([(value[0] & 0xF0) | 0x0F]) + value[1:]  # type 15 on this channel: UnknownType
 
 
+async def _boot_firmware(exe: str, config: StrapConfig, workdir: Path) -> asyncio.subprocess.Process:
+    """Start the unmodified firmware in MicroPython on the bridge (a power-on: fresh RAM, counter 0)."""
+    env = dict(os.environ, MICROPYPATH=f"{_DOUBLES}:{firmware_dir()}:.frozen")
+    return await asyncio.create_subprocess_exec(
+        exe,
+        "-X",
+        f"heapsize={config.heapsize}",
+        str(_SCRIPT),
+        str(workdir / "config.json"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=str(workdir),
+    )
+
+
 class VirtualStrap:
     """One virtual strap on a Bumble ``LocalLink``. Create it with :meth:`start` (inside a running loop)."""
 
@@ -283,6 +300,8 @@ class VirtualStrap:
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
+        self._exe = ""
+        self._rebooting = False
 
     # ------------------------------------------------------------------ start / stop
 
@@ -300,7 +319,6 @@ class VirtualStrap:
         exe = micropython or micropython_executable()
         if exe is None:
             raise SimUnavailable(micropython_unavailable_reason() or "MicroPython not found")
-        fw = firmware_dir()
         workdir = Path(tempfile.mkdtemp(prefix=f"breathsync-{config.strap_name}-"))
         counts = np.asarray(config.counts, dtype=np.int64)
         if counts.min() < 0 or counts.max() > 0xFFFF:
@@ -323,20 +341,9 @@ class VirtualStrap:
             "seed": config.seed,
         }
         (workdir / "config.json").write_text(json.dumps(conf))
-        env = dict(os.environ, MICROPYPATH=f"{_DOUBLES}:{fw}:.frozen")
-        proc = await asyncio.create_subprocess_exec(
-            exe,
-            "-X",
-            f"heapsize={config.heapsize}",
-            str(_SCRIPT),
-            str(workdir / "config.json"),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            cwd=str(workdir),
-        )
+        proc = await _boot_firmware(exe, config, workdir)
         strap = cls(config, link, workdir, proc)
+        strap._exe = exe
         strap._spawn(strap._read_frames(), "frames")
         strap._spawn(strap._read_stderr(), "stderr")
         strap._spawn(strap._radio(), "radio")
@@ -366,7 +373,7 @@ class VirtualStrap:
                 if not self._ready.done():
                     self._ready.set_exception(exc)
 
-        task = asyncio.get_running_loop().create_task(guarded())
+        task = asyncio.get_running_loop().create_task(guarded(), name=what)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -443,7 +450,7 @@ class VirtualStrap:
             self._signal()
             if not self._ready.done():
                 self._ready.set_exception(SimError(f"{self.name}: the firmware exited during start-up{self._why()}"))
-            elif not self._closing:
+            elif not self._closing and not self._rebooting:
                 log.error("%s: the firmware exited%s", self.name, self._why())
             for waiters in self._reads.values():
                 for reply in waiters:
@@ -499,7 +506,12 @@ class VirtualStrap:
 
     async def _build(self, payload: bytes) -> None:
         if self.device is not None:
-            raise SimError(f"{self.name}: the firmware registered its services twice")
+            # After a reboot the firmware registers again: the same database keeps Bumble's.
+            if not self._rebooting or bridge.parse_gatt(payload) != (self.preferred_mtu, self.gatt):
+                raise SimError(f"{self.name}: the firmware registered its services twice")
+            if not self._ready.done():
+                self._ready.set_result(None)
+            return
         self.preferred_mtu, self.gatt = bridge.parse_gatt(payload)
         controller = VirtualController(f"{self.name}-controller", link=self.link)
         device = Device(
@@ -830,6 +842,51 @@ class VirtualStrap:
         self.powered = True
         self._queue_changed.set()
         await self._apply_advertising()
+
+    async def reboot(self, off_s: float = 0.0, ready_timeout_s: float = 15.0) -> dict[str, Any] | None:
+        """Power-cycle the strap: the firmware process ends (RAM, ring and counter are gone), the radio
+        is off for ``off_s``, then the same firmware boots again and re-advertises. The ADC feed starts
+        over from the first count. Returns the old boot's summary."""
+        self.powered = False
+        if self.controller is not None:
+            drop_le_connections(self.controller)  # the link ends with the chip, not by a timeout
+        await self._apply_advertising()
+        self._rebooting = True
+        old_tasks = [t for t in self._tasks if t.get_name().startswith(("frames", "stderr"))]
+        self._send(bridge.QUIT)
+        try:
+            async with asyncio.timeout(3.0):
+                await self._exited.wait()
+                await self._proc.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            await self._proc.wait()
+        for task in old_tasks:
+            task.cancel()
+        await asyncio.gather(*old_tasks, return_exceptions=True)
+        summary = self.summary
+        self._queue.clear()
+        self._held = None
+        self._advertising = None
+        self._exited = asyncio.Event()
+        self._ready = asyncio.get_running_loop().create_future()
+        await asyncio.sleep(off_s)
+        self._proc = await _boot_firmware(self._exe, self.config, self.workdir)
+        assert self._proc.stdout is not None and self._proc.stdin is not None
+        self._reader = bridge.FrameReader(self._proc.stdout)
+        self._stdin = self._proc.stdin
+        self._spawn(self._read_frames(), "frames")
+        self._spawn(self._read_stderr(), "stderr")
+        try:
+            async with asyncio.timeout(ready_timeout_s):
+                await self._ready
+        finally:
+            self._rebooting = False
+        self.powered = True
+        self._queue_changed.set()
+        await self._apply_advertising()
+        return summary
 
     def stall_notifications(self, duration_s: float | None = None) -> None:
         """Connected, but no connection events: nothing is delivered or acknowledged, so the firmware's
