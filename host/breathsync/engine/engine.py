@@ -2,20 +2,21 @@
 
 Inputs arrive in host-time order: sample blocks (only their times matter here: they prove a strap
 is connected) and breath events as the straps report them. The engine never looks at an event
-before its ``reported_t_s``. After every end-inspiration peak of either person it emits an
+before its ``reported_t_s``. After every breath event (peak or trough) of either person it emits an
 ``EngineState``; nudges and efficacy reports are emitted when they happen.
 
 Method in brief (docs/engine.md has the reasoning):
 
-* phase of each person from their own breath peaks; the client's phase at each therapist peak
-  gives the relative phase, and its mean resultant length over the last ``window_breaths``
-  therapist breaths is the phase-locking value (PLV);
+* phase of each person from their own breath peaks and troughs; the relative phase at every
+  breath event of either person, and its trimmed mean resultant length over the last ``window_s``
+  (robust to one spurious breath) is the phase-locking value (PLV);
 * chance level of *that* window from segment surrogates: the same therapist breaths against the
   client's own history shifted back by 20 s or more. Two independent people at similar rates keep
   their slow beat drift in every surrogate, so they do not beat it;
 * direction from three kinds of 'who adjusts' evidence per person: rate moved away from their
-  own baseline toward the partner; period response to the partner's phase lead; lagged
+  own baseline toward the partner's; period response to the partner's phase lead; lagged
   dependency of their breath periods on the partner's most recent breath (lag < one breath);
+  plus the pair's phase lead (a follower's breaths trail the leader's);
 * a nudge only when the therapist is locked beyond chance, follows (evidence clearly larger than
   the client's), and stays so for ``min_locked_s``; the policy then applies cooldown, cap and mute.
 """
@@ -278,7 +279,9 @@ class EntrainmentEngine:
             rate, rate_other = rates[role], rates[other]
             if len(mine) < 5 or len(theirs) < 5 or base is None or rate is None or rate_other is None:
                 continue
-            # Share of the baseline gap this person closed, measured against their own variability:
+            # How far this person left their own baseline toward the partner's baseline (not the partner's
+            # current rate: once locked a leader sits at its own rate, the follower wherever the leader is),
+            # as a share of the gap between the two baselines, measured against their own variability:
             # a move smaller than RATE_MOVE_SCALE_SD own SDs never counts fully, a full one needs the gap closed.
             # Slow tempo drift of a few percent is normal even for metronomic breathers, whose
             # breath-by-breath SD is tiny: the scale never drops below RATE_DRIFT_FLOOR of their rate.

@@ -191,6 +191,7 @@ class StrapSession:
             counter_now is not None
             and head is not None
             and held_at_send is not None
+            # min(): a reboot already handled while this answer travelled reset the head; no second one
             and unwrap(counter_now, held_at_send) < min(held_at_send, head)
         ):
             old = self.stream.offset + head
