@@ -6,10 +6,10 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import signal
 import sys
 
 from ..daemon import Daemon, SessionSummary, load_daemon_config
+from .shutdown import stop_on_signals
 
 HELP = "run a session: connect both straps, detect entrainment, nudge the therapist, record everything"
 
@@ -35,11 +35,8 @@ async def run_daemon(args: argparse.Namespace) -> SessionSummary:
         session = dataclasses.replace(session, directory=args.sessions)
     outputs = dataclasses.replace(config.outputs, lsl=config.outputs.lsl and not args.no_lsl)
     config = dataclasses.replace(config, straps=straps, session=session, outputs=outputs)
-    stop = asyncio.Event()
+    stop = stop_on_signals()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     daemon = Daemon(config, sys.stdout)
     if sys.stdin.isatty():
         # Keys while the session runs: m + Enter mutes nudges (mirroring on purpose), q + Enter ends.

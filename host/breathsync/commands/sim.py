@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
-import signal
 import sys
 from typing import TextIO
 
@@ -31,6 +30,7 @@ from ..sim import (
     recording_counts,
     synthetic_counts,
 )
+from .shutdown import stop_on_signals
 
 HELP = "run virtual therapist + client straps (the real firmware) for another process to connect to"
 
@@ -105,11 +105,8 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
     if reason is not None:
         raise InputError(f"cannot run virtual straps: {reason}")
     where = f"[{host}]" if ":" in host else host
-    stop = asyncio.Event()
+    stop = stop_on_signals()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     try:
         bench = await VirtualBench.start(configs, serve=f"tcp-server:{where}:{args.port}")
     except OSError as exc:

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import csv
-import signal
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from ..link.session import LinkError
 from ..link.sources import ROLES, StrapLink, ble_adapter, find_by_role, open_link
 from ..link.stream import SampleBlock, StrapEvent
 from ..protocol import StatusPacket
+from .shutdown import stop_on_signals
 
 HELP = "stream live samples and breath events of one or two straps (terminal or CSV)"
 
@@ -92,11 +92,8 @@ async def stream(args: argparse.Namespace, out: TextIO) -> int:
         writer = csv.writer(csv_file)
         writer.writerow(["role", "kind", "counter", "host_t_s", "value"])
     printer = Printer(out, writer)
-    stop = asyncio.Event()
+    stop = stop_on_signals()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     try:
         async with ble_adapter(args.ble) as options:
             links: list[StrapLink] = []
