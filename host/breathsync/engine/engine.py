@@ -275,9 +275,11 @@ class EntrainmentEngine:
         pairs: tuple[tuple[Role, Role], ...] = (("therapist", "client"), ("client", "therapist"))
         for role, other in pairs:
             mine, theirs = own[role], own[other]
-            base = self.baselines[role]
+            base, base_other = self.baselines[role], self.baselines[other]
             rate, rate_other = rates[role], rates[other]
-            if len(mine) < 5 or len(theirs) < 5 or base is None or rate is None or rate_other is None:
+            if len(mine) < 5 or len(theirs) < 5 or base is None or base_other is None:
+                continue
+            if rate is None or rate_other is None:  # no current rate for one of them (after a gap)
                 continue
             # How far this person left their own baseline toward the partner's baseline (not the partner's
             # current rate: once locked a leader sits at its own rate, the follower wherever the leader is),
@@ -285,8 +287,7 @@ class EntrainmentEngine:
             # a move smaller than RATE_MOVE_SCALE_SD own SDs never counts fully, a full one needs the gap closed.
             # Slow tempo drift of a few percent is normal even for metronomic breathers, whose
             # breath-by-breath SD is tiny: the scale never drops below RATE_DRIFT_FLOOR of their rate.
-            base_other = self.baselines[other]
-            ref_other = base_other.rate_bpm if base_other is not None else rate_other
+            ref_other = base_other.rate_bpm
             toward = math.copysign(1.0, ref_other - base.rate_bpm) if ref_other != base.rate_bpm else 0.0
             gap = abs(ref_other - base.rate_bpm)
             scale = RATE_MOVE_SCALE_SD * max(base.rate_sd_bpm, RATE_DRIFT_FLOOR * base.rate_bpm)
