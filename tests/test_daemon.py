@@ -18,6 +18,9 @@ from strap_model import ModelStrap, served
 
 from breathsync.daemon import Daemon, DaemonConfig, load_daemon_config
 from breathsync.daemon.config import OutputsConfig, SessionConfig, StrapsConfig
+from breathsync.daemon.rebuild import stored_baseline
+from breathsync.engine import Baseline
+from breathsync.engine.baseline_file import write_baseline
 from breathsync.errors import InputError
 from breathsync.protocol import Role
 from breathsync.store import SessionStore
@@ -44,9 +47,9 @@ def served_pair() -> Iterator[tuple[str, dict[str, ModelStrap]]]:
         yield pair
 
 
-def config_for(adapter: str, directory: Path, lsl: bool = False) -> DaemonConfig:
+def config_for(adapter: str, directory: Path, lsl: bool = False, baseline: str = "") -> DaemonConfig:
     return DaemonConfig(
-        session=SessionConfig(directory=str(directory)),
+        session=SessionConfig(directory=str(directory), therapist_baseline=baseline),
         straps=StrapsConfig(ble=adapter, therapist="ble:strap-T", client="ble:strap-C"),
         outputs=OutputsConfig(lsl=lsl, status_interval_s=0.5),
     )
@@ -57,10 +60,13 @@ def test_daemon_records_both_straps_and_shows_status(
 ) -> None:
     adapter, straps = served_pair
     out = io.StringIO()
+    calibrated = Baseline(rate_bpm=11.5, rate_sd_bpm=0.9, depth=20000.0, n_breaths=23)
+    write_baseline(tmp_path / "me.json", calibrated)
 
     async def go() -> None:
         stop = asyncio.Event()
-        daemon = Daemon(config_for(adapter, tmp_path), out)
+        daemon = Daemon(config_for(adapter, tmp_path, baseline=str(tmp_path / "me.json")), out)
+        assert daemon.engine.baselines["therapist"] == calibrated
         task = asyncio.create_task(daemon.run(stop))
         await asyncio.sleep(6)
         stop.set()
@@ -81,6 +87,7 @@ def test_daemon_records_both_straps_and_shows_status(
         first = min(float(store.samples(r).host_t_s[0]) for r in straps)
         assert -1 < first - created < 10  # the first sample can be taken just before the session opens
         assert store.config()["straps"]["therapist"] == "ble:strap-T"
+        assert stored_baseline(store) == calibrated  # a replay or a resume uses the session's own baseline
     text = out.getvalue()
     assert "T: ok 90%" in text and "C: ok 90%" in text and "nudges 0" in text
 
@@ -104,6 +111,9 @@ def test_config_defaults_and_errors(tmp_path: Path) -> None:
             load_daemon_config(bad)
     with pytest.raises(InputError, match="no such file"):
         load_daemon_config(tmp_path / "missing.toml")
+    (tmp_path / "baseline.json").write_text('{"format": "breathsync-baseline", "version": 1}')
+    with pytest.raises(InputError, match="rate_bpm must be a finite number"):  # before any strap is touched
+        Daemon(DaemonConfig(session=SessionConfig(therapist_baseline=str(tmp_path / "baseline.json"))))
 
 
 def test_lsl_outlets_are_discoverable_on_this_machine(
@@ -137,6 +147,8 @@ def test_lsl_outlets_are_discoverable_on_this_machine(
 
 def test_kill_9_then_restart_loses_no_sample(served_pair: tuple[str, dict[str, ModelStrap]], tmp_path: Path) -> None:
     adapter, straps = served_pair
+    write_baseline(tmp_path / "monday.json", Baseline(rate_bpm=11.5, rate_sd_bpm=0.9, depth=1.0, n_breaths=23))
+    write_baseline(tmp_path / "tuesday.json", Baseline(rate_bpm=14.0, rate_sd_bpm=0.9, depth=1.0, n_breaths=23))
     cmd = [
         sys.executable,
         "-m",
@@ -152,17 +164,27 @@ def test_kill_9_then_restart_loses_no_sample(served_pair: tuple[str, dict[str, M
         str(tmp_path),
         "--no-lsl",
     ]
-    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [*cmd, "--therapist-baseline", str(tmp_path / "monday.json")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(8)
     os.kill(first.pid, signal.SIGKILL)
     first.wait(10)
     time.sleep(3)  # the straps keep sampling while no host is there
-    second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen(
+        [*cmd, "--therapist-baseline", str(tmp_path / "tuesday.json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(10)
     second.send_signal(signal.SIGTERM)
     out, err = second.communicate(timeout=30)
     assert second.returncode == 0, err
     assert "resuming session" in out
+    assert "therapist baseline 11.5/min" in out  # the resumed session keeps the baseline it started with
     [path] = tmp_path.glob("*.sqlite")
     with SessionStore.open(path) as store:
         for role, strap in straps.items():

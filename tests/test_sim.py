@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from breathsync.daemon.calibration import calibrate_strap
 from breathsync.detector import detect_cpython
 from breathsync.link.ble import BleOptions, BleStrapLink
 from breathsync.link.bumble_backend import BumbleBench
@@ -173,6 +174,24 @@ def test_strap_reboot_is_followed_without_loss(micropython: str) -> None:
             assert first_new >= before  # continues after the old counting (plus the downtime)
             assert link.stats.reboots == 1
             assert [kind for kind, _ in sink.link].count("strap-rebooted") == 1
+
+    run(go)
+
+
+def test_calibrate_against_the_real_firmware(micropython: str) -> None:
+    """Pre-session calibration over the production link: the therapist's strap is found by its role,
+    30 s of its breath events (strap counters, not arrival times) give the baseline."""
+    counts = synthetic_counts(120, 20, RATE, seed=6)  # rate wanders within +-10 % of 20/min
+    config = StrapConfig(counts, role="therapist", loop=False)
+
+    async def go() -> None:
+        async with await VirtualBench.start([config]) as vb, await BumbleBench.open(vb.link) as host:
+            lines: list[str] = []
+            result = await calibrate_strap("auto", options_for(host), 30.0, RATE, progress=lines.append)
+            assert 18.0 <= result.baseline.rate_bpm <= 22.0
+            assert 30.0 <= result.duration_s < 33.0 and result.baseline.n_breaths >= 9
+            assert result.baseline.depth > 0 and result.source == f"ble:{vb['therapist'].address}"
+            assert len(lines) >= 2 and "breaths" in lines[-1]
 
     run(go)
 

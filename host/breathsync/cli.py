@@ -18,6 +18,7 @@ from .errors import BreathsyncError
 # (command name, module under breathsync.commands). Each module defines
 # add_arguments(parser) and run(args) -> int, plus a one-line HELP.
 COMMANDS: tuple[tuple[str, str], ...] = (
+    ("calibrate", "calibrate"),
     ("detect", "detect"),
     ("demo", "demo"),
     ("export", "export"),

@@ -21,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client", metavar="SOURCE", help="override straps.client")
     parser.add_argument("--sessions", metavar="DIR", help="override session.directory")
     parser.add_argument("--no-lsl", action="store_true", help="do not open LSL outlets")
+    parser.add_argument(
+        "--therapist-baseline",
+        metavar="FILE",
+        help="override session.therapist_baseline: the file `breathsync calibrate` wrote",
+    )
 
 
 async def run_daemon(args: argparse.Namespace) -> SessionSummary:
@@ -33,6 +38,8 @@ async def run_daemon(args: argparse.Namespace) -> SessionSummary:
     session = config.session
     if args.sessions:
         session = dataclasses.replace(session, directory=args.sessions)
+    if args.therapist_baseline:
+        session = dataclasses.replace(session, therapist_baseline=args.therapist_baseline)
     outputs = dataclasses.replace(config.outputs, lsl=config.outputs.lsl and not args.no_lsl)
     config = dataclasses.replace(config, straps=straps, session=session, outputs=outputs)
     stop = stop_on_signals()

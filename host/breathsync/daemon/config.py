@@ -5,6 +5,7 @@
 directory = "~/breathsync-sessions"   # one SQLite file per session
 name = ""                             # default: the start time, e.g. 2026-11-22T10-00-00
 resume = true                         # reopen the newest unfinished session (after a crash)
+therapist_baseline = ""               # file from `breathsync calibrate`; "" = learn in the first minutes
 
 [straps]
 ble = "system"                        # or "bumble:tcp-client:127.0.0.1:7402" (virtual straps)
@@ -43,6 +44,7 @@ class SessionConfig:
     directory: str = "~/breathsync-sessions"
     name: str = ""
     resume: bool = True
+    therapist_baseline: str = ""
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from ..engine import (
     StrapBlock,
     StrapBreath,
 )
+from ..engine.baseline_file import read_baseline
 from ..errors import InputError
 from ..link.ble import BleOptions
 from ..link.session import LinkError
@@ -51,7 +52,7 @@ from ..protocol.packets import (
 from ..store import SessionStore, StoredEvent, StrapInfo
 from .config import DaemonConfig
 from .lsl import LslOutlets
-from .rebuild import stored_stream, timed_breath
+from .rebuild import store_baseline, stored_baseline, stored_stream, timed_breath
 
 TICK_S = 0.25
 
@@ -133,7 +134,9 @@ class Daemon:
         self.clock = clock
         self.views = {role: PersonView() for role in ROLES}
         self.links: dict[str, StrapLink] = {}
-        self.engine = EntrainmentEngine(config.engine)
+        path = config.session.therapist_baseline
+        self.therapist_baseline = read_baseline(Path(path).expanduser()) if path else None
+        self.engine = EntrainmentEngine(config.engine, self.therapist_baseline)
         self.state: EngineState | None = None
         self.nudge_ids: dict[float, int] = {}
         self.store: SessionStore | None = None
@@ -301,12 +304,22 @@ class Daemon:
         self.store = store
         if resumed:
             self.t0_s = float(store.meta("t0_unix_s") or self.clock())
+            # The session keeps the baseline it started with (a calibration file, or none: learned).
+            self.therapist_baseline = stored_baseline(store)
+            self.engine = EntrainmentEngine(self.config.engine, self.therapist_baseline)
             self._rebuild(store)
             self._line(f"resuming session {path}")
         else:
             self.t0_s = self.clock()
             store.set_meta("t0_unix_s", repr(self.t0_s))
+            if self.therapist_baseline is not None:
+                store_baseline(store, self.therapist_baseline)
             self._line(f"new session {path}")
+        base = self.therapist_baseline
+        if base is None:
+            self._line(f"learning both baselines over the first {self.config.engine.engine.baseline_s:.0f} s")
+        else:
+            self._line(f"therapist baseline {base.rate_bpm:.1f}/min (SD {base.rate_sd_bpm:.1f}) from calibration")
         summary = SessionSummary(path, resumed)
         try:
             adapter = (

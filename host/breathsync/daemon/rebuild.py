@@ -8,14 +8,34 @@ events at the time the strap reported them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
-from ..engine import Role, StrapBlock, StrapBreath, StreamItem
+from ..engine import Baseline, Role, StrapBlock, StrapBreath, StreamItem
+from ..engine.baseline_file import baseline_from_dict, baseline_to_dict
+from ..errors import InputError
 from ..store import SessionStore, StoredEvent
 from ..strap_sim import TimedBreath
 
 ROLES: tuple[Role, ...] = ("therapist", "client")
 BLOCK_SAMPLES = 7
+BASELINE_META = "therapist_baseline"  # a session started with a pre-session calibration keeps it here
+
+
+def stored_baseline(store: SessionStore) -> Baseline | None:
+    """The therapist baseline the session started with (``breathsync calibrate``), if any."""
+    text = store.meta(BASELINE_META)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        raise InputError(f"{store.path}: stored therapist baseline is not valid JSON") from None
+    return baseline_from_dict(data, f"{store.path} (stored therapist baseline)")
+
+
+def store_baseline(store: SessionStore, baseline: Baseline) -> None:
+    store.set_meta(BASELINE_META, json.dumps(baseline_to_dict(baseline, "calibration")))
 
 
 def session_t0_s(store: SessionStore) -> float:

@@ -1,0 +1,84 @@
+"""breathsync calibrate: the therapist's own breathing before a session, saved for `run --therapist-baseline`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from ..daemon.calibration import Calibration, calibrate_recording, calibrate_strap
+from ..detector import STRAP_RATES_HZ
+from ..engine.baseline_file import write_baseline
+from ..errors import InputError
+from ..link.session import LinkError
+from ..link.sources import ble_adapter
+from ..recording import read_column
+from .shutdown import stop_on_signals
+
+HELP = "record the therapist's own breathing (strap or recording) and save it as their baseline"
+DEFAULT_OUT = "therapist-baseline.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--strap",
+        metavar="SOURCE",
+        help="the therapist's strap: ble:<address-or-name>, serial:<port> or 'auto' (the default: by role)",
+    )
+    parser.add_argument("--ble", default="system", metavar="ADAPTER", help="system (default) or bumble:<transport>")
+    parser.add_argument("--recording", metavar="FILE", help="learn from a recording instead (CSV/CSV.gz)")
+    parser.add_argument("--rate", type=float, metavar="HZ", help="the recording's sampling rate")
+    parser.add_argument("--column", default="resp", help="signal column of the recording (default: resp)")
+    parser.add_argument(
+        "--strap-rate", type=int, default=25, choices=STRAP_RATES_HZ, metavar="HZ", help="strap rate, 25 or 50"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        metavar="S",
+        help="how long to record (strap: default 120, Ctrl-C ends early; recording: default all of it)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path(DEFAULT_OUT), metavar="FILE", help=f"where to save (default {DEFAULT_OUT})"
+    )
+
+
+async def _live(args: argparse.Namespace) -> Calibration:
+    stop = stop_on_signals()
+    seconds = 120.0 if args.seconds is None else args.seconds
+    print(f"calibrating for {seconds:.0f} s: sit quietly and breathe as you normally do", flush=True)
+    async with ble_adapter(args.ble) as options:
+        return await calibrate_strap(
+            args.strap or "auto",
+            options,
+            seconds,
+            args.strap_rate,
+            progress=lambda line: print(line, flush=True),
+            stop=stop,
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.recording:
+        if args.strap:
+            raise InputError("give either --strap or --recording, not both")
+        if args.rate is None or not args.rate > 0:
+            raise InputError("--recording needs --rate HZ > 0 (the recording's sampling rate)")
+        signal = read_column(args.recording, args.column)
+        result = calibrate_recording(signal, args.rate, args.strap_rate, args.seconds, args.recording)
+    else:
+        if args.rate is not None:
+            raise InputError("--rate belongs to --recording (a strap's rate is --strap-rate)")
+        try:
+            result = asyncio.run(_live(args))
+        except LinkError as exc:
+            raise InputError(str(exc)) from None
+    write_baseline(args.out, result.baseline, result.source, result.duration_s)
+    b = result.baseline
+    print(
+        f"baseline: {b.rate_bpm:.1f} breaths/min (SD {b.rate_sd_bpm:.1f}), depth {b.depth:.3g}, "
+        f"{b.n_breaths} breaths over {result.duration_s:.0f} s -> {args.out}",
+        file=sys.stdout,
+    )
+    return 0

@@ -1,0 +1,146 @@
+"""Pre-session calibration: the therapist's own breathing, alone, before the client arrives.
+
+A couple of quiet minutes wearing the strap give the engine the therapist's baseline (rate, its
+variability, depth) before the session, instead of learning it from the session's first minutes
+while the client is already in the room. ``breathsync calibrate`` records it from the strap (the
+production link) or from a recording (through the strap's own detector) and writes the file that
+``breathsync run --therapist-baseline`` reads (``engine.baseline_file``).
+
+Breath times come from the strap's sample counters, never from arrival times (NOTES.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..engine import Baseline, EngineConfig, learn_baseline
+from ..engine.person import MIN_BASELINE_BREATHS
+from ..errors import InputError
+from ..link.ble import BleOptions
+from ..link.sources import find_by_role, open_link
+from ..link.stream import SampleBlock, StrapEvent
+from ..protocol import StatusPacket
+from ..strap_sim import detect_breaths
+
+MIN_CALIBRATION_S = 30.0
+PROGRESS_EVERY_S = 10.0
+
+
+@dataclass(frozen=True)
+class Calibration:
+    baseline: Baseline
+    duration_s: float  # breathing actually covered (strap samples, or the recording used)
+    source: str
+
+
+def baseline_of(peaks_s: np.ndarray, depths: np.ndarray, duration_s: float, source: str) -> Calibration:
+    """The baseline of these end-inspiration times, or a one-line ``InputError`` saying why not."""
+    order = np.argsort(peaks_s)
+    baseline = learn_baseline(
+        np.asarray(peaks_s, dtype=np.float64)[order],
+        np.asarray(depths, dtype=np.float64)[order],
+        EngineConfig().max_breath_gap_s,
+    )
+    if baseline is None:
+        raise InputError(
+            f"{source}: only {len(peaks_s)} breath(s) in {duration_s:.0f} s, need at least {MIN_BASELINE_BREATHS} "
+            "regular ones (is the strap on the chest and the sensor connected?)"
+        )
+    return Calibration(baseline, duration_s, source)
+
+
+def calibrate_recording(
+    signal: np.ndarray, sampling_rate: float, strap_rate_hz: int = 25, seconds: float | None = None, source: str = ""
+) -> Calibration:
+    """Baseline of a recording, breaths found by the strap's own detector (as the live strap would)."""
+    if seconds is not None:
+        if not seconds >= MIN_CALIBRATION_S:
+            raise InputError(f"--seconds must be at least {MIN_CALIBRATION_S:.0f} (got {seconds:g})")
+        signal = signal[: round(seconds * sampling_rate)]
+    breaths = [b for b in detect_breaths(signal, sampling_rate, strap_rate_hz) if b.kind == "peak"]
+    peaks = np.array([b.t_s for b in breaths], dtype=np.float64)
+    depths = np.array([b.amplitude for b in breaths], dtype=np.float64)
+    return baseline_of(peaks, depths, len(signal) / sampling_rate, source)
+
+
+class _Collector:
+    """Link sink keeping the strap's peaks (by counter: a backfilled duplicate counts once) and sample span."""
+
+    def __init__(self, rate_hz: float) -> None:
+        self.rate_hz = rate_hz
+        self.peaks: dict[int, int] = {}  # counter -> depth in counts
+        self.first: int | None = None
+        self.last: int | None = None
+
+    def on_samples(self, block: SampleBlock) -> None:
+        lo, hi = int(block.counters[0]), int(block.counters[-1])
+        self.first = lo if self.first is None else min(self.first, lo)
+        self.last = hi if self.last is None else max(self.last, hi)
+
+    def on_event(self, event: StrapEvent) -> None:
+        if event.kind == "peak":
+            self.peaks[event.counter] = event.depth_counts
+
+    def on_status(self, role: str, status: StatusPacket) -> None:
+        pass
+
+    def on_link(self, role: str, kind: str, detail: str) -> None:
+        pass
+
+    @property
+    def covered_s(self) -> float:
+        return 0.0 if self.first is None or self.last is None else (self.last - self.first + 1) / self.rate_hz
+
+    def breaths_per_min(self) -> float | None:
+        counters = sorted(self.peaks)
+        if len(counters) < 3:
+            return None
+        return 60.0 * self.rate_hz / float(np.median(np.diff(counters)))
+
+
+async def calibrate_strap(
+    source: str,
+    options: BleOptions,
+    seconds: float,
+    rate_hz: int = 25,
+    progress: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> Calibration:
+    """Record ``seconds`` of the therapist's strap (``source`` as in ``breathsync run``; ``auto`` finds the
+    strap whose role is therapist) and learn the baseline. ``stop`` ends early with what was recorded."""
+    if not seconds >= MIN_CALIBRATION_S:
+        raise InputError(f"--seconds must be at least {MIN_CALIBRATION_S:.0f} (got {seconds:g})")
+    if source == "auto":
+        found = await find_by_role("therapist", options, timeout_s=30.0)
+        source = f"ble:{found.address}"
+    collector = _Collector(rate_hz)
+    link = open_link(source, "therapist", collector, options, rate_hz)
+    task = asyncio.create_task(link.run())
+    stop = stop or asyncio.Event()
+    next_report = PROGRESS_EVERY_S
+    try:
+        while collector.covered_s < seconds and not stop.is_set():
+            if task.done():
+                task.result()  # a link that gave up raises here
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.2)
+            if progress is not None and collector.covered_s >= next_report:
+                rate = collector.breaths_per_min()
+                shown = "-" if rate is None else f"{rate:.1f}/min"
+                progress(f"{collector.covered_s:5.0f} s of {seconds:.0f}: {len(collector.peaks)} breaths ({shown})")
+                next_report += PROGRESS_EVERY_S
+    finally:
+        await link.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10.0)
+    if collector.first is None:
+        raise InputError(f"{source}: no samples received")
+    counters = np.array(sorted(collector.peaks), dtype=np.float64)
+    depths = np.array([collector.peaks[int(c)] for c in counters], dtype=np.float64)
+    return baseline_of(counters / rate_hz, depths, collector.covered_s, source)

@@ -1,0 +1,100 @@
+"""A therapist's pre-session baseline on disk: one small JSON file, validated on read.
+
+Written by ``breathsync calibrate``, read by ``breathsync run`` / ``breathsync replay`` and stored in
+the session so a replay of that session uses the same baseline::
+
+    {"format": "breathsync-baseline", "version": 1, "rate_bpm": 13.8, "rate_sd_bpm": 1.2,
+     "depth": 2140.0, "n_breaths": 28, "duration_s": 120.0, "source": "ble:strap-T",
+     "created": "2026-11-22T09:58:00+00:00"}
+
+``depth`` is in the units of the strap (or recording) it was measured with; the engine only reports
+it. Rate and variability are what the decision uses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from .person import MIN_BASELINE_BREATHS
+from .state import Baseline
+
+FORMAT = "breathsync-baseline"
+VERSION = 1
+RATE_RANGE_BPM = (2.0, 80.0)  # wider than the detector's 4-60/min: a file is rejected only when absurd
+MAX_RATE_SD_BPM = 30.0
+
+
+def baseline_to_dict(baseline: Baseline, source: str = "", duration_s: float | None = None) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "rate_bpm": round(baseline.rate_bpm, 4),
+        "rate_sd_bpm": round(baseline.rate_sd_bpm, 4),
+        "depth": round(baseline.depth, 4),
+        "n_breaths": baseline.n_breaths,
+        "duration_s": None if duration_s is None else round(duration_s, 3),
+        "source": source,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def baseline_from_dict(data: object, where: str) -> Baseline:
+    """The ``Baseline`` in ``data`` (a parsed file); ``InputError`` naming ``where`` when it is unusable."""
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: not a breathsync baseline (expected a JSON object)")
+    if data.get("format") != FORMAT:
+        raise InputError(f"{where}: not a breathsync baseline (format is {data.get('format')!r})")
+    if data.get("version") != VERSION:
+        raise InputError(f"{where}: baseline version {data.get('version')!r} is not supported (this is {VERSION})")
+
+    def number(key: str) -> float:
+        value = data.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise InputError(f"{where}: {key} must be a finite number (got {value!r})")
+        return float(value)
+
+    rate = number("rate_bpm")
+    sd = number("rate_sd_bpm")
+    depth = number("depth")
+    breaths = data.get("n_breaths")
+    lo, hi = RATE_RANGE_BPM
+    if not lo <= rate <= hi:
+        raise InputError(f"{where}: rate_bpm must be within [{lo:g}, {hi:g}] (got {rate:g})")
+    if not 0.0 < sd <= MAX_RATE_SD_BPM:
+        raise InputError(f"{where}: rate_sd_bpm must be within (0, {MAX_RATE_SD_BPM:g}] (got {sd:g})")
+    if depth < 0.0:
+        raise InputError(f"{where}: depth must be >= 0 (got {depth:g})")
+    if isinstance(breaths, bool) or not isinstance(breaths, int) or breaths < MIN_BASELINE_BREATHS:
+        raise InputError(f"{where}: n_breaths must be an integer >= {MIN_BASELINE_BREATHS} (got {breaths!r})")
+    return Baseline(rate_bpm=rate, rate_sd_bpm=sd, depth=depth, n_breaths=breaths)
+
+
+def read_baseline(path: str | Path) -> Baseline:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: invalid JSON: {exc}") from None
+    return baseline_from_dict(data, str(path))
+
+
+def write_baseline(path: str | Path, baseline: Baseline, source: str = "", duration_s: float | None = None) -> None:
+    path = Path(path)
+    text = json.dumps(baseline_to_dict(baseline, source, duration_s), indent=2) + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)  # never a half-written baseline
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc}") from None

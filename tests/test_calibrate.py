@@ -1,0 +1,127 @@
+"""Pre-session calibration: `breathsync calibrate`, the baseline file, and its use by replay and the engine."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from breathsync.cli import main
+from breathsync.datasets import bundled_path
+from breathsync.engine import Baseline, EntrainmentEngine, dyad_stream, run_engine
+from breathsync.engine.baseline_file import read_baseline, write_baseline
+from breathsync.errors import InputError
+from breathsync.recording import read_column
+
+A = bundled_path("bidmc_04_resp.csv.gz")
+B = bundled_path("bidmc_18_resp.csv.gz")
+
+
+def annotated_rate_bpm(record: str, seconds: float) -> float:
+    """Median breathing rate from the first annotator's breath marks (125 Hz samples) in the first seconds."""
+    with gzip.open(bundled_path(f"{record}_breaths.csv.gz"), "rt") as handle:
+        marks = [int(row.split(",")[1]) for row in handle.read().splitlines()[1:] if row.startswith("ann1,")]
+    t = np.array(marks) / 125.0
+    return 60.0 / float(np.median(np.diff(t[t < seconds])))
+
+
+def test_calibrate_recording_matches_the_annotated_rate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "me.json"
+    code = main(["calibrate", "--recording", str(A), "--rate", "125", "--seconds", "120", "--out", str(out)])
+    printed, err = capsys.readouterr()
+    assert code == 0 and err == ""
+    baseline = read_baseline(out)
+    assert baseline.rate_bpm == pytest.approx(annotated_rate_bpm("bidmc_04", 120.0), abs=0.5)
+    assert 0.0 < baseline.rate_sd_bpm < 5.0 and baseline.depth > 0 and baseline.n_breaths >= 25
+    assert f"{baseline.rate_bpm:.1f} breaths/min" in printed and str(out) in printed
+    data = json.loads(out.read_text())
+    assert data["format"] == "breathsync-baseline" and data["duration_s"] == pytest.approx(120.0, abs=0.01)
+
+
+def test_calibrate_rejects_bad_input_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    flat = tmp_path / "flat.csv"
+    flat.write_text("resp\n" + "\n".join("0.5" for _ in range(125 * 60)) + "\n")
+    cases = [
+        (["--recording", str(A), "--rate", "125", "--seconds", "5"], "--seconds must be at least 30"),
+        (["--recording", str(A)], "needs --rate"),
+        (["--recording", str(A), "--rate", "125", "--strap", "ble:x"], "either --strap or --recording"),
+        (["--recording", str(flat), "--rate", "125"], "breath(s) in 60 s"),
+        (["--recording", str(tmp_path / "none.csv"), "--rate", "125"], "no such file"),
+        (["--rate", "125"], "--rate belongs to --recording"),
+    ]
+    for args, message in cases:
+        out = tmp_path / "never.json"
+        assert main(["calibrate", *args, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()
+
+
+def test_baseline_file_round_trip_and_validation(tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    baseline = Baseline(rate_bpm=12.5, rate_sd_bpm=0.8, depth=1500.0, n_breaths=24)
+    write_baseline(path, baseline, "ble:strap-T", 120.0)
+    assert read_baseline(path) == baseline
+    good = json.loads(path.read_text())
+    for change, message in [
+        ({"format": "something-else"}, "not a breathsync baseline"),
+        ({"version": 2}, "version 2 is not supported"),
+        ({"rate_bpm": 0.5}, "rate_bpm must be within"),
+        ({"rate_bpm": "fast"}, "rate_bpm must be a finite number"),
+        ({"rate_sd_bpm": 0}, "rate_sd_bpm must be within"),
+        ({"depth": -1}, "depth must be >= 0"),
+        ({"n_breaths": 2}, "n_breaths must be an integer >= 6"),
+        ({"n_breaths": True}, "n_breaths must be an integer"),
+    ]:
+        path.write_text(json.dumps({**good, **change}))
+        with pytest.raises(InputError, match=message):
+            read_baseline(path)
+    path.write_text("{not json")
+    with pytest.raises(InputError, match="invalid JSON"):
+        read_baseline(path)
+    path.write_text("[1, 2]")
+    with pytest.raises(InputError, match="expected a JSON object"):
+        read_baseline(path)
+
+
+def test_engine_keeps_a_pre_calibrated_therapist_baseline_and_learns_the_client() -> None:
+    given = Baseline(rate_bpm=11.0, rate_sd_bpm=0.7, depth=1.0, n_breaths=30)
+    engine = EntrainmentEngine(therapist_baseline=given)
+    stream = dyad_stream(read_column(A)[: 125 * 150], read_column(B)[: 125 * 150], 125.0)
+    states = list(run_engine(stream, engine))
+    assert states
+    kept = engine.baselines["therapist"]
+    assert kept is not None and dataclasses.replace(kept, rate_bpm=given.rate_bpm) == given
+    # Only the slow drift tracking (tau 10 min) has moved the rate in the 30 s after learning.
+    assert 11.0 < kept.rate_bpm < 11.0 + 0.1 * (16.5 - 11.0)
+    client = engine.baselines["client"]
+    assert client is not None and client != given and client.n_breaths >= 20
+
+
+def test_replay_uses_the_therapist_baseline_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A baseline far above how the therapist breathes now (40/min against ~16) reads as 'the therapist has
+    left their own rate toward the client' on every update; without the file the learned baseline says not."""
+    path = tmp_path / "fast.json"
+    write_baseline(path, Baseline(rate_bpm=40.0, rate_sd_bpm=1.0, depth=1.0, n_breaths=30))
+
+    def moves(*extra: str) -> list[float]:
+        code = main(["replay", "--therapist", str(A), "--client", str(B), "--rate", "125", *extra])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        rows = [json.loads(line) for line in out.splitlines()]
+        return [r["therapist_rate_move"] for r in rows if r["type"] == "state" and r["therapist_rate_move"] is not None]
+
+    with_file = moves("--therapist-baseline", str(path))
+    learned = moves()
+    # (the baseline then tracks slow drift, tau 10 min, so the move shrinks later in the replay)
+    assert len(with_file) > 50 and min(with_file[:50]) >= 0.95 and float(np.median(with_file)) >= 0.9
+    assert abs(float(np.median(learned))) < 0.5
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    args = ["replay", "--therapist", str(A), "--client", str(B), "--rate", "125", "--therapist-baseline", str(bad)]
+    assert main(args) == 2
+    assert "not a breathsync baseline" in capsys.readouterr().err
