@@ -295,3 +295,34 @@ def test_rate_move_is_measured_from_each_persons_own_baseline(kind: str, mover: 
     follower, leader = (t_move, c_move) if mover == "therapist" else (c_move, t_move)
     # The leader's own slow drift must not read as a move toward the follower (who sits at the leader's rate).
     assert follower > 0.5 and -0.6 < leader < 0.1, (t_move, c_move)
+
+
+def test_phase_lead_alone_never_decides_who_follows() -> None:
+    """A locked pair whose client is a quarter breath ahead, but neither person has adjusted (no rate move,
+    no period response, no lagged dependency): the lead's meaning depends on an unknown lag, so no nudge
+    evidence. With the therapist's own adjustments pointing the same way, the lead adds to them."""
+    from breathsync.engine.decision import classify
+
+    eng = dataclasses.replace(
+        Config().engine, weight_rate_move=1.0, weight_response=1.0, weight_lagged=1.0, weight_lead=1.5,
+        direction_min=1.5, adjust_min=1.0,
+    )
+    states = _states(_run(list(dyad_stream(_breathing(15, 200, 1), _breathing(15, 200, 2), FS))))
+    draft = next(s for s in states if s.therapist_rate_move is not None)
+    quiet = dict.fromkeys(
+        ("therapist_rate_move", "client_rate_move", "therapist_response", "client_response", "therapist_lagged",
+         "client_lagged"),
+        0.0,
+    )
+    locked = dataclasses.replace(draft, plv=0.99, plv_p=0.04, phase_diff_deg=90.0, **quiet)
+    weights_lead_only = dataclasses.replace(eng, weight_lead=10.0, direction_min=1.0)
+    assert classify(locked, weights_lead_only) == "locked_unclear"
+    assert classify(dataclasses.replace(locked, phase_diff_deg=-90.0), weights_lead_only) == "locked_unclear"
+    adjusted = dataclasses.replace(locked, therapist_rate_move=0.6, therapist_response=0.5, therapist_lagged=0.4)
+    assert classify(adjusted, eng) == "therapist_follows"
+    # The same adjustments with the lead against them (a long lag): not enough on their own at these weights.
+    against = dataclasses.replace(adjusted, phase_diff_deg=-90.0)
+    assert classify(against, eng) != "therapist_follows"
+    mirrored = dataclasses.replace(locked, client_rate_move=0.6, client_response=0.5, client_lagged=0.4,
+                                   phase_diff_deg=-90.0)
+    assert classify(mirrored, eng) == "locked_client_follows"

@@ -55,15 +55,21 @@ class EngineConfig:
     chance drift: locking over it is significant even when surrogates cannot tell (regular partners)."""
     weight_rate_move: float = 1.0
     """Weight of 'own rate moved toward the partner' in the follow evidence."""
-    weight_response: float = 1.0
+    weight_response: float = 2.0
     """Weight of the period response to the partner's phase lead."""
-    weight_lagged: float = 1.0
+    weight_lagged: float = 2.0
     """Weight of the lagged (< one breath) period dependency."""
-    weight_lead: float = 1.5
+    weight_lead: float = 0.75
     """Weight of the phase lead: a follower's breaths trail the leader's (phase coupling with a lag), so the
     sine of the client's mean phase lead over the therapist counts toward 'therapist follows'."""
     direction_min: float = 1.5
-    """Minimum therapist-minus-client follow evidence (calibrated; scale -3..3)."""
+    """Minimum therapist-minus-client follow evidence plus weighted phase lead (calibrated; each person's
+    evidence spans +-(weight_rate_move + weight_response + weight_lagged), the lead +-weight_lead)."""
+    adjust_min: float = 1.0
+    """...of which at least this much must come from the people's own adjustments (rate move, period response,
+    lagged dependency), whatever the phase lead says. The lead's sign means 'therapist follows' only while the
+    follower lags by less than half a breath, an assumption about the lag: it may strengthen the evidence but
+    never make it alone (a robustness choice, not calibrated; docs/engine.md)."""
     min_locked_s: float = 20.0
     """The therapist must stay locked and following this long before a nudge (calibrated)."""
     beat_periods: float = 0.0
@@ -74,7 +80,7 @@ class EngineConfig:
     evidence_gain: float = 0.0
     """Sequential fast path: a following update counts (1 + evidence_gain x strength) times its duration, strength
     0..1 being the weaker of the PLV and direction margins, so strong evidence nudges sooner (calibrated)."""
-    lock_leak: float = 0.25
+    lock_leak: float = 0.5
     """Following time is accumulated; an update that is not 'following' removes lock_leak x its duration.
     A single noisy breath does not restart the clock (calibrated)."""
     max_sample_gap_s: float = 2.0
@@ -130,7 +136,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "surrogate_min_shift_s": (2.0, 600.0),
     "history_s": (30.0, 3600.0),
     "plv_min": (0.0, 1.0),
-    "direction_min": (-3.0, 3.0),
+    "direction_min": (-30.0, 30.0),
+    "adjust_min": (-10.0, 10.0),
     "beat_cycles_min": (0.0, 100.0),
     "weight_rate_move": (0.0, 10.0),
     "weight_response": (0.0, 10.0),

@@ -44,7 +44,7 @@ def direction_of(s: EngineState, config: EngineConfig) -> tuple[float | None, fl
 
 
 def classify(s: EngineState, config: EngineConfig) -> Decision:
-    """Locked beyond chance, then direction.
+    """Locked beyond chance, then direction (with enough of it from the people's own adjustments).
 
     Locked: PLV above an absolute floor, and beyond chance either against the window's surrogates
     (p-value) or because the window spans enough beat periods that drift would have broken it.
@@ -54,12 +54,13 @@ def classify(s: EngineState, config: EngineConfig) -> Decision:
         s.beat_cycles is not None and s.beat_cycles >= config.beat_cycles_min
     )
     locked = plv is not None and plv_p is not None and plv >= config.plv_min and beyond
-    direction = direction_of(s, config)[2]
-    if not locked or direction is None:
+    therapist, client, direction = direction_of(s, config)
+    if not locked or therapist is None or client is None or direction is None:
         return "no_lock"
-    if direction >= config.direction_min:
+    # The people's own adjustments must point the same way on their own: the phase lead only adds to them.
+    if direction >= config.direction_min and therapist - client >= config.adjust_min:
         return "therapist_follows"
-    if direction <= -config.direction_min:
+    if direction <= -config.direction_min and client - therapist >= config.adjust_min:
         return "locked_client_follows"
     return "locked_unclear"
 
