@@ -178,6 +178,33 @@ def test_strap_reboot_is_followed_without_loss(micropython: str) -> None:
     run(go)
 
 
+def test_a_hung_firmware_is_reset_by_its_watchdog_and_boots_again(micropython: str) -> None:
+    """The firmware's loop hangs longer than the watchdog timeout (5 s): the chip resets, the motor is
+    off, the strap boots by itself and the host carries on with the new boot's samples from its first."""
+    counts = synthetic_counts(600, 15, RATE, seed=8)
+    config = StrapConfig(counts, role="client", loop=False)
+
+    async def go() -> None:
+        async with await VirtualBench.start([config]) as vb, await BumbleBench.open(vb.link) as host:
+            strap = vb["client"]
+            links, sinks, tasks = await start_links(vb, host, ("client",))
+            link, sink = links["client"], sinks["client"]
+            await until(lambda: sink.complete_upto() >= 6 * RATE, 20)
+            strap.hang(7000)
+            await until(lambda: len(strap.resets) == 1, 20)
+            assert strap.resets[0]["outcome"] == "reset: wdt"
+            before = sink.complete_upto()
+            await until(lambda: strap.running and len(sink.samples) >= before + 6 * RATE, 40)
+            await stop_links(links, tasks)
+            got = np.array([sink.samples[c] for c in sorted(sink.samples)])
+            assert not sink.twice and link.stats.reboots == 1
+            assert np.array_equal(got[:before], counts[:before])
+            assert np.array_equal(got[before:], counts[: len(got) - before])  # the new boot's feed from its start
+            assert all(change.duty == 0 for change in strap.pwm)  # the motor never ran
+
+    run(go, timeout=120)
+
+
 def test_calibrate_against_the_real_firmware(micropython: str) -> None:
     """Pre-session calibration over the production link: the therapist's strap is found by its role,
     30 s of its breath events (strap counters, not arrival times) give the baseline."""

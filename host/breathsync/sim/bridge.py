@@ -39,6 +39,7 @@ OPTIONS: Final = ord("O")
 DRIFT: Final = ord("T")
 INFO: Final = ord("I")
 QUIT: Final = ord("Q")
+HANG: Final = ord("H")  # the firmware's loop blocks for N ms without yielding (a hung driver): the watchdog fires
 
 ADV_STOPPED: Final = 0xFFFFFFFF
 # Attribute kinds and flags of the bluetooth double (MicroPython's FLAG_* values).

@@ -85,6 +85,7 @@ _DOUBLES = _MP_DIR / "doubles"
 _LEGACY_AD_MAX = 31
 _CONNECTION_TIMEOUT = hci.HCI_ErrorCode.CONNECTION_TIMEOUT_ERROR
 _REORDER_HOLD_S = 0.5  # a held (reordered) notification goes out after this if nothing follows
+RESET_BOOT_S = 0.3  # an ESP32 is back in its firmware this long after a watchdog reset
 
 
 class SimError(BreathsyncError):
@@ -139,6 +140,7 @@ class StrapConfig:
     per_event: int = 4
     supervision_ms: int = 420
     heapsize: str = "512K"
+    reboot_on_reset: bool = True  # a watchdog reset boots the firmware again, as on the chip
     settings: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -302,6 +304,7 @@ class VirtualStrap:
         self._changed = asyncio.Event()
         self._exe = ""
         self._rebooting = False
+        self.resets: list[dict[str, Any]] = []  # summaries of boots that ended in a reset (watchdog)
 
     # ------------------------------------------------------------------ start / stop
 
@@ -497,6 +500,12 @@ class VirtualStrap:
                     answer.set_result(json.loads(payload))
         elif kind == bridge.BYE:
             self.summary = json.loads(payload)
+            outcome = str(self.summary.get("outcome", ""))
+            if outcome.startswith("reset") and self.config.reboot_on_reset and not (self._closing or self._rebooting):
+                # A watchdog reset or machine.reset(): the chip boots again by itself.
+                self._rebooting = True
+                self.resets.append(self.summary)
+                self._spawn(self.reboot(off_s=RESET_BOOT_S), "reset-reboot")
         elif kind == bridge.GATT:
             await self._build(payload)
         else:
@@ -887,6 +896,11 @@ class VirtualStrap:
         self._queue_changed.set()
         await self._apply_advertising()
         return summary
+
+    def hang(self, duration_ms: int) -> None:
+        """The firmware's loop blocks for ``duration_ms`` without yielding (a stuck driver). Longer than the
+        watchdog timeout, the chip resets and, with ``reboot_on_reset``, boots again by itself."""
+        self._send(bridge.HANG, struct.pack("<I", duration_ms))
 
     def stall_notifications(self, duration_s: float | None = None) -> None:
         """Connected, but no connection events: nothing is delivered or acknowledged, so the firmware's

@@ -227,6 +227,10 @@ class BridgeLink:
             import json
 
             self.send(ord("i"), json.dumps(self.info() if self.info is not None else {}).encode())
+        elif kind == 0x48:  # H: a hung driver; the loop stops feeding the watchdog
+            import utime
+
+            utime.sleep_ms(struct.unpack_from("<I", p, 0)[0])
         elif kind == 0x51:  # Q
             raise BridgeQuit("bridge: quit")
 
