@@ -102,6 +102,9 @@ def test_config_defaults_and_errors(tmp_path: Path) -> None:
         ("[straps]\nrate_hz = 30\n", "rate_hz must be 25 or 50"),
         ("[straps]\nclient = 'carrier:pigeon'\n", "straps.client"),
         ("[outputs]\nlsl = 'yes'\n", "outputs.lsl must be a bool"),
+        ("[session]\nname = 3\n", "session.name must be a string"),
+        ("[outputs]\nstatus_interval_s = inf\n", "must be a finite number"),
+        ("[straps]\nrate_hz = true\n", "straps.rate_hz must be a number"),
         ("[nonsense]\n", "unknown section"),
         ("[session\n", "invalid TOML"),
     ]:

@@ -26,12 +26,11 @@ status_interval_s = 1.0
 from __future__ import annotations
 
 import dataclasses
-import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config_table import read_toml, table_to_dataclass
 from ..engine import Config as EngineSettings
 from ..engine.config import config_from_dict
 from ..errors import InputError
@@ -73,31 +72,6 @@ class DaemonConfig:
         return dataclasses.asdict(self)
 
 
-def _section(name: str, cls: type[Any], table: object, where: str) -> Any:
-    if not isinstance(table, dict):
-        raise InputError(f"{where}: [{name}] must be a table")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    values: dict[str, object] = {}
-    for key, value in table.items():
-        spec = known.get(key)
-        if spec is None:
-            raise InputError(f"{where}: unknown key {name}.{key} (known: {', '.join(sorted(known))})")
-        default = spec.default
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(float(value))
-            value = float(value) if ok else value
-        else:
-            ok = isinstance(value, str)
-        if not ok:
-            raise InputError(f"{where}: {name}.{key} must be a {type(default).__name__} (got {value!r})")
-        values[key] = value
-    return cls(**values)
-
-
 def config_from_toml(data: dict[str, Any], where: str = "config") -> DaemonConfig:
     unknown = set(data) - {"session", "straps", "outputs", "engine", "policy"}
     if unknown:
@@ -105,9 +79,9 @@ def config_from_toml(data: dict[str, Any], where: str = "config") -> DaemonConfi
             f"{where}: unknown section(s) {', '.join(sorted(unknown))}"
             " (known: session, straps, outputs, engine, policy)"
         )
-    session = _section("session", SessionConfig, data.get("session", {}), where)
-    straps = _section("straps", StrapsConfig, data.get("straps", {}), where)
-    outputs = _section("outputs", OutputsConfig, data.get("outputs", {}), where)
+    session = table_to_dataclass("session", SessionConfig, data.get("session", {}), where)
+    straps = table_to_dataclass("straps", StrapsConfig, data.get("straps", {}), where)
+    outputs = table_to_dataclass("outputs", OutputsConfig, data.get("outputs", {}), where)
     engine = config_from_dict({k: v for k, v in data.items() if k in ("engine", "policy")}, where)
     if straps.rate_hz not in (25, 50):
         raise InputError(f"{where}: straps.rate_hz must be 25 or 50 (got {straps.rate_hz})")
@@ -126,14 +100,4 @@ def load_daemon_config(path: str | Path | None) -> DaemonConfig:
     """The configuration from ``path``, or all defaults when ``path`` is None."""
     if path is None:
         return DaemonConfig()
-    path = Path(path)
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path}: invalid TOML: {exc}") from None
-    return config_from_toml(data, str(path))
+    return config_from_toml(read_toml(path), str(path))

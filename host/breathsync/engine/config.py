@@ -9,13 +9,11 @@ ergonomic choice explained next to its field.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config_table import read_toml, table_to_dataclass
 from ..errors import InputError
 
 HAPTIC_PATTERNS = ("paced", "double", "single")
@@ -158,34 +156,6 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-def _check_section(name: str, cls: type[Any], table: object, where: str) -> Any:
-    if not isinstance(table, dict):
-        raise InputError(f"{where}: [{name}] must be a table")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    values: dict[str, object] = {}
-    for key, value in table.items():
-        if key not in known:
-            raise InputError(f"{where}: unknown key {name}.{key} (known: {', '.join(sorted(known))})")
-        default = known[key].default
-        if isinstance(default, bool) or isinstance(value, bool):
-            raise InputError(f"{where}: {name}.{key} must be a number")
-        if isinstance(default, int):
-            if not isinstance(value, int):
-                raise InputError(f"{where}: {name}.{key} must be an integer (got {value!r})")
-        elif isinstance(default, float):
-            if not isinstance(value, int | float) or not math.isfinite(float(value)):
-                raise InputError(f"{where}: {name}.{key} must be a finite number (got {value!r})")
-            value = float(value)
-        elif isinstance(default, str) and not isinstance(value, str):
-            raise InputError(f"{where}: {name}.{key} must be a string (got {value!r})")
-        if key in _RANGES and isinstance(value, int | float):
-            lo, hi = _RANGES[key]
-            if not lo <= value <= hi:
-                raise InputError(f"{where}: {name}.{key} = {value} is out of range [{lo:g}, {hi:g}]")
-        values[key] = value
-    return cls(**values)
-
-
 def validate_config(config: Config, where: str = "config") -> Config:
     """Cross-field checks that a single range cannot express."""
     eng, pol = config.engine, config.policy
@@ -201,21 +171,11 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> Config:
     unknown = set(data) - {"engine", "policy"}
     if unknown:
         raise InputError(f"{where}: unknown section(s) {', '.join(sorted(unknown))} (known: engine, policy)")
-    engine = _check_section("engine", EngineConfig, data.get("engine", {}), where)
-    policy = _check_section("policy", PolicyConfig, data.get("policy", {}), where)
+    engine = table_to_dataclass("engine", EngineConfig, data.get("engine", {}), where, _RANGES)
+    policy = table_to_dataclass("policy", PolicyConfig, data.get("policy", {}), where, _RANGES)
     return validate_config(Config(engine=engine, policy=policy), where)
 
 
 def load_config(path: str | Path) -> Config:
     """Read a TOML file with optional ``[engine]`` and ``[policy]`` tables; InputError on any problem."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path}: invalid TOML: {exc}") from None
-    return config_from_dict(data, str(path))
+    return config_from_dict(read_toml(path), str(path))

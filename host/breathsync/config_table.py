@@ -1,0 +1,72 @@
+"""TOML configuration tables into frozen dataclasses: one reader, one set of one-line errors.
+
+Used by the engine's ``[engine]``/``[policy]`` tables and the daemon's ``[session]``/``[straps]``/
+``[outputs]``. A field's type is its default's type; ranges are optional per field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The parsed document at ``path``; ``InputError`` (one line) when it is missing or not TOML."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: invalid TOML: {exc}") from None
+
+
+def table_to_dataclass(
+    name: str,
+    cls: type[Any],
+    table: object,
+    where: str,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+) -> Any:
+    """``cls`` built from the TOML table ``[name]``: unknown keys, wrong types, non-finite numbers and
+    values outside ``ranges`` are rejected with an ``InputError`` naming ``where`` and the key."""
+    if not isinstance(table, dict):
+        raise InputError(f"{where}: [{name}] must be a table")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, object] = {}
+    for key, value in table.items():
+        spec = known.get(key)
+        if spec is None:
+            raise InputError(f"{where}: unknown key {name}.{key} (known: {', '.join(sorted(known))})")
+        default = spec.default
+        label = f"{where}: {name}.{key}"
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise InputError(f"{label} must be a bool (got {value!r})")
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                raise InputError(f"{label} must be a string (got {value!r})")
+        elif isinstance(value, bool):  # TOML true/false where a number belongs (bool is an int in Python)
+            raise InputError(f"{label} must be a number (got {value!r})")
+        elif isinstance(default, int):
+            if not isinstance(value, int):
+                raise InputError(f"{label} must be an integer (got {value!r})")
+        elif isinstance(default, float):
+            if not isinstance(value, int | float) or not math.isfinite(float(value)):
+                raise InputError(f"{label} must be a finite number (got {value!r})")
+            value = float(value)
+        if ranges is not None and key in ranges and isinstance(value, int | float) and not isinstance(value, bool):
+            lo, hi = ranges[key]
+            if not lo <= value <= hi:
+                raise InputError(f"{label} = {value} is out of range [{lo:g}, {hi:g}]")
+        values[key] = value
+    return cls(**values)
