@@ -71,7 +71,38 @@ def _chunks(typecode, records, fields, per_chunk):
     return out
 
 
-class SampleRing:
+class _Delivery:
+    """What both rings share: how many records are held, how many are pending, and the cursor moves.
+
+    Subclasses keep ``_filled`` (held, <= capacity) and ``_pending`` (not yet delivered, <= _filled)
+    up to date in their own ``push`` (the hot path stays inline there)."""
+
+    def available(self):
+        """Number of records held (<= capacity)."""
+        return self._filled
+
+    def pending(self):
+        """Records not yet delivered (head - delivery cursor)."""
+        return self._pending
+
+    def commit(self, count):
+        """Mark the next ``count`` pending records as delivered."""
+        if count >= self._pending:
+            self._pending = 0
+        elif count > 0:
+            self._pending -= count
+
+    def _rewind_back(self, back):
+        """Make the newest ``back`` records pending again (clamped to what is held); returns the cursor."""
+        if back < 0:
+            back = 0
+        if back > self._filled:
+            back = self._filled
+        self._pending = back
+        return self.cursor()
+
+
+class SampleRing(_Delivery):
     """Ring of u16 samples addressed by their u32 counter. See the module docstring."""
 
     def __init__(self, capacity):
@@ -143,14 +174,6 @@ class SampleRing:
         """Counter of the oldest sample still held (== head() when empty)."""
         return (self.head() - self._filled) & 0xFFFFFFFF
 
-    def available(self):
-        """Number of samples held (<= capacity)."""
-        return self._filled
-
-    def pending(self):
-        """Samples not yet delivered (head - delivery cursor)."""
-        return self._pending
-
     def cursor(self):
         """The delivery cursor: counter of the oldest pending sample."""
         return (self.head() - self._pending) & 0xFFFFFFFF
@@ -205,29 +228,16 @@ class SampleRing:
             i += 1
         return n
 
-    def commit(self, count):
-        """Mark the next ``count`` pending samples as delivered."""
-        if count >= self._pending:
-            self._pending = 0
-        elif count > 0:
-            self._pending -= count
-
     def rewind(self, counter):
         """Move the delivery cursor to ``counter`` (host backfill request); returns the cursor.
 
         A counter older than the oldest sample held lands on the oldest; one in the future
         lands on the head (nothing pending).
         """
-        back = self._back(counter)
-        if back < 0:
-            back = 0
-        if back > self._filled:
-            back = self._filled
-        self._pending = back
-        return self.cursor()
+        return self._rewind_back(self._back(counter))
 
 
-class EventRing:
+class EventRing(_Delivery):
     """Ring of fixed-size int records (detector events) with a delivery cursor.
 
     Same semantics as ``SampleRing`` with a plain int sequence number (``head``) instead of a
@@ -279,12 +289,6 @@ class EventRing:
     def oldest(self):
         return self.head - self._filled
 
-    def available(self):
-        return self._filled
-
-    def pending(self):
-        return self._pending
-
     def cursor(self):
         return self.head - self._pending
 
@@ -325,17 +329,5 @@ class EventRing:
                 j = 0
         return n
 
-    def commit(self, count):
-        if count >= self._pending:
-            self._pending = 0
-        elif count > 0:
-            self._pending -= count
-
     def rewind(self, seq):
-        back = self.head - seq
-        if back < 0:
-            back = 0
-        if back > self._filled:
-            back = self._filled
-        self._pending = back
-        return self.cursor()
+        return self._rewind_back(self.head - seq)
