@@ -8,6 +8,8 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -20,24 +22,19 @@ def test_every_package_is_listed_in_pyproject() -> None:
     assert "breathsync.fwcore" in listed
 
 
-def test_wheel_contains_packages_data_and_firmware_core(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(REPO),
-        ],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(REPO)],
         check=True,
         capture_output=True,
     )
-    [wheel] = tmp_path.glob("breathsync-*.whl")
+    [built] = out.glob("breathsync-*.whl")
+    return built
+
+
+def test_wheel_contains_packages_data_and_firmware(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in [
         "breathsync/cli.py",
@@ -51,5 +48,25 @@ def test_wheel_contains_packages_data_and_firmware_core(tmp_path: Path) -> None:
         "breathsync/mp/detector_runner.py",
         "breathsync/mp/doubles/machine.py",
         "breathsync/py.typed",
+        "breathsync/firmware/main.py",
+        "breathsync/firmware/config.py",
+        "breathsync/firmware/strap/app.py",
+        "breathsync/firmware/drivers/haptic.py",
+        "breathsync/firmware/core/ringbuf.py",
     ]:
         assert required in names, f"{required} not in the wheel"
+
+
+@pytest.mark.micropython
+def test_virtual_straps_run_from_the_installed_wheel(wheel: Path, tmp_path: Path, micropython: str) -> None:
+    """Installed from the wheel, not a checkout: `breathsync sim` boots the packaged firmware."""
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    code = (
+        f"import sys; sys.path.insert(0, {str(site)!r}); import breathsync; "
+        f"assert breathsync.__file__.startswith({str(site)!r}), breathsync.__file__; "
+        "from breathsync.cli import main; sys.exit(main(['sim', '--synthetic', '--seconds', '2']))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ready: therapist=") and "client:" in proc.stdout

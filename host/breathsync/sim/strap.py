@@ -107,11 +107,13 @@ def micropython_unavailable_reason() -> str | None:
 
 
 def firmware_dir() -> Path:
-    """``firmware/`` of this checkout (main.py, strap/, core/, drivers/)."""
-    root = firmware_core_dir().parent
-    if not (root / "main.py").is_file():
-        raise SimUnavailable(f"firmware/main.py not found next to {firmware_core_dir()} (a checkout is needed)")
-    return root
+    """The strap firmware (main.py, strap/, core/, drivers/): ``firmware/`` of a checkout, else the copy
+    installed with the package (``breathsync/firmware``)."""
+    candidates = (firmware_core_dir().parent, Path(__file__).resolve().parent.parent / "firmware")
+    for root in candidates:
+        if (root / "main.py").is_file():
+            return root
+    raise SimUnavailable(f"the strap firmware (main.py) is not in {' or '.join(str(c) for c in candidates)}")
 
 
 @dataclass(frozen=True)
