@@ -436,6 +436,22 @@ def test_replay_session_reruns_the_engine_with_other_settings(
     assert main(["replay", str(session_file), "--config", str(config)]) == 0
     strict = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert not [r for r in strict if r["type"] == "nudge"]
+    # A session started with a pre-session calibration replays with that baseline: one far above how the
+    # therapist breathes here reads as 'moved away from their own rate' on every update.
+    import shutil
+
+    from breathsync.daemon.rebuild import store_baseline
+    from breathsync.engine import Baseline
+
+    calibrated = tmp_path / "calibrated.sqlite"
+    shutil.copy(session_file, calibrated)
+    with SessionStore.open(calibrated) as store:
+        store_baseline(store, Baseline(rate_bpm=40.0, rate_sd_bpm=1.0, depth=1.0, n_breaths=30))
+    assert main(["replay", str(calibrated)]) == 0
+    moved = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    learned = [s["therapist_rate_move"] for s in states if s["therapist_rate_move"] is not None]
+    stored = [r["therapist_rate_move"] for r in moved if r["type"] == "state" and r["therapist_rate_move"] is not None]
+    assert stored and min(stored[:20]) >= 0.95 and max(abs(v) for v in learned[:20]) < 0.95
     assert main(["replay", str(session_file), "--rate", "125"]) == 2
     assert "not both" in capsys.readouterr().err
     assert main(["replay"]) == 2

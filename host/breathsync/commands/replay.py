@@ -72,7 +72,11 @@ def run(args: argparse.Namespace) -> int:
         from ..daemon.rebuild import stored_baseline
 
         store = _open_session(args.session)
-        baseline = baseline or stored_baseline(store)
+        try:
+            baseline = baseline or stored_baseline(store)
+        except InputError:
+            store.close()
+            raise
         stream = _session_stream(store)
     else:
         if not (args.therapist and args.client and args.rate is not None):
