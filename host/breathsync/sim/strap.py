@@ -388,16 +388,7 @@ class VirtualStrap:
             return self.summary
         self._closing = True
         if self._proc.returncode is None:
-            with contextlib.suppress(Exception):
-                self._send(bridge.QUIT)
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await self._exited.wait()
-                    await self._proc.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    self._proc.kill()
-                await self._proc.wait()
+            await self._end_firmware(timeout_s)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -412,6 +403,19 @@ class VirtualStrap:
             self.link.remove_controller(self.controller)
         shutil.rmtree(self.workdir, ignore_errors=True)
         return self.summary
+
+    async def _end_firmware(self, timeout_s: float) -> None:
+        """Ask the firmware to quit; kill its process if it has not ended within ``timeout_s``."""
+        with contextlib.suppress(Exception):
+            self._send(bridge.QUIT)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._exited.wait()
+                await self._proc.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            await self._proc.wait()
 
     async def __aenter__(self) -> VirtualStrap:
         return self
@@ -864,15 +868,7 @@ class VirtualStrap:
         await self._apply_advertising()
         self._rebooting = True
         old_tasks = [t for t in self._tasks if t.get_name().startswith(("frames", "stderr"))]
-        self._send(bridge.QUIT)
-        try:
-            async with asyncio.timeout(3.0):
-                await self._exited.wait()
-                await self._proc.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.kill()
-            await self._proc.wait()
+        await self._end_firmware(3.0)
         for task in old_tasks:
             task.cancel()
         await asyncio.gather(*old_tasks, return_exceptions=True)
