@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gzip
 import json
@@ -9,12 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from strap_model import served
 
 from breathsync.cli import main
+from breathsync.daemon.calibration import calibrate_strap
 from breathsync.datasets import bundled_path
 from breathsync.engine import Baseline, EntrainmentEngine, dyad_stream, run_engine
 from breathsync.engine.baseline_file import read_baseline, write_baseline
 from breathsync.errors import InputError
+from breathsync.link.sources import ble_adapter
 from breathsync.recording import read_column
 
 A = bundled_path("bidmc_04_resp.csv.gz")
@@ -125,3 +129,18 @@ def test_replay_uses_the_therapist_baseline_file(tmp_path: Path, capsys: pytest.
     args = ["replay", "--therapist", str(A), "--client", str(B), "--rate", "125", "--therapist-baseline", str(bad)]
     assert main(args) == 2
     assert "not a breathsync baseline" in capsys.readouterr().err
+
+
+def test_calibrating_a_strap_that_never_answers_is_a_one_line_error() -> None:
+    """A misnamed or switched-off strap: the link would retry for ever; calibration gives up with a reason."""
+
+    async def empty(link: object) -> dict[str, object]:
+        return {}
+
+    async def go(adapter: str) -> None:
+        async with ble_adapter(adapter) as options:
+            with pytest.raises(InputError, match=r"ble:nobody: no samples in 2 s"):
+                await calibrate_strap("ble:nobody", options, 30.0, no_data_timeout_s=2.0)
+
+    with served(empty) as (adapter, _):  # type: ignore[arg-type]
+        asyncio.run(asyncio.wait_for(go(adapter), 30))

@@ -29,6 +29,8 @@ from ..strap_sim import detect_breaths
 
 MIN_CALIBRATION_S = 30.0
 PROGRESS_EVERY_S = 10.0
+NO_DATA_TIMEOUT_S = 30.0  # a strap that sends nothing this long is off, out of range or misnamed
+CLOSE_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -110,9 +112,11 @@ async def calibrate_strap(
     rate_hz: int = 25,
     progress: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
+    no_data_timeout_s: float = NO_DATA_TIMEOUT_S,
 ) -> Calibration:
     """Record ``seconds`` of the therapist's strap (``source`` as in ``breathsync run``; ``auto`` finds the
-    strap whose role is therapist) and learn the baseline. ``stop`` ends early with what was recorded."""
+    strap whose role is therapist) and learn the baseline. ``stop`` ends early with what was recorded;
+    no sample within ``no_data_timeout_s`` is an ``InputError`` (the link would retry forever)."""
     if not seconds >= MIN_CALIBRATION_S:
         raise InputError(f"--seconds must be at least {MIN_CALIBRATION_S:.0f} (got {seconds:g})")
     if source == "auto":
@@ -123,11 +127,17 @@ async def calibrate_strap(
     task = asyncio.create_task(link.run())
     stop = stop or asyncio.Event()
     next_report = PROGRESS_EVERY_S
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + no_data_timeout_s
     try:
         while collector.covered_s < seconds and not stop.is_set():
             if task.done():
                 task.result()  # a link that gave up raises here
                 break
+            if collector.first is None and loop.time() > give_up_at:
+                raise InputError(
+                    f"{source}: no samples in {no_data_timeout_s:.0f} s (is the strap on, in range, and named so?)"
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.2)
             if progress is not None and collector.covered_s >= next_report:
@@ -138,7 +148,7 @@ async def calibrate_strap(
     finally:
         await link.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 10.0)
+            await asyncio.wait_for(task, CLOSE_WAIT_S)  # cancelled past it (a connect attempt in flight)
     if collector.first is None:
         raise InputError(f"{source}: no samples received")
     counters = np.array(sorted(collector.peaks), dtype=np.float64)
