@@ -10,6 +10,7 @@ breathsync.detector.detect_cpython on the same counts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import os
 import re
@@ -17,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,32 +148,44 @@ async def stop_links(links: dict[str, BleStrapLink], tasks: list[asyncio.Task[No
     await asyncio.wait_for(asyncio.gather(*tasks), 10)
 
 
+@contextlib.asynccontextmanager
+async def one_streaming_client(
+    counts: np.ndarray, settle_samples: int
+) -> AsyncIterator[tuple[VirtualStrap, BleStrapLink, Sink, Callable[[], Awaitable[None]]]]:
+    """One client strap fed ``counts``, streaming to the production link until ``settle_samples`` arrived.
+    Yields (strap, link, sink, stop the link)."""
+    config = StrapConfig(counts, role="client", loop=False)
+    async with await VirtualBench.start([config]) as vb, await BumbleBench.open(vb.link) as host:
+        links, sinks, tasks = await start_links(vb, host, ("client",))
+        await until(lambda: sinks["client"].complete_upto() >= settle_samples, 20)
+        yield vb["client"], links["client"], sinks["client"], lambda: stop_links(links, tasks)
+
+
+def check_one_reboot(counts: np.ndarray, sink: Sink, link: BleStrapLink, before: int) -> None:
+    """The first ``before`` samples exactly as fed, then the new boot's feed from its first count; one reboot,
+    nothing delivered twice."""
+    got = np.array([sink.samples[c] for c in sorted(sink.samples)])
+    assert not sink.twice and link.stats.reboots == 1
+    assert np.array_equal(got[:before], counts[:before])
+    assert np.array_equal(got[before:], counts[: len(got) - before])  # the new boot's feed from its start
+
+
 def test_strap_reboot_is_followed_without_loss(micropython: str) -> None:
     """The real firmware power-cycles mid-session: its counter restarts at 0 and its ADC feed starts
     over. The host notices, keeps every session counter unique and increasing, and receives the new
     boot's samples from its first one on, exactly as fed."""
     counts = synthetic_counts(600, 15, RATE, seed=4)
-    config = StrapConfig(counts, role="client", loop=False)
 
     async def go() -> None:
-        async with await VirtualBench.start([config]) as vb, await BumbleBench.open(vb.link) as host:
-            strap = vb["client"]
-            links, sinks, tasks = await start_links(vb, host, ("client",))
-            link, sink = links["client"], sinks["client"]
-            await until(lambda: sink.complete_upto() >= 8 * RATE, 20)
+        async with one_streaming_client(counts, 8 * RATE) as (strap, link, sink, stop):
             await strap.reboot(off_s=1.0)
             before = sink.complete_upto()
             assert before == len(sink.samples)  # nothing of the new boot delivered yet
             await until(lambda: len(sink.samples) >= before + 8 * RATE, 30)
-            await stop_links(links, tasks)
-            assert not sink.twice
-            got = np.array([sink.samples[c] for c in sorted(sink.samples)])
-            after = len(got) - before
-            assert np.array_equal(got[:before], counts[:before])
-            assert np.array_equal(got[before:], counts[:after])  # the new boot's feed from its start
+            await stop()
+            check_one_reboot(counts, sink, link, before)
             first_new = sorted(sink.samples)[before]
             assert first_new >= before  # continues after the old counting (plus the downtime)
-            assert link.stats.reboots == 1
             assert [kind for kind, _ in sink.link].count("strap-rebooted") == 1
 
     run(go)
@@ -182,24 +195,16 @@ def test_a_hung_firmware_is_reset_by_its_watchdog_and_boots_again(micropython: s
     """The firmware's loop hangs longer than the watchdog timeout (5 s): the chip resets, the motor is
     off, the strap boots by itself and the host carries on with the new boot's samples from its first."""
     counts = synthetic_counts(600, 15, RATE, seed=8)
-    config = StrapConfig(counts, role="client", loop=False)
 
     async def go() -> None:
-        async with await VirtualBench.start([config]) as vb, await BumbleBench.open(vb.link) as host:
-            strap = vb["client"]
-            links, sinks, tasks = await start_links(vb, host, ("client",))
-            link, sink = links["client"], sinks["client"]
-            await until(lambda: sink.complete_upto() >= 6 * RATE, 20)
+        async with one_streaming_client(counts, 6 * RATE) as (strap, link, sink, stop):
             strap.hang(7000)
             await until(lambda: len(strap.resets) == 1, 20)
             assert strap.resets[0]["outcome"] == "reset: wdt"
             before = sink.complete_upto()
             await until(lambda: strap.running and len(sink.samples) >= before + 6 * RATE, 40)
-            await stop_links(links, tasks)
-            got = np.array([sink.samples[c] for c in sorted(sink.samples)])
-            assert not sink.twice and link.stats.reboots == 1
-            assert np.array_equal(got[:before], counts[:before])
-            assert np.array_equal(got[before:], counts[: len(got) - before])  # the new boot's feed from its start
+            await stop()
+            check_one_reboot(counts, sink, link, before)
             assert all(change.duty == 0 for change in strap.pwm)  # the motor never ran
 
     run(go, timeout=120)
