@@ -58,3 +58,16 @@ def test_bad_adapter_and_source_are_one_line_errors() -> None:
     assert proc.returncode == 2 and "unknown BLE adapter" in proc.stderr and "Traceback" not in proc.stderr
     proc = breathsync("stream", "--ble", "system", "--client", "smoke:signals", "--seconds", "1")
     assert proc.returncode == 2 and "unknown source kind" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_stream_of_a_strap_that_never_answers_stops_when_asked(tmp_path: Path) -> None:
+    """A misnamed strap keeps the link retrying; --seconds (like Ctrl-C) must still end the command."""
+
+    async def empty(link: object) -> dict[str, object]:
+        return {}
+
+    with served(empty) as (adapter, _):  # type: ignore[arg-type]
+        # The connect attempt's scan would give up only after 10 s; a stop must not wait for it.
+        proc = breathsync("stream", "--ble", adapter, "--client", "ble:nobody", "--seconds", "2", timeout=9)
+    assert proc.returncode == 0, proc.stderr
+    assert "connect-failed" not in proc.stdout and "Traceback" not in proc.stderr

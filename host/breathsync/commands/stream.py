@@ -13,7 +13,7 @@ from typing import TextIO
 
 from ..errors import InputError
 from ..link.session import LinkError
-from ..link.sources import ROLES, StrapLink, ble_adapter, find_by_role, open_link
+from ..link.sources import ROLES, StrapLink, ble_adapter, close_links, find_by_role, open_link
 from ..link.stream import SampleBlock, StrapEvent
 from ..protocol import StatusPacket
 from .shutdown import stop_on_signals
@@ -114,9 +114,7 @@ async def stream(args: argparse.Namespace, out: TextIO) -> int:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
                 printer.tick()
-            for link in links:
-                await link.close()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await close_links(links, tasks)
     finally:
         if csv_file is not None:
             csv_file.close()

@@ -22,7 +22,7 @@ from ..engine import Baseline, EngineConfig, learn_baseline
 from ..engine.person import MIN_BASELINE_BREATHS
 from ..errors import InputError
 from ..link.ble import BleOptions
-from ..link.sources import find_by_role, open_link
+from ..link.sources import close_links, find_by_role, open_link
 from ..link.stream import SampleBlock, StrapEvent
 from ..protocol import StatusPacket
 from ..strap_sim import detect_breaths
@@ -30,7 +30,6 @@ from ..strap_sim import detect_breaths
 MIN_CALIBRATION_S = 30.0
 PROGRESS_EVERY_S = 10.0
 NO_DATA_TIMEOUT_S = 30.0  # a strap that sends nothing this long is off, out of range or misnamed
-CLOSE_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -146,9 +145,7 @@ async def calibrate_strap(
                 progress(f"{collector.covered_s:5.0f} s of {seconds:.0f}: {len(collector.peaks)} breaths ({shown})")
                 next_report += PROGRESS_EVERY_S
     finally:
-        await link.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, CLOSE_WAIT_S)  # cancelled past it (a connect attempt in flight)
+        await close_links([link], [task])  # a connect attempt in flight is cancelled, not waited for
     if collector.first is None:
         raise InputError(f"{source}: no samples received")
     counters = np.array(sorted(collector.peaks), dtype=np.float64)

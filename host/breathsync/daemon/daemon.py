@@ -39,7 +39,7 @@ from ..engine.baseline_file import read_baseline
 from ..errors import InputError
 from ..link.ble import BleOptions
 from ..link.session import LinkError
-from ..link.sources import ROLES, StrapLink, ble_adapter, find_by_role, open_link
+from ..link.sources import ROLES, StrapLink, ble_adapter, close_links, find_by_role, open_link
 from ..link.stream import SampleBlock, StrapEvent
 from ..protocol import HapticCommand, ProtocolError, StatusPacket
 from ..protocol.packets import (
@@ -55,6 +55,7 @@ from .lsl import LslOutlets
 from .rebuild import store_baseline, stored_baseline, stored_stream, timed_breath
 
 TICK_S = 0.25
+DAEMON_CLOSE_WAIT_S = 5.0  # links get this long to end at shutdown (the store is closed after them)
 
 
 def device_haptic(pattern: HapticPattern) -> HapticCommand:
@@ -351,12 +352,7 @@ class Daemon:
                 try:
                     await self._tick(stop, tasks)
                 finally:
-                    for link in self.links.values():
-                        await link.close()
-                    _, pending = await asyncio.wait(tasks, timeout=5.0)
-                    for task in pending:
-                        task.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
+                    await close_links(list(self.links.values()), tasks, DAEMON_CLOSE_WAIT_S)
         finally:
             summary.duration_s = self.clock() - self.t0_s
             summary.samples = {role: len(store.samples(role).counters) for role in ROLES}

@@ -49,6 +49,24 @@ class StrapLink(Protocol):
     async def haptic(self, pattern: HapticCommand, timeout_s: float = 3.0) -> ResponsePacket: ...
 
 
+CLOSE_WAIT_S = 2.0
+
+
+async def close_links(links: list[StrapLink], tasks: list[asyncio.Task[None]], wait_s: float = CLOSE_WAIT_S) -> None:
+    """Ask every link to close, give their ``run`` tasks ``wait_s`` to end, then cancel the rest.
+
+    A link in the middle of a connect attempt (a scan for a strap that is not there) only notices
+    ``close`` when that attempt times out, which can take 10 s or more: Ctrl-C must not wait for it.
+    """
+    for link in links:
+        await link.close()
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=wait_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 @dataclass(frozen=True)
 class StrapDescription:
     """What ``breathsync scan`` shows about a strap in range."""
