@@ -18,9 +18,9 @@ from strap_model import ModelStrap, served
 
 from breathsync.daemon import Daemon, DaemonConfig, load_daemon_config
 from breathsync.daemon.config import OutputsConfig, SessionConfig, StrapsConfig
-from breathsync.daemon.rebuild import stored_baseline
+from breathsync.daemon.rebuild import stored_baseline, stored_calibration
 from breathsync.engine import Baseline
-from breathsync.engine.baseline_file import write_baseline
+from breathsync.engine.baseline_file import read_baseline_file, write_baseline
 from breathsync.errors import InputError
 from breathsync.protocol import Role
 from breathsync.store import SessionStore
@@ -61,7 +61,8 @@ def test_daemon_records_both_straps_and_shows_status(
     adapter, straps = served_pair
     out = io.StringIO()
     calibrated = Baseline(rate_bpm=11.5, rate_sd_bpm=0.9, depth=20000.0, n_breaths=23)
-    write_baseline(tmp_path / "me.json", calibrated)
+    write_baseline(tmp_path / "me.json", calibrated, source="ble:strap-T", duration_s=120.0)
+    written = read_baseline_file(tmp_path / "me.json")
 
     async def go() -> None:
         stop = asyncio.Event()
@@ -88,8 +89,10 @@ def test_daemon_records_both_straps_and_shows_status(
         assert -1 < first - created < 10  # the first sample can be taken just before the session opens
         assert store.config()["straps"]["therapist"] == "ble:strap-T"
         assert stored_baseline(store) == calibrated  # a replay or a resume uses the session's own baseline
+        assert stored_calibration(store) == written  # with what it was measured from, and when
     text = out.getvalue()
     assert "T: ok 90%" in text and "C: ok 90%" in text and "nudges 0" in text
+    assert f"therapist baseline 11.5/min (SD 0.9) from calibration (ble:strap-T, {written.created})" in text
 
 
 def test_config_defaults_and_errors(tmp_path: Path) -> None:

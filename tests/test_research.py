@@ -24,9 +24,11 @@ import pytest
 
 from breathsync.adc import simulate_adc
 from breathsync.cli import main
+from breathsync.daemon.rebuild import store_baseline
 from breathsync.datasets import BIDMC_RATE_HZ, bundled_path
 from breathsync.detector import BreathEvent, detect_cpython
-from breathsync.engine.state import Efficacy, EngineState, HapticPattern, Nudge
+from breathsync.engine.baseline_file import BaselineFile
+from breathsync.engine.state import Baseline, Efficacy, EngineState, HapticPattern, Nudge
 from breathsync.recording import read_column
 from breathsync.research import load_session
 from breathsync.research.export import (
@@ -38,6 +40,7 @@ from breathsync.research.export import (
     export_edf,
     unflatten,
 )
+from breathsync.research.report import summarise
 from breathsync.research.session import common_grid, resample
 from breathsync.store import SessionStore, StoredEvent, StrapInfo
 
@@ -373,10 +376,25 @@ def test_report_is_self_contained(session_file: Path, tmp_path: Path, capsys: py
         assert base64.b64decode(source.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
     assert f"nudge count: {len(NUDGES)}" in page
     assert "1 of 2 (50 %)" in page  # one of the two evaluated nudges worked
+    assert "learned in the session" in page  # no pre-session calibration in this run
     import matplotlib.image
 
     image = matplotlib.image.imread(str(png))
     assert image.ndim == 3 and image.shape[0] > 600 and image.shape[1] > 1000
+
+
+def test_report_and_export_name_the_pre_session_calibration(tmp_path: Path) -> None:
+    path = build_session(tmp_path / "calibrated.sqlite")
+    calibration = BaselineFile(Baseline(13.8, 1.2, 2140.0, 28), "ble:strap-T", "2026-11-22T09:58:00+00:00", 120.0)
+    with SessionStore.open(path) as store:
+        store_baseline(store, calibration)
+    session = load_session(path)
+    assert session.calibration == calibration
+    assert summarise(session).therapist_baseline == "13.8/min, calibrated (ble:strap-T, 2026-11-22T09:58:00+00:00)"
+    export_csv(session, tmp_path / "csv")
+    info = json.loads((tmp_path / "csv" / "session.json").read_text())
+    assert info["therapist_calibration"]["source"] == "ble:strap-T"
+    assert info["therapist_calibration"]["rate_bpm"] == 13.8 and info["therapist_calibration"]["duration_s"] == 120.0
 
 
 @pytest.mark.parametrize("fmt", ["csv", "edf", "bids"])
@@ -440,13 +458,11 @@ def test_replay_session_reruns_the_engine_with_other_settings(
     # therapist breathes here reads as 'moved away from their own rate' on every update.
     import shutil
 
-    from breathsync.daemon.rebuild import store_baseline
-    from breathsync.engine import Baseline
-
     calibrated = tmp_path / "calibrated.sqlite"
     shutil.copy(session_file, calibrated)
     with SessionStore.open(calibrated) as store:
-        store_baseline(store, Baseline(rate_bpm=40.0, rate_sd_bpm=1.0, depth=1.0, n_breaths=30))
+        fast = Baseline(rate_bpm=40.0, rate_sd_bpm=1.0, depth=1.0, n_breaths=30)
+        store_baseline(store, BaselineFile(fast, "", "", None))
     assert main(["replay", str(calibrated)]) == 0
     moved = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     learned = [s["therapist_rate_move"] for s in states if s["therapist_rate_move"] is not None]

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ..engine import (
+    Baseline,
     Efficacy,
     EngineState,
     EntrainmentEngine,
@@ -35,7 +36,7 @@ from ..engine import (
     StrapBlock,
     StrapBreath,
 )
-from ..engine.baseline_file import read_baseline
+from ..engine.baseline_file import BaselineFile, read_baseline_file
 from ..errors import InputError
 from ..link.ble import BleOptions
 from ..link.session import LinkError
@@ -52,7 +53,7 @@ from ..protocol.packets import (
 from ..store import SessionStore, StoredEvent, StrapInfo
 from .config import DaemonConfig
 from .lsl import LslOutlets
-from .rebuild import store_baseline, stored_baseline, stored_stream, timed_breath
+from .rebuild import store_baseline, stored_calibration, stored_stream, timed_breath
 
 TICK_S = 0.25
 DAEMON_CLOSE_WAIT_S = 5.0  # links get this long to end at shutdown (the store is closed after them)
@@ -136,7 +137,7 @@ class Daemon:
         self.views = {role: PersonView() for role in ROLES}
         self.links: dict[str, StrapLink] = {}
         path = config.session.therapist_baseline
-        self.therapist_baseline = read_baseline(Path(path).expanduser()) if path else None
+        self.calibration: BaselineFile | None = read_baseline_file(Path(path).expanduser()) if path else None
         self.engine = EntrainmentEngine(config.engine, self.therapist_baseline)
         self.state: EngineState | None = None
         self.nudge_ids: dict[float, int] = {}
@@ -306,21 +307,23 @@ class Daemon:
         if resumed:
             self.t0_s = float(store.meta("t0_unix_s") or self.clock())
             # The session keeps the baseline it started with (a calibration file, or none: learned).
-            self.therapist_baseline = stored_baseline(store)
+            self.calibration = stored_calibration(store)
             self.engine = EntrainmentEngine(self.config.engine, self.therapist_baseline)
             self._rebuild(store)
             self._line(f"resuming session {path}")
         else:
             self.t0_s = self.clock()
             store.set_meta("t0_unix_s", repr(self.t0_s))
-            if self.therapist_baseline is not None:
-                store_baseline(store, self.therapist_baseline)
+            if self.calibration is not None:
+                store_baseline(store, self.calibration)
             self._line(f"new session {path}")
-        base = self.therapist_baseline
-        if base is None:
+        cal = self.calibration
+        if cal is None:
             self._line(f"learning both baselines over the first {self.config.engine.engine.baseline_s:.0f} s")
         else:
-            self._line(f"therapist baseline {base.rate_bpm:.1f}/min (SD {base.rate_sd_bpm:.1f}) from calibration")
+            base = cal.baseline
+            made = f" ({', '.join(x for x in (cal.source, cal.created) if x)})" if cal.source or cal.created else ""
+            self._line(f"therapist baseline {base.rate_bpm:.1f}/min (SD {base.rate_sd_bpm:.1f}) from calibration{made}")
         summary = SessionSummary(path, resumed)
         try:
             adapter = (
@@ -363,6 +366,11 @@ class Daemon:
             if self.lsl is not None:
                 self.lsl.close()
         return summary
+
+    @property
+    def therapist_baseline(self) -> Baseline | None:
+        """The pre-session calibration's baseline, or None when both are learned in the session."""
+        return None if self.calibration is None else self.calibration.baseline
 
     async def _tick(self, stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
         interval = self.config.outputs.status_interval_s

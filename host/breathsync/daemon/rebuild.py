@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator
 
 from ..engine import Baseline, Role, StrapBlock, StrapBreath, StreamItem
-from ..engine.baseline_file import baseline_from_dict, baseline_to_dict
+from ..engine.baseline_file import BaselineFile, baseline_file_from_dict
 from ..errors import InputError
 from ..store import SessionStore, StoredEvent
 from ..strap_sim import TimedBreath
@@ -24,6 +24,12 @@ BASELINE_META = "therapist_baseline"  # a session started with a pre-session cal
 
 def stored_baseline(store: SessionStore) -> Baseline | None:
     """The therapist baseline the session started with (``breathsync calibrate``), if any."""
+    calibration = stored_calibration(store)
+    return None if calibration is None else calibration.baseline
+
+
+def stored_calibration(store: SessionStore) -> BaselineFile | None:
+    """The pre-session calibration the session started with, with its source and time, if any."""
     text = store.meta(BASELINE_META)
     if text is None:
         return None
@@ -31,11 +37,11 @@ def stored_baseline(store: SessionStore) -> Baseline | None:
         data = json.loads(text)
     except json.JSONDecodeError:
         raise InputError(f"{store.path}: stored therapist baseline is not valid JSON") from None
-    return baseline_from_dict(data, f"{store.path} (stored therapist baseline)")
+    return baseline_file_from_dict(data, f"{store.path} (stored therapist baseline)")
 
 
-def store_baseline(store: SessionStore, baseline: Baseline) -> None:
-    store.set_meta(BASELINE_META, json.dumps(baseline_to_dict(baseline, "calibration")))
+def store_baseline(store: SessionStore, calibration: BaselineFile) -> None:
+    store.set_meta(BASELINE_META, json.dumps(calibration.as_dict()))
 
 
 def session_t0_s(store: SessionStore) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,22 @@ RATE_RANGE_BPM = (2.0, 80.0)  # wider than the detector's 4-60/min: a file is re
 MAX_RATE_SD_BPM = 30.0
 
 
-def baseline_to_dict(baseline: Baseline, source: str = "", duration_s: float | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BaselineFile:
+    """A validated calibration: the baseline and what it was measured from (a session keeps all of it)."""
+
+    baseline: Baseline
+    source: str  # what was recorded: "ble:strap-T", "recording:therapist.csv", ...
+    created: str  # ISO 8601 time of the calibration ("" when the file did not say)
+    duration_s: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return baseline_to_dict(self.baseline, self.source, self.duration_s, self.created or None)
+
+
+def baseline_to_dict(
+    baseline: Baseline, source: str = "", duration_s: float | None = None, created: str | None = None
+) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -39,7 +55,7 @@ def baseline_to_dict(baseline: Baseline, source: str = "", duration_s: float | N
         "n_breaths": baseline.n_breaths,
         "duration_s": None if duration_s is None else round(duration_s, 3),
         "source": source,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "created": created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -74,7 +90,26 @@ def baseline_from_dict(data: object, where: str) -> Baseline:
     return Baseline(rate_bpm=rate, rate_sd_bpm=sd, depth=depth, n_breaths=breaths)
 
 
+def baseline_file_from_dict(data: object, where: str) -> BaselineFile:
+    """``baseline_from_dict`` plus the calibration's own description (source, time, duration)."""
+    baseline = baseline_from_dict(data, where)
+    assert isinstance(data, dict)  # checked by baseline_from_dict
+    source, created, duration = data.get("source"), data.get("created"), data.get("duration_s")
+    if isinstance(duration, bool) or not isinstance(duration, int | float) or not math.isfinite(duration):
+        duration = None
+    return BaselineFile(
+        baseline,
+        source if isinstance(source, str) else "",
+        created if isinstance(created, str) else "",
+        None if duration is None else float(duration),
+    )
+
+
 def read_baseline(path: str | Path) -> Baseline:
+    return read_baseline_file(path).baseline
+
+
+def read_baseline_file(path: str | Path) -> BaselineFile:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -86,7 +121,7 @@ def read_baseline(path: str | Path) -> Baseline:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: invalid JSON: {exc}") from None
-    return baseline_from_dict(data, str(path))
+    return baseline_file_from_dict(data, str(path))
 
 
 def write_baseline(path: str | Path, baseline: Baseline, source: str = "", duration_s: float | None = None) -> None:

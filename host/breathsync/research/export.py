@@ -229,6 +229,7 @@ def _session_json(session: Session, path: Path, files: list[str]) -> Path:
         "duration_s": session.duration_s,
         "meta": session.meta,
         "config": session.config,
+        "therapist_calibration": None if session.calibration is None else session.calibration.as_dict(),
         "straps": [
             {
                 "role": r.role,

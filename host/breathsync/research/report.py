@@ -121,6 +121,7 @@ class Summary:
     median_plv: float | None
     above_chance_pct: float | None
     decision_s: dict[str, float]
+    therapist_baseline: str  # where the therapist's 'own rhythm' came from
 
     @property
     def efficacy_pct(self) -> float | None:
@@ -197,7 +198,16 @@ def summarise(session: Session) -> Summary:
         median_plv=statistics.median(plvs) if plvs else None,
         above_chance_pct=_above_chance_pct(session),
         decision_s=decision_s,
+        therapist_baseline=_baseline_text(session),
     )
+
+
+def _baseline_text(session: Session) -> str:
+    cal = session.calibration
+    if cal is None:
+        return "learned in the session"
+    made = ", ".join(x for x in (cal.source, cal.created) if x)
+    return f"{cal.baseline.rate_bpm:.1f}/min, calibrated" + (f" ({made})" if made else "")
 
 
 def _above_chance_pct(session: Session) -> float | None:
@@ -551,6 +561,7 @@ def _cards(s: Summary) -> str:
         ("Client followed therapist", _episodes_text(s.led_episodes, s.led_s)),
         ("Median PLV", "n/a" if s.median_plv is None else f"{s.median_plv:.2f}"),
         ("Time locked beyond chance", _pct(s.above_chance_pct)),
+        ("Therapist baseline", s.therapist_baseline),
     ]
     inner = "".join(f"<div class='card'>{_e(k)}<b>{_e(v)}</b></div>" for k, v in cards)
     return f'<div class="cards">{inner}</div>'

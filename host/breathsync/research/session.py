@@ -23,7 +23,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..daemon.rebuild import stored_calibration
 from ..detector import STRAP_RATES_HZ
+from ..engine.baseline_file import BaselineFile
 from ..errors import InputError
 from ..store import SampleSeries, SessionStore, StoredEvent, StoredNudge, StrapInfo
 
@@ -112,6 +114,7 @@ class Session:
     link_events: tuple[tuple[float, str, str, str], ...]
     config: dict[str, Any]
     meta: dict[str, str] = field(default_factory=dict)
+    calibration: BaselineFile | None = None  # the therapist's pre-session calibration, if the run had one
 
     @property
     def duration_s(self) -> float:
@@ -158,6 +161,7 @@ def load_session(path: str | Path) -> Session:
         nudges = tuple(store.nudges())
         link_events = tuple(store.link_events())
         config = store.config()
+        calibration = stored_calibration(store)
     t0 = min(float(r.samples.host_t_s[0]) for r in roles.values())
     end = max(float(r.samples.host_t_s[-1]) + r.period_s for r in roles.values())
     created = meta.get("created_unix_s")
@@ -172,6 +176,7 @@ def load_session(path: str | Path) -> Session:
         link_events=link_events,
         config=config,
         meta=meta,
+        calibration=calibration,
     )
 
 
