@@ -13,6 +13,8 @@ import csv
 import gzip
 import json
 import re
+import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -472,3 +474,184 @@ def test_replay_session_reruns_the_engine_with_other_settings(
     assert "not both" in capsys.readouterr().err
     assert main(["replay"]) == 2
     assert "need a SESSION" in capsys.readouterr().err
+
+
+# -- bad input: damaged sessions, unusable outputs, bad labels ---------------------------------------
+
+
+def tiny_session(path: Path, seconds: float = 3.0, nudge_at_s: float | None = None) -> Path:
+    """A few seconds of both straps (fast to report on); optionally a nudge at ``nudge_at_s``."""
+    n = round(seconds * RATE_HZ)
+    with SessionStore.create(path, config={"engine": {"min_locked_s": 20.0}}) as store:
+        store.set_meta("created_unix_s", repr(CREATED_UNIX_S))
+        for role in ("therapist", "client"):
+            times = [HOST_T0_S + i / RATE_HZ for i in range(n)]
+            values = [30000 + round(2000 * np.sin(2 * np.pi * t / 4.0)) for t in times]
+            store.add_samples(role, range(100, 100 + n), times, values)
+            store.set_strap(StrapInfo(role, "AA:BB", f"strap-{role}", "0.3.1", 1, RATE_HZ), HOST_T0_S)
+        store.add_state(HOST_T0_S + 1.0, engine_state(1.0))
+        if nudge_at_s is not None:
+            store.add_nudge(HOST_T0_S + nudge_at_s, _nudge(nudge_at_s))
+    return path
+
+
+def snapshot(directory: Path) -> dict[str, bytes | None]:
+    """Every path under ``directory`` (hidden ones included) with its bytes; None for a directory."""
+    return {
+        str(p.relative_to(directory)): None if p.is_dir() else p.read_bytes() for p in sorted(directory.rglob("*"))
+    }
+
+
+COMMANDS = [["report"], ["export", "--format", "csv"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=["report", "export"])
+def test_report_and_export_change_nothing_they_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
+    (sessions / "empty.sqlite").touch()
+    with closing(sqlite3.connect(sessions / "foreign.sqlite")) as db:
+        db.execute("CREATE TABLE foo (x)")
+        db.commit()
+    tiny_session(sessions / "good.sqlite")
+    before = snapshot(sessions)
+    out = ["--out", str(tmp_path / "out")]
+    for name in ("empty.sqlite", "foreign.sqlite"):
+        _one_line_error(capsys, main([*command, str(sessions / name), *out]), "not a breathsync session")
+    assert main([*command, str(sessions / "good.sqlite"), *out]) == 0
+    # Not switched to WAL, not grown to a 4096-byte database, no -wal / -shm files beside them.
+    assert snapshot(sessions) == before
+
+
+DAMAGE = [
+    ("DROP TABLE states", r"damaged session \(states table missing\)"),
+    ("UPDATE meta SET value = 'abc' WHERE key = 'schema_version'", r"damaged session \(schema version 'abc'"),
+    ("UPDATE meta SET value = '{bad' WHERE key = 'config'", r"damaged session \(meta config is not valid JSON\)"),
+    ("UPDATE states SET state = '{bad'", r"damaged session \(states table: the state at t_s .* is not valid JSON\)"),
+    ("UPDATE nudges SET detail = '{bad'", r"damaged session \(nudges table, nudge 1: detail is not valid JSON\)"),
+    ("UPDATE straps SET rate_hz = 'x'", r"damaged session \(straps table, client rate_hz is 'x'"),
+    ("UPDATE samples SET value = 'abc' WHERE counter = 110", r"damaged session \(samples table, \w+ counter 110"),
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=["report", "export"])
+@pytest.mark.parametrize(("sql", "message"), DAMAGE, ids=[d[0].split(" WHERE")[0] for d in DAMAGE])
+def test_damaged_session_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str], sql: str, message: str
+) -> None:
+    path = tiny_session(tmp_path / "s.sqlite", nudge_at_s=2.0)
+    with closing(sqlite3.connect(path)) as db:
+        db.execute(sql)
+        db.commit()
+    before = snapshot(tmp_path)
+    code = main([*command, str(path), "--out", str(tmp_path / "out")])
+    _one_line_error(capsys, code, rf"^breathsync {command[0]}: {re.escape(str(path))}: {message}")
+    assert snapshot(tmp_path) == before  # the session untouched, no output directory
+
+
+def test_report_output_problems_are_one_line_errors_and_keep_earlier_reports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tiny_session(tmp_path / "s.sqlite")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "s_summary.png").write_bytes(b"an earlier, good summary")
+    (out / "s_report.html").mkdir()
+    before = snapshot(tmp_path)
+    _one_line_error(capsys, main(["report", str(path), "--out", str(out)]), r"s_report\.html: is a directory")
+    assert snapshot(tmp_path) == before  # no PNG written over the earlier one, no temporary files left
+    a_file = tmp_path / "afile"
+    a_file.write_text("keep me\n")
+    before = snapshot(tmp_path)
+    _one_line_error(capsys, main(["report", str(path), "--out", str(a_file)]), r"--out .*afile: not a directory")
+    _one_line_error(capsys, main(["report", str(path), "--out", str(a_file / "sub")]), r"afile is not a directory")
+    _one_line_error(capsys, main(["report", str(path), "--out", ""]), r"--out is empty")
+    assert snapshot(tmp_path) == before  # nothing beside the session either
+    (out / "s_report.html").rmdir()
+    assert main(["report", str(path), "--out", str(out)]) == 0
+    assert (out / "s_summary.png").read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in out.iterdir()) == ["s_report.html", "s_summary.png"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "edf", "bids"])
+def test_export_output_problems_are_one_line_errors_and_leave_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    path = tiny_session(tmp_path / "s.sqlite")
+    a_file = tmp_path / "afile"
+    a_file.write_text("keep me\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "kept.txt").write_text("not ours\n")
+    # A name the export needs is taken by a directory (for BIDS: a directory it must create, by a file).
+    blocker = {"csv": "states.csv", "edf": "s.edf", "bids": "sub-s"}[fmt]
+    if fmt == "bids":
+        (out / blocker).write_text("in the way\n")
+    else:
+        (out / blocker).mkdir()
+    before = snapshot(tmp_path)
+    export = ["export", str(path), "--format", fmt]
+    _one_line_error(capsys, main([*export, "--out", str(a_file)]), r"--out .*afile: not a directory")
+    _one_line_error(capsys, main([*export, "--out", ""]), r"--out is empty")
+    reason = "is a file, cannot create the directory" if fmt == "bids" else "is a directory"
+    _one_line_error(capsys, main([*export, "--out", str(out)]), rf"{re.escape(str(out / blocker))}: {reason}")
+    assert snapshot(tmp_path) == before  # no partial export, no temporary directory, others' files kept
+    (out / blocker).unlink() if fmt == "bids" else (out / blocker).rmdir()
+    assert main([*export, "--out", str(out)]) == 0
+    assert (out / "kept.txt").read_text() == "not ours\n"
+    assert not [p for p in out.rglob(".*")]
+
+
+def test_export_failing_midway_removes_what_it_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import breathsync.research.export as export_module
+
+    def disk_full(*args: object) -> Path:
+        raise OSError(errno.ENOSPC, "No space left on device", str(args[-1]))
+
+    monkeypatch.setattr(export_module, "_dropouts_csv", disk_full)  # after most CSVs are written
+    path = tiny_session(tmp_path / "s.sqlite")
+    before = snapshot(tmp_path)
+    code = main(["export", str(path), "--format", "csv", "--out", str(tmp_path / "new" / "deeper")])
+    _one_line_error(capsys, code, r"new/deeper/dropouts\.csv: cannot write output \(No space left on device\)")
+    assert snapshot(tmp_path) == before  # the directories it made are gone too
+
+
+@pytest.mark.parametrize(
+    ("option", "label"),
+    [
+        *(("--subject", label) for label in ("../evil", "a b", "sub-x", "ok_1", "")),
+        *(("--bids-session", label) for label in ("ses-1", "2025-06-15")),
+    ],
+)
+def test_bids_labels_are_used_as_given_or_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, label: str
+) -> None:
+    path = tiny_session(tmp_path / "s.sqlite")
+    before = snapshot(tmp_path)
+    code = main(["export", str(path), "--format", "bids", "--out", str(tmp_path / "bids"), option, label])
+    _one_line_error(capsys, code, rf"{option} '{re.escape(label)}': a BIDS label may contain only letters and digits")
+    assert snapshot(tmp_path) == before
+    assert main(["export", str(path), "--format", "bids", "--out", str(tmp_path / "bids"), option, "Dyad7"]) == 0
+    made = "sub-s/ses-Dyad7" if option == "--bids-session" else "sub-Dyad7"
+    assert (tmp_path / "bids" / made).is_dir()
+
+
+def test_bids_options_with_other_formats_are_noted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tiny_session(tmp_path / "s.sqlite")
+    assert main(["export", str(path), "--format", "csv", "--out", str(tmp_path / "csv"), "--subject", "foo"]) == 0
+    assert capsys.readouterr().err == "breathsync export: note: --subject applies to --format bids only; ignored\n"
+
+
+def test_report_on_a_few_seconds_prints_no_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The samples end after 3 s, the nudge comes later (a session cut short): its marker used to
+    # collapse the figure layout, and matplotlib printed a two-line UserWarning.
+    path = tiny_session(tmp_path / "s.sqlite", seconds=3.0, nudge_at_s=60.0)
+    assert main(["report", str(path), "--out", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and "report:" in captured.out

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from breathsync.errors import InputError
 from breathsync.store import SessionStore, StoredEvent, StoreError, StrapInfo
 
 
@@ -104,3 +108,102 @@ def test_kill_9_loses_at_most_the_last_second(tmp_path: Path) -> None:
         assert stored is not None
         assert written - stored <= 50, f"lost {written - stored} samples (> 1 s at 50 Hz)"
         assert store.missing_ranges("therapist") == []
+
+
+# -- opening changes nothing; damaged files are one StoreError --------------------------------------
+
+
+def _small_session(path: Path) -> Path:
+    with SessionStore.create(path, config={"engine": {"min_lock_s": 30}}) as store:
+        store.set_strap(StrapInfo("therapist", "AA:BB", "strap-T", "0.1.0", 1, 25), 0.0)
+        store.add_samples("therapist", [0, 1, 2], [10.0, 10.04, 10.08], [100, 200, 300])
+        store.add_event(StoredEvent("therapist", "peak", 2, 9, 1234, 100, 10.08))
+        store.add_state(12.0, {"lock": 0.5})
+        store.set_nudge_efficacy(store.add_nudge(13.0, {"pattern": "paced"}), {"decoupled": True})
+        store.add_link_event(11.0, "client", "disconnected", "supervision timeout")
+    return path
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_open_leaves_foreign_and_empty_files_as_they_were(tmp_path: Path, read_only: bool) -> None:
+    (tmp_path / "empty.sqlite").touch()
+    with closing(sqlite3.connect(tmp_path / "other.sqlite")) as db:
+        db.execute("CREATE TABLE foo (x)")
+        db.execute("INSERT INTO foo VALUES (1)")
+        db.commit()
+    before = _snapshot(tmp_path)
+    for name in before:
+        with pytest.raises(StoreError, match="not a breathsync session"):
+            SessionStore.open(tmp_path / name, read_only=True) if read_only else SessionStore.open(tmp_path / name)
+    # Same files, same bytes: not turned into WAL (header bytes 18-19 stay 1 = rollback journal).
+    assert _snapshot(tmp_path) == before
+    assert before["empty.sqlite"] == b"" and before["other.sqlite"][18:20] == b"\x01\x01"
+
+
+def test_read_only_open_changes_nothing_and_reads_what_a_writer_committed(tmp_path: Path) -> None:
+    path = _small_session(tmp_path / "s.sqlite")
+    before = _snapshot(tmp_path)
+    assert list(before) == ["s.sqlite"]
+    with SessionStore.open(path, read_only=True) as store:
+        assert store.samples("therapist").values.tolist() == [100, 200, 300]
+        assert list(store.states()) == [(12.0, {"lock": 0.5})] and store.config() == {"engine": {"min_lock_s": 30}}
+        with pytest.raises(StoreError, match="read-only"):
+            store.add_state(14.0, {})
+    assert _snapshot(tmp_path) == before  # not even empty -wal / -shm files left beside it
+    # A session still being written (its newest rows only in the -wal file) reads in full.
+    writer = SessionStore.open(path)
+    try:
+        writer.add_samples("therapist", [3], [10.12], [400])
+        writer.commit()
+        with SessionStore.open(path, read_only=True) as store:
+            assert store.samples("therapist").values.tolist() == [100, 200, 300, 400]
+    finally:
+        writer.close()
+
+
+DAMAGE = [
+    # (SQL run on a good session, what is read, expected message)
+    ("UPDATE meta SET value = 'abc' WHERE key = 'schema_version'", "open", r"schema version 'abc' is not a number"),
+    ("DROP TABLE states", "open", r"states table missing"),
+    ("ALTER TABLE events DROP COLUMN depth_counts", "open", r"events table has no depth_counts column"),
+    ("UPDATE meta SET value = '{bad' WHERE key = 'config'", "config", r"meta config is not valid JSON"),
+    ("UPDATE meta SET value = 'yesterday' WHERE key = 'created_unix_s'", "created", r"created_unix_s is 'yesterday'"),
+    ("UPDATE states SET state = '{bad'", "states", r"state at t_s 12.0 is not valid JSON"),
+    ("UPDATE nudges SET detail = '{bad'", "nudges", r"nudge 1: detail is not valid JSON"),
+    ("UPDATE nudges SET efficacy = '[1, 2]'", "nudges", r"nudge 1: efficacy is not a JSON object"),
+    ("UPDATE straps SET rate_hz = 'x'", "straps", r"therapist rate_hz is 'x', not a whole number"),
+    ("UPDATE samples SET value = 'abc' WHERE counter = 1", "samples", r"counter 1: value is 'abc'"),
+    ("UPDATE samples SET host_t_s = 9e999 WHERE counter = 2", "samples", r"counter 2: host_t_s is inf"),
+    ("UPDATE events SET interval_samples = 'x'", "events", r"interval_samples is 'x'"),
+    ("UPDATE link_events SET t_s = 'soon'", "link_events", r"t_s is 'soon', not a finite number"),
+]
+
+
+@pytest.mark.parametrize(("sql", "read", "message"), DAMAGE, ids=[d[0].split(" SET ")[0] + "/" + d[1] for d in DAMAGE])
+def test_damaged_sessions_give_one_store_error_naming_the_damage(
+    tmp_path: Path, sql: str, read: str, message: str
+) -> None:
+    path = _small_session(tmp_path / "s.sqlite")
+    with closing(sqlite3.connect(path)) as db:
+        db.execute(sql)
+        db.commit()
+    before = path.read_bytes()
+    readers = {
+        "config": lambda s: s.config(),
+        "created": lambda s: s.meta_float("created_unix_s"),
+        "states": lambda s: list(s.states()),
+        "nudges": lambda s: s.nudges(),
+        "straps": lambda s: s.straps(),
+        "samples": lambda s: s.samples("therapist"),
+        "events": lambda s: s.events(),
+        "link_events": lambda s: s.link_events(),
+    }
+    expected = rf"^{re.escape(str(path))}: damaged session \(.*{message}"
+    with pytest.raises(StoreError, match=expected) as caught, SessionStore.open(path, read_only=True) as store:
+        readers[read](store)
+    assert "\n" not in str(caught.value) and isinstance(caught.value, InputError)
+    assert path.read_bytes() == before

@@ -4,7 +4,8 @@ The formats and every column are described in docs/researcher-guide.md. Conventi
 all three: times are seconds since the session zero (the first stored sample, see
 ``research.session``), raw strap values stay raw u16 ADC counts (no filtering, no scaling that
 could not be undone), and missing samples are never invented: CSV simply has no row, EDF+
-holds a documented fill value plus an annotation, BIDS writes ``n/a``.
+holds a documented fill value plus an annotation, BIDS writes ``n/a``. Every export is written
+all or nothing (``research.output``): a failed run leaves no partial export behind.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import gzip
 import json
 import math
 import re
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +26,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
+from .output import write_all_or_nothing
 from .session import RoleData, Session, common_grid, resample
 
 Format = Literal["csv", "edf", "bids"]
@@ -131,7 +134,10 @@ def _union_columns(records: Iterable[Mapping[str, Cell]], first: Sequence[str] =
 
 def export_csv(session: Session, out_dir: Path) -> list[Path]:
     """One CSV per stream plus ``session.json``; returns the files written."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return write_all_or_nothing(out_dir, lambda directory: _csv_files(session, directory))
+
+
+def _csv_files(session: Session, out_dir: Path) -> list[Path]:
     written = [_samples_csv(session, role, out_dir / f"samples_{role.role}.csv") for role in session.roles.values()]
     written.append(_events_csv(session, out_dir / "events.csv"))
     written.append(_nudges_csv(session, out_dir / "nudges.csv"))
@@ -327,10 +333,6 @@ def _outcome(efficacy: Mapping[str, Any] | None) -> str:
 
 def export_edf(session: Session, out_dir: Path) -> Path:
     """Both respiration channels on one time base at the session rate, with EDF+ annotations."""
-    import pyedflib
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{session.path.stem}.edf"
     rate = session.rate_hz
     grid = common_grid(session)
     n_records = math.ceil(len(grid) / rate)
@@ -344,6 +346,26 @@ def export_edf(session: Session, out_dir: Path) -> Path:
     annotation_signals = math.ceil(len(notes) / n_records) + 1
     if annotation_signals > EDF_MAX_ANNOTATION_SIGNALS:
         raise InputError(f"{session.path}: {len(notes)} annotations do not fit an EDF+ file of {n_records} s")
+
+    def write(directory: Path) -> list[Path]:
+        path = directory / f"{session.path.stem}.edf"
+        _write_edf(path, session, rate, channels, notes, annotation_signals)
+        return [path]
+
+    [path] = write_all_or_nothing(out_dir, write)
+    return path
+
+
+def _write_edf(
+    path: Path,
+    session: Session,
+    rate: int,
+    channels: list[np.ndarray[Any, np.dtype[np.int32]]],
+    notes: list[Annotation],
+    annotation_signals: int,
+) -> None:
+    import pyedflib
+
     writer = pyedflib.EdfWriter(str(path), len(channels), file_type=pyedflib.FILETYPE_EDFPLUS)
     try:
         writer.setHeader(_edf_header(session))
@@ -354,7 +376,6 @@ def export_edf(session: Session, out_dir: Path) -> Path:
             writer.writeAnnotation(note.onset_s, -1 if note.duration_s is None else note.duration_s, note.text)
     finally:
         writer.close()
-    return path
 
 
 def _edf_header(session: Session) -> dict[str, Any]:
@@ -399,6 +420,7 @@ BIDS_TASK = "therapy"
 BIDS_DATATYPE = "beh"
 BIDS_UNITS = "a.u."
 _LABEL_RE = re.compile(r"[^A-Za-z0-9]")
+_VALID_LABEL_RE = re.compile(r"[A-Za-z0-9]+")
 
 
 def bids_label(text: str) -> str:
@@ -407,6 +429,20 @@ def bids_label(text: str) -> str:
     if not label:
         raise InputError(f"cannot make a BIDS label from {text!r} (needs letters or digits)")
     return label
+
+
+def check_bids_label(value: str | None, option: str) -> None:
+    """A label the user typed is used as given or refused, never quietly rewritten.
+
+    (``bids_label`` derives the default from the file name; ``sub-x`` or ``../evil`` typed by a
+    user turning into ``subx`` or ``evil`` would silently file the data under another subject.)
+    None means "use the default".
+    """
+    if value is not None and not _VALID_LABEL_RE.fullmatch(value):
+        raise InputError(
+            f"{option} {value!r}: a BIDS label may contain only letters and digits (A-Z, a-z, 0-9), "
+            f"without the sub-/ses- prefix; leave {option} out for the default"
+        )
 
 
 @dataclass(frozen=True)
@@ -445,8 +481,15 @@ def default_bids_names(session: Session, root: Path, subject: str | None = None,
 
 def export_bids(session: Session, names: BidsNames) -> list[Path]:
     """A minimal BIDS raw dataset: description, participants, and per-role physio, events, scans."""
+    return write_all_or_nothing(
+        names.root, lambda directory: _bids_files(session, replace(names, root=directory), names.root)
+    )
+
+
+def _bids_files(session: Session, names: BidsNames, dataset_root: Path) -> list[Path]:
+    """The files of ``export_bids`` under ``names.root``; ``dataset_root`` is where they will end up."""
     names.directory.mkdir(parents=True, exist_ok=True)
-    written = [_dataset_description(session, names.root), *_participants(names)]
+    written = [_dataset_description(session, names.root), *_participants(names, dataset_root)]
     for role in session.roles.values():
         written += _bids_physio(session, role, names)
     written += _bids_events(session, names)
@@ -477,13 +520,22 @@ def _dataset_description(session: Session, root: Path) -> Path:
     )
 
 
-def _participants(names: BidsNames) -> list[Path]:
+def _participants(names: BidsNames, dataset_root: Path) -> list[Path]:
+    """participants.tsv of the dataset at ``dataset_root`` (grows by one subject) written under ``names.root``."""
+    existing = dataset_root / "participants.tsv"
+    lines = ["participant_id"]
+    if existing.is_dir():
+        raise InputError(f"{existing}: is a directory, cannot write the output file there")
+    if existing.exists():
+        try:
+            lines = existing.read_text(encoding="utf-8").splitlines() or lines
+        except UnicodeDecodeError:
+            raise InputError(f"{existing}: not a text file (cannot add the subject to it)") from None
     tsv = names.root / "participants.tsv"
-    if not tsv.exists():
-        tsv.write_text("participant_id\n", encoding="utf-8")
-    lines = tsv.read_text(encoding="utf-8").splitlines()
     participant = f"sub-{names.subject}"
-    if participant not in lines[1:]:
+    if participant in lines[1:]:
+        shutil.copyfile(existing, tsv)  # already listed: the file moves back into place unchanged
+    else:
         tsv.write_text("\n".join([*lines, participant]) + "\n", encoding="utf-8")
     sidecar = _write_json(
         names.root / "participants.json",
@@ -629,11 +681,16 @@ def export_session(
     subject: str | None = None,
     bids_session: str | None = None,
 ) -> list[Path]:
-    """Write ``session`` in ``fmt`` under ``out_dir``; returns the files written."""
+    """Write ``session`` in ``fmt`` under ``out_dir``; returns the files written.
+
+    ``subject`` and ``bids_session`` (BIDS only) must be valid BIDS labels; None = the default.
+    """
     if fmt == "csv":
         return export_csv(session, out_dir)
     if fmt == "edf":
         return [export_edf(session, out_dir)]
     if fmt == "bids":
+        check_bids_label(subject, "--subject")
+        check_bids_label(bids_session, "--bids-session")
         return export_bids(session, default_bids_names(session, out_dir, subject, bids_session))
     raise InputError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")

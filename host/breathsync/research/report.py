@@ -16,6 +16,7 @@ import html
 import io
 import math
 import statistics
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from .. import __version__
+from .output import write_all_or_nothing
 from .session import (
     ROLES,
     Episode,
@@ -375,11 +377,16 @@ def _plot_synchrony(ax: Axes, session: Session) -> None:
         interpolate=True,
     )
     for nudge in session.nudges:
+        minute = session.rel(nudge.t_s) / 60.0
+        if not 0.0 <= minute <= session.duration_s / 60.0:
+            # Drawn unclipped (above the axes), a marker outside the time axis would land far off
+            # the figure and collapse its layout (samples ending before the session's last nudge).
+            continue
         decoupled = None if nudge.efficacy is None else nudge.efficacy.get("decoupled")
         marker, color = (
             ("^", LED_COLOR) if decoupled else (("X", NUDGE_COLOR) if decoupled is False else ("o", PENDING_COLOR))
         )
-        ax.plot([session.rel(nudge.t_s) / 60.0], [1.04], marker=marker, color=color, ms=8, clip_on=False)
+        ax.plot([minute], [1.04], marker=marker, color=color, ms=8, clip_on=False)
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("PLV")
     ax.legend(loc="lower right", bbox_to_anchor=(1.0, 0.98), fontsize=8, ncol=2, frameon=False, borderaxespad=0)
@@ -507,7 +514,11 @@ def _nudge_outcome(efficacy: dict[str, Any] | None) -> str:
 
 def png_bytes(fig: Figure) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    with warnings.catch_warnings():
+        # If the layout cannot fit (a figure of a few seconds with long labels), matplotlib keeps
+        # its default layout, which is fine to read; its two-line warning would only alarm the user.
+        warnings.filterwarnings("ignore", message="constrained_layout not applied", category=UserWarning)
+        fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
     return buffer.getvalue()
 
 
@@ -728,13 +739,21 @@ def default_report_dir(session_path: Path) -> Path:
 
 
 def write_report(session: Session, out_dir: Path) -> ReportFiles:
-    """Write ``<stem>_report.html`` and ``<stem>_summary.png`` into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write ``<stem>_report.html`` and ``<stem>_summary.png`` into ``out_dir``.
+
+    Both are rendered in memory first and then moved into place together (``write_all_or_nothing``):
+    a failed run leaves no half-written file and keeps an earlier report of the session intact.
+    """
     overview = png_bytes(summary_figure(session))
     nudges = nudge_figure(session)
-    png = out_dir / f"{session.path.stem}_summary.png"
-    png.write_bytes(overview)
     page = render_html(session, summarise(session), overview, None if nudges is None else png_bytes(nudges))
-    report = out_dir / f"{session.path.stem}_report.html"
-    report.write_text(page, encoding="utf-8")
+
+    def write(directory: Path) -> list[Path]:
+        png = directory / f"{session.path.stem}_summary.png"
+        png.write_bytes(overview)
+        report = directory / f"{session.path.stem}_report.html"
+        report.write_text(page, encoding="utf-8")
+        return [report, png]
+
+    report, png = write_all_or_nothing(out_dir, write)
     return ReportFiles(report, png)

@@ -141,9 +141,13 @@ class Session:
 
 
 def load_session(path: str | Path) -> Session:
-    """Read a session file; raises ``StoreError`` for a bad file, ``InputError`` for an empty one."""
+    """Read a session file without changing it (read-only).
+
+    Raises ``StoreError`` (an ``InputError``) for a missing, foreign or damaged file and
+    ``InputError`` for an empty one.
+    """
     path = Path(path)
-    with SessionStore.open(path) as store:
+    with SessionStore.open(path, read_only=True) as store:
         straps = {s.role: s for s in store.straps()}
         roles: dict[str, RoleData] = {}
         for role in store.roles():
@@ -157,6 +161,7 @@ def load_session(path: str | Path) -> Session:
         if not roles:
             raise InputError(f"{path}: empty session (no samples from either strap)")
         meta = {key: value for key in ("schema_version", "created_unix_s") if (value := store.meta(key)) is not None}
+        created = store.meta_float("created_unix_s")
         states = tuple(store.states())
         nudges = tuple(store.nudges())
         link_events = tuple(store.link_events())
@@ -164,12 +169,11 @@ def load_session(path: str | Path) -> Session:
         calibration = stored_calibration(store)
     t0 = min(float(r.samples.host_t_s[0]) for r in roles.values())
     end = max(float(r.samples.host_t_s[-1]) + r.period_s for r in roles.values())
-    created = meta.get("created_unix_s")
     return Session(
         path=path,
         t0_host_s=t0,
         end_host_s=end,
-        start_unix_s=t0 if t0 > _UNIX_2001_S else (None if created is None else float(created)),
+        start_unix_s=t0 if t0 > _UNIX_2001_S else created,
         roles=dict(sorted(roles.items(), key=lambda kv: _role_order(kv[0]))),
         states=states,
         nudges=nudges,

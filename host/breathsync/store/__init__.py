@@ -7,14 +7,24 @@ straps' firmware versions. Writes are buffered and committed at least every
 restart ``SessionStore.open`` resumes the same file and ``last_counter`` tells the link where
 to ask the straps to backfill from. Samples are keyed by (role, counter) and inserted with
 ``INSERT OR IGNORE``: a backfill that overlaps what is stored is harmless.
+
+Opening never changes a file that is not a breathsync session: the file is checked (schema
+version, every table and column) before WAL mode is switched on. ``open(path, read_only=True)``
+is for readers (exports, report, replay): it changes nothing at all, not even by leaving WAL
+side files behind. Everything read back is checked at this boundary, so a damaged session
+(a table dropped, JSON or numbers overwritten) is one ``StoreError`` naming the file and the
+damage, never a traceback in whichever consumer happens to touch it first.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import BreathsyncError
+from ..errors import InputError
 
 SCHEMA_VERSION = 1
 
@@ -51,8 +61,23 @@ CREATE INDEX IF NOT EXISTS link_events_t ON link_events (t_s);
 """
 
 
-class StoreError(BreathsyncError):
-    """The session file is missing, not a breathsync session, or unwritable."""
+class StoreError(InputError):
+    """The session file is missing, not a breathsync session, damaged, or unwritable."""
+
+
+@functools.cache
+def _expected_columns() -> dict[str, tuple[str, ...]]:
+    """Table -> columns of a schema-1 session, taken from ``_SCHEMA`` itself (one source of truth)."""
+    with closing(sqlite3.connect(":memory:")) as db:
+        db.executescript(_SCHEMA)
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return {t: tuple(str(row[1]) for row in db.execute(f"PRAGMA table_info({t})")) for t in tables}
+
+
+def _shown(value: object) -> str:
+    """A stored value in an error message: repr, cut short (a damaged cell may be a huge blob)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass(frozen=True)
@@ -96,10 +121,13 @@ class StoredNudge:
 class SessionStore:
     """A session's SQLite file. Use ``create`` for a new session, ``open`` to resume or read."""
 
-    def __init__(self, connection: sqlite3.Connection, path: Path, commit_interval_s: float) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, path: Path, commit_interval_s: float, read_only: bool = False
+    ) -> None:
         self._db = connection
         self.path = path
         self.commit_interval_s = commit_interval_s
+        self.read_only = read_only
         self._last_commit = time.monotonic()
         self._pending = 0
 
@@ -113,7 +141,9 @@ class SessionStore:
         if path.exists():
             raise StoreError(f"{path}: session already exists (open it to resume)")
         path.parent.mkdir(parents=True, exist_ok=True)
-        store = cls(cls._connect(path), path, commit_interval_s)
+        db = cls._connect(path, "rwc")
+        cls._use_wal(db, path)
+        store = cls(db, path, commit_interval_s)
         store._db.executescript(_SCHEMA)
         now = time.time()
         store._set_meta("schema_version", str(SCHEMA_VERSION))
@@ -123,34 +153,73 @@ class SessionStore:
         return store
 
     @classmethod
-    def open(cls, path: str | Path, commit_interval_s: float = 0.5) -> SessionStore:
+    def open(cls, path: str | Path, commit_interval_s: float = 0.5, *, read_only: bool = False) -> SessionStore:
+        """Open a session to resume it (the daemon) or, with ``read_only``, to read it without any change."""
         path = Path(path)
         if not path.is_file():
             raise StoreError(f"{path}: no such session file")
+        db = cls._connect(path, "ro" if read_only else "rw")
         try:
-            store = cls(cls._connect(path), path, commit_interval_s)
-            version = store.meta("schema_version")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path}: not a breathsync session ({exc})") from None
-        if version is None:
-            raise StoreError(f"{path}: not a breathsync session (no schema version)")
-        if int(version) != SCHEMA_VERSION:
-            raise StoreError(f"{path}: session schema {version}, this breathsync reads {SCHEMA_VERSION}")
-        return store
+            # Check first: a foreign or damaged file must come out exactly as it went in.
+            cls._verify(db, path)
+            if not read_only:
+                cls._use_wal(db, path)
+        except BaseException:
+            db.close()
+            raise
+        return cls(db, path, commit_interval_s, read_only)
 
     @staticmethod
-    def _connect(path: Path) -> sqlite3.Connection:
+    def _connect(path: Path, mode: str) -> sqlite3.Connection:
+        """``mode``: rwc creates, rw never creates (a vanished file is an error), ro changes nothing."""
+        uri = f"{path.absolute().as_uri()}?mode={mode}"
+        if mode == "ro" and not any(path.with_name(path.name + s).exists() for s in ("-wal", "-journal")):
+            # Nothing pending beside the file, so nobody has it open for writing: read it as
+            # immutable, or SQLite would leave empty -wal and -shm files beside a WAL session.
+            # With a -wal file (a running or crashed daemon) its content is needed: plain ro.
+            uri += "&immutable=1"
         try:
-            db = sqlite3.connect(path, isolation_level="DEFERRED", check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a committed transaction survives a process crash (kill -9);
-            # only a power loss could lose the last commits.
-            db.execute("PRAGMA synchronous=NORMAL")
+            return sqlite3.connect(uri, uri=True, isolation_level="DEFERRED", check_same_thread=False)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: not a breathsync session ({exc})") from None
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open session: {exc}") from None
-        return db
+
+    @staticmethod
+    def _use_wal(db: sqlite3.Connection, path: Path) -> None:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a committed transaction survives a process crash (kill -9);
+            # only a power loss could lose the last commits.
+            db.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot open session for writing: {exc}") from None
+
+    @staticmethod
+    def _verify(db: sqlite3.Connection, path: Path) -> None:
+        """Schema version and every table and column of the schema, by reading only."""
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: not a breathsync session ({exc})") from None
+        if row is None:
+            raise StoreError(f"{path}: not a breathsync session (no schema version)")
+        try:
+            version = int(row[0])
+        except (TypeError, ValueError):
+            raise StoreError(f"{path}: damaged session (schema version {_shown(row[0])} is not a number)") from None
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"{path}: session schema {version}, this breathsync reads {SCHEMA_VERSION}")
+        try:
+            for table, columns in _expected_columns().items():
+                present = {str(r[1]) for r in db.execute(f"PRAGMA table_info({table})")}
+                if not present:
+                    raise StoreError(f"{path}: damaged session ({table} table missing)")
+                for column in columns:
+                    if column not in present:
+                        raise StoreError(f"{path}: damaged session ({table} table has no {column} column)")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: damaged session ({exc})") from None
 
     def close(self) -> None:
         self.commit()
@@ -164,6 +233,11 @@ class SessionStore:
 
     # -- writing -------------------------------------------------------------------------------
 
+    def _writer(self) -> sqlite3.Connection:
+        if self.read_only:
+            raise StoreError(f"{self.path}: session opened read-only")
+        return self._db
+
     def commit(self) -> None:
         self._db.commit()
         self._pending = 0
@@ -175,14 +249,14 @@ class SessionStore:
             self.commit()
 
     def _set_meta(self, key: str, value: str) -> None:
-        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        self._writer().execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def set_meta(self, key: str, value: str) -> None:
         self._set_meta(key, value)
         self._wrote(1)
 
     def set_strap(self, info: StrapInfo, t_s: float) -> None:
-        self._db.execute(
+        self._writer().execute(
             "INSERT OR REPLACE INTO straps VALUES (?, ?, ?, ?, ?, ?, ?)",
             (info.role, info.address, info.name, info.firmware, info.protocol_version, info.rate_hz, t_s),
         )
@@ -193,14 +267,14 @@ class SessionStore:
     ) -> None:
         if not len(counters) == len(host_t_s) == len(values):
             raise ValueError("counters, host times and values differ in length")
-        self._db.executemany(
+        self._writer().executemany(
             "INSERT OR IGNORE INTO samples VALUES (?, ?, ?, ?)",
             zip([role] * len(counters), map(int, counters), map(float, host_t_s), map(int, values), strict=True),
         )
         self._wrote(len(counters))
 
     def add_event(self, event: StoredEvent) -> None:
-        self._db.execute(
+        self._writer().execute(
             "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 event.role,
@@ -215,49 +289,130 @@ class SessionStore:
         self._wrote(1)
 
     def add_state(self, t_s: float, state: dict[str, Any]) -> None:
-        self._db.execute("INSERT INTO states VALUES (?, ?)", (t_s, json.dumps(state, sort_keys=True)))
+        self._writer().execute("INSERT INTO states VALUES (?, ?)", (t_s, json.dumps(state, sort_keys=True)))
         self._wrote(1)
 
     def add_nudge(self, t_s: float, detail: dict[str, Any]) -> int:
-        cursor = self._db.execute(
+        cursor = self._writer().execute(
             "INSERT INTO nudges (t_s, detail) VALUES (?, ?)", (t_s, json.dumps(detail, sort_keys=True))
         )
         self._wrote(1)
         return int(cursor.lastrowid or 0)
 
     def set_nudge_efficacy(self, nudge_id: int, efficacy: dict[str, Any]) -> None:
-        self._db.execute(
+        self._writer().execute(
             "UPDATE nudges SET efficacy = ? WHERE id = ?", (json.dumps(efficacy, sort_keys=True), nudge_id)
         )
         self._wrote(1)
 
     def add_link_event(self, t_s: float, role: str, kind: str, detail: str = "") -> None:
-        self._db.execute("INSERT INTO link_events VALUES (?, ?, ?, ?)", (t_s, role, kind, detail))
+        self._writer().execute("INSERT INTO link_events VALUES (?, ?, ?, ?)", (t_s, role, kind, detail))
         self._wrote(1)
 
     # -- reading -------------------------------------------------------------------------------
+    # Every read goes through ``_query`` and the checks below, so a damaged file is a StoreError.
+
+    def _damaged(self, what: str) -> StoreError:
+        return StoreError(f"{self.path}: damaged session ({what})")
+
+    @contextmanager
+    def _reading(self, table: str) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            raise  # misuse (a closed store), not a property of the file
+        except sqlite3.Error as exc:
+            name = getattr(exc, "sqlite_errorname", "")
+            if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+                raise StoreError(f"{self.path}: session is locked by another process ({exc})") from None
+            if name.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_NOMEM")):
+                raise StoreError(f"{self.path}: cannot read session ({exc})") from None
+            if "no such table" in str(exc):
+                raise self._damaged(f"{table} table missing") from None
+            raise self._damaged(f"{table} table: {exc}") from None
+
+    def _query(self, table: str, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        with self._reading(table):
+            return list(self._db.execute(sql, params).fetchall())
+
+    def _int(self, value: object, where: str) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise self._damaged(f"{where} is {_shown(value)}, not a whole number")
+
+    def _number(self, value: object, where: str) -> float:
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        raise self._damaged(f"{where} is {_shown(value)}, not a finite number")
+
+    def _text(self, value: object, where: str, null_ok: bool = False) -> str:
+        if isinstance(value, str):
+            return value
+        if value is None and null_ok:
+            return ""
+        raise self._damaged(f"{where} is {_shown(value)}, not text")
+
+    def _json_object(self, raw: object, where: str) -> dict[str, Any]:
+        if not isinstance(raw, str):
+            raise self._damaged(f"{where} is {_shown(raw)}, not JSON text")
+        try:
+            value = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise self._damaged(f"{where} is not valid JSON") from None
+        if not isinstance(value, dict):
+            raise self._damaged(f"{where} is not a JSON object")
+        return value
 
     def meta(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
+        rows = self._query("meta", "SELECT value FROM meta WHERE key = ?", (key,))
+        return None if not rows else str(rows[0][0])
+
+    def meta_float(self, key: str) -> float | None:
+        """A numeric meta value (``created_unix_s``, ``t0_unix_s``); None if absent, StoreError if damaged."""
+        rows = self._query("meta", "SELECT value FROM meta WHERE key = ?", (key,))
+        if not rows:
+            return None
+        try:
+            value = float(rows[0][0])
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value):
+            raise self._damaged(f"meta {key} is {_shown(rows[0][0])}, not a number")
+        return value
 
     def config(self) -> dict[str, Any]:
-        raw = self.meta("config")
-        return {} if raw is None else dict(json.loads(raw))
+        rows = self._query("meta", "SELECT value FROM meta WHERE key = 'config'")
+        return {} if not rows else self._json_object(rows[0][0], "meta config")
 
     def straps(self) -> list[StrapInfo]:
-        rows = self._db.execute(
-            "SELECT role, address, name, firmware, protocol_version, rate_hz FROM straps ORDER BY role"
-        ).fetchall()
-        return [StrapInfo(*row) for row in rows]
+        rows = self._query(
+            "straps", "SELECT role, address, name, firmware, protocol_version, rate_hz FROM straps ORDER BY role"
+        )
+        straps = []
+        for role, address, name, firmware, protocol_version, rate_hz in rows:
+            who = f"straps table, {self._text(role, 'straps table: a role')}"
+            straps.append(
+                StrapInfo(
+                    role,
+                    self._text(address, f"{who} address", null_ok=True),
+                    self._text(name, f"{who} name", null_ok=True),
+                    self._text(firmware, f"{who} firmware", null_ok=True),
+                    self._int(protocol_version, f"{who} protocol_version"),
+                    self._int(rate_hz, f"{who} rate_hz"),
+                )
+            )
+        return straps
 
     def roles(self) -> list[str]:
-        return [r[0] for r in self._db.execute("SELECT DISTINCT role FROM samples ORDER BY role")]
+        rows = self._query("samples", "SELECT DISTINCT role FROM samples ORDER BY role")
+        return [self._text(r[0], "samples table: a role") for r in rows]
 
     def last_counter(self, role: str) -> int | None:
         """Highest stored sample counter of ``role``: backfill after a restart starts after it."""
-        row = self._db.execute("SELECT MAX(counter) FROM samples WHERE role = ?", (role,)).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
+        rows = self._query("samples", "SELECT MAX(counter) FROM samples WHERE role = ?", (role,))
+        if not rows or rows[0][0] is None:
+            return None
+        return self._int(rows[0][0], f"samples table, {role}: the last counter")
 
     def missing_ranges(self, role: str) -> list[tuple[int, int]]:
         """Gaps [first, last] (inclusive) in the stored counters of ``role``."""
@@ -268,13 +423,26 @@ class SessionStore:
         return [(int(counters[i] + 1), int(counters[i + 1] - 1)) for i in jumps]
 
     def samples(self, role: str) -> SampleSeries:
-        rows = self._db.execute(
-            "SELECT counter, host_t_s, value FROM samples WHERE role = ? ORDER BY counter", (role,)
-        ).fetchall()
+        rows = self._query(
+            "samples", "SELECT counter, host_t_s, value FROM samples WHERE role = ? ORDER BY counter", (role,)
+        )
         if not rows:
             empty_i = np.zeros(0, dtype=np.int64)
             return SampleSeries(empty_i, np.zeros(0, dtype=np.float64), empty_i.copy())
-        data = np.asarray(rows, dtype=np.float64)
+        try:
+            data = np.asarray(rows, dtype=np.float64)
+        except (TypeError, ValueError):
+            data = np.full((len(rows), 3), np.nan)  # some cell is not a number: find it below
+        # Vectorised check (sessions hold millions of samples); the slow path only names the culprit.
+        whole = np.isfinite(data).all(axis=1) & (data[:, 0] == np.round(data[:, 0]))
+        whole &= data[:, 2] == np.round(data[:, 2])
+        if not whole.all():
+            for counter, host_t_s, value in rows:
+                where = f"samples table, {role} counter {_shown(counter)}"
+                self._int(counter, f"samples table, {role}: a counter")
+                self._number(host_t_s, f"{where}: host_t_s")
+                self._int(value, f"{where}: value")
+            raise self._damaged(f"samples table, {role}: a stored number is not usable")  # not reached
         return SampleSeries(data[:, 0].astype(np.int64), data[:, 1], data[:, 2].astype(np.int64))
 
     def events(self, role: str | None = None) -> list[StoredEvent]:
@@ -283,22 +451,55 @@ class SessionStore:
         if role is not None:
             query += " WHERE role = ?"
             params = (role,)
-        rows = self._db.execute(query + " ORDER BY host_t_s", params).fetchall()
-        return [StoredEvent(*row) for row in rows]
+        events = []
+        for who, kind, counter, confirmed, depth, interval, host_t_s in self._query(
+            "events", query + " ORDER BY host_t_s", params
+        ):
+            where = f"events table, {_shown(who)} {_shown(kind)} at counter {_shown(counter)}"
+            events.append(
+                StoredEvent(
+                    self._text(who, "events table: a role"),
+                    self._text(kind, f"{where}: kind"),
+                    self._int(counter, f"{where}: counter"),
+                    self._int(confirmed, f"{where}: confirmed_counter"),
+                    self._int(depth, f"{where}: depth_counts"),
+                    self._int(interval, f"{where}: interval_samples"),
+                    self._number(host_t_s, f"{where}: host_t_s"),
+                )
+            )
+        return events
 
     def states(self) -> Iterator[tuple[float, dict[str, Any]]]:
-        for t_s, raw in self._db.execute("SELECT t_s, state FROM states ORDER BY t_s"):
-            yield float(t_s), dict(json.loads(raw))
+        with self._reading("states"):
+            for t_s, raw in self._db.execute("SELECT t_s, state FROM states ORDER BY t_s"):
+                time_s = self._number(t_s, "states table: a t_s")
+                yield time_s, self._json_object(raw, f"states table: the state at t_s {time_s!r}")
 
     def nudges(self) -> list[StoredNudge]:
-        rows = self._db.execute("SELECT id, t_s, detail, efficacy FROM nudges ORDER BY t_s").fetchall()
-        return [
-            StoredNudge(int(i), float(t), dict(json.loads(d)), None if e is None else dict(json.loads(e)))
-            for i, t, d, e in rows
-        ]
+        nudges = []
+        for i, t, detail, efficacy in self._query(
+            "nudges", "SELECT id, t_s, detail, efficacy FROM nudges ORDER BY t_s"
+        ):
+            where = f"nudges table, nudge {_shown(i)}"
+            nudges.append(
+                StoredNudge(
+                    self._int(i, "nudges table: an id"),
+                    self._number(t, f"{where}: t_s"),
+                    self._json_object(detail, f"{where}: detail"),
+                    None if efficacy is None else self._json_object(efficacy, f"{where}: efficacy"),
+                )
+            )
+        return nudges
 
     def link_events(self) -> list[tuple[float, str, str, str]]:
-        rows: Iterable[tuple[float, str, str, str]] = self._db.execute(
-            "SELECT t_s, role, kind, detail FROM link_events ORDER BY t_s"
-        ).fetchall()
-        return list(rows)
+        rows = self._query("link_events", "SELECT t_s, role, kind, detail FROM link_events ORDER BY t_s")
+        where = "link_events table: a"
+        return [
+            (
+                self._number(t, f"{where} t_s"),
+                self._text(role, f"{where} role"),
+                self._text(kind, f"{where} kind"),
+                self._text(detail, f"{where} detail", null_ok=True),
+            )
+            for t, role, kind, detail in rows
+        ]
