@@ -49,8 +49,15 @@ def test_calibrate_recording_matches_the_annotated_rate(tmp_path: Path, capsys: 
 def test_calibrate_rejects_bad_input_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     flat = tmp_path / "flat.csv"
     flat.write_text("resp\n" + "\n".join("0.5" for _ in range(125 * 60)) + "\n")
+    short = tmp_path / "short.csv"
+    short.write_text("resp\n" + "\n".join(f"{x:.4f}" for x in read_column(A)[: 125 * 24]) + "\n")
     cases = [
-        (["--recording", str(A), "--rate", "125", "--seconds", "5"], "--seconds must be at least 30"),
+        (["--recording", str(A), "--rate", "125", "--seconds", "5"], "--seconds must be within 30-3600 s"),
+        (["--recording", str(A), "--rate", "125", "--seconds", "inf"], "--seconds must be within 30-3600 s"),
+        (["--recording", str(short), "--rate", "125"], "only 24 s of breathing; a baseline needs at least 30 s"),
+        (["--recording", "", "--rate", "125"], "--recording needs a file name"),
+        (["--recording", str(A), "--rate", "0.001"], "--rate must be a sampling rate within"),
+        (["--seconds", "-5"], "--seconds must be within"),  # strap mode: before 'calibrating for...' is printed
         (["--recording", str(A)], "needs --rate"),
         (["--recording", str(A), "--rate", "125", "--strap", "ble:x"], "either --strap or --recording"),
         (["--recording", str(flat), "--rate", "125"], "breath(s) in 60 s"),
@@ -63,6 +70,15 @@ def test_calibrate_rejects_bad_input_in_one_line(tmp_path: Path, capsys: pytest.
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists()
+        assert capsys.readouterr().out == ""
+    # --out onto a directory: one line, and no temporary file left beside it
+    (tmp_path / "taken").mkdir()
+    assert main(["calibrate", "--recording", str(A), "--rate", "125", "--out", str(tmp_path / "taken")]) == 2
+    assert "it is a directory" in capsys.readouterr().err
+    assert not (tmp_path / "taken.tmp").exists()
+    # asking for more than the recording has: all of it is used, and the user is told
+    assert main(["calibrate", "--recording", str(A), "--rate", "125", "--seconds", "600", "--out", str(out)]) == 0
+    assert "the recording has only 480 s; used all of it" in capsys.readouterr().err
 
 
 def test_baseline_file_round_trip_and_validation(tmp_path: Path) -> None:
@@ -74,6 +90,8 @@ def test_baseline_file_round_trip_and_validation(tmp_path: Path) -> None:
     for change, message in [
         ({"format": "something-else"}, "not a breathsync baseline"),
         ({"version": 2}, "version 2 is not supported"),
+        ({"version": True}, "version True is not supported"),
+        ({"version": 1.0}, "version 1.0 is not supported"),
         ({"rate_bpm": 0.5}, "rate_bpm must be within"),
         ({"rate_bpm": "fast"}, "rate_bpm must be a finite number"),
         ({"rate_sd_bpm": 0}, "rate_sd_bpm must be within"),
@@ -89,6 +107,9 @@ def test_baseline_file_round_trip_and_validation(tmp_path: Path) -> None:
         read_baseline(path)
     path.write_text("[1, 2]")
     with pytest.raises(InputError, match="expected a JSON object"):
+        read_baseline(path)
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InputError, match="nested too deeply"):
         read_baseline(path)
 
 

@@ -68,8 +68,13 @@ def test_micropython_interpreter_prints_identical_lines(micropython: str) -> Non
     ("content", "args", "message"),
     [
         (None, ["--rate", "125"], "no such file"),
-        ("resp\n" + "0.5\n" * 2000, ["--rate", "0"], "must be > 0"),
-        ("resp\n" + "0.5\n" * 2000, ["--rate", "-3"], "must be > 0"),
+        ("resp\n" + "0.5\n" * 2000, ["--rate", "0"], "--rate must be a sampling rate within 4-10000 Hz"),
+        ("resp\n" + "0.5\n" * 2000, ["--rate", "-3"], "--rate must be a sampling rate within"),
+        # a mistyped rate would stretch 2000 samples to 23 days (it used to exhaust the memory resampling them)
+        ("resp\n" + "0.5\n" * 2000, ["--rate", "1e-3"], "--rate must be a sampling rate within"),
+        ("resp\n" + "0.5\n" * 2000, ["--rate", "inf"], "--rate must be a sampling rate within"),
+        ("resp\n" + "0.5\n" * 2000, ["--rate", "1e9"], "--rate must be a sampling rate within"),
+        ("resp\n" + "-0,298\n" * 2000, ["--rate", "125"], "row 1: 2 cells for 1 columns (a decimal comma?"),
         ("resp\n" + "0.5\n" * 2000, ["--rate", "125", "--column", "chest"], "no column 'chest'"),
         ("resp\n0.1\n0.2\nabc\n", ["--rate", "125"], "row 3"),
         ("resp\n0.1\nnan\n", ["--rate", "125"], "not finite"),
@@ -89,6 +94,30 @@ def test_bad_input_one_line_exit_2(tmp_path: Path, content: str | None, args: li
     lines = proc.stderr.strip().splitlines()
     assert message in lines[-1]
     assert "Traceback" not in proc.stderr
+
+
+def test_spreadsheet_byte_order_mark_is_not_part_of_the_column_name(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.csv"
+    with gzip.open(RECORD, "rt", encoding="utf-8") as handle:
+        plain.write_text(handle.read())
+    marked = tmp_path / "excel.csv"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    first = breathsync("detect", str(plain), "--rate", "125")
+    second = breathsync("detect", str(marked), "--rate", "125")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout and first.stdout.count("\n") > 100
+
+
+def test_damaged_gzip_and_directory_are_one_line_errors(tmp_path: Path) -> None:
+    data = bytearray(RECORD.read_bytes())
+    for i in range(200, len(data) - 200, 97):  # damage the compressed body, keep the header valid
+        data[i] ^= 0x55
+    damaged = tmp_path / "damaged.csv.gz"
+    damaged.write_bytes(bytes(data))
+    proc = breathsync("detect", str(damaged), "--rate", "125")
+    assert proc.returncode == 2 and "cannot read" in proc.stderr and "Traceback" not in proc.stderr
+    proc = breathsync("detect", str(tmp_path), "--rate", "125")
+    assert proc.returncode == 2 and "is a directory" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_not_gzip_despite_name(tmp_path: Path) -> None:

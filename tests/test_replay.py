@@ -71,3 +71,54 @@ def test_short_recording_is_rejected(capsys: pytest.CaptureFixture[str], tmp_pat
     code = main(["replay", "--therapist", str(short), "--client", B, "--rate", "125"])
     _, err = capsys.readouterr()
     assert code == 2 and "too short" in err
+
+
+def _cut(tmp_path: Path, source: str, seconds: float, name: str) -> str:
+    from breathsync.recording import read_column
+
+    path = tmp_path / name
+    values = read_column(source)[: int(seconds * 125)]
+    path.write_text("resp\n" + "\n".join(f"{v:.5f}" for v in values) + "\n")
+    return str(path)
+
+
+def test_recordings_the_engine_cannot_decide_on_are_explained(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Shorter than the baseline period: an error, not silence.
+    short = _cut(tmp_path, B, 24, "short.csv")
+    assert main(["replay", "--therapist", A, "--client", short, "--rate", "125"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "the client's recording is too short (24 s)" in err and "engine.baseline_s" in err
+    # Different lengths: it runs, and says where decisions stop.
+    part = _cut(tmp_path, B, 200, "part.csv")
+    assert main(["replay", "--therapist", A, "--client", part, "--rate", "125"]) == 0
+    out, err = capsys.readouterr()
+    assert out and "note: the client's recording ends at 200 s, the other at 480 s" in err
+    # A flat line: nothing to decide on, and the user is told why.
+    flat = tmp_path / "flat.csv"
+    flat.write_text("resp\n" + "0.5\n" * (125 * 300))
+    assert main(["replay", "--therapist", A, "--client", str(flat), "--rate", "125"]) == 0
+    assert "note: no breaths found for the client" in capsys.readouterr().err
+
+
+def test_settings_that_would_silence_the_engine_are_rejected(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[engine]\nmax_sample_gap_s = 0.1\n")  # shorter than one BLE block: paused for ever
+    code, out, err = _replay(capsys, "--config", str(cfg))
+    assert code == 2 and out == "" and "max_sample_gap_s" in err
+    cfg.write_bytes("[engine]\nbaseline_s = 60\n".encode("utf-16"))
+    code, out, err = _replay(capsys, "--config", str(cfg))
+    assert code == 2 and out == "" and "not UTF-8" in err and "Traceback" not in err
+
+
+def test_replaying_an_empty_session_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from breathsync.store import SessionStore
+
+    path = tmp_path / "empty.sqlite"
+    SessionStore.create(path, {}).close()
+    assert main(["replay", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "empty session (no samples from either strap)" in err

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import InputError
+from .recording import check_input_rate
 
 ADC_BITS = 12
 ADC_MAX_COUNTS = (1 << ADC_BITS) - 1
@@ -42,9 +43,10 @@ def adc_resample(
     signal: npt.NDArray[np.float64], sampling_rate: float, rate_hz: float
 ) -> tuple[npt.NDArray[np.float64], float]:
     """Mean of ``signal`` over each strap period; returns (values, time of sample 0 in s)."""
-    if sampling_rate <= 0 or rate_hz <= 0:
-        raise InputError("sampling rates must be > 0")
+    if rate_hz <= 0:
+        raise InputError("strap sampling rate must be > 0")
     n_in = len(signal)
+    check_input_rate(sampling_rate, n_in)
     duration_s = n_in / sampling_rate
     n_out = int(np.floor(duration_s * rate_hz + 1e-9))
     if n_out < 1:

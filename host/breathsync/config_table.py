@@ -28,6 +28,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: invalid TOML: not UTF-8 text") from None
 
 
 def table_to_dataclass(

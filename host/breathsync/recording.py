@@ -1,10 +1,12 @@
-"""Load one signal column from a CSV or CSV.gz recording with a header row."""
+"""Load one signal column from a CSV or CSV.gz recording with a header row, and check its rate."""
 
 from __future__ import annotations
 
 import csv
 import gzip
 import io
+import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,20 +16,44 @@ from .errors import InputError
 
 FloatArray = npt.NDArray[np.float64]
 
+# A respiration recording's sampling rate: below 4 Hz a fast breath has too few samples to time it; above
+# 10 kHz is not a respiration signal. Mistyped rates (0.001 for 1000) otherwise stretch a file to days.
+INPUT_RATE_RANGE_HZ = (4.0, 10_000.0)
+MAX_RECORDING_S = 48 * 3600.0  # longer is a wrong --rate or a file to split: the strap simulation holds it all
+
+
+def check_input_rate(sampling_rate: float, n_samples: int | None = None) -> float:
+    """``sampling_rate`` (the ``--rate`` of a recording) if plausible, else a one-line ``InputError``."""
+    lo, hi = INPUT_RATE_RANGE_HZ
+    if not (isinstance(sampling_rate, int | float) and math.isfinite(sampling_rate) and lo <= sampling_rate <= hi):
+        raise InputError(f"--rate must be a sampling rate within {lo:g}-{hi:g} Hz (got {sampling_rate})")
+    if n_samples is not None and n_samples / sampling_rate > MAX_RECORDING_S:
+        hours = n_samples / sampling_rate / 3600.0
+        raise InputError(
+            f"{n_samples} samples at --rate {sampling_rate:g} Hz would be {hours:.0f} h of breathing "
+            f"(at most {MAX_RECORDING_S / 3600:.0f} h): is the rate right?"
+        )
+    return float(sampling_rate)
+
 
 def _open_text(path: Path) -> io.TextIOBase:
+    # utf-8-sig: spreadsheet exports start with a byte-order mark, which would otherwise hide in the first name
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def read_column(path: str | Path, column: str = "resp") -> FloatArray:
     """Return ``column`` of a CSV recording as float64, one value per row.
 
-    Raises InputError (one line) for a missing file, a missing column, an empty file or a
-    row whose value is not a finite number (the row number is given, 1-based after the header).
+    Raises InputError (one line) for a missing file, a missing column, an empty file, a row whose
+    value is not a finite number, or a row with more cells than the header (a decimal comma, as in
+    ``-0,298``, would otherwise split one value in two and be read as ``-0``); rows are numbered
+    1-based after the header.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a recording")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
@@ -45,6 +71,11 @@ def read_column(path: str | Path, column: str = "resp") -> FloatArray:
             for row_number, row in enumerate(reader, start=1):
                 if not row:
                     continue
+                if len(row) > len(names):
+                    raise InputError(
+                        f"{path}: row {row_number}: {len(row)} cells for {len(names)} columns "
+                        "(a decimal comma? values need a decimal point)"
+                    )
                 try:
                     value = float(row[col])
                 except (IndexError, ValueError):
@@ -53,7 +84,7 @@ def read_column(path: str | Path, column: str = "resp") -> FloatArray:
                 if not np.isfinite(value):
                     raise InputError(f"{path}: row {row_number}: {column!r} is not finite")
                 values.append(value)
-    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile, zlib.error) as exc:
         raise InputError(f"{path}: cannot read: {exc}") from None
     except csv.Error as exc:
         raise InputError(f"{path}: malformed CSV: {exc}") from None

@@ -10,6 +10,7 @@ import numpy.typing as npt
 from .adc import simulate_adc
 from .detector import BreathEvent, Interpreter, check_rate, run_detector
 from .errors import InputError
+from .recording import check_input_rate
 
 MIN_DURATION_S = 10.0
 
@@ -48,8 +49,7 @@ def detect_breaths(
 ) -> list[TimedBreath]:
     """Run the strap (ADC + firmware detector) on ``signal`` sampled at ``sampling_rate`` Hz."""
     check_rate(rate_hz)
-    if not sampling_rate > 0:
-        raise InputError(f"--rate must be > 0 Hz (got {sampling_rate})")
+    check_input_rate(sampling_rate, len(signal))
     duration_s = len(signal) / sampling_rate
     if duration_s < MIN_DURATION_S:
         raise InputError(f"recording too short: {duration_s:.1f} s of data, need at least {MIN_DURATION_S:.0f} s")

@@ -7,13 +7,13 @@ import asyncio
 import sys
 from pathlib import Path
 
-from ..daemon.calibration import Calibration, calibrate_recording, calibrate_strap
+from ..daemon.calibration import Calibration, calibrate_recording, calibrate_strap, check_calibration_seconds
 from ..detector import STRAP_RATES_HZ
 from ..engine.baseline_file import write_baseline
 from ..errors import InputError
 from ..link.session import LinkError
 from ..link.sources import ble_adapter
-from ..recording import read_column
+from ..recording import check_input_rate, read_column
 from .shutdown import stop_on_signals
 
 HELP = "record the therapist's own breathing (strap or recording) and save it as their baseline"
@@ -60,13 +60,23 @@ async def _live(args: argparse.Namespace) -> Calibration:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.recording:
+    if args.seconds is not None:
+        check_calibration_seconds(args.seconds)  # before anything is printed or opened
+    if args.recording is not None:
         if args.strap:
             raise InputError("give either --strap or --recording, not both")
-        if args.rate is None or not args.rate > 0:
-            raise InputError("--recording needs --rate HZ > 0 (the recording's sampling rate)")
+        if not args.recording:
+            raise InputError("--recording needs a file name")
+        if args.rate is None:
+            raise InputError("--recording needs --rate HZ (the recording's sampling rate)")
+        check_input_rate(args.rate)
         signal = read_column(args.recording, args.column)
         result = calibrate_recording(signal, args.rate, args.strap_rate, args.seconds, args.recording)
+        if args.seconds is not None and result.duration_s < args.seconds - 1.0:
+            print(
+                f"breathsync calibrate: note: the recording has only {result.duration_s:.0f} s; used all of it",
+                file=sys.stderr,
+            )
     else:
         if args.rate is not None:
             raise InputError("--rate belongs to --recording (a strap's rate is --strap-rate)")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from ..detector import STRAP_RATES_HZ
-from ..engine import Config, EntrainmentEngine, StreamItem, dyad_stream, load_config, run_engine
+from ..engine import Config, EntrainmentEngine, StrapBlock, StreamItem, dyad_stream, load_config, run_engine
 from ..engine.baseline_file import read_baseline
 from ..errors import InputError
-from ..recording import read_column
+from ..recording import check_input_rate, read_column
 
 if TYPE_CHECKING:
     from ..store import SessionStore
@@ -51,7 +51,7 @@ def _open_session(path: str) -> SessionStore:
     from ..store import SessionStore, StoreError
 
     try:
-        return SessionStore.open(path)
+        return SessionStore.open(path, read_only=True)
     except StoreError as exc:
         raise InputError(str(exc)) from None
 
@@ -81,14 +81,62 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not (args.therapist and args.client and args.rate is not None):
             raise InputError("need a SESSION, or all of --therapist A.csv --client B.csv --rate HZ")
-        if not args.rate > 0:
-            raise InputError(f"--rate must be > 0 Hz (got {args.rate})")
+        check_input_rate(args.rate)
         therapist = read_column(args.therapist, args.column)
         client = read_column(args.client, args.column)
+        _check_durations(len(therapist) / args.rate, len(client) / args.rate, config)
         stream = dyad_stream(therapist, client, args.rate, args.strap_rate)
     engine = EntrainmentEngine(config, baseline)
+    counted = _BreathCount(stream)
     out = sys.stdout
-    for record in run_engine(stream, engine):
+    for record in run_engine(counted, engine):
         out.write(json.dumps(record.as_json_dict()) + "\n")
     out.flush()
+    if args.session and not any(counted.blocks.values()):
+        raise InputError(f"{args.session}: empty session (no samples from either strap)")
+    for role in ("therapist", "client"):
+        if counted.blocks[role] == 0:
+            print(f"breathsync replay: note: no {role} samples in this session", file=sys.stderr)
+        elif counted.breaths[role] == 0:
+            print(
+                f"breathsync replay: note: no breaths found for the {role} (a flat signal, or a wrong --rate or "
+                "--column?): the engine had nothing to decide on",
+                file=sys.stderr,
+            )
     return 0
+
+
+def _check_durations(therapist_s: float, client_s: float, config: Config) -> None:
+    """Both recordings start at t = 0; the engine decides only after its baseline period and while both breathe."""
+    shorter = min(therapist_s, client_s)
+    learn_s = config.engine.baseline_s
+    if shorter <= learn_s:
+        who = "therapist" if therapist_s <= client_s else "client"
+        raise InputError(
+            f"the {who}'s recording is too short ({shorter:.0f} s): the engine learns both baselines over the first "
+            f"{learn_s:.0f} s (engine.baseline_s), so it could never decide"
+        )
+    if abs(therapist_s - client_s) > 1.0:
+        who = "therapist" if therapist_s < client_s else "client"
+        print(
+            f"breathsync replay: note: the {who}'s recording ends at {shorter:.0f} s, the other at "
+            f"{max(therapist_s, client_s):.0f} s; no decisions after {shorter:.0f} s",
+            file=sys.stderr,
+        )
+
+
+class _BreathCount:
+    """Passes the stream through, counting sample blocks and breaths per role (to explain an empty replay)."""
+
+    def __init__(self, stream: Iterable[StreamItem]) -> None:
+        self._stream = stream
+        self.blocks = {"therapist": 0, "client": 0}
+        self.breaths = {"therapist": 0, "client": 0}
+
+    def __iter__(self) -> Iterator[StreamItem]:
+        for item in self._stream:
+            if isinstance(item, StrapBlock):
+                self.blocks[item.role] = self.blocks.get(item.role, 0) + 1
+            elif item.breath.kind in ("peak", "trough"):
+                self.breaths[item.role] = self.breaths.get(item.role, 0) + 1
+            yield item

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ from ..protocol import StatusPacket
 from ..strap_sim import detect_breaths
 
 MIN_CALIBRATION_S = 30.0
+MAX_CALIBRATION_S = 3600.0  # a calibration is minutes of quiet breathing; longer is a typo
 PROGRESS_EVERY_S = 10.0
 NO_DATA_TIMEOUT_S = 30.0  # a strap that sends nothing this long is off, out of range or misnamed
 
@@ -55,14 +57,27 @@ def baseline_of(peaks_s: np.ndarray, depths: np.ndarray, duration_s: float, sour
     return Calibration(baseline, duration_s, source)
 
 
+def check_calibration_seconds(seconds: float) -> float:
+    """How long to calibrate: at least MIN_CALIBRATION_S (a baseline of a few breaths is noise), at most an hour."""
+    if not (math.isfinite(seconds) and MIN_CALIBRATION_S <= seconds <= MAX_CALIBRATION_S):
+        raise InputError(
+            f"--seconds must be within {MIN_CALIBRATION_S:.0f}-{MAX_CALIBRATION_S:.0f} s (got {seconds:g})"
+        )
+    return seconds
+
+
 def calibrate_recording(
     signal: np.ndarray, sampling_rate: float, strap_rate_hz: int = 25, seconds: float | None = None, source: str = ""
 ) -> Calibration:
     """Baseline of a recording, breaths found by the strap's own detector (as the live strap would)."""
     if seconds is not None:
-        if not seconds >= MIN_CALIBRATION_S:
-            raise InputError(f"--seconds must be at least {MIN_CALIBRATION_S:.0f} (got {seconds:g})")
-        signal = signal[: round(seconds * sampling_rate)]
+        signal = signal[: round(check_calibration_seconds(seconds) * sampling_rate)]
+    covered_s = len(signal) / sampling_rate
+    if covered_s < MIN_CALIBRATION_S:
+        raise InputError(
+            f"{source or 'recording'}: only {covered_s:.0f} s of breathing; a baseline needs at least "
+            f"{MIN_CALIBRATION_S:.0f} s"
+        )
     breaths = [b for b in detect_breaths(signal, sampling_rate, strap_rate_hz) if b.kind == "peak"]
     peaks = np.array([b.t_s for b in breaths], dtype=np.float64)
     depths = np.array([b.amplitude for b in breaths], dtype=np.float64)
@@ -116,8 +131,7 @@ async def calibrate_strap(
     """Record ``seconds`` of the therapist's strap (``source`` as in ``breathsync run``; ``auto`` finds the
     strap whose role is therapist) and learn the baseline. ``stop`` ends early with what was recorded;
     no sample within ``no_data_timeout_s`` is an ``InputError`` (the link would retry forever)."""
-    if not seconds >= MIN_CALIBRATION_S:
-        raise InputError(f"--seconds must be at least {MIN_CALIBRATION_S:.0f} (got {seconds:g})")
+    check_calibration_seconds(seconds)
     if source == "auto":
         found = await find_by_role("therapist", options, timeout_s=30.0)
         source = f"ble:{found.address}"

@@ -46,9 +46,9 @@ def store_baseline(store: SessionStore, calibration: BaselineFile) -> None:
 
 def session_t0_s(store: SessionStore) -> float:
     """The host time (Unix s) the engine counted session time from."""
-    t0 = store.meta("t0_unix_s")
+    t0 = store.meta_float("t0_unix_s")
     if t0 is not None:
-        return float(t0)
+        return t0
     firsts = [float(s.host_t_s[0]) for s in (store.samples(r) for r in ROLES) if len(s.host_t_s)]
     return min(firsts) if firsts else 0.0
 

@@ -65,7 +65,8 @@ def baseline_from_dict(data: object, where: str) -> Baseline:
         raise InputError(f"{where}: not a breathsync baseline (expected a JSON object)")
     if data.get("format") != FORMAT:
         raise InputError(f"{where}: not a breathsync baseline (format is {data.get('format')!r})")
-    if data.get("version") != VERSION:
+    version = data.get("version")
+    if type(version) is not int or version != VERSION:  # not True, not 1.0: a file we did not write
         raise InputError(f"{where}: baseline version {data.get('version')!r} is not supported (this is {VERSION})")
 
     def number(key: str) -> float:
@@ -121,15 +122,20 @@ def read_baseline_file(path: str | Path) -> BaselineFile:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: invalid JSON: {exc}") from None
+    except RecursionError:
+        raise InputError(f"{path}: not a breathsync baseline (nested too deeply)") from None
     return baseline_file_from_dict(data, str(path))
 
 
 def write_baseline(path: str | Path, baseline: Baseline, source: str = "", duration_s: float | None = None) -> None:
     path = Path(path)
     text = json.dumps(baseline_to_dict(baseline, source, duration_s), indent=2) + "\n"
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is a directory")
     tmp = path.with_name(path.name + ".tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)  # never a half-written baseline
     except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc}") from None
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None

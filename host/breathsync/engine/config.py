@@ -143,7 +143,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "weight_lead": (0.0, 10.0),
     "plv_trim": (0.0, 0.5),
     "min_locked_s": (0.0, 600.0),
-    "max_sample_gap_s": (0.1, 60.0),
+    "max_sample_gap_s": (1.0, 60.0),  # straps send a block every 8 samples (0.32 s at 25 Hz)
     "max_breath_gap_s": (2.0, 120.0),
     "rate_median_breaths": (1, 30),
     "cooldown_s": (0.0, 7200.0),
