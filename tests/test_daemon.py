@@ -225,3 +225,81 @@ def test_paced_nudge_keeps_the_breath_period_within_strap_limits() -> None:
         assert bytes(command)  # encodes: every field within the wire ranges
     single = device_haptic(HapticPattern(1, 5000, 0, 150))
     assert (single.pulses, single.on_ms, single.off_ms, single.intensity_pct) == (1, 1000, 0, 100)
+
+
+@pytest.mark.parametrize(
+    ("straps", "message"),
+    [
+        (StrapsConfig(therapist="replay:/nope.sqlite", client="replay:/nope.sqlite"), "no such session file"),
+        (StrapsConfig(therapist="serial:/dev/no-such-strap", client="ble:x"), "no serial port"),
+        (StrapsConfig(ble="carrier-pigeon", therapist="ble:a", client="ble:b"), "unknown BLE adapter"),
+        (StrapsConfig(therapist="foo:bar", client="ble:b"), "unknown source kind"),
+    ],
+)
+def test_bad_sources_fail_before_the_session_file_exists(straps: StrapsConfig, message: str, tmp_path: Path) -> None:
+    """A typo must not leave an empty session behind (nor make a retry in the same second clash with it)."""
+    sessions = tmp_path / "sessions"
+    config = DaemonConfig(
+        session=SessionConfig(directory=str(sessions)), straps=straps, outputs=OutputsConfig(lsl=False)
+    )
+    for _ in range(2):
+        out = io.StringIO()
+        with pytest.raises(InputError, match=message):
+            asyncio.run(Daemon(config, out).run(asyncio.Event()))
+        assert "new session" not in out.getvalue()
+    assert not sessions.exists()
+
+
+def test_config_rejects_unusable_sources_and_adapter(tmp_path: Path) -> None:
+    for text, message in [
+        ("[straps]\nclient = 'ble:'\n", "straps.client: bad source 'ble:'"),
+        ("[straps]\ntherapist = 'auto:'\n", "straps.therapist: bad source 'auto:'"),
+        ("[straps]\nble = 'carrier-pigeon'\n", "straps.ble: unknown BLE adapter"),
+        ("[straps]\nble = 'bumble:'\n", "straps.ble: unknown BLE adapter"),
+    ]:
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text)
+        with pytest.raises(InputError, match=message):
+            load_daemon_config(bad)
+    good = tmp_path / "good.toml"
+    good.write_text("[straps]\nble = 'bumble:tcp-client:127.0.0.1:7402'\ntherapist = 'replay:a.sqlite'\n")
+    assert load_daemon_config(good).straps.therapist == "replay:a.sqlite"
+
+
+def test_replayed_sources_run_a_session_to_the_end(tmp_path: Path) -> None:
+    """Links opened before the session file (to validate them) still feed it, in role order."""
+    source = tmp_path / "source.sqlite"
+    values = {role: breathing(3, 12, seed) for seed, role in enumerate(("therapist", "client"))}
+    with SessionStore.create(source, {}) as store:
+        for role, vals in values.items():
+            store.add_samples(role, list(range(len(vals))), [50.0 + i / 25 for i in range(len(vals))], vals)
+    config = DaemonConfig(
+        session=SessionConfig(directory=str(tmp_path / "sessions")),
+        straps=StrapsConfig(therapist=f"replay:{source}", client=f"replay:{source}"),
+        outputs=OutputsConfig(lsl=False),
+    )
+    daemon = Daemon(config, io.StringIO())
+    summary = asyncio.run(asyncio.wait_for(daemon.run(asyncio.Event()), 30))
+    assert list(daemon.links) == ["therapist", "client"]
+    assert summary.samples == {role: len(vals) for role, vals in values.items()}
+    with SessionStore.open(summary.path) as store:
+        assert store.meta("closed") == "1"
+        assert store.samples("client").values.tolist() == values["client"]
+
+
+def test_lsl_unavailable_is_one_line_before_the_session_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """pylsl without a loadable liblsl fails on import: say so (and how to go on) instead of a traceback."""
+    source = tmp_path / "source.sqlite"
+    with SessionStore.create(source, {}) as store:
+        for role in ("therapist", "client"):
+            store.add_samples(role, [0, 1], [1.0, 1.04], [5, 6])
+    monkeypatch.setitem(sys.modules, "pylsl", None)  # import pylsl -> ImportError
+    monkeypatch.setenv("LSLAPICFG", str(tmp_path / "lsl.cfg"))  # keep the user's LSL configuration alone
+    config = DaemonConfig(
+        session=SessionConfig(directory=str(tmp_path / "sessions")),
+        straps=StrapsConfig(therapist=f"replay:{source}", client=f"replay:{source}"),
+        outputs=OutputsConfig(lsl=True),
+    )
+    with pytest.raises(InputError, match=r"cannot open LSL outlets .*--no-lsl"):
+        asyncio.run(Daemon(config, io.StringIO()).run(asyncio.Event()))
+    assert not (tmp_path / "sessions").exists()

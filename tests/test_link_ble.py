@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
+import pytest
+from bleak import BleakScanner
+from bleak.exc import BleakBluetoothNotAvailableError, BleakBluetoothNotAvailableReason, BleakDBusError
 from strap_model import ModelStrap
 
-from breathsync.link.ble import BleOptions, BleStrapLink, scan
+from breathsync.errors import InputError
+from breathsync.link.ble import BleOptions, BleStrapLink, check_bluetooth, scan
 from breathsync.link.bumble_backend import BumbleBench, new_link
 from breathsync.link.stream import SampleBlock, StrapEvent
 from breathsync.protocol import HapticCommand, StatusPacket
@@ -202,3 +207,97 @@ def test_strap_reboot_mid_session_loses_nothing_after_it() -> None:
         assert ble.stats.reboots == 1 and ble.stats.duplicates == 0
 
     run(_session, {"name": "strap-R", "values": values, "speed": 20.0}, body)
+
+
+# -- the system's Bluetooth stack missing: an InputError at first use, never a retry loop ----------
+
+POWERED_OFF = BleakBluetoothNotAvailableError(
+    "No powered Bluetooth adapters found.", BleakBluetoothNotAvailableReason.POWERED_OFF
+)
+bluez_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the system backend here is BlueZ")
+
+
+class _NoAdapter:
+    """A BlueZ manager that reached BlueZ but finds no usable adapter."""
+
+    def get_default_adapter(self) -> str:
+        raise POWERED_OFF
+
+
+def _bluez_manager(monkeypatch: pytest.MonkeyPatch, failure: BaseException | None) -> None:
+    import bleak.backends.bluezdbus.manager as manager
+
+    async def fake() -> object:
+        if failure is not None:
+            raise failure
+        return _NoAdapter()
+
+    monkeypatch.setattr(manager, "get_global_bluez_manager", fake)
+
+
+@bluez_only
+@pytest.mark.parametrize(
+    ("failure", "reason"),
+    [
+        (
+            FileNotFoundError(2, "No such file or directory"),
+            "cannot reach the system D-Bus (No such file or directory)",
+        ),
+        (PermissionError(13, "Permission denied"), "cannot reach the system D-Bus (Permission denied)"),
+        (TimeoutError(), "BlueZ did not answer within"),
+        (
+            BleakDBusError("org.freedesktop.DBus.Error.ServiceUnknown", ["The name org.bluez was not provided"]),
+            "ServiceUnknown] The name org.bluez was not provided",
+        ),
+        (None, "No powered Bluetooth adapters found."),
+    ],
+)
+def test_missing_system_bluetooth_is_one_input_error(
+    monkeypatch: pytest.MonkeyPatch, failure: BaseException | None, reason: str
+) -> None:
+    _bluez_manager(monkeypatch, failure)
+    with pytest.raises(InputError) as raised:
+        asyncio.run(check_bluetooth(BleOptions()))
+    message = str(raised.value)
+    assert message.startswith("no Bluetooth adapter available: ") and reason in message
+    assert "is BlueZ running?" in message and "--ble bumble:" in message and "\n" not in message
+
+
+@bluez_only
+def test_a_link_without_system_bluetooth_fails_instead_of_retrying(monkeypatch: pytest.MonkeyPatch) -> None:
+    _bluez_manager(monkeypatch, FileNotFoundError(2, "No such file or directory"))
+    sink = Sink()
+    link = BleStrapLink("client", "AA:BB:CC:DD:EE:FF", sink, BleOptions(backoff_initial_s=0.01))
+    with pytest.raises(InputError, match="no Bluetooth adapter available"):
+        run(link.run)
+    assert sink.link == []  # no connect-failed lines, no retry
+    with pytest.raises(InputError, match="no Bluetooth adapter available"):
+        run(scan, BleOptions(), 1.0)
+
+
+def test_custom_backends_skip_the_system_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bumble (virtual straps) needs no BlueZ: the check must not touch the system stack."""
+    _bluez_manager(monkeypatch, AssertionError("the system stack was touched"))
+    run(check_bluetooth, BleOptions(scanner_backend=object, client_backend=object))
+
+
+def test_bluetooth_unavailable_at_first_use_is_an_input_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Platforms without a pre-check (macOS, Windows) report it when scanning or connecting."""
+    options = BleOptions(scanner_backend=object, client_backend=object, backoff_initial_s=0.01)
+
+    async def discover(*args: object, **kwargs: object) -> object:
+        raise POWERED_OFF
+
+    monkeypatch.setattr(BleakScanner, "discover", discover)
+    with pytest.raises(InputError, match="No powered Bluetooth adapters found"):
+        run(scan, options, 1.0)
+    sink = Sink()
+    link = BleStrapLink("client", "AA:BB:CC:DD:EE:FF", sink, options)
+
+    async def connect_once() -> object:
+        raise POWERED_OFF
+
+    monkeypatch.setattr(link, "_connect_once", connect_once)
+    with pytest.raises(InputError, match="No powered Bluetooth adapters found"):
+        run(link.run)
+    assert sink.link == []

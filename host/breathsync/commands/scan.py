@@ -6,13 +6,16 @@ import argparse
 import asyncio
 
 from ..link.sources import ble_adapter, scan_straps
+from .arguments import positive_float
 
 HELP = "list straps in range (role, firmware, battery, RSSI)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ble", default="system", metavar="ADAPTER", help="system (default) or bumble:<transport>")
-    parser.add_argument("--timeout", type=float, default=5.0, metavar="S", help="scan time in seconds (default 5)")
+    parser.add_argument(
+        "--timeout", type=positive_float, default=5.0, metavar="S", help="scan time in seconds (default 5)"
+    )
 
 
 async def scan_and_print(adapter: str, timeout_s: float) -> int:

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
+import math
 import sys
 from typing import TextIO
 
@@ -30,6 +31,7 @@ from ..sim import (
     recording_counts,
     synthetic_counts,
 )
+from .arguments import non_negative_int, positive_float, seconds_or_forever
 from .shutdown import stop_on_signals
 
 HELP = "run virtual therapist + client straps (the real firmware) for another process to connect to"
@@ -41,10 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     feed = parser.add_argument_group("feed (one of)")
     feed.add_argument("--therapist-input", metavar="CSV", help="recording the therapist's strap senses")
     feed.add_argument("--client-input", metavar="CSV", help="recording the client's strap senses")
-    feed.add_argument("--rate", type=float, metavar="HZ", help="sampling rate of the input recordings")
+    feed.add_argument("--rate", type=positive_float, metavar="HZ", help="sampling rate of the input recordings")
     feed.add_argument("--column", default="resp", help="column of the respiration signal (default: resp)")
     feed.add_argument("--synthetic", action="store_true", help="seeded synthetic breathing instead of recordings")
-    feed.add_argument("--seed", type=int, default=0, help="synthetic: therapist seed N, client N + 1 (default 0)")
+    feed.add_argument(
+        "--seed", type=non_negative_int, default=0, help="synthetic: therapist seed N, client N + 1 (default 0)"
+    )
     feed.add_argument("--therapist-bpm", type=float, default=12.0, metavar="BPM", help="synthetic (default 12)")
     feed.add_argument("--client-bpm", type=float, default=16.0, metavar="BPM", help="synthetic (default 16)")
     strap = parser.add_argument_group("straps")
@@ -54,7 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve = parser.add_argument_group("serving")
     serve.add_argument("--host", default="127.0.0.1", help="loopback address to serve on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=0, help="TCP port of the HCI transport (default: a free one)")
-    serve.add_argument("--seconds", type=float, default=0, metavar="S", help="stop after S seconds (default: Ctrl-C)")
+    serve.add_argument(
+        "--seconds", type=seconds_or_forever, default=0, metavar="S", help="stop after S seconds (default: Ctrl-C)"
+    )
 
 
 def configs_from(args: argparse.Namespace) -> list[StrapConfig]:
@@ -98,8 +104,8 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
     host = _loopback(args.host)
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port must be 0..65535 (got {args.port})")
-    if args.seconds < 0:
-        raise InputError("--seconds must be >= 0")
+    if not (math.isfinite(args.seconds) and args.seconds >= 0):  # serve() is also called without argparse
+        raise InputError(f"--seconds must be a finite number >= 0 (got {args.seconds})")
     configs = configs_from(args)
     reason = micropython_unavailable_reason()
     if reason is not None:

@@ -8,14 +8,16 @@ import contextlib
 import csv
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from ..errors import InputError
 from ..link.session import LinkError
-from ..link.sources import ROLES, StrapLink, ble_adapter, close_links, find_by_role, open_link
+from ..link.sources import ROLES, StrapLink, ble_adapter, close_links, find_by_role, open_link, open_sources
 from ..link.stream import SampleBlock, StrapEvent
 from ..protocol import StatusPacket
+from .arguments import seconds_or_forever
 from .shutdown import stop_on_signals
 
 HELP = "stream live samples and breath events of one or two straps (terminal or CSV)"
@@ -30,13 +32,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help=f"the {role}'s strap: ble:<address-or-name>, serial:<port>, replay:<session>, or 'auto' (by role)",
         )
     parser.add_argument("--csv", type=Path, metavar="FILE", help="write every sample and event to FILE")
-    parser.add_argument("--seconds", type=float, default=0, metavar="S", help="stop after S seconds (default: Ctrl-C)")
+    parser.add_argument(
+        "--seconds", type=seconds_or_forever, default=0, metavar="S", help="stop after S seconds (default: Ctrl-C)"
+    )
+
+
+CSV_HEADER = ("role", "kind", "counter", "host_t_s", "value")
+
+
+class CsvOutput:
+    """The --csv file, opened without truncating it: an existing file is only replaced once there is
+    something to put in it (or the command ends normally), and a new file is removed again if the
+    command fails before any data. Opening early still reports an unwritable path up front."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._existed = path.exists()
+        try:
+            self._file = path.open("a", newline="")
+        except OSError as exc:
+            raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        self._writer: Any = None  # the csv module's writer type is not public
+
+    def writerow(self, row: Sequence[object]) -> None:
+        if self._writer is None:
+            self._start()
+        self._writer.writerow(row)
+
+    def _start(self) -> None:
+        if self._file.seekable():  # a pipe or terminal has nothing to truncate
+            self._file.seek(0)
+            self._file.truncate()
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(CSV_HEADER)
+
+    def close(self, completed: bool) -> None:
+        """``completed``: the command ended normally (a header-only file then says: no data)."""
+        try:
+            if completed and self._writer is None:
+                self._start()
+        finally:
+            self._file.close()
+            if self._writer is None and not self._existed:
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
 
 
 class Printer:
     """Terminal and/or CSV output; one summary line per strap per second, one line per event."""
 
-    def __init__(self, out: TextIO, writer: csv.writer | None) -> None:  # type: ignore[valid-type]
+    def __init__(self, out: TextIO, writer: CsvOutput | None) -> None:
         self.out = out
         self.writer = writer
         self.counts: dict[str, int] = {}
@@ -79,45 +124,44 @@ class Printer:
 
 
 async def stream(args: argparse.Namespace, out: TextIO) -> int:
-    sources = {role: getattr(args, role) for role in ROLES if getattr(args, role)}
+    sources: dict[str, str] = {role: getattr(args, role) for role in ROLES if getattr(args, role)}
     if not sources:
         sources = dict.fromkeys(ROLES, "auto")
-    csv_file = None
-    writer = None
-    if args.csv is not None:
-        try:
-            csv_file = args.csv.open("w", newline="")
-        except OSError as exc:
-            raise InputError(f"cannot write {args.csv}: {exc}") from None
-        writer = csv.writer(csv_file)
-        writer.writerow(["role", "kind", "counter", "host_t_s", "value"])
-    printer = Printer(out, writer)
     stop = stop_on_signals()
     loop = asyncio.get_running_loop()
-    try:
-        async with ble_adapter(args.ble) as options:
-            links: list[StrapLink] = []
+    # Everything that can fail without the radio fails before the CSV is touched.
+    async with ble_adapter(args.ble) as options:
+        printer = Printer(out, None)
+        opened = await open_sources(sources, printer, options)
+        writer = None if args.csv is None else CsvOutput(args.csv)
+        printer.writer = writer
+        completed = False
+        links: list[StrapLink] = []
+        tasks: list[asyncio.Task[None]] = []
+        try:
             for role, source in sources.items():
                 if source == "auto":
                     found = await find_by_role(role, options)
-                    source = f"ble:{found.address}"
-                links.append(open_link(source, role, printer, options))
+                    opened[role] = open_link(f"ble:{found.address}", role, printer, options)
+            links = [opened[role] for role in sources]
             tasks = [asyncio.create_task(link.run()) for link in links]
             deadline = None if not args.seconds else loop.time() + args.seconds
             while not stop.is_set() and (deadline is None or loop.time() < deadline):
                 done = [t for t in tasks if t.done()]
                 for task in done:
-                    if task.exception() is not None:
+                    if not task.cancelled() and task.exception() is not None:
                         raise task.exception()  # type: ignore[misc]
                 if len(done) == len(tasks):
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
                 printer.tick()
+            completed = True
+        finally:
+            # One failed link must not leave the other running (and writing) while the error is shown.
             await close_links(links, tasks)
-    finally:
-        if csv_file is not None:
-            csv_file.close()
+            if writer is not None:
+                writer.close(completed)
     return 0
 
 

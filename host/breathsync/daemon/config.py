@@ -9,7 +9,7 @@ therapist_baseline = ""               # file from `breathsync calibrate`; "" = l
 
 [straps]
 ble = "system"                        # or "bumble:tcp-client:127.0.0.1:7402" (virtual straps)
-therapist = "auto"                    # "auto" (by role), ble:<address-or-name>, serial:<port>
+therapist = "auto"                    # "auto" (by role), ble:<address-or-name>, serial:<port>, replay:<file>
 client = "auto"
 rate_hz = 25
 
@@ -34,6 +34,7 @@ from ..config_table import read_toml, table_to_dataclass
 from ..engine import Config as EngineSettings
 from ..engine.config import config_from_dict
 from ..errors import InputError
+from ..link.sources import check_adapter, check_source
 
 LSL_SCOPES = ("machine", "link", "site", "organization", "global")
 
@@ -90,9 +91,14 @@ def config_from_toml(data: dict[str, Any], where: str = "config") -> DaemonConfi
     if not 0.1 <= outputs.status_interval_s <= 60:
         raise InputError(f"{where}: outputs.status_interval_s must be within [0.1, 60]")
     for role in ("therapist", "client"):
-        source = getattr(straps, role)
-        if source != "auto" and source.partition(":")[0] not in ("ble", "serial", "replay"):
-            raise InputError(f"{where}: straps.{role} = {source!r}: use auto, ble:<address-or-name> or serial:<port>")
+        try:
+            check_source(getattr(straps, role))
+        except InputError as exc:
+            raise InputError(f"{where}: straps.{role}: {exc}") from None
+    try:
+        check_adapter(straps.ble)
+    except InputError as exc:
+        raise InputError(f"{where}: straps.ble: {exc}") from None
     return DaemonConfig(session, straps, outputs, engine)
 
 

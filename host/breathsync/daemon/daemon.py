@@ -40,7 +40,7 @@ from ..engine.baseline_file import BaselineFile, read_baseline_file
 from ..errors import InputError
 from ..link.ble import BleOptions
 from ..link.session import LinkError
-from ..link.sources import ROLES, StrapLink, ble_adapter, close_links, find_by_role, open_link
+from ..link.sources import ROLES, StrapLink, ble_adapter, close_links, find_by_role, open_link, open_sources
 from ..link.stream import SampleBlock, StrapEvent
 from ..protocol import HapticCommand, ProtocolError, StatusPacket
 from ..protocol.packets import (
@@ -114,7 +114,7 @@ def session_path(config: DaemonConfig, now: dt.datetime | None = None) -> tuple[
         return path, path.exists()
     if config.session.resume and directory.is_dir():
         for candidate in sorted(directory.glob("*.sqlite"), key=lambda p: p.stat().st_mtime, reverse=True):
-            with contextlib.suppress(Exception), SessionStore.open(candidate) as store:
+            with contextlib.suppress(Exception), SessionStore.open(candidate, read_only=True) as store:
                 if store.meta("closed") != "1":
                     return candidate, True
             break  # only the newest session may be resumed
@@ -298,14 +298,45 @@ class Daemon:
             self.nudge_ids[round(nudge.t_s - self.t0_s, 3)] = nudge.id
 
     async def run(self, stop: asyncio.Event) -> SessionSummary:
-        path, resumed = session_path(self.config)
+        sources = {role: getattr(self.config.straps, role) for role in ROLES}
+        adapter = (
+            contextlib.nullcontext(self.ble_options)
+            if self.ble_options is not None
+            else ble_adapter(self.config.straps.ble)
+        )
+        # Adapter, sources and the Bluetooth stack are checked before the session file exists: a
+        # typo must neither leave an empty session behind nor block a retry within the same second.
+        async with adapter as options:
+            self.links = await open_sources(sources, self, options, self.config.straps.rate_hz, self.clock)
+            path, resumed = session_path(self.config)
+            if self.config.outputs.lsl:
+                self.lsl = self._open_lsl(path.stem)
+            try:
+                return await self._run_session(stop, options, path, resumed)
+            finally:
+                if self.lsl is not None:
+                    self.lsl.close()
+
+    def _open_lsl(self, session_id: str) -> LslOutlets:
+        strap_ids = {r: getattr(self.config.straps, r) for r in ROLES}
+        try:
+            return LslOutlets(session_id, self.config.straps.rate_hz, strap_ids, self.config.outputs.lsl_scope)
+        except (ImportError, OSError, RuntimeError) as exc:  # pylsl without its liblsl raises RuntimeError
+            lines = str(exc).strip().splitlines()
+            raise InputError(
+                f"cannot open LSL outlets ({lines[0] if lines else type(exc).__name__}); "
+                "install liblsl or use --no-lsl (outputs.lsl = false)"
+            ) from None
+
+    async def _run_session(self, stop: asyncio.Event, options: BleOptions, path: Path, resumed: bool) -> SessionSummary:
         try:
             store = SessionStore.open(path) if resumed else SessionStore.create(path, self.config.as_dict())
         except Exception as exc:
             raise InputError(f"cannot use session file {path}: {exc}") from None
         self.store = store
         if resumed:
-            self.t0_s = float(store.meta("t0_unix_s") or self.clock())
+            t0 = store.meta_float("t0_unix_s")
+            self.t0_s = self.clock() if t0 is None else t0
             # The session keeps the baseline it started with (a calibration file, or none: learned).
             self.calibration = stored_calibration(store)
             self.engine = EntrainmentEngine(self.config.engine, self.therapist_baseline)
@@ -325,46 +356,31 @@ class Daemon:
             made = f" ({', '.join(x for x in (cal.source, cal.created) if x)})" if cal.source or cal.created else ""
             self._line(f"therapist baseline {base.rate_bpm:.1f}/min (SD {base.rate_sd_bpm:.1f}) from calibration{made}")
         summary = SessionSummary(path, resumed)
+        tasks: list[asyncio.Task[None]] = []
         try:
-            adapter = (
-                contextlib.nullcontext(self.ble_options)
-                if self.ble_options is not None
-                else ble_adapter(self.config.straps.ble)
-            )
-            async with adapter as options:
-                if self.config.outputs.lsl:
-                    self.lsl = LslOutlets(
-                        path.stem,
-                        self.config.straps.rate_hz,
-                        {r: getattr(self.config.straps, r) for r in ROLES},
-                        self.config.outputs.lsl_scope,
-                    )
-                for role in ROLES:
-                    source = getattr(self.config.straps, role)
-                    if source == "auto":
-                        self._line(f"looking for the {role}'s strap...")
-                        found = await find_by_role(role, options, timeout_s=30.0)
-                        source = f"ble:{found.address}"
+            for role in ROLES:
+                link = self.links.get(role)
+                if link is None:  # auto: the strap that reports this role
+                    self._line(f"looking for the {role}'s strap...")
+                    found = await find_by_role(role, options, timeout_s=30.0)
+                    source = f"ble:{found.address}"
                     link = open_link(source, role, self, options, self.config.straps.rate_hz, self.clock)
-                    last = store.last_counter(role)
-                    stream = getattr(getattr(link, "session", None), "stream", None)
-                    if last is not None and stream is not None:
-                        stream.resume_after(last)
                     self.links[role] = link
-                tasks = [asyncio.create_task(link.run(), name=f"link-{role}") for role, link in self.links.items()]
-                try:
-                    await self._tick(stop, tasks)
-                finally:
-                    await close_links(list(self.links.values()), tasks, DAEMON_CLOSE_WAIT_S)
+                last = store.last_counter(role)
+                stream = getattr(getattr(link, "session", None), "stream", None)
+                if last is not None and stream is not None:
+                    stream.resume_after(last)
+            self.links = {role: self.links[role] for role in ROLES}  # role order, however they were found
+            tasks = [asyncio.create_task(link.run(), name=f"link-{role}") for role, link in self.links.items()]
+            await self._tick(stop, tasks)
         finally:
+            await close_links(list(self.links.values()), tasks, DAEMON_CLOSE_WAIT_S)
             summary.duration_s = self.clock() - self.t0_s
             summary.samples = {role: len(store.samples(role).counters) for role in ROLES}
             summary.nudges = len(store.nudges())
             summary.nudges_confirmed = sum(1 for e in store.link_events() if e[2] == "nudge-confirmed")
             store.set_meta("closed", "1")
             store.close()
-            if self.lsl is not None:
-                self.lsl.close()
         return summary
 
     @property

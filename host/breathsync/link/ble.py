@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 import weakref
 from collections.abc import Callable
@@ -25,8 +26,9 @@ from bleak import BleakClient, BleakScanner
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
-from bleak.exc import BleakError
+from bleak.exc import BleakBluetoothNotAvailableError, BleakError
 
+from ..errors import InputError
 from ..protocol import Channel, HapticCommand, ResponsePacket, StartStream, StatusPacket
 from ..protocol.uuids import CHANNEL_BY_UUID, CHARACTERISTIC_UUIDS, SERVICE_UUID
 from .session import LinkError, StrapSession, StrapSink
@@ -34,6 +36,7 @@ from .session import LinkError, StrapSession, StrapSink
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNELS = (Channel.RESPONSE, Channel.STATUS, Channel.EVENT, Channel.SAMPLES)
+PROBE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -66,14 +69,57 @@ class FoundStrap:
     device: BLEDevice
 
 
+def no_adapter_error(reason: str) -> InputError:
+    hint = "is BlueZ running?" if sys.platform.startswith("linux") else "is Bluetooth on and allowed?"
+    return InputError(
+        f"no Bluetooth adapter available: {reason}; {hint} For virtual straps use --ble bumble:<transport>"
+    )
+
+
+async def check_bluetooth(options: BleOptions) -> None:
+    """InputError unless the system's Bluetooth stack is usable; custom backends have nothing to check.
+
+    Without BlueZ (or D-Bus) bleak fails deep inside its backend with a bare FileNotFoundError, and a
+    link would retry that for ever. On Linux this asks BlueZ for a powered adapter, exactly what bleak
+    does first (its manager is cached, so a later scan or connect reuses it). Other platforms report a
+    missing adapter as BleakBluetoothNotAvailableError at first use, which ``scan`` and
+    ``BleStrapLink.run`` translate.
+    """
+    if options.scanner_backend is not None or options.client_backend is not None:
+        return
+    from bleak.backends import BleakBackend, get_default_backend
+
+    if get_default_backend() != BleakBackend.BLUEZ_DBUS:
+        return
+    from bleak.backends.bluezdbus.manager import get_global_bluez_manager
+    from dbus_fast.errors import DBusFastError
+
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            manager = await get_global_bluez_manager()
+        manager.get_default_adapter()
+    except BleakBluetoothNotAvailableError as exc:
+        raise no_adapter_error(str(exc.args[0])) from None
+    except TimeoutError:  # before OSError, its base class
+        raise no_adapter_error(f"BlueZ did not answer within {PROBE_TIMEOUT_S:.0f} s") from None
+    except OSError as exc:  # no system D-Bus socket, or refused
+        raise no_adapter_error(f"cannot reach the system D-Bus ({exc.strerror or exc})") from None
+    except (BleakError, DBusFastError) as exc:  # e.g. org.bluez not on the bus: bluetoothd not running
+        raise no_adapter_error(str(exc) or type(exc).__name__) from None
+
+
 async def scan(options: BleOptions, timeout_s: float | None = None) -> list[FoundStrap]:
     """Straps advertising the breathsync service, strongest first."""
-    found = await BleakScanner.discover(
-        timeout=options.scan_timeout_s if timeout_s is None else timeout_s,
-        return_adv=True,
-        service_uuids=[SERVICE_UUID],
-        **options.scanner_kwargs(),
-    )
+    await check_bluetooth(options)
+    try:
+        found = await BleakScanner.discover(
+            timeout=options.scan_timeout_s if timeout_s is None else timeout_s,
+            return_adv=True,
+            service_uuids=[SERVICE_UUID],
+            **options.scanner_kwargs(),
+        )
+    except BleakBluetoothNotAvailableError as exc:
+        raise no_adapter_error(str(exc.args[0])) from None
     straps = [
         FoundStrap(device.address, adv.local_name or device.name or "", adv.rssi, device)
         for device, adv in found.values()
@@ -175,10 +221,14 @@ class BleStrapLink:
         """Connect, stream, and reconnect after any drop until ``close()`` or cancellation."""
         backoff = self.options.backoff_initial_s
         first = True
+        # A missing adapter is a setup error, not a strap out of range: say so instead of retrying.
+        await check_bluetooth(self.options)
         while not self._closing:
             try:
                 client = await self._connect_once()
             except (BleakError, LinkError, TimeoutError, OSError) as exc:
+                if first and isinstance(exc, BleakBluetoothNotAvailableError):  # never connected: not a dropout
+                    raise no_adapter_error(str(exc.args[0])) from None
                 self.sink.on_link(self.role, "connect-failed", str(exc) or type(exc).__name__)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.options.backoff_max_s)
@@ -243,4 +293,4 @@ def _looks_like_address(target: str) -> bool:
     return (len(parts) == 6 and all(len(p) == 2 for p in parts)) or (len(target) == 36 and target.count("-") == 4)
 
 
-__all__ = ["AdvertisementData", "BleOptions", "BleStrapLink", "FoundStrap", "scan"]
+__all__ = ["AdvertisementData", "BleOptions", "BleStrapLink", "FoundStrap", "check_bluetooth", "scan"]

@@ -79,6 +79,7 @@ _T = TypeVar("_T")
 DEFAULT_HOST_ADDRESS = "F0:F0:F0:F0:F0:F0"
 """Random static address of the bench's host device (the two top bits of a static address are 1)."""
 
+POWER_ON_TIMEOUT_S = 10.0  # an HCI transport to something that is not a controller never answers
 _DEFAULT_MTU = 247  # what NimBLE on the strap accepts; Bumble's server allows up to 517
 _ATT_DEFAULT_MTU = 23
 _CANCEL_BUDGET_S = 0.02  # part of a connect's timeout kept for cancelling the attempt
@@ -371,8 +372,8 @@ class BumbleBench:
         if isinstance(via, str):
             try:
                 transport = await open_transport(via)
-            except (OSError, ValueError, core.BaseBumbleError) as error:
-                raise BumbleBenchError(f"cannot open HCI transport {via!r}: {error}") from error
+            except Exception as error:  # the moniker is user input: any failure (bad port, missing driver) is its fault
+                raise BumbleBenchError(f"cannot open HCI transport {via!r}: {error or type(error).__name__}") from error
             device = Device.with_hci(name, bumble_address, transport.source, transport.sink)
             bench = cls(device=device, link=None, controller=None, transport=transport, mtu=mtu)
         else:
@@ -382,7 +383,11 @@ class BumbleBench:
             device = Device(name=name, address=bumble_address, host=host)
             bench = cls(device=device, link=link, controller=controller, transport=None, mtu=mtu)
         try:
-            await device.power_on()
+            async with asyncio.timeout(POWER_ON_TIMEOUT_S if isinstance(via, str) else None):
+                await device.power_on()
+        except TimeoutError:  # before OSError, its base class
+            await bench.close()
+            raise BumbleBenchError(f"no HCI controller answered on {via!r} within {POWER_ON_TIMEOUT_S:.0f} s") from None
         except (core.BaseBumbleError, hci.HCI_Error, OSError) as error:
             await bench.close()
             raise BumbleBenchError(f"cannot power on the Bumble host via {via!r}: {error}") from error

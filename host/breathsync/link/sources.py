@@ -27,12 +27,40 @@ from bleak import BleakClient
 from ..errors import InputError
 from ..protocol import Channel, HapticCommand, ResponsePacket, Role, StatusPacket
 from ..protocol.uuids import BATTERY_LEVEL_UUID, CHARACTERISTIC_UUIDS, FIRMWARE_REVISION_UUID
-from .ble import BleOptions, BleStrapLink, FoundStrap, scan
+from .ble import BleOptions, BleStrapLink, FoundStrap, check_bluetooth, scan
 from .serial_link import SerialStrapLink
 from .session import LinkError, StrapSink
 from .stream import LinkStats, SampleBlock, StrapEvent
 
 ROLES = ("therapist", "client")
+SOURCE_KINDS = ("ble", "serial", "replay")
+
+
+def check_source(moniker: str) -> str:
+    """``moniker`` if it names a source (``auto`` or a moniker above), else InputError. Touches nothing,
+    so commands can reject a typo before they create files."""
+    if moniker == "auto":
+        return moniker
+    kind, _, target = moniker.partition(":")
+    if not target:
+        raise InputError(
+            f"bad source {moniker!r}: expected ble:<address-or-name>, serial:<port>, replay:<file> or auto"
+        )
+    if kind not in SOURCE_KINDS:
+        raise InputError(f"unknown source kind {kind!r} in {moniker!r}: use ble:, serial: or replay:")
+    return moniker
+
+
+def needs_ble(moniker: str) -> bool:
+    """Whether the source is reached over BLE (``auto`` finds its strap by scanning)."""
+    return moniker == "auto" or moniker.startswith("ble:")
+
+
+def check_adapter(spec: str) -> str:
+    """``spec`` if it names a BLE adapter (``system`` or ``bumble:<transport>``), else InputError."""
+    if spec in ("", "system") or (spec.startswith("bumble:") and spec != "bumble:"):
+        return spec
+    raise InputError(f"unknown BLE adapter {spec!r}: use 'system' or 'bumble:<transport>'")
 
 
 class StrapLink(Protocol):
@@ -82,12 +110,14 @@ class StrapDescription:
 
 @contextlib.asynccontextmanager
 async def ble_adapter(spec: str = "system") -> AsyncIterator[BleOptions]:
-    """BLE options for an adapter moniker: ``system`` or ``bumble:<transport>``."""
-    if spec in ("", "system"):
+    """BLE options for an adapter moniker: ``system`` or ``bumble:<transport>``.
+
+    ``system`` touches nothing yet (serial and replay sources need no Bluetooth); the first scan or
+    connect checks the system's stack (``check_bluetooth``), as may a command up front.
+    """
+    if check_adapter(spec) in ("", "system"):
         yield BleOptions()
         return
-    if not spec.startswith("bumble:"):
-        raise InputError(f"unknown BLE adapter {spec!r}: use 'system' or 'bumble:<transport>'")
     from .bumble_backend import BumbleBench, BumbleBenchError
 
     transport = spec[len("bumble:") :]
@@ -154,16 +184,35 @@ def open_link(
     """The link for a source moniker (see the module docstring); ``clock`` stamps arrivals."""
     if role not in ROLES:
         raise InputError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
+    if check_source(moniker) == "auto":
+        raise InputError(f"{role}: 'auto' is resolved by scanning (find_by_role) before a link is opened")
     kind, _, target = moniker.partition(":")
-    if not target:
-        raise InputError(f"bad source {moniker!r}: expected ble:<address-or-name>, serial:<port> or replay:<file>")
     if kind == "ble":
         return BleStrapLink(role, target, sink, options, rate_hz, clock)
     if kind == "serial":
+        # A device path that is not there fails now, not after files were created (COM3 etc. are not paths).
+        if target.startswith("/") and not Path(target).exists():
+            raise InputError(f"{role}: no serial port {target} (is the strap plugged in?)")
         return SerialStrapLink(role, target, sink, rate_hz, clock)
-    if kind == "replay":
-        return ReplayLink(role, Path(target), sink, clock=clock)
-    raise InputError(f"unknown source kind {kind!r} in {moniker!r}: use ble:, serial: or replay:")
+    return ReplayLink(role, Path(target), sink, clock=clock)
+
+
+async def open_sources(
+    sources: dict[str, str],
+    sink: StrapSink,
+    options: BleOptions,
+    rate_hz: float = 25.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, StrapLink]:
+    """The links of the explicit sources (role -> moniker), once everything that can be checked without
+    the radio was: monikers, replay files, serial device paths, then the system's Bluetooth stack if a
+    source needs BLE. ``auto`` sources are left out (found by scanning). Call before creating files."""
+    for source in sources.values():
+        check_source(source)
+    links = {role: open_link(s, role, sink, options, rate_hz, clock) for role, s in sources.items() if s != "auto"}
+    if any(needs_ble(source) for source in sources.values()):
+        await check_bluetooth(options)
+    return links
 
 
 class ReplayLink:
@@ -179,7 +228,7 @@ class ReplayLink:
         from ..store import SessionStore, StoreError
 
         try:
-            self._store = SessionStore.open(path)
+            self._store = SessionStore.open(path, read_only=True)
         except StoreError as exc:
             raise InputError(str(exc)) from None
         self.role = role

@@ -29,6 +29,7 @@ import hashlib
 import inspect
 import ipaddress
 import logging
+import math
 import os
 import struct
 import sys
@@ -772,8 +773,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-hz", type=float, default=50.0, help="counter notifications per second")
     parser.add_argument("--seconds", type=float, default=None, help="exit after this long (default: run until killed)")
     args = parser.parse_args(argv)
-    if args.rate_hz <= 0:
-        parser.error("--rate-hz must be positive")
+    # nan passes a plain "<= 0" test and would stop the streamer or the deadline at once.
+    if not (math.isfinite(args.rate_hz) and args.rate_hz > 0):
+        parser.error("--rate-hz must be a finite number > 0")
+    if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
+        parser.error("--seconds must be a finite number > 0")
     try:
         asyncio.run(_serve(args))
     except ValueError as error:

@@ -1,0 +1,289 @@
+"""Bad input to scan / stream / run / sim: one line on stderr, exit 2, and no file touched or left behind."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from breathsync.cli import main
+from breathsync.store import SessionStore
+
+KEEP = b"role,kind,counter,host_t_s,value\nclient,sample,0,1.0000,123\n"
+NO_BLUEZ = "no Bluetooth adapter available"
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the system BLE backend here is BlueZ")
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], message: str) -> str:
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture
+def no_bluez(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """This process sees no system D-Bus, hence no BlueZ, whatever the machine has."""
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path / 'no-such-bus'}")
+
+
+def replay_session(path: Path, role: str = "client", n: int = 25) -> Path:
+    with SessionStore.create(path, {}) as store:
+        store.add_samples(role, list(range(n)), [100.0 + i / 25 for i in range(n)], [1000 + i for i in range(n)])
+    return path
+
+
+# -- stream --csv: an existing file keeps its bytes, a new one is not left behind ----------------
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("foo:bar", "unknown source kind 'foo'"),
+        ("ble:", "bad source 'ble:'"),
+        ("replay:/nope.sqlite", "/nope.sqlite: no such session file"),
+        ("serial:/dev/no-such-strap", "no serial port /dev/no-such-strap"),
+    ],
+)
+def test_stream_bad_source_leaves_the_csv_alone(
+    source: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keep, new = tmp_path / "keep.csv", tmp_path / "new.csv"
+    keep.write_bytes(KEEP)
+    for target in (keep, new):
+        assert main(["stream", "--therapist", source, "--csv", str(target), "--seconds", "2"]) == 2
+        one_line_error(capsys, message)
+    assert keep.read_bytes() == KEEP
+    assert not new.exists()
+
+
+def test_stream_link_failing_before_data_leaves_the_csv_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The source is valid, but its link fails when it runs (no therapist samples): still nothing lost."""
+    session = replay_session(tmp_path / "s.sqlite", role="client")
+    keep, new = tmp_path / "keep.csv", tmp_path / "new.csv"
+    keep.write_bytes(KEEP)
+    for target in (keep, new):
+        assert main(["stream", "--therapist", f"replay:{session}", "--csv", str(target), "--seconds", "5"]) == 2
+        one_line_error(capsys, "no samples for role 'therapist'")
+    assert keep.read_bytes() == KEEP
+    assert not new.exists()
+
+
+def test_stream_replaces_the_csv_once_data_arrives(tmp_path: Path) -> None:
+    session = replay_session(tmp_path / "s.sqlite", role="client", n=25)
+    keep = tmp_path / "keep.csv"
+    keep.write_bytes(KEEP + b"client,sample,1,1.0400,456\n" * 50)  # longer than what replaces it
+    assert main(["stream", "--client", f"replay:{session}", "--csv", str(keep), "--seconds", "10"]) == 0
+    with keep.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["counter"]) for r in rows] == list(range(25))
+    assert [int(r["value"]) for r in rows] == [1000 + i for i in range(25)]
+
+
+def test_stream_unwritable_csv_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    session = replay_session(tmp_path / "s.sqlite")
+    target = tmp_path / "missing-dir" / "out.csv"
+    assert main(["stream", "--client", f"replay:{session}", "--csv", str(target), "--seconds", "1"]) == 2
+    one_line_error(capsys, f"cannot write {target}")
+
+
+# -- run: nothing is created before the sources and the adapter are known to be usable ----------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--therapist", "foo:bar", "--client", "replay:S"], "unknown source kind 'foo'"),
+        (["--therapist", "replay:/nope.sqlite", "--client", "replay:/nope.sqlite"], "no such session file"),
+        (["--therapist", "serial:/dev/no-such-strap", "--client", "replay:S"], "no serial port"),
+        (["--ble", "bogus"], "unknown BLE adapter 'bogus'"),
+        (["--ble", "bumble:"], "unknown BLE adapter 'bumble:'"),
+    ],
+)
+def test_run_rejects_bad_sources_before_creating_a_session(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sessions = tmp_path / "sessions"
+    for _ in range(2):  # a retry within the same second still reports the real error
+        assert main(["run", *argv, "--no-lsl", "--sessions", str(sessions)]) == 2
+        err = one_line_error(capsys, message)
+        assert "session already exists" not in err
+    assert capsys.readouterr().out == ""  # no "new session ..." line
+    assert not sessions.exists() or list(sessions.iterdir()) == []
+
+
+def test_run_config_with_a_bad_source_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "breathsync.toml"
+    for text, message in [
+        ("[straps]\nclient = 'ble:'\n", "straps.client: bad source 'ble:'"),
+        ("[straps]\nble = 'carrier-pigeon'\n", "straps.ble: unknown BLE adapter"),
+    ]:
+        config.write_text(text)
+        assert main(["run", "--config", str(config), "--no-lsl", "--sessions", str(tmp_path / "s")]) == 2
+        one_line_error(capsys, message)
+    assert not (tmp_path / "s").exists()
+
+
+# -- the system adapter without BlueZ: one line, not a traceback or a link retrying for ever ------
+
+
+@linux_only
+def test_scan_without_bluez_is_one_line(no_bluez: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scan", "--timeout", "2"]) == 2
+    one_line_error(capsys, NO_BLUEZ)
+    assert capsys.readouterr().out == ""  # not "no straps found"
+
+
+@linux_only
+@pytest.mark.parametrize("source", ["ble:AA:BB:CC:DD:EE:FF", "ble:strap-T", "auto"])
+def test_stream_without_bluez_is_one_line_and_keeps_the_csv(
+    source: str, no_bluez: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keep = tmp_path / "keep.csv"
+    keep.write_bytes(KEEP)
+    assert main(["stream", "--therapist", source, "--csv", str(keep), "--seconds", "2"]) == 2
+    one_line_error(capsys, NO_BLUEZ)
+    assert "connect-failed" not in capsys.readouterr().out
+    assert keep.read_bytes() == KEEP
+
+
+@linux_only
+def test_run_without_bluez_creates_no_session(
+    no_bluez: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sessions = tmp_path / "sessions"
+    for argv in ([], ["--therapist", "ble:strap-T", "--client", "ble:strap-C"]):
+        assert main(["run", *argv, "--no-lsl", "--sessions", str(sessions)]) == 2
+        one_line_error(capsys, NO_BLUEZ)
+    assert not sessions.exists() or list(sessions.iterdir()) == []
+
+
+@linux_only
+def test_replay_sources_need_no_bluez(no_bluez: None, tmp_path: Path) -> None:
+    """Only BLE sources touch the system adapter: a replay streams on a machine without Bluetooth."""
+    session = replay_session(tmp_path / "s.sqlite")
+    assert main(["stream", "--client", f"replay:{session}", "--seconds", "10"]) == 0
+
+
+def _system_bus_present() -> bool:
+    address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/run/dbus/system_bus_socket")
+    paths = [p.partition("=")[2] for p in address.split(";") if p.startswith("unix:path=")]
+    return any(Path(p).exists() for p in [*paths, "/var/run/dbus/system_bus_socket"])
+
+
+@linux_only
+@pytest.mark.skipif(_system_bus_present(), reason="a system D-Bus (maybe with BlueZ) is present")
+def test_scan_as_a_user_runs_it_on_a_machine_without_bluez() -> None:
+    """The command exactly as typed, in its own process, on a machine like this one (no D-Bus)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "breathsync", "scan", "--timeout", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert NO_BLUEZ in proc.stderr and "is BlueZ running?" in proc.stderr and "--ble bumble:" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+# -- --ble bumble:<transport>: a transport that cannot work is one line, never a traceback or a hang -
+
+
+@pytest.fixture
+def not_a_controller() -> Iterator[int]:
+    """A loopback TCP port that answers like an SSH server, not an HCI controller."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    done = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+            held.append(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        done.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def test_bumble_transport_that_cannot_open_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scan", "--ble", "bumble:tcp-client:127.0.0.1:99999", "--timeout", "1"]) == 2
+    one_line_error(capsys, "cannot open Bumble transport 'tcp-client:127.0.0.1:99999'")
+
+
+def test_bumble_transport_to_something_else_gives_up(
+    not_a_controller: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import breathsync.link.bumble_backend as backend
+
+    monkeypatch.setattr(backend, "POWER_ON_TIMEOUT_S", 1.0)
+    adapter = f"bumble:tcp-client:127.0.0.1:{not_a_controller}"
+    assert main(["scan", "--ble", adapter, "--timeout", "1"]) == 2
+    one_line_error(capsys, "no HCI controller answered")
+
+
+def test_virtual_peripheral_tool_rejects_nan(capsys: pytest.CaptureFixture[str]) -> None:
+    from breathsync.link.virtual_peripheral import main as peripheral_main
+
+    for argv, message in [
+        (["--rate-hz", "nan", "--seconds", "1"], "--rate-hz must be a finite number > 0"),
+        (["--seconds", "nan"], "--seconds must be a finite number > 0"),
+        (["--seconds", "-1"], "--seconds must be a finite number > 0"),
+    ]:
+        with pytest.raises(SystemExit) as exited:
+            peripheral_main(argv)
+        assert exited.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+# -- numeric options ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["scan", "--timeout", "-1"], "argument --timeout: must be > 0"),
+        (["scan", "--timeout", "0"], "argument --timeout: must be > 0"),
+        (["scan", "--timeout", "nan"], "argument --timeout: must be a finite number"),
+        (["scan", "--timeout", "inf"], "argument --timeout: must be a finite number"),
+        (["scan", "--timeout", "soon"], "argument --timeout: not a number"),
+        (["stream", "--seconds", "-1"], "argument --seconds: must be >= 0"),
+        (["stream", "--seconds", "nan"], "argument --seconds: must be a finite number"),
+        (["sim", "--synthetic", "--seed", "-1", "--seconds", "2"], "argument --seed: must be >= 0"),
+        (["sim", "--synthetic", "--seed", "1.5"], "argument --seed: not an integer"),
+        (["sim", "--synthetic", "--seconds", "nan"], "argument --seconds: must be a finite number"),
+        (["sim", "--synthetic", "--seconds", "-1"], "argument --seconds: must be >= 0"),
+        (["sim", "--therapist-input", "a.csv", "--client-input", "b.csv", "--rate", "inf"], "argument --rate"),
+        (["sim", "--therapist-input", "a.csv", "--client-input", "b.csv", "--rate", "0"], "argument --rate"),
+    ],
+)
+def test_bad_numbers_are_one_line_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    one_line_error(capsys, message)
