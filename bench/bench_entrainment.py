@@ -152,7 +152,14 @@ def _best(
         if s.fnh_all <= fnh_budget and (cf_budget is None or s.client_follows_nudged <= cf_budget)
     ]
     pool = ok or sorted(candidates, key=lambda c: c[1].fnh_all)[:1]
-    return max(pool, key=lambda c: (c[1].detected, -c[1].latency_median_s))
+    # Most episodes nudged, then the shortest latency (to the second); among equals the safer point:
+    # fewer client-follows nudges, then fewer false nudges (all on the calibration set).
+    return max(pool, key=lambda c: _preference(c[1]))
+
+
+def _preference(s: Score) -> tuple[float, float, float, float]:
+    latency = round(s.latency_median_s) if s.latency_median_s == s.latency_median_s else float("inf")  # NaN: none
+    return (s.detected, -latency, -s.client_follows_nudged, -s.fnh_all)
 
 
 def _with(base: Config, combo: tuple[float, ...]) -> Config:

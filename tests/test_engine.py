@@ -27,6 +27,7 @@ from breathsync.engine.phase import (
     phase_locking_value,
     plv_chance_level,
     shifted_plvs,
+    time_lag_cycles,
     track_phase_at,
 )
 from breathsync.recording import read_column
@@ -326,3 +327,34 @@ def test_phase_lead_alone_never_decides_who_follows() -> None:
     mirrored = dataclasses.replace(locked, client_rate_move=0.6, client_response=0.5, client_lagged=0.4,
                                    phase_diff_deg=-90.0)
     assert classify(mirrored, eng) == "locked_client_follows"
+
+
+def test_time_lag_cycles_measures_the_delay_behind_the_partners_last_breath() -> None:
+    leader = np.cumsum(np.array([3.0, 5.5, 2.5, 6.0, 4.0, 3.5, 5.0]))  # irregular breaths
+    follower = leader[1:] + 0.8  # a fixed reaction delay
+    cycles = time_lag_cycles(follower, leader, 4.0, 12.0)
+    assert cycles.shape == (1, len(follower))
+    assert np.allclose(cycles, 0.8 / 4.0)  # constant, however long each of the leader's breaths was
+    phase = phase_at(leader, follower, 12.0)  # the interpolated phase divides 0.8 s by each breath's length
+    assert np.ptp(phase[~np.isnan(phase)]) > 0.15
+    shifted = time_lag_cycles(follower, leader, 4.0, 12.0, np.array([0.0, 100.0]))
+    assert np.allclose(shifted[0], cycles[0]) and np.all(np.isnan(shifted[1]))  # nothing that early
+    assert np.isnan(time_lag_cycles(np.array([1.0]), leader, 4.0, 12.0)).all()  # no breath of the partner before
+
+
+def test_a_fixed_delay_behind_an_irregular_leader_is_locked_in_time() -> None:
+    """Speech-like irregular client, therapist breathing the same breaths 0.8 s later: the delay locks."""
+    client = _breathing(15, 300, 21, jitter=0.35)
+    delay = int(0.8 * FS)
+    therapist = np.concatenate((_breathing(15, delay / FS, 22), client[:-delay]))
+    states = [s for s in _states(_run(list(dyad_stream(therapist, client, FS)))) if s.lag_locking is not None]
+    assert len(states) > 100
+    lag = np.array([s.lag_locking for s in states])
+    lag_p = np.array([1.0 if s.lag_locking_p is None else s.lag_locking_p for s in states])
+    plv = np.array([s.plv for s in states], dtype=float)
+    assert np.median(lag) > 0.9 and np.median(lag_p) <= 0.1
+    assert np.median(lag) > np.median(plv)
+    # Two independent irregular breathers: no fixed delay.
+    other = _breathing(15, 300, 23, jitter=0.35)
+    alone = [s for s in _states(_run(list(dyad_stream(other, client, FS)))) if s.lag_locking is not None]
+    assert np.median([s.lag_locking for s in alone]) < 0.7

@@ -40,7 +40,7 @@ class EngineConfig:
     """Window for the directional (who-follows-whom) estimates, in breaths of each person."""
     surrogate_count: int = 24
     """Time-shifted copies of the client's own recent history used as the null (segment surrogates)."""
-    surrogate_p_max: float = 0.2
+    surrogate_p_max: float = 0.1
     """Surrogate p-value the window's PLV must reach: share of surrogates at least as locked (calibrated)."""
     surrogate_min_shift_s: float = 20.0
     """Smallest shift: beyond a few breaths, a shifted partner keeps its rate but loses the alignment."""
@@ -48,6 +48,9 @@ class EngineConfig:
     """How much of the client's past the surrogates may draw from."""
     plv_min: float = 0.8
     """Absolute floor on the phase-locking value (calibrated)."""
+    time_lag_locking: bool = True
+    """Also count as locked when the therapist's breaths keep a fixed *delay* after the client's (same floor,
+    same surrogate test): behind an irregular leader a constant delay is not a constant phase."""
     beat_cycles_min: float = 1.0
     """A window spanning this many beat periods (at the therapist's baseline rate) cannot stay locked by
     chance drift: locking over it is significant even when surrogates cannot tell (regular partners)."""
@@ -60,7 +63,7 @@ class EngineConfig:
     weight_lead: float = 0.75
     """Weight of the phase lead: a follower's breaths trail the leader's (phase coupling with a lag), so the
     sine of the client's mean phase lead over the therapist counts toward 'therapist follows'."""
-    direction_min: float = 1.5
+    direction_min: float = 1.0
     """Minimum therapist-minus-client follow evidence plus weighted phase lead (calibrated; each person's
     evidence spans +-(weight_rate_move + weight_response + weight_lagged), the lead +-weight_lead)."""
     adjust_min: float = 1.0
@@ -78,7 +81,7 @@ class EngineConfig:
     evidence_gain: float = 0.0
     """Sequential fast path: a following update counts (1 + evidence_gain x strength) times its duration, strength
     0..1 being the weaker of the PLV and direction margins, so strong evidence nudges sooner (calibrated)."""
-    lock_leak: float = 0.5
+    lock_leak: float = 0.25
     """Following time is accumulated; an update that is not 'following' removes lock_leak x its duration.
     A single noisy breath does not restart the clock (calibrated)."""
     max_sample_gap_s: float = 2.0

@@ -43,17 +43,24 @@ def direction_of(s: EngineState, config: EngineConfig) -> tuple[float | None, fl
     return t, c, t - c + config.weight_lead * phase_lead(s.phase_diff_deg)
 
 
+def _locked_beyond_chance(value: float | None, p: float | None, s: EngineState, config: EngineConfig) -> bool:
+    beyond = (p is not None and p <= config.surrogate_p_max) or (
+        s.beat_cycles is not None and s.beat_cycles >= config.beat_cycles_min
+    )
+    return value is not None and p is not None and value >= config.plv_min and beyond
+
+
 def classify(s: EngineState, config: EngineConfig) -> Decision:
     """Locked beyond chance, then direction (with enough of it from the people's own adjustments).
 
     Locked: PLV above an absolute floor, and beyond chance either against the window's surrogates
-    (p-value) or because the window spans enough beat periods that drift would have broken it.
+    (p-value) or because the window spans enough beat periods that drift would have broken it; or the
+    same for the time-lag locking (``time_lag_locking``): a fixed reaction delay behind an irregular
+    leader.
     """
-    plv, plv_p = s.plv, s.plv_p
-    beyond = (plv_p is not None and plv_p <= config.surrogate_p_max) or (
-        s.beat_cycles is not None and s.beat_cycles >= config.beat_cycles_min
+    locked = _locked_beyond_chance(s.plv, s.plv_p, s, config) or (
+        config.time_lag_locking and _locked_beyond_chance(s.lag_locking, s.lag_locking_p, s, config)
     )
-    locked = plv is not None and plv_p is not None and plv >= config.plv_min and beyond
     therapist, client, direction = direction_of(s, config)
     if not locked or therapist is None or client is None or direction is None:
         return "no_lock"

@@ -13,6 +13,9 @@ Method in brief (docs/engine.md has the reasoning):
 * chance level of *that* window from segment surrogates: the same therapist breaths against the
   client's own history shifted back by 20 s or more. Two independent people at similar rates keep
   their slow beat drift in every surrogate, so they do not beat it;
+* the same locking statistic on the *delay* of each therapist breath after the client's previous one
+  (time-lag locking, same surrogates): behind an irregular leader a fixed reaction delay is not a fixed
+  phase; either route can make the window 'locked';
 * direction from three kinds of 'who adjusts' evidence per person: rate moved away from their
   own baseline toward the partner's; period response to the partner's phase lead; lagged
   dependency of their breath periods on the partner's most recent breath (lag < one breath);
@@ -42,11 +45,13 @@ from .person import FloatArray, PersonTracker, learn_baseline
 from .phase import (
     circular_mean_cycles,
     lagged_period_dependency,
+    locking_values,
     period_response,
     phase_at,
     phase_locking_value,
     plv_chance_level,
     shifted_plvs,
+    time_lag_cycles,
     track_phase_at,
 )
 from .policy import NudgePolicy, haptic_pattern
@@ -55,6 +60,7 @@ from .stream import StrapBlock, StrapBreath, StreamItem
 
 ROLES: tuple[Role, Role] = ("therapist", "client")
 MIN_SURROGATES = 8
+MIN_LAG_EVENTS = 4  # therapist breath events (peaks and troughs) in the window for a time-lag locking value
 BREATH_GAP_PERIODS = 2.5
 RATE_MOVE_SCALE_SD = 2.0  # a move of two baseline SDs toward the partner counts fully
 RATE_DRIFT_FLOOR = 0.06  # ... with the SD at least 6 % of the baseline rate (slow tempo drift)
@@ -239,7 +245,9 @@ class EntrainmentEngine:
                 if len(sur) >= MIN_SURROGATES:
                     chance = float(np.quantile(sur, 1.0 - eng.surrogate_p_max))
                     plv_p = float((1 + np.count_nonzero(sur >= plv)) / (1 + len(sur)))
+        lag_lock, lag_p = self._time_lag_locking(win) if n >= eng.min_window_anchors else (None, None)
         features = self._direction(tp, cp)
+        features["lag_locking"], features["lag_locking_p"] = lag_lock, lag_p
         span = float(win.anchors_s[-1] - win.anchors_s[0]) if n >= 2 else 0.0
         beat = features.get("beat_period")
         features["beat_cycles"] = None if beat is None else span / beat
@@ -262,6 +270,48 @@ class EntrainmentEngine:
             out.append(self._nudge(state))
         self._last_decision = decision
         return out
+
+    def _time_lag_locking(self, win: _Window) -> tuple[float | None, float | None]:
+        """Locking of the therapist's breath times to the client's previous breath of the same kind, in
+        seconds (as cycles of the client's current period), over the window, and its surrogate p-value.
+
+        The relative phase divides a follower's reaction delay by the length of each of the leader's
+        cycles, which scatters it when the leader breathes irregularly (speech, a restless client); the
+        delay itself stays put. Same trimmed statistic and the same segment surrogates as the PLV.
+        """
+        eng = self.config.engine
+        therapist, client = self.people["therapist"], self.people["client"]
+        period = client.period_s()
+        if period is None:
+            return None, None
+        start, end = float(win.anchors_s[0]), float(win.anchors_s[-1])
+        first_client = min((float(a[0]) for a in (client.peaks_s, client.troughs_s) if len(a)), default=start)
+        max_shift = min(eng.history_s, start - first_client)
+        shifts = (
+            np.linspace(eng.surrogate_min_shift_s, max_shift, eng.surrogate_count)
+            if max_shift > eng.surrogate_min_shift_s
+            else np.zeros(0)
+        )
+        real: list[FloatArray] = []
+        surrogate: list[FloatArray] = []
+        for own, partner in ((therapist.peaks_s, client.peaks_s), (therapist.troughs_s, client.troughs_s)):
+            mine = own[(own >= start) & (own <= end)]
+            since_gap = partner[partner >= self._valid_since_s]  # no delay measured across a drop-out
+            real.append(time_lag_cycles(mine, since_gap, period, eng.max_breath_gap_s)[0])
+            surrogate.append(time_lag_cycles(mine, partner, period, eng.max_breath_gap_s, shifts))
+        delays = np.concatenate(real)
+        known = ~np.isnan(delays)
+        if np.count_nonzero(known) < MIN_LAG_EVENTS:
+            return None, None
+        lock = float(locking_values(delays[known][None, :], eng.plv_trim)[0])
+        if len(shifts) == 0:
+            return lock, None
+        sur = np.concatenate(surrogate, axis=1)[:, known]
+        sur = sur[~np.any(np.isnan(sur), axis=1)]
+        if len(sur) < MIN_SURROGATES:
+            return lock, None
+        sur_lock = locking_values(sur, eng.plv_trim)
+        return lock, float((1 + np.count_nonzero(sur_lock >= lock)) / (1 + len(sur_lock)))
 
     def _direction(self, tp: FloatArray, cp: FloatArray) -> dict[str, float | None]:
         eng = self.config.engine
@@ -397,6 +447,8 @@ class EntrainmentEngine:
             plv_chance=chance,
             plv_p=plv_p,
             plv_chance_analytic=plv_chance_level(_breaths_spanned(win, t.period_s())) if n else None,
+            lag_locking=f.get("lag_locking"),
+            lag_locking_p=f.get("lag_locking_p"),
             rate_convergence_bpm=f.get("convergence"),
             depth_mimicry=f.get("mimicry"),
             therapist_rate_move=f.get("therapist_rate_move"),

@@ -152,6 +152,36 @@ def shifted_plvs(
     return np.asarray(plv, dtype=np.float64)
 
 
+def time_lag_cycles(
+    own_events_s: FloatArray,
+    partner_same_kind_s: FloatArray,
+    partner_period_s: float,
+    max_interval_s: float,
+    shifts_s: FloatArray | None = None,
+) -> FloatArray:
+    """Time from the partner's most recent breath event of the same kind to each of ``own_events_s``,
+    in cycles of the partner's current period: one row, or one row per shift of the partner's history.
+
+    A follower who breathes a fixed *time* after the leader (a reaction delay) keeps this constant even
+    when the leader's breaths are irregular, while the interpolated relative phase divides the same delay
+    by each cycle's own length and scatters. NaN where the partner had no event within ``max_interval_s``
+    before. With ``shifts_s``, the partner's history is moved later by each shift (segment surrogates).
+    """
+    shifts = np.zeros(1) if shifts_s is None else shifts_s
+    out = np.full((len(shifts), len(own_events_s)), np.nan)
+    if len(partner_same_kind_s) == 0 or len(own_events_s) == 0 or not partner_period_s > 0:
+        return out
+    # Shifting the partner later by s is looking up each own event s earlier in the partner's history:
+    # one searchsorted for all shifts at once (this runs at every breath event of either person).
+    when = own_events_s[None, :] - shifts[:, None]
+    j = np.searchsorted(partner_same_kind_s, when, side="right") - 1
+    ok = j >= 0
+    delay = np.where(ok, when - partner_same_kind_s[np.maximum(j, 0)], np.nan)
+    out[ok] = delay[ok] / partner_period_s
+    out[delay > max_interval_s] = np.nan
+    return out
+
+
 def period_response(
     periods_s: FloatArray,
     partner_phase_cycles: FloatArray,
