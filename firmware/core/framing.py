@@ -113,6 +113,8 @@ def decode_frame(buf, n):
             return FRAME_BAD_COBS
         r += 1
         while r < end:
+            if buf[r] == 0:  # the delimiter is never data: a frame holding one is not canonical
+                return FRAME_BAD_COBS
             buf[w] = buf[r]
             w += 1
             r += 1

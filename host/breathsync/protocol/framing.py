@@ -76,12 +76,12 @@ def cobs_encode(data: Buffer) -> bytes:
 def cobs_decode(data: Buffer) -> bytes:
     """Inverse of :func:`cobs_encode`; raises :class:`BadFrame` on a malformed input."""
     raw = as_bytes(data)
+    if 0 in raw:  # the delimiter never appears inside a frame, as a code byte or as data
+        raise BadFrame(f"0x00 inside a COBS frame (offset {raw.index(0)})")
     out = bytearray()
     i = 0
     while i < len(raw):
         code = raw[i]
-        if code == 0:
-            raise BadFrame("0x00 inside a COBS frame")
         end = i + code
         if end > len(raw):
             raise BadFrame(f"COBS code {code} at offset {i} points past the end ({len(raw)} bytes)")
