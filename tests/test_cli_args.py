@@ -89,6 +89,11 @@ def test_stream_replaces_the_csv_once_data_arrives(tmp_path: Path) -> None:
     assert [int(r["value"]) for r in rows] == [1000 + i for i in range(25)]
 
 
+def test_stream_to_a_device_file(tmp_path: Path) -> None:
+    session = replay_session(tmp_path / "s.sqlite", role="client", n=25)
+    assert main(["stream", "--client", f"replay:{session}", "--csv", os.devnull, "--seconds", "10"]) == 0
+
+
 def test_stream_unwritable_csv_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     session = replay_session(tmp_path / "s.sqlite")
     target = tmp_path / "missing-dir" / "out.csv"

@@ -108,6 +108,18 @@ def test_spreadsheet_byte_order_mark_is_not_part_of_the_column_name(tmp_path: Pa
     assert second.stdout == first.stdout and first.stdout.count("\n") > 100
 
 
+def test_a_trailing_comma_is_not_an_extra_value(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.csv"
+    with gzip.open(RECORD, "rt", encoding="utf-8") as handle:
+        plain.write_text(handle.read())
+    trailing = tmp_path / "logger.csv"
+    trailing.write_text("".join(line + ",\n" for line in plain.read_text().splitlines()))
+    first = breathsync("detect", str(plain), "--rate", "125")
+    second = breathsync("detect", str(trailing), "--rate", "125")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout
+
+
 def test_damaged_gzip_and_directory_are_one_line_errors(tmp_path: Path) -> None:
     data = bytearray(RECORD.read_bytes())
     for i in range(200, len(data) - 200, 97):  # damage the compressed body, keep the header valid

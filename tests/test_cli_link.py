@@ -66,8 +66,13 @@ def test_stream_of_a_strap_that_never_answers_stops_when_asked(tmp_path: Path) -
     async def empty(link: object) -> dict[str, object]:
         return {}
 
+    keep = tmp_path / "keep.csv"
+    keep.write_bytes(b"yesterday's,recording\n")
     with served(empty) as (adapter, _):  # type: ignore[arg-type]
         # The connect attempt's scan would give up only after 10 s; a stop must not wait for it.
-        proc = breathsync("stream", "--ble", adapter, "--client", "ble:nobody", "--seconds", "2", timeout=9)
+        proc = breathsync(
+            "stream", "--ble", adapter, "--client", "ble:nobody", "--seconds", "2", "--csv", str(keep), timeout=9
+        )
     assert proc.returncode == 0, proc.stderr
     assert "connect-failed" not in proc.stdout and "Traceback" not in proc.stderr
+    assert keep.read_bytes() == b"yesterday's,recording\n"  # no data this time: the old file is left alone

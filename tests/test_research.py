@@ -399,6 +399,10 @@ def test_report_and_export_name_the_pre_session_calibration(tmp_path: Path) -> N
     info = json.loads((tmp_path / "csv" / "session.json").read_text())
     assert info["therapist_calibration"]["source"] == "ble:strap-T"
     assert info["therapist_calibration"]["rate_bpm"] == 13.8 and info["therapist_calibration"]["duration_s"] == 120.0
+    undated = BaselineFile(Baseline(13.8, 1.2, 2140.0, 28), "", "", None)  # a file that did not say when
+    with SessionStore.open(path) as store:
+        store_baseline(store, undated)
+    assert load_session(path).calibration == undated  # not stamped with the session's own time
 
 
 @pytest.mark.parametrize("fmt", ["csv", "edf", "bids"])

@@ -71,7 +71,7 @@ def read_column(path: str | Path, column: str = "resp") -> FloatArray:
             for row_number, row in enumerate(reader, start=1):
                 if not row:
                     continue
-                if len(row) > len(names):
+                if len(row) > len(names) and any(cell.strip() for cell in row[len(names) :]):  # "1.0,2.0," is fine
                     raise InputError(
                         f"{path}: row {row_number}: {len(row)} cells for {len(names)} columns "
                         "(a decimal comma? values need a decimal point)"

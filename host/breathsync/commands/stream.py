@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import os
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -60,16 +62,17 @@ class CsvOutput:
         self._writer.writerow(row)
 
     def _start(self) -> None:
-        if self._file.seekable():  # a pipe or terminal has nothing to truncate
+        if stat.S_ISREG(os.fstat(self._file.fileno()).st_mode):  # a pipe, terminal or /dev/null: nothing to cut
             self._file.seek(0)
             self._file.truncate()
         self._writer = csv.writer(self._file)
         self._writer.writerow(CSV_HEADER)
 
     def close(self, completed: bool) -> None:
-        """``completed``: the command ended normally (a header-only file then says: no data)."""
+        """``completed``: the command ended normally. Without data, a new file gets the header (it says:
+        no data) and an existing file is left exactly as it was (Ctrl-C on a strap out of range)."""
         try:
-            if completed and self._writer is None:
+            if completed and self._writer is None and not self._existed:
                 self._start()
         finally:
             self._file.close()

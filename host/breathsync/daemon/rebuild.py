@@ -35,7 +35,7 @@ def stored_calibration(store: SessionStore) -> BaselineFile | None:
         return None
     try:
         data = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise InputError(f"{store.path}: stored therapist baseline is not valid JSON") from None
     return baseline_file_from_dict(data, f"{store.path} (stored therapist baseline)")
 

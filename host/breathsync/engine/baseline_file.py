@@ -40,7 +40,7 @@ class BaselineFile:
     duration_s: float | None
 
     def as_dict(self) -> dict[str, Any]:
-        return baseline_to_dict(self.baseline, self.source, self.duration_s, self.created or None)
+        return baseline_to_dict(self.baseline, self.source, self.duration_s, self.created)
 
 
 def baseline_to_dict(
@@ -55,7 +55,8 @@ def baseline_to_dict(
         "n_breaths": baseline.n_breaths,
         "duration_s": None if duration_s is None else round(duration_s, 3),
         "source": source,
-        "created": created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        # a new calibration is stamped now; a stored one keeps its own time, even when it had none ("")
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds") if created is None else created,
     }
 
 
