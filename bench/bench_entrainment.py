@@ -16,6 +16,7 @@ for each candidate threshold. Writes bench/results/entrainment.md.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import statistics
 import time
@@ -158,8 +159,11 @@ def _best(
 
 
 def _preference(s: Score) -> tuple[float, float, float, float]:
-    latency = round(s.latency_median_s) if s.latency_median_s == s.latency_median_s else float("inf")  # NaN: none
-    return (s.detected, -latency, -s.client_follows_nudged, -s.fnh_all)
+    def known(x: float, missing: float) -> float:
+        return x if x == x else missing  # NaN (nothing to measure) ranks last
+
+    latency = known(round(s.latency_median_s) if s.latency_median_s == s.latency_median_s else math.nan, math.inf)
+    return (known(s.detected, 0.0), -latency, -known(s.client_follows_nudged, 1.0), -known(s.fnh_all, math.inf))
 
 
 def _with(base: Config, combo: tuple[float, ...]) -> Config:
@@ -227,7 +231,8 @@ def run() -> str:
         cands: list[tuple[object, Score]] = list(pool.map(_grid_point, combos, chunksize=32))
     best_combo, cal_score = _best(cands, CAL_FNH_BUDGET, CAL_CF_BUDGET)
     chosen = _with(base, best_combo)  # type: ignore[arg-type]
-    eng_eval = _score(ev, _engine_nudges(ev, chosen), bs)
+    chosen_ev_nudges = _engine_nudges(ev, chosen)
+    eng_eval = _score(ev, chosen_ev_nudges, bs)
     shipped_eval = _score(ev, _engine_nudges(ev, base), bs)
     # Baseline calibration at the same false-nudge budget.
     wc: list[tuple[object, Score]] = []
@@ -239,7 +244,7 @@ def run() -> str:
     variants = _variants(bidmc_sources(data, bidmc[13:]) + biopeaks_segments(data, 40, 80, 10), chosen, workers)
     by_pair = [
         (f"{name} (calibration)", score) for name, score in _by_pair(cal, _engine_nudges(cal, chosen), bs)
-    ] + [(f"{name} (held-out)", score) for name, score in _by_pair(ev, _engine_nudges(ev, chosen), bs)]
+    ] + [(f"{name} (held-out)", score) for name, score in _by_pair(ev, chosen_ev_nudges, bs)]
     total_s = time.perf_counter() - started
     report = _report(
         cal_score, eng_eval, shipped_eval, w_cal, w_eval, best_combo, (r_min, w_lock), speed, base,

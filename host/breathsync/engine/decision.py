@@ -77,15 +77,16 @@ def evidence_strength(s: EngineState, config: EngineConfig) -> float:
     margin (PLV above ``plv_min``) and the direction margin (one unit of evidence above ``direction_min``).
     Strong evidence accumulates following time faster (``evidence_gain``): the sequential fast path."""
     direction = direction_of(s, config)[2]
-    if s.plv is None or direction is None:
+    values = [v for v in (s.plv, s.lag_locking if config.time_lag_locking else None) if v is not None]
+    if not values or direction is None:
         return 0.0
-    lock = (s.plv - config.plv_min) / max(1.0 - config.plv_min, 1e-6)
+    lock = (max(values) - config.plv_min) / max(1.0 - config.plv_min, 1e-6)
     return float(min(max(min(lock, direction - config.direction_min), 0.0), 1.0))
 
 
-def significantly_locked(plv_p: float | None) -> bool:
-    """Fixed criterion (p <= 0.1, not a tuned threshold) that freezes baseline adaptation."""
-    return plv_p is not None and plv_p <= 0.1
+def significantly_locked(p: float | None) -> bool:
+    """Fixed criterion (p <= 0.1, not a tuned threshold) that freezes baseline adaptation (PLV or time lag)."""
+    return p is not None and p <= 0.1
 
 
 def required_lock_s(beat_period_s: float | None, config: EngineConfig) -> float:

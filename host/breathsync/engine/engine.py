@@ -245,7 +245,9 @@ class EntrainmentEngine:
                 if len(sur) >= MIN_SURROGATES:
                     chance = float(np.quantile(sur, 1.0 - eng.surrogate_p_max))
                     plv_p = float((1 + np.count_nonzero(sur >= plv)) / (1 + len(sur)))
-        lag_lock, lag_p = self._time_lag_locking(win) if n >= eng.min_window_anchors else (None, None)
+        lag_lock, lag_p = (
+            self._time_lag_locking(win) if eng.time_lag_locking and n >= eng.min_window_anchors else (None, None)
+        )
         features = self._direction(tp, cp)
         features["lag_locking"], features["lag_locking_p"] = lag_lock, lag_p
         span = float(win.anchors_s[-1] - win.anchors_s[0]) if n >= 2 else 0.0
@@ -262,7 +264,7 @@ class EntrainmentEngine:
                 decision = "nudge" if verdict.allowed else "nudge_suppressed"
         else:
             self._close_efficacy(now_s, out)
-        if not significantly_locked(plv_p):
+        if not (significantly_locked(plv_p) or significantly_locked(lag_p)):
             self._adapt_baselines(now_s)
         state = dataclasses.replace(draft, decision=decision, locked_for_s=self._timer.locked_s)
         out.insert(0, state)
@@ -303,7 +305,7 @@ class EntrainmentEngine:
         known = ~np.isnan(delays)
         if np.count_nonzero(known) < MIN_LAG_EVENTS:
             return None, None
-        lock = float(locking_values(delays[known][None, :], eng.plv_trim)[0])
+        lock = phase_locking_value(delays[known], eng.plv_trim)
         if len(shifts) == 0:
             return lock, None
         sur = np.concatenate(surrogate, axis=1)[:, known]
