@@ -18,9 +18,8 @@ from strap_model import ModelStrap, served
 
 from breathsync.daemon import Daemon, DaemonConfig, load_daemon_config
 from breathsync.daemon.config import OutputsConfig, SessionConfig, StrapsConfig
-from breathsync.daemon.rebuild import stored_baseline, stored_calibration
 from breathsync.engine import Baseline
-from breathsync.engine.baseline_file import read_baseline_file, write_baseline
+from breathsync.engine.baseline_file import read_baseline_file, stored_baseline, stored_calibration, write_baseline
 from breathsync.errors import InputError
 from breathsync.protocol import Role
 from breathsync.store import SessionStore

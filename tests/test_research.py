@@ -26,10 +26,9 @@ import pytest
 
 from breathsync.adc import simulate_adc
 from breathsync.cli import main
-from breathsync.daemon.rebuild import store_baseline
 from breathsync.datasets import BIDMC_RATE_HZ, bundled_path
 from breathsync.detector import BreathEvent, detect_cpython
-from breathsync.engine.baseline_file import BaselineFile
+from breathsync.engine.baseline_file import BaselineFile, store_baseline
 from breathsync.engine.state import Baseline, Efficacy, EngineState, HapticPattern, Nudge
 from breathsync.recording import read_column
 from breathsync.research import load_session

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if args.session:
         if args.therapist or args.client or args.rate is not None:
             raise InputError("give either a SESSION or --therapist/--client/--rate, not both")
-        from ..daemon.rebuild import stored_baseline
+        from ..engine.baseline_file import stored_baseline
 
         store = _open_session(args.session)
         try:

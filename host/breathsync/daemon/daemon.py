@@ -36,7 +36,7 @@ from ..engine import (
     StrapBlock,
     StrapBreath,
 )
-from ..engine.baseline_file import BaselineFile, read_baseline_file
+from ..engine.baseline_file import BaselineFile, read_baseline_file, store_baseline, stored_calibration
 from ..errors import InputError
 from ..link.ble import BleOptions
 from ..link.session import LinkError
@@ -53,7 +53,7 @@ from ..protocol.packets import (
 from ..store import SessionStore, StoredEvent, StrapInfo
 from .config import DaemonConfig
 from .lsl import LslOutlets
-from .rebuild import store_baseline, stored_calibration, stored_stream, timed_breath
+from .rebuild import stored_stream, timed_breath
 
 TICK_S = 0.25
 DAEMON_CLOSE_WAIT_S = 5.0  # links get this long to end at shutdown (the store is closed after them)

@@ -8,42 +8,14 @@ events at the time the strap reported them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
-from ..engine import Baseline, Role, StrapBlock, StrapBreath, StreamItem
-from ..engine.baseline_file import BaselineFile, baseline_file_from_dict
-from ..errors import InputError
+from ..engine import Role, StrapBlock, StrapBreath, StreamItem
 from ..store import SessionStore, StoredEvent
 from ..strap_sim import TimedBreath
 
 ROLES: tuple[Role, ...] = ("therapist", "client")
 BLOCK_SAMPLES = 7
-BASELINE_META = "therapist_baseline"  # a session started with a pre-session calibration keeps it here
-
-
-def stored_baseline(store: SessionStore) -> Baseline | None:
-    """The therapist baseline the session started with (``breathsync calibrate``), if any."""
-    calibration = stored_calibration(store)
-    return None if calibration is None else calibration.baseline
-
-
-def stored_calibration(store: SessionStore) -> BaselineFile | None:
-    """The pre-session calibration the session started with, with its source and time, if any."""
-    text = store.meta(BASELINE_META)
-    if text is None:
-        return None
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        raise InputError(f"{store.path}: stored therapist baseline is not valid JSON") from None
-    return baseline_file_from_dict(data, f"{store.path} (stored therapist baseline)")
-
-
-def store_baseline(store: SessionStore, calibration: BaselineFile) -> None:
-    store.set_meta(BASELINE_META, json.dumps(calibration.as_dict()))
-
-
 def session_t0_s(store: SessionStore) -> float:
     """The host time (Unix s) the engine counted session time from."""
     t0 = store.meta_float("t0_unix_s")

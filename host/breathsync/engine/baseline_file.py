@@ -18,11 +18,14 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from .person import MIN_BASELINE_BREATHS
 from .state import Baseline
+
+if TYPE_CHECKING:  # a session is only handed in: no store import for readers of a baseline file
+    from ..store import SessionStore
 
 FORMAT = "breathsync-baseline"
 VERSION = 1
@@ -140,3 +143,30 @@ def write_baseline(path: str | Path, baseline: Baseline, source: str = "", durat
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+# -- the calibration a session keeps (its meta table), for resume, replay, report and export --------------
+
+BASELINE_META = "therapist_baseline"  # a session started with a pre-session calibration keeps it here
+
+
+def stored_baseline(store: SessionStore) -> Baseline | None:
+    """The therapist baseline the session started with (``breathsync calibrate``), if any."""
+    calibration = stored_calibration(store)
+    return None if calibration is None else calibration.baseline
+
+
+def stored_calibration(store: SessionStore) -> BaselineFile | None:
+    """The pre-session calibration the session started with, with its source and time, if any."""
+    text = store.meta(BASELINE_META)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise InputError(f"{store.path}: stored therapist baseline is not valid JSON") from None
+    return baseline_file_from_dict(data, f"{store.path} (stored therapist baseline)")
+
+
+def store_baseline(store: SessionStore, calibration: BaselineFile) -> None:
+    store.set_meta(BASELINE_META, json.dumps(calibration.as_dict()))

@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..daemon.rebuild import stored_calibration
 from ..detector import STRAP_RATES_HZ
-from ..engine.baseline_file import BaselineFile
+from ..engine.baseline_file import BaselineFile, stored_calibration
 from ..errors import InputError
 from ..store import SampleSeries, SessionStore, StoredEvent, StoredNudge, StrapInfo
 

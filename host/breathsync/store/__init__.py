@@ -333,7 +333,7 @@ class SessionStore:
 
     def _query(self, table: str, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with self._reading(table):
-            return list(self._db.execute(sql, params).fetchall())
+            return self._db.execute(sql, params).fetchall()  # already a list: no copy of millions of rows
 
     def _int(self, value: object, where: str) -> int:
         if isinstance(value, int) and not isinstance(value, bool):
