@@ -29,7 +29,7 @@ import numpy as np
 
 from breathsync.datasets import shared_data_dir
 from breathsync.engine import Config, EngineState, EntrainmentEngine, dyad_stream, run_engine
-from breathsync.engine.decision import decide_nudges
+from breathsync.engine.decision import classify_states, decide_nudges
 from breathsync.engine.wclc import WclcState, WindowedCrossLag, wclc_nudges
 from breathsync.scenarios import KINDS, Options, Scenario, bidmc_sources, biopeaks_segments, scenario_set
 
@@ -53,7 +53,9 @@ GRID: dict[str, tuple[float, ...]] = {
     "weight_response": (1.0, 2.0),  # period response and lagged dependency (rate move has weight 1)
     "weight_lead": (0.0, 0.75, 1.5),
     "adjust_min": (1.0, 2.0),
+    "weight_lag_asymmetry": (0.0, 8.0, 16.0, 24.0),
 }
+TIMER_FIELDS = ("min_locked_s", "lock_leak")  # grid fields that do not change the per-update classification
 # The calibration set's follow episodes draw from wider ranges than the generator's defaults: how long a
 # follower lags, how fast coupling sets in, how strong it is and how far the rate converges are not known
 # for real therapists, so the thresholds must not lean on one guess (the held-out set keeps the defaults,
@@ -79,7 +81,7 @@ class Trace:
     scenario: Scenario
     engine_states: list[EngineState]
     wclc_states: list[WclcState]
-    engine_s: float  # wall time of replay + engine for this dyad (one core)
+    engine_s: float  # CPU time of replay + engine for this dyad (one core)
 
 
 @dataclass(frozen=True)
@@ -98,10 +100,12 @@ class Score:
 
 
 def _trace(scenario: Scenario) -> Trace:
-    started = time.perf_counter()
+    # CPU time of this process: one core's work per dyad, not slowed by the other bench process
+    # or anything else sharing the machine (wall time was, and made the slowest dyad look slower).
+    started = time.process_time()
     stream = list(dyad_stream(scenario.therapist, scenario.client, scenario.sampling_rate, gaps_s=scenario.gaps_s))
     states = [o for o in run_engine(stream, EntrainmentEngine(Config())) if isinstance(o, EngineState)]
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     wclc = list(run_engine(stream, WindowedCrossLag()))
     return Trace(scenario, states, wclc, elapsed)
 
@@ -180,13 +184,30 @@ def _init_grid(cal: list[Trace]) -> None:
     _CAL = cal
 
 
-def _grid_point(combo: tuple[float, ...]) -> tuple[object, Score]:
+def _grid_group(combos: list[tuple[float, ...]]) -> list[tuple[object, Score]]:
+    """Grid points that differ only in TIMER_FIELDS: the updates are classified once for all of them."""
     base = Config()
-    return combo, _score(_CAL, _engine_nudges(_CAL, _with(base, combo)), base.engine.baseline_s)
+    classified = [classify_states(t.engine_states, _with(base, combos[0]).engine) for t in _CAL]
+    return [
+        (combo, _score(_CAL, _engine_nudges(_CAL, _with(base, combo), classified), base.engine.baseline_s))
+        for combo in combos
+    ]
 
 
-def _engine_nudges(traces: Sequence[Trace], config: Config) -> list[list[float]]:
-    return [decide_nudges(t.engine_states, config) for t in traces]
+def _grid_groups() -> list[list[tuple[float, ...]]]:
+    groups: dict[tuple[float, ...], list[tuple[float, ...]]] = {}
+    for combo in itertools.product(*GRID.values()):
+        key = tuple(v for name, v in zip(GRID, combo, strict=True) if name not in TIMER_FIELDS)
+        groups.setdefault(key, []).append(combo)
+    return list(groups.values())
+
+
+def _engine_nudges(
+    traces: Sequence[Trace], config: Config, classified: Sequence[list[tuple[bool, bool, float]]] | None = None
+) -> list[list[float]]:
+    if classified is None:
+        return [decide_nudges(t.engine_states, config) for t in traces]
+    return [decide_nudges(t.engine_states, config, c) for t, c in zip(traces, classified, strict=True)]
 
 
 def _wclc_nudges(traces: Sequence[Trace], r_min: float, lock_s: float, config: Config) -> list[list[float]]:
@@ -226,9 +247,9 @@ def run() -> str:
     base = Config()
     bs = base.engine.baseline_s
     # Engine calibration: grid over the three decision thresholds on the calibration set.
-    combos = list(itertools.product(*GRID.values()))
     with ProcessPoolExecutor(workers, initializer=_init_grid, initargs=(cal,)) as pool:
-        cands: list[tuple[object, Score]] = list(pool.map(_grid_point, combos, chunksize=32))
+        scored = dict(c for group in pool.map(_grid_group, _grid_groups(), chunksize=4) for c in group)
+    cands: list[tuple[object, Score]] = [(combo, scored[combo]) for combo in itertools.product(*GRID.values())]
     best_combo, cal_score = _best(cands, CAL_FNH_BUDGET, CAL_CF_BUDGET)
     chosen = _with(base, best_combo)  # type: ignore[arg-type]
     chosen_ev_nudges = _engine_nudges(ev, chosen)
@@ -346,8 +367,8 @@ def _report(
         f"| client-follows episodes nudged (n={ev.n_cf}) | <= 5% | {_fmt(ev.client_follows_nudged, True)} | "
         f"{_pf(ev.client_follows_nudged <= 0.05)} | {_fmt(w_ev.client_follows_nudged, True)} | "
         f"{_fmt(shipped.client_follows_nudged, True)} |",
-        f"| replay speed, x real time per dyad (median, one core) | >= 1000x | {med_speed:.0f}x | "
-        f"{_pf(med_speed >= 1000)} | - | - |",
+        f"| replay speed, x real time per dyad (slowest dyad, one core CPU time) | >= 1000x | {min(speed):.0f}x | "
+        f"{_pf(min(speed) >= 1000)} | - | - |",
         "",
         "## Calibration set (for reference)",
         "",
@@ -392,7 +413,7 @@ def _report(
         ),
         "",
         f"Replay speed: min {min(speed):.0f}x, median {med_speed:.0f}x over {n_ev} evaluation dyads "
-        "(replay = ADC simulation + firmware detector fed 8 samples at a time + engine).",
+        "(replay = ADC simulation + firmware detector fed 8 samples at a time + engine; process CPU time).",
         f"Run: {n_cal} + {n_ev} dyads; scenario generation {gen_s:.0f} s, replays {replay_s:.0f} s "
         f"(2 processes), total {total_s:.0f} s.",
         "",

@@ -20,7 +20,7 @@ from breathsync.engine import (
     dyad_stream,
     run_engine,
 )
-from breathsync.engine.decision import LockTimer, decide_nudges
+from breathsync.engine.decision import LockTimer, decide_nudges, lag_asymmetry
 from breathsync.engine.person import PersonTracker
 from breathsync.engine.phase import (
     phase_at,
@@ -358,3 +358,23 @@ def test_a_fixed_delay_behind_an_irregular_leader_is_locked_in_time() -> None:
     other = _breathing(15, 300, 23, jitter=0.35)
     alone = [s for s in _states(_run(list(dyad_stream(other, client, FS)))) if s.lag_locking is not None]
     assert np.median([s.lag_locking for s in alone]) < 0.7
+
+
+def test_time_lag_locking_is_one_sided_behind_an_irregular_leader() -> None:
+    """The follower's delay behind the leader stays put; the leader's delay after the follower's previous breath
+    carries the leader's own irregular periods. The asymmetry points at the follower, whichever role it is."""
+    leader = _breathing(15, 300, 21, jitter=0.35)
+    delay = int(0.8 * FS)
+    follower = np.concatenate((_breathing(15, delay / FS, 22), leader[:-delay]))
+    config = Config().engine
+    for therapist, client, sign in ((follower, leader, 1.0), (leader, follower, -1.0)):
+        states = [s for s in _states(_run(list(dyad_stream(therapist, client, FS)))) if s.t_s > 150.0]
+        both = [s for s in states if s.lag_locking is not None and s.client_lag_locking is not None]
+        assert len(both) > 0.9 * len(states) > 80
+        asym = np.array([sign * lag_asymmetry(s, config) for s in both])
+        assert np.median(asym) > 0.1 and np.mean(asym > 0) > 0.75
+    # Regular breathers are locked both ways: no asymmetry to speak of.
+    steady = _breathing(15, 300, 21)
+    lagging = np.concatenate((_breathing(15, delay / FS, 22), steady[:-delay]))
+    regular = [s for s in _states(_run(list(dyad_stream(lagging, steady, FS)))) if s.t_s > 150.0]
+    assert abs(np.median([lag_asymmetry(s, config) for s in regular])) < 0.05

@@ -60,9 +60,12 @@ class EngineConfig:
     """Weight of the period response to the partner's phase lead."""
     weight_lagged: float = 2.0
     """Weight of the lagged (< one breath) period dependency."""
-    weight_lead: float = 0.75
+    weight_lead: float = 1.5
     """Weight of the phase lead: a follower's breaths trail the leader's (phase coupling with a lag), so the
     sine of the client's mean phase lead over the therapist counts toward 'therapist follows'."""
+    weight_lag_asymmetry: float = 8.0
+    """Weight of the time-lag asymmetry (therapist's delay locking behind the client minus the client's behind
+    the therapist, -1..1; ``decision.lag_asymmetry``), counted with the people's own adjustments (calibrated)."""
     direction_min: float = 1.0
     """Minimum therapist-minus-client follow evidence plus weighted phase lead (calibrated; each person's
     evidence spans +-(weight_rate_move + weight_response + weight_lagged), the lead +-weight_lead)."""
@@ -144,6 +147,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "weight_response": (0.0, 10.0),
     "weight_lagged": (0.0, 10.0),
     "weight_lead": (0.0, 10.0),
+    "weight_lag_asymmetry": (0.0, 100.0),
     "plv_trim": (0.0, 0.5),
     "min_locked_s": (0.0, 600.0),
     "max_sample_gap_s": (1.0, 60.0),  # straps send a block every 8 samples (0.32 s at 25 Hz)

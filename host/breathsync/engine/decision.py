@@ -9,7 +9,7 @@ threshold chosen offline on surrogate pairs behaves identically live.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from .config import Config, EngineConfig
 from .policy import NudgePolicy
@@ -34,13 +34,31 @@ def phase_lead(phase_diff_deg: float | None) -> float:
     return 0.0 if phase_diff_deg is None else math.sin(math.radians(phase_diff_deg))
 
 
-def direction_of(s: EngineState, config: EngineConfig) -> tuple[float | None, float | None, float | None]:
-    """(therapist evidence, client evidence, therapist minus client plus the weighted phase lead)."""
+def lag_asymmetry(s: EngineState, config: EngineConfig) -> float:
+    """How much more tightly the therapist's breaths keep a fixed delay behind the client's than the
+    client's behind the therapist's (time-lag locking both ways), -1..1; 0 when either is unknown.
+
+    Behind an irregular leader the follower's delay stays put while the leader's delay after the
+    follower's previous breath carries the leader's own irregularity: locking in time is one-sided.
+    Two regular breathers are locked both ways and it says nothing.
+    """
+    if not config.time_lag_locking or s.lag_locking is None or s.client_lag_locking is None:
+        return 0.0
+    return s.lag_locking - s.client_lag_locking
+
+
+def direction_of(s: EngineState, config: EngineConfig) -> tuple[float | None, float | None, float | None, float | None]:
+    """(therapist evidence, client evidence, own adjustments, direction).
+
+    Own adjustments: therapist minus client evidence plus the weighted time-lag asymmetry (who keeps a
+    fixed delay behind whom); direction adds the weighted phase lead to them.
+    """
     t = follow_evidence(s.therapist_rate_move, s.therapist_response, s.therapist_lagged, config)
     c = follow_evidence(s.client_rate_move, s.client_response, s.client_lagged, config)
     if t is None or c is None:
-        return t, c, None
-    return t, c, t - c + config.weight_lead * phase_lead(s.phase_diff_deg)
+        return t, c, None, None
+    own = t - c + config.weight_lag_asymmetry * lag_asymmetry(s, config)
+    return t, c, own, own + config.weight_lead * phase_lead(s.phase_diff_deg)
 
 
 def _locked_beyond_chance(value: float | None, p: float | None, s: EngineState, config: EngineConfig) -> bool:
@@ -61,13 +79,15 @@ def classify(s: EngineState, config: EngineConfig) -> Decision:
     locked = _locked_beyond_chance(s.plv, s.plv_p, s, config) or (
         config.time_lag_locking and _locked_beyond_chance(s.lag_locking, s.lag_locking_p, s, config)
     )
-    therapist, client, direction = direction_of(s, config)
-    if not locked or therapist is None or client is None or direction is None:
+    if not locked:
+        return "no_lock"
+    own, direction = direction_of(s, config)[2:]
+    if own is None or direction is None:
         return "no_lock"
     # The people's own adjustments must point the same way on their own: the phase lead only adds to them.
-    if direction >= config.direction_min and therapist - client >= config.adjust_min:
+    if direction >= config.direction_min and own >= config.adjust_min:
         return "therapist_follows"
-    if direction <= -config.direction_min and client - therapist >= config.adjust_min:
+    if direction <= -config.direction_min and -own >= config.adjust_min:
         return "locked_client_follows"
     return "locked_unclear"
 
@@ -76,7 +96,7 @@ def evidence_strength(s: EngineState, config: EngineConfig) -> float:
     """How far beyond the thresholds a 'therapist follows' update is, 0..1: the weaker of the locking
     margin (PLV above ``plv_min``) and the direction margin (one unit of evidence above ``direction_min``).
     Strong evidence accumulates following time faster (``evidence_gain``): the sequential fast path."""
-    direction = direction_of(s, config)[2]
+    direction = direction_of(s, config)[3]
     values = [v for v in (s.plv, s.lag_locking if config.time_lag_locking else None) if v is not None]
     if not values or direction is None:
         return 0.0
@@ -128,23 +148,37 @@ class LockTimer:
         self._last_s = None
 
 
-def decide_nudges(states: Iterable[EngineState], config: Config) -> list[float]:
+def classify_states(states: Iterable[EngineState], config: EngineConfig) -> list[tuple[bool, bool, float]]:
+    """Per recorded state: (resets the timer, therapist follows, evidence strength). Depends only on the
+    classification thresholds and weights, so a calibration grid computes it once for all lock timers."""
+    out: list[tuple[bool, bool, float]] = []
+    for s in states:
+        if s.decision in ("paused", "learning"):
+            out.append((True, False, 0.0))
+            continue
+        following = classify(s, config) == "therapist_follows"
+        out.append((False, following, evidence_strength(s, config) if following else 0.0))
+    return out
+
+
+def decide_nudges(
+    states: Sequence[EngineState], config: Config, classified: Sequence[tuple[bool, bool, float]] | None = None
+) -> list[float]:
     """Nudge times that ``config`` would give on a recorded state stream (calibration helper).
 
-    Paused and learning updates reset the timer exactly as online. Mute is not replayed.
+    Paused and learning updates reset the timer exactly as online. Mute is not replayed. ``classified``:
+    ``classify_states(states, config.engine)`` when already computed.
     """
     eng = config.engine
     timer = LockTimer(eng.lock_leak, eng.evidence_gain)
     policy = NudgePolicy(config.policy)
     out: list[float] = []
-    for s in states:
-        if s.decision in ("paused", "learning"):
+    for s, (reset, following, strength) in zip(states, classified or classify_states(states, eng), strict=True):
+        if reset:
             timer.reset()
             continue
-        decision = classify(s, eng)
-        following = decision == "therapist_follows"
-        locked_for = timer.update(s.t_s, following, evidence_strength(s, eng) if following else 0.0)
-        ready = decision == "therapist_follows" and locked_for >= required_lock_s(s.beat_period_s, eng)
+        locked_for = timer.update(s.t_s, following, strength)
+        ready = following and locked_for >= required_lock_s(s.beat_period_s, eng)
         if ready and policy.check(s.t_s).allowed:
             policy.record(s.t_s)
             out.append(s.t_s)

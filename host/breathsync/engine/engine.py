@@ -243,13 +243,14 @@ class EntrainmentEngine:
                 sur = shifted_plvs(win.anchors_s, win.own_phase, ct, cph, shifts, eng.max_breath_gap_s, eng.plv_trim)
                 sur = sur[~np.isnan(sur)]
                 if len(sur) >= MIN_SURROGATES:
-                    chance = float(np.quantile(sur, 1.0 - eng.surrogate_p_max))
+                    chance = _quantile(sur, 1.0 - eng.surrogate_p_max)
                     plv_p = float((1 + np.count_nonzero(sur >= plv)) / (1 + len(sur)))
-        lag_lock, lag_p = (
-            self._time_lag_locking(win) if eng.time_lag_locking and n >= eng.min_window_anchors else (None, None)
+        lag_lock, lag_p, client_lag_lock = (
+            self._time_lag_locking(win) if eng.time_lag_locking and n >= eng.min_window_anchors else (None, None, None)
         )
         features = self._direction(tp, cp)
         features["lag_locking"], features["lag_locking_p"] = lag_lock, lag_p
+        features["client_lag_locking"] = client_lag_lock
         span = float(win.anchors_s[-1] - win.anchors_s[0]) if n >= 2 else 0.0
         beat = features.get("beat_period")
         features["beat_cycles"] = None if beat is None else span / beat
@@ -273,20 +274,21 @@ class EntrainmentEngine:
         self._last_decision = decision
         return out
 
-    def _time_lag_locking(self, win: _Window) -> tuple[float | None, float | None]:
+    def _time_lag_locking(self, win: _Window) -> tuple[float | None, float | None, float | None]:
         """Locking of the therapist's breath times to the client's previous breath of the same kind, in
-        seconds (as cycles of the client's current period), over the window, and its surrogate p-value.
+        seconds (as cycles of the client's current period), over the window, and its surrogate p-value;
+        plus the same locking the other way round (the client's breaths after the therapist's).
 
         The relative phase divides a follower's reaction delay by the length of each of the leader's
         cycles, which scatters it when the leader breathes irregularly (speech, a restless client); the
         delay itself stays put. Same trimmed statistic and the same segment surrogates as the PLV.
+        The reverse value needs no surrogates: it is only compared with the forward one (direction).
         """
         eng = self.config.engine
         therapist, client = self.people["therapist"], self.people["client"]
-        period = client.period_s()
-        if period is None:
-            return None, None
         start, end = float(win.anchors_s[0]), float(win.anchors_s[-1])
+        reverse = self._delays(client, therapist, start, end, None)[0]
+        reverse_lock = phase_locking_value(reverse, eng.plv_trim) if len(reverse) >= MIN_LAG_EVENTS else None
         first_client = min((float(a[0]) for a in (client.peaks_s, client.troughs_s) if len(a)), default=start)
         max_shift = min(eng.history_s, start - first_client)
         shifts = (
@@ -294,26 +296,39 @@ class EntrainmentEngine:
             if max_shift > eng.surrogate_min_shift_s
             else np.zeros(0)
         )
-        real: list[FloatArray] = []
-        surrogate: list[FloatArray] = []
-        for own, partner in ((therapist.peaks_s, client.peaks_s), (therapist.troughs_s, client.troughs_s)):
-            mine = own[(own >= start) & (own <= end)]
-            since_gap = partner[partner >= self._valid_since_s]  # no delay measured across a drop-out
-            real.append(time_lag_cycles(mine, since_gap, period, eng.max_breath_gap_s)[0])
-            surrogate.append(time_lag_cycles(mine, partner, period, eng.max_breath_gap_s, shifts))
-        delays = np.concatenate(real)
-        known = ~np.isnan(delays)
-        if np.count_nonzero(known) < MIN_LAG_EVENTS:
-            return None, None
-        lock = phase_locking_value(delays[known], eng.plv_trim)
-        if len(shifts) == 0:
-            return lock, None
-        sur = np.concatenate(surrogate, axis=1)[:, known]
+        delays, sur = self._delays(therapist, client, start, end, shifts)
+        if len(delays) < MIN_LAG_EVENTS:
+            return None, None, reverse_lock
+        lock = phase_locking_value(delays, eng.plv_trim)
+        if sur is None or len(shifts) == 0:
+            return lock, None, reverse_lock
         sur = sur[~np.any(np.isnan(sur), axis=1)]
         if len(sur) < MIN_SURROGATES:
-            return lock, None
+            return lock, None, reverse_lock
         sur_lock = locking_values(sur, eng.plv_trim)
-        return lock, float((1 + np.count_nonzero(sur_lock >= lock)) / (1 + len(sur_lock)))
+        return lock, float((1 + np.count_nonzero(sur_lock >= lock)) / (1 + len(sur_lock))), reverse_lock
+
+    def _delays(
+        self, person: PersonTracker, partner: PersonTracker, start_s: float, end_s: float, shifts_s: FloatArray | None
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """``person``'s breath events (peaks, then troughs) in [start_s, end_s] as delays after ``partner``'s
+        previous event of the same kind (cycles of the partner's period), the unknown ones left out; with
+        ``shifts_s`` also the same events against the partner's shifted history (one row per shift)."""
+        eng = self.config.engine
+        period = partner.period_s()
+        if period is None:
+            return np.zeros(0), None
+        real: list[FloatArray] = []
+        surrogate: list[FloatArray] = []
+        for own, theirs in ((person.peaks_s, partner.peaks_s), (person.troughs_s, partner.troughs_s)):
+            mine = own[(own >= start_s) & (own <= end_s)]
+            since_gap = theirs[theirs >= self._valid_since_s]  # no delay measured across a drop-out
+            real.append(time_lag_cycles(mine, since_gap, period, eng.max_breath_gap_s)[0])
+            if shifts_s is not None:
+                surrogate.append(time_lag_cycles(mine, theirs, period, eng.max_breath_gap_s, shifts_s))
+        delays = np.concatenate(real)
+        known = ~np.isnan(delays)
+        return delays[known], None if shifts_s is None else np.concatenate(surrogate, axis=1)[:, known]
 
     def _direction(self, tp: FloatArray, cp: FloatArray) -> dict[str, float | None]:
         eng = self.config.engine
@@ -451,6 +466,7 @@ class EntrainmentEngine:
             plv_chance_analytic=plv_chance_level(_breaths_spanned(win, t.period_s())) if n else None,
             lag_locking=f.get("lag_locking"),
             lag_locking_p=f.get("lag_locking_p"),
+            client_lag_locking=f.get("client_lag_locking"),
             rate_convergence_bpm=f.get("convergence"),
             depth_mimicry=f.get("mimicry"),
             therapist_rate_move=f.get("therapist_rate_move"),
@@ -467,7 +483,7 @@ class EntrainmentEngine:
             locked_for_s=self._timer.locked_s,
             muted=self.policy.is_muted(now_s),
         )
-        t_ev, c_ev, direction = direction_of(st, eng)
+        t_ev, c_ev, _, direction = direction_of(st, eng)
         return dataclasses.replace(st, therapist_follow=t_ev, client_follow=c_ev, direction=direction)
 
 
@@ -478,8 +494,23 @@ def _breaths_spanned(win: _Window | None, period_s: float | None) -> int:
     return 1 + int((win.anchors_s[-1] - win.anchors_s[0]) / period_s)
 
 
+def _quantile(values: FloatArray, q: float) -> float:
+    """Linear-interpolation quantile (numpy's default method; reported only, so np.quantile's last bits
+    and its overhead at every update are not needed)."""
+    ordered = sorted(values.tolist())
+    h = (len(ordered) - 1) * q
+    lo = min(int(h), len(ordered) - 1)
+    hi = min(lo + 1, len(ordered) - 1)
+    return float(ordered[lo] + (h - lo) * (ordered[hi] - ordered[lo]))
+
+
 def _safe_corr(a: FloatArray, b: FloatArray) -> float | None:
-    if len(a) < 3 or np.std(a) < 1e-12 or np.std(b) < 1e-12:
+    """Pearson correlation; None for fewer than 3 pairs or a constant side (SD < 1e-12)."""
+    if len(a) < 3:
         return None
-    return float(np.corrcoef(a, b)[0, 1])
+    da, db = a - a.sum() / len(a), b - b.sum() / len(b)
+    ssa, ssb = float(np.dot(da, da)), float(np.dot(db, db))
+    if ssa < 1e-24 * len(a) or ssb < 1e-24 * len(b):
+        return None
+    return float(np.dot(da, db)) / math.sqrt(ssa * ssb)
 

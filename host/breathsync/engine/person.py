@@ -8,9 +8,12 @@ until a partner's phase at a given moment is known and doubles the samples of re
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
+from .phase import small_median
 from .state import Baseline
 
 FloatArray = npt.NDArray[np.float64]
@@ -68,6 +71,8 @@ class PersonTracker:
         self.last_event_reported_s: float | None = None
         self.first_sample_s: float | None = None
         self._period: float | None = None
+        self._trough_fraction = 0.5
+        self._full_track: tuple[FloatArray, FloatArray] | None = None  # phase_track(-inf), until the next event
 
     def add_samples(self, last_t_s: float, first_t_s: float) -> None:
         if self.first_sample_s is None:
@@ -94,12 +99,15 @@ class PersonTracker:
         for series in (self._peaks, self._troughs, self._events):
             series.trim_before(t_s - self.keep_s)
         self._period = self._compute_period()
+        self._trough_fraction = self._compute_trough_fraction()
+        self._full_track = None
 
     def _compute_period(self) -> float | None:
         n = self.rate_n
-        iv = np.concatenate((np.diff(self.peaks_s[-(n + 1) :]), np.diff(self.troughs_s[-(n + 1) :])))
+        peaks, troughs = self.peaks_s[-(n + 1) :], self.troughs_s[-(n + 1) :]
+        iv = np.concatenate((peaks[1:] - peaks[:-1], troughs[1:] - troughs[:-1]))  # np.diff, minus its overhead
         iv = iv[iv <= self.max_interval_s]
-        return float(np.median(iv)) if len(iv) else None
+        return small_median(iv) if len(iv) else None
 
     @property
     def peaks_s(self) -> FloatArray:
@@ -126,10 +134,13 @@ class PersonTracker:
 
     def depth(self, n: int) -> float | None:
         d = self.depths[-n:]
-        return float(np.median(d)) if len(d) else None
+        return small_median(d) if len(d) else None
 
     def trough_fraction(self) -> float:
         """Typical share of the cycle from end-inspiration to end-expiration (median of recent cycles)."""
+        return self._trough_fraction
+
+    def _compute_trough_fraction(self) -> float:
         peaks, troughs = self.peaks_s[-(TROUGH_FRACTION_BREATHS + 1) :], self.troughs_s
         if len(peaks) < 2 or len(troughs) == 0:
             return 0.5
@@ -142,11 +153,20 @@ class PersonTracker:
             return 0.5
         frac = (tr[inside] - start[inside]) / (end[inside] - start[inside])
         lo, hi = TROUGH_FRACTION_RANGE
-        return float(np.clip(np.median(frac), lo, hi))
+        return float(np.clip(small_median(frac), lo, hi))
 
     def phase_track(self, since_s: float) -> tuple[FloatArray, FloatArray]:
         """Event times and their unwrapped phase (cycles) since ``since_s``: peaks on whole cycles,
-        troughs ``trough_fraction`` later; events that would not advance the phase are dropped."""
+        troughs ``trough_fraction`` later; events that would not advance the phase are dropped.
+        The arrays are shared (the whole history is asked for at every update): do not modify them."""
+        if since_s == -math.inf and self._full_track is not None:
+            return self._full_track
+        track = self._track(since_s)
+        if since_s == -math.inf:
+            self._full_track = track
+        return track
+
+    def _track(self, since_s: float) -> tuple[FloatArray, FloatArray]:
         t = self._events.column(0)
         kind = self._events.column(1)
         sel = t >= since_s
@@ -157,7 +177,7 @@ class PersonTracker:
         cycle = np.cumsum(~trough) - 1.0
         phase = np.asarray(cycle + np.where(trough, self.trough_fraction(), 0.0), dtype=np.float64)
         keep = np.ones(len(t), dtype=bool)
-        keep[1:] = (np.diff(phase) > 0) & (np.diff(t) > 0)
+        keep[1:] = (phase[1:] > phase[:-1]) & (t[1:] > t[:-1])
         return t[keep], phase[keep]
 
 
