@@ -27,6 +27,7 @@ test-fast: setup
 
 lint: setup
 	$(BIN)/ruff check host tests tools bench firmware
+	$(BIN)/ruff format --check host tests tools bench firmware docs
 
 typecheck: setup
 	$(BIN)/mypy

@@ -215,7 +215,9 @@ def _wclc_nudges(traces: Sequence[Trace], r_min: float, lock_s: float, config: C
 
 
 def _build(
-    sources_fn: Callable[[], list], seed: int, options: Options | None = None  # type: ignore[type-arg]
+    sources_fn: Callable[[], list],
+    seed: int,
+    options: Options | None = None,  # type: ignore[type-arg]
 ) -> list[Scenario]:
     sources = sources_fn()
     out: list[Scenario] = []
@@ -263,13 +265,28 @@ def run() -> str:
     w_eval = _score(ev, _wclc_nudges(ev, r_min, w_lock, base), bs)
     speed = [t.scenario.duration_s / t.engine_s for t in ev]
     variants = _variants(bidmc_sources(data, bidmc[13:]) + biopeaks_segments(data, 40, 80, 10), chosen, workers)
-    by_pair = [
-        (f"{name} (calibration)", score) for name, score in _by_pair(cal, _engine_nudges(cal, chosen), bs)
-    ] + [(f"{name} (held-out)", score) for name, score in _by_pair(ev, chosen_ev_nudges, bs)]
+    by_pair = [(f"{name} (calibration)", score) for name, score in _by_pair(cal, _engine_nudges(cal, chosen), bs)] + [
+        (f"{name} (held-out)", score) for name, score in _by_pair(ev, chosen_ev_nudges, bs)
+    ]
     total_s = time.perf_counter() - started
     report = _report(
-        cal_score, eng_eval, shipped_eval, w_cal, w_eval, best_combo, (r_min, w_lock), speed, base,
-        len(cal), len(ev), gen_s, replay_s, total_s, variants, eng_eval, by_pair,
+        cal_score,
+        eng_eval,
+        shipped_eval,
+        w_cal,
+        w_eval,
+        best_combo,
+        (r_min, w_lock),
+        speed,
+        base,
+        len(cal),
+        len(ev),
+        gen_s,
+        replay_s,
+        total_s,
+        variants,
+        eng_eval,
+        by_pair,
     )
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(report)

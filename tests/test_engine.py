@@ -63,17 +63,21 @@ def _sources() -> dict[str, RespSource]:
 
 def _scenario(kind: str, seed: int, strong: bool = True) -> Scenario:
     src = _sources()
-    opts = Options(
-        coupling_rel=(0.9, 1.0),
-        convergence=(0.9, 1.0),
-        own_damping=(0.5, 0.6),
-        min_episode_s=150.0,
-        max_episode_s=180.0,
-        speech_p=0.0,
-        gap_p=0.0,
-        flat_p=0.0,
-        drift_p=0.0,
-    ) if strong else Options()
+    opts = (
+        Options(
+            coupling_rel=(0.9, 1.0),
+            convergence=(0.9, 1.0),
+            own_damping=(0.5, 0.6),
+            min_episode_s=150.0,
+            max_episode_s=180.0,
+            speech_p=0.0,
+            gap_p=0.0,
+            flat_p=0.0,
+            drift_p=0.0,
+        )
+        if strong
+        else Options()
+    )
     return make_scenario(kind, src["bidmc_04"], src["bidmc_18"], seed, 330.0, opts)  # type: ignore[arg-type]
 
 
@@ -186,7 +190,9 @@ def test_no_look_ahead_truncating_future_input_keeps_past_outputs() -> None:
     full = [o.as_json_dict() for o in _run(items)]
     cut_s = 300.0
     cut_items = [
-        i for i in items if (i.arrival_t_s if hasattr(i, "arrival_t_s") else i.breath.reported_t_s) <= cut_s  # type: ignore[union-attr]
+        i
+        for i in items
+        if (i.arrival_t_s if hasattr(i, "arrival_t_s") else i.breath.reported_t_s) <= cut_s  # type: ignore[union-attr]
     ]
     part = [o.as_json_dict() for o in _run(cut_items)]
     assert part == full[: len(part)]
@@ -281,8 +287,15 @@ def test_phase_lead_points_to_the_one_who_trails() -> None:
 def test_rate_move_is_measured_from_each_persons_own_baseline(kind: str, mover: str) -> None:
     """Once locked, both breathe at the leader's rate; only the follower has left their own baseline."""
     src = _sources()
-    opts = Options(coupling_rel=(0.9, 1.0), convergence=(0.9, 1.0), min_episode_s=150.0, speech_p=0.0, gap_p=0.0,
-                   flat_p=0.0, drift_p=0.0)
+    opts = Options(
+        coupling_rel=(0.9, 1.0),
+        convergence=(0.9, 1.0),
+        min_episode_s=150.0,
+        speech_p=0.0,
+        gap_p=0.0,
+        flat_p=0.0,
+        drift_p=0.0,
+    )
     # The leader is the slower, steadier bidmc_04 (16.5/min) and the follower bidmc_09 (20/min) in both kinds.
     therapist, client = ("bidmc_09", "bidmc_04") if kind == "therapist_follows" else ("bidmc_04", "bidmc_09")
     sc = make_scenario(kind, src[therapist], src[client], 21, 330.0, opts)  # type: ignore[arg-type]
@@ -305,14 +318,25 @@ def test_phase_lead_alone_never_decides_who_follows() -> None:
     from breathsync.engine.decision import classify
 
     eng = dataclasses.replace(
-        Config().engine, weight_rate_move=1.0, weight_response=1.0, weight_lagged=1.0, weight_lead=1.5,
-        direction_min=1.5, adjust_min=1.0,
+        Config().engine,
+        weight_rate_move=1.0,
+        weight_response=1.0,
+        weight_lagged=1.0,
+        weight_lead=1.5,
+        direction_min=1.5,
+        adjust_min=1.0,
     )
     states = _states(_run(list(dyad_stream(_breathing(15, 200, 1), _breathing(15, 200, 2), FS))))
     draft = next(s for s in states if s.therapist_rate_move is not None)
     quiet = dict.fromkeys(
-        ("therapist_rate_move", "client_rate_move", "therapist_response", "client_response", "therapist_lagged",
-         "client_lagged"),
+        (
+            "therapist_rate_move",
+            "client_rate_move",
+            "therapist_response",
+            "client_response",
+            "therapist_lagged",
+            "client_lagged",
+        ),
         0.0,
     )
     locked = dataclasses.replace(draft, plv=0.99, plv_p=0.04, phase_diff_deg=90.0, **quiet)
@@ -324,8 +348,9 @@ def test_phase_lead_alone_never_decides_who_follows() -> None:
     # The same adjustments with the lead against them (a long lag): not enough on their own at these weights.
     against = dataclasses.replace(adjusted, phase_diff_deg=-90.0)
     assert classify(against, eng) != "therapist_follows"
-    mirrored = dataclasses.replace(locked, client_rate_move=0.6, client_response=0.5, client_lagged=0.4,
-                                   phase_diff_deg=-90.0)
+    mirrored = dataclasses.replace(
+        locked, client_rate_move=0.6, client_response=0.5, client_lagged=0.4, phase_diff_deg=-90.0
+    )
     assert classify(mirrored, eng) == "locked_client_follows"
 
 

@@ -189,9 +189,7 @@ def test_fuzz_checker_catches_a_loosened_core(attr: str, value: int, reason: str
 
 @pytest.mark.micropython
 def test_fuzz_micropython_matches_cpython(run_micropython: RunMicroPython) -> None:
-    proc = run_micropython(
-        MP_DIR / "hw_haptics_fuzz.py", *map(str, MP_SEEDS), path=(DOUBLES, REPO / "firmware")
-    )
+    proc = run_micropython(MP_DIR / "hw_haptics_fuzz.py", *map(str, MP_SEEDS), path=(DOUBLES, REPO / "firmware"))
     out = proc.stdout.decode()
     assert proc.returncode == 0, out + proc.stderr.decode()
     assert out.splitlines() == [fuzz.run(seed) for seed in MP_SEEDS]

@@ -121,6 +121,7 @@ def test_link_drops_and_power_offs_lose_nothing() -> None:
 
     async def body(strap: ModelStrap, ble: BleStrapLink, sink: Sink) -> None:
         assert strap.peripheral is not None
+
         def connects() -> int:
             return sum(kind == "connected" for kind, _ in sink.link)
 

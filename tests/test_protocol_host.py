@@ -377,8 +377,8 @@ def test_a_zero_inside_a_cobs_block_is_refused_even_with_a_good_crc() -> None:
     A stream never delivers such a frame (the deframer splits at every 0x00), but the decoder must be
     strict on its own: the firmware's decode_frame refuses the same bytes (test_protocol_firmware.py).
     """
-    good = bytes.fromhex("06011105e80301011080238146826983" "8c84af85d286334b")
+    good = bytes.fromhex("06011105e803010110802381468269838c84af85d286334b")
     assert P.Frame.from_bytes(good).channel == 1
-    zero_inside = bytes.fromhex("07011105e80300011080238146826983" "8c84af85d286334b")
+    zero_inside = bytes.fromhex("07011105e803000110802381468269838c84af85d286334b")
     with pytest.raises(P.BadFrame, match="0x00 inside a COBS frame"):
         P.Frame.from_bytes(zero_inside)

@@ -503,9 +503,7 @@ def tiny_session(path: Path, seconds: float = 3.0, nudge_at_s: float | None = No
 
 def snapshot(directory: Path) -> dict[str, bytes | None]:
     """Every path under ``directory`` (hidden ones included) with its bytes; None for a directory."""
-    return {
-        str(p.relative_to(directory)): None if p.is_dir() else p.read_bytes() for p in sorted(directory.rglob("*"))
-    }
+    return {str(p.relative_to(directory)): None if p.is_dir() else p.read_bytes() for p in sorted(directory.rglob("*"))}
 
 
 COMMANDS = [["report"], ["export", "--format", "csv"]]

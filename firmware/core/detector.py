@@ -55,7 +55,6 @@ TROUGH = const(2)
 COEFF_FIELDS = const(13)
 
 
-
 def track_amplitude(amp, depth, amp_shift):
     """New amplitude estimate after a confirmed half-breath of ``depth`` counts.
 

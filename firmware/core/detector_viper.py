@@ -50,7 +50,6 @@ def words(capacity):
     return EVENTS_AT + capacity * _EVENT_FIELDS
 
 
-
 @micropython.viper
 def feed(mem: ptr32, samples: ptr16, count: int) -> int:
     sign = 1

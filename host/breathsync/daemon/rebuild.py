@@ -16,6 +16,8 @@ from ..strap_sim import TimedBreath
 
 ROLES: tuple[Role, ...] = ("therapist", "client")
 BLOCK_SAMPLES = 7
+
+
 def session_t0_s(store: SessionStore) -> float:
     """The host time (Unix s) the engine counted session time from."""
     t0 = store.meta_float("t0_unix_s")

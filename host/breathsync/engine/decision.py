@@ -16,9 +16,9 @@ from .policy import NudgePolicy
 from .state import Decision, EngineState
 
 
-def follow_evidence(rate_move: float | None, response: float | None, lagged: float | None, config: EngineConfig) -> (
-    float | None
-):
+def follow_evidence(
+    rate_move: float | None, response: float | None, lagged: float | None, config: EngineConfig
+) -> float | None:
     """Weighted sum of one person's 'I adjust to the partner' measures."""
     if rate_move is None or response is None or lagged is None:
         return None

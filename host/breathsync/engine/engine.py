@@ -513,4 +513,3 @@ def _safe_corr(a: FloatArray, b: FloatArray) -> float | None:
     if ssa < 1e-24 * len(a) or ssb < 1e-24 * len(b):
         return None
     return float(np.dot(da, db)) / math.sqrt(ssa * ssb)
-

@@ -92,9 +92,9 @@ def _ramp(t: FloatArray, start: float, rise_s: float) -> FloatArray:
     return np.asarray(np.clip((t - start) / max(rise_s, 1e-6), 0.0, 1.0), dtype=np.float64)
 
 
-def _segments(rng: np.random.Generator, duration_s: float, count: int, length_s: tuple[float, float]) -> tuple[
-    tuple[float, float], ...
-]:
+def _segments(
+    rng: np.random.Generator, duration_s: float, count: int, length_s: tuple[float, float]
+) -> tuple[tuple[float, float], ...]:
     out: list[tuple[float, float]] = []
     for _ in range(count):
         length = float(rng.uniform(*length_s))

@@ -262,9 +262,7 @@ class SessionStore:
         )
         self._wrote(1)
 
-    def add_samples(
-        self, role: str, counters: Sequence[int], host_t_s: Sequence[float], values: Sequence[int]
-    ) -> None:
+    def add_samples(self, role: str, counters: Sequence[int], host_t_s: Sequence[float], values: Sequence[int]) -> None:
         if not len(counters) == len(host_t_s) == len(values):
             raise ValueError("counters, host times and values differ in length")
         self._writer().executemany(
