@@ -236,7 +236,8 @@ def not_a_controller() -> Iterator[int]:
 
 def test_bumble_transport_that_cannot_open_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["scan", "--ble", "bumble:tcp-client:127.0.0.1:99999", "--timeout", "1"]) == 2
-    one_line_error(capsys, "cannot open Bumble transport 'tcp-client:127.0.0.1:99999'")
+    err = one_line_error(capsys, "cannot open Bumble transport 'tcp-client:127.0.0.1:99999'")
+    assert err.count("tcp-client:127.0.0.1:99999") == 1, err  # named once, not once per layer
 
 
 def test_bumble_transport_to_something_else_gives_up(
@@ -247,7 +248,8 @@ def test_bumble_transport_to_something_else_gives_up(
     monkeypatch.setattr(backend, "POWER_ON_TIMEOUT_S", 1.0)
     adapter = f"bumble:tcp-client:127.0.0.1:{not_a_controller}"
     assert main(["scan", "--ble", adapter, "--timeout", "1"]) == 2
-    one_line_error(capsys, "no HCI controller answered")
+    err = one_line_error(capsys, "no HCI controller answered")
+    assert err.count(adapter.removeprefix("bumble:")) == 1, err
 
 
 def test_virtual_peripheral_tool_rejects_nan(capsys: pytest.CaptureFixture[str]) -> None:

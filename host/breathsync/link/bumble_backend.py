@@ -373,7 +373,8 @@ class BumbleBench:
             try:
                 transport = await open_transport(via)
             except Exception as error:  # the moniker is user input: any failure (bad port, missing driver) is its fault
-                raise BumbleBenchError(f"cannot open HCI transport {via!r}: {error or type(error).__name__}") from error
+                reason = error or type(error).__name__
+                raise BumbleBenchError(f"cannot open Bumble transport {via!r}: {reason}") from error
             device = Device.with_hci(name, bumble_address, transport.source, transport.sink)
             bench = cls(device=device, link=None, controller=None, transport=transport, mtu=mtu)
         else:

@@ -123,7 +123,9 @@ async def ble_adapter(spec: str = "system") -> AsyncIterator[BleOptions]:
     transport = spec[len("bumble:") :]
     try:
         bench = await BumbleBench.open(transport)
-    except (BumbleBenchError, OSError, ValueError) as exc:
+    except BumbleBenchError as exc:  # its message names the transport already
+        raise InputError(str(exc)) from None
+    except (OSError, ValueError) as exc:
         raise InputError(f"cannot open Bumble transport {transport!r}: {exc}") from None
     async with bench:
         yield BleOptions(scanner_backend=bench.scanner_backend, client_backend=bench.client_backend)

@@ -200,6 +200,10 @@ class SessionStore:
         """Schema version and every table and column of the schema, by reading only."""
         try:
             row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):  # another program holds it: not damaged
+                raise StoreError(f"{path}: session is in use by another program ({exc}); try again later") from None
+            raise StoreError(f"{path}: not a breathsync session ({exc})") from None
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: not a breathsync session ({exc})") from None
         if row is None:
