@@ -165,7 +165,6 @@ def test_read_only_open_changes_nothing_and_reads_what_a_writer_committed(tmp_pa
         writer.close()
 
 
-
 def test_a_session_locked_by_another_program_is_in_use_not_damaged(tmp_path: Path) -> None:
     path = _small_session(tmp_path / "s.sqlite")
     with closing(sqlite3.connect(path, timeout=0.1)) as other:
@@ -176,6 +175,8 @@ def test_a_session_locked_by_another_program_is_in_use_not_damaged(tmp_path: Pat
         other.rollback()
     with SessionStore.open(path, read_only=True) as store:  # and it is still a good session
         assert store.samples("therapist").values.tolist() == [100, 200, 300]
+
+
 DAMAGE = [
     # (SQL run on a good session, what is read, expected message)
     ("UPDATE meta SET value = 'abc' WHERE key = 'schema_version'", "open", r"schema version 'abc' is not a number"),
