@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from open_files import open_descriptors
 
 from breathsync.cli import main
 from breathsync.store import SessionStore
@@ -76,6 +77,21 @@ def test_stream_link_failing_before_data_leaves_the_csv_alone(
         one_line_error(capsys, "no samples for role 'therapist'")
     assert keep.read_bytes() == KEEP
     assert not new.exists()
+
+
+@pytest.mark.parametrize("command", ["stream", "run"])
+def test_start_up_failing_after_a_link_opened_leaves_no_file_open(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The therapist's replay link is opened, the client's session file is damaged: nothing stays open."""
+    good = replay_session(tmp_path / "good.sqlite", role="therapist")
+    damaged = tmp_path / "damaged.sqlite"
+    damaged.write_bytes(b"not a session" * 100)
+    argv = [command, "--therapist", f"replay:{good}", "--client", f"replay:{damaged}"]
+    extra = ["--seconds", "1"] if command == "stream" else ["--sessions", str(tmp_path / "sessions"), "--no-lsl"]
+    assert main(argv + extra) == 2
+    one_line_error(capsys, "not a breathsync session")
+    assert open_descriptors(good) == 0
 
 
 def test_stream_replaces_the_csv_once_data_arrives(tmp_path: Path) -> None:

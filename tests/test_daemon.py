@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from open_files import open_descriptors
 from strap_model import ModelStrap, served
 
 from breathsync.daemon import Daemon, DaemonConfig, load_daemon_config
@@ -296,3 +297,5 @@ def test_lsl_unavailable_is_one_line_before_the_session_file(monkeypatch: pytest
     with pytest.raises(InputError, match=r"cannot open LSL outlets .*--no-lsl"):
         asyncio.run(Daemon(config, io.StringIO()).run(asyncio.Event()))
     assert not (tmp_path / "sessions").exists()
+    assert open_descriptors(source) == 0  # and the replay links opened before it hold no file open
+

@@ -308,9 +308,13 @@ class Daemon:
         # typo must neither leave an empty session behind nor block a retry within the same second.
         async with adapter as options:
             self.links = await open_sources(sources, self, options, self.config.straps.rate_hz, self.clock)
-            path, resumed = session_path(self.config)
-            if self.config.outputs.lsl:
-                self.lsl = self._open_lsl(path.stem)
+            try:
+                path, resumed = session_path(self.config)
+                if self.config.outputs.lsl:
+                    self.lsl = self._open_lsl(path.stem)
+            except BaseException:
+                await close_links(list(self.links.values()), [])
+                raise
             try:
                 return await self._run_session(stop, options, path, resumed)
             finally:

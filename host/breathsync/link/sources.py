@@ -211,9 +211,16 @@ async def open_sources(
     source needs BLE. ``auto`` sources are left out (found by scanning). Call before creating files."""
     for source in sources.values():
         check_source(source)
-    links = {role: open_link(s, role, sink, options, rate_hz, clock) for role, s in sources.items() if s != "auto"}
-    if any(needs_ble(source) for source in sources.values()):
-        await check_bluetooth(options)
+    links: dict[str, StrapLink] = {}
+    try:
+        for role, source in sources.items():
+            if source != "auto":
+                links[role] = open_link(source, role, sink, options, rate_hz, clock)
+        if any(needs_ble(source) for source in sources.values()):
+            await check_bluetooth(options)
+    except BaseException:
+        await close_links(list(links.values()), [])
+        raise
     return links
 
 
@@ -233,6 +240,7 @@ class ReplayLink:
             self._store = SessionStore.open(path, read_only=True)
         except StoreError as exc:
             raise InputError(str(exc)) from None
+        self._store_open = True  # all it holds is read in ``run``, then the file is closed
         self.role = role
         self.sink = sink
         self.speed = speed
@@ -244,8 +252,11 @@ class ReplayLink:
     async def run(self) -> None:
         import numpy as np
 
-        series = self._store.samples(self.role)
-        events = [e for e in self._store.events(self.role)]
+        try:
+            series = self._store.samples(self.role)
+            events = [e for e in self._store.events(self.role)]
+        finally:
+            self._release()
         if len(series.counters) == 0:
             raise LinkError(f"{self._store.path}: no samples for role {self.role!r}")
         t0 = float(series.host_t_s[0])
@@ -296,6 +307,12 @@ class ReplayLink:
 
     async def close(self) -> None:
         self._closing = True
+        self._release()  # closed before it ever ran (start-up failed later): the file is not kept open
+
+    def _release(self) -> None:
+        if self._store_open:
+            self._store_open = False
+            self._store.close()
 
     async def haptic(self, pattern: HapticCommand, timeout_s: float = 3.0) -> ResponsePacket:
         raise LinkError(f"{self.role}: a replayed session cannot vibrate")
