@@ -298,4 +298,3 @@ def test_lsl_unavailable_is_one_line_before_the_session_file(monkeypatch: pytest
         asyncio.run(Daemon(config, io.StringIO()).run(asyncio.Event()))
     assert not (tmp_path / "sessions").exists()
     assert open_descriptors(source) == 0  # and the replay links opened before it hold no file open
-
