@@ -136,7 +136,7 @@ def engine_state(t_rel_s: float) -> dict[str, object]:
         plv_chance_analytic=0.335,
         lag_locking=None if learning else (0.9 if locked else 0.2),
         lag_locking_p=None if learning else (0.04 if locked else 0.7),
-        client_lag_locking=None,
+        lag_asymmetry=None,
         rate_convergence_bpm=None,
         depth_mimicry=None,
         therapist_rate_move=None,

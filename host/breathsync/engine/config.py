@@ -66,7 +66,10 @@ class EngineConfig:
     weight_lag_asymmetry: float = 8.0
     """Weight of the time-lag asymmetry (therapist's delay locking behind the client minus the client's behind
     the therapist, -1..1; ``decision.lag_asymmetry``), counted with the people's own adjustments (calibrated)."""
-    direction_min: float = 1.0
+    lag_asymmetry_window_s: float = 32.0
+    """Window of the time-lag asymmetry: longer than the locking window, as direction evidence builds over breaths
+    (16 s: held-out 69 %, 32 s: 74 %, both calibrated; docs/engine.md)."""
+    direction_min: float = 0.5
     """Minimum therapist-minus-client follow evidence plus weighted phase lead (calibrated; each person's
     evidence spans +-(weight_rate_move + weight_response + weight_lagged), the lead +-weight_lead)."""
     adjust_min: float = 1.0
@@ -148,6 +151,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "weight_lagged": (0.0, 10.0),
     "weight_lead": (0.0, 10.0),
     "weight_lag_asymmetry": (0.0, 100.0),
+    "lag_asymmetry_window_s": (4.0, 300.0),
     "plv_trim": (0.0, 0.5),
     "min_locked_s": (0.0, 600.0),
     "max_sample_gap_s": (1.0, 60.0),  # straps send a block every 8 samples (0.32 s at 25 Hz)

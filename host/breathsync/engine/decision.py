@@ -36,15 +36,15 @@ def phase_lead(phase_diff_deg: float | None) -> float:
 
 def lag_asymmetry(s: EngineState, config: EngineConfig) -> float:
     """How much more tightly the therapist's breaths keep a fixed delay behind the client's than the
-    client's behind the therapist's (time-lag locking both ways), -1..1; 0 when either is unknown.
+    client's behind the therapist's (time-lag locking both ways), -1..1; 0 when unknown.
 
     Behind an irregular leader the follower's delay stays put while the leader's delay after the
     follower's previous breath carries the leader's own irregularity: locking in time is one-sided.
     Two regular breathers are locked both ways and it says nothing.
     """
-    if not config.time_lag_locking or s.lag_locking is None or s.client_lag_locking is None:
+    if not config.time_lag_locking or s.lag_asymmetry is None:
         return 0.0
-    return s.lag_locking - s.client_lag_locking
+    return s.lag_asymmetry
 
 
 def direction_of(s: EngineState, config: EngineConfig) -> tuple[float | None, float | None, float | None, float | None]:

@@ -245,12 +245,11 @@ class EntrainmentEngine:
                 if len(sur) >= MIN_SURROGATES:
                     chance = _quantile(sur, 1.0 - eng.surrogate_p_max)
                     plv_p = float((1 + np.count_nonzero(sur >= plv)) / (1 + len(sur)))
-        lag_lock, lag_p, client_lag_lock = (
-            self._time_lag_locking(win) if eng.time_lag_locking and n >= eng.min_window_anchors else (None, None, None)
-        )
+        timed = eng.time_lag_locking and n >= eng.min_window_anchors
+        lag_lock, lag_p = self._time_lag_locking(win) if timed else (None, None)
         features = self._direction(tp, cp)
         features["lag_locking"], features["lag_locking_p"] = lag_lock, lag_p
-        features["client_lag_locking"] = client_lag_lock
+        features["lag_asymmetry"] = self._lag_asymmetry(now_s) if timed else None
         span = float(win.anchors_s[-1] - win.anchors_s[0]) if n >= 2 else 0.0
         beat = features.get("beat_period")
         features["beat_cycles"] = None if beat is None else span / beat
@@ -274,21 +273,17 @@ class EntrainmentEngine:
         self._last_decision = decision
         return out
 
-    def _time_lag_locking(self, win: _Window) -> tuple[float | None, float | None, float | None]:
+    def _time_lag_locking(self, win: _Window) -> tuple[float | None, float | None]:
         """Locking of the therapist's breath times to the client's previous breath of the same kind, in
-        seconds (as cycles of the client's current period), over the window, and its surrogate p-value;
-        plus the same locking the other way round (the client's breaths after the therapist's).
+        seconds (as cycles of the client's current period), over the window, and its surrogate p-value.
 
         The relative phase divides a follower's reaction delay by the length of each of the leader's
         cycles, which scatters it when the leader breathes irregularly (speech, a restless client); the
         delay itself stays put. Same trimmed statistic and the same segment surrogates as the PLV.
-        The reverse value needs no surrogates: it is only compared with the forward one (direction).
         """
         eng = self.config.engine
         therapist, client = self.people["therapist"], self.people["client"]
         start, end = float(win.anchors_s[0]), float(win.anchors_s[-1])
-        reverse = self._delays(client, therapist, start, end, None)[0]
-        reverse_lock = phase_locking_value(reverse, eng.plv_trim) if len(reverse) >= MIN_LAG_EVENTS else None
         first_client = min((float(a[0]) for a in (client.peaks_s, client.troughs_s) if len(a)), default=start)
         max_shift = min(eng.history_s, start - first_client)
         shifts = (
@@ -298,15 +293,28 @@ class EntrainmentEngine:
         )
         delays, sur = self._delays(therapist, client, start, end, shifts)
         if len(delays) < MIN_LAG_EVENTS:
-            return None, None, reverse_lock
+            return None, None
         lock = phase_locking_value(delays, eng.plv_trim)
         if sur is None or len(shifts) == 0:
-            return lock, None, reverse_lock
+            return lock, None
         sur = sur[~np.any(np.isnan(sur), axis=1)]
         if len(sur) < MIN_SURROGATES:
-            return lock, None, reverse_lock
+            return lock, None
         sur_lock = locking_values(sur, eng.plv_trim)
-        return lock, float((1 + np.count_nonzero(sur_lock >= lock)) / (1 + len(sur_lock))), reverse_lock
+        return lock, float((1 + np.count_nonzero(sur_lock >= lock)) / (1 + len(sur_lock)))
+
+    def _lag_asymmetry(self, now_s: float) -> float | None:
+        """Time-lag locking of the therapist's breaths behind the client's minus the client's behind the
+        therapist's, over the last ``lag_asymmetry_window_s`` (``decision.lag_asymmetry``). No surrogates:
+        only the sign and size of the difference count, as direction evidence."""
+        eng = self.config.engine
+        therapist, client = self.people["therapist"], self.people["client"]
+        start = max(self._valid_since_s, now_s - eng.lag_asymmetry_window_s)
+        behind_client = self._delays(therapist, client, start, now_s, None)[0]
+        behind_therapist = self._delays(client, therapist, start, now_s, None)[0]
+        if len(behind_client) < MIN_LAG_EVENTS or len(behind_therapist) < MIN_LAG_EVENTS:
+            return None
+        return phase_locking_value(behind_client, eng.plv_trim) - phase_locking_value(behind_therapist, eng.plv_trim)
 
     def _delays(
         self, person: PersonTracker, partner: PersonTracker, start_s: float, end_s: float, shifts_s: FloatArray | None
@@ -466,7 +474,7 @@ class EntrainmentEngine:
             plv_chance_analytic=plv_chance_level(_breaths_spanned(win, t.period_s())) if n else None,
             lag_locking=f.get("lag_locking"),
             lag_locking_p=f.get("lag_locking_p"),
-            client_lag_locking=f.get("client_lag_locking"),
+            lag_asymmetry=f.get("lag_asymmetry"),
             rate_convergence_bpm=f.get("convergence"),
             depth_mimicry=f.get("mimicry"),
             therapist_rate_move=f.get("therapist_rate_move"),

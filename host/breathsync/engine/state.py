@@ -72,7 +72,7 @@ class EngineState:
     plv_chance_analytic: float | None  # 0.89/sqrt(N)
     lag_locking: float | None  # locking of the therapist's breath times to the client's previous breaths (delay)
     lag_locking_p: float | None  # its surrogate p-value (same surrogates as plv_p)
-    client_lag_locking: float | None  # the same the other way round: the client's breaths after the therapist's
+    lag_asymmetry: float | None  # time-lag locking behind the client minus behind the therapist (longer window)
     rate_convergence_bpm: float | None  # baseline rate gap minus current rate gap
     depth_mimicry: float | None  # correlation of matched breath depths over the direction window
     therapist_rate_move: float | None  # own rate moved from own baseline toward the partner's, -1..1
