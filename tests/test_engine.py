@@ -27,6 +27,8 @@ from breathsync.engine.phase import (
     phase_locking_value,
     plv_chance_level,
     shifted_plvs,
+    small_median,
+    small_quantile,
     time_lag_cycles,
     track_phase_at,
 )
@@ -406,3 +408,13 @@ def test_time_lag_locking_is_one_sided_behind_an_irregular_leader() -> None:
     lagging = np.concatenate((_breathing(15, delay / FS, 22), steady[:-delay]))
     regular = [s for s in _states(_run(list(dyad_stream(lagging, steady, FS)))) if s.t_s > 150.0]
     assert abs(np.median([lag_asymmetry(s, config) for s in regular])) < 0.05
+
+
+def test_small_median_and_quantile_match_numpy() -> None:
+    """The hot-path helpers replace np.median (bit for bit: decisions depend on it) and np.quantile."""
+    rng = np.random.default_rng(5)
+    for n in range(1, 30):
+        values = rng.normal(4.0, 1.0, n)
+        assert small_median(values) == float(np.median(values))
+        for q in (0.0, 0.1, 0.5, 0.9, 1.0):
+            assert small_quantile(values, q) == pytest.approx(float(np.quantile(values, q)), rel=1e-12, abs=1e-12)

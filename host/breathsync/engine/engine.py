@@ -19,7 +19,8 @@ Method in brief (docs/engine.md has the reasoning):
 * direction from three kinds of 'who adjusts' evidence per person: rate moved away from their
   own baseline toward the partner's; period response to the partner's phase lead; lagged
   dependency of their breath periods on the partner's most recent breath (lag < one breath);
-  plus the pair's phase lead (a follower's breaths trail the leader's);
+  plus, for the pair, who keeps a fixed delay behind whom (time-lag asymmetry over 32 s) and the
+  phase lead (a follower's breaths trail the leader's);
 * a nudge only when the therapist is locked beyond chance, follows (evidence clearly larger than
   the client's), and stays so for ``min_locked_s``; the policy then applies cooldown, cap and mute.
 """
@@ -51,6 +52,7 @@ from .phase import (
     phase_locking_value,
     plv_chance_level,
     shifted_plvs,
+    small_quantile,
     time_lag_cycles,
     track_phase_at,
 )
@@ -243,7 +245,7 @@ class EntrainmentEngine:
                 sur = shifted_plvs(win.anchors_s, win.own_phase, ct, cph, shifts, eng.max_breath_gap_s, eng.plv_trim)
                 sur = sur[~np.isnan(sur)]
                 if len(sur) >= MIN_SURROGATES:
-                    chance = _quantile(sur, 1.0 - eng.surrogate_p_max)
+                    chance = small_quantile(sur, 1.0 - eng.surrogate_p_max)
                     plv_p = float((1 + np.count_nonzero(sur >= plv)) / (1 + len(sur)))
         timed = eng.time_lag_locking and n >= eng.min_window_anchors
         lag_lock, lag_p = self._time_lag_locking(win) if timed else (None, None)
@@ -500,16 +502,6 @@ def _breaths_spanned(win: _Window | None, period_s: float | None) -> int:
     if win is None or len(win.anchors_s) < 2 or not period_s:
         return 1
     return 1 + int((win.anchors_s[-1] - win.anchors_s[0]) / period_s)
-
-
-def _quantile(values: FloatArray, q: float) -> float:
-    """Linear-interpolation quantile (numpy's default method; reported only, so np.quantile's last bits
-    and its overhead at every update are not needed)."""
-    ordered = sorted(values.tolist())
-    h = (len(ordered) - 1) * q
-    lo = min(int(h), len(ordered) - 1)
-    hi = min(lo + 1, len(ordered) - 1)
-    return float(ordered[lo] + (h - lo) * (ordered[hi] - ordered[lo]))
 
 
 def _safe_corr(a: FloatArray, b: FloatArray) -> float | None:

@@ -24,6 +24,16 @@ def small_median(values: FloatArray) -> float:
     return float(ordered[mid]) if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
 
 
+def small_quantile(values: FloatArray, q: float) -> float:
+    """Linear-interpolation quantile (numpy's default method) of a few values, without np.quantile's
+    overhead; equal to it up to the last bits (used for a reported chance level, never a decision)."""
+    ordered = sorted(values.tolist())
+    h = (len(ordered) - 1) * q
+    lo = min(int(h), len(ordered) - 1)
+    hi = min(lo + 1, len(ordered) - 1)
+    return float(ordered[lo] + (h - lo) * (ordered[hi] - ordered[lo]))
+
+
 def phase_at(peaks_s: FloatArray, t_s: FloatArray, max_interval_s: float) -> FloatArray:
     """Phase (in cycles, 0..1) of a breather with end-inspiration ``peaks_s`` at times ``t_s``.
 
