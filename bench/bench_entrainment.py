@@ -215,9 +215,9 @@ def _wclc_nudges(traces: Sequence[Trace], r_min: float, lock_s: float, config: C
 
 
 def _build(
-    sources_fn: Callable[[], list],
+    sources_fn: Callable[[], list],  # type: ignore[type-arg]
     seed: int,
-    options: Options | None = None,  # type: ignore[type-arg]
+    options: Options | None = None,
 ) -> list[Scenario]:
     sources = sources_fn()
     out: list[Scenario] = []
@@ -248,7 +248,7 @@ def run() -> str:
     replay_s = time.perf_counter() - started - gen_s
     base = Config()
     bs = base.engine.baseline_s
-    # Engine calibration: grid over the three decision thresholds on the calibration set.
+    # Engine calibration: grid over the decision thresholds and weights (GRID) on the calibration set.
     with ProcessPoolExecutor(workers, initializer=_init_grid, initargs=(cal,)) as pool:
         scored = dict(c for group in pool.map(_grid_group, _grid_groups(), chunksize=4) for c in group)
     cands: list[tuple[object, Score]] = [(combo, scored[combo]) for combo in itertools.product(*GRID.values())]
