@@ -70,13 +70,15 @@ class EngineConfig:
     """Window of the time-lag asymmetry: longer than the locking window, as direction evidence builds over breaths
     (16 s: held-out 69 %, 32 s: 74 %, both calibrated; docs/engine.md)."""
     direction_min: float = 0.5
-    """Minimum therapist-minus-client follow evidence plus weighted phase lead (calibrated; each person's
-    evidence spans +-(weight_rate_move + weight_response + weight_lagged), the lead +-weight_lead)."""
+    """Minimum own adjustments (therapist-minus-client follow evidence plus weighted time-lag asymmetry) plus
+    weighted phase lead (calibrated; each person's evidence spans +-(weight_rate_move + weight_response +
+    weight_lagged), the asymmetry +-weight_lag_asymmetry, the lead +-weight_lead)."""
     adjust_min: float = 1.0
     """...of which at least this much must come from the people's own adjustments (rate move, period response,
-    lagged dependency), whatever the phase lead says. The lead's sign means 'therapist follows' only while the
-    follower lags by less than half a breath, an assumption about the lag: it may strengthen the evidence but
-    never make it alone (a robustness choice, not calibrated; docs/engine.md)."""
+    lagged dependency, time-lag asymmetry), whatever the phase lead says. The lead's sign means 'therapist
+    follows' only while the follower lags by less than half a breath, an assumption about the lag: it may
+    strengthen the evidence but never make it alone (the floor itself is a robustness choice; its value is
+    calibrated; docs/engine.md)."""
     min_locked_s: float = 20.0
     """The therapist must stay locked and following this long before a nudge (calibrated)."""
     beat_periods: float = 0.0
