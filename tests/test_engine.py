@@ -63,23 +63,23 @@ def _sources() -> dict[str, RespSource]:
     return {s.name: s for s in bundled_sources()}
 
 
+def _clear_options(**extra: tuple[float, float] | float) -> Options:
+    """A clear follow: strong coupling, near-full rate convergence, no speech, gaps, flat stretches or drift."""
+    return Options(
+        coupling_rel=(0.9, 1.0),
+        convergence=(0.9, 1.0),
+        min_episode_s=150.0,
+        speech_p=0.0,
+        gap_p=0.0,
+        flat_p=0.0,
+        drift_p=0.0,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
 def _scenario(kind: str, seed: int, strong: bool = True) -> Scenario:
     src = _sources()
-    opts = (
-        Options(
-            coupling_rel=(0.9, 1.0),
-            convergence=(0.9, 1.0),
-            own_damping=(0.5, 0.6),
-            min_episode_s=150.0,
-            max_episode_s=180.0,
-            speech_p=0.0,
-            gap_p=0.0,
-            flat_p=0.0,
-            drift_p=0.0,
-        )
-        if strong
-        else Options()
-    )
+    opts = _clear_options(own_damping=(0.5, 0.6), max_episode_s=180.0) if strong else Options()
     return make_scenario(kind, src["bidmc_04"], src["bidmc_18"], seed, 330.0, opts)  # type: ignore[arg-type]
 
 
@@ -291,15 +291,7 @@ def test_phase_lead_points_to_the_one_who_trails() -> None:
 def test_rate_move_is_measured_from_each_persons_own_baseline(kind: str, mover: str) -> None:
     """Once locked, both breathe at the leader's rate; only the follower has left their own baseline."""
     src = _sources()
-    opts = Options(
-        coupling_rel=(0.9, 1.0),
-        convergence=(0.9, 1.0),
-        min_episode_s=150.0,
-        speech_p=0.0,
-        gap_p=0.0,
-        flat_p=0.0,
-        drift_p=0.0,
-    )
+    opts = _clear_options()
     # The leader is the slower, steadier bidmc_04 (16.5/min) and the follower bidmc_09 (20/min) in both kinds.
     therapist, client = ("bidmc_09", "bidmc_04") if kind == "therapist_follows" else ("bidmc_04", "bidmc_09")
     sc = make_scenario(kind, src[therapist], src[client], 21, 330.0, opts)  # type: ignore[arg-type]
