@@ -287,10 +287,23 @@ def run() -> str:
         variants,
         eng_eval,
         by_pair,
+        _episode_lengths(ev),
     )
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(report)
     return report
+
+
+def _episode_lengths(traces: Sequence[Trace]) -> str:
+    """How long the held-out therapist-follows episodes last, as a sentence for the report."""
+    eps = [t.scenario for t in traces if t.scenario.kind == "therapist_follows"]
+    lengths = [s.offset_s - s.onset_s for s in eps if s.onset_s is not None and s.offset_s is not None]
+    cut = sum(1 for s in eps if s.offset_s is not None and s.offset_s >= s.duration_s - 1e-6)
+    return (
+        f"Held-out therapist-follows episodes last {min(lengths):.0f}-{max(lengths):.0f} s (median "
+        f"{statistics.median(lengths):.0f} s); {cut} of {len(eps)} end with the dyad rather than by decoupling, "
+        "so their nudge must come within that time (no grace period after the data ends)."
+    )
 
 
 def _pair_kind(trace: Trace) -> str:
@@ -347,6 +360,7 @@ def _report(
     variants: list[tuple[str, Score]],
     reference: Score,
     by_pair: list[tuple[str, Score]],
+    episodes: str,
 ) -> str:
     med_speed = statistics.median(speed)
     lines = [
@@ -360,6 +374,7 @@ def _report(
         f"Detection window: onset to episode end + {GRACE_S:.0f} s. False nudges: any nudge in independent or "
         "similar-rate dyads, and nudges outside that window in follow dyads; hours counted after the "
         f"{base.engine.baseline_s:.0f} s baseline-learning period.",
+        episodes,
         "",
         f"Engine thresholds calibrated (FN/h <= {CAL_FNH_BUDGET} and client-follows <= {100 * CAL_CF_BUDGET:.1f}% "
         f"on the calibration set): ({', '.join(GRID)}) = {engine_params}; weight_lagged = weight_response. "
