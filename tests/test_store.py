@@ -219,3 +219,32 @@ def test_damaged_sessions_give_one_store_error_naming_the_damage(
         readers[read](store)
     assert "\n" not in str(caught.value) and isinstance(caught.value, InputError)
     assert path.read_bytes() == before
+
+
+def test_a_full_disk_is_one_store_error_and_keeps_what_was_saved(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    store = SessionStore.create(path, {})
+    store.add_samples("client", list(range(100)), [i / 25 for i in range(100)], [7] * 100)
+    store.commit()
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages + 2}")  # SQLite's own 'database or disk is full'
+    with pytest.raises(StoreError, match=r"s\.sqlite: cannot save to the session \(database or disk is full\)"):
+        for block in range(1, 1000):
+            counters = list(range(100 * block, 100 * block + 100))
+            store.add_samples("client", counters, [c / 25 for c in counters], [7] * 100)
+            store.commit()
+    store.abandon()
+    with SessionStore.open(path, read_only=True) as kept:
+        saved = kept.samples("client").counters.tolist()
+    assert saved[:100] == list(range(100)) and len(saved) % 100 == 0  # whole commits only
+
+
+def test_a_session_that_cannot_be_created_leaves_nothing(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "sessions"
+    not_a_dir.write_text("a file where the sessions directory should be")
+    with pytest.raises(StoreError, match="sessions: not a directory"):
+        SessionStore.create(not_a_dir / "s.sqlite", {})
+    path = tmp_path / "s.sqlite"
+    with pytest.raises(TypeError):  # fails half-way through setting the session up
+        SessionStore.create(path, {"not json": object()})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sessions"]

@@ -50,7 +50,7 @@ from ..protocol.packets import (
     HAPTIC_MIN_OFF_MS,
     HAPTIC_MIN_ON_MS,
 )
-from ..store import SessionStore, StoredEvent, StrapInfo
+from ..store import SessionStore, StoredEvent, StoreError, StrapInfo
 from .config import DaemonConfig
 from .lsl import LslOutlets
 from .rebuild import stored_stream, timed_breath
@@ -270,8 +270,8 @@ class Daemon:
             rate = "--" if v.rate_bpm is None else f"{v.rate_bpm:4.1f}/min"
             parts.append(f"{role[0].upper()}: {v.link} {battery} {rate}")
         s = self.state
-        if s is None:
-            parts.append("sync --")
+        if s is None:  # no engine update yet: the baselines are being learned
+            parts.append("sync -- learning")
         else:
             plv = "--" if s.plv is None else f"{s.plv:.2f}"
             chance = "" if s.plv_chance is None else f" (chance {s.plv_chance:.2f})"
@@ -377,14 +377,27 @@ class Daemon:
             self.links = {role: self.links[role] for role in ROLES}  # role order, however they were found
             tasks = [asyncio.create_task(link.run(), name=f"link-{role}") for role, link in self.links.items()]
             await self._tick(stop, tasks)
+        except BaseException as exc:
+            failed, disk_failed = True, isinstance(exc, StoreError)
+            raise
+        else:
+            failed = disk_failed = False
         finally:
             await close_links(list(self.links.values()), tasks, DAEMON_CLOSE_WAIT_S)
             summary.duration_s = self.clock() - self.t0_s
-            summary.samples = {role: len(store.samples(role).counters) for role in ROLES}
-            summary.nudges = len(store.nudges())
-            summary.nudges_confirmed = sum(1 for e in store.link_events() if e[2] == "nudge-confirmed")
-            store.set_meta("closed", "1")
-            store.close()
+            try:
+                summary.samples = {role: len(store.samples(role).counters) for role in ROLES}
+                summary.nudges = len(store.nudges())
+                summary.nudges_confirmed = sum(1 for e in store.link_events() if e[2] == "nudge-confirmed")
+                if not disk_failed:  # a session cut short by a full disk stays open: the next run resumes it
+                    store.set_meta("closed", "1")
+                store.close()
+            except StoreError:
+                # The session could not be saved (a full disk): what was committed stays readable and
+                # resumable. Report the first failure, not this echo of it.
+                store.abandon()
+                if not failed:
+                    raise
         return summary
 
     @property

@@ -23,16 +23,19 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from ..errors import InputError
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 SCHEMA_VERSION = 1
 
@@ -63,6 +66,24 @@ CREATE INDEX IF NOT EXISTS link_events_t ON link_events (t_s);
 
 class StoreError(InputError):
     """The session file is missing, not a breathsync session, damaged, or unwritable."""
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """SQLite's write failures (a full disk, a vanished directory) as one StoreError naming the session."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot save to the session ({exc}); what was saved before is kept") from None
+
+
+def _write_op(method: Callable[Concatenate[SessionStore, P], R]) -> Callable[Concatenate[SessionStore, P], R]:
+    def wrapper(self: SessionStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with _writing(self.path):
+            return method(self, *args, **kwargs)
+
+    wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
+    return wrapper
 
 
 @functools.cache
@@ -140,16 +161,28 @@ class SessionStore:
         path = Path(path)
         if path.exists():
             raise StoreError(f"{path}: session already exists (open it to resume)")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent.exists() and not path.parent.is_dir():
+            raise StoreError(f"{path.parent}: not a directory (sessions need one)")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{path.parent}: cannot create the sessions directory ({exc.strerror})") from None
         db = cls._connect(path, "rwc")
-        cls._use_wal(db, path)
-        store = cls(db, path, commit_interval_s)
-        store._db.executescript(_SCHEMA)
-        now = time.time()
-        store._set_meta("schema_version", str(SCHEMA_VERSION))
-        store._set_meta("created_unix_s", repr(now))
-        store._set_meta("config", json.dumps(config or {}, sort_keys=True))
-        store._db.commit()
+        try:
+            cls._use_wal(db, path)
+            store = cls(db, path, commit_interval_s)
+            with _writing(path):
+                store._db.executescript(_SCHEMA)
+                store._set_meta("schema_version", str(SCHEMA_VERSION))
+                store._set_meta("created_unix_s", repr(time.time()))
+                store._set_meta("config", json.dumps(config or {}, sort_keys=True))
+                store._db.commit()
+        except BaseException:
+            # A session that could not be set up (a full disk) must not be left behind half-made.
+            db.close()
+            for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                leftover.unlink(missing_ok=True)
+            raise
         return store
 
     @classmethod
@@ -226,14 +259,25 @@ class SessionStore:
             raise StoreError(f"{path}: damaged session ({exc})") from None
 
     def close(self) -> None:
-        self.commit()
+        try:
+            self.commit()
+        finally:
+            self._db.close()
+
+    def abandon(self) -> None:
+        """Close without saving what is pending (after a write failed: what was committed is kept)."""
+        with suppress(sqlite3.Error):
+            self._db.rollback()
         self._db.close()
 
     def __enter__(self) -> SessionStore:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # the error already on its way is the one to report
+            self.abandon()
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -243,7 +287,8 @@ class SessionStore:
         return self._db
 
     def commit(self) -> None:
-        self._db.commit()
+        with _writing(self.path):
+            self._db.commit()
         self._pending = 0
         self._last_commit = time.monotonic()
 
@@ -255,10 +300,12 @@ class SessionStore:
     def _set_meta(self, key: str, value: str) -> None:
         self._writer().execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
+    @_write_op
     def set_meta(self, key: str, value: str) -> None:
         self._set_meta(key, value)
         self._wrote(1)
 
+    @_write_op
     def set_strap(self, info: StrapInfo, t_s: float) -> None:
         self._writer().execute(
             "INSERT OR REPLACE INTO straps VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -266,6 +313,7 @@ class SessionStore:
         )
         self._wrote(1)
 
+    @_write_op
     def add_samples(self, role: str, counters: Sequence[int], host_t_s: Sequence[float], values: Sequence[int]) -> None:
         if not len(counters) == len(host_t_s) == len(values):
             raise ValueError("counters, host times and values differ in length")
@@ -275,6 +323,7 @@ class SessionStore:
         )
         self._wrote(len(counters))
 
+    @_write_op
     def add_event(self, event: StoredEvent) -> None:
         self._writer().execute(
             "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -290,10 +339,12 @@ class SessionStore:
         )
         self._wrote(1)
 
+    @_write_op
     def add_state(self, t_s: float, state: dict[str, Any]) -> None:
         self._writer().execute("INSERT INTO states VALUES (?, ?)", (t_s, json.dumps(state, sort_keys=True)))
         self._wrote(1)
 
+    @_write_op
     def add_nudge(self, t_s: float, detail: dict[str, Any]) -> int:
         cursor = self._writer().execute(
             "INSERT INTO nudges (t_s, detail) VALUES (?, ?)", (t_s, json.dumps(detail, sort_keys=True))
@@ -301,12 +352,14 @@ class SessionStore:
         self._wrote(1)
         return int(cursor.lastrowid or 0)
 
+    @_write_op
     def set_nudge_efficacy(self, nudge_id: int, efficacy: dict[str, Any]) -> None:
         self._writer().execute(
             "UPDATE nudges SET efficacy = ? WHERE id = ?", (json.dumps(efficacy, sort_keys=True), nudge_id)
         )
         self._wrote(1)
 
+    @_write_op
     def add_link_event(self, t_s: float, role: str, kind: str, detail: str = "") -> None:
         self._writer().execute("INSERT INTO link_events VALUES (?, ?, ?, ?)", (t_s, role, kind, detail))
         self._wrote(1)
