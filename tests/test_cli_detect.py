@@ -78,6 +78,8 @@ def test_micropython_interpreter_prints_identical_lines(micropython: str) -> Non
         ("resp\n" + "0.5\n" * 2000, ["--rate", "125", "--column", "chest"], "no column 'chest'"),
         ("resp\n0.1\n0.2\nabc\n", ["--rate", "125"], "row 3"),
         ("resp\n0.1\nnan\n", ["--rate", "125"], "not finite"),
+        # a blank line mid-file is a lost sample, not nothing: skipping it would shift every later time
+        ("resp\n0.1\n\n" + "0.5\n" * 2000, ["--rate", "125"], "row 2: empty row"),
         ("resp\n0.1\n0.2\n", ["--rate", "125"], "too short"),
         ("", ["--rate", "125"], "empty"),
         ("resp\n" + "0.5\n" * 2000, ["--rate", "125", "--strap-rate", "30"], "invalid choice"),
@@ -137,3 +139,17 @@ def test_not_gzip_despite_name(tmp_path: Path) -> None:
     path.write_text("resp\n1\n")
     proc = breathsync("detect", str(path), "--rate", "125")
     assert proc.returncode == 2 and "cannot read" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["detect", "replay"])
+def test_output_that_cannot_be_written_is_one_line(command: str) -> None:
+    """stdout on a full disk (/dev/full always is): one line and exit 2, not a traceback."""
+    args = [str(RECORD), "--rate", "125"]
+    if command == "replay":
+        args = ["--therapist", str(RECORD), "--client", str(RECORD), "--rate", "125"]
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "breathsync", command, *args], stdout=full, stderr=subprocess.PIPE, text=True
+        )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"breathsync {command}: cannot write output: No space left on device"]

@@ -7,6 +7,8 @@ stderr with exit status 2; no traceback reaches the user.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from collections.abc import Sequence
 from importlib import import_module
@@ -67,9 +69,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader went away (``| head``): not an error
+        _silence_stdout()
         return 0
+    except OSError as exc:
+        # Commands turn the errors of files they were given into InputError; what is left here is the
+        # output itself failing (a full disk under ``> file``, /dev/full): one line, like any error.
+        if exc.errno in _OUTPUT_ERRNOS:
+            _silence_stdout()
+            print(f"breathsync {args.command}: cannot write output: {exc.strerror}", file=sys.stderr)
+        else:
+            print(f"breathsync {args.command}: {exc}", file=sys.stderr)
+        return 2
     return result
+
+
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG}
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout closed or not a real file (tests): nothing left to flush
+        pass
 
 
 if __name__ == "__main__":

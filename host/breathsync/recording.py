@@ -46,10 +46,10 @@ def _open_text(path: Path) -> io.TextIOBase:
 def read_column(path: str | Path, column: str = "resp") -> FloatArray:
     """Return ``column`` of a CSV recording as float64, one value per row.
 
-    Raises InputError (one line) for a missing file, a missing column, an empty file, a row whose
-    value is not a finite number, or a row with more cells than the header (a decimal comma, as in
-    ``-0,298``, would otherwise split one value in two and be read as ``-0``); rows are numbered
-    1-based after the header.
+    Raises InputError (one line) for a missing file, a missing column, an empty file, an empty row
+    before the end (trailing empty lines are fine), a row whose value is not a finite number, or a
+    row with more cells than the header (a decimal comma, as in ``-0,298``, would otherwise split
+    one value in two and be read as ``-0``); rows are numbered 1-based after the header.
     """
     path = Path(path)
     if path.is_dir():
@@ -68,9 +68,15 @@ def read_column(path: str | Path, column: str = "resp") -> FloatArray:
                 raise InputError(f"{path}: no column {column!r} (columns: {', '.join(names) or 'none'})")
             col = names.index(column)
             values: list[float] = []
+            blank_row = 0  # an empty line inside the data is a missing sample: skipping it would shift time
             for row_number, row in enumerate(reader, start=1):
-                if not row:
+                if not row or not any(cell.strip() for cell in row):
+                    blank_row = blank_row or row_number
                     continue
+                if blank_row:
+                    raise InputError(
+                        f"{path}: row {blank_row}: empty row (a missing sample would shift all later times)"
+                    )
                 if len(row) > len(names) and any(cell.strip() for cell in row[len(names) :]):  # "1.0,2.0," is fine
                     raise InputError(
                         f"{path}: row {row_number}: {len(row)} cells for {len(names)} columns "
