@@ -154,6 +154,19 @@ def test_run_config_with_a_bad_source_is_one_line(tmp_path: Path, capsys: pytest
     assert not (tmp_path / "s").exists()
 
 
+def test_run_sessions_directory_must_be_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    therapist = replay_session(tmp_path / "therapist.sqlite", "therapist")
+    client = replay_session(tmp_path / "client.sqlite", "client")
+    replay = ["--therapist", f"replay:{therapist}", "--client", f"replay:{client}", "--no-lsl"]
+    assert main(["run", *replay, "--sessions", ""]) == 2  # not a silent fall-back to ~/breathsync-sessions
+    one_line_error(capsys, "--sessions: empty directory name")
+    a_file = tmp_path / "sessions.csv"
+    a_file.write_text("not a directory")
+    assert main(["run", *replay, "--sessions", str(a_file)]) == 2
+    one_line_error(capsys, "sessions.csv: not a directory")
+    assert a_file.read_text() == "not a directory"
+
+
 # -- the system adapter without BlueZ: one line, not a traceback or a link retrying for ever ------
 
 

@@ -9,6 +9,7 @@ import dataclasses
 import sys
 
 from ..daemon import Daemon, SessionSummary, load_daemon_config
+from ..errors import InputError
 from .shutdown import stop_on_signals
 
 HELP = "run a session: connect both straps, detect entrainment, nudge the therapist, record everything"
@@ -36,7 +37,9 @@ async def run_daemon(args: argparse.Namespace) -> SessionSummary:
         if value:
             straps = dataclasses.replace(straps, **{name: value})
     session = config.session
-    if args.sessions:
+    if args.sessions is not None:
+        if not args.sessions.strip():
+            raise InputError("--sessions: empty directory name")
         session = dataclasses.replace(session, directory=args.sessions)
     if args.therapist_baseline:
         session = dataclasses.replace(session, therapist_baseline=args.therapist_baseline)

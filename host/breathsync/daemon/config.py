@@ -73,6 +73,12 @@ class DaemonConfig:
         return dataclasses.asdict(self)
 
 
+def check_session_name(name: str, where: str = "config") -> None:
+    """A session name is a file name inside the sessions directory, never a path out of it."""
+    if name and (name != Path(name).name or name.startswith(".") or "\\" in name):
+        raise InputError(f"{where}: session.name must be a plain file name (no '/', '\\' or leading '.'), got {name!r}")
+
+
 def config_from_toml(data: dict[str, Any], where: str = "config") -> DaemonConfig:
     unknown = set(data) - {"session", "straps", "outputs", "engine", "policy"}
     if unknown:
@@ -84,6 +90,9 @@ def config_from_toml(data: dict[str, Any], where: str = "config") -> DaemonConfi
     straps = table_to_dataclass("straps", StrapsConfig, data.get("straps", {}), where)
     outputs = table_to_dataclass("outputs", OutputsConfig, data.get("outputs", {}), where)
     engine = config_from_dict({k: v for k, v in data.items() if k in ("engine", "policy")}, where)
+    check_session_name(session.name, where)
+    if not session.directory.strip():
+        raise InputError(f"{where}: session.directory is empty")
     if straps.rate_hz not in (25, 50):
         raise InputError(f"{where}: straps.rate_hz must be 25 or 50 (got {straps.rate_hz})")
     if outputs.lsl_scope not in LSL_SCOPES:
