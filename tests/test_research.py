@@ -42,8 +42,8 @@ from breathsync.research.export import (
     unflatten,
 )
 from breathsync.research.report import summarise
-from breathsync.research.session import common_grid, resample
-from breathsync.store import SessionStore, StoredEvent, StrapInfo
+from breathsync.research.session import common_grid, find_episodes, resample
+from breathsync.store import SessionStore, StoredEvent, StoredNudge, StrapInfo
 
 RATE_HZ = 25
 HOST_T0_S = 5000.0  # the host's monotonic clock has an arbitrary origin
@@ -209,6 +209,22 @@ def test_session_zero_gaps_and_episodes(session_file: Path) -> None:
     assert [e.follower for e in episodes] == ["therapist", "client"]
     assert episodes[0].nudges == 1
     assert session.rel(episodes[0].start_host_t_s) == 200 and session.rel(episodes[0].end_host_t_s) == 290
+
+
+def test_flickering_decisions_make_one_episode_not_many() -> None:
+    """A few non-following updates inside a stretch of following (decisions flicker near their
+    thresholds) do not split it; a lone update is not an episode; a stretch with a nudge always is."""
+    decisions = {100: "therapist_follows", 104: "locked_unclear", 106: "therapist_follows", 130: "no_lock"}
+    decisions |= {131: "therapist_follows", 140: "no_lock", 200: "therapist_follows", 201: "no_lock"}
+    decisions |= {300: "nudge", 301: "no_lock", 400: "locked_client_follows", 420: "no_lock"}
+    states = [(float(t), {"decision": d}) for t, d in sorted(decisions.items())]
+    nudge = StoredNudge(id=1, t_s=300.0, detail={}, efficacy=None)
+    episodes = find_episodes(states, [nudge])
+    assert [(e.follower, e.start_host_t_s, e.end_host_t_s, e.nudges) for e in episodes] == [
+        ("therapist", 100.0, 140.0, 0),  # 104-106 and 130-131 bridged
+        ("therapist", 300.0, 301.0, 1),  # short, but it was nudged
+        ("client", 400.0, 420.0, 0),
+    ]  # 200-201 (one update) is flicker, not an episode
 
 
 def test_resample_keeps_stored_values_and_leaves_gaps_empty(session_file: Path) -> None:

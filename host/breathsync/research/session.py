@@ -217,24 +217,38 @@ def _gaps(role: str, series: SampleSeries, rate_hz: int) -> tuple[Gap, ...]:
     )
 
 
+EPISODE_BRIDGE_S = 10.0  # interruptions up to this long do not split an episode
+EPISODE_MIN_S = 5.0  # shorter stretches (without a nudge) are flicker, not episodes
+
+
 def find_episodes(states: Sequence[tuple[float, dict[str, Any]]], nudges: Sequence[StoredNudge]) -> list[Episode]:
-    """Runs of consecutive engine states whose decision says someone follows.
+    """Stretches in which the engine's decisions say the same person follows.
 
     A decision holds from its state until the next state (the engine updates at least once per
-    breath, and on every pause), so an episode ends at the first state that says otherwise.
+    breath, and on every pause). The decision of a single update flickers while locking and
+    direction are near their thresholds, so runs of the same follower less than
+    ``EPISODE_BRIDGE_S`` apart are one episode, and what stays shorter than ``EPISODE_MIN_S``
+    is left out unless a nudge was issued in it.
     """
-    episodes: list[Episode] = []
+    runs: list[tuple[str, float, float]] = []
     current: str | None = None
     start = 0.0
     for t_s, state in states:
         follower = _follower(state.get("decision"))
         if follower != current:
             if current is not None:
-                episodes.append(_episode(current, start, t_s, nudges))
+                runs.append((current, start, t_s))
             current, start = follower, t_s
     if current is not None and states:
-        episodes.append(_episode(current, start, states[-1][0], nudges))
-    return episodes
+        runs.append((current, start, states[-1][0]))
+    merged: list[tuple[str, float, float]] = []
+    for follower, start, end in runs:
+        if merged and merged[-1][0] == follower and start - merged[-1][2] <= EPISODE_BRIDGE_S:
+            merged[-1] = (follower, merged[-1][1], end)
+        else:
+            merged.append((follower, start, end))
+    episodes = [_episode(follower, start, end, nudges) for follower, start, end in merged]
+    return [e for e in episodes if e.end_host_t_s - e.start_host_t_s >= EPISODE_MIN_S or e.nudges]
 
 
 def _follower(decision: object) -> str | None:
