@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from breathsync.engine import Baseline
 from breathsync.engine.baseline_file import read_baseline_file, stored_baseline, stored_calibration, write_baseline
 from breathsync.errors import InputError
 from breathsync.protocol import Role
-from breathsync.store import SessionStore
+from breathsync.store import SessionStore, StoreError
 
 
 def breathing(seconds: float, rate_bpm: float, seed: int) -> list[int]:
@@ -114,6 +115,9 @@ def test_config_defaults_and_errors(tmp_path: Path) -> None:
         ("[straps]\ntherapist = 'auto:'\n", "straps.therapist: bad source 'auto:'"),
         ("[straps]\nble = 'carrier-pigeon'\n", "straps.ble: unknown BLE adapter"),
         ("[straps]\nble = 'bumble:'\n", "straps.ble: unknown BLE adapter"),
+        ("[session]\nname = '../../etc/x'\n", "session.name must be a plain file name"),
+        ("[session]\nname = '.hidden'\n", "session.name must be a plain file name"),
+        ("[session]\ndirectory = ' '\n", "session.directory is empty"),
     ]:
         bad = tmp_path / "bad.toml"
         bad.write_text(text)
@@ -260,6 +264,21 @@ def test_config_accepts_every_kind_of_source_and_adapter(tmp_path: Path) -> None
     assert load_daemon_config(good).straps.therapist == "replay:a.sqlite"
 
 
+def test_every_settings_block_in_the_docs_loads_as_written(tmp_path: Path) -> None:
+    """A user copies these blocks into their config file: each must load, comments and all."""
+    root = Path(__file__).resolve().parents[1]
+    blocks = [
+        block
+        for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+        for block in re.findall(r"```toml\n(.*?)```", doc.read_text(encoding="utf-8"), flags=re.S)
+    ]
+    assert blocks, "the docs show no settings block any more: drop this test or find them"
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"block{i}.toml"
+        path.write_text(block)
+        load_daemon_config(path)
+
+
 def test_replayed_sources_run_a_session_to_the_end(tmp_path: Path) -> None:
     """Links opened before the session file (to validate them) still feed it, in role order."""
     source = tmp_path / "source.sqlite"
@@ -298,3 +317,34 @@ def test_lsl_unavailable_is_one_line_before_the_session_file(monkeypatch: pytest
         asyncio.run(Daemon(config, io.StringIO()).run(asyncio.Event()))
     assert not (tmp_path / "sessions").exists()
     assert open_descriptors(source) == 0  # and the replay links opened before it hold no file open
+
+
+def test_a_full_disk_ends_the_session_with_one_error_and_keeps_it_resumable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    source = tmp_path / "source.sqlite"
+    values = breathing(120, 12, 3)
+    with SessionStore.create(source, {}) as store:
+        for role in ("therapist", "client"):
+            store.add_samples(role, list(range(len(values))), [50.0 + i / 25 for i in range(len(values))], values)
+    create = SessionStore.create.__func__  # type: ignore[attr-defined]
+
+    def create_on_a_small_disk(cls: type[SessionStore], path: Path, config: object = None) -> SessionStore:
+        store = create(cls, path, config)
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count = {pages + 8}")  # SQLite's own 'database or disk is full'
+        return store
+
+    monkeypatch.setattr(SessionStore, "create", classmethod(create_on_a_small_disk))
+    config = DaemonConfig(
+        session=SessionConfig(directory=str(tmp_path / "sessions")),
+        straps=StrapsConfig(therapist=f"replay:{source}", client=f"replay:{source}"),
+        outputs=OutputsConfig(lsl=False),
+    )
+    with pytest.raises(StoreError, match=r"cannot save to the session \(database or disk is full\); what was saved"):
+        asyncio.run(asyncio.wait_for(Daemon(config, io.StringIO()).run(asyncio.Event()), 30))
+    (path,) = (tmp_path / "sessions").glob("*.sqlite")
+    with SessionStore.open(path, read_only=True) as kept:
+        saved = kept.samples("therapist").values.tolist()
+        assert kept.meta("closed") is None  # not closed: the next run resumes it
+    assert 0 < len(saved) < len(values) and saved == values[: len(saved)]
