@@ -190,6 +190,10 @@ DAMAGE = [
     ("UPDATE straps SET rate_hz = 'x'", "straps", r"therapist rate_hz is 'x', not a whole number"),
     ("UPDATE samples SET value = 'abc' WHERE counter = 1", "samples", r"counter 1: value is 'abc'"),
     ("UPDATE samples SET host_t_s = 9e999 WHERE counter = 2", "samples", r"counter 2: host_t_s is inf"),
+    # a number, but not a 16-bit sample: it used to come out as -9223372036854775808 with a numpy warning
+    ("UPDATE samples SET value = 1e300 WHERE counter = 1", "samples", r"counter 1: value is 1e\+300, not a whole"),
+    ("UPDATE samples SET value = 70000 WHERE counter = 1", "samples", r"counter 1: value 70000 is outside the strap's"),
+    ("UPDATE samples SET counter = -5 WHERE counter = 1", "samples", r"counter -5 is out of range"),
     ("UPDATE events SET interval_samples = 'x'", "events", r"interval_samples is 'x'"),
     ("UPDATE link_events SET t_s = 'soon'", "link_events", r"t_s is 'soon', not a finite number"),
 ]

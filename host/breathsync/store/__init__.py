@@ -34,6 +34,7 @@ import numpy.typing as npt
 
 from ..errors import InputError
 
+SAMPLE_MAX = 65535  # the strap's samples are unsigned 16-bit (docs/protocol.md)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -491,12 +492,16 @@ class SessionStore:
         # Vectorised check (sessions hold millions of samples); the slow path only names the culprit.
         whole = np.isfinite(data).all(axis=1) & (data[:, 0] == np.round(data[:, 0]))
         whole &= data[:, 2] == np.round(data[:, 2])
+        # Samples are the strap's 16-bit ADC values, counters count up from 0 (and stay exact as floats).
+        whole &= (data[:, 2] >= 0) & (data[:, 2] <= SAMPLE_MAX) & (data[:, 0] >= 0) & (data[:, 0] < 2.0**53)
         if not whole.all():
             for counter, host_t_s, value in rows:
                 where = f"samples table, {role} counter {_shown(counter)}"
-                self._int(counter, f"samples table, {role}: a counter")
+                if not 0 <= self._int(counter, f"samples table, {role}: a counter") < 2**53:
+                    raise self._damaged(f"samples table, {role}: counter {_shown(counter)} is out of range")
                 self._number(host_t_s, f"{where}: host_t_s")
-                self._int(value, f"{where}: value")
+                if not 0 <= self._int(value, f"{where}: value") <= SAMPLE_MAX:
+                    raise self._damaged(f"{where}: value {_shown(value)} is outside the strap's 0-{SAMPLE_MAX}")
             raise self._damaged(f"samples table, {role}: a stored number is not usable")  # not reached
         return SampleSeries(data[:, 0].astype(np.int64), data[:, 1], data[:, 2].astype(np.int64))
 
