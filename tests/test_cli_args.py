@@ -323,3 +323,9 @@ def test_bad_numbers_are_one_line_usage_errors(
         main(argv)
     assert exited.value.code == 2
     one_line_error(capsys, message)
+
+
+def test_bare_command_shows_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: breathsync") and all(name in err for name in ("run", "replay", "demo", "report"))

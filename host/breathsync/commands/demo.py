@@ -39,7 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--detector-only", action="store_true", help="only run the strap's detector on the bundled recordings"
     )
-    parser.add_argument("--strap-rate", type=int, default=25, choices=(25, 50), metavar="HZ")
+    parser.add_argument(
+        "--strap-rate",
+        type=int,
+        default=25,
+        choices=(25, 50),
+        metavar="HZ",
+        help="the virtual straps' sampling rate, 25 (default) or 50",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
