@@ -68,6 +68,15 @@ def test_bad_files_give_store_errors(tmp_path: Path) -> None:
     SessionStore.create(tmp_path / "a.sqlite").close()
     with pytest.raises(StoreError, match="already exists"):
         SessionStore.create(tmp_path / "a.sqlite")
+    with pytest.raises(StoreError, match="is a directory, not a session file"):
+        SessionStore.open(tmp_path, read_only=True)
+    # A real session cut short (a copy interrupted half-way): damaged, not foreign.
+    whole = _small_session(tmp_path / "whole.sqlite")
+    cut = tmp_path / "cut.sqlite"
+    cut.write_bytes(whole.read_bytes()[: 3 * 4096])
+    damaged = r"cut\.sqlite: damaged session \(database disk image is malformed\)"
+    with pytest.raises(StoreError, match=damaged), SessionStore.open(cut, read_only=True) as store:
+        store.samples("therapist")
 
 
 WRITER = textwrap.dedent(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -190,8 +191,12 @@ class SessionStore:
     def open(cls, path: str | Path, commit_interval_s: float = 0.5, *, read_only: bool = False) -> SessionStore:
         """Open a session to resume it (the daemon) or, with ``read_only``, to read it without any change."""
         path = Path(path)
+        if path.is_dir():
+            raise StoreError(f"{path}: is a directory, not a session file")
         if not path.is_file():
             raise StoreError(f"{path}: no such session file")
+        if not os.access(path, os.R_OK if read_only else os.R_OK | os.W_OK):
+            raise StoreError(f"{path}: permission denied")
         db = cls._connect(path, "ro" if read_only else "rw")
         try:
             # Check first: a foreign or damaged file must come out exactly as it went in.
@@ -239,6 +244,8 @@ class SessionStore:
                 raise StoreError(f"{path}: session is in use by another program ({exc}); try again later") from None
             raise StoreError(f"{path}: not a breathsync session ({exc})") from None
         except sqlite3.DatabaseError as exc:
+            if "malformed" in str(exc):  # an SQLite file, cut short or overwritten in part
+                raise StoreError(f"{path}: damaged session ({exc})") from None
             raise StoreError(f"{path}: not a breathsync session ({exc})") from None
         if row is None:
             raise StoreError(f"{path}: not a breathsync session (no schema version)")
