@@ -78,6 +78,7 @@ def test_micropython_interpreter_prints_identical_lines(micropython: str) -> Non
         ("resp\n" + "0.5\n" * 2000, ["--rate", "125", "--column", "chest"], "no column 'chest'"),
         ("resp\n0.1\n0.2\nabc\n", ["--rate", "125"], "row 3"),
         ("resp\n0.1\nnan\n", ["--rate", "125"], "not finite"),
+        ("resp,resp\n" + "0.5,0.6\n" * 2000, ["--rate", "125"], "column 'resp' appears 2 times in the header"),
         # a blank line mid-file is a lost sample, not nothing: skipping it would shift every later time
         ("resp\n0.1\n\n" + "0.5\n" * 2000, ["--rate", "125"], "row 2: empty row"),
         ("resp\n0.1\n0.2\n", ["--rate", "125"], "too short"),

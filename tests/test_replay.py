@@ -122,3 +122,37 @@ def test_replaying_an_empty_session_is_an_error(capsys: pytest.CaptureFixture[st
     assert main(["replay", str(path)]) == 2
     out, err = capsys.readouterr()
     assert out == "" and "empty session (no samples from either strap)" in err
+
+
+def _short_session(path: Path, seconds: int = 60) -> Path:
+    """Both straps breathing (samples and breath events) for less than the engine's baseline period."""
+    from breathsync.store import SessionStore, StoredEvent
+
+    with SessionStore.create(path, {}) as store:
+        for role in ("therapist", "client"):
+            n = seconds * 25
+            store.add_samples(role, list(range(n)), [100.0 + i / 25 for i in range(n)], [30000] * n)
+            for k, counter in enumerate(range(50, n - 50, 50)):  # a peak or trough every 2 s
+                kind = "peak" if k % 2 == 0 else "trough"
+                store.add_event(StoredEvent(role, kind, counter, counter + 10, 500, 100, 100.0 + counter / 25))
+    return path
+
+
+def test_replaying_a_session_shorter_than_the_baseline_says_why_nothing_came(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = _short_session(tmp_path / "short.sqlite")
+    assert main(["replay", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "the session ends before the engine learned both baselines (the first 120 s" in err
+
+
+@pytest.mark.parametrize("option", [["--column", "rsp"], ["--strap-rate", "50"]])
+def test_recording_options_with_a_session_are_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, option: list[str]
+) -> None:
+    path = _short_session(tmp_path / "short.sqlite")
+    assert main(["replay", str(path), *option]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "--column and --strap-rate are for recordings" in err

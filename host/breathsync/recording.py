@@ -66,6 +66,8 @@ def read_column(path: str | Path, column: str = "resp") -> FloatArray:
             names = [name.strip() for name in header]
             if column not in names:
                 raise InputError(f"{path}: no column {column!r} (columns: {', '.join(names) or 'none'})")
+            if names.count(column) > 1:
+                raise InputError(f"{path}: column {column!r} appears {names.count(column)} times in the header")
             col = names.index(column)
             values: list[float] = []
             blank_row = 0  # an empty line inside the data is a missing sample: skipping it would shift time

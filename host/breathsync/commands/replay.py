@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--therapist", metavar="A.csv", help="therapist's recording (CSV/CSV.gz)")
     parser.add_argument("--client", metavar="B.csv", help="client's recording (CSV/CSV.gz)")
     parser.add_argument("--rate", type=float, metavar="HZ", help="sampling rate of both inputs")
-    parser.add_argument("--column", default="resp", help="signal column in both files (default: resp)")
+    parser.add_argument("--column", help="signal column in both files (default: resp)")
     parser.add_argument("--config", metavar="FILE", help="TOML file with [engine] and [policy] tables")
     parser.add_argument(
         "--therapist-baseline",
@@ -40,7 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strap-rate",
         type=int,
-        default=25,
         choices=STRAP_RATES_HZ,
         metavar="HZ",
         help="the straps' sampling rate, 25 (default) or 50",
@@ -69,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     if args.session:
         if args.therapist or args.client or args.rate is not None:
             raise InputError("give either a SESSION or --therapist/--client/--rate, not both")
+        if args.column is not None or args.strap_rate is not None:
+            raise InputError("--column and --strap-rate are for recordings; a SESSION keeps its straps' own")
         from ..engine.baseline_file import stored_baseline
 
         store = _open_session(args.session)
@@ -82,15 +83,18 @@ def run(args: argparse.Namespace) -> int:
         if not (args.therapist and args.client and args.rate is not None):
             raise InputError("need a SESSION, or all of --therapist A.csv --client B.csv --rate HZ")
         check_input_rate(args.rate)
-        therapist = read_column(args.therapist, args.column)
-        client = read_column(args.client, args.column)
+        column = args.column or "resp"
+        therapist = read_column(args.therapist, column)
+        client = read_column(args.client, column)
         _check_durations(len(therapist) / args.rate, len(client) / args.rate, config)
-        stream = dyad_stream(therapist, client, args.rate, args.strap_rate)
+        stream = dyad_stream(therapist, client, args.rate, args.strap_rate or STRAP_RATES_HZ[0])
     engine = EntrainmentEngine(config, baseline)
     counted = _BreathCount(stream)
     out = sys.stdout
+    lines = 0
     for record in run_engine(counted, engine):
         out.write(json.dumps(record.as_json_dict()) + "\n")
+        lines += 1
     out.flush()
     if args.session and not any(counted.blocks.values()):
         raise InputError(f"{args.session}: empty session (no samples from either strap)")
@@ -98,11 +102,18 @@ def run(args: argparse.Namespace) -> int:
         if counted.blocks[role] == 0:
             print(f"breathsync replay: note: no {role} samples in this session", file=sys.stderr)
         elif counted.breaths[role] == 0:
+            why = "no breath events were stored" if args.session else "a flat signal, or a wrong --rate or --column?"
             print(
-                f"breathsync replay: note: no breaths found for the {role} (a flat signal, or a wrong --rate or "
-                "--column?): the engine had nothing to decide on",
+                f"breathsync replay: note: no breaths found for the {role} ({why}): the engine had nothing to "
+                "decide on",
                 file=sys.stderr,
             )
+    if args.session and lines == 0 and all(counted.breaths.values()):
+        print(
+            f"breathsync replay: note: the session ends before the engine learned both baselines (the first "
+            f"{config.engine.baseline_s:.0f} s of both straps, engine.baseline_s): no decisions",
+            file=sys.stderr,
+        )
     return 0
 
 
