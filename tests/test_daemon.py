@@ -348,3 +348,30 @@ def test_a_full_disk_ends_the_session_with_one_error_and_keeps_it_resumable(
         saved = kept.samples("therapist").values.tolist()
         assert kept.meta("closed") is None  # not closed: the next run resumes it
     assert 0 < len(saved) < len(values) and saved == values[: len(saved)]
+
+
+def test_stopping_while_searching_for_straps_ends_at_once_and_keeps_no_empty_session(tmp_path: Path) -> None:
+    async def no_straps(link: object) -> dict[str, ModelStrap]:
+        return {}
+
+    with served(no_straps) as (adapter, _):
+        config = DaemonConfig(
+            session=SessionConfig(directory=str(tmp_path / "sessions")),
+            straps=StrapsConfig(ble=adapter, therapist="auto", client="auto"),
+            outputs=OutputsConfig(lsl=False),
+        )
+        out = io.StringIO()
+
+        async def go() -> tuple[float, bool]:
+            stop = asyncio.Event()
+            task = asyncio.create_task(Daemon(config, out).run(stop))
+            await asyncio.sleep(2)  # searching by role (it would go on for 30 s)
+            stop.set()
+            stopped = time.monotonic()
+            summary = await asyncio.wait_for(task, 20)
+            return time.monotonic() - stopped, summary.kept
+
+        took_s, kept = asyncio.run(go())
+    assert "looking for the therapist's strap" in out.getvalue()
+    assert took_s < 10.0 and not kept  # not the 30 s a search by role would otherwise go on for
+    assert list((tmp_path / "sessions").iterdir()) == []

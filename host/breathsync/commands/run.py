@@ -66,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     summary = asyncio.run(run_daemon(args))
     minutes = summary.duration_s / 60
     samples = ", ".join(f"{role} {n}" for role, n in summary.samples.items())
+    if not summary.kept:
+        print("\nstopped before either strap sent data: no session kept")
+        return 0
     print(f"\nsession saved: {summary.path}")
     print(f"{minutes:.1f} min, samples: {samples}; nudges: {summary.nudges} ({summary.nudges_confirmed} confirmed)")
     return 0

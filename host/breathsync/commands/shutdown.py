@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -12,7 +13,13 @@ def stop_on_signals() -> asyncio.Event:
     closes its links and files instead of dying mid-write."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if not stop.is_set():  # say so at once: closing links can take a few seconds
+            print("\nstopping...", file=sys.stderr, flush=True)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
     return stop

@@ -19,10 +19,10 @@ import contextlib
 import datetime as dt
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO, TypeVar
 
 from ..engine import (
     Baseline,
@@ -55,6 +55,7 @@ from .config import DaemonConfig
 from .lsl import LslOutlets
 from .rebuild import stored_stream, timed_breath
 
+T = TypeVar("T")
 TICK_S = 0.25
 DAEMON_CLOSE_WAIT_S = 5.0  # links get this long to end at shutdown (the store is closed after them)
 
@@ -104,6 +105,7 @@ class SessionSummary:
     samples: dict[str, int] = field(default_factory=dict)
     nudges: int = 0
     nudges_confirmed: int = 0
+    kept: bool = True  # False: the run recorded nothing, and its new session file was removed
 
 
 def session_path(config: DaemonConfig, now: dt.datetime | None = None) -> tuple[Path, bool]:
@@ -120,6 +122,22 @@ def session_path(config: DaemonConfig, now: dt.datetime | None = None) -> tuple[
             break  # only the newest session may be resumed
     stamp = (now or dt.datetime.now()).strftime("%Y-%m-%dT%H-%M-%S")
     return directory / f"{stamp}.sqlite", False
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
+    """``work``'s result, or None as soon as ``stop`` is set (``work`` is then cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
 
 
 class Daemon:
@@ -361,12 +379,15 @@ class Daemon:
             self._line(f"therapist baseline {base.rate_bpm:.1f}/min (SD {base.rate_sd_bpm:.1f}) from calibration{made}")
         summary = SessionSummary(path, resumed)
         tasks: list[asyncio.Task[None]] = []
+        failed = disk_failed = False
         try:
             for role in ROLES:
                 link = self.links.get(role)
                 if link is None:  # auto: the strap that reports this role
                     self._line(f"looking for the {role}'s strap...")
-                    found = await find_by_role(role, options, timeout_s=30.0)
+                    found = await _unless_stopped(find_by_role(role, options, timeout_s=30.0), stop)
+                    if found is None:
+                        return summary  # Ctrl-C while searching
                     source = f"ble:{found.address}"
                     link = open_link(source, role, self, options, self.config.straps.rate_hz, self.clock)
                     self.links[role] = link
@@ -380,8 +401,6 @@ class Daemon:
         except BaseException as exc:
             failed, disk_failed = True, isinstance(exc, StoreError)
             raise
-        else:
-            failed = disk_failed = False
         finally:
             await close_links(list(self.links.values()), tasks, DAEMON_CLOSE_WAIT_S)
             summary.duration_s = self.clock() - self.t0_s
@@ -392,6 +411,11 @@ class Daemon:
                 if not disk_failed:  # a session cut short by a full disk stays open: the next run resumes it
                     store.set_meta("closed", "1")
                 store.close()
+                if not resumed and not any(summary.samples.values()) and not disk_failed:
+                    # Stopped before either strap sent anything: an empty file would only be in the way.
+                    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                        leftover.unlink(missing_ok=True)
+                    summary.kept = False
             except StoreError:
                 # The session could not be saved (a full disk): what was committed stays readable and
                 # resumable. Report the first failure, not this echo of it.
