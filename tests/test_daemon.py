@@ -375,3 +375,14 @@ def test_stopping_while_searching_for_straps_ends_at_once_and_keeps_no_empty_ses
     assert "looking for the therapist's strap" in out.getvalue()
     assert took_s < 10.0 and not kept  # not the 30 s a search by role would otherwise go on for
     assert list((tmp_path / "sessions").iterdir()) == []
+
+
+def test_lsl_configuration_is_private_quiet_and_removed(tmp_path: Path) -> None:
+    """liblsl's INFO lines stay off the therapist's terminal; the config file is the process's own
+    (not a fixed name in a shared temp directory) and is gone when the process ends."""
+    code = "from breathsync.daemon.lsl import LslOutlets; LslOutlets('s', 25, {'therapist': 'T'}).close(); print('ok')"
+    env = {k: v for k, v in os.environ.items() if k != "LSLAPICFG"} | {"TMPDIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.stdout.strip() == "ok", proc.stderr
+    assert "INFO|" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -10,6 +10,7 @@ clock, so backfilled samples land where they were taken.
 
 from __future__ import annotations
 
+import atexit
 import os
 import tempfile
 import time
@@ -24,9 +25,14 @@ def _configure(scope: str) -> None:
     """Point liblsl at a config with the chosen resolve scope (before pylsl is imported)."""
     if "LSLAPICFG" in os.environ:
         return  # the user's own LSL configuration wins
-    cfg = Path(tempfile.gettempdir()) / f"breathsync-lsl-{scope}.cfg"
-    cfg.write_text(f"[multicast]\nResolveScope = {scope}\n[ports]\nIPv6 = disable\n")
-    os.environ["LSLAPICFG"] = str(cfg)
+    # A private file (not a fixed name in the shared temp directory, which another user could
+    # plant first), removed when the process ends. Log level -1: warnings and errors only, not
+    # liblsl's INFO lines on every start.
+    handle, name = tempfile.mkstemp(prefix="breathsync-lsl-", suffix=".cfg")
+    with os.fdopen(handle, "w") as cfg:
+        cfg.write(f"[multicast]\nResolveScope = {scope}\n[ports]\nIPv6 = disable\n[log]\nlevel = -1\n")
+    atexit.register(Path(name).unlink, missing_ok=True)
+    os.environ["LSLAPICFG"] = name
 
 
 def load_pylsl(scope: str = "machine") -> ModuleType:
