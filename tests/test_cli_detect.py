@@ -79,6 +79,7 @@ def test_micropython_interpreter_prints_identical_lines(micropython: str) -> Non
         ("resp\n0.1\n0.2\nabc\n", ["--rate", "125"], "row 3"),
         ("resp\n0.1\nnan\n", ["--rate", "125"], "not finite"),
         ("resp,resp\n" + "0.5,0.6\n" * 2000, ["--rate", "125"], "column 'resp' appears 2 times in the header"),
+        ("t;resp\n" + "0;0.5\n" * 2000, ["--rate", "125"], "(semicolon-separated? values need commas between them)"),
         # a blank line mid-file is a lost sample, not nothing: skipping it would shift every later time
         ("resp\n0.1\n\n" + "0.5\n" * 2000, ["--rate", "125"], "row 2: empty row"),
         ("resp\n0.1\n0.2\n", ["--rate", "125"], "too short"),
@@ -140,6 +141,29 @@ def test_not_gzip_despite_name(tmp_path: Path) -> None:
     path.write_text("resp\n1\n")
     proc = breathsync("detect", str(path), "--rate", "125")
     assert proc.returncode == 2 and "cannot read" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_gzip_despite_plain_name_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "input.csv"
+    path.write_bytes(RECORD.read_bytes())
+    proc = breathsync("detect", str(path), "--rate", "125")
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(
+        "is gzip-compressed; name it input.csv.gz (or decompress it)"
+    )
+
+
+def test_a_recording_from_a_pipe(tmp_path: Path) -> None:
+    """`zcat a.csv.gz | breathsync detect /dev/stdin`: a pipe is a file to read, like any other."""
+    text = gzip.decompress(RECORD.read_bytes())
+    proc = subprocess.run(
+        [sys.executable, "-m", "breathsync", "detect", "/dev/stdin", "--rate", "125"],
+        input=text,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode() == breathsync("detect", str(RECORD), "--rate", "125").stdout
 
 
 @pytest.mark.parametrize("command", ["detect", "replay"])

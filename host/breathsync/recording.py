@@ -40,7 +40,14 @@ def _open_text(path: Path) -> io.TextIOBase:
     # utf-8-sig: spreadsheet exports start with a byte-order mark, which would otherwise hide in the first name
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    if path.is_file():
+        with open(path, "rb") as raw:
+            if raw.read(2) == GZIP_MAGIC:
+                raise InputError(f"{path}: is gzip-compressed; name it {path.name}.gz (or decompress it)")
     return open(path, encoding="utf-8-sig", newline="")
+
+
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 def read_column(path: str | Path, column: str = "resp") -> FloatArray:
@@ -54,7 +61,7 @@ def read_column(path: str | Path, column: str = "resp") -> FloatArray:
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a recording")
-    if not path.is_file():
+    if not path.exists():  # a pipe or device (/dev/stdin, <(zcat ...)) is fine: only a regular file is seekable
         raise InputError(f"{path}: no such file")
     try:
         with _open_text(path) as handle:
@@ -65,7 +72,8 @@ def read_column(path: str | Path, column: str = "resp") -> FloatArray:
                 raise InputError(f"{path}: empty file (expected a header row)") from None
             names = [name.strip() for name in header]
             if column not in names:
-                raise InputError(f"{path}: no column {column!r} (columns: {', '.join(names) or 'none'})")
+                hint = " (semicolon-separated? values need commas between them)" if ";" in ",".join(names) else ""
+                raise InputError(f"{path}: no column {column!r} (columns: {', '.join(names) or 'none'}){hint}")
             if names.count(column) > 1:
                 raise InputError(f"{path}: column {column!r} appears {names.count(column)} times in the header")
             col = names.index(column)
