@@ -306,6 +306,8 @@ def test_virtual_peripheral_tool_rejects_nan(capsys: pytest.CaptureFixture[str])
         (["scan", "--timeout", "nan"], "argument --timeout: must be a finite number"),
         (["scan", "--timeout", "inf"], "argument --timeout: must be a finite number"),
         (["scan", "--timeout", "soon"], "argument --timeout: not a number"),
+        (["calibrate", "--out", ""], "argument --out: empty file name"),  # not 'cannot write .'
+        (["stream", "--csv", " "], "argument --csv: empty file name"),
         (["stream", "--seconds", "-1"], "argument --seconds: must be >= 0"),
         (["stream", "--seconds", "nan"], "argument --seconds: must be a finite number"),
         (["sim", "--synthetic", "--seed", "-1", "--seconds", "2"], "argument --seed: must be >= 0"),

@@ -1,4 +1,4 @@
-"""argparse types for numeric options, so a bad value is a one-line usage error (exit 2).
+"""argparse types for numeric options and output files, so a bad value is a one-line usage error (exit 2).
 
 ``float()`` alone accepts ``nan``, ``inf`` and negatives: a nan deadline ends a command at once,
 a negative seed is a numpy traceback, a negative scan time scans nothing and reports no straps.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 
 def _finite(text: str) -> float:
@@ -45,3 +46,10 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0 (got {text!r})")
     return value
+
+
+def file_path(text: str) -> Path:
+    """A file to write: not empty (``Path("")`` would be the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty file name")
+    return Path(text)

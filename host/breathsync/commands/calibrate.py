@@ -14,6 +14,7 @@ from ..errors import InputError
 from ..link.session import LinkError
 from ..link.sources import ble_adapter
 from ..recording import check_input_rate, read_column
+from .arguments import file_path
 from .shutdown import stop_on_signals
 
 HELP = "record the therapist's own breathing (strap or recording) and save it as their baseline"
@@ -40,7 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long to record (strap: default 120, Ctrl-C ends early; recording: default all of it)",
     )
     parser.add_argument(
-        "--out", type=Path, default=Path(DEFAULT_OUT), metavar="FILE", help=f"where to save (default {DEFAULT_OUT})"
+        "--out",
+        type=file_path,
+        default=Path(DEFAULT_OUT),
+        metavar="FILE",
+        help=f"where to save (default {DEFAULT_OUT})",
     )
 
 

@@ -19,7 +19,7 @@ from ..link.session import LinkError
 from ..link.sources import ROLES, StrapLink, ble_adapter, close_links, find_by_role, open_link, open_sources
 from ..link.stream import SampleBlock, StrapEvent
 from ..protocol import StatusPacket
-from .arguments import seconds_or_forever
+from .arguments import file_path, seconds_or_forever
 from .shutdown import stop_on_signals
 
 HELP = "stream live samples and breath events of one or two straps (terminal or CSV)"
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             metavar="SOURCE",
             help=f"the {role}'s strap: ble:<address-or-name>, serial:<port>, replay:<session>, or 'auto' (by role)",
         )
-    parser.add_argument("--csv", type=Path, metavar="FILE", help="write every sample and event to FILE")
+    parser.add_argument("--csv", type=file_path, metavar="FILE", help="write every sample and event to FILE")
     parser.add_argument(
         "--seconds", type=seconds_or_forever, default=0, metavar="S", help="stop after S seconds (default: Ctrl-C)"
     )
