@@ -22,11 +22,12 @@ NO_BLUEZ = "no Bluetooth adapter available"
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the system BLE backend here is BlueZ")
 
 
-def one_line_error(capsys: pytest.CaptureFixture[str], message: str) -> str:
-    err = capsys.readouterr().err
+def one_line_error(capsys: pytest.CaptureFixture[str], message: str) -> tuple[str, str]:
+    """(stdout, stderr) of the command just run, after checking stderr is one line naming ``message``."""
+    out, err = capsys.readouterr()
     assert message in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    return err
+    return out, err
 
 
 @pytest.fixture
@@ -136,9 +137,9 @@ def test_run_rejects_bad_sources_before_creating_a_session(
     sessions = tmp_path / "sessions"
     for _ in range(2):  # a retry within the same second still reports the real error
         assert main(["run", *argv, "--no-lsl", "--sessions", str(sessions)]) == 2
-        err = one_line_error(capsys, message)
+        out, err = one_line_error(capsys, message)
         assert "session already exists" not in err
-    assert capsys.readouterr().out == ""  # no "new session ..." line
+        assert out == ""  # no "new session ..." line
     assert not sessions.exists() or list(sessions.iterdir()) == []
 
 
@@ -173,8 +174,8 @@ def test_run_sessions_directory_must_be_one(tmp_path: Path, capsys: pytest.Captu
 @linux_only
 def test_scan_without_bluez_is_one_line(no_bluez: None, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["scan", "--timeout", "2"]) == 2
-    one_line_error(capsys, NO_BLUEZ)
-    assert capsys.readouterr().out == ""  # not "no straps found"
+    out, _ = one_line_error(capsys, NO_BLUEZ)
+    assert out == ""  # not "no straps found"
 
 
 @linux_only
@@ -185,9 +186,29 @@ def test_stream_without_bluez_is_one_line_and_keeps_the_csv(
     keep = tmp_path / "keep.csv"
     keep.write_bytes(KEEP)
     assert main(["stream", "--therapist", source, "--csv", str(keep), "--seconds", "2"]) == 2
-    one_line_error(capsys, NO_BLUEZ)
-    assert "connect-failed" not in capsys.readouterr().out
+    out, _ = one_line_error(capsys, NO_BLUEZ)
+    assert "connect-failed" not in out
     assert keep.read_bytes() == KEEP
+
+
+@linux_only
+def test_calibrate_without_bluez_gives_no_instructions_first(
+    no_bluez: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["calibrate", "--out", str(tmp_path / "me.json")]) == 2
+    out, _ = one_line_error(capsys, NO_BLUEZ)
+    assert out == ""  # not "calibrating for 120 s: sit quietly ..."
+    assert not (tmp_path / "me.json").exists()
+
+
+def test_demo_sessions_must_be_a_directory_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    assert main(["demo", "--sessions", str(a_file)]) == 2
+    out, _ = one_line_error(capsys, "notes.txt: not a directory")
+    assert out == "" and a_file.read_text() == "mine"
 
 
 @linux_only
@@ -265,7 +286,7 @@ def not_a_controller() -> Iterator[int]:
 
 def test_bumble_transport_that_cannot_open_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["scan", "--ble", "bumble:tcp-client:127.0.0.1:99999", "--timeout", "1"]) == 2
-    err = one_line_error(capsys, "cannot open Bumble transport 'tcp-client:127.0.0.1:99999'")
+    _, err = one_line_error(capsys, "cannot open Bumble transport 'tcp-client:127.0.0.1:99999'")
     assert err.count("tcp-client:127.0.0.1:99999") == 1, err  # named once, not once per layer
 
 
@@ -277,7 +298,7 @@ def test_bumble_transport_to_something_else_gives_up(
     monkeypatch.setattr(backend, "POWER_ON_TIMEOUT_S", 1.0)
     adapter = f"bumble:tcp-client:127.0.0.1:{not_a_controller}"
     assert main(["scan", "--ble", adapter, "--timeout", "1"]) == 2
-    err = one_line_error(capsys, "no HCI controller answered")
+    _, err = one_line_error(capsys, "no HCI controller answered")
     assert err.count(adapter.removeprefix("bumble:")) == 1, err
 
 

@@ -11,8 +11,9 @@ from ..daemon.calibration import Calibration, calibrate_recording, calibrate_str
 from ..detector import STRAP_RATES_HZ
 from ..engine.baseline_file import write_baseline
 from ..errors import InputError
+from ..link.ble import check_bluetooth
 from ..link.session import LinkError
-from ..link.sources import ble_adapter
+from ..link.sources import ble_adapter, needs_ble
 from ..recording import check_input_rate, read_column
 from .arguments import file_path
 from .shutdown import stop_on_signals
@@ -52,8 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def _live(args: argparse.Namespace) -> Calibration:
     stop = stop_on_signals()
     seconds = 120.0 if args.seconds is None else args.seconds
-    print(f"calibrating for {seconds:.0f} s: sit quietly and breathe as you normally do", flush=True)
     async with ble_adapter(args.ble) as options:
+        if needs_ble(args.strap or "auto"):
+            await check_bluetooth(options)  # no adapter: one error line, no instructions first
+        print(f"calibrating for {seconds:.0f} s: sit quietly and breathe as you normally do", flush=True)
         return await calibrate_strap(
             args.strap or "auto",
             options,

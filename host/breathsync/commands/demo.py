@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 1.0 <= args.speed <= 8.0:
         raise InputError(f"--speed must be within 1..8 (got {args.speed})")
+    sessions = Path(args.sessions).expanduser() if args.sessions else None
+    if sessions is not None and sessions.exists() and not sessions.is_dir():  # before the banners, not after
+        raise InputError(f"--sessions {args.sessions}: not a directory")
     from ..sim import micropython_unavailable_reason
 
     reason = micropython_unavailable_reason()
