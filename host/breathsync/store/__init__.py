@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -70,22 +70,32 @@ class StoreError(InputError):
     """The session file is missing, not a breathsync session, damaged, or unwritable."""
 
 
+def _storage_failure(exc: sqlite3.Error) -> bool:
+    """The file system or the file let SQLite down (full, I/O error, read-only, locked, damaged);
+    not a programming error such as a closed connection or a value SQLite cannot bind."""
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
+
+
 @contextmanager
-def _writing(path: Path) -> Iterator[None]:
-    """SQLite's write failures (a full disk, a vanished directory) as one StoreError naming the session."""
+def _writing(
+    path: Path, what: str = "cannot save to the session", kept: str = "; what was saved before is kept"
+) -> Iterator[None]:
+    """SQLite's storage failures (a full disk, a vanished directory) as one StoreError naming the session."""
     try:
         yield
     except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot save to the session ({exc}); what was saved before is kept") from None
+        if not _storage_failure(exc):
+            raise
+        raise StoreError(f"{path}: {what} ({exc}){kept}") from None
 
 
 def _write_op(method: Callable[Concatenate[SessionStore, P], R]) -> Callable[Concatenate[SessionStore, P], R]:
+    @functools.wraps(method)
     def wrapper(self: SessionStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
         with _writing(self.path):
             return method(self, *args, **kwargs)
 
-    wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
-    return wrapper
+    return cast("Callable[Concatenate[SessionStore, P], R]", wrapper)
 
 
 @functools.cache
@@ -169,11 +179,21 @@ class SessionStore:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"{path.parent}: cannot create the sessions directory ({exc.strerror})") from None
-        db = cls._connect(path, "rwc")
+        try:  # claim the name first: two runs starting in the same second must not share (or delete) one file
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            raise StoreError(f"{path}: session already exists (open it to resume)") from None
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot create the session ({exc.strerror})") from None
+        try:
+            db = cls._connect(path, "rw")
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
         try:
             cls._use_wal(db, path)
             store = cls(db, path, commit_interval_s)
-            with _writing(path):
+            with _writing(path, "cannot create the session", ""):
                 store._db.executescript(_SCHEMA)
                 store._set_meta("schema_version", str(SCHEMA_VERSION))
                 store._set_meta("created_unix_s", repr(time.time()))
