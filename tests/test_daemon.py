@@ -117,6 +117,7 @@ def test_config_defaults_and_errors(tmp_path: Path) -> None:
         ("[straps]\nble = 'bumble:'\n", "straps.ble: unknown BLE adapter"),
         ("[session]\nname = '../../etc/x'\n", "session.name must be a plain file name"),
         ("[session]\nname = '.hidden'\n", "session.name must be a plain file name"),
+        ("[session]\nname = '  '\n", "session.name must be a plain file name"),
         ("[session]\ndirectory = ' '\n", "session.directory is empty"),
     ]:
         bad = tmp_path / "bad.toml"
@@ -319,6 +320,33 @@ def test_lsl_unavailable_is_one_line_before_the_session_file(monkeypatch: pytest
     assert open_descriptors(source) == 0  # and the replay links opened before it hold no file open
 
 
+def _create_on_a_small_disk(monkeypatch: pytest.MonkeyPatch, spare_pages: int) -> None:
+    """New sessions get SQLite's own 'database or disk is full' after ``spare_pages`` more pages."""
+    create = SessionStore.create.__func__  # type: ignore[attr-defined]
+
+    def small(cls: type[SessionStore], path: Path, config: object = None) -> SessionStore:
+        store = create(cls, path, config)
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count = {pages + spare_pages}")
+        return store
+
+    monkeypatch.setattr(SessionStore, "create", classmethod(small))
+
+
+def test_a_full_disk_ends_a_session_over_ble_too(
+    served_pair: tuple[str, dict[str, ModelStrap]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Over BLE the samples are written from the Bluetooth library's notification callback, which logs
+    and swallows what it raises: the failure must still end the session, not be lost packet by packet."""
+    adapter, _ = served_pair
+    _create_on_a_small_disk(monkeypatch, spare_pages=4)
+    with pytest.raises(StoreError, match=r"cannot save to the session \(database or disk is full\)"):
+        asyncio.run(asyncio.wait_for(Daemon(config_for(adapter, tmp_path), io.StringIO()).run(asyncio.Event()), 60))
+    (path,) = tmp_path.glob("*.sqlite")
+    with SessionStore.open(path, read_only=True) as kept:
+        assert kept.meta("closed") is None and len(kept.samples("therapist").counters) > 0
+
+
 def test_a_full_disk_ends_the_session_with_one_error_and_keeps_it_resumable(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -327,15 +355,7 @@ def test_a_full_disk_ends_the_session_with_one_error_and_keeps_it_resumable(
     with SessionStore.create(source, {}) as store:
         for role in ("therapist", "client"):
             store.add_samples(role, list(range(len(values))), [50.0 + i / 25 for i in range(len(values))], values)
-    create = SessionStore.create.__func__  # type: ignore[attr-defined]
-
-    def create_on_a_small_disk(cls: type[SessionStore], path: Path, config: object = None) -> SessionStore:
-        store = create(cls, path, config)
-        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
-        store._db.execute(f"PRAGMA max_page_count = {pages + 8}")  # SQLite's own 'database or disk is full'
-        return store
-
-    monkeypatch.setattr(SessionStore, "create", classmethod(create_on_a_small_disk))
+    _create_on_a_small_disk(monkeypatch, spare_pages=8)
     config = DaemonConfig(
         session=SessionConfig(directory=str(tmp_path / "sessions")),
         straps=StrapsConfig(therapist=f"replay:{source}", client=f"replay:{source}"),
@@ -386,3 +406,34 @@ def test_lsl_configuration_is_private_quiet_and_removed(tmp_path: Path) -> None:
     assert proc.stdout.strip() == "ok", proc.stderr
     assert "INFO|" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_resumed_session_stopped_while_searching_is_kept(tmp_path: Path) -> None:
+    """Only a session this run created and that holds nothing is removed; one it resumed never is."""
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
+    earlier = sessions / "2026-11-22T09-00-00.sqlite"
+    with SessionStore.create(earlier, {}) as store:  # a crashed run: samples, never closed
+        store.add_samples("therapist", [0, 1], [1.0, 1.04], [5, 6])
+
+    async def no_straps(link: object) -> dict[str, ModelStrap]:
+        return {}
+
+    with served(no_straps) as (adapter, _):
+        config = DaemonConfig(
+            session=SessionConfig(directory=str(sessions)),
+            straps=StrapsConfig(ble=adapter, therapist="auto", client="auto"),
+            outputs=OutputsConfig(lsl=False),
+        )
+
+        async def go() -> bool:
+            stop = asyncio.Event()
+            task = asyncio.create_task(Daemon(config, io.StringIO()).run(stop))
+            await asyncio.sleep(2)
+            stop.set()
+            return (await asyncio.wait_for(task, 20)).kept
+
+        assert asyncio.run(go())
+    assert [p.name for p in sessions.glob("*.sqlite")] == [earlier.name]
+    with SessionStore.open(earlier, read_only=True) as store:
+        assert store.samples("therapist").values.tolist() == [5, 6]

@@ -75,8 +75,11 @@ class DaemonConfig:
 
 def check_session_name(name: str, where: str = "config") -> None:
     """A session name is a file name inside the sessions directory, never a path out of it."""
-    if name and (name != Path(name).name or name.startswith(".") or "\\" in name):
-        raise InputError(f"{where}: session.name must be a plain file name (no '/', '\\' or leading '.'), got {name!r}")
+    if name and (name != Path(name).name or name.startswith(".") or "\\" in name or name != name.strip()):
+        raise InputError(
+            f"{where}: session.name must be a plain file name "
+            f"(no '/', '\\', leading '.' or spaces at either end), got {name!r}"
+        )
 
 
 def config_from_toml(data: dict[str, Any], where: str = "config") -> DaemonConfig:

@@ -19,7 +19,7 @@ import contextlib
 import datetime as dt
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -112,7 +112,7 @@ def session_path(config: DaemonConfig, now: dt.datetime | None = None) -> tuple[
     """The session file to use and whether it resumes an unfinished one."""
     directory = Path(config.session.directory).expanduser()
     if config.session.name:
-        path = directory / f"{config.session.name}.sqlite"
+        path = directory / f"{config.session.name.removesuffix('.sqlite')}.sqlite"  # 'x' and 'x.sqlite' alike
         return path, path.exists()
     if config.session.resume and directory.is_dir():
         for candidate in sorted(directory.glob("*.sqlite"), key=lambda p: p.stat().st_mtime, reverse=True):
@@ -132,12 +132,11 @@ async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> 
         await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopped.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    return None
+        if not task.done():  # stopped, or this coroutine itself was cancelled: the search ends too
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return None if task.cancelled() else task.result()
 
 
 class Daemon:
@@ -159,6 +158,10 @@ class Daemon:
         self.engine = EntrainmentEngine(config.engine, self.therapist_baseline)
         self.state: EngineState | None = None
         self.nudge_ids: dict[float, int] = {}
+        self._nudge_tasks: set[asyncio.Task[None]] = set()
+        # A storage failure inside a link callback: link libraries log and swallow what their callbacks
+        # raise, so it is kept here and raised by the session loop (``_tick``), which ends the session.
+        self.store_failure: StoreError | None = None
         self.store: SessionStore | None = None
         self.t0_s = 0.0
         self.lsl: LslOutlets | None = None
@@ -172,7 +175,23 @@ class Daemon:
 
     # -- sink callbacks (called by the links on the loop thread) -----------------------------------
 
+    @contextlib.contextmanager
+    def _recording(self) -> Iterator[bool]:
+        """Around a callback's store writes: yields False once storage has failed (nothing more is written)."""
+        if self.store_failure is not None or self.store is None:
+            yield False
+            return
+        try:
+            yield True
+        except StoreError as exc:
+            self.store_failure = exc
+
     def on_samples(self, block: SampleBlock) -> None:
+        with self._recording() as ok:
+            if ok:
+                self._on_samples(block)
+
+    def _on_samples(self, block: SampleBlock) -> None:
         assert self.store is not None
         self.store.add_samples(block.role, block.counters.tolist(), block.host_t_s.tolist(), block.values.tolist())
         self.views[block.role].samples += len(block.values)
@@ -185,6 +204,11 @@ class Daemon:
         self._handle(self.engine.feed(item))
 
     def on_event(self, event: StrapEvent) -> None:
+        with self._recording() as ok:
+            if ok:
+                self._on_event(event)
+
+    def _on_event(self, event: StrapEvent) -> None:
         assert self.store is not None
         stored = StoredEvent(
             event.role,
@@ -207,7 +231,10 @@ class Daemon:
         view = self.views[role]
         view.battery_pct = status.battery_pct
         view.firmware = ".".join(str(v) for v in status.fw_version)
-        if self.store is not None:
+        with self._recording() as ok:
+            if not ok:
+                return
+            assert self.store is not None
             link = self.links.get(role)
             target = getattr(link, "target", getattr(link, "port", ""))
             self.store.set_strap(
@@ -221,8 +248,10 @@ class Daemon:
         self.views[role].link = {"connected": "ok", "disconnected": "LOST", "connect-failed": "retrying"}.get(
             kind, kind
         )
-        if self.store is not None:
-            self.store.add_link_event(self.clock(), role, kind, detail)
+        with self._recording() as ok:
+            if ok:
+                assert self.store is not None
+                self.store.add_link_event(self.clock(), role, kind, detail)
         if kind in ("disconnected", "samples-lost"):
             self._line(f"{role} strap: {kind} {detail}".rstrip())
 
@@ -245,7 +274,9 @@ class Daemon:
                 self.nudge_ids[round(output.t_s, 3)] = nudge_id
                 if self.lsl is not None:
                     self.lsl.push_nudge(self.t0_s + output.t_s, output.pattern_name)
-                asyncio.get_running_loop().create_task(self._send_nudge(output, nudge_id))
+                task = asyncio.get_running_loop().create_task(self._send_nudge(output, nudge_id))
+                self._nudge_tasks.add(task)
+                task.add_done_callback(self._nudge_tasks.discard)
             elif isinstance(output, Efficacy):
                 if self._replaying or self.store is None:
                     continue
@@ -263,8 +294,11 @@ class Daemon:
                 confirmed = (await link.haptic(command)).ok
             except (LinkError, ProtocolError) as exc:
                 detail = str(exc)
-        assert self.store is not None
-        self.store.add_link_event(self.clock(), "therapist", "nudge-confirmed" if confirmed else "nudge-failed", detail)
+        with self._recording() as ok:
+            if ok:
+                assert self.store is not None
+                kind = "nudge-confirmed" if confirmed else "nudge-failed"
+                self.store.add_link_event(self.clock(), "therapist", kind, detail)
         self._line(
             f"NUDGE ({nudge.pattern_name}) {'confirmed by the strap' if confirmed else 'NOT delivered: ' + detail}"
         )
@@ -273,8 +307,10 @@ class Daemon:
         """'Mirroring on purpose': hold nudges; they resume by themselves after policy.mute_s."""
         until_s = self.engine.mute()
         minutes = max(0.0, until_s - self.session_s(self.clock())) / 60
-        if self.store is not None:
-            self.store.add_link_event(self.clock(), "therapist", "muted", f"{minutes:.1f} min")
+        with self._recording() as ok:
+            if ok:
+                assert self.store is not None
+                self.store.add_link_event(self.clock(), "therapist", "muted", f"{minutes:.1f} min")
         self._line(f"nudges muted for {minutes:.0f} min (mirroring on purpose); they resume by themselves")
 
     # -- status line -------------------------------------------------------------------------------
@@ -354,8 +390,47 @@ class Daemon:
         try:
             store = SessionStore.open(path) if resumed else SessionStore.create(path, self.config.as_dict())
         except Exception as exc:
+            await close_links(list(self.links.values()), [])
             raise InputError(f"cannot use session file {path}: {exc}") from None
         self.store = store
+        summary = SessionSummary(path, resumed)
+        tasks: list[asyncio.Task[None]] = []
+        failed = disk_failed = False
+        try:
+            self._start_session(store, path, resumed)
+            await self._connect_and_run(stop, options, store, tasks)
+        except BaseException as exc:
+            failed, disk_failed = True, isinstance(exc, StoreError)
+            raise
+        finally:
+            await close_links(list(self.links.values()), tasks, DAEMON_CLOSE_WAIT_S)
+            await self._drain_nudges()
+            summary.duration_s = self.clock() - self.t0_s
+            known_empty = False
+            try:
+                summary.samples = {role: len(store.samples(role).counters) for role in ROLES}
+                known_empty = not any(summary.samples.values())
+                summary.nudges = len(store.nudges())
+                summary.nudges_confirmed = sum(1 for e in store.link_events() if e[2] == "nudge-confirmed")
+                if not disk_failed:  # a session cut short by a full disk stays open: the next run resumes it
+                    store.set_meta("closed", "1")
+                store.close()
+            except StoreError:
+                # The session could not be saved (a full disk): what was committed stays readable and
+                # resumable. Report the first failure, not this echo of it.
+                store.abandon()
+                if not failed:
+                    raise
+            finally:
+                if not resumed and known_empty:
+                    # Ended before either strap sent anything: an empty file would only be in the way
+                    # (and a later run would resume it).
+                    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                        leftover.unlink(missing_ok=True)
+                    summary.kept = False
+        return summary
+
+    def _start_session(self, store: SessionStore, path: Path, resumed: bool) -> None:
         if resumed:
             t0 = store.meta_float("t0_unix_s")
             self.t0_s = self.clock() if t0 is None else t0
@@ -377,52 +452,35 @@ class Daemon:
             base = cal.baseline
             made = f" ({', '.join(x for x in (cal.source, cal.created) if x)})" if cal.source or cal.created else ""
             self._line(f"therapist baseline {base.rate_bpm:.1f}/min (SD {base.rate_sd_bpm:.1f}) from calibration{made}")
-        summary = SessionSummary(path, resumed)
-        tasks: list[asyncio.Task[None]] = []
-        failed = disk_failed = False
-        try:
-            for role in ROLES:
-                link = self.links.get(role)
-                if link is None:  # auto: the strap that reports this role
-                    self._line(f"looking for the {role}'s strap...")
-                    found = await _unless_stopped(find_by_role(role, options, timeout_s=30.0), stop)
-                    if found is None:
-                        return summary  # Ctrl-C while searching
-                    source = f"ble:{found.address}"
-                    link = open_link(source, role, self, options, self.config.straps.rate_hz, self.clock)
-                    self.links[role] = link
-                last = store.last_counter(role)
-                stream = getattr(getattr(link, "session", None), "stream", None)
-                if last is not None and stream is not None:
-                    stream.resume_after(last)
-            self.links = {role: self.links[role] for role in ROLES}  # role order, however they were found
-            tasks = [asyncio.create_task(link.run(), name=f"link-{role}") for role, link in self.links.items()]
-            await self._tick(stop, tasks)
-        except BaseException as exc:
-            failed, disk_failed = True, isinstance(exc, StoreError)
-            raise
-        finally:
-            await close_links(list(self.links.values()), tasks, DAEMON_CLOSE_WAIT_S)
-            summary.duration_s = self.clock() - self.t0_s
-            try:
-                summary.samples = {role: len(store.samples(role).counters) for role in ROLES}
-                summary.nudges = len(store.nudges())
-                summary.nudges_confirmed = sum(1 for e in store.link_events() if e[2] == "nudge-confirmed")
-                if not disk_failed:  # a session cut short by a full disk stays open: the next run resumes it
-                    store.set_meta("closed", "1")
-                store.close()
-                if not resumed and not any(summary.samples.values()) and not disk_failed:
-                    # Stopped before either strap sent anything: an empty file would only be in the way.
-                    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-                        leftover.unlink(missing_ok=True)
-                    summary.kept = False
-            except StoreError:
-                # The session could not be saved (a full disk): what was committed stays readable and
-                # resumable. Report the first failure, not this echo of it.
-                store.abandon()
-                if not failed:
-                    raise
-        return summary
+
+    async def _connect_and_run(
+        self, stop: asyncio.Event, options: BleOptions, store: SessionStore, tasks: list[asyncio.Task[None]]
+    ) -> None:
+        """Find the straps not given by source, start every link (``tasks`` gets their tasks) and run."""
+        for role in ROLES:
+            link = self.links.get(role)
+            if link is None:  # auto: the strap that reports this role
+                self._line(f"looking for the {role}'s strap...")
+                found = await _unless_stopped(find_by_role(role, options, timeout_s=30.0), stop)
+                if found is None:
+                    return  # Ctrl-C while searching
+                source = f"ble:{found.address}"
+                link = open_link(source, role, self, options, self.config.straps.rate_hz, self.clock)
+                self.links[role] = link
+            last = store.last_counter(role)
+            stream = getattr(getattr(link, "session", None), "stream", None)
+            if last is not None and stream is not None:
+                stream.resume_after(last)
+        self.links = {role: self.links[role] for role in ROLES}  # role order, however they were found
+        tasks.extend(asyncio.create_task(link.run(), name=f"link-{role}") for role, link in self.links.items())
+        await self._tick(stop, tasks)
+
+    async def _drain_nudges(self) -> None:
+        """Nudges still being sent when the links closed end now, before the store they log to closes."""
+        for task in self._nudge_tasks:
+            task.cancel()
+        await asyncio.gather(*self._nudge_tasks, return_exceptions=True)
+        self._nudge_tasks.clear()
 
     @property
     def therapist_baseline(self) -> Baseline | None:
@@ -430,8 +488,15 @@ class Daemon:
         return None if self.calibration is None else self.calibration.baseline
 
     async def _tick(self, stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
+        await self._tick_until_done(stop, tasks)
+        if self.store_failure is not None:  # also when Ctrl-C or the sources' end came right after it
+            raise self.store_failure
+
+    async def _tick_until_done(self, stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
         interval = self.config.outputs.status_interval_s
         while not stop.is_set():
+            if self.store_failure is not None:
+                raise self.store_failure
             for task in tasks:
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
