@@ -111,6 +111,13 @@ def test_stream_to_a_device_file(tmp_path: Path) -> None:
     assert main(["stream", "--client", f"replay:{session}", "--csv", os.devnull, "--seconds", "10"]) == 0
 
 
+@linux_only
+def test_stream_csv_on_a_full_disk_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    session = replay_session(tmp_path / "s.sqlite", n=25 * 60)
+    assert main(["stream", "--client", f"replay:{session}", "--csv", "/dev/full", "--seconds", "10"]) == 2
+    one_line_error(capsys, "cannot write /dev/full: No space left on device")
+
+
 def test_stream_unwritable_csv_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     session = replay_session(tmp_path / "s.sqlite")
     target = tmp_path / "missing-dir" / "out.csv"
@@ -351,4 +358,8 @@ def test_bad_numbers_are_one_line_usage_errors(
 def test_bare_command_shows_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage: breathsync") and all(name in err for name in ("run", "replay", "demo", "report"))
+    assert err.startswith("usage: breathsync")
+    from breathsync.commands import replay, run
+
+    words = " ".join(err.split())  # argparse wraps the help texts
+    assert run.HELP in words and replay.HELP in words  # each command's one-line help, not only the usage line

@@ -62,33 +62,52 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    if not (sys.argv[1:] if argv is None else argv):  # a bare `breathsync`: show what it can do
-        parser.print_help(sys.stderr)
-        return 2
-    args = parser.parse_args(argv)
+    command = "breathsync"
     try:
+        if not (sys.argv[1:] if argv is None else argv):  # a bare `breathsync`: show what it can do
+            parser.print_help(sys.stderr)
+            return 2
+        args = parser.parse_args(argv)
+        command = f"breathsync {args.command}"
         result: int = args._run(args)
+        sys.stdout.flush()  # here, not at exit: a full disk under `> file` is reported like any error
     except BreathsyncError as exc:
-        print(f"breathsync {args.command}: {exc}", file=sys.stderr)
+        print(f"{command}: {exc}", file=sys.stderr)
         return 2
+    except SystemExit:  # argparse's --help, --version and usage errors: their text must get out too
+        if _stdout_broken():
+            _silence_stdout()
+            print(f"{command}: cannot write output", file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # the reader went away (``| head``): not an error
         _silence_stdout()
         return 0
     except OSError as exc:
-        # Commands turn the errors of files they were given into InputError; what is left here is the
-        # output itself failing (a full disk under ``> file``, /dev/full): one line, like any error.
-        if exc.errno in _OUTPUT_ERRNOS:
+        # Commands turn the errors of files they were given into InputError; what is left here is
+        # mostly the output itself failing (a full disk under ``> file``, /dev/full).
+        if exc.errno in _OUTPUT_ERRNOS or _stdout_broken():
             _silence_stdout()
-            print(f"breathsync {args.command}: cannot write output: {exc.strerror}", file=sys.stderr)
+            print(f"{command}: cannot write output: {exc.strerror or exc}", file=sys.stderr)
         else:
-            print(f"breathsync {args.command}: {exc}", file=sys.stderr)
+            print(f"{command}: {exc}", file=sys.stderr)
         return 2
     return result
 
 
+# What writing to a full or failing disk raises. A failed write may leave nothing buffered, so a
+# second flush can succeed: the errno tells more than retrying.
 _OUTPUT_ERRNOS = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG}
+
+
+def _stdout_broken() -> bool:
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        return True
+    return False
 
 
 def _silence_stdout() -> None:

@@ -15,9 +15,11 @@ def stop_on_signals() -> asyncio.Event:
     loop = asyncio.get_running_loop()
 
     def on_signal() -> None:
-        if not stop.is_set():  # say so at once: closing links can take a few seconds
-            print("\nstopping...", file=sys.stderr, flush=True)
-        stop.set()
+        first = not stop.is_set()
+        stop.set()  # first: a stderr that cannot be written (a closed pipe) must not keep the command going
+        if first:  # say so at once: closing links can take a few seconds
+            with contextlib.suppress(OSError, ValueError):
+                print("\nstopping...", file=sys.stderr, flush=True)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -55,11 +55,23 @@ class CsvOutput:
         except OSError as exc:
             raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
         self._writer: Any = None  # the csv module's writer type is not public
+        # Rows come from link callbacks, whose libraries log and swallow what they raise: a write
+        # failure (a full disk) is kept here and raised by the command's loop (``check``).
+        self.failure: InputError | None = None
 
     def writerow(self, row: Sequence[object]) -> None:
-        if self._writer is None:
-            self._start()
-        self._writer.writerow(row)
+        if self.failure is not None:
+            return
+        try:
+            if self._writer is None:
+                self._start()
+            self._writer.writerow(row)
+        except OSError as exc:
+            self.failure = InputError(f"cannot write {self.path}: {exc.strerror or exc}")
+
+    def check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
 
     def _start(self) -> None:
         if stat.S_ISREG(os.fstat(self._file.fileno()).st_mode):  # a pipe, terminal or /dev/null: nothing to cut
@@ -74,8 +86,11 @@ class CsvOutput:
         try:
             if completed and self._writer is None and not self._existed:
                 self._start()
+        except OSError as exc:
+            self.failure = self.failure or InputError(f"cannot write {self.path}: {exc.strerror or exc}")
         finally:
-            self._file.close()
+            with contextlib.suppress(OSError):  # the data that fit is on disk; the failure is reported
+                self._file.close()
             if self._writer is None and not self._existed:
                 with contextlib.suppress(OSError):
                     self.path.unlink()
@@ -150,6 +165,8 @@ async def stream(args: argparse.Namespace, out: TextIO) -> int:
             tasks = [asyncio.create_task(link.run()) for link in links]
             deadline = None if not args.seconds else loop.time() + args.seconds
             while not stop.is_set() and (deadline is None or loop.time() < deadline):
+                if writer is not None:
+                    writer.check()
                 done = [t for t in tasks if t.done()]
                 for task in done:
                     if not task.cancelled() and task.exception() is not None:
@@ -159,12 +176,16 @@ async def stream(args: argparse.Namespace, out: TextIO) -> int:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
                 printer.tick()
+            if writer is not None:
+                writer.check()
             completed = True
         finally:
             # One failed link must not leave the other running (and writing) while the error is shown.
             await close_links(links, tasks)
             if writer is not None:
                 writer.close(completed)
+        if writer is not None:
+            writer.check()  # the last rows are written when the file closes
     return 0
 
 
