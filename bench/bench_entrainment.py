@@ -296,12 +296,18 @@ def run() -> str:
 
 def _episode_lengths(traces: Sequence[Trace]) -> str:
     """How long the held-out therapist-follows episodes last, as a sentence for the report."""
-    eps = [t.scenario for t in traces if t.scenario.kind == "therapist_follows"]
-    lengths = [s.offset_s - s.onset_s for s in eps if s.onset_s is not None and s.offset_s is not None]
-    cut = sum(1 for s in eps if s.offset_s is not None and s.offset_s >= s.duration_s - 1e-6)
+    spans = [
+        (t.scenario.onset_s, t.scenario.offset_s, t.scenario.duration_s)
+        for t in traces
+        if t.scenario.kind == "therapist_follows" and t.scenario.onset_s is not None and t.scenario.offset_s is not None
+    ]
+    if not spans:
+        return "No held-out therapist-follows episodes."
+    lengths = [off - on for on, off, _ in spans]
+    cut = sum(1 for _, off, end in spans if off >= end - 1e-6)
     return (
         f"Held-out therapist-follows episodes last {min(lengths):.0f}-{max(lengths):.0f} s (median "
-        f"{statistics.median(lengths):.0f} s); {cut} of {len(eps)} end with the dyad rather than by decoupling, "
+        f"{statistics.median(lengths):.0f} s); {cut} of {len(spans)} end with the dyad rather than by decoupling, "
         "so their nudge must come within that time (no grace period after the data ends)."
     )
 

@@ -217,6 +217,7 @@ def test_flickering_decisions_make_one_episode_not_many() -> None:
     decisions = {100: "therapist_follows", 104: "locked_unclear", 106: "therapist_follows", 130: "no_lock"}
     decisions |= {131: "therapist_follows", 140: "no_lock", 200: "therapist_follows", 201: "no_lock"}
     decisions |= {300: "nudge", 301: "no_lock", 400: "locked_client_follows", 420: "no_lock"}
+    decisions |= {500: "therapist_follows", 530: "locked_client_follows", 532: "therapist_follows", 560: "no_lock"}
     states = [(float(t), {"decision": d}) for t, d in sorted(decisions.items())]
     nudge = StoredNudge(id=1, t_s=300.0, detail={}, efficacy=None)
     episodes = find_episodes(states, [nudge])
@@ -224,6 +225,7 @@ def test_flickering_decisions_make_one_episode_not_many() -> None:
         ("therapist", 100.0, 140.0, 0),  # 104-106 and 130-131 bridged
         ("therapist", 300.0, 301.0, 1),  # short, but it was nudged
         ("client", 400.0, 420.0, 0),
+        ("therapist", 500.0, 560.0, 0),  # 2 s of 'client follows' inside it is flicker too
     ]  # 200-201 (one update) is flicker, not an episode
 
 

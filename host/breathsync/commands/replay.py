@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         if not (args.therapist and args.client and args.rate is not None):
             raise InputError("need a SESSION, or all of --therapist A.csv --client B.csv --rate HZ")
         check_input_rate(args.rate)
-        column = args.column or "resp"
+        column = "resp" if args.column is None else args.column
         therapist = read_column(args.therapist, column)
         client = read_column(args.client, column)
         _check_durations(len(therapist) / args.rate, len(client) / args.rate, config)
@@ -109,8 +109,9 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     if args.session and lines == 0 and all(counted.breaths.values()):
+        whose = "the client's baseline" if baseline is not None else "both baselines"
         print(
-            f"breathsync replay: note: the session ends before the engine learned both baselines (the first "
+            f"breathsync replay: note: the session ends before the engine learned {whose} (the first "
             f"{config.engine.baseline_s:.0f} s of both straps, engine.baseline_s): no decisions",
             file=sys.stderr,
         )

@@ -241,14 +241,29 @@ def find_episodes(states: Sequence[tuple[float, dict[str, Any]]], nudges: Sequen
             current, start = follower, t_s
     if current is not None and states:
         runs.append((current, start, states[-1][0]))
-    merged: list[tuple[str, float, float]] = []
-    for follower, start, end in runs:
-        if merged and merged[-1][0] == follower and start - merged[-1][2] <= EPISODE_BRIDGE_S:
-            merged[-1] = (follower, merged[-1][1], end)
-        else:
-            merged.append((follower, start, end))
-    episodes = [_episode(follower, start, end, nudges) for follower, start, end in merged]
-    return [e for e in episodes if e.end_host_t_s - e.start_host_t_s >= EPISODE_MIN_S or e.nudges]
+
+    def flicker(run: tuple[str, float, float]) -> bool:
+        return run[2] - run[1] < EPISODE_MIN_S and _episode(*run, nudges).nudges == 0
+
+    while True:
+        merged: list[tuple[str, float, float]] = []
+        for follower, start, end in runs:
+            if merged and merged[-1][0] == follower and start - merged[-1][2] <= EPISODE_BRIDGE_S:
+                merged[-1] = (follower, merged[-1][1], end)
+            else:
+                merged.append((follower, start, end))
+        # A moment of the other person 'following' inside an episode is flicker too: drop it and merge again.
+        inside = [
+            i
+            for i in range(1, len(merged) - 1)
+            if flicker(merged[i])
+            and merged[i - 1][0] == merged[i + 1][0] != merged[i][0]
+            and merged[i + 1][1] - merged[i - 1][2] <= EPISODE_BRIDGE_S
+        ]
+        if not inside:
+            break
+        runs = [run for i, run in enumerate(merged) if i != inside[0]]
+    return [_episode(*run, nudges) for run in merged if not flicker(run)]
 
 
 def _follower(decision: object) -> str | None:
