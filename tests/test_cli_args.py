@@ -173,6 +173,7 @@ def test_run_sessions_directory_must_be_one(tmp_path: Path, capsys: pytest.Captu
     assert main(["run", *replay, "--sessions", str(a_file)]) == 2
     one_line_error(capsys, "sessions.csv: not a directory")
     assert a_file.read_text() == "not a directory"
+    assert open_descriptors(therapist) == open_descriptors(client) == 0  # the links opened first are closed
 
 
 # -- the system adapter without BlueZ: one line, not a traceback or a link retrying for ever ------
