@@ -182,6 +182,7 @@ def build_session(path: Path, roles: tuple[str, ...] = ("therapist", "client"), 
                 store.set_nudge_efficacy(nudge_id, efficacy.as_json_dict())
         store.add_link_event(host_t("therapist", 2000), "therapist", "disconnected", "supervision timeout")
         store.add_link_event(host_t("therapist", 2100), "therapist", "connected", "AA:BB")
+        store.add_link_event(HOST_T0_S - 0.07, "client", "connected", "CC:DD")  # before the first sample
     return path
 
 
@@ -342,6 +343,8 @@ def test_edf_read_back(session_file: Path, tmp_path: Path) -> None:
     dropouts = [(o, d) for o, d, t in zip(onsets, durations, texts, strict=True) if t.startswith("dropout")]
     assert sorted(round(d * RATE_HZ) for _, d in dropouts) == sorted(b - a for g in GAPS.values() for a, b in g)
     assert "therapist follows client" in texts and "link therapist disconnected" in texts
+    early = [o for o, t in zip(onsets, texts, strict=True) if t == "link client connected (at -0.07 s)"]
+    assert early == [0.0]  # EDF+ cannot start an annotation before the file: kept at 0, not dropped
 
 
 # -- BIDS -----------------------------------------------------------------------------------------

@@ -311,7 +311,10 @@ def edf_annotations(session: Session) -> list[Annotation]:
         notes.append(Annotation(session.rel(gap.start_host_t_s), gap.duration_s, f"dropout {gap.role}"))
     for t_s, role, kind, _detail in session.link_events:
         notes.append(Annotation(session.rel(t_s), None, f"link {role} {kind}"))
-    return sorted((n for n in notes if n.onset_s >= 0), key=lambda n: n.onset_s)
+    # EDF+ onsets cannot precede the file start: what happened before the first sample (a strap's
+    # 'connected' event) is kept at 0 with its real time in the text, not dropped.
+    notes = [n if n.onset_s >= 0 else Annotation(0.0, None, f"{n.text} (at {n.onset_s:.2f} s)") for n in notes]
+    return sorted(notes, key=lambda n: n.onset_s)
 
 
 def _nudge_duration_s(detail: Mapping[str, Any]) -> float | None:
