@@ -479,7 +479,7 @@ class BumbleBench:
         await asyncio.wait({terminated})  # never cancels the transport's own future
         if self._closed:
             return
-        logger.warning("Bumble bench: HCI transport lost")
+        logger.warning("lost the Bumble HCI transport (did the virtual straps' process end?): straps disconnected")
         self._transport_lost = True
         for client in list(self._clients):
             client._on_lost(client.connection, _CONNECTION_TIMEOUT)
