@@ -100,14 +100,26 @@ class Score:
 
 
 def _trace(scenario: Scenario) -> Trace:
-    # CPU time of this process: one core's work per dyad, not slowed by the other bench process
-    # or anything else sharing the machine (wall time was, and made the slowest dyad look slower).
     started = time.process_time()
     stream = list(dyad_stream(scenario.therapist, scenario.client, scenario.sampling_rate, gaps_s=scenario.gaps_s))
     states = [o for o in run_engine(stream, EntrainmentEngine(Config())) if isinstance(o, EngineState)]
     elapsed = time.process_time() - started
     wclc = list(run_engine(stream, WindowedCrossLag()))
     return Trace(scenario, states, wclc, elapsed)
+
+
+def _replay_speed(scenario: Scenario) -> float:
+    """x real time of one dyad's replay (strap simulation, detector, engine), in this process's CPU time.
+
+    Timed one dyad at a time with no other bench process running: the target is per dyad on one
+    core, and two replays side by side on this 2-core machine slow each other down (shared caches
+    and memory bandwidth; CPU time too, not only wall time).
+    """
+    started = time.process_time()
+    stream = dyad_stream(scenario.therapist, scenario.client, scenario.sampling_rate, gaps_s=scenario.gaps_s)
+    for _ in run_engine(stream, EntrainmentEngine(Config())):
+        pass
+    return scenario.duration_s / (time.process_time() - started)
 
 
 def _score(traces: Sequence[Trace], nudges: Sequence[list[float]], baseline_s: float) -> Score:
@@ -263,7 +275,8 @@ def run() -> str:
         wc.append(((r_min, w_lock), _score(cal, _wclc_nudges(cal, r_min, w_lock, base), bs)))
     (r_min, w_lock), w_cal = _best(wc, max(cal_score.fnh_all, 1e-9), None)  # type: ignore[misc]
     w_eval = _score(ev, _wclc_nudges(ev, r_min, w_lock, base), bs)
-    speed = [t.scenario.duration_s / t.engine_s for t in ev]
+    speed_shared = [t.scenario.duration_s / t.engine_s for t in ev]  # two replays at once (the pool above)
+    speed = [_replay_speed(sc) for sc in eval_sc]  # one at a time: the target's 'one core'
     variants = _variants(bidmc_sources(data, bidmc[13:]) + biopeaks_segments(data, 40, 80, 10), chosen, workers)
     by_pair = [(f"{name} (calibration)", score) for name, score in _by_pair(cal, _engine_nudges(cal, chosen), bs)] + [
         (f"{name} (held-out)", score) for name, score in _by_pair(ev, chosen_ev_nudges, bs)
@@ -278,6 +291,7 @@ def run() -> str:
         best_combo,
         (r_min, w_lock),
         speed,
+        speed_shared,
         base,
         len(cal),
         len(ev),
@@ -357,6 +371,7 @@ def _report(
     engine_params: object,
     wclc_params: tuple[float, float],
     speed: list[float],
+    speed_shared: list[float],
     base: Config,
     n_cal: int,
     n_ev: int,
@@ -405,8 +420,8 @@ def _report(
         f"| client-follows episodes nudged (n={ev.n_cf}) | <= 5% | {_fmt(ev.client_follows_nudged, True)} | "
         f"{_pf(ev.client_follows_nudged <= 0.05)} | {_fmt(w_ev.client_follows_nudged, True)} | "
         f"{_fmt(shipped.client_follows_nudged, True)} |",
-        f"| replay speed, x real time per dyad (slowest dyad, one core CPU time) | >= 1000x | {min(speed):.0f}x | "
-        f"{_pf(min(speed) >= 1000)} | - | - |",
+        "| replay speed, x real time per dyad (slowest dyad, one at a time, CPU time) | >= 1000x | "
+        f"{min(speed):.0f}x | {_pf(min(speed) >= 1000)} | - | - |",
         "",
         "## Calibration set (for reference)",
         "",
@@ -450,8 +465,10 @@ def _report(
             for name, v in by_pair
         ),
         "",
-        f"Replay speed: min {min(speed):.0f}x, median {med_speed:.0f}x over {n_ev} evaluation dyads "
-        "(replay = ADC simulation + firmware detector fed 8 samples at a time + engine; process CPU time).",
+        f"Replay speed: min {min(speed):.0f}x, median {med_speed:.0f}x over {n_ev} evaluation dyads, timed one "
+        "at a time (replay = ADC simulation + firmware detector fed 8 samples at a time + engine; process CPU "
+        f"time). Two replays at once, as in the bench's pool on this 2-core machine: min {min(speed_shared):.0f}x, "
+        f"median {statistics.median(speed_shared):.0f}x.",
         f"Run: {n_cal} + {n_ev} dyads; scenario generation {gen_s:.0f} s, replays {replay_s:.0f} s "
         f"(2 processes), total {total_s:.0f} s.",
         "",
