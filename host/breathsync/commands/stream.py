@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 CSV_HEADER = ("role", "kind", "counter", "host_t_s", "value")
 
 
+def _cannot_write(path: Path, exc: OSError) -> InputError:
+    return InputError(f"cannot write {path}: {exc.strerror or exc}")
+
+
 class CsvOutput:
     """The --csv file, opened without truncating it: an existing file is only replaced once there is
     something to put in it (or the command ends normally), and a new file is removed again if the
@@ -53,7 +57,7 @@ class CsvOutput:
         try:
             self._file = path.open("a", newline="")
         except OSError as exc:
-            raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+            raise _cannot_write(path, exc) from None
         self._writer: Any = None  # the csv module's writer type is not public
         # Rows come from link callbacks, whose libraries log and swallow what they raise: a write
         # failure (a full disk) is kept here and raised by the command's loop (``check``).
@@ -67,7 +71,7 @@ class CsvOutput:
                 self._start()
             self._writer.writerow(row)
         except OSError as exc:
-            self.failure = InputError(f"cannot write {self.path}: {exc.strerror or exc}")
+            self.failure = _cannot_write(self.path, exc)
 
     def check(self) -> None:
         if self.failure is not None:
@@ -87,7 +91,7 @@ class CsvOutput:
             if completed and self._writer is None and not self._existed:
                 self._start()
         except OSError as exc:
-            self.failure = self.failure or InputError(f"cannot write {self.path}: {exc.strerror or exc}")
+            self.failure = self.failure or _cannot_write(self.path, exc)
         finally:
             with contextlib.suppress(OSError):  # the data that fit is on disk; the failure is reported
                 self._file.close()

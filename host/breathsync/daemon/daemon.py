@@ -50,7 +50,7 @@ from ..protocol.packets import (
     HAPTIC_MIN_OFF_MS,
     HAPTIC_MIN_ON_MS,
 )
-from ..store import SessionStore, StoredEvent, StoreError, StrapInfo
+from ..store import SessionStore, StoredEvent, StoreError, StrapInfo, remove_session_files
 from .config import DaemonConfig
 from .lsl import LslOutlets
 from .rebuild import stored_stream, timed_breath
@@ -425,8 +425,7 @@ class Daemon:
                 if not resumed and known_empty:
                     # Ended before either strap sent anything: an empty file would only be in the way
                     # (and a later run would resume it).
-                    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-                        leftover.unlink(missing_ok=True)
+                    remove_session_files(path)
                     summary.kept = False
         return summary
 

@@ -98,6 +98,12 @@ def _write_op(method: Callable[Concatenate[SessionStore, P], R]) -> Callable[Con
     return cast("Callable[Concatenate[SessionStore, P], R]", wrapper)
 
 
+def remove_session_files(path: Path) -> None:
+    """Delete a session file with the -wal/-shm files SQLite keeps beside it (for sessions that hold nothing)."""
+    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+
+
 @functools.cache
 def _expected_columns() -> dict[str, tuple[str, ...]]:
     """Table -> columns of a schema-1 session, taken from ``_SCHEMA`` itself (one source of truth)."""
@@ -202,8 +208,7 @@ class SessionStore:
         except BaseException:
             # A session that could not be set up (a full disk) must not be left behind half-made.
             db.close()
-            for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-                leftover.unlink(missing_ok=True)
+            remove_session_files(path)
             raise
         return store
 
