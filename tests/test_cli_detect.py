@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from breathsync.datasets import bundled_path
@@ -185,3 +186,26 @@ def test_output_that_cannot_be_written_is_one_line(command: str) -> None:
     assert proc.returncode == 2
     [line] = proc.stderr.strip().splitlines()
     assert "cannot write output" in line and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("resp\n0.1\n\n0.3\n", [0.1, None, 0.3]),  # pandas writes NaN in a one-column file as an empty line
+        ("t,resp\n0,0.1\n1,\n2,NaN\n3,NA\n4,n/a\n5,0.6\n", [0.1, None, None, None, None, 0.6]),
+        ("resp\n0.1\n0.2\n\n\n", [0.1, 0.2]),  # trailing empty lines are the end of the file, not samples
+    ],
+)
+def test_missing_samples_are_nan_only_where_the_caller_allows_them(
+    tmp_path: Path, content: str, expected: list[float | None]
+) -> None:
+    from breathsync.errors import InputError
+    from breathsync.recording import read_column
+
+    path = tmp_path / "holes.csv"
+    path.write_text(content)
+    values = read_column(path, missing_ok=True)
+    assert [None if np.isnan(v) else v for v in values] == expected
+    if None in expected:
+        with pytest.raises(InputError, match=r"row \d"):
+            read_column(path)

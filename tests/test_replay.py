@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from breathsync.cli import main
@@ -156,3 +157,53 @@ def test_recording_options_with_a_session_are_refused(
     assert main(["replay", str(path), *option]) == 2
     out, err = capsys.readouterr()
     assert out == "" and "--column and --strap-rate are for recordings" in err
+
+
+def _with_missing(tmp_path: Path, source: str, stretches_s: list[tuple[float, float]], style: str) -> str:
+    """``source`` with the samples of each stretch written as missing (an empty cell, NaN, or a BIDS n/a)."""
+    from breathsync.recording import read_column
+
+    values = read_column(source)
+    gone = np.zeros(len(values), dtype=bool)
+    for a, b in stretches_s:
+        gone[int(a * 125) : int(b * 125)] = True
+    path = tmp_path / f"missing_{len(style)}.csv"
+    cells = (style if g else f"{v:.5f}" for v, g in zip(values, gone, strict=True))
+    path.write_text("t_s,resp\n" + "\n".join(f"{i / 125:.3f},{c}" for i, c in enumerate(cells)) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("style", ["", "NaN", "n/a"])
+def test_missing_samples_replay_as_a_drop_out(capsys: pytest.CaptureFixture[str], tmp_path: Path, style: str) -> None:
+    # A recording with holes (an exporter's NaN, a loose lead) is not bad input: the strap sent nothing then.
+    holed = _with_missing(tmp_path, A, [(200.0, 230.0), (300.0, 300.4)], style)
+    code, full, _ = _replay(capsys)
+    assert code == 0
+    assert main(["replay", "--therapist", holed, "--client", B, "--rate", "125"]) == 0
+    out, err = capsys.readouterr()
+    assert "the therapist's recording has 2 stretch(es) of missing samples (30.4 s in all)" in err
+    states = [json.loads(line) for line in out.splitlines() if '"state"' in line]
+    before = [line for line in full.splitlines() if json.loads(line)["t_s"] < 199.0]
+    assert out.splitlines()[: len(before)] == before  # no look-ahead: nothing before the hole changes
+    in_hole = [s for s in states if 202.5 <= s["t_s"] <= 230.0]
+    assert in_hole and all(s["decision"] == "paused" for s in in_hole)  # > max_sample_gap_s without samples
+    assert any(s["decision"] != "paused" for s in states if s["t_s"] > 240.0)  # and it carries on afterwards
+
+
+def test_a_recording_with_no_samples_at_all_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    empty = tmp_path / "nan.csv"
+    empty.write_text("resp\n" + "nan\n" * 20000)
+    code = main(["replay", "--therapist", str(empty), "--client", B, "--rate", "125"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        f"breathsync replay: {empty}: the recording has no samples, only missing values"
+    ]
+
+
+def test_infinite_values_are_still_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "inf.csv"
+    bad.write_text("resp\n" + "0.5\n" * 100 + "inf\n" + "0.5\n" * 20000)
+    code = main(["replay", "--therapist", str(bad), "--client", B, "--rate", "125"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "row 101: 'resp' is not finite (inf)" in err

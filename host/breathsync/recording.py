@@ -50,13 +50,19 @@ def _open_text(path: Path) -> io.TextIOBase:
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def read_column(path: str | Path, column: str = "resp") -> FloatArray:
+# How a missing sample is written: pandas writes NaN as an empty cell, BIDS as n/a, others NaN or NA.
+MISSING_CELLS = frozenset({"", "nan", "n/a", "na"})
+
+
+def read_column(path: str | Path, column: str = "resp", missing_ok: bool = False) -> FloatArray:
     """Return ``column`` of a CSV recording as float64, one value per row.
 
     Raises InputError (one line) for a missing file, a missing column, an empty file, an empty row
     before the end (trailing empty lines are fine), a row whose value is not a finite number, or a
     row with more cells than the header (a decimal comma, as in ``-0,298``, would otherwise split
     one value in two and be read as ``-0``); rows are numbered 1-based after the header.
+    With ``missing_ok``, a missing sample (an empty row or cell, ``NaN``, ``NA``, ``n/a``) is NaN instead
+    of an error: the caller decides what a gap means (``replay``: a drop-out). Infinities stay errors.
     """
     path = Path(path)
     if path.is_dir():
@@ -83,6 +89,9 @@ def read_column(path: str | Path, column: str = "resp") -> FloatArray:
                 if not row or not any(cell.strip() for cell in row):
                     blank_row = blank_row or row_number
                     continue
+                if blank_row and missing_ok:
+                    values.extend([math.nan] * (row_number - blank_row))
+                    blank_row = 0
                 if blank_row:
                     raise InputError(
                         f"{path}: row {blank_row}: empty row (a missing sample would shift all later times)"
@@ -92,13 +101,16 @@ def read_column(path: str | Path, column: str = "resp") -> FloatArray:
                         f"{path}: row {row_number}: {len(row)} cells for {len(names)} columns "
                         "(a decimal comma? values need a decimal point)"
                     )
+                cell = row[col].strip() if col < len(row) else ""
+                if missing_ok and cell.lower() in MISSING_CELLS:
+                    values.append(math.nan)
+                    continue
                 try:
-                    value = float(row[col])
-                except (IndexError, ValueError):
-                    cell = row[col] if col < len(row) else ""
+                    value = float(cell)
+                except ValueError:
                     raise InputError(f"{path}: row {row_number}: {column!r} is not a number: {cell!r}") from None
                 if not np.isfinite(value):
-                    raise InputError(f"{path}: row {row_number}: {column!r} is not finite")
+                    raise InputError(f"{path}: row {row_number}: {column!r} is not finite ({cell})")
                 values.append(value)
     except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile, zlib.error) as exc:
         raise InputError(f"{path}: cannot read: {exc}") from None

@@ -8,11 +8,23 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ..detector import STRAP_RATES_HZ
-from ..engine import Config, EntrainmentEngine, StrapBlock, StreamItem, dyad_stream, load_config, run_engine
+from ..engine import (
+    Config,
+    EntrainmentEngine,
+    Role,
+    StrapBlock,
+    StreamItem,
+    dyad_stream,
+    load_config,
+    missing_as_dropouts,
+    run_engine,
+)
 from ..engine.baseline_file import read_baseline
 from ..errors import InputError
-from ..recording import check_input_rate, read_column
+from ..recording import FloatArray, check_input_rate, read_column
 
 if TYPE_CHECKING:
     from ..store import SessionStore
@@ -84,10 +96,19 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("need a SESSION, or all of --therapist A.csv --client B.csv --rate HZ")
         check_input_rate(args.rate)
         column = "resp" if args.column is None else args.column
-        therapist = read_column(args.therapist, column)
-        client = read_column(args.client, column)
-        _check_durations(len(therapist) / args.rate, len(client) / args.rate, config)
-        stream = dyad_stream(therapist, client, args.rate, args.strap_rate or STRAP_RATES_HZ[0])
+        strap_rate = args.strap_rate or STRAP_RATES_HZ[0]
+        signals: dict[Role, FloatArray] = {}
+        gaps: dict[Role, tuple[tuple[float, float], ...]] = {}
+        inputs: tuple[tuple[Role, str], ...] = (("therapist", args.therapist), ("client", args.client))
+        for role, path in inputs:
+            signal = read_column(path, column, missing_ok=True)
+            try:
+                signals[role], gaps[role] = missing_as_dropouts(signal, args.rate, strap_rate)
+            except InputError as exc:
+                raise InputError(f"{path}: {exc}") from None
+            _note_missing(role, signal, args.rate)
+        _check_durations(len(signals["therapist"]) / args.rate, len(signals["client"]) / args.rate, config)
+        stream = dyad_stream(signals["therapist"], signals["client"], args.rate, strap_rate, gaps)
     engine = EntrainmentEngine(config, baseline)
     counted = _BreathCount(stream)
     out = sys.stdout
@@ -116,6 +137,19 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _note_missing(role: Role, signal: FloatArray, sampling_rate: float) -> None:
+    """Say how much of a recording was missing: those stretches are replayed as drop-outs."""
+    missing = np.isnan(signal)
+    if missing.any():
+        runs = int(np.count_nonzero(np.diff(np.concatenate(([0], missing.view(np.int8)))) == 1))
+        print(
+            f"breathsync replay: note: the {role}'s recording has {runs} stretch(es) of missing samples "
+            f"({np.count_nonzero(missing) / sampling_rate:.1f} s in all), replayed as drop-outs "
+            "(no data from that strap)",
+            file=sys.stderr,
+        )
 
 
 def _check_durations(therapist_s: float, client_s: float, config: Config) -> None:

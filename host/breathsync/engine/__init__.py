@@ -8,7 +8,7 @@ from .config import Config, EngineConfig, PolicyConfig, load_config
 from .engine import EntrainmentEngine
 from .person import learn_baseline
 from .policy import NudgePolicy, haptic_pattern
-from .replay import dyad_stream, run_engine, strap_stream
+from .replay import dyad_stream, missing_as_dropouts, run_engine, strap_stream
 from .state import Baseline, Efficacy, EngineState, HapticPattern, Nudge, Output, Role
 from .stream import StrapBlock, StrapBreath, StreamItem
 
@@ -32,6 +32,7 @@ __all__ = [
     "haptic_pattern",
     "learn_baseline",
     "load_config",
+    "missing_as_dropouts",
     "run_engine",
     "strap_stream",
 ]

@@ -92,6 +92,36 @@ def strap_stream(
             yield breath.reported_t_s, order, StrapBreath(role, breath)
 
 
+def missing_as_dropouts(
+    signal: npt.NDArray[np.float64],
+    sampling_rate: float,
+    strap_rate_hz: int = 25,
+    chunk_samples: int = SAMPLES_PER_NOTIFICATION,
+) -> tuple[npt.NDArray[np.float64], tuple[tuple[float, float], ...]]:
+    """A recording's missing samples (NaN) as a strap would show them: drop-outs, for ``strap_stream``'s ``gaps_s``.
+
+    Returns the signal with each missing stretch bridged linearly (the strap simulation and detector need
+    values; a bridge has no step that could pass for a breath) and the stretches in seconds, widened so that
+    every block holding a bridged sample is lost with its events: the host sees nothing from that time, as
+    during a radio drop-out or a loose strap. InputError when no sample is present at all.
+    """
+    missing = np.isnan(signal)
+    if not missing.any():
+        return signal, ()
+    present = np.flatnonzero(~missing)
+    if len(present) == 0:
+        raise InputError("the recording has no samples, only missing values")
+    filled = signal.copy()
+    filled[missing] = np.interp(np.flatnonzero(missing), present, signal[present])
+    edges = np.diff(np.concatenate(([0], missing.view(np.int8), [0])))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # [start, end) sample indices
+    block_s = (chunk_samples + 1) / strap_rate_hz  # a block arrives after its last sample: lose any it touched
+    gaps = tuple(
+        (float(a / sampling_rate), float(b / sampling_rate + block_s)) for a, b in zip(starts, ends, strict=True)
+    )
+    return filled, gaps
+
+
 def dyad_stream(
     therapist: npt.NDArray[np.float64],
     client: npt.NDArray[np.float64],
