@@ -21,7 +21,7 @@ from breathsync.engine import (
     run_engine,
 )
 from breathsync.engine.decision import LockTimer, classify_states, decide_nudges, lag_asymmetry
-from breathsync.engine.person import PersonTracker
+from breathsync.engine.person import PersonTracker, learn_baseline
 from breathsync.engine.phase import (
     phase_at,
     phase_locking_value,
@@ -410,3 +410,110 @@ def test_small_median_and_quantile_match_numpy() -> None:
         assert small_median(values) == float(np.median(values))
         for q in (0.0, 0.1, 0.5, 0.9, 1.0):
             assert small_quantile(values, q) == pytest.approx(float(np.quantile(values, q)), rel=1e-12, abs=1e-12)
+
+
+def _phase_rad(rate_bpm: float, n: int, seed: int, jitter: float) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    width = int(4 * FS)
+    noise = np.convolve(rng.normal(size=n + width), np.ones(width) / width, mode="valid")[:n]
+    noise /= max(float(np.std(noise)), 1e-12)
+    return 2 * np.pi * np.cumsum(rate_bpm / 60.0 * (1.0 + jitter * noise)) / FS
+
+
+def _copying_pair(
+    onset_s: float = 150.0, end_s: float = 450.0, duration_s: float = 600.0, lag_s: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """(therapist, client): the client breathes at ~16/min; the therapist at ~12/min except between ``onset_s``
+    and ``end_s``, where their breathing copies the client's ``lag_s`` later (an unmistakable follower)."""
+    n = int(duration_s * FS)
+    client = _phase_rad(16.0, n, 1, 0.1)
+    own = _phase_rad(12.0, n, 101, 0.1)
+    a, b, lag = int(onset_s * FS), int(end_s * FS), int(lag_s * FS)
+    lagged = np.concatenate((np.full(lag, client[0]), client[:-lag]))
+    therapist = own.copy()
+    therapist[a:b] = lagged[a:b] - (lagged[a] - own[a]) % (2 * np.pi)  # continue from the therapist's own phase
+    therapist[b:] = own[b:] - own[b] + therapist[b - 1]
+    rng = np.random.default_rng(8)
+    return np.sin(therapist) + 0.02 * rng.normal(size=n), np.sin(client) + 0.02 * rng.normal(size=n)
+
+
+_FOLLOWING_DECISIONS = ("therapist_follows", "nudge", "nudge_suppressed")
+
+
+@pytest.mark.parametrize("seed", [21, 22, 24])
+def test_efficacy_means_a_sustained_return_to_ones_own_rhythm(seed: int) -> None:
+    # One update that is not 'following' used to count as decoupling: nearly every nudge 'worked' at once.
+    sc = _scenario("therapist_follows", seed, strong=seed != 24)
+    policy = Config().policy
+    outs = list(
+        run_engine(dyad_stream(sc.therapist, sc.client, sc.sampling_rate, gaps_s=sc.gaps_s), EntrainmentEngine())
+    )
+    states = _states(outs)
+    effs = [o for o in outs if isinstance(o, Efficacy)]
+    assert effs and len(effs) == len({e.nudge_t_s for e in effs})
+    for e in effs:
+        if e.decoupled:
+            assert e.after_s is not None and 0.0 <= e.after_s <= policy.efficacy_window_s
+            quiet = [s for s in states if e.nudge_t_s + e.after_s <= s.t_s <= e.t_s]
+            assert quiet and all(s.decision not in (*_FOLLOWING_DECISIONS, "paused") for s in quiet)
+            assert e.t_s - (e.nudge_t_s + e.after_s) >= policy.decoupled_s
+        else:
+            assert e.t_s - e.nudge_t_s > policy.efficacy_window_s
+
+
+def test_a_drop_out_after_a_nudge_is_not_decoupling() -> None:
+    therapist, client = _copying_pair()
+    first = next(o for o in _run(list(dyad_stream(therapist, client, FS))) if isinstance(o, Nudge))
+    gap = (first.t_s + 2.0, first.t_s + 5.0)  # the client's strap drops out for 3 s; the copying goes on
+    outs = _run(list(dyad_stream(therapist, client, FS, gaps_s={"client": [gap]})))
+    eff = [o for o in outs if isinstance(o, Efficacy) and o.nudge_t_s == first.t_s]
+    assert len(eff) == 1 and eff[0].decoupled is False
+
+
+def test_baselines_do_not_catch_up_on_time_spent_locked() -> None:
+    # While locked the baselines are frozen; the first unlocked update used to apply all the frozen time at once,
+    # toward the rate the therapist was following (and so did the first update after a drop-out).
+    therapist, client = _copying_pair(end_s=455.0, duration_s=460.0)
+    engine = EntrainmentEngine()
+    for _ in run_engine(dyad_stream(therapist, client, FS, gaps_s={"client": [(350.0, 355.0)]}), engine):
+        pass
+    peaks = engine.people["therapist"].peaks_s
+    own = peaks[peaks < 150.0]
+    learned = learn_baseline(own, np.zeros(len(own)), 20.0)
+    base = engine.baselines["therapist"]
+    assert learned is not None and base is not None
+    assert abs(learned.rate_bpm - 12.0) < 0.5  # the therapist's own rate, learned before the episode
+    assert base.rate_bpm < learned.rate_bpm + 0.3  # not pulled toward the client's 16/min
+
+
+def test_waiting_for_the_partners_next_breath_adds_no_following_time() -> None:
+    therapist, client = _copying_pair()
+    held = client.copy()
+    a, b = int(200.0 * FS), int(211.0 * FS)
+    held[a:b] = held[a]  # the client's strap sees no breath for 11 s (below the pause limit)
+    states = _states(_run(list(dyad_stream(therapist, held, FS))))
+    before = [s for s in states if 190.0 <= s.t_s < 200.0]
+    assert before and all(s.decision in _FOLLOWING_DECISIONS for s in before)  # locked going in
+    waiting = [s for s in states if 202.0 <= s.t_s <= 211.0 and s.decision != "paused"]
+    assert len(waiting) >= 3
+    # The same window re-scored adds nothing (it used to add all 9 s); a late-confirmed client event may add a little.
+    grown = max(s.locked_for_s for s in waiting) - waiting[0].locked_for_s
+    assert grown <= 0.25 * (waiting[-1].t_s - waiting[0].t_s)
+
+
+@pytest.mark.parametrize("rate_bpm", [4.5, 6.0])
+def test_slow_paced_breathing_is_measured(rate_bpm: float) -> None:
+    # A 13 s breath used to be 'a gap': no baseline, so the engine said nothing at all for the whole session.
+    states = _states(_run(list(dyad_stream(_breathing(rate_bpm, 400, 1), _breathing(12, 400, 2), FS))))
+    assert len(states) > 100
+    rates = [s.therapist_rate_bpm for s in states if s.therapist_rate_bpm is not None]
+    assert float(np.median(rates)) == pytest.approx(rate_bpm, abs=0.3)
+
+
+def test_mute_before_any_input_holds_from_the_session_start() -> None:
+    therapist, client = _copying_pair()
+    assert [o for o in _run(list(dyad_stream(therapist, client, FS))) if isinstance(o, Nudge)]
+    engine = EntrainmentEngine()
+    assert engine.mute() == Config().policy.mute_s  # was -inf: a no-op
+    outs = list(run_engine(dyad_stream(therapist, client, FS), engine))
+    assert not [o for o in outs if isinstance(o, Nudge) and o.t_s < Config().policy.mute_s]

@@ -131,6 +131,7 @@ def engine_state(t_rel_s: float) -> dict[str, object]:
         lag_s=None if learning else 0.4,
         plv=None if learning else (0.85 if locked else 0.3),
         plv_breaths=7,
+        phase_known_until_s=None if learning else HOST_T0_S + t_rel_s - 1.0,
         plv_chance=None if learning else 0.55,
         plv_p=None if learning else (0.04 if locked else 0.6),
         plv_chance_analytic=0.335,

@@ -47,7 +47,7 @@ def baseline_of(peaks_s: np.ndarray, depths: np.ndarray, duration_s: float, sour
     baseline = learn_baseline(
         np.asarray(peaks_s, dtype=np.float64)[order],
         np.asarray(depths, dtype=np.float64)[order],
-        EngineConfig().max_breath_gap_s,
+        EngineConfig().max_breath_s,
     )
     if baseline is None:
         raise InputError(

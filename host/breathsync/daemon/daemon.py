@@ -305,8 +305,9 @@ class Daemon:
 
     def mute(self) -> None:
         """'Mirroring on purpose': hold nudges; they resume by themselves after policy.mute_s."""
-        until_s = self.engine.mute()
-        minutes = max(0.0, until_s - self.session_s(self.clock())) / 60
+        now_s = self.session_s(self.clock())
+        until_s = self.engine.mute(now_s=now_s)
+        minutes = max(0.0, until_s - now_s) / 60
         with self._recording() as ok:
             if ok:
                 assert self.store is not None

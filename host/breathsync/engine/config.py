@@ -95,7 +95,10 @@ class EngineConfig:
     max_sample_gap_s: float = 2.0
     """No samples from a strap for longer than this pauses decisions (BLE drop-out)."""
     max_breath_gap_s: float = 12.0
-    """No breath for longer than this (or 2.5 periods) pauses decisions (loose strap, apnoea)."""
+    """No breath event for longer than this (or 2.5 periods) pauses decisions (loose strap, apnoea)."""
+    max_breath_s: float = 20.0
+    """Longest breath cycle measured (3/min): slow paced breathing (4.5-6/min, 10-13 s) is still breathing.
+    Longer peak-to-peak intervals are gaps (a drop-out, an apnoea, a missed breath), not breaths."""
     rate_median_breaths: int = 4
     """Breaths in the running median that gives each person's rate and depth."""
 
@@ -112,6 +115,9 @@ class PolicyConfig:
     """'Mirroring on purpose' mute: the therapist mirrors consciously; nudges resume by themselves after this."""
     efficacy_window_s: float = 60.0
     """A nudge worked if the therapist decoupled within this time."""
+    decoupled_s: float = 10.0
+    """...that is, stopped following for at least this long (a few breaths: one update that is not 'following',
+    or a short drop-out, is not a return to their own rhythm)."""
     pattern: str = "paced"
     """'paced' (slow pulses at the therapist's own baseline breathing rate), 'double' or 'single'."""
     pulse_count: int = 3
@@ -158,11 +164,13 @@ _RANGES: dict[str, tuple[float, float]] = {
     "min_locked_s": (0.0, 600.0),
     "max_sample_gap_s": (1.0, 60.0),  # straps send a block every 8 samples (0.32 s at 25 Hz)
     "max_breath_gap_s": (2.0, 120.0),
+    "max_breath_s": (4.0, 120.0),
     "rate_median_breaths": (1, 30),
     "cooldown_s": (0.0, 7200.0),
     "max_per_hour": (0, 120),
     "mute_s": (1.0, 86400.0),
     "efficacy_window_s": (5.0, 600.0),
+    "decoupled_s": (1.0, 300.0),
     "pulse_count": (1, 20),
     "intensity_pct": (1, 100),
     "pulse_on_ms": (20, 5000),

@@ -68,6 +68,13 @@ def _locked_beyond_chance(value: float | None, p: float | None, s: EngineState, 
     return value is not None and p is not None and value >= config.plv_min and beyond
 
 
+def locked(s: EngineState, config: EngineConfig) -> bool:
+    """Locked beyond chance by either route (phase or time lag), whatever the direction."""
+    return _locked_beyond_chance(s.plv, s.plv_p, s, config) or (
+        config.time_lag_locking and _locked_beyond_chance(s.lag_locking, s.lag_locking_p, s, config)
+    )
+
+
 def classify(s: EngineState, config: EngineConfig) -> Decision:
     """Locked beyond chance, then direction (with enough of it from the people's own adjustments).
 
@@ -76,10 +83,7 @@ def classify(s: EngineState, config: EngineConfig) -> Decision:
     same for the time-lag locking (``time_lag_locking``): a fixed reaction delay behind an irregular
     leader.
     """
-    locked = _locked_beyond_chance(s.plv, s.plv_p, s, config) or (
-        config.time_lag_locking and _locked_beyond_chance(s.lag_locking, s.lag_locking_p, s, config)
-    )
-    if not locked:
+    if not locked(s, config):
         return "no_lock"
     own, direction = direction_of(s, config)[2:]
     if own is None or direction is None:
@@ -134,7 +138,10 @@ class LockTimer:
         self.locked_s = 0.0
         self._last_s: float | None = None
 
-    def update(self, now_s: float, following: bool, strength: float = 0.0) -> float:
+    def update(self, now_s: float | None, following: bool, strength: float = 0.0) -> float:
+        """One update at evidence time ``now_s`` (None: no new evidence, the sum stays as it is)."""
+        if now_s is None:
+            return self.locked_s
         dt = 0.0 if self._last_s is None else min(max(now_s - self._last_s, 0.0), MAX_STEP_S)
         self._last_s = now_s
         if following:
@@ -177,7 +184,7 @@ def decide_nudges(
         if reset:
             timer.reset()
             continue
-        locked_for = timer.update(s.t_s, following, strength)
+        locked_for = timer.update(s.phase_known_until_s, following, strength)
         ready = following and locked_for >= required_lock_s(s.beat_period_s, eng)
         if ready and policy.check(s.t_s).allowed:
             policy.record(s.t_s)

@@ -39,6 +39,7 @@ from .decision import (
     classify,
     direction_of,
     evidence_strength,
+    locked,
     required_lock_s,
     significantly_locked,
 )
@@ -76,6 +77,12 @@ class _Window:
     own_phase: FloatArray  # the therapist's phase there (for surrogates)
 
 
+@dataclasses.dataclass
+class _PendingEfficacy:
+    nudge_s: float
+    quiet_since_s: float | None = None  # start of the current run of updates that are not 'following'
+
+
 class EntrainmentEngine:
     """Feed with ``add_samples`` / ``add_breath`` in time order, call ``advance`` as the clock moves."""
 
@@ -84,7 +91,7 @@ class EntrainmentEngine:
         eng = self.config.engine
         keep_s = eng.history_s + 120.0
         self.people: dict[Role, PersonTracker] = {
-            r: PersonTracker(keep_s, eng.rate_median_breaths, eng.max_breath_gap_s) for r in ROLES
+            r: PersonTracker(keep_s, eng.rate_median_breaths, eng.max_breath_s) for r in ROLES
         }
         self.baselines: dict[Role, Baseline | None] = {"therapist": therapist_baseline, "client": None}
         self._pre_calibrated = therapist_baseline is not None
@@ -95,7 +102,7 @@ class EntrainmentEngine:
         self._valid_since_s = -math.inf
         self._timer = LockTimer(self.config.engine.lock_leak, self.config.engine.evidence_gain)
         self._last_adapt_s: float | None = None
-        self._pending_efficacy: list[float] = []
+        self._pending_efficacy: list[_PendingEfficacy] = []
         self._last_decision: Decision | None = None
         self.nudges: list[Nudge] = []
 
@@ -128,9 +135,11 @@ class EntrainmentEngine:
             return self.add_breath(item.role, item.breath)
         raise TypeError(f"not a stream item: {item!r}")
 
-    def mute(self, duration_s: float | None = None) -> float:
-        """'Mirroring on purpose': hold nudges from now; they resume by themselves. Returns the end time."""
-        return self.policy.mute(self._now_s, duration_s)
+    def mute(self, duration_s: float | None = None, now_s: float | None = None) -> float:
+        """'Mirroring on purpose': hold nudges from now (``now_s``, default the engine's clock; before any input,
+        the session start at 0); they resume by themselves. Returns the end time."""
+        start = self._now_s if now_s is None else max(now_s, self._now_s)
+        return self.policy.mute(0.0 if start == -math.inf else start, duration_s)
 
     def advance(self, now_s: float) -> list[Output]:
         """Move the clock: detect drop-outs (pause) and close efficacy windows."""
@@ -147,14 +156,9 @@ class EntrainmentEngine:
                 self._valid_since_s = now_s  # no phase window may straddle the gap
             if self._learned:
                 out.append(self._state(now_s, "paused" if paused else "no_lock", None))
-        if self._pending_efficacy:
-            keep: list[float] = []
-            for nudge_s in self._pending_efficacy:
-                if now_s - nudge_s > self.config.policy.efficacy_window_s:
-                    out.append(Efficacy(now_s, nudge_s, False, None))
-                else:
-                    keep.append(nudge_s)
-            self._pending_efficacy = keep
+        if paused:
+            self._last_adapt_s = None  # no adaptation across the gap: the drift clock restarts afterwards
+        self._track_efficacy(now_s, out, paused=paused)
         return out
 
     # ----------------------------------------------------------------- internals
@@ -190,7 +194,7 @@ class EntrainmentEngine:
             if role == "therapist" and self._pre_calibrated:
                 learned[role] = self.baselines[role]
                 continue
-            learned[role] = learn_baseline(person.peaks_s, person.depths, eng.max_breath_gap_s)
+            learned[role] = learn_baseline(person.peaks_s, person.depths, eng.max_breath_s)
         if any(b is None for b in learned.values()):
             return False
         self.baselines = learned
@@ -227,7 +231,9 @@ class EntrainmentEngine:
         if not self._learn(now_s):
             return []
         if self._paused:
-            return [self._state(now_s, "paused", None)]
+            held: list[Output] = [self._state(now_s, "paused", None)]
+            self._track_efficacy(now_s, held, paused=True)
+            return held
         eng = self.config.engine
         tp = self.people["therapist"].peaks_s
         cp = self.people["client"].peaks_s
@@ -259,14 +265,18 @@ class EntrainmentEngine:
         decision = classify(draft, eng)
         out: list[Output] = []
         following = decision == "therapist_follows"
-        locked_for = self._timer.update(now_s, following, evidence_strength(draft, eng) if following else 0.0)
-        if decision == "therapist_follows":
-            if locked_for >= required_lock_s(beat, eng):
-                verdict = self.policy.check(now_s)
-                decision = "nudge" if verdict.allowed else "nudge_suppressed"
+        # Following time runs on the window's end, not the clock: while one person's next breath is still
+        # awaited, updates re-score the same window and must not count the wait as more following.
+        strength = evidence_strength(draft, eng) if following else 0.0
+        locked_for = self._timer.update(draft.phase_known_until_s, following, strength)
+        if decision == "therapist_follows" and locked_for >= required_lock_s(beat, eng):
+            verdict = self.policy.check(now_s)
+            decision = "nudge" if verdict.allowed else "nudge_suppressed"
+        estimated = plv is not None  # right after a gap there is no window yet: no evidence either way
+        self._track_efficacy(now_s, out, following=following if estimated else None, paused=not estimated)
+        if not estimated or locked(draft, eng) or significantly_locked(plv_p) or significantly_locked(lag_p):
+            self._last_adapt_s = None  # frozen: no estimate of the lock, or locked by any route
         else:
-            self._close_efficacy(now_s, out)
-        if not (significantly_locked(plv_p) or significantly_locked(lag_p)):
             self._adapt_baselines(now_s)
         state = dataclasses.replace(draft, decision=decision, locked_for_s=self._timer.locked_s)
         out.insert(0, state)
@@ -333,9 +343,9 @@ class EntrainmentEngine:
         for own, theirs in ((person.peaks_s, partner.peaks_s), (person.troughs_s, partner.troughs_s)):
             mine = own[(own >= start_s) & (own <= end_s)]
             since_gap = theirs[theirs >= self._valid_since_s]  # no delay measured across a drop-out
-            real.append(time_lag_cycles(mine, since_gap, period, eng.max_breath_gap_s)[0])
+            real.append(time_lag_cycles(mine, since_gap, period, eng.max_breath_s)[0])
             if shifts_s is not None:
-                surrogate.append(time_lag_cycles(mine, theirs, period, eng.max_breath_gap_s, shifts_s))
+                surrogate.append(time_lag_cycles(mine, theirs, period, eng.max_breath_s, shifts_s))
         delays = np.concatenate(real)
         known = ~np.isnan(delays)
         return delays[known], None if shifts_s is None else np.concatenate(surrogate, axis=1)[:, known]
@@ -343,7 +353,7 @@ class EntrainmentEngine:
     def _direction(self, tp: FloatArray, cp: FloatArray) -> dict[str, float | None]:
         eng = self.config.engine
         d = eng.direction_breaths
-        mx = eng.max_breath_gap_s
+        mx = eng.max_breath_s
         tpv = tp[tp >= self._valid_since_s]
         cpv = cp[cp >= self._valid_since_s]
         rates = {"therapist": self.people["therapist"].rate_bpm(), "client": self.people["client"].rate_bpm()}
@@ -415,17 +425,40 @@ class EntrainmentEngine:
                 new_rate = base.rate_bpm + alpha * (rate - base.rate_bpm)
                 self.baselines[role] = dataclasses.replace(base, rate_bpm=new_rate)
 
-    def _close_efficacy(self, now_s: float, out: list[Output]) -> None:
-        for nudge_s in self._pending_efficacy:
-            out.append(Efficacy(now_s, nudge_s, True, now_s - nudge_s))
-        self._pending_efficacy = []
+    def _track_efficacy(
+        self, now_s: float, out: list[Output], following: bool | None = None, paused: bool = False
+    ) -> None:
+        """Did the therapist decouple after each recent nudge? ``following``: whether this update is 'following'
+        (None: only the clock moved); ``paused``: a drop-out, no evidence either way.
+
+        Decoupled = no 'following' update for ``decoupled_s`` in a row, the stretch starting within
+        ``efficacy_window_s`` of the nudge (``after_s`` is when it started): one update that is not following,
+        or a drop-out, is not a return to one's own rhythm. Not decoupled once the window has passed with no
+        such stretch under way."""
+        pol = self.config.policy
+        keep: list[_PendingEfficacy] = []
+        for pending in self._pending_efficacy:
+            if following or paused:
+                pending.quiet_since_s = None
+            elif following is False and pending.quiet_since_s is None:
+                pending.quiet_since_s = now_s
+            quiet = pending.quiet_since_s
+            if quiet is not None and now_s - quiet >= pol.decoupled_s:
+                out.append(Efficacy(now_s, pending.nudge_s, True, quiet - pending.nudge_s))
+            elif now_s - pending.nudge_s > pol.efficacy_window_s and (
+                quiet is None or quiet - pending.nudge_s > pol.efficacy_window_s
+            ):
+                out.append(Efficacy(now_s, pending.nudge_s, False, None))
+            else:
+                keep.append(pending)
+        self._pending_efficacy = keep
 
     def _nudge(self, state: EngineState) -> Nudge:
         base = self.baselines["therapist"]
         base_rate = base.rate_bpm if base else float("nan")
         pattern = haptic_pattern(self.config.policy, base_rate if base else None)
         self.policy.record(state.t_s)
-        self._pending_efficacy.append(state.t_s)
+        self._pending_efficacy.append(_PendingEfficacy(state.t_s))
         nudge = Nudge(
             t_s=state.t_s,
             pattern=pattern,
@@ -471,6 +504,7 @@ class EntrainmentEngine:
             lag_s=lag,
             plv=plv,
             plv_breaths=n,
+            phase_known_until_s=float(win.anchors_s[-1]) if win is not None and n else None,
             plv_chance=chance,
             plv_p=plv_p,
             plv_chance_analytic=plv_chance_level(_breaths_spanned(win, t.period_s())) if n else None,

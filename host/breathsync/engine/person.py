@@ -60,7 +60,7 @@ class PersonTracker:
     every half breath); it is cached per event because the engine asks for it on every sample block.
     """
 
-    def __init__(self, keep_s: float, rate_n: int = 4, max_interval_s: float = 12.0) -> None:
+    def __init__(self, keep_s: float, rate_n: int = 4, max_interval_s: float = 20.0) -> None:
         self.keep_s = keep_s
         self.rate_n = rate_n
         self.max_interval_s = max_interval_s
