@@ -18,6 +18,7 @@ from breathsync.engine import (
     Output,
     StreamItem,
     dyad_stream,
+    missing_as_dropouts,
     run_engine,
 )
 from breathsync.engine.decision import LockTimer, classify_states, decide_nudges, lag_asymmetry
@@ -517,3 +518,19 @@ def test_mute_before_any_input_holds_from_the_session_start() -> None:
     assert engine.mute() == Config().policy.mute_s  # was -inf: a no-op
     outs = list(run_engine(dyad_stream(therapist, client, FS), engine))
     assert not [o for o in outs if isinstance(o, Nudge) and o.t_s < Config().policy.mute_s]
+
+
+def test_isolated_missing_samples_are_bridged_not_dropped() -> None:
+    # A logger glitch of one sample every 3 s used to drop a whole block each time, with its breath events.
+    therapist, client = _copying_pair()
+    holed = therapist.copy()
+    holed[int(130 * FS) :: int(3 * FS)] = np.nan
+    filled, gaps = missing_as_dropouts(holed, FS)
+    assert gaps == () and not np.isnan(filled).any()
+    reference = [o.t_s for o in _run(list(dyad_stream(therapist, client, FS))) if isinstance(o, Nudge)]
+    bridged = [o.t_s for o in _run(list(dyad_stream(filled, client, FS))) if isinstance(o, Nudge)]
+    assert reference and len(bridged) == len(reference)
+    assert np.allclose(bridged, reference, atol=1.0)
+    long_hole = therapist.copy()
+    long_hole[int(200 * FS) : int(201 * FS)] = np.nan  # a second without data is a drop-out
+    assert len(missing_as_dropouts(long_hole, FS)[1]) == 1

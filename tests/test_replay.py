@@ -181,7 +181,10 @@ def test_missing_samples_replay_as_a_drop_out(capsys: pytest.CaptureFixture[str]
     assert code == 0
     assert main(["replay", "--therapist", holed, "--client", B, "--rate", "125"]) == 0
     out, err = capsys.readouterr()
-    assert "the therapist's recording has 2 stretch(es) of missing samples (30.4 s in all)" in err
+    assert (
+        "the therapist's recording has 2 stretch(es) of missing samples (30.4 s in all): 1 replayed as drop-outs "
+        "(no data from that strap), 1 shorter than 0.5 s bridged"
+    ) in err
     states = [json.loads(line) for line in out.splitlines() if '"state"' in line]
     before = [line for line in full.splitlines() if json.loads(line)["t_s"] < 199.0]
     assert out.splitlines()[: len(before)] == before  # no look-ahead: nothing before the hole changes

@@ -20,6 +20,7 @@ from .recording import check_input_rate
 ADC_BITS = 12
 ADC_MAX_COUNTS = (1 << ADC_BITS) - 1
 HEADROOM = 0.1  # fraction of full scale left free below the record's minimum and above its max
+OUTLIER_FENCE = 1.0  # samples further than this x the central span outside it are glitches, not breathing
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,11 @@ def adc_resample(
 
 
 def adc_quantize(values: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.int64], float]:
-    """Map the record's range plus headroom onto 12-bit counts, clip, scale to u16.
+    """Map the record's range (glitches left out) plus headroom onto 12-bit counts, clip, scale to u16.
 
     Returns the counts and the input units per 14-bit count (the detector's internal scale).
     """
-    lo = float(np.min(values))
-    hi = float(np.max(values))
+    lo, hi = _working_range(values)
     span = hi - lo
     if span <= 0:
         span = 1.0
@@ -78,6 +78,16 @@ def adc_quantize(values: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.int64]
     counts12: npt.NDArray[np.int64] = np.clip(scaled, 0, ADC_MAX_COUNTS).astype(np.int64)
     # read_u16() scales 12 bits to 16 by bit replication: 4095 -> 65535.
     return (counts12 << 4) | (counts12 >> 8), full_span / (ADC_MAX_COUNTS * 4)
+
+
+def _working_range(values: npt.NDArray[np.float64]) -> tuple[float, float]:
+    """The record's range, but a few wild samples (a glitch to zero, a spike of 1e4) do not set the gain:
+    samples further than OUTLIER_FENCE x the central 99 % span outside it are left to clip at the rail, as on
+    a real converter, and the range is that of the others. A clean record's gain is unchanged."""
+    p_lo, p_hi = (float(v) for v in np.percentile(values, (0.5, 99.5)))
+    fence = OUTLIER_FENCE * (p_hi - p_lo)
+    inside = values[(values >= p_lo - fence) & (values <= p_hi + fence)]
+    return float(np.min(inside)), float(np.max(inside))
 
 
 def simulate_adc(signal: npt.NDArray[np.float64], sampling_rate: float, rate_hz: int) -> StrapSignal:

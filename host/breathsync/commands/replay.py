@@ -23,6 +23,7 @@ from ..engine import (
     run_engine,
 )
 from ..engine.baseline_file import read_baseline
+from ..engine.replay import SHORTEST_DROPOUT_S
 from ..errors import InputError
 from ..recording import FloatArray, check_input_rate, read_column
 
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
                 signals[role], gaps[role] = missing_as_dropouts(signal, args.rate, strap_rate)
             except InputError as exc:
                 raise InputError(f"{path}: {exc}") from None
-            _note_missing(role, signal, args.rate)
+            _note_missing(role, signal, args.rate, len(gaps[role]))
         _check_durations(len(signals["therapist"]) / args.rate, len(signals["client"]) / args.rate, config)
         stream = dyad_stream(signals["therapist"], signals["client"], args.rate, strap_rate, gaps)
     engine = EntrainmentEngine(config, baseline)
@@ -139,15 +140,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _note_missing(role: Role, signal: FloatArray, sampling_rate: float) -> None:
-    """Say how much of a recording was missing: those stretches are replayed as drop-outs."""
+def _note_missing(role: Role, signal: FloatArray, sampling_rate: float, dropouts: int) -> None:
+    """Say how much of a recording was missing and what became of it."""
     missing = np.isnan(signal)
     if missing.any():
         runs = int(np.count_nonzero(np.diff(np.concatenate(([0], missing.view(np.int8)))) == 1))
+        bridged = f", {runs - dropouts} shorter than {SHORTEST_DROPOUT_S:g} s bridged" if runs > dropouts else ""
         print(
             f"breathsync replay: note: the {role}'s recording has {runs} stretch(es) of missing samples "
-            f"({np.count_nonzero(missing) / sampling_rate:.1f} s in all), replayed as drop-outs "
-            "(no data from that strap)",
+            f"({np.count_nonzero(missing) / sampling_rate:.1f} s in all): {dropouts} replayed as drop-outs "
+            f"(no data from that strap){bridged}",
             file=sys.stderr,
         )
 

@@ -27,6 +27,7 @@ from .stream import StrapBlock, StrapBreath, StreamItem
 
 SAMPLES_PER_NOTIFICATION = 8  # 8 x 16-bit samples + counter fit a 20-byte BLE payload (NOTES.md)
 _ROLE_ORDER: dict[Role, int] = {"therapist": 0, "client": 1}
+SHORTEST_DROPOUT_S = 0.5  # missing stretches at least this long are drop-outs; shorter ones are bridged
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -100,9 +101,12 @@ def missing_as_dropouts(
 ) -> tuple[npt.NDArray[np.float64], tuple[tuple[float, float], ...]]:
     """A recording's missing samples (NaN) as a strap would show them: drop-outs, for ``strap_stream``'s ``gaps_s``.
 
+    A hole shorter than SHORTEST_DROPOUT_S (a sensor or logger glitch) is only bridged: averaged over by the
+    strap's ADC it barely shows, while dropping the block around it would lose the breath events it carried.
+
     Returns the signal with each missing stretch bridged linearly (the strap simulation and detector need
-    values; a bridge has no step that could pass for a breath) and the stretches in seconds, widened so that
-    every block holding a bridged sample is lost with its events: the host sees nothing from that time, as
+    values; a bridge has no step that could pass for a breath) and the drop-outs in seconds, widened so that
+    every block holding one of their samples is lost with its events: the host sees nothing from that time, as
     during a radio drop-out or a loose strap. InputError when no sample is present at all.
     """
     missing = np.isnan(signal)
@@ -117,7 +121,9 @@ def missing_as_dropouts(
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # [start, end) sample indices
     block_s = (chunk_samples + 1) / strap_rate_hz  # a block arrives after its last sample: lose any it touched
     gaps = tuple(
-        (float(a / sampling_rate), float(b / sampling_rate + block_s)) for a, b in zip(starts, ends, strict=True)
+        (float(a / sampling_rate), float(b / sampling_rate + block_s))
+        for a, b in zip(starts, ends, strict=True)
+        if (b - a) / sampling_rate >= SHORTEST_DROPOUT_S
     )
     return filled, gaps
 
