@@ -15,6 +15,7 @@ import pytest
 from open_files import open_descriptors
 
 from breathsync.cli import main
+from breathsync.datasets import bundled_path
 from breathsync.store import SessionStore
 
 KEEP = b"role,kind,counter,host_t_s,value\nclient,sample,0,1.0000,123\n"
@@ -364,3 +365,23 @@ def test_bare_command_shows_every_command(capsys: pytest.CaptureFixture[str]) ->
 
     words = " ".join(err.split())  # argparse wraps the help texts
     assert run.HELP in words and replay.HELP in words  # each command's one-line help, not only the usage line
+
+
+def test_a_closed_stdout_is_one_line_not_a_traceback() -> None:
+    # `breathsync replay ... >&-`: Python starts with sys.stdout = None; writing crashed with AttributeError.
+    recording = str(bundled_path("bidmc_04_resp.csv.gz"))
+    args = ["replay", "--therapist", recording, "--client", recording, "--rate", "125"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "breathsync", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        check=False,
+        close_fds=True,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "breathsync: standard output is closed (to discard the output: > /dev/null)"
+    ]

@@ -81,7 +81,7 @@ def test_micropython_interpreter_prints_identical_lines(micropython: str) -> Non
         ("resp\n0.1\n0.2\nabc\n", ["--rate", "125"], "row 3"),
         ("resp\n0.1\nnan\n", ["--rate", "125"], "not finite"),
         ("resp,resp\n" + "0.5,0.6\n" * 2000, ["--rate", "125"], "column 'resp' appears 2 times in the header"),
-        ("t;resp\n" + "0;0.5\n" * 2000, ["--rate", "125"], "(semicolon-separated? values need commas between them)"),
+        ("t;resp\n" + "0;0,5\n" * 2000, ["--rate", "125"], "'0,5' (a decimal comma? values need a decimal point)"),
         # a blank line mid-file is a lost sample, not nothing: skipping it would shift every later time
         ("resp\n0.1\n\n" + "0.5\n" * 2000, ["--rate", "125"], "row 2: empty row"),
         ("resp\n0.1\n0.2\n", ["--rate", "125"], "too short"),
@@ -209,3 +209,45 @@ def test_missing_samples_are_nan_only_where_the_caller_allows_them(
     if None in expected:
         with pytest.raises(InputError, match=r"row \d"):
             read_column(path)
+
+
+def _variant(plain: str, kind: str) -> bytes:
+    """The bundled recording (columns ``resp``) written the way other tools write CSV files."""
+    lines = plain.splitlines()
+    if kind == "tab":
+        return ("time\t" + lines[0] + "\n" + "".join(f"{i}\t{v}\n" for i, v in enumerate(lines[1:]))).encode()
+    if kind == "semicolon":
+        return ("time;" + lines[0] + "\n" + "".join(f"{i};{v}\n" for i, v in enumerate(lines[1:]))).encode()
+    if kind == "upper":  # BIDMC's own column name
+        return ("RESP\n" + "\n".join(lines[1:]) + "\n").encode()
+    if kind == "latin1":  # a degree sign in another column's name, from a Windows logger
+        return ("temp \u00b0C," + lines[0] + "\n" + "".join(f"36.6,{v}\n" for v in lines[1:])).encode("latin-1")
+    if kind == "utf16":  # a spreadsheet's 'Unicode text': UTF-16 with a byte-order mark, tab-separated
+        return ("time\t" + lines[0] + "\n" + "".join(f"{i}\t{v}\n" for i, v in enumerate(lines[1:]))).encode("utf-16")
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["tab", "semicolon", "upper", "latin1", "utf16", "GZ"])
+def test_csv_files_as_other_tools_write_them(tmp_path: Path, kind: str) -> None:
+    with gzip.open(RECORD, "rt", encoding="utf-8") as handle:
+        plain_text = handle.read()
+    plain = tmp_path / "plain.csv"
+    plain.write_text(plain_text)
+    if kind == "GZ":
+        other = tmp_path / "EXPORT.CSV.GZ"
+        other.write_bytes(gzip.compress(plain_text.encode()))
+    else:
+        other = tmp_path / f"{kind}.csv"
+        other.write_bytes(_variant(plain_text, kind))
+    first = breathsync("detect", str(plain), "--rate", "125")
+    second = breathsync("detect", str(other), "--rate", "125")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout and first.stdout.count("\n") > 100
+
+
+def test_any_spelling_of_nan_is_a_missing_sample_where_allowed(tmp_path: Path) -> None:
+    from breathsync.recording import read_column
+
+    path = tmp_path / "nans.csv"
+    path.write_text("resp\n0.1\n-nan\n+NaN\n#N/A\nNULL\n0.2\n")
+    assert np.isnan(read_column(path, missing_ok=True)[1:5]).all()

@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     command = "breathsync"
+    if sys.stdout is None:  # started with stdout closed (``>&-``): nothing could be printed, not even an error
+        if sys.stderr is not None:
+            print(f"{command}: standard output is closed (to discard the output: > /dev/null)", file=sys.stderr)
+        return 2
     try:
         if not (sys.argv[1:] if argv is None else argv):  # a bare `breathsync`: show what it can do
             parser.print_help(sys.stderr)

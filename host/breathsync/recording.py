@@ -37,21 +37,48 @@ def check_input_rate(sampling_rate: float, n_samples: int | None = None) -> floa
 
 
 def _open_text(path: Path) -> io.TextIOBase:
-    # utf-8-sig: spreadsheet exports start with a byte-order mark, which would otherwise hide in the first name
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    # utf-8-sig: spreadsheet exports start with a byte-order mark, which would otherwise hide in the first name.
+    # Undecodable bytes (a Latin-1 degree sign in some other column's name) become U+FFFD instead of refusing
+    # the file: numbers are ASCII, and a damaged value still fails as 'not a number'.
+    if path.suffix.lower() == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", errors="replace", newline="")
+    encoding = "utf-8-sig"
     if path.is_file():
         with open(path, "rb") as raw:
-            if raw.read(2) == GZIP_MAGIC:
-                raise InputError(f"{path}: is gzip-compressed; name it {path.name}.gz (or decompress it)")
-    return open(path, encoding="utf-8-sig", newline="")
+            start = raw.read(2)
+        if start == GZIP_MAGIC:
+            raise InputError(f"{path}: is gzip-compressed; name it {path.name}.gz (or decompress it)")
+        if start in (b"\xff\xfe", b"\xfe\xff"):  # a spreadsheet's 'Unicode text'
+            encoding = "utf-16"
+    return open(path, encoding=encoding, errors="replace", newline="")
+
+
+def _delimiter(header_line: str) -> str:
+    """Commas, else tabs (a .tsv, a spreadsheet's text export), else semicolons (a decimal-comma locale)."""
+    for candidate in (",", "\t", ";"):
+        if candidate in header_line:
+            return candidate
+    return ","
 
 
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-# How a missing sample is written: pandas writes NaN as an empty cell, BIDS as n/a, others NaN or NA.
-MISSING_CELLS = frozenset({"", "nan", "n/a", "na"})
+# How a missing sample is written: pandas writes NaN as an empty cell, BIDS as n/a, spreadsheets #N/A,
+# databases NULL, C's printf -nan; any spelling of NaN counts (compared in lower case).
+MISSING_CELLS = frozenset({"", "nan", "n/a", "na", "#n/a", "#na", "null", "none", "<na>"})
+
+
+def _column_index(path: Path, names: list[str], column: str) -> int:
+    """Where ``column`` is: its exact name, else the one name equal to it but for case (BIDMC writes RESP)."""
+    matches = [i for i, name in enumerate(names) if name == column]
+    if not matches:
+        matches = [i for i, name in enumerate(names) if name.casefold() == column.casefold()]
+    if not matches:
+        raise InputError(f"{path}: no column {column!r} (columns: {', '.join(names) or 'none'})")
+    if len(matches) > 1:
+        raise InputError(f"{path}: column {column!r} appears {len(matches)} times in the header")
+    return matches[0]
 
 
 def read_column(path: str | Path, column: str = "resp", missing_ok: bool = False) -> FloatArray:
@@ -71,18 +98,13 @@ def read_column(path: str | Path, column: str = "resp", missing_ok: bool = False
         raise InputError(f"{path}: no such file")
     try:
         with _open_text(path) as handle:
-            reader = csv.reader(handle)
-            try:
-                header = next(reader)
-            except StopIteration:
-                raise InputError(f"{path}: empty file (expected a header row)") from None
-            names = [name.strip() for name in header]
-            if column not in names:
-                hint = " (semicolon-separated? values need commas between them)" if ";" in ",".join(names) else ""
-                raise InputError(f"{path}: no column {column!r} (columns: {', '.join(names) or 'none'}){hint}")
-            if names.count(column) > 1:
-                raise InputError(f"{path}: column {column!r} appears {names.count(column)} times in the header")
-            col = names.index(column)
+            header_line = handle.readline()
+            if not header_line.strip():
+                raise InputError(f"{path}: empty file (expected a header row)")
+            delimiter = _delimiter(header_line)
+            names = [name.strip() for name in next(csv.reader([header_line], delimiter=delimiter))]
+            reader = csv.reader(handle, delimiter=delimiter)
+            col = _column_index(path, names, column)
             values: list[float] = []
             blank_row = 0  # an empty line inside the data is a missing sample: skipping it would shift time
             for row_number, row in enumerate(reader, start=1):
@@ -108,7 +130,11 @@ def read_column(path: str | Path, column: str = "resp", missing_ok: bool = False
                 try:
                     value = float(cell)
                 except ValueError:
-                    raise InputError(f"{path}: row {row_number}: {column!r} is not a number: {cell!r}") from None
+                    hint = " (a decimal comma? values need a decimal point)" if "," in cell else ""
+                    raise InputError(f"{path}: row {row_number}: {column!r} is not a number: {cell!r}{hint}") from None
+                if missing_ok and math.isnan(value):  # -nan, +nan
+                    values.append(math.nan)
+                    continue
                 if not np.isfinite(value):
                     raise InputError(f"{path}: row {row_number}: {column!r} is not finite ({cell})")
                 values.append(value)
