@@ -210,3 +210,21 @@ def test_infinite_values_are_still_an_error(capsys: pytest.CaptureFixture[str], 
     code = main(["replay", "--therapist", str(bad), "--client", B, "--rate", "125"])
     _, err = capsys.readouterr()
     assert code == 2 and "row 101: 'resp' is not finite (inf)" in err
+
+
+def test_recordings_that_end_before_the_baselines_are_learned_say_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # The client's strap sends nothing for 160 s, then 40 s of breathing: nothing to decide on, and silence
+    # used to be all the user got.
+    late = _with_missing(tmp_path, B, [(0.0, 160.0)], "NaN")
+    from breathsync.recording import read_column
+
+    values = read_column(late, missing_ok=True)[: 200 * 125]
+    short = tmp_path / "late.csv"
+    short.write_text("resp\n" + "\n".join("NaN" if np.isnan(v) else f"{v:.5f}" for v in values) + "\n")
+    therapist = _cut(tmp_path, A, 200, "therapist.csv")
+    assert main(["replay", "--therapist", therapist, "--client", str(short), "--rate", "125"]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "note: the recordings end before the engine learned both baselines (the first 120 s in which" in err

@@ -130,11 +130,13 @@ def run(args: argparse.Namespace) -> int:
                 "decide on",
                 file=sys.stderr,
             )
-    if args.session and lines == 0 and all(counted.breaths.values()):
+    if lines == 0 and all(counted.breaths.values()):
         whose = "the client's baseline" if baseline is not None else "both baselines"
+        what = "the session ends" if args.session else "the recordings end"
         print(
-            f"breathsync replay: note: the session ends before the engine learned {whose} (the first "
-            f"{config.engine.baseline_s:.0f} s of both straps, engine.baseline_s): no decisions",
+            f"breathsync replay: note: {what} before the engine learned {whose} (the first "
+            f"{config.engine.baseline_s:.0f} s in which both straps deliver breathing, engine.baseline_s): "
+            "no decisions",
             file=sys.stderr,
         )
     return 0
