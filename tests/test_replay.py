@@ -228,3 +228,39 @@ def test_recordings_that_end_before_the_baselines_are_learned_say_so(
     out, err = capsys.readouterr()
     assert out == ""
     assert "note: the recordings end before the engine learned both baselines (the first 120 s in which" in err
+
+
+def test_rows_left_out_of_a_timed_recording_are_missing_samples(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Rows for 240-250 s deleted from a file with a time column used to pull everything after 240 s 10 s early.
+    from breathsync.recording import read_column
+
+    values = read_column(A)
+    keep = np.ones(len(values), dtype=bool)
+    keep[240 * 125 : 250 * 125] = False
+    marked = _with_missing(tmp_path, A, [(240.0, 250.0)], "NaN")
+    expected = main(["replay", "--therapist", marked, "--client", B, "--rate", "125"])
+    reference = capsys.readouterr().out
+    assert expected == 0 and reference
+    for unit, scale in (("time_s", 1.0), ("time_ms", 1000.0)):
+        cut = tmp_path / f"cut_{unit}.csv"
+        rows = (f"{i / 125 * scale:.3f},{v:.5f}" for i, v in enumerate(values) if keep[i])
+        cut.write_text(f"{'time' if unit == 'time_ms' else unit},resp\n" + "\n".join(rows) + "\n")
+        assert main(["replay", "--therapist", str(cut), "--client", B, "--rate", "125"]) == 0
+        out, err = capsys.readouterr()
+        assert "the therapist's 'time' column skips 1250 samples in 1 place(s)" in err.replace("'time_s'", "'time'")
+        assert out == reference
+
+
+def test_a_time_column_that_runs_backwards_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from breathsync.recording import read_column
+
+    values = read_column(A)
+    times = np.arange(len(values)) / 125
+    times[1000] = times[998]
+    bad = tmp_path / "back.csv"
+    bad.write_text("t_s,resp\n" + "\n".join(f"{t:.3f},{v:.5f}" for t, v in zip(times, values, strict=True)) + "\n")
+    assert main(["replay", "--therapist", str(bad), "--client", B, "--rate", "125"]) == 2
+    _, err = capsys.readouterr()
+    assert err.strip().splitlines() == [f"breathsync replay: {bad}: row 1001: 't_s' goes backwards or repeats"]

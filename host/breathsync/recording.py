@@ -7,6 +7,7 @@ import gzip
 import io
 import math
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,21 @@ def _column_index(path: Path, names: list[str], column: str) -> int:
 
 
 def read_column(path: str | Path, column: str = "resp", missing_ok: bool = False) -> FloatArray:
-    """Return ``column`` of a CSV recording as float64, one value per row.
+    """Return ``column`` of a CSV recording as float64, one value per row (``read_recording`` for details)."""
+    return read_recording(path, column, missing_ok).values
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One signal column, and the file's time column when it has one that reads as numbers."""
+
+    values: FloatArray
+    time: FloatArray | None  # as written (seconds or milliseconds: ``rows_on_the_time_grid`` works it out)
+    time_column: str | None
+
+
+def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = False) -> Recording:
+    """Return ``column`` of a CSV recording as float64, one value per row, and its time column if any.
 
     Raises InputError (one line) for a missing file, a missing column, an empty file, an empty row
     before the end (trailing empty lines are fine), a row whose value is not a finite number, or a
@@ -105,6 +120,8 @@ def read_column(path: str | Path, column: str = "resp", missing_ok: bool = False
             names = [name.strip() for name in next(csv.reader([header_line], delimiter=delimiter))]
             reader = csv.reader(handle, delimiter=delimiter)
             col = _column_index(path, names, column)
+            tcol = next((i for i, name in enumerate(names) if name.casefold() in TIME_COLUMNS and i != col), None)
+            times: list[float] | None = [] if tcol is not None else None
             values: list[float] = []
             blank_row = 0  # an empty line inside the data is a missing sample: skipping it would shift time
             for row_number, row in enumerate(reader, start=1):
@@ -113,6 +130,8 @@ def read_column(path: str | Path, column: str = "resp", missing_ok: bool = False
                     continue
                 if blank_row and missing_ok:
                     values.extend([math.nan] * (row_number - blank_row))
+                    if times is not None:
+                        times.extend([math.nan] * (row_number - blank_row))
                     blank_row = 0
                 if blank_row:
                     raise InputError(
@@ -123,6 +142,8 @@ def read_column(path: str | Path, column: str = "resp", missing_ok: bool = False
                         f"{path}: row {row_number}: {len(row)} cells for {len(names)} columns "
                         "(a decimal comma? values need a decimal point)"
                     )
+                if times is not None and tcol is not None:
+                    times = _append_time(times, row[tcol] if tcol < len(row) else "")
                 cell = row[col].strip() if col < len(row) else ""
                 if missing_ok and cell.lower() in MISSING_CELLS:
                     values.append(math.nan)
@@ -142,4 +163,69 @@ def read_column(path: str | Path, column: str = "resp", missing_ok: bool = False
         raise InputError(f"{path}: cannot read: {exc}") from None
     except csv.Error as exc:
         raise InputError(f"{path}: malformed CSV: {exc}") from None
-    return np.asarray(values, dtype=np.float64)
+    if times is None or tcol is None:
+        return Recording(np.asarray(values, dtype=np.float64), None, None)
+    return Recording(np.asarray(values, dtype=np.float64), np.asarray(times, dtype=np.float64), names[tcol])
+
+
+# Names of a time column (compared in lower case). Only used to check the rows against --rate.
+TIME_COLUMNS = frozenset({"time", "time_s", "time [s]", "time (s)", "time_sec", "t", "t_s", "timestamp", "seconds"})
+
+
+def _append_time(times: list[float], cell: str) -> list[float] | None:
+    """Add one time cell; None (stop reading times) once one is not a plain number (a date, a clock time)."""
+    text = cell.strip()
+    if not text or text.lower() in MISSING_CELLS:
+        times.append(math.nan)
+        return times
+    try:
+        times.append(float(text))
+    except ValueError:
+        return None
+    return times
+
+
+@dataclass(frozen=True)
+class TimeGrid:
+    """What a time column says about the rows: its unit, and rows left out (inserted as missing samples)."""
+
+    values: FloatArray
+    unit: str  # "s" or "ms"
+    rows_added: int
+    jumps: int
+
+
+def rows_on_the_time_grid(recording: Recording, sampling_rate: float, path: str | Path) -> TimeGrid | None:
+    """Put rows left out of a recording back, as missing samples, where its time column says they were.
+
+    None when there is no usable time column, or when its step matches neither seconds nor milliseconds
+    at ``sampling_rate`` (then rows are taken as consecutive samples, as without a time column).
+    InputError when time runs backwards.
+    """
+    time = recording.time
+    if time is None or len(time) < 3:
+        return None
+    known = np.flatnonzero(~np.isnan(time))
+    if len(known) < 3:
+        return None
+    steps = np.diff(time[known]) / np.diff(known)
+    step = float(np.median(steps))
+    unit = next((u for u, scale in (("s", 1.0), ("ms", 1000.0)) if abs(step * sampling_rate / scale - 1) < 0.02), None)
+    if unit is None:
+        return None
+    scale = 1.0 if unit == "s" else 1000.0
+    back = np.flatnonzero(np.diff(time[known]) <= 0)
+    if len(back):
+        row = int(known[back[0] + 1]) + 1
+        raise InputError(f"{path}: row {row}: {recording.time_column!r} goes backwards or repeats")
+    index = np.round((time[known] - time[known[0]]) * sampling_rate / scale).astype(np.int64)
+    gaps = np.diff(index) - np.diff(known)  # rows missing between two timed rows
+    if not np.any(gaps > 0):
+        return TimeGrid(recording.values, unit, 0, 0)
+    position = np.arange(len(time), dtype=np.int64)
+    shift = np.zeros(len(time), dtype=np.int64)
+    for k, extra in zip(known[1:][gaps > 0], gaps[gaps > 0], strict=True):
+        shift[k:] += extra
+    out = np.full(len(time) + int(shift[-1]), np.nan)
+    out[position + shift] = recording.values
+    return TimeGrid(out, unit, int(shift[-1]), int(np.count_nonzero(gaps > 0)))

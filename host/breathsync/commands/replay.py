@@ -25,7 +25,7 @@ from ..engine import (
 from ..engine.baseline_file import read_baseline
 from ..engine.replay import SHORTEST_DROPOUT_S
 from ..errors import InputError
-from ..recording import FloatArray, check_input_rate, read_column
+from ..recording import FloatArray, Recording, check_input_rate, read_recording, rows_on_the_time_grid
 
 if TYPE_CHECKING:
     from ..store import SessionStore
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         gaps: dict[Role, tuple[tuple[float, float], ...]] = {}
         inputs: tuple[tuple[Role, str], ...] = (("therapist", args.therapist), ("client", args.client))
         for role, path in inputs:
-            signal = read_column(path, column, missing_ok=True)
+            signal = _on_time_grid(role, read_recording(path, column, missing_ok=True), args.rate, path)
             try:
                 signals[role], gaps[role] = missing_as_dropouts(signal, args.rate, strap_rate)
             except InputError as exc:
@@ -140,6 +140,25 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _on_time_grid(role: Role, recording: Recording, sampling_rate: float, path: str) -> FloatArray:
+    """Rows are samples at --rate; where the file's time column shows rows left out, they come back as missing."""
+    grid = rows_on_the_time_grid(recording, sampling_rate, path)
+    if recording.time_column is not None and grid is None and recording.time is not None:
+        print(
+            f"breathsync replay: note: the {role}'s column {recording.time_column!r} does not step by 1/--rate "
+            "(in s or ms): rows are taken as consecutive samples",
+            file=sys.stderr,
+        )
+    if grid is None or grid.rows_added == 0:
+        return recording.values
+    print(
+        f"breathsync replay: note: the {role}'s {recording.time_column!r} column skips {grid.rows_added} samples "
+        f"in {grid.jumps} place(s): they are replayed as missing",
+        file=sys.stderr,
+    )
+    return grid.values
 
 
 def _note_missing(role: Role, signal: FloatArray, sampling_rate: float, dropouts: int) -> None:
