@@ -60,10 +60,10 @@ class EngineConfig:
     """Weight of the period response to the partner's phase lead."""
     weight_lagged: float = 2.0
     """Weight of the lagged (< one breath) period dependency."""
-    weight_lead: float = 1.5
+    weight_lead: float = 0.75
     """Weight of the phase lead: a follower's breaths trail the leader's (phase coupling with a lag), so the
     sine of the client's mean phase lead over the therapist counts toward 'therapist follows'."""
-    weight_lag_asymmetry: float = 8.0
+    weight_lag_asymmetry: float = 16.0
     """Weight of the time-lag asymmetry (therapist's delay locking behind the client minus the client's behind
     the therapist, -1..1; ``decision.lag_asymmetry``), counted with the people's own adjustments (calibrated)."""
     lag_asymmetry_window_s: float = 32.0
