@@ -67,7 +67,6 @@ MIN_LAG_EVENTS = 4  # therapist breath events (peaks and troughs) in the window 
 BREATH_GAP_PERIODS = 2.5
 RATE_MOVE_SCALE_SD = 2.0  # a move of two baseline SDs toward the partner counts fully
 RATE_DRIFT_FLOOR = 0.06  # ... with the SD at least 6 % of the baseline rate (slow tempo drift)
-_FOLLOWING: tuple[Decision, ...] = ("therapist_follows", "nudge", "nudge_suppressed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +102,6 @@ class EntrainmentEngine:
         self._timer = LockTimer(self.config.engine.lock_leak, self.config.engine.evidence_gain)
         self._last_adapt_s: float | None = None
         self._pending_efficacy: list[_PendingEfficacy] = []
-        self._last_decision: Decision | None = None
         self.nudges: list[Nudge] = []
 
     # ----------------------------------------------------------------- inputs
@@ -282,7 +280,6 @@ class EntrainmentEngine:
         out.insert(0, state)
         if decision == "nudge":
             out.append(self._nudge(state))
-        self._last_decision = decision
         return out
 
     def _time_lag_locking(self, win: _Window) -> tuple[float | None, float | None]:
