@@ -251,3 +251,73 @@ def test_any_spelling_of_nan_is_a_missing_sample_where_allowed(tmp_path: Path) -
     path = tmp_path / "nans.csv"
     path.write_text("resp\n0.1\n-nan\n+NaN\n#N/A\nNULL\n0.2\n")
     assert np.isnan(read_column(path, missing_ok=True)[1:5]).all()
+
+
+def _timed(tmp_path: Path, times: np.ndarray, name: str = "time_s") -> Path:
+    path = tmp_path / "timed.csv"
+    values = np.sin(2 * np.pi * 0.25 * np.arange(len(times)) / 125)
+    path.write_text(f"{name},resp\n" + "".join(f"{float(t)!r},{v:.5f}\n" for t, v in zip(times, values, strict=True)))
+    return path
+
+
+@pytest.mark.parametrize("clock", ["jitter", "slow", "fast"])
+def test_timestamp_jitter_and_clock_error_are_not_rows_left_out(tmp_path: Path, clock: str) -> None:
+    # Rounding every step used to add a row for each late stamp (2 ms jitter at 125 Hz: 480 s became 586 s).
+    from breathsync.recording import read_recording, rows_on_the_time_grid
+
+    rng = np.random.default_rng(5)
+    n = 480 * 125
+    times = np.arange(n) / 125
+    if clock == "jitter":
+        times = times + rng.uniform(-0.0035, 0.0035, n)  # +-3.5 ms at an 8 ms step: still increasing
+    else:
+        times = times * (1.015 if clock == "slow" else 0.985)
+    path = _timed(tmp_path, times)
+    grid = rows_on_the_time_grid(read_recording(path, missing_ok=True), 125.0, path)
+    assert grid is not None and grid.rows_added == 0 and len(grid.values) == n
+
+
+def test_a_time_column_that_jumps_beyond_any_recording_is_one_line(tmp_path: Path) -> None:
+    from breathsync.errors import InputError
+    from breathsync.recording import read_recording, rows_on_the_time_grid
+
+    times = np.arange(2000) / 125
+    times[1000:] += 1e6  # eleven days
+    path = _timed(tmp_path, times)
+    with pytest.raises(InputError, match=r"row 1001: 'time_s' jumps by 1e\+06 s: the recording would last more"):
+        rows_on_the_time_grid(read_recording(path, missing_ok=True), 125.0, path)
+    times[-1] = np.inf  # not a time: the column is not used at all
+    path = _timed(tmp_path, times)
+    assert read_recording(path, missing_ok=True).time is None
+
+
+@pytest.mark.parametrize(
+    ("header", "separator"),
+    [("time;resp;note (a, b)", ";"), ('"time, s"\tresp', "\t"), ("resp,temp", ",")],
+)
+def test_the_separator_is_the_one_that_finds_the_column(tmp_path: Path, header: str, separator: str) -> None:
+    from breathsync.recording import read_column
+
+    path = tmp_path / "sep.csv"
+    cells = len(header.split(separator))
+    path.write_text(header + "\n" + "".join(separator.join([f"{i}.5"] * cells) + "\n" for i in range(5)))
+    assert list(read_column(path, missing_ok=True)) == [0.5, 1.5, 2.5, 3.5, 4.5]
+
+
+def test_a_row_without_the_column_is_not_a_missing_sample(tmp_path: Path) -> None:
+    # A comma row in a tab-separated file used to become a silent 'missing sample'.
+    from breathsync.errors import InputError
+    from breathsync.recording import read_column
+
+    path = tmp_path / "mixed.tsv"
+    path.write_text("time\tresp\n0\t0.5\n1,0.6\n2\t0.7\n")
+    with pytest.raises(InputError, match="row 2: 1 cell"):
+        read_column(path, missing_ok=True)
+
+
+def test_utf16_inside_gzip(tmp_path: Path) -> None:
+    from breathsync.recording import read_column
+
+    path = tmp_path / "unicode.csv.gz"
+    path.write_bytes(gzip.compress("time\tresp\n0\t0.5\n1\t0.6\n".encode("utf-16")))
+    assert list(read_column(path)) == [0.5, 0.6]

@@ -41,25 +41,29 @@ def _open_text(path: Path) -> io.TextIOBase:
     # utf-8-sig: spreadsheet exports start with a byte-order mark, which would otherwise hide in the first name.
     # Undecodable bytes (a Latin-1 degree sign in some other column's name) become U+FFFD instead of refusing
     # the file: numbers are ASCII, and a damaged value still fails as 'not a number'.
+    raw: gzip.GzipFile | io.BufferedReader
     if path.suffix.lower() == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", errors="replace", newline="")
-    encoding = "utf-8-sig"
-    if path.is_file():
-        with open(path, "rb") as raw:
-            start = raw.read(2)
-        if start == GZIP_MAGIC:
-            raise InputError(f"{path}: is gzip-compressed; name it {path.name}.gz (or decompress it)")
-        if start in (b"\xff\xfe", b"\xfe\xff"):  # a spreadsheet's 'Unicode text'
-            encoding = "utf-16"
-    return open(path, encoding=encoding, errors="replace", newline="")
+        raw = gzip.GzipFile(path, "rb")
+    else:
+        if path.is_file():
+            with open(path, "rb") as head:
+                if head.read(2) == GZIP_MAGIC:
+                    raise InputError(f"{path}: is gzip-compressed; name it {path.name}.gz (or decompress it)")
+        raw = open(path, "rb")  # noqa: SIM115 (handed to the text wrapper, which closes it)
+    start = raw.peek(2)[:2]
+    encoding = "utf-16" if start in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"  # UTF-16: 'Unicode text'
+    return io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
 
 
-def _delimiter(header_line: str) -> str:
-    """Commas, else tabs (a .tsv, a spreadsheet's text export), else semicolons (a decimal-comma locale)."""
-    for candidate in (",", "\t", ";"):
-        if candidate in header_line:
-            return candidate
-    return ","
+def _header(header_line: str, column: str) -> tuple[str, list[str]]:
+    """The separator and column names: the first of comma, tab (a .tsv, a spreadsheet's text export) and
+    semicolon (a decimal-comma locale) whose split of the header holds ``column``, else the first one present."""
+    present = [c for c in (",", "\t", ";") if c in header_line] or [","]
+    for delimiter in present:
+        names = [name.strip() for name in next(csv.reader([header_line], delimiter=delimiter))]
+        if any(name.casefold() == column.casefold() for name in names):
+            return delimiter, names
+    return present[0], [name.strip() for name in next(csv.reader([header_line], delimiter=present[0]))]
 
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -116,8 +120,7 @@ def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = Fa
             header_line = handle.readline()
             if not header_line.strip():
                 raise InputError(f"{path}: empty file (expected a header row)")
-            delimiter = _delimiter(header_line)
-            names = [name.strip() for name in next(csv.reader([header_line], delimiter=delimiter))]
+            delimiter, names = _header(header_line, column)
             reader = csv.reader(handle, delimiter=delimiter)
             col = _column_index(path, names, column)
             tcol = next((i for i, name in enumerate(names) if name.casefold() in TIME_COLUMNS and i != col), None)
@@ -142,9 +145,11 @@ def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = Fa
                         f"{path}: row {row_number}: {len(row)} cells for {len(names)} columns "
                         "(a decimal comma? values need a decimal point)"
                     )
+                if col >= len(row):  # not an empty cell: the cell is not there (another separator?)
+                    raise InputError(f"{path}: row {row_number}: {len(row)} cell(s) for {len(names)} columns")
                 if times is not None and tcol is not None:
                     times = _append_time(times, row[tcol] if tcol < len(row) else "")
-                cell = row[col].strip() if col < len(row) else ""
+                cell = row[col].strip()
                 if missing_ok and cell.lower() in MISSING_CELLS:
                     values.append(math.nan)
                     continue
@@ -169,6 +174,7 @@ def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = Fa
 
 
 # Names of a time column (compared in lower case). Only used to check the rows against --rate.
+JUMP_STEPS = 2.5  # a time step this many sample periods long (or more) means rows were left out
 TIME_COLUMNS = frozenset({"time", "time_s", "time [s]", "time (s)", "time_sec", "t", "t_s", "timestamp", "seconds"})
 
 
@@ -179,9 +185,12 @@ def _append_time(times: list[float], cell: str) -> list[float] | None:
         times.append(math.nan)
         return times
     try:
-        times.append(float(text))
+        value = float(text)
     except ValueError:
         return None
+    if not math.isfinite(value):
+        return None
+    times.append(value)
     return times
 
 
@@ -213,19 +222,28 @@ def rows_on_the_time_grid(recording: Recording, sampling_rate: float, path: str 
     unit = next((u for u, scale in (("s", 1.0), ("ms", 1000.0)) if abs(step * sampling_rate / scale - 1) < 0.02), None)
     if unit is None:
         return None
-    scale = 1.0 if unit == "s" else 1000.0
     back = np.flatnonzero(np.diff(time[known]) <= 0)
     if len(back):
         row = int(known[back[0] + 1]) + 1
         raise InputError(f"{path}: row {row}: {recording.time_column!r} goes backwards or repeats")
-    index = np.round((time[known] - time[known[0]]) * sampling_rate / scale).astype(np.int64)
-    gaps = np.diff(index) - np.diff(known)  # rows missing between two timed rows
+    # A jump is a step of at least JUMP_STEPS rows' worth: timestamp jitter and a clock a few percent off are
+    # not rows left out (rounding each step would add rows for every late stamp and never take them back).
+    dt, rows = np.diff(time[known]), np.diff(known)
+    jump = dt > JUMP_STEPS * rows * step
+    gaps = np.where(jump, np.round(dt / step).astype(np.int64) - rows, 0)
     if not np.any(gaps > 0):
         return TimeGrid(recording.values, unit, 0, 0)
+    added = int(gaps.sum())
+    if (len(time) + added) / sampling_rate > MAX_RECORDING_S:
+        k = int(known[1:][np.argmax(gaps)])
+        raise InputError(
+            f"{path}: row {k + 1}: {recording.time_column!r} jumps by {dt[np.argmax(gaps)]:g} {unit}: the recording "
+            f"would last more than {MAX_RECORDING_S / 3600:.0f} h"
+        )
     position = np.arange(len(time), dtype=np.int64)
     shift = np.zeros(len(time), dtype=np.int64)
     for k, extra in zip(known[1:][gaps > 0], gaps[gaps > 0], strict=True):
         shift[k:] += extra
-    out = np.full(len(time) + int(shift[-1]), np.nan)
+    out = np.full(len(time) + added, np.nan)
     out[position + shift] = recording.values
-    return TimeGrid(out, unit, int(shift[-1]), int(np.count_nonzero(gaps > 0)))
+    return TimeGrid(out, unit, added, int(np.count_nonzero(gaps > 0)))

@@ -122,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.session}: empty session (no samples from either strap)")
     for role in ("therapist", "client"):
         if counted.blocks[role] == 0:
-            print(f"breathsync replay: note: no {role} samples in this session", file=sys.stderr)
+            where = "in this session" if args.session else "reached the host (the recording is missing samples)"
+            print(f"breathsync replay: note: no {role} samples {where}", file=sys.stderr)
         elif counted.breaths[role] == 0:
             why = "no breath events were stored" if args.session else "a flat signal, or a wrong --rate or --column?"
             print(
@@ -145,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
 def _on_time_grid(role: Role, recording: Recording, sampling_rate: float, path: str) -> FloatArray:
     """Rows are samples at --rate; where the file's time column shows rows left out, they come back as missing."""
     grid = rows_on_the_time_grid(recording, sampling_rate, path)
-    if recording.time_column is not None and grid is None and recording.time is not None:
+    timed = recording.time is not None and np.count_nonzero(~np.isnan(recording.time)) >= 3
+    if recording.time_column is not None and grid is None and timed:
         print(
             f"breathsync replay: note: the {role}'s column {recording.time_column!r} does not step by 1/--rate "
             "(in s or ms): rows are taken as consecutive samples",

@@ -79,7 +79,7 @@ class _Window:
 @dataclasses.dataclass
 class _PendingEfficacy:
     nudge_s: float
-    quiet_since_s: float | None = None  # start of the current run of updates that are not 'following'
+    quiet_since_s: float | None = None  # start of the current run of updates where the pair is apart
 
 
 class EntrainmentEngine:
@@ -156,7 +156,7 @@ class EntrainmentEngine:
                 out.append(self._state(now_s, "paused" if paused else "no_lock", None))
         if paused:
             self._last_adapt_s = None  # no adaptation across the gap: the drift clock restarts afterwards
-        self._track_efficacy(now_s, out, paused=paused)
+        self._track_efficacy(now_s, out, apart=False if paused else None)
         return out
 
     # ----------------------------------------------------------------- internals
@@ -230,7 +230,7 @@ class EntrainmentEngine:
             return []
         if self._paused:
             held: list[Output] = [self._state(now_s, "paused", None)]
-            self._track_efficacy(now_s, held, paused=True)
+            self._track_efficacy(now_s, held, apart=False)
             return held
         eng = self.config.engine
         tp = self.people["therapist"].peaks_s
@@ -271,8 +271,9 @@ class EntrainmentEngine:
             verdict = self.policy.check(now_s)
             decision = "nudge" if verdict.allowed else "nudge_suppressed"
         estimated = plv is not None  # right after a gap there is no window yet: no evidence either way
-        self._track_efficacy(now_s, out, following=following if estimated else None, paused=not estimated)
-        if not estimated or locked(draft, eng) or significantly_locked(plv_p) or significantly_locked(lag_p):
+        is_locked = locked(draft, eng)
+        self._track_efficacy(now_s, out, apart=estimated and (not is_locked or decision == "locked_client_follows"))
+        if not estimated or is_locked or significantly_locked(plv_p) or significantly_locked(lag_p):
             self._last_adapt_s = None  # frozen: no estimate of the lock, or locked by any route
         else:
             self._adapt_baselines(now_s)
@@ -422,22 +423,21 @@ class EntrainmentEngine:
                 new_rate = base.rate_bpm + alpha * (rate - base.rate_bpm)
                 self.baselines[role] = dataclasses.replace(base, rate_bpm=new_rate)
 
-    def _track_efficacy(
-        self, now_s: float, out: list[Output], following: bool | None = None, paused: bool = False
-    ) -> None:
-        """Did the therapist decouple after each recent nudge? ``following``: whether this update is 'following'
-        (None: only the clock moved); ``paused``: a drop-out, no evidence either way.
+    def _track_efficacy(self, now_s: float, out: list[Output], apart: bool | None = None) -> None:
+        """Did the therapist decouple after each recent nudge? ``apart``: True for an update whose pair is not
+        locked (or locked with the client following: the therapist leads again), False for one that is locked
+        or has no estimate (a drop-out, the updates without a window after it), None when only the clock moved.
 
-        Decoupled = no 'following' update for ``decoupled_s`` in a row, the stretch starting within
-        ``efficacy_window_s`` of the nudge (``after_s`` is when it started): one update that is not following,
-        or a drop-out, is not a return to one's own rhythm. Not decoupled once the window has passed with no
-        such stretch under way."""
+        Decoupled = ``decoupled_s`` of updates apart in a row, starting within ``efficacy_window_s`` of the
+        nudge (``after_s`` is when it started). An update merely not 'following' is not enough: after a drop-out
+        the direction evidence rebuilds from scratch while the pair is as locked as before. Not decoupled once
+        the window has passed with no such stretch under way."""
         pol = self.config.policy
         keep: list[_PendingEfficacy] = []
         for pending in self._pending_efficacy:
-            if following or paused:
+            if apart is False:
                 pending.quiet_since_s = None
-            elif following is False and pending.quiet_since_s is None:
+            elif apart and pending.quiet_since_s is None:
                 pending.quiet_since_s = now_s
             quiet = pending.quiet_since_s
             if quiet is not None and now_s - quiet >= pol.decoupled_s:
