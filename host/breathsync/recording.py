@@ -104,11 +104,13 @@ def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = Fa
     """Return ``column`` of a CSV recording as float64, one value per row, and its time column if any.
 
     Raises InputError (one line) for a missing file, a missing column, an empty file, an empty row
-    before the end (trailing empty lines are fine), a row whose value is not a finite number, or a
-    row with more cells than the header (a decimal comma, as in ``-0,298``, would otherwise split
-    one value in two and be read as ``-0``); rows are numbered 1-based after the header.
-    With ``missing_ok``, a missing sample (an empty row or cell, ``NaN``, ``NA``, ``n/a``) is NaN instead
-    of an error: the caller decides what a gap means (``replay``: a drop-out). Infinities stay errors.
+    before the end (trailing empty lines are fine), a row whose value is not a finite number, a row
+    without the column's cell, or a row with more cells than the header (a decimal comma, as in
+    ``-0,298``, would otherwise split one value in two and be read as ``-0``); rows are numbered
+    1-based after the header. Separators: ``_header``; encodings: ``_open_text``.
+    With ``missing_ok``, a missing sample (an empty row or cell, any NaN spelling, ``MISSING_CELLS``) is
+    NaN instead of an error: the caller decides what a gap means (``replay``: a drop-out). Infinities
+    stay errors. The time column (``TIME_COLUMNS``) is read while its cells are finite numbers.
     """
     path = Path(path)
     if path.is_dir():
@@ -173,8 +175,8 @@ def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = Fa
     return Recording(np.asarray(values, dtype=np.float64), np.asarray(times, dtype=np.float64), names[tcol])
 
 
-# Names of a time column (compared in lower case). Only used to check the rows against --rate.
 JUMP_STEPS = 2.5  # a time step this many sample periods long (or more) means rows were left out
+# Names of a time column (compared in lower case). Only used to check the rows against --rate.
 TIME_COLUMNS = frozenset({"time", "time_s", "time [s]", "time (s)", "time_sec", "t", "t_s", "timestamp", "seconds"})
 
 
