@@ -102,16 +102,21 @@ def test_bad_input_one_line_exit_2(tmp_path: Path, content: str | None, args: li
     assert "Traceback" not in proc.stderr
 
 
+def _assert_detects_like(plain: Path, other: Path) -> None:
+    """``other`` (the same recording written another way) gives exactly the events of ``plain``."""
+    first = breathsync("detect", str(plain), "--rate", "125")
+    second = breathsync("detect", str(other), "--rate", "125")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout and first.stdout.count("\n") > 100
+
+
 def test_spreadsheet_byte_order_mark_is_not_part_of_the_column_name(tmp_path: Path) -> None:
     plain = tmp_path / "plain.csv"
     with gzip.open(RECORD, "rt", encoding="utf-8") as handle:
         plain.write_text(handle.read())
     marked = tmp_path / "excel.csv"
     marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
-    first = breathsync("detect", str(plain), "--rate", "125")
-    second = breathsync("detect", str(marked), "--rate", "125")
-    assert second.returncode == 0, second.stderr
-    assert second.stdout == first.stdout and first.stdout.count("\n") > 100
+    _assert_detects_like(plain, marked)
 
 
 def test_a_trailing_comma_is_not_an_extra_value(tmp_path: Path) -> None:
@@ -120,10 +125,7 @@ def test_a_trailing_comma_is_not_an_extra_value(tmp_path: Path) -> None:
         plain.write_text(handle.read())
     trailing = tmp_path / "logger.csv"
     trailing.write_text("".join(line + ",\n" for line in plain.read_text().splitlines()))
-    first = breathsync("detect", str(plain), "--rate", "125")
-    second = breathsync("detect", str(trailing), "--rate", "125")
-    assert second.returncode == 0, second.stderr
-    assert second.stdout == first.stdout
+    _assert_detects_like(plain, trailing)
 
 
 def test_damaged_gzip_and_directory_are_one_line_errors(tmp_path: Path) -> None:
@@ -239,10 +241,7 @@ def test_csv_files_as_other_tools_write_them(tmp_path: Path, kind: str) -> None:
     else:
         other = tmp_path / f"{kind}.csv"
         other.write_bytes(_variant(plain_text, kind))
-    first = breathsync("detect", str(plain), "--rate", "125")
-    second = breathsync("detect", str(other), "--rate", "125")
-    assert second.returncode == 0, second.stderr
-    assert second.stdout == first.stdout and first.stdout.count("\n") > 100
+    _assert_detects_like(plain, other)
 
 
 def test_any_spelling_of_nan_is_a_missing_sample_where_allowed(tmp_path: Path) -> None:
