@@ -264,3 +264,20 @@ def test_a_time_column_that_runs_backwards_is_an_error(capsys: pytest.CaptureFix
     assert main(["replay", "--therapist", str(bad), "--client", B, "--rate", "125"]) == 2
     _, err = capsys.readouterr()
     assert err.strip().splitlines() == [f"breathsync replay: {bad}: row 1001: 't_s' goes backwards or repeats"]
+
+
+def test_a_time_column_in_other_units_is_ignored_with_a_note(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from breathsync.recording import read_column
+
+    values = read_column(A)
+    indexed = tmp_path / "indexed.csv"  # 't' counts samples, not seconds: rows stay consecutive samples
+    indexed.write_text("t,resp\n" + "\n".join(f"{i},{v:.5f}" for i, v in enumerate(values)) + "\n")
+    plain = _cut(tmp_path, A, 480, "plain.csv")
+    assert main(["replay", "--therapist", plain, "--client", B, "--rate", "125"]) == 0
+    reference = capsys.readouterr().out
+    assert main(["replay", "--therapist", str(indexed), "--client", B, "--rate", "125"]) == 0
+    out, err = capsys.readouterr()
+    assert "the therapist's column 't' does not step by 1/--rate (in s or ms)" in err
+    assert out == reference

@@ -201,7 +201,7 @@ class TimeGrid:
     """What a time column says about the rows: its unit, and rows left out (inserted as missing samples)."""
 
     values: FloatArray
-    unit: str  # "s" or "ms"
+    unit: str | None  # "s" or "ms"; None: the column does not step by one sample period
     rows_added: int
     jumps: int
 
@@ -209,9 +209,9 @@ class TimeGrid:
 def rows_on_the_time_grid(recording: Recording, sampling_rate: float, path: str | Path) -> TimeGrid | None:
     """Put rows left out of a recording back, as missing samples, where its time column says they were.
 
-    None when there is no usable time column, or when its step matches neither seconds nor milliseconds
-    at ``sampling_rate`` (then rows are taken as consecutive samples, as without a time column).
-    InputError when time runs backwards.
+    None when there is no usable time column; ``unit`` None when its step matches neither seconds nor
+    milliseconds at ``sampling_rate`` (then rows are taken as consecutive samples, as without a time
+    column). InputError when time runs backwards.
     """
     time = recording.time
     if time is None or len(time) < 3:
@@ -223,7 +223,7 @@ def rows_on_the_time_grid(recording: Recording, sampling_rate: float, path: str 
     step = float(np.median(steps))
     unit = next((u for u, scale in (("s", 1.0), ("ms", 1000.0)) if abs(step * sampling_rate / scale - 1) < 0.02), None)
     if unit is None:
-        return None
+        return TimeGrid(recording.values, None, 0, 0)
     back = np.flatnonzero(np.diff(time[known]) <= 0)
     if len(back):
         row = int(known[back[0] + 1]) + 1

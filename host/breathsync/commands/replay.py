@@ -23,7 +23,7 @@ from ..engine import (
     run_engine,
 )
 from ..engine.baseline_file import read_baseline
-from ..engine.replay import SHORTEST_DROPOUT_S
+from ..engine.replay import SHORTEST_DROPOUT_S, missing_stretches
 from ..errors import InputError
 from ..recording import FloatArray, Recording, check_input_rate, read_recording, rows_on_the_time_grid
 
@@ -146,8 +146,7 @@ def run(args: argparse.Namespace) -> int:
 def _on_time_grid(role: Role, recording: Recording, sampling_rate: float, path: str) -> FloatArray:
     """Rows are samples at --rate; where the file's time column shows rows left out, they come back as missing."""
     grid = rows_on_the_time_grid(recording, sampling_rate, path)
-    timed = recording.time is not None and np.count_nonzero(~np.isnan(recording.time)) >= 3
-    if recording.time_column is not None and grid is None and timed:
+    if grid is not None and grid.unit is None:
         print(
             f"breathsync replay: note: the {role}'s column {recording.time_column!r} does not step by 1/--rate "
             "(in s or ms): rows are taken as consecutive samples",
@@ -167,7 +166,7 @@ def _note_missing(role: Role, signal: FloatArray, sampling_rate: float, dropouts
     """Say how much of a recording was missing and what became of it."""
     missing = np.isnan(signal)
     if missing.any():
-        runs = int(np.count_nonzero(np.diff(np.concatenate(([0], missing.view(np.int8)))) == 1))
+        runs = len(missing_stretches(missing)[0])
         bridged = f", {runs - dropouts} shorter than {SHORTEST_DROPOUT_S:g} s bridged" if runs > dropouts else ""
         print(
             f"breathsync replay: note: the {role}'s recording has {runs} stretch(es) of missing samples "

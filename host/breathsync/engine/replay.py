@@ -93,6 +93,12 @@ def strap_stream(
             yield breath.reported_t_s, order, StrapBreath(role, breath)
 
 
+def missing_stretches(missing: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Start and end (exclusive) sample indices of each run of True in ``missing``."""
+    edges = np.diff(np.concatenate(([0], missing.view(np.int8), [0])))
+    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+
+
 def missing_as_dropouts(
     signal: npt.NDArray[np.float64],
     sampling_rate: float,
@@ -117,8 +123,7 @@ def missing_as_dropouts(
         raise InputError("the recording has no samples, only missing values")
     filled = signal.copy()
     filled[missing] = np.interp(np.flatnonzero(missing), present, signal[present])
-    edges = np.diff(np.concatenate(([0], missing.view(np.int8), [0])))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # [start, end) sample indices
+    starts, ends = missing_stretches(missing)
     block_s = (chunk_samples + 1) / strap_rate_hz  # a block arrives after its last sample: lose any it touched
     gaps = tuple(
         (float(a / sampling_rate), float(b / sampling_rate + block_s))
