@@ -320,3 +320,31 @@ def test_utf16_inside_gzip(tmp_path: Path) -> None:
     path = tmp_path / "unicode.csv.gz"
     path.write_bytes(gzip.compress("time\tresp\n0\t0.5\n1\t0.6\n".encode("utf-16")))
     assert list(read_column(path)) == [0.5, 0.6]
+
+
+def test_long_files_read_alike_whichever_way_each_part_is_parsed(tmp_path: Path) -> None:
+    # Plain stretches are parsed by numpy a chunk at a time, anything unusual row by row: a NaN, a quoted
+    # cell and an error far into a long file must come out as if every row had been read one by one.
+    from breathsync.errors import InputError
+    from breathsync.recording import read_recording
+
+    n = 300_000  # several chunks
+    times = np.arange(n) / 125
+    values = np.round(np.sin(2 * np.pi * 0.25 * times), 5)
+    rows = [f"{t},{v}" for t, v in zip(times.tolist(), values.tolist(), strict=True)]
+    rows[150_000] = f"{times[150_000]},NaN"
+    rows[250_000] = f'{times[250_000]},"{values[250_000]}"'
+    path = tmp_path / "long.csv"
+    path.write_text("time,resp\n" + "\n".join(rows) + "\n")
+    recording = read_recording(path, missing_ok=True)
+    expected = values.copy()
+    expected[150_000] = np.nan
+    np.testing.assert_array_equal(recording.values, expected)
+    assert recording.time is not None
+    np.testing.assert_array_equal(recording.time, times)
+    with pytest.raises(InputError, match=r"row 150001: 'resp' is not finite \(NaN\)$"):
+        read_recording(path)
+    rows[150_000] = f"{times[150_000]},0.1x"
+    path.write_text("time,resp\n" + "\n".join(rows) + "\n")
+    with pytest.raises(InputError, match=r"^.*long\.csv: row 150001: 'resp' is not a number: '0\.1x'$"):
+        read_recording(path, missing_ok=True)

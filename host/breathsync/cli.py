@@ -17,25 +17,28 @@ from typing import Protocol
 from . import __version__
 from .errors import BreathsyncError
 
-# (command name, module under breathsync.commands). Each module defines
-# add_arguments(parser) and run(args) -> int, plus a one-line HELP.
+# (command name, one-line help). Each command is the module of that name under breathsync.commands,
+# defining add_arguments(parser) and run(args) -> int. Only the module of the command being run is
+# imported: the live commands pull in the Bluetooth stacks (~0.5 s), which `replay` must not pay.
 COMMANDS: tuple[tuple[str, str], ...] = (
-    ("calibrate", "calibrate"),
-    ("detect", "detect"),
-    ("demo", "demo"),
-    ("export", "export"),
-    ("replay", "replay"),
-    ("report", "report"),
-    ("run", "run"),
-    ("scan", "scan"),
-    ("sim", "sim"),
-    ("stream", "stream"),
+    ("calibrate", "record the therapist's own breathing (strap or recording) and save it as their baseline"),
+    ("detect", "run the strap's breath detector on a recording; print JSON Lines, one event per line"),
+    ("demo", "a whole virtual session (virtual straps, daemon, nudges, report) in under two minutes"),
+    ("export", "export a stored session to CSV, EDF+ or BIDS physio (see docs/researcher-guide.md)"),
+    (
+        "replay",
+        "replay two recordings through the straps and the entrainment engine, or re-run the engine on a stored "
+        "session (JSON Lines)",
+    ),
+    ("report", "write a self-contained HTML report (plots embedded) and a PNG summary of a stored session"),
+    ("run", "run a session: connect both straps, detect entrainment, nudge the therapist, record everything"),
+    ("scan", "list straps in range (role, firmware, battery, RSSI)"),
+    ("sim", "run virtual therapist + client straps (the real firmware) for another process to connect to"),
+    ("stream", "stream live samples and breath events of one or two straps (terminal or CSV)"),
 )
 
 
 class CommandModule(Protocol):
-    HELP: str
-
     def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
 
     def run(self, args: argparse.Namespace) -> int: ...
@@ -48,30 +51,39 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; ``command``'s own options are added (and its module imported) only for it."""
     parser = _Parser(prog="breathsync", description="Breathing-synchrony biofeedback.")
     parser.add_argument("--version", action="version", version=f"breathsync {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for name, module_name in COMMANDS:
-        module: CommandModule = import_module(f".commands.{module_name}", __package__)
-        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(command)
-        command.set_defaults(_run=module.run)
+    for name, help_text in COMMANDS:
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            module: CommandModule = import_module(f".commands.{name}", __package__)
+            module.add_arguments(command_parser)
+            command_parser.set_defaults(_run=module.run)
     return parser
 
 
+def _command_named(argv: Sequence[str]) -> str | None:
+    """The command the arguments name (the first word that is not an option), if any."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in dict(COMMANDS) else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    arguments = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_command_named(arguments))
     command = "breathsync"
     if sys.stdout is None:  # started with stdout closed (``>&-``): nothing could be printed, not even an error
         if sys.stderr is not None:
             print(f"{command}: standard output is closed (to discard the output: > /dev/null)", file=sys.stderr)
         return 2
     try:
-        if not (sys.argv[1:] if argv is None else argv):  # a bare `breathsync`: show what it can do
+        if not arguments:  # a bare `breathsync`: show what it can do
             parser.print_help(sys.stderr)
             return 2
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
         command = f"breathsync {args.command}"
         result: int = args._run(args)
         sys.stdout.flush()  # here, not at exit: a full disk under `> file` is reported like any error

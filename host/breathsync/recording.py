@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import math
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,56 +125,126 @@ def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = Fa
             if not header_line.strip():
                 raise InputError(f"{path}: empty file (expected a header row)")
             delimiter, names = _header(header_line, column)
-            reader = csv.reader(handle, delimiter=delimiter)
             col = _column_index(path, names, column)
             tcol = next((i for i, name in enumerate(names) if name.casefold() in TIME_COLUMNS and i != col), None)
-            times: list[float] | None = [] if tcol is not None else None
-            values: list[float] = []
-            blank_row = 0  # an empty line inside the data is a missing sample: skipping it would shift time
-            for row_number, row in enumerate(reader, start=1):
-                if not row or not any(cell.strip() for cell in row):
-                    blank_row = blank_row or row_number
-                    continue
-                if blank_row and missing_ok:
-                    values.extend([math.nan] * (row_number - blank_row))
-                    if times is not None:
-                        times.extend([math.nan] * (row_number - blank_row))
-                    blank_row = 0
-                if blank_row:
-                    raise InputError(
-                        f"{path}: row {blank_row}: empty row (a missing sample would shift all later times)"
-                    )
-                if len(row) > len(names) and any(cell.strip() for cell in row[len(names) :]):  # "1.0,2.0," is fine
-                    raise InputError(
-                        f"{path}: row {row_number}: {len(row)} cells for {len(names)} columns "
-                        "(a decimal comma? values need a decimal point)"
-                    )
-                if col >= len(row):  # not an empty cell: the cell is not there (another separator?)
-                    raise InputError(f"{path}: row {row_number}: {len(row)} cell(s) for {len(names)} columns")
-                if times is not None and tcol is not None:
-                    times = _append_time(times, row[tcol] if tcol < len(row) else "")
-                cell = row[col].strip()
-                if missing_ok and cell.lower() in MISSING_CELLS:
-                    values.append(math.nan)
-                    continue
-                try:
-                    value = float(cell)
-                except ValueError:
-                    hint = " (a decimal comma? values need a decimal point)" if "," in cell else ""
-                    raise InputError(f"{path}: row {row_number}: {column!r} is not a number: {cell!r}{hint}") from None
-                if missing_ok and math.isnan(value):  # -nan, +nan
-                    values.append(math.nan)
-                    continue
-                if not np.isfinite(value):
-                    raise InputError(f"{path}: row {row_number}: {column!r} is not finite ({cell})")
-                values.append(value)
+            rows = _Rows(path, column, names, col, tcol, missing_ok)
+            while lines := handle.readlines(_CHUNK_CHARS):
+                if any('"' in line or "\x00" in line for line in lines):  # quoted cells may span lines
+                    rows.add_checked(csv.reader(itertools.chain(lines, handle), delimiter=delimiter))
+                    break
+                if not rows.add_plain(lines, delimiter):
+                    rows.add_checked(csv.reader(lines, delimiter=delimiter))
     except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile, zlib.error) as exc:
         raise InputError(f"{path}: cannot read: {exc}") from None
     except csv.Error as exc:
         raise InputError(f"{path}: malformed CSV: {exc}") from None
-    if times is None or tcol is None:
-        return Recording(np.asarray(values, dtype=np.float64), None, None)
-    return Recording(np.asarray(values, dtype=np.float64), np.asarray(times, dtype=np.float64), names[tcol])
+    return rows.recording()
+
+
+_CHUNK_CHARS = 1 << 20  # rows are parsed a chunk of about this many characters at a time
+
+
+class _Rows:
+    """The rows read so far. Chunks of plain rows (every cell a finite number, no blank lines) are parsed by
+    numpy in one go (~10x faster: a replay spent half its time here); any other chunk goes row by row, which
+    is where every rule of ``read_recording`` and its one-line errors live. Both give the same values."""
+
+    def __init__(self, path: Path, column: str, names: list[str], col: int, tcol: int | None, missing_ok: bool) -> None:
+        self.path, self.column, self.names, self.col, self.tcol = path, column, names, col, tcol
+        self.missing_ok = missing_ok
+        self.values: list[FloatArray] = []
+        self.times: list[FloatArray] | None = [] if tcol is not None else None
+        self.rows = 0  # rows read (1-based numbers after the header), blank ones included
+        self.blank_row = 0  # an empty line inside the data is a missing sample: skipping it would shift time
+
+    def add_plain(self, lines: list[str], delimiter: str) -> bool:
+        """Parse a chunk of plain rows at once; False (nothing taken) when it needs the row-by-row rules."""
+        if self.blank_row:
+            return False
+        width = len(self.names)
+        split = [line.split(delimiter) for line in lines]
+        if any(len(cells) != width for cells in split):
+            return False
+        try:
+            values = np.array([cells[self.col] for cells in split], dtype=np.float64)
+            times = None if self.times is None or self.tcol is None else self._plain_times(split, self.tcol)
+        except ValueError:
+            return False
+        if not np.isfinite(values).all() or (self.times is not None and times is None):
+            return False
+        self.values.append(values)
+        if self.times is not None and times is not None:
+            self.times.append(times)
+        self.rows += len(lines)
+        return True
+
+    @staticmethod
+    def _plain_times(split: list[list[str]], tcol: int) -> FloatArray | None:
+        times = np.array([cells[tcol] for cells in split], dtype=np.float64)
+        return times if np.isfinite(times).all() else None
+
+    def add_checked(self, reader: Iterable[list[str]]) -> None:
+        """Row by row, with every check and its one-line error."""
+        path, column, names, col, tcol, missing_ok = (
+            self.path,
+            self.column,
+            self.names,
+            self.col,
+            self.tcol,
+            self.missing_ok,
+        )
+        values: list[float] = []
+        times: list[float] | None = [] if self.times is not None else None
+        for row_number, row in enumerate(reader, start=self.rows + 1):
+            self.rows = row_number
+            if not row or not any(cell.strip() for cell in row):
+                self.blank_row = self.blank_row or row_number
+                continue
+            if self.blank_row and missing_ok:
+                values.extend([math.nan] * (row_number - self.blank_row))
+                if times is not None:
+                    times.extend([math.nan] * (row_number - self.blank_row))
+                self.blank_row = 0
+            if self.blank_row:
+                raise InputError(
+                    f"{path}: row {self.blank_row}: empty row (a missing sample would shift all later times)"
+                )
+            if len(row) > len(names) and any(cell.strip() for cell in row[len(names) :]):  # "1.0,2.0," is fine
+                raise InputError(
+                    f"{path}: row {row_number}: {len(row)} cells for {len(names)} columns "
+                    "(a decimal comma? values need a decimal point)"
+                )
+            if col >= len(row):  # not an empty cell: the cell is not there (another separator?)
+                raise InputError(f"{path}: row {row_number}: {len(row)} cell(s) for {len(names)} columns")
+            if times is not None and tcol is not None:
+                times = _append_time(times, row[tcol] if tcol < len(row) else "")
+            cell = row[col].strip()
+            if missing_ok and cell.lower() in MISSING_CELLS:
+                values.append(math.nan)
+                continue
+            try:
+                value = float(cell)
+            except ValueError:
+                hint = " (a decimal comma? values need a decimal point)" if "," in cell else ""
+                raise InputError(f"{path}: row {row_number}: {column!r} is not a number: {cell!r}{hint}") from None
+            if missing_ok and math.isnan(value):  # -nan, +nan
+                values.append(math.nan)
+                continue
+            if not np.isfinite(value):
+                raise InputError(f"{path}: row {row_number}: {column!r} is not finite ({cell})")
+            values.append(value)
+        self.values.append(np.asarray(values, dtype=np.float64))
+        if times is None:
+            self.times = None  # a cell that is not a plain number (a date, a clock time): no time column
+        elif self.times is not None:
+            self.times.append(np.asarray(times, dtype=np.float64))
+
+    def recording(self) -> Recording:
+        values = np.concatenate(self.values) if self.values else np.zeros(0)
+        if self.times is None or self.tcol is None:
+            return Recording(values, None, None)
+        times = np.concatenate(self.times) if self.times else np.zeros(0)
+        return Recording(values, times, self.names[self.tcol])
 
 
 JUMP_STEPS = 2.5  # a time step this many sample periods long (or more) means rows were left out

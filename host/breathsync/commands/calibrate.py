@@ -18,7 +18,6 @@ from ..recording import check_input_rate, read_column
 from .arguments import file_path
 from .shutdown import stop_on_signals
 
-HELP = "record the therapist's own breathing (strap or recording) and save it as their baseline"
 DEFAULT_OUT = "therapist-baseline.json"
 
 

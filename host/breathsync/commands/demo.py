@@ -24,8 +24,6 @@ from ..evaluation import match_events
 from ..recording import read_column
 from ..strap_sim import detect_breaths
 
-HELP = "a whole virtual session (virtual straps, daemon, nudges, report) in under two minutes"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

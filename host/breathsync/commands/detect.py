@@ -10,8 +10,6 @@ from ..detector import STRAP_RATES_HZ
 from ..recording import read_column
 from ..strap_sim import detect_breaths
 
-HELP = "run the strap's breath detector on a recording; print JSON Lines, one event per line"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="CSV or CSV.gz recording with a header row")

@@ -10,8 +10,6 @@ from ..research import FORMATS, default_out_dir, export_session, load_session
 from ..research.export import check_bids_label
 from ..research.output import out_dir_option
 
-HELP = "export a stored session to CSV, EDF+ or BIDS physio (see docs/researcher-guide.md)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("session", help="session file (.sqlite) written by breathsync run")

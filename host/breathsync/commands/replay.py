@@ -30,11 +30,6 @@ from ..recording import FloatArray, Recording, check_input_rate, read_recording,
 if TYPE_CHECKING:
     from ..store import SessionStore
 
-HELP = (
-    "replay two recordings through the straps and the entrainment engine, or re-run the engine on a stored "
-    "session (JSON Lines)"
-)
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

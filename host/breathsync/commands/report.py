@@ -9,8 +9,6 @@ from pathlib import Path
 from ..research import load_session
 from ..research.output import out_dir_option
 
-HELP = "write a self-contained HTML report (plots embedded) and a PNG summary of a stored session"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("session", help="session file (.sqlite) written by breathsync run")

@@ -12,8 +12,6 @@ from ..daemon import Daemon, SessionSummary, load_daemon_config
 from ..errors import InputError
 from .shutdown import stop_on_signals
 
-HELP = "run a session: connect both straps, detect entrainment, nudge the therapist, record everything"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML configuration (every setting has a default)")

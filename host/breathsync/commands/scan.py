@@ -8,8 +8,6 @@ import asyncio
 from ..link.sources import ble_adapter, scan_straps
 from .arguments import positive_float
 
-HELP = "list straps in range (role, firmware, battery, RSSI)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ble", default="system", metavar="ADAPTER", help="system (default) or bumble:<transport>")

@@ -34,8 +34,6 @@ from ..sim import (
 from .arguments import non_negative_int, positive_float, seconds_or_forever
 from .shutdown import stop_on_signals
 
-HELP = "run virtual therapist + client straps (the real firmware) for another process to connect to"
-
 SYNTHETIC_SECONDS = 3600.0
 
 

@@ -22,8 +22,6 @@ from ..protocol import StatusPacket
 from .arguments import file_path, seconds_or_forever
 from .shutdown import stop_on_signals
 
-HELP = "stream live samples and breath events of one or two straps (terminal or CSV)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ble", default="system", metavar="ADAPTER", help="system (default) or bumble:<transport>")
