@@ -162,12 +162,16 @@ class _Rows:
         if self.blank_row:
             return False
         width = len(self.names)
-        split = [line.split(delimiter) for line in lines]
-        if any(len(cells) != width for cells in split):
-            return False
         try:
-            values = np.array([cells[self.col] for cells in split], dtype=np.float64)
-            times = None if self.times is None or self.tcol is None else self._plain_times(split, self.tcol)
+            if width == 1:  # one column: each line is a value (a separator in it fails to parse: row by row)
+                values = np.array(lines, dtype=np.float64)
+                times = None
+            else:
+                split = [line.split(delimiter) for line in lines]
+                if any(len(cells) != width for cells in split):
+                    return False
+                values = np.array([cells[self.col] for cells in split], dtype=np.float64)
+                times = None if self.times is None or self.tcol is None else self._plain_times(split, self.tcol)
         except ValueError:
             return False
         if not np.isfinite(values).all() or (self.times is not None and times is None):
