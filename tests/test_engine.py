@@ -217,6 +217,29 @@ def test_calibration_replay_reproduces_online_nudges() -> None:
     assert decide_nudges(_states(outs), strict) == []
 
 
+def _timed_updates(template: EngineState, times: list[float]) -> list[EngineState]:
+    return [dataclasses.replace(template, t_s=t, phase_known_until_s=t, beat_period_s=None) for t in times]
+
+
+def test_a_nudge_spends_the_following_evidence() -> None:
+    # An outside evaluator's episodes ended mid-session: the lock timer had grown to 130 s during the episode
+    # and took minutes to drain, so one stray 'following' update after the end fired a nudge as soon as the
+    # cooldown was over (6.6 such nudges per hour of post-episode time).
+    sc = _scenario("therapist_follows", 21)
+    template = next(s for s in _states(_run(list(dyad_stream(sc.therapist, sc.client, sc.sampling_rate)))))
+    cfg = Config()
+    times = [float(t) for t in range(0, 400, 2)]
+    episode = [(False, t <= 150.0, 0.0) for t in times]  # following for 150 s, then not
+    stray = [(r, f or t == 246.0, s) for (r, f, s), t in zip(episode, times, strict=True)]
+    updates = _timed_updates(template, times)
+    during = decide_nudges(updates, cfg, episode)
+    assert during == [20.0, 20.0 + cfg.policy.cooldown_s]  # the episode itself: as before
+    assert decide_nudges(updates, cfg, stray) == during  # one stray update 96 s after the end: no nudge
+    # Following that goes on is nudged again after every cooldown: a held-back nudge keeps its evidence.
+    throughout = [(False, True, 0.0) for _ in times]
+    assert decide_nudges(updates, cfg, throughout) == [20.0 + k * cfg.policy.cooldown_s for k in range(5)]
+
+
 def test_mute_holds_nudges_and_auto_resumes() -> None:
     sc = _scenario("therapist_follows", 21)
     items = list(dyad_stream(sc.therapist, sc.client, sc.sampling_rate))

@@ -154,6 +154,14 @@ class LockTimer:
         self.locked_s = 0.0
         self._last_s = None
 
+    def settle(self, required_s: float, nudged: bool) -> None:
+        """After an update with following enough for a nudge. A nudge spends the evidence: the next one needs
+        ``required_s`` of new following. One held back (cooldown, hourly cap, mute) keeps no more than a nudge
+        needs, so the sum drains within ``required_s / leak`` once following stops. Until session 8 it kept
+        growing through a long episode (to 130 s) and took minutes to drain: after the episode had ended, one
+        stray 'following' update fired a nudge as soon as the cooldown was over."""
+        self.locked_s = 0.0 if nudged else min(self.locked_s, required_s)
+
 
 def classify_states(states: Iterable[EngineState], config: EngineConfig) -> list[tuple[bool, bool, float]]:
     """Per recorded state: (resets the timer, therapist follows, evidence strength). Depends only on the
@@ -185,8 +193,11 @@ def decide_nudges(
             timer.reset()
             continue
         locked_for = timer.update(s.phase_known_until_s, following, strength)
-        ready = following and locked_for >= required_lock_s(s.beat_period_s, eng)
-        if ready and policy.check(s.t_s).allowed:
-            policy.record(s.t_s)
-            out.append(s.t_s)
+        required = required_lock_s(s.beat_period_s, eng)
+        if following and locked_for >= required:
+            nudged = policy.check(s.t_s).allowed
+            if nudged:
+                policy.record(s.t_s)
+                out.append(s.t_s)
+            timer.settle(required, nudged)
     return out

@@ -267,9 +267,10 @@ class EntrainmentEngine:
         # awaited, updates re-score the same window and must not count the wait as more following.
         strength = evidence_strength(draft, eng) if following else 0.0
         locked_for = self._timer.update(draft.phase_known_until_s, following, strength)
-        if decision == "therapist_follows" and locked_for >= required_lock_s(beat, eng):
-            verdict = self.policy.check(now_s)
-            decision = "nudge" if verdict.allowed else "nudge_suppressed"
+        required = required_lock_s(beat, eng)
+        if following and locked_for >= required:
+            decision = "nudge" if self.policy.check(now_s).allowed else "nudge_suppressed"
+            self._timer.settle(required, decision == "nudge")
         estimated = plv is not None  # right after a gap there is no window yet: no evidence either way
         is_locked = locked(draft, eng)
         self._track_efficacy(now_s, out, apart=estimated and (not is_locked or decision == "locked_client_follows"))
@@ -277,7 +278,7 @@ class EntrainmentEngine:
             self._last_adapt_s = None  # frozen: no estimate of the lock, or locked by any route
         else:
             self._adapt_baselines(now_s)
-        state = dataclasses.replace(draft, decision=decision, locked_for_s=self._timer.locked_s)
+        state = dataclasses.replace(draft, decision=decision, locked_for_s=locked_for)  # before a nudge spent it
         out.insert(0, state)
         if decision == "nudge":
             out.append(self._nudge(state))

@@ -103,7 +103,10 @@ def wclc_nudges(states: Iterable[WclcState], r_min: float, min_locked_s: float, 
     for s in states:
         following = s.r is not None and s.lag_s is not None and s.r >= r_min and s.lag_s > 0
         locked_for = timer.update(s.t_s, following)
-        if following and locked_for >= min_locked_s and pol.check(s.t_s).allowed:
-            pol.record(s.t_s)
-            out.append(s.t_s)
+        if following and locked_for >= min_locked_s:
+            nudged = pol.check(s.t_s).allowed
+            if nudged:
+                pol.record(s.t_s)
+                out.append(s.t_s)
+            timer.settle(min_locked_s, nudged)  # as the engine's timer
     return out
