@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -302,3 +303,57 @@ def test_bluetooth_unavailable_at_first_use_is_an_input_error(monkeypatch: pytes
     with pytest.raises(InputError, match="No powered Bluetooth adapters found"):
         run(link.run)
     assert sink.link == []
+
+
+def test_straps_sharing_a_name_each_go_to_their_own_role() -> None:
+    # Every strap leaves the factory named 'breathsync'. Found by name, the therapist's link took whichever
+    # strap answered first (here the client's, every time): the client's breathing was stored as the
+    # therapist's, and the nudges went to the client.
+    from breathsync.link.virtual_peripheral import PeripheralSpec
+    from breathsync.protocol import Role
+
+    class Addressed(ModelStrap):
+        address = ""
+
+        def spec(self) -> PeripheralSpec:
+            return dataclasses.replace(super().spec(), address=self.address)
+
+    async def go() -> None:
+        link = new_link()
+        client = Addressed("breathsync", [40000] * 25 * 60, speed=5.0, role=Role.CLIENT)
+        client.address = "C2:22:22:22:22:22"
+        therapist = Addressed("breathsync", [20000] * 25 * 60, speed=5.0, role=Role.THERAPIST)
+        therapist.address = "C1:11:11:11:11:11"
+        await client.start(link)  # advertising first: found first
+        await therapist.start(link)
+        async with await BumbleBench.open(link) as bench:
+            options = BleOptions(
+                scanner_backend=bench.scanner_backend,
+                client_backend=bench.client_backend,
+                connect_timeout_s=2.0,
+                scan_timeout_s=2.0,
+                backoff_initial_s=0.05,
+            )
+            sink = Sink()
+            ble = BleStrapLink("therapist", "breathsync", sink, options)
+            task = asyncio.create_task(ble.run())
+            try:
+                for drop in range(3):
+                    await until(lambda d=drop: sum(k == "connected" for k, _ in sink.link) == d + 1)  # type: ignore[misc]
+                    await until(lambda: len(sink.blocks) > 0)
+                    assert therapist.peripheral is not None
+                    await therapist.peripheral.power_off(0.3)
+                await until(lambda: sum(k == "connected" for k, _ in sink.link) == 4)
+            finally:
+                await ble.close()
+                await asyncio.wait_for(task, 10)
+            await client.close()
+            await therapist.close()
+        assert {value for block in sink.blocks for value in block.values} == {20000}
+        assert all(status.role == Role.THERAPIST for status in sink.statuses)
+        connected = [detail for kind, detail in sink.link if kind == "connected"]
+        assert connected and all(address.upper() == "C1:11:11:11:11:11" for address in connected)
+        refused = [detail for kind, detail in sink.link if kind == "connect-failed"]
+        assert any("is the client's strap" in detail for detail in refused)
+
+    run(go)

@@ -29,7 +29,7 @@ from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakBluetoothNotAvailableError, BleakError
 
 from ..errors import InputError
-from ..protocol import Channel, HapticCommand, ResponsePacket, StartStream, StatusPacket
+from ..protocol import Channel, HapticCommand, ProtocolError, ResponsePacket, Role, StartStream, StatusPacket
 from ..protocol.uuids import CHANNEL_BY_UUID, CHARACTERISTIC_UUIDS, SERVICE_UUID
 from .session import LinkError, StrapSession, StrapSink
 
@@ -155,6 +155,10 @@ class BleStrapLink:
         self._client: BleakClient | None = None
         self._closing = False
         self._disconnected = asyncio.Event()
+        # A strap found by name (the firmware's default name is the same on every strap) is kept by address
+        # once it proved to be this role's; straps that report the other role are never taken again.
+        self._found_address: str | None = None
+        self._other_roles: set[str] = set()
 
     @classmethod
     def _lock(cls) -> asyncio.Lock:
@@ -168,8 +172,10 @@ class BleStrapLink:
         target = self.target
         if _looks_like_address(target):
             return target
+        if self._found_address is not None:
+            return self._found_address
         device = await BleakScanner.find_device_by_filter(
-            lambda d, adv: (adv.local_name or d.name or "") == target,
+            lambda d, adv: (adv.local_name or d.name or "") == target and d.address not in self._other_roles,
             timeout=self.options.scan_timeout_s,
             **self.options.scanner_kwargs(),
         )
@@ -209,13 +215,29 @@ class BleStrapLink:
         try:
             for channel in NOTIFY_CHANNELS:
                 await client.start_notify(CHARACTERISTIC_UUIDS[channel], self._on_notify)
-            status = await client.read_gatt_char(CHARACTERISTIC_UUIDS[Channel.STATUS])
-            self.session.handle(Channel.STATUS, bytes(status))
+            status = bytes(await client.read_gatt_char(CHARACTERISTIC_UUIDS[Channel.STATUS]))
+            self._check_role(client.address, status)
+            self.session.handle(Channel.STATUS, status)
         except BaseException:
             with contextlib.suppress(Exception):
                 await client.disconnect()
             raise
         return client
+
+    def _check_role(self, address: str, status: bytes) -> None:
+        """A strap reached by name must not report the other role: two straps with one name (the firmware's
+        default) otherwise swapped people on a reconnect, and the nudges went to the client. A strap with no
+        role, or one given by address, is taken as the user said."""
+        if _looks_like_address(self.target):
+            return
+        try:
+            reported = ROLE_NAMES.get(StatusPacket.from_bytes(status).role)
+        except ProtocolError:
+            return  # the session counts the bad packet
+        if reported is not None and reported != self.role:
+            self._other_roles.add(address)
+            raise LinkError(f"{self.role}: the strap named {self.target!r} at {address} is the {reported}'s strap")
+        self._found_address = address
 
     async def run(self) -> None:
         """Connect, stream, and reconnect after any drop until ``close()`` or cancellation."""
@@ -286,6 +308,9 @@ class BleStrapLink:
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.disconnect()
+
+
+ROLE_NAMES = {Role.THERAPIST: "therapist", Role.CLIENT: "client"}  # what a strap's STATUS says it is
 
 
 def _looks_like_address(target: str) -> bool:

@@ -25,9 +25,9 @@ from typing import Protocol
 from bleak import BleakClient
 
 from ..errors import InputError
-from ..protocol import Channel, HapticCommand, ResponsePacket, Role, StatusPacket
+from ..protocol import Channel, HapticCommand, ResponsePacket, StatusPacket
 from ..protocol.uuids import BATTERY_LEVEL_UUID, CHARACTERISTIC_UUIDS, FIRMWARE_REVISION_UUID
-from .ble import BleOptions, BleStrapLink, FoundStrap, check_bluetooth, scan
+from .ble import ROLE_NAMES, BleOptions, BleStrapLink, FoundStrap, check_bluetooth, scan
 from .serial_link import SerialStrapLink
 from .session import LinkError, StrapSink
 from .stream import LinkStats, SampleBlock, StrapEvent
@@ -140,7 +140,7 @@ async def describe(found: FoundStrap, options: BleOptions) -> StrapDescription:
         await client.connect()
         try:
             status = StatusPacket.from_bytes(await client.read_gatt_char(CHARACTERISTIC_UUIDS[Channel.STATUS]))
-            role = {Role.THERAPIST: "therapist", Role.CLIENT: "client"}.get(status.role, "unassigned")
+            role = ROLE_NAMES.get(status.role, "unassigned")
             firmware = ".".join(str(v) for v in status.fw_version)
             battery = status.battery_pct
             rate = status.sample_rate_hz
