@@ -64,6 +64,7 @@ def main():
         from strap.ble import BleLink
 
         ble = bluetooth.BLE()
+        ble.active(True)  # NimBLE: config("mac") raises OSError(ENODEV) while the radio is off
         mac = ble.config("mac")[1]
         serial = "".join("%02x" % b for b in mac)
         name = settings.get("name") or config.BLE_NAME_PREFIX

@@ -433,6 +433,17 @@ def test_haptic_pwm_timeline_respects_every_limit(run_micropython: RunMicroPytho
     assert timeline[-1][1] == 0
 
 
+# ---------------------------------------------------------------- boot
+def test_boot_reads_the_mac_only_with_the_radio_on(run_micropython: RunMicroPython, tmp_path: Path) -> None:
+    """NimBLE raises OSError(ENODEV) for config("mac") while the radio is off (the harness adds
+    that rule to the double): main.py must activate first, and the serial number is the MAC."""
+    actions = [["connect", 500, 23], ["read", 1000, 0x2A25]]  # Device Information: serial number
+    run = run_app(run_micropython, tmp_path, bundled_counts(25), actions, end_ms=3000, host=False)
+    assert run.summary["outcome"] == "done"
+    notes = [d.decode() for _t, _h, d in run.kind(K_NOTE) if d.startswith(b"read 2a25 ")]
+    assert notes == ["read 2a25 " + b"24587cb51e42".hex()]  # the double's MAC 24:58:7c:b5:1e:42, as text
+
+
 # ---------------------------------------------------------------- watchdog and settings
 def test_watchdog_fires_when_sampling_stalls(run_micropython: RunMicroPython, tmp_path: Path) -> None:
     actions = [

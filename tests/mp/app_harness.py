@@ -8,8 +8,8 @@
 # record file, see ble_central.FileLog), "settings" (path main.py reads as its flash settings file),
 # "actions" ([kind, t_ms, ...] in time order), "host" (reactive host logic on: START_STREAM on
 # connect, then BACKFILL of every gap), "end_ms", "central" (TestCentral keyword arguments).
-# Action kinds: connect [mtu], drop, disconnect, write [channel, hex], refuse [n], refuse_pct [pct],
-# stall_sampler, block [ms], battery_mv [mv], note [text].
+# Action kinds: connect [mtu], drop, disconnect, write [channel, hex], read [uuid16], refuse [n],
+# refuse_pct [pct], stall_sampler, block [ms], battery_mv [mv], note [text].
 #
 # Nothing is printed on stdout except by the firmware in wired mode; errors go to stderr with exit 1.
 
@@ -30,6 +30,19 @@ K_SUMMARY = 22  # JSON
 K_PWM = 23  # handle = gpio, data = <II time, duty_u16
 K_MEM = 24  # handle = 0, data = <I gc.mem_free()
 K_HOST = 25  # host logic decisions (text)
+
+# A NimBLE rule the bluetooth double does not model (extmod/nimble/modbluetooth_nimble.c,
+# mp_bluetooth_get_current_address): config("mac") raises OSError(ENODEV) while the radio is off.
+_double_config = bluetooth.BLE.config
+
+
+def _nimble_config(ble, *args, **kwargs):
+    if args and args[0] == "mac" and not ble.active():
+        raise OSError(19)  # ENODEV
+    return _double_config(ble, *args, **kwargs)
+
+
+bluetooth.BLE.config = _nimble_config
 
 _REPORT_RESERVE = 3072  # bytes held during the run for the final summary (see run())
 OVERSAMPLE = 4  # drivers.sensors.AnalogStretch default: 2**2 ADC reads per sample
@@ -352,6 +365,10 @@ def make_action(action, central, plan, state, log):
             time.sleep_ms(action[2])
         elif kind == "battery_mv":
             set_battery(action[2])
+        elif kind == "read":
+            # A GATT read (16-bit UUID), logged as a note: "read UUID HEX".
+            value = central.read(bluetooth.UUID(action[2]))
+            log(K_NOTE, t, 0, ("read %04x %s" % (action[2], bytes(value).hex())).encode())
         elif kind == "note":
             log(K_NOTE, t, 0, action[2].encode())
 
