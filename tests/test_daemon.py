@@ -210,6 +210,52 @@ def test_kill_9_then_restart_loses_no_sample(served_pair: tuple[str, dict[str, M
             assert len(series.values) > 25 * 15
 
 
+def test_kill_9_after_a_strap_reboot_resumes_without_storing_anything_twice(
+    served_pair: tuple[str, dict[str, ModelStrap]], tmp_path: Path
+) -> None:
+    # The therapist's strap restarts mid-session (its counter begins at 0 again), then the host is killed.
+    # The restarted run took the stored counters for the strap's own, saw its first TIME_SYNC as a second
+    # reboot and fetched the strap's whole ring again under new counters: 192 samples stored twice.
+    adapter, straps = served_pair
+    therapist = straps["therapist"]
+    cmd = [sys.executable, "-m", "breathsync", "run", "--ble", adapter, "--therapist", "ble:strap-T"]
+    cmd += ["--client", "ble:strap-C", "--sessions", str(tmp_path), "--no-lsl"]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(8)
+
+    async def reboot() -> None:
+        assert therapist.peripheral is not None
+        off = asyncio.ensure_future(therapist.peripheral.power_off(1.0))
+        await asyncio.sleep(0.2)
+        therapist.reboot()
+        await off
+
+    asyncio.run_coroutine_threadsafe(reboot(), therapist._task.get_loop()).result(10)
+    time.sleep(8)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(10)
+    time.sleep(2)
+    second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(10)
+    second.send_signal(signal.SIGTERM)
+    out, err = second.communicate(timeout=30)
+    assert second.returncode == 0, err
+    assert "resuming session" in out
+    [path] = tmp_path.glob("*.sqlite")
+    with SessionStore.open(path) as store:
+        reboots = [e for e in store.link_events() if e[1] == "therapist" and e[2] == "strap-rebooted"]
+        assert len(reboots) == 1, reboots  # the real one; none made up by the resumed run
+        values = store.samples("therapist").values.tolist()
+    # Each strap sample is stored at most once: 5-sample runs of the noisy signal identify where each stored
+    # run was taken (runs straddling the samples the reboot lost match nowhere).
+    runs = {tuple(therapist.values[i : i + 5]): i for i in range(len(therapist.values) - 5)}
+    sources = [runs.get(tuple(values[k : k + 5])) for k in range(len(values) - 5)]
+    found = [i for i in sources if i is not None]
+    assert len(found) >= len(sources) - 10
+    assert len(found) == len(set(found)), "strap samples stored more than once"
+    assert len(values) > 25 * 20
+
+
 def test_mirroring_on_purpose_mutes_and_resumes_by_itself(tmp_path: Path) -> None:
     out = io.StringIO()
     daemon = Daemon(DaemonConfig(session=SessionConfig(directory=str(tmp_path))), out, clock=lambda: 1100.0)

@@ -41,7 +41,7 @@ from ..errors import InputError
 from ..link.ble import BleOptions
 from ..link.session import LinkError
 from ..link.sources import ROLES, StrapLink, ble_adapter, close_links, find_by_role, open_link, open_sources
-from ..link.stream import SampleBlock, StrapEvent
+from ..link.stream import SampleBlock, StrapEvent, StrapStream
 from ..protocol import HapticCommand, ProtocolError, StatusPacket
 from ..protocol.packets import (
     HAPTIC_MAX_OFF_MS,
@@ -76,6 +76,12 @@ def device_haptic(pattern: HapticPattern) -> HapticCommand:
         off_ms = min(max(period_ms - on_ms, HAPTIC_MIN_OFF_MS), HAPTIC_MAX_OFF_MS)
     intensity = min(max(pattern.intensity_pct, 1), 100)
     return HapticCommand(0, pulses, on_ms, off_ms, intensity)
+
+
+def _strap_stream(link: StrapLink | None) -> StrapStream | None:
+    """The counter bookkeeping of a strap link (links that replay a file have none)."""
+    stream = getattr(getattr(link, "session", None), "stream", None)
+    return stream if isinstance(stream, StrapStream) else None
 
 
 def _role(role: str) -> Role:
@@ -252,6 +258,10 @@ class Daemon:
             if ok:
                 assert self.store is not None
                 self.store.add_link_event(self.clock(), role, kind, detail)
+                stream = _strap_stream(self.links.get(role))
+                if kind == "strap-rebooted" and stream is not None:
+                    # Stored counters now run ahead of the strap's own by this much; a resumed run needs it.
+                    self.store.set_meta(f"counter_offset.{role}", str(stream.offset))
         if kind in ("disconnected", "samples-lost"):
             self._line(f"{role} strap: {kind} {detail}".rstrip())
 
@@ -468,9 +478,12 @@ class Daemon:
                 link = open_link(source, role, self, options, self.config.straps.rate_hz, self.clock)
                 self.links[role] = link
             last = store.last_counter(role)
-            stream = getattr(getattr(link, "session", None), "stream", None)
+            stream = _strap_stream(link)
             if last is not None and stream is not None:
-                stream.resume_after(last)
+                # A strap that rebooted earlier in the session counts from 0 again: without its offset the
+                # stored counters read as a count it never reached, the first TIME_SYNC as a second reboot,
+                # and its whole ring was fetched again under new counters (stored twice).
+                stream.resume_after(last, store.meta_int(f"counter_offset.{role}") or 0)
         self.links = {role: self.links[role] for role in ROLES}  # role order, however they were found
         tasks.extend(asyncio.create_task(link.run(), name=f"link-{role}") for role, link in self.links.items())
         await self._tick(stop, tasks)

@@ -195,13 +195,15 @@ class StrapStream:
         self.clock.reset()
         return self.offset
 
-    def resume_after(self, counter: int) -> None:
+    def resume_after(self, counter: int, offset: int = 0) -> None:
         """The host already holds everything up to ``counter`` (a restarted daemon's store).
 
         The first live packet then opens a gap from ``counter + 1``, which backfill closes.
-        ``counter`` is a session counter (as delivered).
+        ``counter`` is a session counter (as delivered); ``offset`` what the session's counters had run
+        ahead of the strap's own when that was stored (``rebooted``), 0 if the strap never rebooted.
         """
-        self.head = counter + 1 - self.offset
+        self.offset = offset
+        self.head = counter + 1 - offset
 
     def backfill_wanted(self) -> tuple[int, int] | None:
         """The oldest missing range [start, end) to ask the strap for, or None."""

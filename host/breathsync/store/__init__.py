@@ -468,6 +468,16 @@ class SessionStore:
             raise self._damaged(f"meta {key} is {_shown(rows[0][0])}, not a number")
         return value
 
+    def meta_int(self, key: str) -> int | None:
+        """A whole-number meta value (``counter_offset.<role>``); None if absent, StoreError if damaged."""
+        text = self.meta(key)
+        if text is None:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            raise self._damaged(f"meta {key} is {_shown(text)}, not a whole number") from None
+
     def config(self) -> dict[str, Any]:
         rows = self._query("meta", "SELECT value FROM meta WHERE key = 'config'")
         return {} if not rows else self._json_object(rows[0][0], "meta config")
