@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import struct
+import subprocess
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -552,6 +554,58 @@ def test_wired_mode_frames_on_stdout(run_micropython: RunMicroPython, tmp_path: 
     events = {(int(p.kind), p.index) for p in packets if isinstance(p, EventPacket)}
     core = {(k, i) for k, i, *_ in core_events(run, 25, run.summary["head"])}
     assert events and events <= core
+
+
+def test_wired_mode_on_a_blocking_stdin(micropython: str, tmp_path: Path) -> None:
+    """On the ESP32, sys.stdin.buffer.readinto(buf) waits until buf is FULL (MicroPython issue
+    #8772), as the unix port does on a blocking pipe: one 8-byte command must not freeze the loop.
+    The pipe stays open (no EOF) for the whole run, as a USB host's port does."""
+    from breathsync.protocol import GetStatus, StartStream, TimeSync
+
+    commands = b"\x00" + encode_frame(StartStream(tag=1)) + encode_frame(GetStatus(tag=2))
+    commands += encode_frame(TimeSync(tag=3, token=7))
+    assert len(commands) < 64  # less than the firmware's read buffer
+    counts = bundled_counts(25)
+    counts.astype("<u2").tofile(tmp_path / "counts.u16")
+    (tmp_path / "settings.json").write_text(json.dumps({"wired": True}))
+    plan = {
+        "counts": str(tmp_path / "counts.u16"),
+        "log": str(tmp_path / "log.bin"),
+        "settings": str(tmp_path / "settings.json"),
+        "actions": [],
+        "end_ms": 20_000,
+        "wired": True,
+    }
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    env = dict(os.environ, MICROPYPATH=":".join(str(p) for p in (DOUBLES, FIRMWARE, MP_DIR, ".frozen")))
+    with (tmp_path / "out.bin").open("wb") as out, (tmp_path / "err.txt").open("wb") as err:
+        proc = subprocess.Popen(
+            [micropython, "-X", f"heapsize={HEAP}", str(MP_DIR / "app_wired.py"), str(tmp_path / "plan.json")],
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=err,
+            env=env,
+        )
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(commands)
+            proc.stdin.flush()  # and keep it open: a blocking read of 64 bytes would never return
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pytest.fail("the strap froze waiting for a full read buffer (20 s of virtual time not done in 30 s)")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdin.close()
+    assert proc.returncode == 0, (tmp_path / "err.txt").read_text()
+    summary = [json.loads(d) for k, _t, _h, d in parse_records((tmp_path / "log.bin").read_bytes()) if k == K_SUMMARY]
+    assert summary[0]["outcome"] == "done" and summary[0]["t_ms"] >= 20_000 and summary[0]["wdt_missed"] == 0
+    packets = Deframer().feed_packets((tmp_path / "out.bin").read_bytes())
+    assert [p.tag for p in packets if isinstance(p, ResponsePacket)] == [1, 2, 3]
+    streamed = sum(len(p.samples) for p in packets if isinstance(p, SamplesPacket))
+    assert streamed >= 18 * 25  # sampling and streaming ran on through the run
 
 
 # ---------------------------------------------------------------- memory

@@ -11,9 +11,16 @@ pseudo channel has no wired form and is skipped.
 channels 8/9 go to the command queue (the control task validates and answers them exactly as
 over BLE), frames on other channels are dropped without a response, bad frames are counted
 (``reader.bad_frames``). At end of input (a closed pipe) it stops reading.
+
+It reads ONE byte per ``readinto``: on the ESP32, ``sys.stdin.buffer.readinto(buf)`` waits until
+``buf`` is full (MicroPython issue #8772; the unix port does the same on a blocking pipe), so a
+larger buffer would freeze the event loop on the first short command. After the awaited byte,
+whatever else has arrived (a poll with timeout 0 says so) is read in the same turn, up to
+``_READ_BYTES``, then the loop yields.
 """
 
 import asyncio
+import select
 
 from core.framing import MAX_ENCODED_BYTES, FrameReader, encode_frame
 from core.packets import CH_CONTROL, CH_HAPTIC, MAX_SAMPLES
@@ -26,7 +33,7 @@ except ImportError:  # CPython
         return value
 
 
-_READ_BYTES = const(64)
+_READ_BYTES = const(64)  # bytes handled per turn of the event loop at most
 
 
 class WiredLink:
@@ -43,7 +50,7 @@ class WiredLink:
         self.eof = False
         self._frame = bytearray(MAX_ENCODED_BYTES + 1)
         self._frame_mv = memoryview(self._frame)
-        self._rx = bytearray(_READ_BYTES)
+        self._rx = bytearray(1)  # one byte per read: a read never waits for more than is there
         self._pkt = bytearray(20)
 
     def start(self):
@@ -72,20 +79,26 @@ class WiredLink:
         return 0
 
     async def read_task(self):
-        stream = asyncio.StreamReader(self._in)
+        src = self._in
+        stream = asyncio.StreamReader(src)
+        poller = select.poll()
+        poller.register(src, select.POLLIN)
         reader = self.reader
         rx = self._rx
         while True:
-            n = await stream.readinto(rx)
-            if not n:
-                self.eof = True
-                return
+            n = await stream.readinto(rx)  # waits until readable, then takes the 1 byte there
             i = 0
-            while i < n:
-                k = reader.push(rx[i])
+            while n:
+                k = reader.push(rx[0])
                 if k > 0:
                     self._frame_ready(k)
                 i += 1
+                if i >= _READ_BYTES or not _readable(poller):
+                    break
+                n = src.readinto(rx)
+            if n == 0:  # end of input (None: nothing after all, on a non-blocking stream)
+                self.eof = True
+                return
 
     def _frame_ready(self, k):
         buf = self.reader.buf
@@ -102,3 +115,9 @@ class WiredLink:
             i += 1
         self.commands.put(channel, self._pkt, n)
         self.flag.set()
+
+
+def _readable(poller):
+    for _ in poller.ipoll(0):  # ipoll: no list allocated on the device
+        return True
+    return False
