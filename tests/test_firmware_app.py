@@ -446,6 +446,22 @@ def test_boot_reads_the_mac_only_with_the_radio_on(run_micropython: RunMicroPyth
     assert notes == ["read 2a25 " + b"24587cb51e42".hex()]  # the double's MAC 24:58:7c:b5:1e:42, as text
 
 
+@pytest.mark.parametrize("loss", ["disconnect", "drop"])
+def test_a_lost_connection_stops_the_motor(run_micropython: RunMicroPython, tmp_path: Path, loss: str) -> None:
+    """The pattern belongs to the host that sent it: once the link is gone it must not play on
+    until the 5 s host-silence limit. "drop" is a link loss: the strap hears of it 420 ms later."""
+    pattern = "1801" + "0a" + struct.pack("<HH", 300, 300).hex() + "50"  # 10 x 300 ms on / 300 ms off
+    actions = [["connect", 500, 23], ["write", 1000, 8, pattern], [loss, 1100]]
+    run = run_app(run_micropython, tmp_path, bundled_counts(25), actions, end_ms=8000, host=False)
+    gone = run.kind(K_DISCONNECT)[0][0]  # when the strap got _IRQ_CENTRAL_DISCONNECT
+    assert gone <= 1100 + 420 + 1
+    timeline = [struct.unpack("<II", d) for _t, _h, d in run.kind(K_PWM)]
+    assert any(d > 0 for t, d in timeline if t < gone), "the pattern was playing"
+    assert not [t for t, d in timeline if d > 0 and t > gone], "a pulse started after the disconnect"
+    assert timeline[-1][1] == 0 and max(t for t, _d in timeline) <= gone + 1
+    assert run.summary["host_timeouts"] == 0
+
+
 # ---------------------------------------------------------------- watchdog and settings
 def test_watchdog_fires_when_sampling_stalls(run_micropython: RunMicroPython, tmp_path: Path) -> None:
     actions = [

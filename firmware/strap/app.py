@@ -312,6 +312,10 @@ class App:
         link = self.link
         if ev & EV_DISCONNECT:
             self.streamer.detach()
+            if self.haptics.active:  # the pattern was the lost host's: do not play it to the limit
+                now = ticks_ms()
+                self.haptics.stop(now)
+                self.guard.step(self.haptics, now)
             if not link.connected:
                 link.advertise()
         if ev & EV_CONNECT and link.connected:
