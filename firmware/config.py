@@ -75,8 +75,8 @@ WDT_TIMEOUT_MS = const(5000)  # longer than the slowest blocking call (flash wri
 # ---- BLE ----
 BLE_NAME_PREFIX = "breathsync"
 BLE_NAME_MAX_LEN = const(26)  # in the scan response (29 bytes of name max); fits "breathsync-therapist-ffff"
-ROLES = ("client", "therapist")
-ROLE_DEFAULT = "client"
+ROLES = ("client", "therapist", "unassigned")  # "unassigned": SET_ROLE 0, persisted like the others
+ROLE_DEFAULT = "client"  # not "unassigned": hosts find straps by role ("auto"), a new strap is a client
 BLE_ADV_INTERVAL_MS = const(250)
 BLE_NOTIFY_MIN_INTERVAL_MS = const(50)  # NimBLE ENOMEM / C3 disconnects when faster
 BLE_MTU_PREFERRED = const(247)

@@ -63,9 +63,6 @@ from core.packets import (
     OP_STOP_STREAM,
     OP_TIME_SYNC,
     RESPONSE_BYTES,
-    ROLE_CLIENT,
-    ROLE_THERAPIST,
-    ROLE_UNASSIGNED,
     SENSOR_ABSENT,
     SENSOR_FAULT,
     SENSOR_OK,
@@ -108,8 +105,7 @@ _IDENT_PULSES = const(3)
 _IDENT_ON_MS = const(100)
 _IDENT_OFF_MS = const(100)
 _IDENT_PCT = const(60)
-_ROLE_CODES = {"therapist": ROLE_THERAPIST, "client": ROLE_CLIENT}
-_ROLE_NAMES = {ROLE_THERAPIST: "therapist", ROLE_CLIENT: "client"}
+_ROLE_NAMES = ("unassigned", "therapist", "client")  # index = STATUS role code (packets.ROLE_*)
 
 
 def _no_log(message):
@@ -132,8 +128,7 @@ class App:
         self.log = log if log is not None else _no_log
         self.fw_version = tuple(int(x) for x in cfg.FIRMWARE_VERSION.split("."))
         self.rate_hz = settings.get("rate_hz")
-        role = settings.get("role")
-        self.role = _ROLE_CODES[role] if role in _ROLE_CODES else ROLE_UNASSIGNED
+        self.role = _ROLE_NAMES.index(settings.get("role"))  # settings hold only these names
         # Flags: one waiter each.
         self._smp_flag = asyncio.ThreadSafeFlag()
         self._det_flag = asyncio.ThreadSafeFlag()
@@ -393,8 +388,8 @@ class App:
         elif op == OP_IDENTIFY:
             self._play(now, _IDENT_PULSES, _IDENT_ON_MS, _IDENT_OFF_MS, _IDENT_PCT)
         elif op == OP_SET_ROLE:
-            self.role = out[CMD_ARG0]
-            if self.role in _ROLE_NAMES and self._persist("role", _ROLE_NAMES[self.role]) != OK:
+            self.role = out[CMD_ARG0]  # decode_command allows 0..2 only: every one has a name
+            if self._persist("role", _ROLE_NAMES[self.role]) != OK:
                 return INTERNAL_ERROR, 0, 0
         elif op == OP_SET_NAME:
             start = out[CMD_ARG0]

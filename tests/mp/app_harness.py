@@ -8,8 +8,8 @@
 # record file, see ble_central.FileLog), "settings" (path main.py reads as its flash settings file),
 # "actions" ([kind, t_ms, ...] in time order), "host" (reactive host logic on: START_STREAM on
 # connect, then BACKFILL of every gap), "end_ms", "central" (TestCentral keyword arguments).
-# Action kinds: connect [mtu], drop, disconnect, write [channel, hex], read [uuid16], refuse [n],
-# refuse_pct [pct], stall_sampler, block [ms], battery_mv [mv], note [text].
+# Action kinds: connect [mtu], drop, disconnect, write [channel, hex], refuse [n], refuse_pct [pct],
+# stall_sampler, block [ms], battery_mv [mv], note [text].
 #
 # Nothing is printed on stdout except by the firmware in wired mode; errors go to stderr with exit 1.
 
@@ -365,10 +365,6 @@ def make_action(action, central, plan, state, log):
             time.sleep_ms(action[2])
         elif kind == "battery_mv":
             set_battery(action[2])
-        elif kind == "read":
-            # A GATT read (16-bit UUID), logged as a note: "read UUID HEX".
-            value = central.read(bluetooth.UUID(action[2]))
-            log(K_NOTE, t, 0, ("read %04x %s" % (action[2], bytes(value).hex())).encode())
         elif kind == "note":
             log(K_NOTE, t, 0, action[2].encode())
 
