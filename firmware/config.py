@@ -25,7 +25,7 @@ SAMPLE_CHUNK = const(25)  # samples per detector feed / ring push batch
 
 # ---- buffers (core/ringbuf.py) ----
 RING_SECONDS = const(300)  # >= 5 min kept for backfill after a disconnect
-SAMPLE_RING_LEN = const(15000)  # RING_SECONDS at the highest rate (50 Hz): 30 KB
+SAMPLE_RING_LEN = const(15000)  # RING_SECONDS at 50 Hz (30 KB): a 50 Hz boot; rings.py sizes by the boot rate
 EVENT_RING_LEN = const(512)  # 5 min of peaks + troughs up to 51 breaths/min: 10 KB
 EVENT_FIELDS = const(5)  # detector.EVENT_FIELDS
 

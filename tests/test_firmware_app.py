@@ -519,6 +519,20 @@ def test_set_role_unassigned_persists(run_micropython: RunMicroPython, tmp_path:
     assert int([p for _t, p in run.packets() if isinstance(p, StatusPacket)][-1].role) == 0
 
 
+def test_set_rate_50_ring_holds_150_s_until_reboot(run_micropython: RunMicroPython, tmp_path: Path) -> None:
+    """The documented limit (docs/protocol.md SET_RATE, docs/firmware.md "Memory"): the ring keeps
+    its boot size, 5 min at 25 Hz = 150 s at 50 Hz, and says so; the next boot sizes it for 50 Hz."""
+    actions = [["connect", 500, 23], ["write", 1000, 9, "190103" + "32"]]
+    run = run_app(run_micropython, tmp_path, bundled_counts(25), actions, end_ms=3000, host=False)
+    assert run.summary["rate_hz"] == 50 and run.summary["ring_capacity"] == 7500
+    assert "strap: 50 Hz, ring 150 s until reboot" in run.stderr
+    saved = (tmp_path / "settings.json").read_text()
+    reboot = tmp_path / "reboot"
+    reboot.mkdir()
+    run = run_app(run_micropython, reboot, bundled_counts(50), [], end_ms=2000, settings=saved, host=False)
+    assert run.summary["rate_hz"] == 50 and run.summary["ring_capacity"] == 15_000  # 300 s at 50 Hz
+
+
 def test_set_name_and_rate_persist(run_micropython: RunMicroPython, tmp_path: Path) -> None:
     actions = [
         ["connect", 500, 23],

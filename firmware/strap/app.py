@@ -427,6 +427,9 @@ class App:
         self._reset_detector(self.ring.head())
         self._warm_until = ticks_ms() + _WARMUP_MS
         self.sampler.start(rate)
+        # The ring keeps its boot size (a 50 Hz ring for every boot costs 15 KB more: docs/firmware.md
+        # "Memory"), so 25 -> 50 Hz halves the time it holds until the next boot sizes it anew.
+        self.log("strap: %d Hz, ring %d s until reboot" % (rate, self.ring.capacity // rate))
 
     # ---- haptics ----
     async def _haptic_task(self):
