@@ -18,13 +18,13 @@ import pytest
 from open_files import open_descriptors
 from strap_model import ModelStrap, served
 
-from breathsync.daemon import Daemon, DaemonConfig, load_daemon_config
+from breathsync.daemon import Daemon, DaemonConfig, load_daemon_config, session_path
 from breathsync.daemon.config import OutputsConfig, SessionConfig, StrapsConfig
 from breathsync.engine import Baseline
 from breathsync.engine.baseline_file import read_baseline_file, stored_baseline, stored_calibration, write_baseline
 from breathsync.errors import InputError
 from breathsync.protocol import Role
-from breathsync.store import SessionStore, StoreError
+from breathsync.store import SessionLock, SessionStore, StoreError
 
 
 def breathing(seconds: float, rate_bpm: float, seed: int) -> list[int]:
@@ -483,3 +483,47 @@ def test_a_resumed_session_stopped_while_searching_is_kept(tmp_path: Path) -> No
     assert [p.name for p in sessions.glob("*.sqlite")] == [earlier.name]
     with SessionStore.open(earlier, read_only=True) as store:
         assert store.samples("therapist").values.tolist() == [5, 6]
+
+
+def _crashed_session(directory: Path, name: str, idle_s: float) -> Path:
+    path = directory / name
+    with SessionStore.create(path, {}) as store:  # samples, never closed
+        store.add_samples("therapist", [0, 1], [1.0, 1.04], [5, 6])
+    written = time.time() - idle_s
+    os.utime(path, (written, written))
+    return path
+
+
+def test_only_a_recent_crash_is_resumed(tmp_path: Path) -> None:
+    # A session left open yesterday was resumed today: the next client's breathing went into the previous
+    # client's file, judged against the previous session's baselines.
+    config = DaemonConfig(session=SessionConfig(directory=str(tmp_path)))
+    crashed = _crashed_session(tmp_path, "2026-11-21T09-00-00.sqlite", idle_s=5 * 60)
+    choice = session_path(config)
+    assert choice.path == crashed and choice.resumed and not choice.note
+    yesterday = time.time() - 24 * 3600
+    os.utime(crashed, (yesterday, yesterday))
+    choice = session_path(config)
+    assert choice.path != crashed and not choice.resumed
+    assert "ended without closing 1440 min ago" in choice.note and "--name 2026-11-21T09-00-00" in choice.note
+
+
+def test_a_session_being_recorded_is_neither_resumed_nor_reopened(tmp_path: Path) -> None:
+    # A second `breathsync run` took the first one's live session as a crash to resume, and marked it
+    # closed on exit while the first was still recording.
+    live = _crashed_session(tmp_path, "2026-11-22T09-00-00.sqlite", idle_s=1)
+    lock = SessionLock(live).acquire()
+    try:
+        choice = session_path(DaemonConfig(session=SessionConfig(directory=str(tmp_path))))
+        assert choice.path != live and not choice.resumed and "being recorded by another run" in choice.note
+        named = DaemonConfig(session=SessionConfig(directory=str(tmp_path), name=live.stem))
+        with pytest.raises(InputError, match="being recorded by another breathsync run"):
+            session_path(named)
+        with pytest.raises(StoreError, match="another breathsync run is recording this session"):
+            SessionLock(live).acquire()
+    finally:
+        lock.release()
+    assert (
+        not SessionLock.held(live)
+        and session_path(DaemonConfig(session=SessionConfig(directory=str(tmp_path)))).resumed
+    )

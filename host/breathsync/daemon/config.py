@@ -4,7 +4,7 @@
 [session]
 directory = "~/breathsync-sessions"   # one SQLite file per session
 name = ""                             # default: the start time, e.g. 2026-11-22T10-00-00
-resume = true                         # reopen the newest unfinished session (after a crash)
+resume = true                         # reopen the newest unfinished session (a crash less than 15 min ago)
 therapist_baseline = ""               # file from `breathsync calibrate`; "" = learn in the first minutes
 
 [straps]

@@ -50,7 +50,15 @@ from ..protocol.packets import (
     HAPTIC_MIN_OFF_MS,
     HAPTIC_MIN_ON_MS,
 )
-from ..store import SessionStore, StoredEvent, StoreError, StrapInfo, remove_session_files
+from ..store import (
+    SessionLock,
+    SessionStore,
+    StoredEvent,
+    StoreError,
+    StrapInfo,
+    last_written_unix_s,
+    remove_session_files,
+)
 from .config import DaemonConfig
 from .lsl import LslOutlets
 from .rebuild import stored_stream, timed_breath
@@ -114,20 +122,47 @@ class SessionSummary:
     kept: bool = True  # False: the run recorded nothing, and its new session file was removed
 
 
-def session_path(config: DaemonConfig, now: dt.datetime | None = None) -> tuple[Path, bool]:
-    """The session file to use and whether it resumes an unfinished one."""
+RESUME_WITHIN_S = 15 * 60.0  # an unfinished session is a crash to resume only if written this recently
+
+
+@dataclass(frozen=True)
+class SessionChoice:
+    path: Path
+    resumed: bool
+    note: str = ""  # why an unfinished session was not resumed
+
+
+def session_path(config: DaemonConfig, now: dt.datetime | None = None) -> SessionChoice:
+    """The session file to use and whether it resumes an unfinished one.
+
+    Only the newest session is resumed, only if it was not closed, is not being recorded by another run
+    (``SessionLock``) and was written within ``RESUME_WITHIN_S``: a session that crashed yesterday belongs
+    to yesterday's client, and appending today's (with yesterday's baselines) would mix two people."""
     directory = Path(config.session.directory).expanduser()
     if config.session.name:
         path = directory / f"{config.session.name.removesuffix('.sqlite')}.sqlite"  # 'x' and 'x.sqlite' alike
-        return path, path.exists()
+        if SessionLock.held(path):
+            raise InputError(f"session {path} is being recorded by another breathsync run")
+        return SessionChoice(path, path.exists())
+    clock = now or dt.datetime.now()
+    fresh = directory / f"{clock.strftime('%Y-%m-%dT%H-%M-%S')}.sqlite"
     if config.session.resume and directory.is_dir():
         for candidate in sorted(directory.glob("*.sqlite"), key=lambda p: p.stat().st_mtime, reverse=True):
+            if SessionLock.held(candidate):
+                return SessionChoice(fresh, False, f"{candidate.name} is being recorded by another run")
             with contextlib.suppress(Exception), SessionStore.open(candidate, read_only=True) as store:
                 if store.meta("closed") != "1":
-                    return candidate, True
+                    idle_min = (clock.timestamp() - last_written_unix_s(candidate)) / 60.0
+                    if idle_min * 60.0 <= RESUME_WITHIN_S:
+                        return SessionChoice(candidate, True)
+                    return SessionChoice(
+                        fresh,
+                        False,
+                        f"{candidate.name} ended without closing {idle_min:.0f} min ago (a crash is resumed within "
+                        f"{RESUME_WITHIN_S / 60:.0f} min; `--name {candidate.stem}` continues it)",
+                    )
             break  # only the newest session may be resumed
-    stamp = (now or dt.datetime.now()).strftime("%Y-%m-%dT%H-%M-%S")
-    return directory / f"{stamp}.sqlite", False
+    return SessionChoice(fresh, False)
 
 
 async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
@@ -374,7 +409,10 @@ class Daemon:
         async with adapter as options:
             self.links = await open_sources(sources, self, options, self.config.straps.rate_hz, self.clock)
             try:
-                path, resumed = session_path(self.config)
+                choice = session_path(self.config)
+                path, resumed = choice.path, choice.resumed
+                if choice.note:
+                    self._line(f"new session: {choice.note}")
                 if self.config.outputs.lsl:
                     self.lsl = self._open_lsl(path.stem)
             except BaseException:
@@ -398,11 +436,25 @@ class Daemon:
             ) from None
 
     async def _run_session(self, stop: asyncio.Event, options: BleOptions, path: Path, resumed: bool) -> SessionSummary:
+        lock = SessionLock(path)
         try:
             store = SessionStore.open(path) if resumed else SessionStore.create(path, self.config.as_dict())
+            try:
+                lock.acquire()  # after create(): it makes the directory and claims a new file
+            except BaseException:
+                store.close()
+                raise
         except Exception as exc:
             await close_links(list(self.links.values()), [])
             raise InputError(f"cannot use session file {path}: {exc}") from None
+        try:
+            return await self._record(stop, options, store, path, resumed)
+        finally:
+            lock.release()
+
+    async def _record(
+        self, stop: asyncio.Event, options: BleOptions, store: SessionStore, path: Path, resumed: bool
+    ) -> SessionSummary:
         self.store = store
         summary = SessionSummary(path, resumed)
         tasks: list[asyncio.Task[None]] = []

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager, suppress
@@ -34,6 +35,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import InputError
+
+if sys.platform != "win32":
+    import fcntl
 
 SAMPLE_MAX = 65535  # the strap's samples are unsigned 16-bit (docs/protocol.md)
 P = ParamSpec("P")
@@ -102,6 +106,55 @@ def remove_session_files(path: Path) -> None:
     """Delete a session file with the -wal/-shm files SQLite keeps beside it (for sessions that hold nothing)."""
     for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         leftover.unlink(missing_ok=True)
+
+
+def last_written_unix_s(path: Path) -> float:
+    """When a session file (or the write-ahead log beside it, where SQLite writes first) last changed."""
+    times = [f.stat().st_mtime for f in (path, path.with_name(path.name + "-wal")) if f.exists()]
+    return max(times, default=0.0)
+
+
+class SessionLock:
+    """Held by the run recording a session (an advisory lock on ``<session>.lock``), so a second
+    ``breathsync run`` can neither resume a live session nor mark it closed under the first. The kernel
+    drops the lock with its process: a crashed run's session is free to resume."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.with_name(path.name + ".lock")
+        self._fd: int | None = None
+
+    @staticmethod
+    def held(path: Path) -> bool:
+        """Whether another process records ``path`` now."""
+        probe = SessionLock(path)
+        if not probe.path.exists():
+            return False
+        try:
+            probe.acquire()
+        except StoreError:
+            return True
+        probe.release(remove=False)
+        return False
+
+    def acquire(self) -> SessionLock:
+        if sys.platform == "win32":  # no flock there: nothing is held
+            return self
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"{self.path.with_suffix('')}: another breathsync run is recording this session") from None
+        self._fd = fd
+        return self
+
+    def release(self, remove: bool = True) -> None:
+        if self._fd is None:
+            return
+        if remove:
+            self.path.unlink(missing_ok=True)
+        os.close(self._fd)  # closing the descriptor drops the lock
+        self._fd = None
 
 
 @functools.cache
