@@ -20,8 +20,9 @@ from strap_model import ModelStrap, served
 
 from breathsync.daemon import Daemon, DaemonConfig, load_daemon_config, session_path
 from breathsync.daemon.config import OutputsConfig, SessionConfig, StrapsConfig
-from breathsync.engine import Baseline
+from breathsync.engine import Baseline, HapticPattern, Nudge
 from breathsync.engine.baseline_file import read_baseline_file, stored_baseline, stored_calibration, write_baseline
+from breathsync.engine.engine import _PendingEfficacy
 from breathsync.errors import InputError
 from breathsync.protocol import Role
 from breathsync.store import SessionLock, SessionStore, StoreError
@@ -527,3 +528,48 @@ def test_a_session_being_recorded_is_neither_resumed_nor_reopened(tmp_path: Path
         not SessionLock.held(live)
         and session_path(DaemonConfig(session=SessionConfig(directory=str(tmp_path)))).resumed
     )
+
+
+def test_a_nudge_that_does_not_reach_the_strap_is_stored_as_such_and_holds_nothing_back(
+    served_pair: tuple[str, dict[str, ModelStrap]], tmp_path: Path
+) -> None:
+    # It was stored like any other nudge (its failure only a separate link event), started the cooldown
+    # and hourly count, and waited for an efficacy report on a nudge the therapist never felt.
+    adapter, straps = served_pair
+    therapist = straps["therapist"]
+    out = io.StringIO()
+    daemon = Daemon(config_for(adapter, tmp_path), out)
+    pattern = HapticPattern(3, 200, 300, 60)
+
+    def nudge_now() -> float:
+        t_s = daemon.session_s(time.time())
+        daemon.engine.policy.record(t_s)  # what the engine does when it nudges (cooldown, efficacy to judge)
+        daemon.engine._pending_efficacy.append(_PendingEfficacy(t_s))
+        daemon._handle([Nudge(t_s, pattern, "paced", 0.9, 1.0, 30.0, 15.0, 16.0, 12.0)])
+        return t_s
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(daemon.run(stop))
+        await asyncio.sleep(5)
+        assert therapist.peripheral is not None
+        away = asyncio.run_coroutine_threadsafe(therapist.peripheral.power_off(3.0), therapist._task.get_loop())
+        await asyncio.sleep(0.05)
+        lost = nudge_now()
+        await asyncio.sleep(0.5)
+        assert daemon.engine.policy.check(lost + 1.0).allowed  # no cooldown from a nudge nobody felt
+        assert not daemon.engine._pending_efficacy
+        await asyncio.wrap_future(away)
+        await asyncio.sleep(4)  # reconnected
+        nudge_now()
+        await asyncio.sleep(1)
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+    asyncio.run(go())
+    [path] = tmp_path.glob("*.sqlite")
+    with SessionStore.open(path) as store:
+        first, second = (n.detail for n in store.nudges())
+    assert first["delivered"] is False and "not connected" in first["delivery_error"]
+    assert second["delivered"] is True and "delivery_error" not in second
+    assert len(therapist.haptics) == 1

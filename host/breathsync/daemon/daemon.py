@@ -333,17 +333,25 @@ class Daemon:
         link = self.links.get("therapist")
         command = device_haptic(nudge.pattern)
         confirmed = False
-        detail = ""
+        detail = "therapist: no link"
         if link is not None:
             try:
-                confirmed = (await link.haptic(command)).ok
+                response = await link.haptic(command)
+                confirmed = response.ok
+                detail = "" if confirmed else f"therapist: strap refused ({response.result.name})"
             except (LinkError, ProtocolError) as exc:
                 detail = str(exc)
+        if not confirmed:
+            # The therapist felt nothing: the nudge must not hold back the next one (cooldown, hourly cap)
+            # nor be judged for efficacy. The engine pauses while the strap is away, so a therapist still
+            # following is nudged again once it is back and following has built up anew.
+            self.engine.nudge_undelivered(nudge.t_s)
         with self._recording() as ok:
             if ok:
                 assert self.store is not None
                 kind = "nudge-confirmed" if confirmed else "nudge-failed"
                 self.store.add_link_event(self.clock(), "therapist", kind, detail)
+                self.store.set_nudge_delivery(nudge_id, confirmed, detail)
         self._line(
             f"NUDGE ({nudge.pattern_name}) {'confirmed by the strap' if confirmed else 'NOT delivered: ' + detail}"
         )

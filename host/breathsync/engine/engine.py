@@ -139,6 +139,12 @@ class EntrainmentEngine:
         start = self._now_s if now_s is None else max(now_s, self._now_s)
         return self.policy.mute(0.0 if start == -math.inf else start, duration_s)
 
+    def nudge_undelivered(self, nudge_t_s: float) -> None:
+        """The nudge at ``nudge_t_s`` never reached the therapist: it holds back no later nudge (cooldown,
+        hourly cap) and gets no efficacy report."""
+        self.policy.forget(nudge_t_s)
+        self._pending_efficacy = [p for p in self._pending_efficacy if p.nudge_s != nudge_t_s]
+
     def advance(self, now_s: float) -> list[Output]:
         """Move the clock: detect drop-outs (pause) and close efficacy windows."""
         if now_s < self._now_s:

@@ -68,3 +68,8 @@ class NudgePolicy:
 
     def record(self, now_s: float) -> None:
         self._sent_s.append(now_s)
+
+    def forget(self, sent_s: float) -> None:
+        """A recorded nudge was not delivered: it no longer counts for cooldown or the hourly cap."""
+        if sent_s in self._sent_s:
+            self._sent_s.remove(sent_s)

@@ -602,7 +602,10 @@ _EVENT_COLUMNS: dict[str, dict[str, Any]] = {
         },
     },
     "role": {"Description": "Whose strap the event belongs to: therapist, client or n/a."},
-    "value": {"Description": "Breath depth in 14-bit counts (peak, trough) or link event kind."},
+    "value": {
+        "Description": "Breath depth in 14-bit counts (peak, trough), link event kind, or a nudge's delivery "
+        "(delivered: the therapist's strap confirmed it; not-delivered: it did not reach the strap)."
+    },
     "decoupled": {"Description": "Nudges: whether the therapist stopped following within the efficacy window."},
     "decoupled_after_s": {"Description": "Nudges: seconds from the nudge until the therapist decoupled.", "Units": "s"},
 }
@@ -641,7 +644,7 @@ def _event_rows(session: Session) -> Iterable[list[str]]:
             _bids_num(duration),
             "nudge",
             "therapist",
-            na,
+            _delivery(nudge.detail),
             _bids_num(eff.get("decoupled")),
             _bids_num(eff.get("after_s")),
         ]
@@ -652,6 +655,12 @@ def _event_rows(session: Session) -> Iterable[list[str]]:
         yield [_bids_num(session.rel(gap.start_host_t_s)), _bids_num(gap.duration_s), "dropout", gap.role, na, na, na]
     for t_s, who, kind, _ in session.link_events:
         yield [_bids_num(session.rel(t_s)), "0", "link", who or na, kind or na, na, na]
+
+
+def _delivery(detail: dict[str, Any]) -> str:
+    """A nudge's delivery as the events' value: sessions before delivery was recorded say n/a."""
+    delivered = detail.get("delivered")
+    return "n/a" if not isinstance(delivered, bool) else ("delivered" if delivered else "not-delivered")
 
 
 def _bids_scans(session: Session, names: BidsNames, physio: list[Path]) -> Path:

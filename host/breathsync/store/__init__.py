@@ -446,6 +446,21 @@ class SessionStore:
         self._wrote(1)
 
     @_write_op
+    def set_nudge_delivery(self, nudge_id: int, delivered: bool, detail: str = "") -> None:
+        """Whether the therapist's strap confirmed the nudge (kept in the nudge's detail: ``delivered``, and
+        ``delivery_error`` when it was not)."""
+        writer = self._writer()
+        row = writer.execute("SELECT detail FROM nudges WHERE id = ?", (nudge_id,)).fetchone()
+        if row is None:
+            return
+        record = json.loads(row[0])
+        record["delivered"] = delivered
+        if not delivered:
+            record["delivery_error"] = detail
+        writer.execute("UPDATE nudges SET detail = ? WHERE id = ?", (json.dumps(record, sort_keys=True), nudge_id))
+        self._wrote(1)
+
+    @_write_op
     def add_link_event(self, t_s: float, role: str, kind: str, detail: str = "") -> None:
         self._writer().execute("INSERT INTO link_events VALUES (?, ?, ?, ?)", (t_s, role, kind, detail))
         self._wrote(1)
