@@ -380,6 +380,23 @@ def test_offline_commands_do_not_load_the_bluetooth_stacks(argv: list[str]) -> N
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_replay_runs_on_one_thread(tmp_path: Path) -> None:
+    # numpy's BLAS started a spinning worker per core: replay used ~30 % more CPU than its work needed.
+    recording = str(bundled_path("bidmc_04_resp.csv.gz"))
+    argv = ["replay", "--therapist", recording, "--client", recording, "--rate", "125"]
+    code = (
+        "import os, sys\n"
+        "from breathsync.cli import main\n"
+        f"sys.stdout = open(os.devnull, 'w')\nmain({argv!r})\nsys.stdout = sys.__stdout__\n"
+        "print(len(os.listdir('/proc/self/task')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True, env=env
+    )
+    assert proc.stdout.strip().splitlines()[-1] == "1"
+
+
 def test_a_closed_stdout_is_one_line_not_a_traceback() -> None:
     # `breathsync replay ... >&-`: Python starts with sys.stdout = None; writing crashed with AttributeError.
     recording = str(bundled_path("bidmc_04_resp.csv.gz"))
