@@ -31,19 +31,6 @@ K_PWM = 23  # handle = gpio, data = <II time, duty_u16
 K_MEM = 24  # handle = 0, data = <I gc.mem_free()
 K_HOST = 25  # host logic decisions (text)
 
-# A NimBLE rule the bluetooth double does not model (extmod/nimble/modbluetooth_nimble.c,
-# mp_bluetooth_get_current_address): config("mac") raises OSError(ENODEV) while the radio is off.
-_double_config = bluetooth.BLE.config
-
-
-def _nimble_config(ble, *args, **kwargs):
-    if args and args[0] == "mac" and not ble.active():
-        raise OSError(19)  # ENODEV
-    return _double_config(ble, *args, **kwargs)
-
-
-bluetooth.BLE.config = _nimble_config
-
 _REPORT_RESERVE = 3072  # bytes held during the run for the final summary (see run())
 OVERSAMPLE = 4  # drivers.sensors.AnalogStretch default: 2**2 ADC reads per sample
 U32 = 0xFFFFFFFF

@@ -5,9 +5,9 @@
         micropython -X heapsize=512K host/breathsync/mp/virtual_strap.py CONFIG.json
 
 Started by ``breathsync.sim.VirtualStrap`` (BLE, through ``bridge_link.py`` on stdin/stdout) or by
-a test (wired mode: stdin/stdout are a pseudo-terminal, the firmware frames packets itself; open it
-O_NONBLOCK: on a blocking descriptor the unix port's readinto() waits until its whole buffer is
-full, where a device's USB-CDC stream returns what has arrived).
+a test (wired mode: stdin/stdout are a pseudo-terminal, the firmware frames packets itself; blocking
+or not: like the device, whose stdin readinto() waits until its whole buffer is full (MicroPython
+#8772), the firmware reads one byte per call).
 
 CONFIG (JSON) keys:
   counts       file of u16 little-endian ADC counts, one per strap sample (required)

@@ -290,6 +290,8 @@ class BLE:
         if args:
             key = args[0]
             if key == "mac":
+                if not r.is_active:  # as NimBLE (modbluetooth_nimble.c): no address while the radio is off
+                    raise OSError(19)  # ENODEV
                 return (0, r.mac)
             if key == "gap_name":
                 return r.gap_name.encode()
