@@ -211,6 +211,34 @@ def test_strap_reboot_mid_session_loses_nothing_after_it() -> None:
     run(_session, {"name": "strap-R", "values": values, "speed": 20.0}, body)
 
 
+def test_a_reboot_is_noticed_when_the_new_boot_is_up_longer_than_the_old_one_was() -> None:
+    """Out of range for 7 s, rebooted at once: when the link returns the new boot's counter is past the
+    old head, so it did not look like a reboot; its samples took the old boot's counters and host times
+    (4.2 s early) and the new boot's first samples were never asked for. Real time: the clock fit matters."""
+    values = [int(v) for v in np.random.default_rng(5).permutation(65536)[: 25 * 40]]  # each value once
+
+    async def body(strap: ModelStrap, ble: BleStrapLink, sink: Sink) -> None:
+        assert strap.peripheral is not None
+        await until(lambda: len(sink.received()) >= 100)
+        started = sink.blocks[0].host_t_s[0] - sink.blocks[0].first_counter / 25.0
+        off = asyncio.create_task(strap.peripheral.power_off(7.0))
+        await asyncio.sleep(0.1)
+        strap.reboot()
+        boot_at = strap.boot_at
+        await off
+        await until(lambda: len(sink.received()) >= boot_at + 25 * 5, 30)
+        assert ble.stats.reboots == 1
+        # Every sample at its true time: values[i] was taken at the first sample's time + i / 25.
+        where = {v: i for i, v in enumerate(values)}
+        for block in sink.blocks:
+            for value, host_t_s in zip(block.values, block.host_t_s, strict=True):
+                assert abs(host_t_s - (started + where[int(value)] / 25.0)) < 0.5
+        received_values = {v for block in sink.blocks for v in block.values.tolist()}
+        assert all(values[i] in received_values for i in range(boot_at, boot_at + 25 * 5))
+
+    run(_session, {"name": "strap-R", "values": values, "speed": 1.0}, body)
+
+
 # -- the system's Bluetooth stack missing: an InputError at first use, never a retry loop ----------
 
 POWERED_OFF = BleakBluetoothNotAvailableError(

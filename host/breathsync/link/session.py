@@ -31,9 +31,11 @@ from ..protocol import (
     decode,
     encode,
 )
+from .clock import MAX_DRIFT_PPM
 from .stream import SampleBlock, StrapEvent, StrapStream, unwrap
 
 WriteFn = Callable[[Channel, bytes], Awaitable[None]]
+REBOOT_BEHIND_S = 2.0  # a TIME_SYNC counter this far behind the clock fit's prediction is a new boot
 MAX_HELD_PACKETS = 512  # about 2 minutes of 7-sample packets at 25 Hz
 
 
@@ -192,7 +194,7 @@ class StrapSession:
             and head is not None
             and held_at_send is not None
             # min(): a reboot already handled while this answer travelled reset the head; no second one
-            and unwrap(counter_now, held_at_send) < min(held_at_send, head)
+            and (unwrap(counter_now, held_at_send) < min(held_at_send, head) or self._behind_clock(counter_now, at_s))
         ):
             old = self.stream.offset + head
             start = self.stream.rebooted(counter_now, at_s)
@@ -203,6 +205,20 @@ class StrapSession:
         held, self._held = self._held, []
         for channel, data, arrival in held:
             self.handle(channel, data, arrival)
+
+    def _behind_clock(self, counter_now: int, at_s: float) -> bool:
+        """The strap's counter is well behind where its clock says it must be by now: it rebooted. Needed when
+        the new boot has been up longer than the old one had reached when the link dropped (out of range for
+        a while): its counter is then past the old head, and its samples were taken for the old boot's,
+        4 s early in one case, and the old boot's missing ones were never asked for."""
+        clock = self.stream.clock
+        head = self.stream.head
+        if clock.fit is None or head is None:
+            return False
+        expected = (at_s - clock.fit.offset_s) / clock.fit.period_s
+        since_s = max(0.0, at_s - clock.fit.host_time_s(head))
+        slack_s = REBOOT_BEHIND_S + MAX_DRIFT_PPM * 1e-6 * since_s  # the fit extrapolated over a gap
+        return unwrap(counter_now, head) < expected - slack_s * clock.nominal_rate_hz
 
     async def request_backfill(self) -> bool:
         """Ask for the oldest missing range, unless a backfill is already running. True if asked."""

@@ -184,15 +184,19 @@ class StrapStream:
         head = self.head if self.head is not None else 0
         downtime = 0
         fit = self.clock.fit
+        boot_s = at_s - counter_now / self.rate_hz
         if fit is not None and self.head is not None:
             last_s = fit.offset_s + (self.head - 1) * fit.period_s
-            boot_s = at_s - counter_now / self.rate_hz
             downtime = max(0, round((boot_s - last_s) * self.rate_hz))
         self.offset += head + downtime
         self.head = 0  # everything since the new boot is wanted: its first live packet opens a gap from 0
         self.gaps = Gaps()
         self._seen_events.clear()
         self.clock.reset()
+        # The new boot's first packets are its ring flushed in one burst: arriving late, they alone would date
+        # its first samples to their arrival (7 s late after 7 s out of range). The TIME_SYNC answer dates
+        # counter 0 to within its round trip; later arrivals can only lie above that point.
+        self.clock.observe(0, boot_s)
         return self.offset
 
     def resume_after(self, counter: int, offset: int = 0) -> None:
