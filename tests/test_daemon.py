@@ -573,3 +573,16 @@ def test_a_nudge_that_does_not_reach_the_strap_is_stored_as_such_and_holds_nothi
     assert first["delivered"] is False and "not connected" in first["delivery_error"]
     assert second["delivered"] is True and "delivery_error" not in second
     assert len(therapist.haptics) == 1
+
+
+def test_the_status_line_shows_each_link_state_not_its_latest_event(tmp_path: Path) -> None:
+    # After a strap reboot the line kept saying 'T: strap-rebooted' long after the link was fine again.
+    daemon = Daemon(config_for("bumble:none", tmp_path), io.StringIO())
+    for kind, shown in [
+        ("connected", "ok"),
+        ("strap-rebooted", "ok"),
+        ("samples-lost", "ok"),
+        ("disconnected", "LOST"),
+    ]:
+        daemon.on_link("therapist", kind, "")
+        assert daemon.views["therapist"].link == shown

@@ -86,6 +86,9 @@ def device_haptic(pattern: HapticPattern) -> HapticCommand:
     return HapticCommand(0, pulses, on_ms, off_ms, intensity)
 
 
+LINK_STATES = {"connected": "ok", "disconnected": "LOST", "connect-failed": "retrying", "closed": "closed"}
+
+
 def _strap_stream(link: StrapLink | None) -> StrapStream | None:
     """The counter bookkeeping of a strap link (links that replay a file have none)."""
     stream = getattr(getattr(link, "session", None), "stream", None)
@@ -286,9 +289,9 @@ class Daemon:
             )
 
     def on_link(self, role: str, kind: str, detail: str) -> None:
-        self.views[role].link = {"connected": "ok", "disconnected": "LOST", "connect-failed": "retrying"}.get(
-            kind, kind
-        )
+        state = LINK_STATES.get(kind)
+        if state is not None:  # the status line shows the link's state, not its latest event (a reboot, a loss)
+            self.views[role].link = state
         with self._recording() as ok:
             if ok:
                 assert self.store is not None
