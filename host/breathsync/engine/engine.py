@@ -66,6 +66,7 @@ MIN_SURROGATES = 8
 MIN_LAG_EVENTS = 4  # therapist breath events (peaks and troughs) in the window for a time-lag locking value
 BREATH_GAP_PERIODS = 2.5
 RATE_MOVE_SCALE_SD = 2.0  # a move of two baseline SDs toward the partner counts fully
+_NO_SHIFT = np.zeros(1)
 RATE_DRIFT_FLOOR = 0.06  # ... with the SD at least 6 % of the baseline rate (slow tempo drift)
 
 
@@ -103,6 +104,7 @@ class EntrainmentEngine:
         self._last_adapt_s: float | None = None
         self._pending_efficacy: list[_PendingEfficacy] = []
         self.nudges: list[Nudge] = []
+        self._peak_cue_cache: tuple[tuple[float, ...], dict[Role, tuple[float, float]], float | None] | None = None
 
     # ----------------------------------------------------------------- inputs
     def add_samples(self, role: Role, first_t_s: float, last_t_s: float) -> list[Output]:
@@ -219,16 +221,16 @@ class EntrainmentEngine:
         anchors.sort()
         pt = track_phase_at(tt, tph, anchors, eng.max_breath_gap_s)
         pc = track_phase_at(ct, cph, anchors, eng.max_breath_gap_s)
-        known = np.flatnonzero(~(np.isnan(pt) | np.isnan(pc)))
+        both_known = ~(np.isnan(pt) | np.isnan(pc))
+        known = np.flatnonzero(both_known)
         if len(known) == 0:
             return _Window(np.zeros(0), np.zeros(0), np.zeros(0))
-        last = known[-1]
-        first = last
-        while first - 1 >= 0 and not np.isnan(pt[first - 1] + pc[first - 1]):
-            if anchors[last] - anchors[first - 1] > eng.window_s:
-                break
-            first -= 1
-        sl = slice(first, last + 1)
+        last = int(known[-1])
+        # The run of known anchors ending at the newest one, trimmed to the last window_s of it.
+        unknown = np.flatnonzero(~both_known[:last])
+        run_start = int(unknown[-1]) + 1 if len(unknown) else 0
+        in_window = int(np.argmax(anchors[last] - anchors[: last + 1] <= eng.window_s))
+        sl = slice(max(run_start, in_window), last + 1)
         return _Window(anchors[sl], pc[sl] - pt[sl], pt[sl])
 
     def _evaluate(self, now_s: float) -> list[Output]:
@@ -314,7 +316,7 @@ class EntrainmentEngine:
         lock = phase_locking_value(delays, eng.plv_trim)
         if sur is None or len(shifts) == 0:
             return lock, None
-        sur = sur[~np.any(np.isnan(sur), axis=1)]
+        sur = sur[~np.logical_or.reduce(np.isnan(sur), axis=1)]
         if len(sur) < MIN_SURROGATES:
             return lock, None
         sur_lock = locking_values(sur, eng.plv_trim)
@@ -348,6 +350,11 @@ class EntrainmentEngine:
         for own, theirs in ((person.peaks_s, partner.peaks_s), (person.troughs_s, partner.troughs_s)):
             mine = own[(own >= start_s) & (own <= end_s)]
             since_gap = theirs[theirs >= self._valid_since_s]  # no delay measured across a drop-out
+            if shifts_s is not None and len(since_gap) == len(theirs):  # no gap in the history: one call, shift 0 first
+                both = time_lag_cycles(mine, theirs, period, eng.max_breath_s, np.concatenate((_NO_SHIFT, shifts_s)))
+                real.append(both[0])
+                surrogate.append(both[1:])
+                continue
             real.append(time_lag_cycles(mine, since_gap, period, eng.max_breath_s)[0])
             if shifts_s is not None:
                 surrogate.append(time_lag_cycles(mine, theirs, period, eng.max_breath_s, shifts_s))
@@ -356,13 +363,11 @@ class EntrainmentEngine:
         return delays[known], None if shifts_s is None else np.concatenate(surrogate, axis=1)[:, known]
 
     def _direction(self, tp: FloatArray, cp: FloatArray) -> dict[str, float | None]:
-        eng = self.config.engine
-        d = eng.direction_breaths
-        mx = eng.max_breath_s
         tpv = tp[tp >= self._valid_since_s]
         cpv = cp[cp >= self._valid_since_s]
         rates = {"therapist": self.people["therapist"].rate_bpm(), "client": self.people["client"].rate_bpm()}
         own = {"therapist": tpv, "client": cpv}
+        peak_cues, mimicry = self._peak_cues(tpv, cpv)
         comps: dict[str, float | None] = {}
         pairs: tuple[tuple[Role, Role], ...] = (("therapist", "client"), ("client", "therapist"))
         for role, other in pairs:
@@ -384,11 +389,7 @@ class EntrainmentEngine:
             gap = abs(ref_other - base.rate_bpm)
             scale = RATE_MOVE_SCALE_SD * max(base.rate_sd_bpm, RATE_DRIFT_FLOOR * base.rate_bpm)
             move = (rate - base.rate_bpm) * toward / max(gap, scale)
-            seg = mine[-(d + 1) :]
-            periods = np.diff(seg)
-            lead = phase_at(theirs, seg[:-1], mx)
-            response = period_response(periods, lead)
-            lagged = lagged_period_dependency(mine, theirs, d, mx)
+            response, lagged = peak_cues[role]
             comps[f"{role}_rate_move"] = float(np.clip(move, -1.0, 1.0))
             comps[f"{role}_response"] = response
             comps[f"{role}_lagged"] = lagged
@@ -399,21 +400,40 @@ class EntrainmentEngine:
             convergence = abs(bt.rate_bpm - bc.rate_bpm) - abs(rt - rc)
             gap_hz = abs(bt.rate_bpm - rc) / 60.0
             beat_period = 1.0 / gap_hz if gap_hz > 1e-6 else math.inf
-        mimicry = None
-        if len(tpv) >= 5 and len(cpv) >= 2:
-            seg = tpv[-d:]
-            j = np.searchsorted(cpv, seg, side="right") - 1
-            ok = j >= 0
-            if np.count_nonzero(ok) >= 5:
-                tdep = self.people["therapist"].depths[-len(seg) :][ok]
-                cdep = self.people["client"].depths[len(self.people["client"].depths) - len(cpv) + j[ok]]
-                mimicry = _safe_corr(tdep, cdep)
         return {
             **comps,
             "convergence": convergence,
             "mimicry": mimicry,
             "beat_period": beat_period,
         }
+
+    def _peak_cues(self, tpv: FloatArray, cpv: FloatArray) -> tuple[dict[Role, tuple[float, float]], float | None]:
+        """Each person's period response and lagged dependency, and depth mimicry: functions of the two peak
+        series alone, so recomputed only when a peak came or went (half the updates are troughs)."""
+        key = tuple(float(v) for a in (tpv, cpv) for v in ((len(a), a[0], a[-1]) if len(a) else (0, 0.0, 0.0)))
+        if self._peak_cue_cache is not None and self._peak_cue_cache[0] == key:
+            return self._peak_cue_cache[1], self._peak_cue_cache[2]
+        eng = self.config.engine
+        d, mx = eng.direction_breaths, eng.max_breath_s
+        cues: dict[Role, tuple[float, float]] = {}
+        people: tuple[tuple[Role, FloatArray, FloatArray], ...] = (("therapist", tpv, cpv), ("client", cpv, tpv))
+        for role, mine, theirs in people:
+            if len(mine) < 5 or len(theirs) < 5:
+                continue
+            seg = mine[-(d + 1) :]
+            response = period_response(np.diff(seg), phase_at(theirs, seg[:-1], mx))
+            cues[role] = (response, lagged_period_dependency(mine, theirs, d, mx))
+        mimicry = None
+        if len(tpv) >= 5 and len(cpv) >= 2:
+            seg = tpv[-d:]
+            j = cpv.searchsorted(seg, side="right") - 1
+            ok = j >= 0
+            if np.count_nonzero(ok) >= 5:
+                tdep = self.people["therapist"].depths[-len(seg) :][ok]
+                cdep = self.people["client"].depths[len(self.people["client"].depths) - len(cpv) + j[ok]]
+                mimicry = _safe_corr(tdep, cdep)
+        self._peak_cue_cache = (key, cues, mimicry)
+        return cues, mimicry
 
     def _adapt_baselines(self, now_s: float) -> None:
         """Track slow drift of each person's own rate while the pair is clearly not locked."""
@@ -546,7 +566,7 @@ def _safe_corr(a: FloatArray, b: FloatArray) -> float | None:
     """Pearson correlation; None for fewer than 3 pairs or a constant side (SD < 1e-12)."""
     if len(a) < 3:
         return None
-    da, db = a - a.sum() / len(a), b - b.sum() / len(b)
+    da, db = a - np.add.reduce(a) / len(a), b - np.add.reduce(b) / len(b)
     ssa, ssb = float(np.dot(da, da)), float(np.dot(db, db))
     if ssa < 1e-24 * len(a) or ssb < 1e-24 * len(b):
         return None

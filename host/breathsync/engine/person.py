@@ -144,7 +144,7 @@ class PersonTracker:
         peaks, troughs = self.peaks_s[-(TROUGH_FRACTION_BREATHS + 1) :], self.troughs_s
         if len(peaks) < 2 or len(troughs) == 0:
             return 0.5
-        j = np.searchsorted(troughs, peaks[:-1], side="right")
+        j = troughs.searchsorted(peaks[:-1], side="right")
         ok = j < len(troughs)
         start, end = peaks[:-1][ok], peaks[1:][ok]
         tr = troughs[j[ok]]
