@@ -65,18 +65,23 @@ async def until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
         await asyncio.sleep(0.02)
 
 
+def _quick_options(bench: BumbleBench, **extra: float) -> BleOptions:
+    """The link's options for virtual straps on one machine: short timeouts, fast retries."""
+    return BleOptions(
+        scanner_backend=bench.scanner_backend,
+        client_backend=bench.client_backend,
+        connect_timeout_s=2.0,
+        scan_timeout_s=2.0,
+        backoff_initial_s=0.05,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
 async def _session(strap_kw: dict[str, Any], body: Callable[[ModelStrap, BleStrapLink, Sink], Awaitable[None]]) -> None:
     link = new_link()
     strap = await ModelStrap(**strap_kw).start(link)
     async with await BumbleBench.open(link) as bench:
-        options = BleOptions(
-            scanner_backend=bench.scanner_backend,
-            client_backend=bench.client_backend,
-            connect_timeout_s=2.0,
-            scan_timeout_s=2.0,
-            backoff_initial_s=0.05,
-            backfill_every_s=0.2,
-        )
+        options = _quick_options(bench, backfill_every_s=0.2)
         sink = Sink()
         ble = BleStrapLink("client", strap.name, sink, options)
         task = asyncio.create_task(ble.run())
@@ -333,6 +338,27 @@ def test_bluetooth_unavailable_at_first_use_is_an_input_error(monkeypatch: pytes
     assert sink.link == []
 
 
+def test_a_strap_renamed_but_left_in_the_default_role_still_serves_the_therapist() -> None:
+    # Straps leave the factory with the role 'client'. A name given to one role only is the user's choice:
+    # the role check (for straps sharing one name) must not refuse it.
+    async def go() -> None:
+        link = new_link()
+        strap = await ModelStrap("strap-T", [20000] * 25 * 20, speed=5.0).start(link)
+        async with await BumbleBench.open(link) as bench:
+            sink = Sink()
+            ble = BleStrapLink("therapist", "strap-T", sink, _quick_options(bench))
+            task = asyncio.create_task(ble.run())
+            try:
+                await until(lambda: len(sink.blocks) > 0)
+            finally:
+                await ble.close()
+                await asyncio.wait_for(task, 10)
+        await strap.close()
+        assert not [detail for kind, detail in sink.link if kind == "connect-failed"]
+
+    run(go)
+
+
 def test_straps_sharing_a_name_each_go_to_their_own_role() -> None:
     # Every strap leaves the factory named 'breathsync'. Found by name, the therapist's link took whichever
     # strap answered first (here the client's, every time): the client's breathing was stored as the
@@ -355,15 +381,8 @@ def test_straps_sharing_a_name_each_go_to_their_own_role() -> None:
         await client.start(link)  # advertising first: found first
         await therapist.start(link)
         async with await BumbleBench.open(link) as bench:
-            options = BleOptions(
-                scanner_backend=bench.scanner_backend,
-                client_backend=bench.client_backend,
-                connect_timeout_s=2.0,
-                scan_timeout_s=2.0,
-                backoff_initial_s=0.05,
-            )
             sink = Sink()
-            ble = BleStrapLink("therapist", "breathsync", sink, options)
+            ble = BleStrapLink("therapist", "breathsync", sink, _quick_options(bench), name_shared=True)
             task = asyncio.create_task(ble.run())
             try:
                 for drop in range(3):

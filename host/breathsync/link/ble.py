@@ -144,9 +144,13 @@ class BleStrapLink:
         options: BleOptions | None = None,
         rate_hz: float = 25.0,
         clock: Callable[[], float] = time.monotonic,
+        name_shared: bool = False,
     ) -> None:
         self.role = role
         self.target = target
+        # Both roles' straps were given by the same name (the firmware's default is one name for every strap):
+        # only the role each strap reports tells them apart.
+        self.name_shared = name_shared
         self.options = options or BleOptions()
         self.session = StrapSession(role, sink, rate_hz, clock)
         self.sink = sink
@@ -155,8 +159,8 @@ class BleStrapLink:
         self._client: BleakClient | None = None
         self._closing = False
         self._disconnected = asyncio.Event()
-        # A strap found by name (the firmware's default name is the same on every strap) is kept by address
-        # once it proved to be this role's; straps that report the other role are never taken again.
+        # A strap found by name is kept by address once connected (two straps of one name must not swap
+        # people on a reconnect); with a shared name, straps that report the other role are never taken.
         self._found_address: str | None = None
         self._other_roles: set[str] = set()
 
@@ -213,10 +217,10 @@ class BleStrapLink:
             self._disconnected.clear()
             await client.connect()
         try:
+            status = bytes(await client.read_gatt_char(CHARACTERISTIC_UUIDS[Channel.STATUS]))
+            self._check_role(client.address, status)  # before subscribing: another role's strap sends nothing here
             for channel in NOTIFY_CHANNELS:
                 await client.start_notify(CHARACTERISTIC_UUIDS[channel], self._on_notify)
-            status = bytes(await client.read_gatt_char(CHARACTERISTIC_UUIDS[Channel.STATUS]))
-            self._check_role(client.address, status)
             self.session.handle(Channel.STATUS, status)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -225,18 +229,23 @@ class BleStrapLink:
         return client
 
     def _check_role(self, address: str, status: bytes) -> None:
-        """A strap reached by name must not report the other role: two straps with one name (the firmware's
-        default) otherwise swapped people on a reconnect, and the nudges went to the client. A strap with no
-        role, or one given by address, is taken as the user said."""
+        """With both roles given one name (the firmware's default), a strap must report this role: otherwise
+        the therapist's link took whichever strap answered first (the client's), and the nudges went to the
+        client. A strap with no role, a name used for one role only, or an address is taken as the user said
+        (a renamed strap keeps the default role 'client')."""
         if _looks_like_address(self.target):
             return
         try:
-            reported = ROLE_NAMES.get(StatusPacket.from_bytes(status).role)
+            reported = ROLE_NAMES.get(StatusPacket.from_bytes(status).role) if self.name_shared else None
         except ProtocolError:
-            return  # the session counts the bad packet
+            reported = None  # the session counts the bad packet
         if reported is not None and reported != self.role:
             self._other_roles.add(address)
-            raise LinkError(f"{self.role}: the strap named {self.target!r} at {address} is the {reported}'s strap")
+            self._found_address = None  # a strap re-assigned to the other role: look for this role's again
+            raise LinkError(
+                f"{self.role}: the strap named {self.target!r} at {address} is the {reported}'s strap "
+                "(both are named alike: each strap's role tells them apart; set it with SET_ROLE)"
+            )
         self._found_address = address
 
     async def run(self) -> None:

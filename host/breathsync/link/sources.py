@@ -182,15 +182,17 @@ def open_link(
     options: BleOptions,
     rate_hz: float = 25.0,
     clock: Callable[[], float] = time.monotonic,
+    name_shared: bool = False,
 ) -> StrapLink:
-    """The link for a source moniker (see the module docstring); ``clock`` stamps arrivals."""
+    """The link for a source moniker (see the module docstring); ``clock`` stamps arrivals. ``name_shared``:
+    the other role's strap is given by the same BLE name (then each strap's role must match)."""
     if role not in ROLES:
         raise InputError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
     if check_source(moniker) == "auto":
         raise InputError(f"{role}: 'auto' is resolved by scanning (find_by_role) before a link is opened")
     kind, _, target = moniker.partition(":")
     if kind == "ble":
-        return BleStrapLink(role, target, sink, options, rate_hz, clock)
+        return BleStrapLink(role, target, sink, options, rate_hz, clock, name_shared)
     if kind == "serial":
         # A device path that is not there fails now, not after files were created (COM3 etc. are not paths).
         if target.startswith("/") and not Path(target).exists():
@@ -215,7 +217,8 @@ async def open_sources(
     try:
         for role, source in sources.items():
             if source != "auto":
-                links[role] = open_link(source, role, sink, options, rate_hz, clock)
+                shared = sum(other == source for other in sources.values()) > 1 and source.startswith("ble:")
+                links[role] = open_link(source, role, sink, options, rate_hz, clock, shared)
         if any(needs_ble(source) for source in sources.values()):
             await check_bluetooth(options)
     except BaseException:
