@@ -182,9 +182,11 @@ class StrapSession:
         response = await self.command(TimeSync(0, int(sent_s * 1000) & 0xFFFFFFFF))
         answered_s = self.clock()
         self.time_sync.append((sent_s, answered_s, response.value1))
-        self._settle_epoch(response.value1, answered_s, held_at_send)
+        self._settle_epoch(response.value1, answered_s, held_at_send, sent_s)
 
-    def _settle_epoch(self, counter_now: int | None, at_s: float, held_at_send: int | None = None) -> None:
+    def _settle_epoch(
+        self, counter_now: int | None, at_s: float, held_at_send: int | None = None, sent_s: float | None = None
+    ) -> None:
         """Release held packets; first, a strap counter (TIME_SYNC) below what the host already held when it
         asked means the strap rebooted. (Samples that arrive while the answer travels may pass it: they
         do not count.)"""
@@ -194,7 +196,10 @@ class StrapSession:
             and head is not None
             and held_at_send is not None
             # min(): a reboot already handled while this answer travelled reset the head; no second one
-            and (unwrap(counter_now, held_at_send) < min(held_at_send, head) or self._behind_clock(counter_now, at_s))
+            and (
+                unwrap(counter_now, held_at_send) < min(held_at_send, head)
+                or (sent_s is not None and self._behind_clock(counter_now, sent_s))
+            )
         ):
             old = self.stream.offset + head
             start = self.stream.rebooted(counter_now, at_s)
@@ -206,17 +211,18 @@ class StrapSession:
         for channel, data, arrival in held:
             self.handle(channel, data, arrival)
 
-    def _behind_clock(self, counter_now: int, at_s: float) -> bool:
-        """The strap's counter is well behind where its clock says it must be by now: it rebooted. Needed when
-        the new boot has been up longer than the old one had reached when the link dropped (out of range for
-        a while): its counter is then past the old head, and its samples were taken for the old boot's,
-        4 s early in one case, and the old boot's missing ones were never asked for."""
+    def _behind_clock(self, counter_now: int, sent_s: float) -> bool:
+        """The strap's counter is well behind where its clock says it was when the TIME_SYNC was sent (it read
+        the counter later: a late answer cannot look like a reboot): it rebooted. Needed when the new boot has
+        been up longer than the old one had reached when the link dropped (out of range for a while): its
+        counter is then past the old head, and its samples were taken for the old boot's, 4 s early in one
+        case, and the old boot's missing ones were never asked for."""
         clock = self.stream.clock
         head = self.stream.head
         if clock.fit is None or head is None:
             return False
-        expected = (at_s - clock.fit.offset_s) / clock.fit.period_s
-        since_s = max(0.0, at_s - clock.fit.host_time_s(head))
+        expected = (sent_s - clock.fit.offset_s) / clock.fit.period_s
+        since_s = max(0.0, sent_s - clock.fit.host_time_s(head))
         slack_s = REBOOT_BEHIND_S + MAX_DRIFT_PPM * 1e-6 * since_s  # the fit extrapolated over a gap
         return unwrap(counter_now, head) < expected - slack_s * clock.nominal_rate_hz
 

@@ -207,7 +207,7 @@ class StrapStream:
         ahead of the strap's own when that was stored (``rebooted``), 0 if the strap never rebooted.
         """
         self.offset = offset
-        self.head = counter + 1 - offset
+        self.head = max(0, counter + 1 - offset)  # a crash right after a reboot was stored: from the new boot's 0
 
     def backfill_wanted(self) -> tuple[int, int] | None:
         """The oldest missing range [start, end) to ask the strap for, or None."""
