@@ -174,6 +174,11 @@ def test_run_sessions_directory_must_be_one(tmp_path: Path, capsys: pytest.Captu
     assert main(["run", *replay, "--sessions", str(a_file)]) == 2
     one_line_error(capsys, "sessions.csv: not a directory")
     assert a_file.read_text() == "not a directory"
+    # --name continues (or starts) a named session: a plain file name, never a path out of the directory.
+    for name, message in [("", "--name: empty session name"), ("../x", "--name: session.name must be a plain")]:
+        assert main(["run", *replay, "--sessions", str(tmp_path / "s"), "--name", name]) == 2
+        one_line_error(capsys, message)
+    assert not (tmp_path / "s").exists()
     assert open_descriptors(therapist) == open_descriptors(client) == 0  # the links opened first are closed
 
 

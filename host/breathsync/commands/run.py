@@ -9,6 +9,7 @@ import dataclasses
 import sys
 
 from ..daemon import Daemon, SessionSummary, load_daemon_config
+from ..daemon.config import check_session_name
 from ..errors import InputError
 from .shutdown import stop_on_signals
 
@@ -19,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--therapist", metavar="SOURCE", help="override straps.therapist")
     parser.add_argument("--client", metavar="SOURCE", help="override straps.client")
     parser.add_argument("--sessions", metavar="DIR", help="override session.directory")
+    parser.add_argument(
+        "--name", metavar="SESSION", help="override session.name: record into (or continue) this session"
+    )
     parser.add_argument("--no-lsl", action="store_true", help="do not open LSL outlets")
     parser.add_argument(
         "--therapist-baseline",
@@ -39,6 +43,11 @@ async def run_daemon(args: argparse.Namespace) -> SessionSummary:
         if not args.sessions.strip():
             raise InputError("--sessions: empty directory name")
         session = dataclasses.replace(session, directory=args.sessions)
+    if args.name is not None:
+        if not args.name.strip():
+            raise InputError("--name: empty session name")
+        check_session_name(args.name, "--name")
+        session = dataclasses.replace(session, name=args.name)
     if args.therapist_baseline:
         session = dataclasses.replace(session, therapist_baseline=args.therapist_baseline)
     outputs = dataclasses.replace(config.outputs, lsl=config.outputs.lsl and not args.no_lsl)

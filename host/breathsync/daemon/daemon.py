@@ -150,7 +150,7 @@ def session_path(config: DaemonConfig, now: dt.datetime | None = None) -> Sessio
     clock = now or dt.datetime.now()
     fresh = directory / f"{clock.strftime('%Y-%m-%dT%H-%M-%S')}.sqlite"
     if config.session.resume and directory.is_dir():
-        for candidate in sorted(directory.glob("*.sqlite"), key=lambda p: p.stat().st_mtime, reverse=True):
+        for candidate in sorted(directory.glob("*.sqlite"), key=last_written_unix_s, reverse=True):
             if SessionLock.held(candidate):
                 return SessionChoice(fresh, False, f"{candidate.name} is being recorded by another run")
             with contextlib.suppress(Exception), SessionStore.open(candidate, read_only=True) as store:
@@ -405,8 +405,13 @@ class Daemon:
                 self._handle(self.engine.feed(item))
         finally:
             self._replaying = False
+        replayed = [n.t_s for n in self.engine.nudges]
         for nudge in store.nudges():
             self.nudge_ids[round(nudge.t_s - self.t0_s, 3)] = nudge.id
+            if nudge.detail.get("delivered") is False:  # the replay re-made it: it must hold back nothing again
+                for t_s in replayed:
+                    if abs(t_s - (nudge.t_s - self.t0_s)) < 1.0:
+                        self.engine.nudge_undelivered(t_s)
 
     async def run(self, stop: asyncio.Event) -> SessionSummary:
         sources = {role: getattr(self.config.straps, role) for role in ROLES}

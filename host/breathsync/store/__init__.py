@@ -115,46 +115,44 @@ def last_written_unix_s(path: Path) -> float:
 
 
 class SessionLock:
-    """Held by the run recording a session (an advisory lock on ``<session>.lock``), so a second
+    """Held by the run recording a session (an advisory ``flock`` on the session file itself), so a second
     ``breathsync run`` can neither resume a live session nor mark it closed under the first. The kernel
-    drops the lock with its process: a crashed run's session is free to resume."""
+    drops the lock with its process: a crashed run's session is free to resume. (SQLite's own locks are
+    POSIX record locks, independent of ``flock``; the descriptor is closed only after the store is.)"""
 
     def __init__(self, path: Path) -> None:
-        self.path = path.with_name(path.name + ".lock")
+        self.path = path
         self._fd: int | None = None
 
     @staticmethod
     def held(path: Path) -> bool:
         """Whether another process records ``path`` now."""
-        probe = SessionLock(path)
-        if not probe.path.exists():
+        if not path.is_file():
             return False
+        probe = SessionLock(path)
         try:
             probe.acquire()
         except StoreError:
             return True
-        probe.release(remove=False)
+        probe.release()
         return False
 
     def acquire(self) -> SessionLock:
         if sys.platform == "win32":  # no flock there: nothing is held
             return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise StoreError(f"{self.path.with_suffix('')}: another breathsync run is recording this session") from None
+            raise StoreError(f"{self.path}: another breathsync run is recording this session") from None
         self._fd = fd
         return self
 
-    def release(self, remove: bool = True) -> None:
-        if self._fd is None:
-            return
-        if remove:
-            self.path.unlink(missing_ok=True)
-        os.close(self._fd)  # closing the descriptor drops the lock
-        self._fd = None
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the lock
+            self._fd = None
 
 
 @functools.cache
