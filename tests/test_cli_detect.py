@@ -348,3 +348,47 @@ def test_long_files_read_alike_whichever_way_each_part_is_parsed(tmp_path: Path)
     path.write_text("time,resp\n" + "\n".join(rows) + "\n")
     with pytest.raises(InputError, match=r"^.*long\.csv: row 150001: 'resp' is not a number: '0\.1x'$"):
         read_recording(path, missing_ok=True)
+
+
+def _read_or_error(path: Path, missing_ok: bool) -> tuple[object, ...]:
+    from breathsync.errors import InputError
+    from breathsync.recording import read_recording
+
+    try:
+        rec = read_recording(path, missing_ok=missing_ok)
+    except InputError as exc:
+        return ("error", str(exc))
+    return ("ok", rec.values.tobytes(), None if rec.time is None else rec.time.tobytes(), rec.time_column)
+
+
+def test_the_fast_and_the_row_by_row_reader_agree_on_any_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Plain chunks are parsed by numpy, the rest row by row: random files of every shape (one or more
+    # columns, a time column that stops being a number, NaN spellings, blank lines, quotes, extra cells,
+    # separators, line ends) must read identically, errors included, when every chunk goes row by row.
+    import random
+
+    from breathsync import recording
+
+    rng = random.Random(8)
+    cells = ["1.5", " 2.25 ", "-3e-2", "nan", "", "n/a", "NULL", "inf", "abc", "1,5", '"4.5"', "7_0", "-nan", "12:00"]
+    monkeypatch.setattr(recording, "_CHUNK_CHARS", 64)  # many chunks per file
+    for trial in range(300):
+        names = rng.choice([["resp"], ["time", "resp"], ["resp", "other"], ["t", "resp", "x"]])
+        delim = "," if len(names) == 1 else rng.choice([",", "\t", ";"])
+        odd = rng.random() < 0.5
+        lines = [delim.join(names)]
+        for i in range(rng.randint(0, 40)):
+            row = []
+            for name in names:
+                good = f"{i * 0.04:.2f}" if name in ("time", "t") else f"{np.sin(i / 3):.4f}"
+                row.append(rng.choice(cells) if odd and rng.random() < 0.08 else good)
+            lines.append(
+                "" if odd and rng.random() < 0.03 else delim.join(row) + (delim if rng.random() < 0.02 else "")
+            )
+        path = tmp_path / f"f{trial}.csv"
+        path.write_text(rng.choice(["\n", "\r\n", "\r"]).join(lines) + "\n", newline="")
+        for missing_ok in (False, True):
+            fast = _read_or_error(path, missing_ok)
+            with monkeypatch.context() as m:
+                m.setattr(recording._Rows, "add_plain", lambda self, lines, delimiter: False)
+                assert _read_or_error(path, missing_ok) == fast, path.read_text()

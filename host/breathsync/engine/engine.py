@@ -66,8 +66,8 @@ MIN_SURROGATES = 8
 MIN_LAG_EVENTS = 4  # therapist breath events (peaks and troughs) in the window for a time-lag locking value
 BREATH_GAP_PERIODS = 2.5
 RATE_MOVE_SCALE_SD = 2.0  # a move of two baseline SDs toward the partner counts fully
-_NO_SHIFT = np.zeros(1)
 RATE_DRIFT_FLOOR = 0.06  # ... with the SD at least 6 % of the baseline rate (slow tempo drift)
+_NO_SHIFT = np.zeros(1)  # the real delays, as the first row of a surrogate call
 
 
 @dataclasses.dataclass(frozen=True)
