@@ -7,8 +7,6 @@ this module feeds it ADC counts and turns its integer events into typed records.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 from array import array
 from collections.abc import Iterable, Sequence
@@ -84,6 +82,8 @@ def detect_cpython(counts_u16: Iterable[int], rate_hz: int = 25) -> list[BreathE
 
 def micropython_executable() -> str | None:
     """The MicroPython unix port: next to this Python (the venv) or on PATH."""
+    import shutil  # here, as subprocess below: only the MicroPython path needs them (replay's start-up does not)
+
     beside = Path(sys.executable).parent / "micropython"
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
@@ -111,6 +111,8 @@ def detect_micropython(
         cmd += ["-X", f"heapsize={heapsize}"]
     cmd += [str(runner), core.name, str(rate_hz), "fast" if fast else "portable"]
     env = dict(os.environ, MICROPYPATH=f"{core.parent}:.frozen")
+    import subprocess
+
     proc = subprocess.run(cmd, input=payload.tobytes(), capture_output=True, env=env, check=False)
     if proc.returncode != 0:
         message = proc.stderr.decode(errors="replace").strip().splitlines()

@@ -23,9 +23,21 @@ Decision = Literal[
 def _rounded(value: object) -> object:
     if isinstance(value, float):
         return None if not math.isfinite(value) else round(value, 4)
+    if value is None or isinstance(value, int | str):  # most fields: no dataclass check (JSON Lines hot path)
+        return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _rounded(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {name: _rounded(getattr(value, name)) for name in _field_names(type(value))}
     return value
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 @dataclass(frozen=True)
@@ -92,7 +104,7 @@ class EngineState:
 
     def as_json_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"type": "state"}
-        out.update({f.name: _rounded(getattr(self, f.name)) for f in dataclasses.fields(self)})
+        out.update({name: _rounded(getattr(self, name)) for name in _field_names(type(self))})
         return out
 
 
@@ -112,7 +124,7 @@ class Nudge:
 
     def as_json_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"type": "nudge"}
-        out.update({f.name: _rounded(getattr(self, f.name)) for f in dataclasses.fields(self)})
+        out.update({name: _rounded(getattr(self, name)) for name in _field_names(type(self))})
         return out
 
 
@@ -127,7 +139,7 @@ class Efficacy:
 
     def as_json_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"type": "efficacy"}
-        out.update({f.name: _rounded(getattr(self, f.name)) for f in dataclasses.fields(self)})
+        out.update({name: _rounded(getattr(self, name)) for name in _field_names(type(self))})
         return out
 
 
