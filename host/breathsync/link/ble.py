@@ -29,7 +29,7 @@ from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakBluetoothNotAvailableError, BleakError
 
 from ..errors import InputError
-from ..protocol import Channel, HapticCommand, ProtocolError, ResponsePacket, Role, StartStream, StatusPacket
+from ..protocol import ROLE_NAMES, Channel, HapticCommand, ProtocolError, ResponsePacket, StartStream, StatusPacket
 from ..protocol.uuids import CHANNEL_BY_UUID, CHARACTERISTIC_UUIDS, SERVICE_UUID
 from .session import LinkError, StrapSession, StrapSink
 
@@ -317,9 +317,6 @@ class BleStrapLink:
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.disconnect()
-
-
-ROLE_NAMES = {Role.THERAPIST: "therapist", Role.CLIENT: "client"}  # what a strap's STATUS says it is
 
 
 def _looks_like_address(target: str) -> bool:

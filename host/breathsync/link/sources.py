@@ -25,9 +25,9 @@ from typing import Protocol
 from bleak import BleakClient
 
 from ..errors import InputError
-from ..protocol import Channel, HapticCommand, ResponsePacket, StatusPacket
+from ..protocol import ROLE_NAMES, Channel, HapticCommand, ResponsePacket, StatusPacket
 from ..protocol.uuids import BATTERY_LEVEL_UUID, CHARACTERISTIC_UUIDS, FIRMWARE_REVISION_UUID
-from .ble import ROLE_NAMES, BleOptions, BleStrapLink, FoundStrap, check_bluetooth, scan
+from .ble import BleOptions, BleStrapLink, FoundStrap, check_bluetooth, scan
 from .serial_link import SerialStrapLink
 from .session import LinkError, StrapSink
 from .stream import LinkStats, SampleBlock, StrapEvent

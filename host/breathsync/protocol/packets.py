@@ -82,6 +82,9 @@ class Role(IntEnum):
     CLIENT = 2
 
 
+ROLE_NAMES = {Role.THERAPIST: "therapist", Role.CLIENT: "client"}  # the host's name for an assigned role
+
+
 class StatusFlag(IntFlag):
     STREAMING = 0x01
     WIRED = 0x02
