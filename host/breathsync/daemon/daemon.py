@@ -155,13 +155,13 @@ def session_path(config: DaemonConfig, now: dt.datetime | None = None) -> Sessio
                 return SessionChoice(fresh, False, f"{candidate.name} is being recorded by another run")
             with contextlib.suppress(Exception), SessionStore.open(candidate, read_only=True) as store:
                 if store.meta("closed") != "1":
-                    idle_min = (clock.timestamp() - last_written_unix_s(candidate)) / 60.0
-                    if idle_min * 60.0 <= RESUME_WITHIN_S:
+                    idle_s = clock.timestamp() - last_written_unix_s(candidate)
+                    if idle_s <= RESUME_WITHIN_S:
                         return SessionChoice(candidate, True)
                     return SessionChoice(
                         fresh,
                         False,
-                        f"{candidate.name} ended without closing {idle_min:.0f} min ago (a crash is resumed within "
+                        f"{candidate.name} ended without closing {idle_s / 60:.0f} min ago (a crash is resumed within "
                         f"{RESUME_WITHIN_S / 60:.0f} min; `--name {candidate.stem}` continues it)",
                     )
             break  # only the newest session may be resumed
@@ -296,8 +296,8 @@ class Daemon:
             if ok:
                 assert self.store is not None
                 self.store.add_link_event(self.clock(), role, kind, detail)
-                stream = _strap_stream(self.links.get(role))
-                if kind == "strap-rebooted" and stream is not None:
+                stream = _strap_stream(self.links.get(role)) if kind == "strap-rebooted" else None
+                if stream is not None:
                     # Stored counters now run ahead of the strap's own by this much; a resumed run needs it.
                     self.store.set_meta(f"counter_offset.{role}", str(stream.offset))
         if kind in ("disconnected", "samples-lost"):
