@@ -586,3 +586,22 @@ def test_the_status_line_shows_each_link_state_not_its_latest_event(tmp_path: Pa
     ]:
         daemon.on_link("therapist", kind, "")
         assert daemon.views["therapist"].link == shown
+
+
+def test_a_strap_signal_upside_down_is_told_once_when_the_baselines_are_learned(tmp_path: Path) -> None:
+    """The engine reads it inverted (tests/test_polarity.py); the therapist at the screen is told to check the strap."""
+    from breathsync.datasets import bundled_path
+    from breathsync.engine import dyad_stream
+    from breathsync.recording import read_column
+
+    out = io.StringIO()
+    daemon = Daemon(config_for("usb:0", tmp_path), out)
+    therapist = read_column(bundled_path("bidmc_04_resp.csv.gz"))[: 200 * 125]
+    client = -read_column(bundled_path("bidmc_18_resp.csv.gz"))[: 200 * 125]
+    daemon._replaying = True  # as when a crashed session is rebuilt: nothing to store or send
+    for item in dyad_stream(therapist, client, 125.0):
+        daemon._handle(daemon.engine.feed(item))
+    assert daemon.state is not None
+    text = out.getvalue()
+    assert text.count("upside down") == 1
+    assert "the client's strap signal looks upside down (inspiration pointing down)" in text

@@ -281,3 +281,22 @@ def test_a_time_column_in_other_units_is_ignored_with_a_note(
     out, err = capsys.readouterr()
     assert "the therapist's column 't' does not step by 1/--rate (in s or ms)" in err
     assert out == reference
+
+
+def test_an_upside_down_recording_is_read_inverted_with_a_note(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from breathsync.recording import read_column
+
+    flipped = tmp_path / "flipped.csv"
+    flipped.write_text("resp\n" + "\n".join(f"{-v:.5f}" for v in read_column(B)) + "\n")
+    assert main(["replay", "--therapist", A, "--client", str(flipped), "--rate", "125"]) == 0
+    out, err = capsys.readouterr()
+    assert out and err.count("note:") == 1
+    assert "note: the client's signal looks upside down (inspiration pointing down)" in err
+    # Off in the config: taken as it comes, without a note.
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[engine]\nauto_polarity = false\n")
+    assert main(["replay", "--therapist", A, "--client", str(flipped), "--rate", "125", "--config", str(cfg)]) == 0
+    out_as_is, err = capsys.readouterr()
+    assert err == "" and out_as_is != out

@@ -126,6 +126,13 @@ def run(args: argparse.Namespace) -> int:
                 "decide on",
                 file=sys.stderr,
             )
+    for role, inverted in engine.inverted.items():
+        if inverted:
+            print(
+                f"breathsync replay: note: the {role}'s signal looks upside down (inspiration pointing down): its "
+                "breaths were read inverted (engine.auto_polarity)",
+                file=sys.stderr,
+            )
     if lines == 0 and all(counted.breaths.values()):
         whose = "the client's baseline" if baseline is not None else "both baselines"
         what = "the session ends" if args.session else "the recordings end"

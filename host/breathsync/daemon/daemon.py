@@ -308,6 +308,8 @@ class Daemon:
     def _handle(self, outputs: list[Output]) -> None:
         for output in outputs:
             if isinstance(output, EngineState):
+                if self.state is None:  # the engine's first word: it has just learned the baselines
+                    self._tell_polarity()
                 self.state = output
                 for role, rate in (("therapist", output.therapist_rate_bpm), ("client", output.client_rate_bpm)):
                     self.views[role].rate_bpm = rate
@@ -390,6 +392,14 @@ class Daemon:
         nudges = len(self.nudge_ids)
         parts.append(f"nudges {nudges}")
         return " | ".join(parts)
+
+    def _tell_polarity(self) -> None:
+        for role, inverted in self.engine.inverted.items():
+            if inverted:
+                self._line(
+                    f"the {role}'s strap signal looks upside down (inspiration pointing down): its breaths are read "
+                    "inverted; check how the strap sits (engine.auto_polarity)"
+                )
 
     def _line(self, text: str) -> None:
         self.out.write(("\r\033[K" if self.out.isatty() else "") + text + "\n")

@@ -48,6 +48,9 @@ class EngineConfig:
     """How much of the client's past the surrogates may draw from."""
     plv_min: float = 0.8
     """Absolute floor on the phase-locking value (calibrated)."""
+    auto_polarity: bool = True
+    """Read a person's breaths upside down when their signal over the baseline period is clearly inverted
+    (inspiration pointing down: skewed negative, engine/polarity.py). Off: every signal is taken as it comes."""
     time_lag_locking: bool = True
     """Also count as locked when the therapist's breaths keep a fixed *delay* after the client's (same floor,
     same surrogate test): behind an irregular leader a constant delay is not a constant phase."""

@@ -43,7 +43,7 @@ from .decision import (
     required_lock_s,
     significantly_locked,
 )
-from .person import FloatArray, PersonTracker, learn_baseline
+from .person import FloatArray, IntArray, PersonTracker, learn_baseline
 from .phase import (
     circular_mean_cycles,
     lagged_period_dependency,
@@ -107,30 +107,36 @@ class EntrainmentEngine:
         self._peak_cue_cache: tuple[tuple[float, ...], dict[Role, tuple[float, float]], float | None] | None = None
 
     # ----------------------------------------------------------------- inputs
-    def add_samples(self, role: Role, first_t_s: float, last_t_s: float) -> list[Output]:
-        """A block of samples from ``role``'s strap spanning [first_t_s, last_t_s] arrived."""
-        self.people[role].add_samples(last_t_s, first_t_s)
+    def add_samples(
+        self, role: Role, first_t_s: float, last_t_s: float, counts: IntArray | None = None, period_s: float = 0.0
+    ) -> list[Output]:
+        """A block of samples from ``role``'s strap spanning [first_t_s, last_t_s] arrived. Their ``counts``
+        (one every ``period_s``) are only looked at until the baselines are learned: which way up is the signal?"""
+        person = self.people[role]
+        person.add_samples(last_t_s, first_t_s)
+        if counts is not None and not self._learned and self.config.engine.auto_polarity:
+            person.keep_signal(counts, period_s)
         return self.advance(last_t_s)
 
     def add_breath(self, role: Role, breath: TimedBreath) -> list[Output]:
         """A breath event as reported by ``role``'s strap (at ``breath.reported_t_s``)."""
         out = self.advance(breath.reported_t_s)
-        person = self.people[role]
-        if breath.kind == "peak":
-            person.add_peak(breath.t_s, breath.reported_t_s, breath.amplitude)
-        elif breath.kind == "trough":
-            person.add_trough(breath.t_s, breath.reported_t_s)
-        else:
-            person.add_event(breath.reported_t_s)
+        self.people[role].add_breath(breath.kind, breath.t_s, breath.reported_t_s, breath.amplitude)
+        if breath.kind != "peak" and breath.kind != "trough":
             return out
         out.extend(self.advance(breath.reported_t_s))
         out.extend(self._evaluate(self._now_s))
         return out
 
+    @property
+    def inverted(self) -> dict[Role, bool]:
+        """Whose signal the engine reads upside down (decided when the baselines are learned)."""
+        return {role: person.inverted for role, person in self.people.items()}
+
     def feed(self, item: StreamItem) -> list[Output]:
         """Dispatch one stream record (the replay and the live daemon both call this)."""
         if isinstance(item, StrapBlock):
-            return self.add_samples(item.role, item.first_t_s, item.last_t_s)
+            return self.add_samples(item.role, item.first_t_s, item.last_t_s, item.counts, item.period_s)
         if isinstance(item, StrapBreath):
             return self.add_breath(item.role, item.breath)
         raise TypeError(f"not a stream item: {item!r}")
@@ -197,6 +203,8 @@ class EntrainmentEngine:
         learned: dict[Role, Baseline | None] = {}
         for role in ROLES:
             person = self.people[role]
+            if eng.auto_polarity:
+                person.judge_polarity()  # before the baseline: it is learned from the true end-inspirations
             if role == "therapist" and self._pre_calibrated:
                 learned[role] = self.baselines[role]
                 continue

@@ -9,19 +9,23 @@ until a partner's phase at a given moment is known and doubles the samples of re
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import numpy as np
 import numpy.typing as npt
 
 from .phase import small_median
+from .polarity import looks_inverted
 from .state import Baseline
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 MIN_BASELINE_BREATHS = 6
 RATE_SD_FLOOR_BPM = 0.5
 TROUGH_FRACTION_BREATHS = 12
 TROUGH_FRACTION_RANGE = (0.25, 0.75)
+POLARITY_BLOCKS = 2048  # the newest ~5 min of 8-sample blocks at 50 Hz: a strap alone for hours stays bounded
 
 
 class _Series:
@@ -65,7 +69,7 @@ class PersonTracker:
         self.rate_n = rate_n
         self.max_interval_s = max_interval_s
         self._peaks = _Series(2)  # t_s, depth
-        self._troughs = _Series(1)
+        self._troughs = _Series(2)  # t_s, depth (kept: if the signal turns out inverted, these are the peaks)
         self._events = _Series(2)  # t_s, kind (0 peak, 1 trough)
         self.last_sample_s: float | None = None
         self.last_event_reported_s: float | None = None
@@ -73,11 +77,46 @@ class PersonTracker:
         self._period: float | None = None
         self._trough_fraction = 0.5
         self._full_track: tuple[FloatArray, FloatArray] | None = None  # phase_track(-inf), until the next event
+        self.inverted = False  # the strap's signal is upside down: its peaks are end-expirations
+        self._signal: deque[IntArray] | None = deque(maxlen=POLARITY_BLOCKS)  # sample blocks until the verdict
+        self._signal_period_s = 0.0
 
     def add_samples(self, last_t_s: float, first_t_s: float) -> None:
         if self.first_sample_s is None:
             self.first_sample_s = first_t_s
         self.last_sample_s = last_t_s
+
+    def keep_signal(self, counts: IntArray, period_s: float) -> None:
+        """Hold a sample block for the polarity verdict (only until ``judge_polarity``)."""
+        if self._signal is not None:
+            self._signal.append(counts)
+            self._signal_period_s = period_s
+
+    def judge_polarity(self) -> bool:
+        """Decide from the samples kept so far whether the signal is upside down; if so, read every breath
+        event so far and from now on the other way round. Returns the verdict; the samples are let go."""
+        signal, self._signal = self._signal, None
+        if signal and self._signal_period_s > 0 and looks_inverted(np.concatenate(signal), 1.0 / self._signal_period_s):
+            self.invert()
+        return self.inverted
+
+    def invert(self) -> None:
+        """The signal is upside down: peaks were end-expirations and troughs end-inspirations."""
+        self.inverted = not self.inverted
+        self._peaks, self._troughs = self._troughs, self._peaks
+        kind = self._events.column(1)
+        kind[:] = 1.0 - kind
+        if len(self._events):
+            self._after_event(float(self._events.column(0)[-1]))
+
+    def add_breath(self, kind: str, t_s: float, reported_t_s: float, depth: float) -> None:
+        """A strap event: 'peak' / 'trough' as the strap saw them (swapped when the signal is inverted)."""
+        if kind != "peak" and kind != "trough":
+            self.add_event(reported_t_s)
+        elif (kind == "peak") != self.inverted:
+            self.add_peak(t_s, reported_t_s, depth)
+        else:
+            self.add_trough(t_s, reported_t_s, depth)
 
     def add_peak(self, t_s: float, reported_t_s: float, depth: float) -> None:
         self._peaks.append(t_s, depth)
@@ -85,8 +124,8 @@ class PersonTracker:
         self.last_event_reported_s = reported_t_s
         self._after_event(t_s)
 
-    def add_trough(self, t_s: float, reported_t_s: float) -> None:
-        self._troughs.append(t_s)
+    def add_trough(self, t_s: float, reported_t_s: float, depth: float = 0.0) -> None:
+        self._troughs.append(t_s, depth)
         self._events.append(t_s, 1.0)
         self.last_event_reported_s = reported_t_s
         self._after_event(t_s)
