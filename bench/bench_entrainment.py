@@ -77,6 +77,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     # Most episodes above are cut short by the 300 s dyad's end; these end inside it and leave decoupled
     # time after them (session 8: the lock timer's left-over evidence nudged there).
     "episodes ending mid-dyad (480 s dyads, episodes 100-150 s)": {"duration_s": 480.0, "max_episode_s": 150.0},
+    # A sensor worn or wired upside down (session 9: engine.auto_polarity reads a clearly inverted one the right
+    # way round); each person's signal is inverted with this probability.
+    "signals upside down (each person's with p 0.5)": {"inverted_p": 0.5},
 }
 VARIANT_PER_KIND = 50
 CLI_SPEED_DYADS = 24  # the held-out dyads slowest in process, timed again through the command line

@@ -143,3 +143,17 @@ def test_coupling_is_relative_to_the_followers_breathing_frequency() -> None:
         assert sc.coupling_rad_s / (2 * np.pi * f_client) == pytest.approx(0.5, rel=0.15)
     absolute = Options(coupling_rel=None, coupling_rad_s=(0.7, 0.7), **quiet)  # type: ignore[arg-type]
     assert make_scenario("client_follows", a, b, 4, 300.0, absolute).coupling_rad_s == pytest.approx(0.7)
+
+
+def test_upside_down_signals_are_the_same_dyad_negated() -> None:
+    """inverted_p turns sensors over without changing anything else the seed draws (existing sets stay as they were)."""
+    a, b = _pair()
+    seen: set[tuple[str, ...]] = set()
+    for seed in range(7, 17):
+        plain = make_scenario("therapist_follows", a, b, seed, 300.0)
+        turned = make_scenario("therapist_follows", a, b, seed, 300.0, Options(inverted_p=0.5))
+        seen.add(turned.inverted)
+        assert turned.onset_s == plain.onset_s and plain.inverted == ()
+        for role, x, y in (("therapist", plain.therapist, turned.therapist), ("client", plain.client, turned.client)):
+            assert np.array_equal(-x if role in turned.inverted else x, y)
+    assert len(seen) >= 3  # nobody, one or the other, both: the draw varies

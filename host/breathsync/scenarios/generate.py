@@ -51,6 +51,7 @@ class Scenario:
     flat_s: dict[Role, tuple[tuple[float, float], ...]] = field(default_factory=dict)
     speech_s: dict[Role, tuple[tuple[float, float], ...]] = field(default_factory=dict)
     drift_ppm: float = 0.0
+    inverted: tuple[Role, ...] = ()  # whose signal is upside down (inspiration pointing down)
 
     @property
     def duration_s(self) -> float:
@@ -86,6 +87,7 @@ class Options:
     drift_ppm: tuple[float, float] = (100.0, 600.0)
     tempo_sd: float = 0.06
     tempo_tau_s: float = 40.0
+    inverted_p: float = 0.0  # each person's sensor reads inspiration downward (a strap worn or wired upside down)
 
 
 def _ramp(t: FloatArray, start: float, rise_s: float) -> FloatArray:
@@ -226,6 +228,11 @@ def make_scenario(
         x = signals["therapist"]
         t_out = np.arange(n_out) / fs
         signals["therapist"] = np.interp(t_out * (1.0 + drift * 1e-6), t_out, x)
+    inverted: tuple[Role, ...] = ()
+    if opt.inverted_p > 0:  # drawn last and only when asked for: every other scenario stays as it was
+        inverted = tuple(r for r in ("therapist", "client") if rng.random() < opt.inverted_p)
+        for role in inverted:
+            signals[role] = -signals[role]
     return Scenario(
         name=f"{kind}:{therapist_src.name}+{client_src.name}:{seed}",
         kind=kind,
@@ -243,6 +250,7 @@ def make_scenario(
         flat_s=flats,
         speech_s=speech,
         drift_ppm=drift,
+        inverted=inverted,
     )
 
 
