@@ -12,6 +12,7 @@ from breathsync.datasets import bundled_path, read_breath_annotations
 from breathsync.engine import (
     Config,
     Efficacy,
+    EngineConfig,
     EngineState,
     EntrainmentEngine,
     Nudge,
@@ -21,7 +22,15 @@ from breathsync.engine import (
     missing_as_dropouts,
     run_engine,
 )
-from breathsync.engine.decision import LockTimer, classify_states, decide_nudges, lag_asymmetry, locked
+from breathsync.engine.decision import (
+    LockTimer,
+    classify_states,
+    decide_nudges,
+    lag_asymmetry,
+    locked,
+    required_lock_s,
+    slow_breathing_scale,
+)
 from breathsync.engine.person import PersonTracker
 from breathsync.engine.phase import (
     phase_at,
@@ -590,3 +599,18 @@ def test_baselines_move_at_most_their_drift_rate_per_update(seed: int) -> None:
                 steps += base.rate_bpm != base_prev
             previous = (out.t_s, base.rate_bpm)
     assert steps > 50  # it does adapt, slowly
+
+
+def test_slow_breathing_gets_as_many_breaths_of_evidence_as_fast() -> None:
+    """At 7.5 breaths/min a 16 s window holds about two breaths; it (and the hold) stretch to four breaths' worth."""
+    t, c = _breathing(7.5, 420, 31), _breathing(7.0, 420, 32)
+    stream = list(dyad_stream(t, c, FS))
+    per_second = Config(engine=dataclasses.replace(EngineConfig(), window_breaths=0.0))
+    anchors_fixed = np.median([s.plv_breaths for s in _states(_run(stream, per_second)) if s.plv is not None])
+    anchors_scaled = np.median([s.plv_breaths for s in _states(_run(stream)) if s.plv is not None])
+    assert anchors_scaled >= 1.6 * anchors_fixed
+    eng = EngineConfig()
+    assert slow_breathing_scale(15.0, 20.0, eng) == 1.0  # 15/min and faster: spans as configured
+    assert slow_breathing_scale(7.5, 12.0, eng) == pytest.approx(2.0)  # the slower person sets it
+    assert slow_breathing_scale(3.0, None, eng) == 3.0  # at most 3x
+    assert required_lock_s(None, eng, slow_breathing_scale(7.5, 7.5, eng)) == 2 * eng.min_locked_s

@@ -30,6 +30,11 @@ class EngineConfig:
     window_s: float = 16.0
     """Phase-locking window in seconds (~4 breaths at 15/min). Relative phase is sampled at every breath
     event of either person (peaks and troughs: 4 anchors per cycle), so a short window still has ~16 samples."""
+    window_breaths: float = 4.0
+    """Slower breathing than ``window_breaths`` per ``window_s`` (15/min) stretches the locking window, the
+    time-lag asymmetry's and the ``min_locked_s`` hold in proportion (up to 3x), so that they span as many breaths
+    of the slower person as at 15/min: evidence comes per breath, not per second (docs/engine.md, session 9).
+    0 keeps every span in seconds whatever the rate."""
     plv_trim: float = 0.2
     """Share of the window's anchors that may deviate most and are left out of the locking value (robust to a
     missed or spurious breath event; a 16 s window holds ~4 breaths, so 0.2 drops about one breath's anchors);
@@ -83,7 +88,8 @@ class EngineConfig:
     strengthen the evidence but never make it alone (the floor itself is a robustness choice; its value is
     calibrated; docs/engine.md)."""
     min_locked_s: float = 20.0
-    """The therapist must stay locked and following this long before a nudge (calibrated)."""
+    """The therapist must stay locked and following this long before a nudge (calibrated; longer for slow
+    breathing, ``window_breaths``)."""
     beat_periods: float = 0.0
     """...and at least this many beat periods 1/|therapist baseline rate - client rate|: had the therapist kept
     their own rate, the relative phase would have slipped a full cycle by then (calibrated)."""
@@ -143,6 +149,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "baseline_s": (10.0, 3600.0),
     "baseline_tau_s": (10.0, 36000.0),
     "window_s": (4.0, 300.0),
+    "window_breaths": (0.0, 30.0),
     "min_window_anchors": (3, 400),
     "direction_breaths": (4, 100),
     "surrogate_count": (4, 500),

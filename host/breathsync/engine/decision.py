@@ -113,10 +113,27 @@ def significantly_locked(p: float | None) -> bool:
     return p is not None and p <= 0.1
 
 
-def required_lock_s(beat_period_s: float | None, config: EngineConfig) -> float:
-    """Minimum following time: the configured floor, and long enough to outlast beat drift."""
+MAX_SLOW_SCALE = 3.0
+
+
+def slow_breathing_scale(
+    therapist_rate_bpm: float | None, client_rate_bpm: float | None, config: EngineConfig
+) -> float:
+    """How much longer than configured the windows and the hold are for this pair: ``window_breaths`` breaths of
+    the slower person in the locking window (1 at ~15 breaths/min and faster, at most MAX_SLOW_SCALE)."""
+    if config.window_breaths <= 0:
+        return 1.0
+    rates = [r for r in (therapist_rate_bpm, client_rate_bpm) if r is not None and r > 0]
+    if not rates:
+        return 1.0
+    return min(MAX_SLOW_SCALE, max(1.0, config.window_breaths * 60.0 / min(rates) / config.window_s))
+
+
+def required_lock_s(beat_period_s: float | None, config: EngineConfig, scale: float = 1.0) -> float:
+    """Minimum following time: the configured floor (times the slow-breathing scale), and long enough to outlast
+    beat drift."""
     beat = config.max_beat_lock_s if beat_period_s is None else min(beat_period_s, config.max_beat_lock_s)
-    return max(config.min_locked_s, config.beat_periods * beat)
+    return max(config.min_locked_s * scale, config.beat_periods * beat)
 
 
 MAX_STEP_S = 6.0
@@ -193,7 +210,9 @@ def decide_nudges(
             timer.reset()
             continue
         locked_for = timer.update(s.phase_known_until_s, following, strength)
-        required = required_lock_s(s.beat_period_s, eng)
+        required = required_lock_s(
+            s.beat_period_s, eng, slow_breathing_scale(s.therapist_rate_bpm, s.client_rate_bpm, eng)
+        )
         if following and locked_for >= required:
             nudged = policy.check(s.t_s).allowed
             if nudged:

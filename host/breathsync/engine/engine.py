@@ -42,6 +42,7 @@ from .decision import (
     locked,
     required_lock_s,
     significantly_locked,
+    slow_breathing_scale,
 )
 from .person import FloatArray, IntArray, PersonTracker, learn_baseline
 from .phase import (
@@ -216,11 +217,18 @@ class EntrainmentEngine:
         self._last_adapt_s = now_s
         return True
 
+    def _window_span_s(self, span_s: float) -> float:
+        """``span_s`` (a window set for ~15 breaths/min), widened in proportion for slower breathing so that it
+        holds ``window_breaths`` breaths of the slower person."""
+        therapist, client = self.people["therapist"].rate_bpm(), self.people["client"].rate_bpm()
+        return span_s * slow_breathing_scale(therapist, client, self.config.engine)
+
     def _window(self, now_s: float) -> _Window:
         """Relative phase (client minus therapist, cycles) at every breath event of either person
         since the last gap, over the last ``window_s`` seconds in which both phases are known."""
         eng = self.config.engine
-        since = max(self._valid_since_s, now_s - eng.window_s - 3.0 * eng.max_breath_gap_s)
+        span_s = self._window_span_s(eng.window_s)
+        since = max(self._valid_since_s, now_s - span_s - 3.0 * eng.max_breath_gap_s)
         tt, tph = self.people["therapist"].phase_track(since)
         ct, cph = self.people["client"].phase_track(since)
         anchors = np.concatenate((tt, ct))
@@ -237,7 +245,7 @@ class EntrainmentEngine:
         # The run of known anchors ending at the newest one, trimmed to the last window_s of it.
         unknown = np.flatnonzero(~both_known[:last])
         run_start = int(unknown[-1]) + 1 if len(unknown) else 0
-        in_window = int(np.argmax(anchors[last] - anchors[: last + 1] <= eng.window_s))
+        in_window = int(np.argmax(anchors[last] - anchors[: last + 1] <= span_s))
         sl = slice(max(run_start, in_window), last + 1)
         return _Window(anchors[sl], pc[sl] - pt[sl], pt[sl])
 
@@ -283,7 +291,9 @@ class EntrainmentEngine:
         # awaited, updates re-score the same window and must not count the wait as more following.
         strength = evidence_strength(draft, eng) if following else 0.0
         locked_for = self._timer.update(draft.phase_known_until_s, following, strength)
-        required = required_lock_s(beat, eng)
+        required = required_lock_s(
+            beat, eng, slow_breathing_scale(draft.therapist_rate_bpm, draft.client_rate_bpm, eng)
+        )
         if following and locked_for >= required:
             decision = "nudge" if self.policy.check(now_s).allowed else "nudge_suppressed"
             self._timer.settle(required, decision == "nudge")
@@ -336,7 +346,7 @@ class EntrainmentEngine:
         only the sign and size of the difference count, as direction evidence."""
         eng = self.config.engine
         therapist, client = self.people["therapist"], self.people["client"]
-        start = max(self._valid_since_s, now_s - eng.lag_asymmetry_window_s)
+        start = max(self._valid_since_s, now_s - self._window_span_s(eng.lag_asymmetry_window_s))
         behind_client = self._delays(therapist, client, start, now_s, None)[0]
         behind_therapist = self._delays(client, therapist, start, now_s, None)[0]
         if len(behind_client) < MIN_LAG_EVENTS or len(behind_therapist) < MIN_LAG_EVENTS:
