@@ -36,6 +36,7 @@ from breathsync.engine import Config, EngineState, EntrainmentEngine, dyad_strea
 from breathsync.engine.decision import classify_states, decide_nudges
 from breathsync.engine.wclc import WclcState, WindowedCrossLag, wclc_nudges
 from breathsync.scenarios import KINDS, Options, Scenario, bidmc_sources, biopeaks_segments, scenario_set
+from breathsync.scenarios.sources import make_source
 
 RESULTS = Path(__file__).resolve().parent / "results" / "entrainment.md"
 DURATION_S = 300.0
@@ -82,6 +83,10 @@ VARIANTS: dict[str, dict[str, object]] = {
     "signals upside down (each person's with p 0.5)": {"inverted_p": 0.5},
 }
 VARIANT_PER_KIND = 50
+# The held-out recordings re-timed (x their breathing rate): the engine's spans were chosen around 15/min, and
+# the people in a real session may breathe at 8/min or 30/min (session 9: slow breathers were harder).
+RATE_FACTORS = (0.6, 0.75, 1.6)
+RATE_PER_KIND = {"therapist_follows": 50, "client_follows": 50, "independent": 100, "similar_rate": 100}
 CLI_SPEED_DYADS = 24  # the held-out dyads slowest in process, timed again through the command line
 # ... each the best of this many runs: on this virtual machine identical runs differ by up to 1.6x in CPU
 # time (0.14 s and 0.23 s for the same engine replay, minutes apart), so one run measures the machine.
@@ -322,6 +327,7 @@ def run() -> str:
     slowest = sorted(range(len(eval_sc)), key=speed.__getitem__)[:CLI_SPEED_DYADS]
     cli_speed = _command_line_speed([eval_sc[i] for i in slowest])
     variants = _variants(bidmc_sources(data, bidmc[13:]) + biopeaks_segments(data, 40, 80, 10), chosen, workers)
+    by_rate = _rate_variants(bidmc_sources(data, bidmc[13:]) + biopeaks_segments(data, 40, 80, 10), chosen, workers)
     by_pair = [(f"{name} (calibration)", score) for name, score in _by_pair(cal, _engine_nudges(cal, chosen), bs)] + [
         (f"{name} (held-out)", score) for name, score in _by_pair(ev, chosen_ev_nudges, bs)
     ]
@@ -346,6 +352,7 @@ def run() -> str:
         variants,
         eng_eval,
         by_pair,
+        by_rate,
         _episode_lengths(ev),
     )
     RESULTS.parent.mkdir(exist_ok=True)
@@ -397,10 +404,28 @@ def _variants(sources: list, config: Config, workers: int) -> list[tuple[str, Sc
         for i, (name, change) in enumerate(VARIANTS.items()):
             generator = {k: v for k, v in change.items() if k != "duration_s"}
             duration_s = float(change.get("duration_s", DURATION_S))  # type: ignore[arg-type]
-            options = replace(Options(), **generator)  # type: ignore[arg-type]
+            options = replace(Options(), **generator)
             scenarios = scenario_set(sources, ("therapist_follows",), VARIANT_PER_KIND, 2002, duration_s, options)
             scenarios += scenario_set(sources, ("client_follows",), VARIANT_PER_KIND, 2003 + i, duration_s, options)
             traces = list(pool.map(_trace, scenarios, chunksize=4))
+            out.append((name, _score(traces, _engine_nudges(traces, config), config.engine.baseline_s)))
+    return out
+
+
+def _rate_variants(sources: list, config: Config, workers: int) -> list[tuple[str, Score]]:  # type: ignore[type-arg]
+    """The held-out recordings played faster or slower (all breathing rates x factor), scored with ``config``."""
+    out: list[tuple[str, Score]] = []
+    with ProcessPoolExecutor(workers) as pool:
+        for i, factor in enumerate(RATE_FACTORS):
+            retimed = [make_source(f"{s.name}x{factor}", s.signal, s.sampling_rate * factor) for s in sources]
+            rates = sorted(s.rate_bpm for s in retimed)
+            scenarios = [
+                sc
+                for j, kind in enumerate(KINDS)
+                for sc in scenario_set(retimed, (kind,), RATE_PER_KIND[kind], 2102 + 10 * i + j, DURATION_S)
+            ]
+            traces = list(pool.map(_trace, scenarios, chunksize=4))
+            name = f"x{factor} ({rates[len(rates) // 10]:.0f}-{rates[-len(rates) // 10 - 1]:.0f}/min)"
             out.append((name, _score(traces, _engine_nudges(traces, config), config.engine.baseline_s)))
     return out
 
@@ -429,6 +454,7 @@ def _report(
     variants: list[tuple[str, Score]],
     reference: Score,
     by_pair: list[tuple[str, Score]],
+    by_rate: list[tuple[str, Score]],
     episodes: str,
 ) -> str:
     med_speed = statistics.median(speed)
@@ -516,6 +542,22 @@ def _report(
             f"| {name} | {_fmt(v.detected, True)} (n={v.n_tf}) | {_fmt(v.latency_median_s)} s | "
             f"{_fmt(v.client_follows_nudged, True)} (n={v.n_cf}) |"
             for name, v in by_pair
+        ),
+        "",
+        "## Breathing rate (held-out recordings played slower or faster, same calibrated engine)",
+        "",
+        "Every held-out source re-timed by a factor (its rate x factor; the 10th-90th percentile of the sources' "
+        f"rates in brackets), {RATE_PER_KIND['therapist_follows']} therapist-follows, "
+        f"{RATE_PER_KIND['client_follows']} client-follows and {RATE_PER_KIND['independent']} + "
+        f"{RATE_PER_KIND['similar_rate']} independent / similar-rate dyads each.",
+        "",
+        "| rates | therapist-follows nudged | latency median / p90 | client-follows nudged | "
+        "false nudges/h, independent |",
+        "| --- | --- | --- | --- | --- |",
+        *(
+            f"| {name} | {_fmt(v.detected, True)} | {_fmt(v.latency_median_s)} / {_fmt(v.latency_p90_s)} s | "
+            f"{_fmt(v.client_follows_nudged, True)} | {_fmt(v.fnh_independent)} ({v.hours_independent:.1f} h) |"
+            for name, v in by_rate
         ),
         "",
         f"Replay speed: min {min(speed):.0f}x, median {med_speed:.0f}x over {n_ev} evaluation dyads, timed one "
