@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import InputError
+from .quantiles import quantiles
 from .recording import check_input_rate
 
 ADC_BITS = 12
@@ -84,7 +85,7 @@ def _working_range(values: npt.NDArray[np.float64]) -> tuple[float, float]:
     """The record's range, but a few wild samples (a glitch to zero, a spike of 1e4) do not set the gain:
     samples further than OUTLIER_FENCE x the central 99 % span outside it are left to clip at the rail, as on
     a real converter, and the range is that of the others. A clean record's gain is unchanged."""
-    p_lo, p_hi = (float(v) for v in np.percentile(values, (0.5, 99.5)))
+    p_lo, p_hi = quantiles(values, (0.5 / 100, 99.5 / 100))  # np.percentile(values, (0.5, 99.5))
     fence = OUTLIER_FENCE * (p_hi - p_lo)
     inside = values[(values >= p_lo - fence) & (values <= p_hi + fence)]
     return float(np.min(inside)), float(np.max(inside))

@@ -22,7 +22,6 @@ from ..engine import (
     missing_as_dropouts,
     run_engine,
 )
-from ..engine.baseline_file import read_baseline
 from ..engine.replay import SHORTEST_DROPOUT_S, missing_stretches
 from ..errors import InputError
 from ..recording import FloatArray, Recording, check_input_rate, read_recording, rows_on_the_time_grid
@@ -72,7 +71,11 @@ def _session_stream(store: SessionStore) -> Iterator[StreamItem]:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else Config()
-    baseline = read_baseline(args.therapist_baseline) if args.therapist_baseline else None
+    baseline = None
+    if args.therapist_baseline:
+        from ..engine.baseline_file import read_baseline  # here: most replays have no baseline file
+
+        baseline = read_baseline(args.therapist_baseline)
     if args.session:
         if args.therapist or args.client or args.rate is not None:
             raise InputError("give either a SESSION or --therapist/--client/--rate, not both")

@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from ..quantiles import quantiles
+
 BAND_HZ = (0.05, 1.0)  # breathing band: slower wander and faster ripple do not shape the cycle
 TAIL_QUANTILE = 0.05
 INVERTED_BELOW = -0.25  # both skewness measures must be below this
@@ -39,7 +41,7 @@ def skewness(values: npt.NDArray[np.float64]) -> tuple[float, float]:
     """(moment skewness, quantile skewness at TAIL_QUANTILE) of ``values``; 0.0 for a flat signal."""
     centred = values - values.mean()
     sd = float(np.sqrt(np.mean(centred * centred)))
-    low, mid, high = np.quantile(values, (TAIL_QUANTILE, 0.5, 1.0 - TAIL_QUANTILE))
+    low, mid, high = quantiles(values, (TAIL_QUANTILE, 0.5, 1.0 - TAIL_QUANTILE))
     if sd == 0.0 or high == low:
         return 0.0, 0.0
     moment = float(np.mean(centred**3)) / sd**3

@@ -11,7 +11,6 @@ The live daemon builds the same ``StreamItem`` records from BLE and calls the sa
 from __future__ import annotations
 
 import heapq
-from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Protocol, TypeVar
 
@@ -72,19 +71,19 @@ def strap_stream(
     strap = simulate_adc(signal, sampling_rate, strap_rate_hz)
     gaps = sorted(gaps_s)
     detector = BreathDetector(strap_rate_hz, chunk_samples, fast=False)
-    buf = array("H", bytes(2 * chunk_samples))
     counts = strap.counts_u16
+    # The portable detector only indexes its samples: a list slice feeds it the same ints as the strap's
+    # array('H') block, without building an array per block (and a list hands out its ints without boxing).
     values = counts.tolist()
     period_s = 1.0 / strap_rate_hz
     order = _ROLE_ORDER[role]
     for start in range(0, len(values), chunk_samples):
         block = values[start : start + chunk_samples]
         n = len(block)
-        buf[:n] = array("H", block)
-        written = detector.feed(buf, n)
+        written = detector.feed(block, n)
         item = StrapBlock(role, strap.t0_s + start * period_s, period_s, counts[start : start + n])
         arrival = item.arrival_t_s
-        if any(a <= arrival < b for a, b in gaps):
+        if gaps and any(a <= arrival < b for a, b in gaps):
             continue
         yield arrival, order, item
         for e in range(written):
