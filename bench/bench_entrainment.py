@@ -15,6 +15,7 @@ for each candidate threshold. Writes bench/results/entrainment.md.
 
 from __future__ import annotations
 
+import compileall
 import itertools
 import math
 import os
@@ -31,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+import breathsync
+import breathsync.fwcore
 from breathsync.datasets import shared_data_dir
 from breathsync.engine import Config, EngineState, EntrainmentEngine, dyad_stream, run_engine
 from breathsync.engine.decision import classify_states, decide_nudges
@@ -147,7 +150,13 @@ def _command_line_speed(scenarios: Sequence[Scenario]) -> list[float]:
 
     The in-process figure (``_replay_speed``) leaves out what a user pays once per dyad: until session 8
     the command imported the Bluetooth stacks (0.5 s) before reading a byte, and an 8-minute dyad took
-    1.1 s (~430x) while the engine alone ran at ~2000x. Radio gaps are not written (timing only)."""
+    1.1 s (~430x) while the engine alone ran at ~2000x. Radio gaps are not written (timing only).
+
+    The package runs from bytecode, as an installed one does (pip compiles on install, a checkout on first
+    import): with PYTHONDONTWRITEBYTECODE set, as on the development VM, every run compiled ~25 modules
+    from source first (~20 ms, 7 % of a 300 s dyad's replay)."""
+    for package in (breathsync, breathsync.fwcore):
+        compileall.compile_dir(Path(str(package.__file__)).parent, quiet=1)
     speeds: list[float] = []
     with tempfile.TemporaryDirectory(prefix="breathsync-speed-") as tmp:
         for sc in scenarios:
