@@ -13,7 +13,7 @@ BUILD := build/firmware-$(MARCH)
 # Bytecode refreshed on every use: where the environment forbids writing it at import
 # (PYTHONDONTWRITEBYTECODE), each command would otherwise compile ~25 modules first (~20 ms of a replay).
 setup: $(STAMP)
-	@$(BIN)/python -m compileall -q host/breathsync firmware/core > /dev/null
+	@$(BIN)/python -m compileall -q host/breathsync firmware/core
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "breathsync needs Python >= 3.11 (found %s); set PYTHON=python3.11" % sys.version.split()[0])'

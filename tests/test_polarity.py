@@ -146,3 +146,24 @@ def test_an_upside_down_therapist_who_follows_is_still_nudged() -> None:
     assert sc.onset_s is not None
     nudges = [o for o in _replay(sc, -1.0, 1.0)[1] if isinstance(o, Nudge)]
     assert nudges and nudges[0].t_s >= sc.onset_s
+
+
+def test_an_upright_signal_clipped_at_its_top_is_not_called_inverted() -> None:
+    """Flat tops (a sensor at its rail) dwell at the top like the pauses of an upside-down signal."""
+    for name, counts in _bundled_counts().items():
+        for w in _windows(counts):
+            for share in (0.05, 0.1, 0.2, 0.3):
+                assert not looks_inverted(np.minimum(w, np.quantile(w, 1.0 - share)), STRAP_HZ), (name, share)
+
+
+def test_a_drop_out_during_the_baseline_defers_the_verdict_until_there_is_signal_enough() -> None:
+    sc = _follow("therapist_follows")
+    engine = EntrainmentEngine()
+    gaps = {"client": ((10.0, 100.0),)}  # 90 s of the 120 s baseline period lost: 30 s of signal is too little
+    stream = dyad_stream(sc.therapist, -sc.client, sc.sampling_rate, gaps_s=gaps)
+    learned_at = None
+    for item in stream:
+        if engine.feed(item) and learned_at is None:
+            learned_at = engine._now_s
+            assert engine.inverted == {"therapist": False, "client": False}  # no verdict yet: too little signal
+    assert learned_at is not None and engine.inverted == {"therapist": False, "client": True}

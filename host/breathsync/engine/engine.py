@@ -95,6 +95,9 @@ class EntrainmentEngine:
         self.people: dict[Role, PersonTracker] = {
             r: PersonTracker(keep_s, eng.rate_median_breaths, eng.max_breath_s) for r in ROLES
         }
+        if not eng.auto_polarity:
+            for person in self.people.values():
+                person.skip_polarity()
         self.baselines: dict[Role, Baseline | None] = {"therapist": therapist_baseline, "client": None}
         self._pre_calibrated = therapist_baseline is not None
         self._learned = False
@@ -113,12 +116,22 @@ class EntrainmentEngine:
         self, role: Role, first_t_s: float, last_t_s: float, counts: IntArray | None = None, period_s: float = 0.0
     ) -> list[Output]:
         """A block of samples from ``role``'s strap spanning [first_t_s, last_t_s] arrived. Their ``counts``
-        (one every ``period_s``) are only looked at until the baselines are learned: which way up is the signal?"""
+        (one every ``period_s``) are only kept until the polarity verdict (``engine/polarity.py``), normally
+        when the baselines are learned: which way up is the signal?"""
         person = self.people[role]
         person.add_samples(last_t_s, first_t_s)
-        if counts is not None and not self._learned and self.config.engine.auto_polarity:
+        if counts is not None and person.polarity_pending:
             person.keep_signal(counts, period_s)
+            if self._learned and person.polarity_ready():
+                self._late_polarity(person, last_t_s)
         return self.advance(last_t_s)
+
+    def _late_polarity(self, person: PersonTracker, now_s: float) -> None:
+        """Drop-outs left too little signal for a verdict when the baselines were learned: it comes now. A flip
+        starts a new window (none may mix the two readings) and the following evidence afresh."""
+        if person.judge_polarity():
+            self._valid_since_s = now_s
+            self._timer.reset()
 
     def add_breath(self, role: Role, breath: TimedBreath) -> list[Output]:
         """A breath event as reported by ``role``'s strap (at ``breath.reported_t_s``)."""
@@ -205,8 +218,7 @@ class EntrainmentEngine:
         learned: dict[Role, Baseline | None] = {}
         for role in ROLES:
             person = self.people[role]
-            if eng.auto_polarity:
-                person.judge_polarity()  # before the baseline: it is learned from the true end-inspirations
+            person.judge_polarity()  # before the baseline: it is learned from the true end-inspirations
             if role == "therapist" and self._pre_calibrated:
                 learned[role] = self.baselines[role]
                 continue

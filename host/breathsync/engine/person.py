@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .phase import small_median
-from .polarity import looks_inverted
+from .polarity import MIN_POLARITY_S, looks_inverted
 from .state import Baseline
 
 FloatArray = npt.NDArray[np.float64]
@@ -25,7 +25,7 @@ MIN_BASELINE_BREATHS = 6
 RATE_SD_FLOOR_BPM = 0.5
 TROUGH_FRACTION_BREATHS = 12
 TROUGH_FRACTION_RANGE = (0.25, 0.75)
-POLARITY_BLOCKS = 2048  # the newest ~5 min of 8-sample blocks at 50 Hz: a strap alone for hours stays bounded
+POLARITY_BLOCKS = 2048  # the newest ~11 min (25 Hz) of 8-sample blocks: a strap alone for hours stays bounded
 
 
 class _Series:
@@ -80,23 +80,46 @@ class PersonTracker:
         self.inverted = False  # the strap's signal is upside down: its peaks are end-expirations
         self._signal: deque[IntArray] | None = deque(maxlen=POLARITY_BLOCKS)  # sample blocks until the verdict
         self._signal_period_s = 0.0
+        self._signal_samples = 0
 
     def add_samples(self, last_t_s: float, first_t_s: float) -> None:
         if self.first_sample_s is None:
             self.first_sample_s = first_t_s
         self.last_sample_s = last_t_s
 
-    def keep_signal(self, counts: IntArray, period_s: float) -> None:
-        """Hold a sample block for the polarity verdict (only until ``judge_polarity``)."""
-        if self._signal is not None:
-            self._signal.append(counts)
-            self._signal_period_s = period_s
+    @property
+    def polarity_pending(self) -> bool:
+        """Samples are still being kept for the polarity verdict."""
+        return self._signal is not None
 
-    def judge_polarity(self) -> bool:
-        """Decide from the samples kept so far whether the signal is upside down; if so, read every breath
-        event so far and from now on the other way round. Returns the verdict; the samples are let go."""
+    def skip_polarity(self) -> None:
+        """Take the signal as it comes (no verdict, nothing kept)."""
+        self._signal = None
+
+    def keep_signal(self, counts: IntArray, period_s: float) -> None:
+        """Hold a sample block for the polarity verdict (only until ``judge_polarity`` gives one)."""
+        signal = self._signal
+        if signal is None:
+            return
+        if len(signal) == signal.maxlen:
+            self._signal_samples -= len(signal[0])  # the oldest block is about to go
+        signal.append(counts)
+        self._signal_samples += len(counts)
+        self._signal_period_s = period_s
+
+    def polarity_ready(self) -> bool:
+        """Enough signal kept for a verdict (drop-outs can leave less than the baseline period's worth)."""
+        return self._signal is not None and self._signal_samples * self._signal_period_s >= MIN_POLARITY_S
+
+    def judge_polarity(self) -> bool | None:
+        """Decide from the samples kept whether the signal is upside down; if so, read every breath event so far
+        and from now on the other way round. None (and the samples kept) while there is too little signal for a
+        verdict; once given, the samples are let go."""
+        if not self.polarity_ready():
+            return None
         signal, self._signal = self._signal, None
-        if signal and self._signal_period_s > 0 and looks_inverted(np.concatenate(signal), 1.0 / self._signal_period_s):
+        assert signal is not None
+        if looks_inverted(np.concatenate(signal), 1.0 / self._signal_period_s):
             self.invert()
         return self.inverted
 

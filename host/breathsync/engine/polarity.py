@@ -26,7 +26,8 @@ from ..quantiles import quantiles
 BAND_HZ = (0.05, 1.0)  # breathing band: slower wander and faster ripple do not shape the cycle
 TAIL_QUANTILE = 0.05
 INVERTED_BELOW = -0.25  # both skewness measures must be below this
-MIN_POLARITY_S = 60.0  # less signal than this (drop-outs): no verdict, taken upright
+MIN_POLARITY_S = 60.0  # less signal than this (drop-outs): no verdict yet
+CLIPPED_SHARE = 0.08  # 8 % of samples at one value: clipped (unclipped, a handful sit at the maximum)
 
 
 def breathing_band(values: npt.NDArray[np.float64], sampling_rate: float) -> npt.NDArray[np.float64]:
@@ -49,9 +50,19 @@ def skewness(values: npt.NDArray[np.float64]) -> tuple[float, float]:
     return moment, quantile
 
 
+def clipped_at_top(counts: npt.NDArray[np.float64]) -> bool:
+    """More than CLIPPED_SHARE of the samples sit at the stretch's highest value: a sensor held at its rail, a
+    saturated amplifier (several BIDMC records are clipped at one end). Flat tops dwell at the top just as the
+    pauses of an upside-down signal do, so such a signal gives no verdict (clipped bottoms only make an upright
+    signal look more upright)."""
+    return bool(np.count_nonzero(counts == counts.max()) > CLIPPED_SHARE * len(counts))
+
+
 def looks_inverted(counts: npt.NDArray[np.float64], sampling_rate: float) -> bool:
-    """True when ``counts`` (a person's strap signal, at least MIN_POLARITY_S of it) is clearly upside down."""
-    if len(counts) < MIN_POLARITY_S * sampling_rate:
+    """True when ``counts`` (a person's strap signal, at least MIN_POLARITY_S of it) is clearly upside down.
+    A signal clipped at its top is taken as it comes: its shape says more about the clipping than the breathing."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if len(counts) < MIN_POLARITY_S * sampling_rate or clipped_at_top(counts):
         return False
-    moment, quantile = skewness(breathing_band(np.asarray(counts, dtype=np.float64), sampling_rate))
+    moment, quantile = skewness(breathing_band(counts, sampling_rate))
     return moment < INVERTED_BELOW and quantile < INVERTED_BELOW
