@@ -12,8 +12,9 @@ distribution is skewed positive. Measured over 120 s windows of the strap's coun
 breathing band, in 29 upright recordings (26 BIDMC, a BITalino belt in 5-min pieces, two NeuroKit
 examples): the quantile skewness (5 % / 50 % / 95 %) is never below -0.28 (bidmc_26), the moment
 skewness dips lower only where one artefact dominates a window (a cough, a strap knock). A signal is
-called inverted only when both are clearly negative; 62 % of windows of an upside-down signal are, and
-0.1 % of upright ones. A signal that is not clearly inverted is taken as it comes.
+called inverted only when both are clearly negative and its top is not clipped; 55 % of windows of an
+upside-down signal are, and 0.1 % of upright ones. A signal that is not clearly inverted is taken as it
+comes.
 """
 
 from __future__ import annotations
