@@ -211,6 +211,7 @@ class Daemon:
         self.lsl: LslOutlets | None = None
         self._replaying = False
         self._last_status = 0.0
+        self._told_inverted: set[str] = set()
 
     # -- session time --------------------------------------------------------------------------
 
@@ -308,8 +309,7 @@ class Daemon:
     def _handle(self, outputs: list[Output]) -> None:
         for output in outputs:
             if isinstance(output, EngineState):
-                if self.state is None:  # the engine's first word: it has just learned the baselines
-                    self._tell_polarity()
+                self._tell_polarity()
                 self.state = output
                 for role, rate in (("therapist", output.therapist_rate_bpm), ("client", output.client_rate_bpm)):
                     self.views[role].rate_bpm = rate
@@ -394,11 +394,13 @@ class Daemon:
         return " | ".join(parts)
 
     def _tell_polarity(self) -> None:
+        """Once per strap, when the engine first reads its signal upside down (normally at the baselines)."""
         for role, inverted in self.engine.inverted.items():
-            if inverted:
+            if inverted and role not in self._told_inverted:
+                self._told_inverted.add(role)
                 self._line(
                     f"the {role}'s strap signal looks upside down (inspiration pointing down): its breaths are read "
-                    "inverted; check how the strap sits (engine.auto_polarity)"
+                    "inverted; have the strap checked (hardware/wiring.md; engine.auto_polarity)"
                 )
 
     def _line(self, text: str) -> None:
