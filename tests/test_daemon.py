@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import os
 import re
@@ -140,12 +141,19 @@ def test_lsl_outlets_are_discoverable_on_this_machine(
 
     found: dict[str, object] = {}
 
+    # LSL discovery is machine-wide: another breathsync on this machine (a second test run) publishes outlets of
+    # the same names, so look only for this session's (the outlets' source ids start with the session's name).
+    config = config_for(adapter, tmp_path, lsl=True)
+    session = f"lsl-{os.getpid()}-{time.time_ns()}"
+    config = dataclasses.replace(config, session=dataclasses.replace(config.session, name=session))
+
     async def go() -> None:
         stop = asyncio.Event()
-        task = asyncio.create_task(Daemon(config_for(adapter, tmp_path, lsl=True), io.StringIO()).run(stop))
+        task = asyncio.create_task(Daemon(config, io.StringIO()).run(stop))
         await asyncio.sleep(3)
         pylsl = load_pylsl("machine")
-        streams = await asyncio.to_thread(pylsl.resolve_byprop, "type", "RESP", 2, 5.0)
+        mine = f"type='RESP' and starts-with(source_id,'{session}-')"
+        streams = await asyncio.to_thread(pylsl.resolve_bypred, mine, 2, 5.0)
         found["names"] = sorted(s.name() for s in streams)
         found["rates"] = {s.nominal_srate() for s in streams}
         inlet = pylsl.StreamInlet(streams[0])
