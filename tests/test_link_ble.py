@@ -67,14 +67,8 @@ async def until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
 
 def _quick_options(bench: BumbleBench, **extra: float) -> BleOptions:
     """The link's options for virtual straps on one machine: short timeouts, fast retries."""
-    return BleOptions(
-        scanner_backend=bench.scanner_backend,
-        client_backend=bench.client_backend,
-        connect_timeout_s=2.0,
-        scan_timeout_s=2.0,
-        backoff_initial_s=0.05,
-        **extra,  # type: ignore[arg-type]
-    )
+    timings = BleOptions(connect_timeout_s=2.0, scan_timeout_s=2.0, backoff_initial_s=0.05, **extra)
+    return bench.ble_options(timings)
 
 
 async def _session(strap_kw: dict[str, Any], body: Callable[[ModelStrap, BleStrapLink, Sink], Awaitable[None]]) -> None:

@@ -82,15 +82,10 @@ async def until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
 
 
 def options_for(host: BumbleBench) -> BleOptions:
-    return BleOptions(
-        scanner_backend=host.scanner_backend,
-        client_backend=host.client_backend,
-        connect_timeout_s=3.0,
-        scan_timeout_s=3.0,
-        backoff_initial_s=0.1,
-        backoff_max_s=0.5,
-        backfill_every_s=0.3,
+    timings = BleOptions(
+        connect_timeout_s=3.0, scan_timeout_s=3.0, backoff_initial_s=0.1, backoff_max_s=0.5, backfill_every_s=0.3
     )
+    return host.ble_options(timings)
 
 
 def core_events(counts: np.ndarray, n: int) -> set[tuple[str, int, int, int, int]]:

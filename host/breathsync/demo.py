@@ -26,7 +26,6 @@ from typing import TextIO
 from .adc import simulate_adc
 from .daemon import Daemon, DaemonConfig
 from .daemon.config import OutputsConfig, SessionConfig, StrapsConfig
-from .link.ble import BleOptions
 from .link.bumble_backend import BumbleBench
 from .scenarios import Options, Scenario, bundled_sources, make_scenario
 
@@ -114,7 +113,7 @@ async def run_demo(
     )
     clock = _scaled_clock(speed)
     async with await VirtualBench.start(configs) as straps, await BumbleBench.open(straps.link) as host:
-        options = BleOptions(scanner_backend=host.scanner_backend, client_backend=host.client_backend)
+        options = host.ble_options()
         daemon = Daemon(config, out, clock=clock, ble_options=options)
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import uuid as std_uuid
@@ -55,6 +56,7 @@ from bumble.transport import open_transport
 from bumble.transport.common import AsyncPipeSink, Transport
 
 from ..errors import BreathsyncError
+from .ble import BleOptions
 
 __all__ = [
     "DEFAULT_HOST_ADDRESS",
@@ -348,6 +350,11 @@ class BumbleBench:
         self._watch_task: asyncio.Task[None] | None = None
         self.scanner_backend, self.client_backend = self._bind_backends()
         device.on(device.EVENT_ADVERTISEMENT, self._on_advertisement)
+
+    def ble_options(self, timings: BleOptions | None = None) -> BleOptions:
+        """``timings`` (default: BleOptions') with a scanner and client that reach the straps through this bench."""
+        options = timings or BleOptions()
+        return dataclasses.replace(options, scanner_backend=self.scanner_backend, client_backend=self.client_backend)
 
     @classmethod
     async def open(

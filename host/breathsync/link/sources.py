@@ -128,7 +128,7 @@ async def ble_adapter(spec: str = "system") -> AsyncIterator[BleOptions]:
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot open Bumble transport {transport!r}: {exc}") from None
     async with bench:
-        yield BleOptions(scanner_backend=bench.scanner_backend, client_backend=bench.client_backend)
+        yield bench.ble_options()
 
 
 async def describe(found: FoundStrap, options: BleOptions) -> StrapDescription:

@@ -4,7 +4,7 @@ In-process (tests, ``breathsync demo``)::
 
     async with await VirtualBench.start([StrapConfig(a, role="therapist"), StrapConfig(b, role="client")]) as vb:
         async with await BumbleBench.open(vb.link) as host:          # the central, same process
-            options = BleOptions(scanner_backend=host.scanner_backend, client_backend=host.client_backend)
+            options = host.ble_options()
             ...  BleStrapLink("therapist", vb.straps["therapist"].name, sink, options) ...
 
 For another process (``breathsync sim``): ``VirtualBench.start(configs, serve="tcp-server:127.0.0.1:0")``
