@@ -84,6 +84,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     # A sensor worn or wired upside down (session 9: engine.auto_polarity reads a clearly inverted one the right
     # way round); each person's signal is inverted with this probability.
     "signals upside down (each person's with p 0.5)": {"inverted_p": 0.5},
+    # Onsets from 30 s, before the engine's 120 s baseline period is over: a therapist who starts following at
+    # once has the client's rhythm in their own 'baseline' (session 10; an outside probe measured 45 % nudged).
+    "early onsets (from 30 s, inside the baseline period)": {"baseline_s": 30.0},
 }
 VARIANT_PER_KIND = 50
 # The held-out recordings re-timed (x their breathing rate): the engine's spans were chosen around 15/min, and
@@ -193,7 +196,9 @@ def _score(traces: Sequence[Trace], nudges: Sequence[list[float]], baseline_s: f
         end = sc.offset_s + GRACE_S
         inside = [t for t in times if sc.onset_s <= t <= end]
         false_out += len(times) - len(inside)
-        h_out += usable_h - (min(end, sc.duration_s) - sc.onset_s) / 3600.0
+        # Only the part of the episode's window after the baseline period leaves usable time (an onset may
+        # come before the engine decides anything: the early-onset variant).
+        h_out += usable_h - max(0.0, min(end, sc.duration_s) - max(sc.onset_s, baseline_s)) / 3600.0
         if sc.kind == "therapist_follows":
             n_tf += 1
             if inside:

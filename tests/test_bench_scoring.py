@@ -1,0 +1,36 @@
+"""The entrainment benchmark's scoring (bench/bench_entrainment.py): what counts as detected, false, and usable time."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from breathsync.scenarios import Scenario
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the bench package sits beside host/
+from bench.bench_entrainment import Trace, _score
+
+
+def _trace(kind: str, onset_s: float | None, offset_s: float | None, duration_s: float = 300.0) -> Trace:
+    flat = np.zeros(int(duration_s * 10))
+    sc = Scenario("t", kind, 0, flat, flat, 10.0, onset_s, offset_s)  # type: ignore[arg-type]
+    return Trace(sc, [], [], 0.0)
+
+
+def test_onset_inside_the_baseline_period_leaves_no_negative_outside_time() -> None:
+    # Episode 60-300 s in a 300 s dyad, decisions from 120 s: the whole usable time is inside the episode.
+    s = _score([_trace("therapist_follows", 60.0, 300.0)], [[150.0]], 120.0)
+    assert s.detected == 1.0
+    assert s.latency_median_s == pytest.approx(90.0)
+    assert s.hours_outside == pytest.approx(0.0)
+
+
+def test_outside_time_is_usable_time_minus_the_detection_window() -> None:
+    # Episode 200-260 s (+30 s grace): outside = (300 - 120) - (290 - 200) = 90 s; the nudge at 130 s is false.
+    s = _score([_trace("client_follows", 200.0, 260.0)], [[130.0, 210.0]], 120.0)
+    assert s.hours_outside == pytest.approx(90.0 / 3600.0)
+    assert s.fnh_outside == pytest.approx(1 / (90.0 / 3600.0))
+    assert s.client_follows_nudged == 1.0
