@@ -66,6 +66,7 @@ HAPTIC_TICK_MS = const(20)  # control-loop period while a pattern runs
 HAPTIC_STALL_MS = const(100)  # no tick for this long: motor off (core + hardware timer)
 HAPTIC_HOST_SILENT_MS = const(5000)  # nothing from the host for this long: pattern aborted
 HAPTIC_TIMER_ID = const(1)  # machine.Timer used as the motor's off-timer
+HAPTIC_OFF_RETRY_MS = const(20)  # an 'off' the driver did not take (I2C error) is retried this often
 DRV2605_ADDR = const(0x5A)
 DRV2605_RATED_MV = const(3000)  # ERM rated voltage: sets the DRV2605L's overdrive clamp
 

@@ -116,7 +116,7 @@ def make_hardware(machine, settings, cfg, sleep_us=None):
     hw.faults |= fault
     hw.motor, fault = make_motor(machine, settings, cfg, i2c=hw.i2c)
     hw.faults |= fault
-    hw.guard = GuardedMotor(hw.motor, machine.Timer(cfg.HAPTIC_TIMER_ID))
+    hw.guard = GuardedMotor(hw.motor, machine.Timer(cfg.HAPTIC_TIMER_ID), cfg.HAPTIC_OFF_RETRY_MS)
     adc = machine.ADC(machine.Pin(cfg.PIN_BATTERY_ADC), atten=cfg.ADC_ATTEN_11DB)
     hw.battery = BatteryGauge(adc, cfg.BATTERY_DIVIDER_NUM, cfg.BATTERY_DIVIDER_DEN)
     return hw

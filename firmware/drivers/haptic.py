@@ -13,7 +13,9 @@ bus writes when the level does not change.
 ``GuardedMotor`` applies the core's duty and arms a one-shot ``machine.Timer`` for the
 core's ``off_by_ms``: if the control loop stalls (or a pulse end is reached between ticks)
 the timer callback switches the motor off on time. On the ESP32 port machine.Timer callbacks
-are soft (scheduled), so an I2C write in the callback is allowed. If the interpreter itself
+are soft (scheduled), so an I2C write in the callback is allowed. An 'off' the driver did not
+take (an I2C error: ``level_pct`` is then not 0) re-arms the same timer every ``retry_ms`` until
+it does: after a pattern's end nothing else would touch the motor again. If the interpreter itself
 hangs, the hardware WDT resets the chip and the gate pull-down keeps the MOSFET off.
 """
 
@@ -64,10 +66,12 @@ class PwmMotor:
 class GuardedMotor:
     """A motor plus its off-timer. ``step(haptics, now_ms)`` is one control-loop tick."""
 
-    def __init__(self, motor, timer):
+    def __init__(self, motor, timer, retry_ms=20):
         self.motor = motor
         self.timer = timer
+        self.retry_ms = retry_ms
         self.forced_off = 0
+        self.off_retries = 0
         self._armed = False
         self._cb = self._force_off  # bound once: no allocation when arming
 
@@ -82,6 +86,7 @@ class GuardedMotor:
                 self.timer.deinit()
                 self._armed = False
             self.motor.set_pct(0)
+            self._retry_if_on()
 
     def step(self, haptics, now_ms):
         """Tick the core, apply its duty with the guard; returns the next tick time (ms)."""
@@ -91,6 +96,14 @@ class GuardedMotor:
 
     def _force_off(self, _timer):
         self._armed = False
-        if self.motor.level_pct != 0:
+        if self.motor.level_pct > 0:
             self.forced_off += 1
+        elif self.motor.level_pct < 0:
+            self.off_retries += 1  # an 'off' that failed before: this is its retry
         self.motor.off()
+        self._retry_if_on()
+
+    def _retry_if_on(self):
+        if self.motor.level_pct != 0 and not self._armed:
+            self.timer.init(mode=self.timer.ONE_SHOT, period=self.retry_ms, callback=self._cb)
+            self._armed = True

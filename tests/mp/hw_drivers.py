@@ -159,6 +159,43 @@ def check_drv2605():
     assert dev.regs[0x01] & 0x40
 
 
+def check_drv2605_failed_off_write_is_retried():
+    # The bus glitches on the 'off' write: the motor must not stay on (the pattern has ended, so the haptic
+    # task no longer ticks); the guard keeps retrying until the driver is in standby.
+    s = fresh(haptic="drv2605")
+    dev = Drv2605Sim()
+    machine.sim.attach_i2c(config.DRV2605_ADDR, dev)
+    hw = make_hardware(machine, s, config)
+    machine.sim.advance_to(100)
+    hw.guard.apply(60, 400)
+    assert dev.level() > 0
+    machine.sim.fail_i2c(config.DRV2605_ADDR, 3)  # this write and the next two retries fail
+    hw.guard.apply(0, 0)
+    assert dev.level() > 0 and hw.motor.level_pct != 0
+    machine.sim.advance_to(100 + 4 * config.HAPTIC_OFF_RETRY_MS)
+    assert dev.level() == 0 and hw.motor.level_pct == 0, (dev.timeline, hw.motor.level_pct)
+    assert hw.motor.errors == 3 and hw.guard.off_retries == 3
+    assert dev.timeline[-1] == (100 + 3 * config.HAPTIC_OFF_RETRY_MS, 0), dev.timeline
+
+
+def check_drv2605_failed_forced_off_is_retried():
+    # The control loop stalls and the off-timer's own write fails: it re-arms until the motor is off.
+    s = fresh(haptic="drv2605")
+    dev = Drv2605Sim()
+    machine.sim.attach_i2c(config.DRV2605_ADDR, dev)
+    hw = make_hardware(machine, s, config)
+    machine.sim.advance_to(100)
+    hw.guard.apply(60, 400)
+    machine.sim.advance_to(499)
+    machine.sim.fail_i2c(config.DRV2605_ADDR, 1)
+    machine.sim.advance_to(500)
+    assert dev.level() > 0
+    machine.sim.advance_to(500 + config.HAPTIC_OFF_RETRY_MS)
+    assert dev.level() == 0 and hw.motor.level_pct == 0 and hw.guard.forced_off == 1, dev.timeline
+    machine.sim.advance_to(5000)
+    assert dev.timeline[-1] == (500 + config.HAPTIC_OFF_RETRY_MS, 0), dev.timeline
+
+
 def check_drv2605_missing():
     s = fresh(haptic="drv2605")
     hw = make_hardware(machine, s, config)
