@@ -21,7 +21,6 @@ CPU_FREQ_HZ = const(80_000_000)  # lowest clock the BLE controller runs at; halv
 # ---- sampling ----
 SAMPLE_RATE_HZ = const(25)
 SAMPLE_RATES_HZ = (25, 50)  # the detector has coefficients for exactly these
-SAMPLE_CHUNK = const(25)  # samples per detector feed / ring push batch
 
 # ---- buffers (core/ringbuf.py) ----
 RING_SECONDS = const(300)  # >= 5 min kept for backfill after a disconnect
@@ -37,7 +36,11 @@ PIN_MOTOR_PWM = const(4)  # D3: gate of the motor's low-side N-MOSFET (100 k pul
 PIN_I2C_SDA = const(5)  # D4: LPS22 / DRV2605L alternatives
 PIN_I2C_SCL = const(6)  # D5
 PIN_BATTERY_ADC = const(8)  # D9 / A9, ADC1_CH7: VBAT through a 1:2 divider
-PIN_LED = const(21)  # on-board user LED, active low
+PIN_LED = const(21)  # on-board user LED, active low (board reference: the firmware does not drive it)
+# The on-board BOOT button (GPIO0 on the XIAO ESP32-S3; GPIO9 on a C3), active low. Not a PIN_ entry: a
+# strapping pin on the module, wired by the board, not in hardware/pinout.csv.
+BOOT_BUTTON_GPIO = const(0)
+BOOT_BUTTON_WINDOW_MS = const(1500)  # wired mode: BOOT pressed within this time after start-up keeps the REPL
 
 # ---- sensor ----
 SENSORS = ("stretch", "lps22")
@@ -79,14 +82,12 @@ BLE_NAME_MAX_LEN = const(26)  # in the scan response (29 bytes of name max); fit
 ROLES = ("client", "therapist", "unassigned")  # "unassigned": SET_ROLE 0, persisted like the others
 ROLE_DEFAULT = "client"  # not "unassigned": hosts find straps by role ("auto"), a new strap is a client
 BLE_ADV_INTERVAL_MS = const(250)
-BLE_NOTIFY_MIN_INTERVAL_MS = const(50)  # NimBLE ENOMEM / C3 disconnects when faster
 BLE_MTU_PREFERRED = const(247)
 
 # ---- battery ----
 BATTERY_DIVIDER_NUM = const(2)  # VBAT = pin voltage * NUM / DEN (two 220 k resistors)
 BATTERY_DIVIDER_DEN = const(1)
 BATTERY_CAPACITY_MAH = const(1200)
-BATTERY_EMPTY_MV = const(3300)  # shut down streaming below this; cell protection trips ~2.5 V
 
 # ---- settings ----
 SETTINGS_PATH = "/settings.json"

@@ -7,8 +7,10 @@ imported. Tests run this file unmodified under the MicroPython unix port with do
 ``machine``, ``bluetooth``, ``time`` and ``select`` on MICROPYPATH.
 
 Wired mode (settings ``"wired": true``): packets go framed over the USB serial port instead of
-BLE; the console's Ctrl-C is disabled (a frame may contain 0x03), so to get the REPL back hold
-the BOOT button (GPIO0) while resetting: wired mode is skipped for that boot.
+BLE; the console's Ctrl-C is disabled (a frame may contain 0x03), so to get the REPL back press
+RESET, release it, then press and hold BOOT (``config.BOOT_BUTTON_GPIO``) for two seconds: wired
+mode is skipped for that boot. (BOOT held *during* the reset starts the ROM bootloader instead:
+GPIO0 is a strapping pin.)
 """
 
 import sys
@@ -19,7 +21,6 @@ from micropython import const
 from settings import STATUS_NAMES, Settings
 
 _SAMPLE_TIMER_ID = const(0)  # HAPTIC_TIMER_ID (1) is the motor's off-timer
-_BOOT_BUTTON_PIN = const(0)
 
 
 def _log(message):
@@ -32,8 +33,16 @@ def main():
     if status != 0:
         _log("settings: %s (%d) %s; defaults used" % (STATUS_NAMES[status], status, settings.rejected))
     wired = settings.get("wired")
-    if wired and machine.Pin(_BOOT_BUTTON_PIN, machine.Pin.IN, machine.Pin.PULL_UP).value() == 0:
-        wired = False  # BOOT held: stay on the REPL
+    if wired:  # BOOT pressed in the first BOOT_BUTTON_WINDOW_MS keeps the REPL (held through a reset: ROM bootloader)
+        import time
+
+        pin = machine.Pin(config.BOOT_BUTTON_GPIO, machine.Pin.IN, machine.Pin.PULL_UP)
+        start = time.ticks_ms()
+        while wired and time.ticks_diff(time.ticks_ms(), start) < config.BOOT_BUTTON_WINDOW_MS:
+            wired = pin.value() == 1
+            time.sleep_ms(20)
+        if not wired:
+            _log("BOOT pressed: not wired")
     log = None if wired else _log
     from strap.rings import make_rings
 

@@ -69,7 +69,7 @@ def schema(cfg):
     return {
         "rate_hz": (CHOICE, cfg.SAMPLE_RATES_HZ, None, cfg.SAMPLE_RATE_HZ),
         "role": (CHOICE, cfg.ROLES, None, cfg.ROLE_DEFAULT),
-        # "" = automatic: BLE_NAME_PREFIX-role-last 2 bytes of the MAC.
+        # "" = BLE_NAME_PREFIX, the same for every strap: hosts tell such straps apart by their role.
         "name": (STR, 0, cfg.BLE_NAME_MAX_LEN, ""),
         "sensor": (CHOICE, cfg.SENSORS, None, cfg.SENSOR_DEFAULT),
         "haptic": (CHOICE, cfg.HAPTICS, None, cfg.HAPTIC_DEFAULT),

@@ -104,7 +104,6 @@ def test_config_is_consistent() -> None:
     longest = f"{config.BLE_NAME_PREFIX}-{max(config.ROLES, key=len)}-ffff"
     assert len(longest) <= config.BLE_NAME_MAX_LEN <= 29
     assert config.CPU_FREQ_HZ in (80_000_000, 160_000_000, 240_000_000)
-    assert config.SAMPLE_CHUNK <= 32  # BreathDetector's default max_chunk
 
 
 def test_nothing_imports_hardware_at_module_level() -> None:

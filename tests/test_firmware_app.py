@@ -435,6 +435,24 @@ def test_haptic_pwm_timeline_respects_every_limit(run_micropython: RunMicroPytho
     assert timeline[-1][1] == 0
 
 
+def test_a_missing_haptic_driver_answers_haptic_with_internal_error(
+    run_micropython: RunMicroPython, tmp_path: Path
+) -> None:
+    """Settings choose the DRV2605 but none answers on the bus: a nudge answered OK would be recorded as
+    delivered by the host while nothing vibrates. The strap says why at boot and refuses the pattern."""
+    pattern = "1801" + "02" + struct.pack("<HH", 200, 200).hex() + "32"
+    actions: list[list[Any]] = [
+        ["connect", 500, 23],
+        ["write", 1000, 8, pattern],
+        ["write", 1500, 8, "18020000000000" + "00"],
+    ]
+    run = run_app(run_micropython, tmp_path, bundled_counts(25), actions, end_ms=3000, settings={"haptic": "drv2605"})
+    responses = [p for _t, p in run.packets() if isinstance(p, ResponsePacket) and p.channel == Channel.HAPTIC]
+    assert [r.result for r in responses] == [ResultCode.INTERNAL_ERROR, ResultCode.OK]  # 'stop' is still fine
+    assert "haptic driver missing" in run.stderr
+    assert not run.kind(K_PWM)
+
+
 # ---------------------------------------------------------------- boot
 def test_boot_reads_the_mac_only_with_the_radio_on(run_micropython: RunMicroPython, tmp_path: Path) -> None:
     """NimBLE raises OSError(ENODEV) for config("mac") while the radio is off (the harness adds
@@ -597,6 +615,22 @@ def test_wired_mode_frames_on_stdout(run_micropython: RunMicroPython, tmp_path: 
     events = {(int(p.kind), p.index) for p in packets if isinstance(p, EventPacket)}
     core = {(k, i) for k, i, *_ in core_events(run, 25, run.summary["head"])}
     assert events and events <= core
+
+
+@pytest.mark.parametrize("pressed_ms", [None, 0, 1200])
+def test_boot_pressed_soon_after_start_up_skips_wired_mode(
+    run_micropython: RunMicroPython, tmp_path: Path, pressed_ms: int | None
+) -> None:
+    """Wired mode disables Ctrl-C; BOOT held through a reset starts the ROM bootloader (GPIO0 is a strapping
+    pin), so the REPL comes back by pressing BOOT in the first 1.5 s after start-up, not only at one instant."""
+    extra = {} if pressed_ms is None else {"boot_button_ms": pressed_ms}
+    actions: list[list[Any]] = [["connect", 3000, 23]]
+    run = run_app(
+        run_micropython, tmp_path, bundled_counts(25), actions, end_ms=5000, settings={"wired": True}, **extra
+    )
+    assert run.stdout.startswith(b"\x00") is (pressed_ms is None)  # wired mode: frames on stdout
+    assert ("BOOT pressed: not wired" in run.stderr) is (pressed_ms is not None)
+    assert bool(run.kind(K_CONNECT)) is (pressed_ms is not None)  # BLE mode instead: a central connects
 
 
 def test_wired_mode_on_a_blocking_stdin(micropython: str, tmp_path: Path) -> None:

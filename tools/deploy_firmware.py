@@ -11,8 +11,8 @@ main.py (and boot.py) as source. Everything runs in one mpremote session, chaine
 3. ``fs cp FILE :FILE`` for every file;
 4. ``soft-reset`` (default: main.py starts) or ``reset`` (hard), unless ``--reset none``.
 
-A strap in wired mode ignores Ctrl-C (frames may contain 0x03): hold BOOT while resetting it,
-then deploy. ``--dry-run`` prints the mpremote command instead of running it.
+A strap in wired mode ignores Ctrl-C (frames may contain 0x03): press RESET, then hold BOOT for two
+seconds (docs/firmware.md), then deploy. ``--dry-run`` prints the mpremote command instead of running it.
 """
 
 from __future__ import annotations

@@ -166,6 +166,8 @@ class App:
         self.settings_status = settings.load_status
         self.commands_handled = 0
         gc.collect()
+        if hw.faults & 2:  # drivers.FAULT_HAPTIC
+            self.log("strap: haptic driver missing")
         self.log(
             "strap: %d Hz, ring %d samples (%d s), %d events, heap free %d"
             % (
@@ -349,6 +351,8 @@ class App:
             h.stop(now)
             self.guard.step(h, now)
             return OK, 0, 0
+        if self.hw.faults & 2:  # drivers.FAULT_HAPTIC: the driver did not answer at boot, nothing would vibrate
+            return INTERNAL_ERROR, 0, 0
         return self._play(now, pulses, out[CMD_ARG1], out[CMD_ARG2], out[CMD_ARG3])
 
     def _play(self, now, pulses, on_ms, off_ms, pct):

@@ -9,7 +9,7 @@
 # "actions" ([kind, t_ms, ...] in time order), "host" (reactive host logic on: START_STREAM on
 # connect, then BACKFILL of every gap), "end_ms", "central" (TestCentral keyword arguments).
 # Action kinds: connect [mtu], drop, disconnect, write [channel, hex], refuse [n], refuse_pct [pct],
-# stall_sampler, block [ms], battery_mv [mv], note [text].
+# stall_sampler, block [ms], battery_mv [mv], note [text]. "boot_button_ms": BOOT pressed from then on.
 #
 # Nothing is printed on stdout except by the firmware in wired mode; errors go to stderr with exit 1.
 
@@ -240,6 +240,8 @@ def run(plan_path):
     for action in plan.get("actions", []):
         at(action[1], make_action(action, central, plan, state, log))
     at(plan["end_ms"], end)
+    if "boot_button_ms" in plan:  # the BOOT button pressed (and held) from this moment
+        at(plan["boot_button_ms"], lambda: machine.sim.pins.__setitem__(config.BOOT_BUTTON_GPIO, 0))
 
     # The summary below (a dict of ~30 entries, its JSON) needs a few contiguous blocks once the
     # run is over, when a small heap is fragmented: keep them aside from the start (the firmware
