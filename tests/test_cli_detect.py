@@ -79,11 +79,10 @@ def test_micropython_interpreter_prints_identical_lines(micropython: str) -> Non
         ("resp\n" + "-0,298\n" * 2000, ["--rate", "125"], "row 1: 2 cells for 1 columns (a decimal comma?"),
         ("resp\n" + "0.5\n" * 2000, ["--rate", "125", "--column", "chest"], "no column 'chest'"),
         ("resp\n0.1\n0.2\nabc\n", ["--rate", "125"], "row 3"),
-        ("resp\n0.1\nnan\n", ["--rate", "125"], "not finite"),
+        ("resp\n0.1\ninf\n", ["--rate", "125"], "not finite"),  # missing is fine (NaN), infinite is not
         ("resp,resp\n" + "0.5,0.6\n" * 2000, ["--rate", "125"], "column 'resp' appears 2 times in the header"),
         ("t;resp\n" + "0;0,5\n" * 2000, ["--rate", "125"], "'0,5' (a decimal comma? values need a decimal point)"),
-        # a blank line mid-file is a lost sample, not nothing: skipping it would shift every later time
-        ("resp\n0.1\n\n" + "0.5\n" * 2000, ["--rate", "125"], "row 2: empty row"),
+        ("resp\n" + "nan\n" * 2000, ["--rate", "125"], "only missing values"),
         ("resp\n0.1\n0.2\n", ["--rate", "125"], "too short"),
         ("", ["--rate", "125"], "empty"),
         ("resp\n" + "0.5\n" * 2000, ["--rate", "125", "--strap-rate", "30"], "invalid choice"),
@@ -392,3 +391,62 @@ def test_the_fast_and_the_row_by_row_reader_agree_on_any_file(tmp_path: Path, mo
             with monkeypatch.context() as m:
                 m.setattr(recording._Rows, "add_plain", lambda self, lines, delimiter: False)
                 assert _read_or_error(path, missing_ok) == fast, path.read_text()
+
+
+def _events(proc: subprocess.CompletedProcess[str]) -> list[dict[str, float]]:
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_rows_left_out_of_a_timed_file_keep_every_later_breath_in_place(tmp_path: Path) -> None:
+    """A logger lost 8 s (1000 rows at 125 Hz) and its time column says so: events after the gap keep their
+    times (they came 8 s early when rows were taken as consecutive), none is invented inside it."""
+    values = gzip.decompress(RECORD.read_bytes()).decode().splitlines()[1:]
+    full = tmp_path / "full.csv"
+    full.write_text("t_s,resp\n" + "".join(f"{i / 125:.3f},{v}\n" for i, v in enumerate(values)))
+    holed = tmp_path / "holed.csv"
+    holed.write_text(
+        "t_s,resp\n" + "".join(f"{i / 125:.3f},{v}\n" for i, v in enumerate(values) if not 25_000 <= i < 26_000)
+    )
+    proc = breathsync("detect", str(holed), "--rate", "125")
+    assert "skips 1000 samples in 1 place(s)" in proc.stderr and "1 replayed as drop-outs" in proc.stderr
+    got, want = _events(proc), _events(breathsync("detect", str(full), "--rate", "125"))
+    gap = (200.0, 208.0 + 2.0)  # the missing rows, and a strap block (and the detector's settling) after them
+    assert not [e for e in got if 200.0 <= e["t_s"] <= 208.0]
+    later = [(e["kind"], round(e["t_s"], 2)) for e in want if e["t_s"] > gap[1] + 10.0]
+    assert later and set(later) <= {(e["kind"], round(e["t_s"], 2)) for e in got}
+    across = [e for e in got if e["t_s"] > 208.0 and e["interval_s"] is not None and e["t_s"] - e["interval_s"] < 208]
+    assert not across  # no interval measured across the missing time
+
+
+def test_missing_samples_are_drop_outs_as_in_replay(tmp_path: Path) -> None:
+    values = gzip.decompress(RECORD.read_bytes()).decode().splitlines()[1:]
+    values[5000:5002] = ["", "NaN"]  # a 16 ms glitch: bridged
+    values[20_000:21_250] = ["n/a"] * 1250  # 10 s lost: a drop-out
+    path = tmp_path / "holes.csv"
+    path.write_text("resp\n" + "\n".join(values) + "\n")
+    proc = breathsync("detect", str(path), "--rate", "125")
+    events = _events(proc)
+    assert "2 stretch(es) of missing samples (10.0 s in all): 1 replayed as drop-outs" in proc.stderr
+    assert "1 shorter than 0.5 s bridged" in proc.stderr
+    assert not [e for e in events if 160.0 <= e["t_s"] <= 170.0] and len(events) > 200
+    calibrated = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "breathsync",
+            "calibrate",
+            "--recording",
+            str(path),
+            "--rate",
+            "125",
+            "--out",
+            str(tmp_path / "b.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert calibrated.returncode == 0, calibrated.stderr
+    assert "breathsync calibrate: note: the recording has 2 stretch(es)" in calibrated.stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import gzip
 import os
 import re
 import signal
@@ -413,3 +414,35 @@ def test_sim_command_rejects_bad_input_in_one_line(
     assert main(["sim", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_recording_with_missing_samples_is_bridged_for_a_virtual_strap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """replay reads missing samples as drop-outs; a virtual strap plays the recording live, so it bridges them
+    (and says so) instead of refusing the file as the first versions of sim did."""
+    import argparse
+
+    from breathsync.commands.sim import configs_from
+    from breathsync.datasets import bundled_path
+
+    values = gzip.decompress(bundled_path("bidmc_18_resp.csv.gz").read_bytes()).decode().splitlines()[1:]
+    values[12_500:13_000] = ["nan"] * 500
+    holed = tmp_path / "holed.csv"
+    holed.write_text("resp\n" + "\n".join(values) + "\n")
+    args = argparse.Namespace(
+        synthetic=False,
+        therapist_input=str(holed),
+        client_input=str(holed),
+        rate=125.0,
+        column="resp",
+        strap_rate=25,
+        therapist_drift_ppm=0.0,
+        client_drift_ppm=0.0,
+    )
+    therapist, _client = configs_from(args)
+    err = capsys.readouterr().err
+    assert "the therapist's recording has 1 stretch(es) of missing samples (4.0 s in all): bridged" in err
+    counts = np.asarray(therapist.counts)
+    assert len(counts) == len(values) // 5 and np.all((counts >= 0) & (counts <= 65535))
+    assert np.ptp(counts[2500:2600]) < np.ptp(counts[2000:2100])  # the bridge is a straight line, not breathing

@@ -14,8 +14,9 @@ from ..errors import InputError
 from ..link.ble import check_bluetooth
 from ..link.session import LinkError
 from ..link.sources import ble_adapter, needs_ble
-from ..recording import check_input_rate, read_column
+from ..recording import check_input_rate
 from .arguments import file_path
+from .recording_input import read_strap_input
 from .shutdown import stop_on_signals
 
 DEFAULT_OUT = "therapist-baseline.json"
@@ -77,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
         if args.rate is None:
             raise InputError("--recording needs --rate HZ (the recording's sampling rate)")
         check_input_rate(args.rate)
-        signal = read_column(args.recording, args.column)
-        result = calibrate_recording(signal, args.rate, args.strap_rate, args.seconds, args.recording)
+        strap_input = read_strap_input(args.recording, args.column, args.rate, "the", "calibrate", args.strap_rate)
+        result = calibrate_recording(
+            strap_input.signal, args.rate, args.strap_rate, args.seconds, args.recording, strap_input.dropouts_s
+        )
         if args.seconds is not None and result.duration_s < args.seconds - 1.0:
             print(
                 f"breathsync calibrate: note: the recording has only {result.duration_s:.0f} s; used all of it",

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 
 from ..detector import STRAP_RATES_HZ
-from ..recording import read_column
-from ..strap_sim import detect_breaths
+from ..recording import check_input_rate
+from ..strap_sim import TimedBreath, detect_breaths
+from .recording_input import inside, read_strap_input
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,10 +34,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    signal = read_column(args.input, args.column)
-    breaths = detect_breaths(signal, args.rate, args.strap_rate, args.interpreter)
+    check_input_rate(args.rate)
+    strap_input = read_strap_input(args.input, args.column, args.rate, "the", "detect", args.strap_rate)
+    breaths = detect_breaths(strap_input.signal, args.rate, args.strap_rate, args.interpreter)
     out = sys.stdout
-    for breath in breaths:
+    for breath in outside_dropouts(breaths, strap_input.dropouts_s):
         out.write(json.dumps(breath.as_json_dict()) + "\n")
     out.flush()
+    if not breaths:
+        print(
+            "breathsync detect: note: no breaths found (a flat signal, or a wrong --rate or --column?)", file=sys.stderr
+        )
     return 0
+
+
+def outside_dropouts(breaths: list[TimedBreath], dropouts_s: tuple[tuple[float, float], ...]) -> list[TimedBreath]:
+    """The breaths a strap could have reported: none inside a drop-out (found on the bridge across it), and no
+    interval measured across one (it would span the missing time)."""
+    kept: list[TimedBreath] = []
+    for breath in breaths:
+        if inside(breath.t_s, dropouts_s):
+            continue
+        if breath.interval_s is not None and any(
+            breath.t_s - breath.interval_s < b and a < breath.t_s for a, b in dropouts_s
+        ):
+            breath = replace(breath, interval_s=None)
+        kept.append(breath)
+    return kept

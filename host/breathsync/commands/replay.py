@@ -8,8 +8,6 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ..detector import STRAP_RATES_HZ
 from ..engine import (
     Config,
@@ -19,12 +17,11 @@ from ..engine import (
     StreamItem,
     dyad_stream,
     load_config,
-    missing_as_dropouts,
     run_engine,
 )
-from ..engine.replay import SHORTEST_DROPOUT_S, missing_stretches
 from ..errors import InputError
-from ..recording import FloatArray, Recording, check_input_rate, read_recording, rows_on_the_time_grid
+from ..recording import FloatArray, check_input_rate
+from .recording_input import read_strap_input
 
 if TYPE_CHECKING:
     from ..store import SessionStore
@@ -100,12 +97,8 @@ def run(args: argparse.Namespace) -> int:
         gaps: dict[Role, tuple[tuple[float, float], ...]] = {}
         inputs: tuple[tuple[Role, str], ...] = (("therapist", args.therapist), ("client", args.client))
         for role, path in inputs:
-            signal = _on_time_grid(role, read_recording(path, column, missing_ok=True), args.rate, path)
-            try:
-                signals[role], gaps[role] = missing_as_dropouts(signal, args.rate, strap_rate)
-            except InputError as exc:
-                raise InputError(f"{path}: {exc}") from None
-            _note_missing(role, signal, args.rate, len(gaps[role]))
+            strap_input = read_strap_input(path, column, args.rate, f"the {role}'s", "replay", strap_rate)
+            signals[role], gaps[role] = strap_input.signal, strap_input.dropouts_s
         _check_durations(len(signals["therapist"]) / args.rate, len(signals["client"]) / args.rate, config)
         stream = dyad_stream(signals["therapist"], signals["client"], args.rate, strap_rate, gaps)
     engine = EntrainmentEngine(config, baseline)
@@ -146,39 +139,6 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
-
-
-def _on_time_grid(role: Role, recording: Recording, sampling_rate: float, path: str) -> FloatArray:
-    """Rows are samples at --rate; where the file's time column shows rows left out, they come back as missing."""
-    grid = rows_on_the_time_grid(recording, sampling_rate, path)
-    if grid is not None and grid.unit is None:
-        print(
-            f"breathsync replay: note: the {role}'s column {recording.time_column!r} does not step by 1/--rate "
-            "(in s or ms): rows are taken as consecutive samples",
-            file=sys.stderr,
-        )
-    if grid is None or grid.rows_added == 0:
-        return recording.values
-    print(
-        f"breathsync replay: note: the {role}'s {recording.time_column!r} column skips {grid.rows_added} samples "
-        f"in {grid.jumps} place(s): they are replayed as missing",
-        file=sys.stderr,
-    )
-    return grid.values
-
-
-def _note_missing(role: Role, signal: FloatArray, sampling_rate: float, dropouts: int) -> None:
-    """Say how much of a recording was missing and what became of it."""
-    missing = np.isnan(signal)
-    if missing.any():
-        runs = len(missing_stretches(missing)[0])
-        bridged = f", {runs - dropouts} shorter than {SHORTEST_DROPOUT_S:g} s bridged" if runs > dropouts else ""
-        print(
-            f"breathsync replay: note: the {role}'s recording has {runs} stretch(es) of missing samples "
-            f"({np.count_nonzero(missing) / sampling_rate:.1f} s in all): {dropouts} replayed as drop-outs "
-            f"(no data from that strap){bridged}",
-            file=sys.stderr,
-        )
 
 
 def _check_durations(therapist_s: float, client_s: float, config: Config) -> None:

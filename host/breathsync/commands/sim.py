@@ -23,15 +23,18 @@ import sys
 from typing import TextIO
 
 from ..errors import InputError
+from ..recording import check_input_rate
 from ..sim import (
     SimError,
     StrapConfig,
     VirtualBench,
     micropython_unavailable_reason,
-    recording_counts,
+    signal_counts,
     synthetic_counts,
 )
+from ..sim.feeds import Counts
 from .arguments import non_negative_int, positive_float, seconds_or_forever
+from .recording_input import read_strap_input
 from .shutdown import stop_on_signals
 
 SYNTHETIC_SECONDS = 3600.0
@@ -67,6 +70,7 @@ def configs_from(args: argparse.Namespace) -> list[StrapConfig]:
     if args.synthetic == recordings:
         raise InputError("give either --synthetic or both --therapist-input and --client-input (with --rate)")
     rate = args.strap_rate
+    feeds: dict[str, Counts]
     if args.synthetic:
         feeds = {
             "therapist": synthetic_counts(SYNTHETIC_SECONDS, args.therapist_bpm, rate, seed=args.seed),
@@ -77,10 +81,11 @@ def configs_from(args: argparse.Namespace) -> list[StrapConfig]:
             raise InputError("recordings need both --therapist-input and --client-input")
         if args.rate is None:
             raise InputError("--rate HZ (the recordings' sampling rate) is required with recordings")
-        feeds = {
-            "therapist": recording_counts(args.therapist_input, args.rate, rate, args.column),
-            "client": recording_counts(args.client_input, args.rate, rate, args.column),
-        }
+        check_input_rate(args.rate)
+        feeds = {}
+        for role, path in (("therapist", args.therapist_input), ("client", args.client_input)):
+            recording = read_strap_input(path, args.column, args.rate, f"the {role}'s", "sim", rate, dropouts=False)
+            feeds[role] = signal_counts(recording.signal, args.rate, rate, path)
     drift = {"therapist": args.therapist_drift_ppm, "client": args.client_drift_ppm}
     configs = [StrapConfig(feeds[r], role=r, rate_hz=rate, drift_ppm=drift[r]) for r in ("therapist", "client")]
     for c in configs:

@@ -67,9 +67,15 @@ def check_calibration_seconds(seconds: float) -> float:
 
 
 def calibrate_recording(
-    signal: np.ndarray, sampling_rate: float, strap_rate_hz: int = 25, seconds: float | None = None, source: str = ""
+    signal: np.ndarray,
+    sampling_rate: float,
+    strap_rate_hz: int = 25,
+    seconds: float | None = None,
+    source: str = "",
+    dropouts_s: tuple[tuple[float, float], ...] = (),
 ) -> Calibration:
-    """Baseline of a recording, breaths found by the strap's own detector (as the live strap would)."""
+    """Baseline of a recording, breaths found by the strap's own detector (as the live strap would); none found
+    inside ``dropouts_s`` (where the recording was missing and ``signal`` only bridges it)."""
     if seconds is not None:
         signal = signal[: round(check_calibration_seconds(seconds) * sampling_rate)]
     covered_s = len(signal) / sampling_rate
@@ -78,7 +84,11 @@ def calibrate_recording(
             f"{source or 'recording'}: only {covered_s:.0f} s of breathing; a baseline needs at least "
             f"{MIN_CALIBRATION_S:.0f} s"
         )
-    breaths = [b for b in detect_breaths(signal, sampling_rate, strap_rate_hz) if b.kind == "peak"]
+    breaths = [
+        b
+        for b in detect_breaths(signal, sampling_rate, strap_rate_hz)
+        if b.kind == "peak" and not any(a <= b.t_s <= end for a, end in dropouts_s)
+    ]
     peaks = np.array([b.t_s for b in breaths], dtype=np.float64)
     depths = np.array([b.amplitude for b in breaths], dtype=np.float64)
     return baseline_of(peaks, depths, len(signal) / sampling_rate, source)

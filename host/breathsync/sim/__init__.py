@@ -1,7 +1,7 @@
 """Virtual straps: the real firmware in the MicroPython unix port, on a real BLE stack (Bumble)."""
 
 from .bench import BenchThread, VirtualBench
-from .feeds import recording_counts, synthetic_breathing, synthetic_counts
+from .feeds import recording_counts, signal_counts, synthetic_breathing, synthetic_counts
 from .strap import (
     PwmChange,
     RadioStats,
@@ -25,6 +25,7 @@ __all__ = [
     "VirtualStrap",
     "micropython_unavailable_reason",
     "recording_counts",
+    "signal_counts",
     "synthetic_breathing",
     "synthetic_counts",
 ]

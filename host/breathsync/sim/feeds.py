@@ -28,10 +28,15 @@ def recording_counts(path: str | Path, input_rate_hz: float, strap_rate_hz: int 
     check_rate(strap_rate_hz)
     if not input_rate_hz > 0:
         raise InputError(f"input rate must be > 0 Hz (got {input_rate_hz})")
-    signal = read_column(path, column)
+    return signal_counts(read_column(path, column), input_rate_hz, strap_rate_hz, str(path))
+
+
+def signal_counts(signal: npt.NDArray[np.float64], input_rate_hz: float, strap_rate_hz: int, source: str) -> Counts:
+    """A signal (no missing samples) sampled at ``input_rate_hz`` as the strap's u16 counts."""
+    check_rate(strap_rate_hz)
     seconds = len(signal) / input_rate_hz
     if seconds < MIN_SECONDS:
-        raise InputError(f"{path}: recording too short ({seconds:.1f} s, need at least {MIN_SECONDS:.0f} s)")
+        raise InputError(f"{source}: recording too short ({seconds:.1f} s, need at least {MIN_SECONDS:.0f} s)")
     return simulate_adc(signal, input_rate_hz, strap_rate_hz).counts_u16.astype(np.int64)
 
 

@@ -1,0 +1,93 @@
+"""A recording given to a command as what a strap's sensor would have seen: the same reading for every command.
+
+``replay``, ``detect``, ``calibrate --recording`` and ``sim --*-input`` all read a recording the same way:
+rows left out of a timed file come back where its time column says they were, missing samples (empty cells,
+any NaN spelling) are bridged for the strap simulation, and stretches of at least SHORTEST_DROPOUT_S are
+drop-outs: no breath found there is real. Each command prints the same notes on stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..engine.replay import SHORTEST_DROPOUT_S, missing_as_dropouts, missing_stretches
+from ..errors import InputError
+from ..recording import FloatArray, Recording, read_recording, rows_on_the_time_grid
+
+Interval = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class StrapInput:
+    """A recording's signal with every missing sample bridged, and where it was missing for long."""
+
+    signal: FloatArray
+    dropouts_s: tuple[Interval, ...]  # seconds from the start, widened to the strap's whole sample blocks
+
+
+def read_strap_input(
+    path: str,
+    column: str,
+    sampling_rate: float,
+    whose: str,
+    command: str,
+    strap_rate_hz: int = 25,
+    dropouts: bool = True,
+) -> StrapInput:
+    """``path``'s ``column`` at ``sampling_rate``; ``whose`` ("the therapist's") and ``command`` word the notes.
+
+    ``dropouts`` False (a virtual strap playing the recording live): every missing stretch is only bridged.
+    """
+    signal = _on_time_grid(read_recording(path, column, missing_ok=True), sampling_rate, path, whose, command)
+    try:
+        filled, gaps = missing_as_dropouts(signal, sampling_rate, strap_rate_hz)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    if not dropouts:
+        gaps = ()
+    _note_missing(signal, sampling_rate, len(gaps), whose, command)
+    return StrapInput(filled, gaps)
+
+
+def inside(t_s: float, intervals: tuple[Interval, ...]) -> bool:
+    return any(a <= t_s <= b for a, b in intervals)
+
+
+def _on_time_grid(recording: Recording, sampling_rate: float, path: str, whose: str, command: str) -> FloatArray:
+    """Rows are samples at --rate; where the file's time column shows rows left out, they come back as missing."""
+    grid = rows_on_the_time_grid(recording, sampling_rate, path)
+    if grid is not None and grid.unit is None:
+        print(
+            f"breathsync {command}: note: {whose} column {recording.time_column!r} does not step by 1/--rate "
+            "(in s or ms): rows are taken as consecutive samples",
+            file=sys.stderr,
+        )
+    if grid is None or grid.rows_added == 0:
+        return recording.values
+    print(
+        f"breathsync {command}: note: {whose} {recording.time_column!r} column skips {grid.rows_added} samples "
+        f"in {grid.jumps} place(s): they are replayed as missing",
+        file=sys.stderr,
+    )
+    return grid.values
+
+
+def _note_missing(signal: FloatArray, sampling_rate: float, dropouts: int, whose: str, command: str) -> None:
+    """Say how much of a recording was missing and what became of it."""
+    missing = np.isnan(signal)
+    if missing.any():
+        runs = len(missing_stretches(missing)[0])
+        seconds = np.count_nonzero(missing) / sampling_rate
+        if dropouts == 0 and runs > 0 and command == "sim":
+            what = "bridged with a straight line (a virtual strap plays on)"
+        else:
+            bridged = f", {runs - dropouts} shorter than {SHORTEST_DROPOUT_S:g} s bridged" if runs > dropouts else ""
+            what = f"{dropouts} replayed as drop-outs (no data from that strap){bridged}"
+        print(
+            f"breathsync {command}: note: {whose} recording has {runs} stretch(es) of missing samples "
+            f"({seconds:.1f} s in all): {what}",
+            file=sys.stderr,
+        )
