@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,6 +106,8 @@ def test_stream_replaces_the_csv_once_data_arrives(tmp_path: Path) -> None:
         rows = list(csv.DictReader(handle))
     assert [int(r["counter"]) for r in rows] == list(range(25))
     assert [int(r["value"]) for r in rows] == [1000 + i for i in range(25)]
+    # Arrival times on the wall clock (Unix seconds), as `breathsync run` stores them, not seconds since boot.
+    assert all(abs(float(r["host_t_s"]) - time.time()) < 60 for r in rows)
 
 
 def test_stream_to_a_device_file(tmp_path: Path) -> None:

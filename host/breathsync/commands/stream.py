@@ -152,7 +152,9 @@ async def stream(args: argparse.Namespace, out: TextIO) -> int:
     # Everything that can fail without the radio fails before the CSV is touched.
     async with ble_adapter(args.ble) as options:
         printer = Printer(out, None)
-        opened = await open_sources(sources, printer, options)
+        # Arrivals stamped on the wall clock (Unix time), as `breathsync run` stores them: a stream's CSV lines up
+        # with a stored session or any other logger's file.
+        opened = await open_sources(sources, printer, options, clock=time.time)
         writer = None if args.csv is None else CsvOutput(args.csv)
         printer.writer = writer
         completed = False
@@ -162,7 +164,7 @@ async def stream(args: argparse.Namespace, out: TextIO) -> int:
             for role, source in sources.items():
                 if source == "auto":
                     found = await find_by_role(role, options)
-                    opened[role] = open_link(f"ble:{found.address}", role, printer, options)
+                    opened[role] = open_link(f"ble:{found.address}", role, printer, options, clock=time.time)
             links = [opened[role] for role in sources]
             tasks = [asyncio.create_task(link.run()) for link in links]
             deadline = None if not args.seconds else loop.time() + args.seconds
