@@ -423,3 +423,12 @@ def test_a_closed_stdout_is_one_line_not_a_traceback() -> None:
     assert proc.stderr.strip().splitlines() == [
         "breathsync: standard output is closed (to discard the output: > /dev/null)"
     ]
+
+
+def test_stream_stopped_early_does_not_claim_the_recording_ended(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    session = replay_session(tmp_path / "s.sqlite", role="client", n=25 * 60)  # a minute, replayed in real time
+    assert main(["stream", "--client", f"replay:{session}", "--seconds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "link closed stopped" in out and "end of recording" not in out

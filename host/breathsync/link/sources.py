@@ -306,7 +306,7 @@ class ReplayLink:
                 self.stats.events += 1
                 next_event += 1
         self.connected.clear()
-        self.sink.on_link(self.role, "closed", "end of recording")
+        self.sink.on_link(self.role, "closed", "stopped" if self._closing else "end of recording")
 
     async def close(self) -> None:
         self._closing = True
