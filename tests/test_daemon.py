@@ -596,6 +596,18 @@ def test_the_status_line_shows_each_link_state_not_its_latest_event(tmp_path: Pa
         assert daemon.views["therapist"].link == shown
 
 
+def test_the_status_line_says_while_nudges_are_muted(tmp_path: Path) -> None:
+    now = [1000.0]
+    daemon = Daemon(config_for("bumble:none", tmp_path), io.StringIO(), clock=lambda: now[0])
+    daemon.t0_s = 1000.0
+    assert "muted" not in daemon.status_line()
+    daemon.mute()  # m + Enter: 10 minutes by default
+    now[0] += 30.0
+    assert daemon.status_line().endswith("nudges 0 (muted, 10 min left)")
+    now[0] += 600.0  # resumed by itself
+    assert daemon.status_line().endswith("nudges 0")
+
+
 def test_a_strap_signal_upside_down_is_told_once_when_the_baselines_are_learned(tmp_path: Path) -> None:
     """The engine reads it inverted (tests/test_polarity.py); the therapist at the screen is told to check the strap."""
     from breathsync.datasets import bundled_path

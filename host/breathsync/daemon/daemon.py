@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import math
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -389,8 +390,11 @@ class Daemon:
             plv = "--" if s.plv is None else f"{s.plv:.2f}"
             chance = "" if s.plv_chance is None else f" (chance {s.plv_chance:.2f})"
             parts.append(f"sync {plv}{chance} {s.decision}")
-        nudges = len(self.nudge_ids)
-        parts.append(f"nudges {nudges}")
+        nudges = f"nudges {len(self.nudge_ids)}"
+        muted_s = self.engine.policy.muted_for_s(self.session_s(self.clock()))
+        if muted_s > 0:  # the therapist pressed m: say so until nudges resume by themselves
+            nudges += f" (muted, {math.ceil(muted_s / 60):.0f} min left)"
+        parts.append(nudges)
         return " | ".join(parts)
 
     def _tell_polarity(self) -> None:

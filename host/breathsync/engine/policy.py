@@ -55,6 +55,10 @@ class NudgePolicy:
             self._mute_until_s = None  # auto-resume
         return self._mute_until_s is not None
 
+    def muted_for_s(self, now_s: float) -> float:
+        """Seconds of mute left at ``now_s`` (0: not muted)."""
+        return self._mute_until_s - now_s if self.is_muted(now_s) and self._mute_until_s is not None else 0.0
+
     def check(self, now_s: float) -> PolicyVerdict:
         if self.is_muted(now_s):
             return PolicyVerdict(False, "muted")
