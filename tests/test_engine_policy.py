@@ -79,6 +79,12 @@ def test_toml_overrides_defaults(tmp_path: Path) -> None:
     assert cfg.engine.plv_min == Config().engine.plv_min
 
 
+def test_a_whole_run_configuration_is_read_for_its_engine_and_policy(tmp_path: Path) -> None:
+    text = "[session]\ndirectory = 's'\n[straps]\ntherapist = 'ble:t'\n[outputs]\nlsl = false\n"
+    cfg = load_config(_write(tmp_path, text + "[engine]\nmin_locked_s = 30\n"))
+    assert cfg.engine.min_locked_s == 30.0 and cfg.policy == Config().policy
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [

@@ -207,6 +207,13 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> Config:
     return validate_config(Config(engine=engine, policy=policy), where)
 
 
+RUN_ONLY_SECTIONS = frozenset({"session", "straps", "outputs"})  # breathsync run's own tables
+
+
 def load_config(path: str | Path) -> Config:
-    """Read a TOML file with optional ``[engine]`` and ``[policy]`` tables; InputError on any problem."""
-    return config_from_dict(read_toml(path), str(path))
+    """Read a TOML file with optional ``[engine]`` and ``[policy]`` tables; InputError on any problem.
+
+    A whole ``breathsync run`` configuration is fine too: its ``[session]``, ``[straps]`` and ``[outputs]``
+    tables are left to ``run`` (which checks them), so a session's own file re-runs its engine as it was."""
+    data = read_toml(path)
+    return config_from_dict({k: v for k, v in data.items() if k not in RUN_ONLY_SECTIONS}, str(path))
