@@ -347,8 +347,12 @@ def test_edf_read_back(session_file: Path, tmp_path: Path) -> None:
     early = [o for o, t in zip(onsets, texts, strict=True) if t == "link client connected (at -0.07 s)"]
     assert early == [0.0]  # EDF+ cannot start an annotation before the file: kept at 0, not dropped
 
-
-# -- BIDS -----------------------------------------------------------------------------------------
+    # -- BIDS -----------------------------------------------------------------------------------------
+    # The start is the session zero to the fraction of a second, which EDF+ keeps in the first data record's
+    # time-keeping annotation (the header has whole seconds): 1_750_000_000.25 starts at hh:mm:ss + 0.25 s.
+    raw = path.read_bytes()
+    stamp = re.search(rb"\+(\d+(?:\.\d+)?)\x14\x14\x00", raw[int(raw[184:192]) :])
+    assert stamp is not None and float(stamp.group(1)) == pytest.approx(0.25)
 
 
 def test_bids_files_are_structurally_valid(session_file: Path, tmp_path: Path) -> None:
@@ -358,6 +362,11 @@ def test_bids_files_are_structurally_valid(session_file: Path, tmp_path: Path) -
     beh = tmp_path / "sub-dyad01" / "ses-1" / "beh"
     description = json.loads((tmp_path / "dataset_description.json").read_text())
     assert description["BIDSVersion"] and description["DatasetType"] == "raw"
+    assert description["Name"] == "breathsync therapist-client respiration"  # the dataset's, not one session's
+    description["Name"] = "Dyads of clinic A"  # the researcher names the dataset: a later export keeps it
+    (tmp_path / "dataset_description.json").write_text(json.dumps(description))
+    export_bids(session, default_bids_names(session, tmp_path, subject="dyad-02", ses="1"))
+    assert json.loads((tmp_path / "dataset_description.json").read_text())["Name"] == "Dyads of clinic A"
     for role in ("therapist", "client"):
         stem = f"sub-dyad01_ses-1_task-therapy_recording-{role}_physio"
         sidecar = json.loads((beh / f"{stem}.json").read_text())

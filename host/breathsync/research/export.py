@@ -10,6 +10,7 @@ all or nothing (``research.output``): a failed run leaves no partial export behi
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import json
@@ -369,11 +370,19 @@ def _write_edf(
 ) -> None:
     import pyedflib
 
+    from pyedflib._extensions._pyedflib import set_starttime_subsecond
+
     writer = pyedflib.EdfWriter(str(path), len(channels), file_type=pyedflib.FILETYPE_EDFPLUS)
     try:
-        writer.setHeader(_edf_header(session))
+        header = _edf_header(session)
+        start = header["startdate"]
+        header["startdate"] = start.replace(microsecond=0)  # pyedflib 0.1.42 writes microseconds x 100, not x 10
+        writer.setHeader(header)
         writer.setSignalHeaders([_edf_signal_header(role, rate) for role in session.roles.values()])
         writer.set_number_of_annotation_signals(annotation_signals)
+        # EDF+ keeps the start's fraction of a second in the first data record's time stamp, in units of
+        # 100 ns: without it every sample and annotation would sit up to a second early on the wall clock.
+        set_starttime_subsecond(writer.handle, start.microsecond * 10)
         writer.writeSamples(channels, digital=True)
         for note in notes:
             writer.writeAnnotation(note.onset_s, -1 if note.duration_s is None else note.duration_s, note.text)
@@ -492,7 +501,7 @@ def export_bids(session: Session, names: BidsNames) -> list[Path]:
 def _bids_files(session: Session, names: BidsNames, dataset_root: Path) -> list[Path]:
     """The files of ``export_bids`` under ``names.root``; ``dataset_root`` is where they will end up."""
     names.directory.mkdir(parents=True, exist_ok=True)
-    written = [_dataset_description(session, names.root), *_participants(names, dataset_root)]
+    written = [_dataset_description(names.root, dataset_root), *_participants(names, dataset_root)]
     for role in session.roles.values():
         written += _bids_physio(session, role, names)
     written += _bids_events(session, names)
@@ -505,11 +514,21 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> Path:
     return path
 
 
-def _dataset_description(session: Session, root: Path) -> Path:
+DATASET_NAME = "breathsync therapist-client respiration"
+
+
+def _dataset_description(root: Path, dataset_root: Path) -> Path:
+    """The dataset's description, written under ``root``; a name already given to the dataset at ``dataset_root``
+    is kept (a dataset grows by one session per export: it is not renamed after the latest)."""
+    name = DATASET_NAME
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        given = json.loads((dataset_root / "dataset_description.json").read_text(encoding="utf-8")).get("Name")
+        if isinstance(given, str) and given.strip():
+            name = given
     return _write_json(
         root / "dataset_description.json",
         {
-            "Name": f"breathsync session {session.path.stem}",
+            "Name": name,
             "BIDSVersion": BIDS_VERSION,
             "DatasetType": "raw",
             "GeneratedBy": [
