@@ -83,6 +83,7 @@ def test_micropython_interpreter_prints_identical_lines(micropython: str) -> Non
         ("resp,resp\n" + "0.5,0.6\n" * 2000, ["--rate", "125"], "column 'resp' appears 2 times in the header"),
         ("t;resp\n" + "0;0,5\n" * 2000, ["--rate", "125"], "'0,5' (a decimal comma? values need a decimal point)"),
         ("resp\n" + "nan\n" * 2000, ["--rate", "125"], "only missing values"),
+        ("0.20626\n" + "0.5\n" * 2000, ["--rate", "125"], "no header row (its first line is numbers)"),
         ("resp\n0.1\n0.2\n", ["--rate", "125"], "too short"),
         ("", ["--rate", "125"], "empty"),
         ("resp\n" + "0.5\n" * 2000, ["--rate", "125", "--strap-rate", "30"], "invalid choice"),
@@ -450,3 +451,10 @@ def test_missing_samples_are_drop_outs_as_in_replay(tmp_path: Path) -> None:
     )
     assert calibrated.returncode == 0, calibrated.stderr
     assert "breathsync calibrate: note: the recording has 2 stretch(es)" in calibrated.stderr
+
+
+def test_a_binary_file_is_named_as_such_not_echoed(tmp_path: Path) -> None:
+    path = tmp_path / "firmware.csv"
+    path.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 4)
+    proc = breathsync("detect", str(path), "--rate", "125")
+    assert proc.returncode == 2 and proc.stderr.strip() == f"breathsync detect: {path}: not a text (CSV) file"

@@ -82,10 +82,24 @@ def _column_index(path: Path, names: list[str], column: str) -> int:
     if not matches:
         matches = [i for i, name in enumerate(names) if name.casefold() == column.casefold()]
     if not matches:
-        raise InputError(f"{path}: no column {column!r} (columns: {', '.join(names) or 'none'})")
+        if names and all(_is_number(name) for name in names):
+            raise InputError(
+                f"{path}: no header row (its first line is numbers); add one naming the columns, e.g. {column}"
+            )
+        shown = ", ".join(repr(n) if not n.isprintable() else n for n in names[:20]) or "none"
+        more = f", ... ({len(names)} in all)" if len(names) > 20 else ""
+        raise InputError(f"{path}: no column {column!r} (columns: {shown[:300]}{more})")
     if len(matches) > 1:
         raise InputError(f"{path}: column {column!r} appears {len(matches)} times in the header")
     return matches[0]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def read_column(path: str | Path, column: str = "resp", missing_ok: bool = False) -> FloatArray:
@@ -124,6 +138,8 @@ def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = Fa
             header_line = handle.readline()
             if not header_line.strip():
                 raise InputError(f"{path}: empty file (expected a header row)")
+            if sum(not (c.isprintable() or c in "\t\r\n") for c in header_line[:200]) > 2:
+                raise InputError(f"{path}: not a text (CSV) file")
             delimiter, names = _header(header_line, column)
             col = _column_index(path, names, column)
             tcol = next((i for i, name in enumerate(names) if name.casefold() in TIME_COLUMNS and i != col), None)

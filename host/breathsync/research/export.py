@@ -369,7 +369,6 @@ def _write_edf(
     annotation_signals: int,
 ) -> None:
     import pyedflib
-
     from pyedflib._extensions._pyedflib import set_starttime_subsecond
 
     writer = pyedflib.EdfWriter(str(path), len(channels), file_type=pyedflib.FILETYPE_EDFPLUS)
