@@ -8,8 +8,10 @@ for the sampling task, which moves the samples into the big ring (``drain``).
 
 If the task falls more than ``capacity`` samples behind (it would have to be starved for
 seconds, which the watchdog catches first), the ISR counts ``overruns`` instead of storing, and
-``drain`` later inserts that many copies of the last sample, so sample counters stay equal to
-acquisition time (the loss is reported in STATUS ``dropped_samples``).
+``drain`` inserts that many copies of the last sample before it was lost, where the loss was
+(after the samples stored before it, before any stored after it), so sample counters stay equal
+to acquisition time (the loss is reported in STATUS ``dropped_samples``). A second loss before
+the first one's fillers were drained joins the first one's fillers.
 """
 
 from array import array
@@ -39,6 +41,7 @@ class Sampler:
         self._wake_every = 1
         self.overruns = 0  # samples the ISR could not store
         self._fill = 0  # overruns not yet replaced by fillers
+        self._fill_at = 0  # ...which belong before the sample in this slot (the first one stored after them)
         self._last = 0
         self.rate_hz = 0
         self._cb = self._isr  # bound once
@@ -58,6 +61,8 @@ class Sampler:
         nxt = (w + 1) & _MASK
         if nxt == self._r:
             self.overruns += 1
+            if self._fill == 0:
+                self._fill_at = w
             self._fill += 1
         else:
             self._buf[w] = self._read()
@@ -75,16 +80,19 @@ class Sampler:
         """Move up to ``max_count`` samples into ``out`` (array('H')); returns how many."""
         n = 0
         r = self._r
-        while n < max_count and r != self._w:
-            v = self._buf[r]
-            out[n] = v
-            self._last = v
-            r = (r + 1) & _MASK
-            n += 1
+        while n < max_count:
+            if self._fill > 0 and r == self._fill_at:
+                # Samples lost to an overrun, in their place: keep the counter aligned with time.
+                out[n] = self._last
+                self._fill -= 1
+                n += 1
+            elif r != self._w:
+                v = self._buf[r]
+                out[n] = v
+                self._last = v
+                r = (r + 1) & _MASK
+                n += 1
+            else:
+                break
         self._r = r
-        while n < max_count and self._fill > 0:
-            # Samples lost to an overrun: keep the counter aligned with time.
-            out[n] = self._last
-            self._fill -= 1
-            n += 1
         return n
