@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MARCH ?= xtensawin
 PORT ?= /dev/ttyUSB0
+DEPLOY_ARGS ?=
 FIRMWARE ?=
 BUILD := build/firmware-$(MARCH)
 
@@ -49,7 +50,7 @@ firmware-check: setup
 	$(BIN)/python tools/build_firmware.py --march xtensawin --out build/firmware-check-xtensawin --quiet
 
 deploy: firmware
-	$(BIN)/python tools/deploy_firmware.py --port $(PORT) --build $(BUILD)
+	$(BIN)/python tools/deploy_firmware.py --port $(PORT) --build $(BUILD) $(DEPLOY_ARGS)
 
 flash: setup
 	@test -n "$(FIRMWARE)" || { echo "usage: make flash PORT=/dev/ttyUSB0 FIRMWARE=ESP32_GENERIC_S3-xxxx.bin"; exit 2; }

@@ -32,21 +32,15 @@ def main():
     status = settings.load()
     if status != 0:
         _log("settings: %s (%d) %s; defaults used" % (STATUS_NAMES[status], status, settings.rejected))
-    wired = settings.get("wired")
-    if wired:  # BOOT pressed in the first BOOT_BUTTON_WINDOW_MS keeps the REPL (held through a reset: ROM bootloader)
-        import time
-
-        pin = machine.Pin(config.BOOT_BUTTON_GPIO, machine.Pin.IN, machine.Pin.PULL_UP)
-        start = time.ticks_ms()
-        while wired and time.ticks_diff(time.ticks_ms(), start) < config.BOOT_BUTTON_WINDOW_MS:
-            wired = pin.value() == 1
-            time.sleep_ms(20)
-        if not wired:
-            _log("BOOT pressed: not wired")
-    log = None if wired else _log
     from strap.rings import make_rings
 
     rings = make_rings(settings.get("rate_hz"), config)  # first: the heap is still in one piece
+    wired = settings.get("wired")
+    if wired:
+        from strap.console import boot_button_pressed
+
+        wired = not boot_button_pressed(machine, config, _log)
+    log = None if wired else _log
     from drivers import make_haptics, make_hardware, make_watchdog
 
     try:
@@ -90,20 +84,16 @@ def main():
         )
     from strap.app import App
 
-    app = App(
-        config,
-        settings,
-        rings,
-        hw,
-        make_haptics(settings, config),
-        machine.Timer(_SAMPLE_TIMER_ID),
-        make_watchdog(machine, config),
-        link,
-        wired=wired,
-        log=log,
-    )
+    timer = machine.Timer(_SAMPLE_TIMER_ID)
+    wdt = make_watchdog(machine, config)
+    app = App(config, settings, rings, hw, make_haptics(settings, config), timer, wdt, link, wired=wired, log=log)
     try:
         app.run()
+    except KeyboardInterrupt:  # Ctrl-C (mpremote before a deploy): motor and sampling off, back to the REPL
+        hw.guard.apply(0, 0)
+        from strap.console import feed_watchdog_at_the_repl
+
+        feed_watchdog_at_the_repl(machine, timer, wdt, config, _log)
     except Exception as e:  # a crash: motor off, say why (not in wired mode), restart clean
         hw.guard.apply(0, 0)
         if log is not None:

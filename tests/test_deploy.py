@@ -94,7 +94,7 @@ def test_plan_lists_every_built_file(tmp_path: Path) -> None:
     for name in ("main.py", "config.mpy", "core/packets.mpy", "strap/app.mpy"):
         (build / name).write_bytes(b"x")
     dirs, files = deploy_firmware.plan(build)
-    assert dirs == ["core", "strap"] and files == ["config.mpy", "core/packets.mpy", "main.py", "strap/app.mpy"]
+    assert dirs == ["core", "strap"] and files == ["config.mpy", "core/packets.mpy", "strap/app.mpy", "main.py"]
     cmd = deploy_firmware.command("/dev/ttyUSB0", build, "soft", exe="mpremote")
     assert cmd[:4] == ["mpremote", "connect", "/dev/ttyUSB0", "resume"] and cmd[-1] == "soft-reset"
     with pytest.raises(SystemExit):
@@ -108,8 +108,11 @@ def test_deploy_with_mpremote_to_the_unix_port(board: tuple[PtyBoard, Path], tmp
         [sys.executable, str(REPO / "tools" / "build_firmware.py"), "--march", "x64", "--out", str(build), "--quiet"],
         check=True,
     )
+    (root / "strap").mkdir(exist_ok=True)
+    (root / "strap" / "app.py").write_text("raise ImportError('the old source, shadowing app.mpy')\n")
     rc = deploy_firmware.main(["--port", b.port, "--build", str(build), "--reset", "none"])
     assert rc == 0
+    assert not (root / "strap" / "app.py").exists()  # a stale source would be imported before app.mpy
     _dirs, files = deploy_firmware.plan(build)
     for f in files:
         assert (root / f).read_bytes() == (build / f).read_bytes(), f

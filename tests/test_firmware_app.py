@@ -453,6 +453,18 @@ def test_a_missing_haptic_driver_answers_haptic_with_internal_error(
     assert not run.kind(K_PWM)
 
 
+def test_ctrl_c_returns_to_the_repl_with_the_watchdog_fed(run_micropython: RunMicroPython) -> None:
+    """mpremote's Ctrl-C before a deploy: the firmware stops, and the watchdog (which cannot be stopped) is fed
+    from then on, or it would reset the chip in the middle of the file copy (mixing old and new modules)."""
+    proc = run_micropython(MP_DIR / "main_interrupt.py", path=(DOUBLES, FIRMWARE), heapsize="1M")
+    assert proc.returncode == 0, proc.stderr.decode()
+    result = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    assert result["t_ms"] == 3000 and not result["escaped"]
+    assert result["resets"] == 0 and result["feeds_after"] >= 30_000 // 5000  # 30 s at the REPL, no reset
+    assert result["motor"] == 0
+    assert "Ctrl-C: stopped" in proc.stderr.decode()
+
+
 # ---------------------------------------------------------------- boot
 def test_boot_reads_the_mac_only_with_the_radio_on(run_micropython: RunMicroPython, tmp_path: Path) -> None:
     """NimBLE raises OSError(ENODEV) for config("mac") while the radio is off (the harness adds

@@ -39,10 +39,15 @@ def plan(build: Path) -> tuple[list[str], list[str]]:
     """(directories, files) relative to ``build``, parents before children, as posix paths."""
     if not (build / "main.py").is_file():
         raise SystemExit(f"deploy_firmware: {build} has no main.py: run `make firmware` (tools/build_firmware.py)")
+    # main.py last: a copy cut short (a reset, a pulled cable) leaves the old main.py, which still matches the
+    # old modules' names, rather than a new main.py importing modules not yet copied.
     files = sorted(
-        p.relative_to(build).as_posix()
-        for p in build.rglob("*")
-        if p.is_file() and p.suffix in (".mpy", ".py") and "__pycache__" not in p.parts
+        (
+            p.relative_to(build).as_posix()
+            for p in build.rglob("*")
+            if p.is_file() and p.suffix in (".mpy", ".py") and "__pycache__" not in p.parts
+        ),
+        key=lambda f: (f == "main.py", f),
     )
     dirs = sorted({Path(f).parent.as_posix() for f in files} - {"."}, key=lambda d: (d.count("/"), d))
     return dirs, files
@@ -51,9 +56,14 @@ def plan(build: Path) -> tuple[list[str], list[str]]:
 def command(port: str, build: Path, reset: str, exe: str | None = None) -> list[str]:
     dirs, files = plan(build)
     cmd = [exe or mpremote(), "connect", port, "resume"]
-    if dirs:
-        mkdirs = f"import os\nfor d in {dirs!r}:\n    try:\n        os.mkdir(d)\n    except OSError:\n        pass"
-        cmd += ["exec", mkdirs, "+"]
+    # Directories first; and a module's old source (m.py) removed where m.mpy is deployed: MicroPython imports
+    # m.py before m.mpy, so a stale source would shadow the new firmware.
+    stale = [f[: -len(".mpy")] + ".py" for f in files if f.endswith(".mpy")]
+    prepare = (
+        f"import os\nfor d in {dirs!r}:\n    try:\n        os.mkdir(d)\n    except OSError:\n        pass\n"
+        f"for f in {stale!r}:\n    try:\n        os.remove(f)\n    except OSError:\n        pass"
+    )
+    cmd += ["exec", prepare, "+"]
     for f in files:
         cmd += ["fs", "cp", str(build / f), ":" + f, "+"]
     cmd += RESETS[reset]
