@@ -32,6 +32,7 @@ from .scenarios import Options, Scenario, bundled_sources, make_scenario
 STRAP_RATE_HZ = 25
 DEFAULT_SPEED = 5.0
 DEFAULT_DURATION_S = 360.0
+IN_FLIGHT_S = 0.3  # real seconds for the recordings' last samples to reach the host (a 300 ms flush at most)
 DEFAULT_SEED = 7
 
 
@@ -113,13 +114,15 @@ async def run_demo(
     )
     clock = _scaled_clock(speed)
     async with await VirtualBench.start(configs) as straps, await BumbleBench.open(straps.link) as host:
+        # The straps sample their recordings from boot; when those end a strap's sensor would only hold its last
+        # value, so the session ends with them (plus what is in flight), not a fixed time after the daemon starts.
+        recordings_end = time.monotonic() + duration_s / speed + IN_FLIGHT_S
         options = host.ble_options()
         daemon = Daemon(config, out, clock=clock, ble_options=options)
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
         with contextlib.suppress(TimeoutError):
-            # The session lasts as long as the recordings (in session time).
-            await asyncio.wait_for(asyncio.shield(task), timeout=duration_s / speed + 3.0)
+            await asyncio.wait_for(asyncio.shield(task), timeout=max(0.0, recordings_end - time.monotonic()))
         stop.set()
         summary = await task
     session = load_session(summary.path)
