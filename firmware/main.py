@@ -85,10 +85,10 @@ def main():
     from strap.app import App
 
     timer = machine.Timer(_SAMPLE_TIMER_ID)
-    wdt = make_watchdog(machine, config)
-    app = App(config, settings, rings, hw, make_haptics(settings, config), timer, wdt, link, wired=wired, log=log)
-    try:
-        app.run()
+    wdt = None
+    try:  # the WDT starts in here: a Ctrl-C from the moment it runs must leave it fed
+        wdt = make_watchdog(machine, config)
+        App(config, settings, rings, hw, make_haptics(settings, config), timer, wdt, link, wired=wired, log=log).run()
     except KeyboardInterrupt:  # Ctrl-C (mpremote before a deploy): motor and sampling off, back to the REPL
         hw.guard.apply(0, 0)
         from strap.console import feed_watchdog_at_the_repl

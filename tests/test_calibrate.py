@@ -165,3 +165,24 @@ def test_calibrating_a_strap_that_never_answers_is_a_one_line_error() -> None:
 
     with served(empty) as (adapter, _):  # type: ignore[arg-type]
         asyncio.run(asyncio.wait_for(go(adapter), 30))
+
+
+def test_no_breath_interval_is_measured_across_a_recording_drop_out() -> None:
+    """A recording's 7 s hole swallowed one breath of a 4 s rhythm: the 8 s from the breath before it to the one
+    after it is not a breath."""
+    from breathsync.daemon.calibration import baseline_of
+
+    peaks = np.concatenate((np.arange(0.0, 101.0, 4.0), np.arange(108.0, 200.0, 4.0)))
+    depths = np.ones(len(peaks))
+    across = baseline_of(peaks, depths, 200.0, "test").baseline
+    apart = baseline_of(peaks, depths, 200.0, "test", ((101.0, 107.5),)).baseline
+    assert apart.n_breaths == across.n_breaths - 1
+    assert apart.rate_bpm == 15.0
+
+
+def test_a_recording_mostly_missing_is_too_short_to_calibrate(tmp_path: Path) -> None:
+    from breathsync.daemon.calibration import calibrate_recording
+
+    signal = read_column(bundled_path("bidmc_18_resp.csv.gz"))[: 125 * 100]
+    with pytest.raises(InputError, match="only 25 s of breathing"):
+        calibrate_recording(signal, 125.0, dropouts_s=((20.0, 95.0),))

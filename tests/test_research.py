@@ -353,6 +353,8 @@ def test_edf_read_back(session_file: Path, tmp_path: Path) -> None:
     raw = path.read_bytes()
     stamp = re.search(rb"\+(\d+(?:\.\d+)?)\x14\x14\x00", raw[int(raw[184:192]) :])
     assert stamp is not None and float(stamp.group(1)) == pytest.approx(0.25)
+    with pyedflib.EdfReader(str(path)) as edf:
+        assert edf.starttime_subsecond == 2_500_000  # EDFlib's unit: 100 ns (pyedflib's getStartdatetime misreads it)
 
 
 def test_bids_files_are_structurally_valid(session_file: Path, tmp_path: Path) -> None:
@@ -363,10 +365,12 @@ def test_bids_files_are_structurally_valid(session_file: Path, tmp_path: Path) -
     description = json.loads((tmp_path / "dataset_description.json").read_text())
     assert description["BIDSVersion"] and description["DatasetType"] == "raw"
     assert description["Name"] == "breathsync therapist-client respiration"  # the dataset's, not one session's
-    description["Name"] = "Dyads of clinic A"  # the researcher names the dataset: a later export keeps it
+    description.update(Name="Dyads of clinic A", Authors=["A. Researcher"])  # a later export keeps what they wrote
     (tmp_path / "dataset_description.json").write_text(json.dumps(description))
     export_bids(session, default_bids_names(session, tmp_path, subject="dyad-02", ses="1"))
-    assert json.loads((tmp_path / "dataset_description.json").read_text())["Name"] == "Dyads of clinic A"
+    again = json.loads((tmp_path / "dataset_description.json").read_text())
+    assert again["Name"] == "Dyads of clinic A" and again["Authors"] == ["A. Researcher"]
+    assert again["BIDSVersion"] == description["BIDSVersion"]
     for role in ("therapist", "client"):
         stem = f"sub-dyad01_ses-1_task-therapy_recording-{role}_physio"
         sidecar = json.loads((beh / f"{stem}.json").read_text())

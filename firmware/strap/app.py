@@ -390,6 +390,8 @@ class App:
         elif op == OP_BACKFILL:
             return s.backfill(out[CMD_ARG0], out[CMD_ARG1])
         elif op == OP_IDENTIFY:
+            if self.hw.faults & 2:  # drivers.FAULT_HAPTIC: nothing would vibrate
+                return INTERNAL_ERROR, 0, 0
             self._play(now, _IDENT_PULSES, _IDENT_ON_MS, _IDENT_OFF_MS, _IDENT_PCT)
         elif op == OP_SET_ROLE:
             self.role = out[CMD_ARG0]  # decode_command allows 0..2 only: every one has a name

@@ -22,5 +22,9 @@ def boot_button_pressed(machine, config, log):
 
 
 def feed_watchdog_at_the_repl(machine, timer, wdt, config, log):
-    timer.init(mode=machine.Timer.PERIODIC, period=config.WDT_TIMEOUT_MS // 4, callback=lambda t: wdt.feed())
+    """``timer`` (the sampler's) stops sampling and feeds ``wdt`` from now on (None: it never started)."""
+    if wdt is None:
+        timer.deinit()
+    else:
+        timer.init(mode=machine.Timer.PERIODIC, period=config.WDT_TIMEOUT_MS // 4, callback=lambda t: wdt.feed())
     log("Ctrl-C: stopped; WDT fed until reset")

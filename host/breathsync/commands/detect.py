@@ -38,10 +38,11 @@ def run(args: argparse.Namespace) -> int:
     strap_input = read_strap_input(args.input, args.column, args.rate, "the", "detect", args.strap_rate)
     breaths = detect_breaths(strap_input.signal, args.rate, args.strap_rate, args.interpreter)
     out = sys.stdout
-    for breath in outside_dropouts(breaths, strap_input.dropouts_s):
+    kept = outside_dropouts(breaths, strap_input.dropouts_s)
+    for breath in kept:
         out.write(json.dumps(breath.as_json_dict()) + "\n")
     out.flush()
-    if not breaths:
+    if not kept:
         print(
             "breathsync detect: note: no breaths found (a flat signal, or a wrong --rate or --column?)", file=sys.stderr
         )
@@ -56,7 +57,8 @@ def outside_dropouts(breaths: list[TimedBreath], dropouts_s: tuple[tuple[float, 
         if inside(breath.t_s, dropouts_s):
             continue
         if breath.interval_s is not None and any(
-            breath.t_s - breath.interval_s < b and a < breath.t_s for a, b in dropouts_s
+            breath.t_s - breath.interval_s <= b and a <= breath.t_s
+            for a, b in dropouts_s  # as closed as ``inside``
         ):
             breath = replace(breath, interval_s=None)
         kept.append(breath)

@@ -41,13 +41,21 @@ class Calibration:
     source: str
 
 
-def baseline_of(peaks_s: np.ndarray, depths: np.ndarray, duration_s: float, source: str) -> Calibration:
-    """The baseline of these end-inspiration times, or a one-line ``InputError`` saying why not."""
+def baseline_of(
+    peaks_s: np.ndarray,
+    depths: np.ndarray,
+    duration_s: float,
+    source: str,
+    breaks_s: tuple[tuple[float, float], ...] = (),
+) -> Calibration:
+    """The baseline of these end-inspiration times (no interval across ``breaks_s``), or a one-line
+    ``InputError`` saying why not."""
     order = np.argsort(peaks_s)
     baseline = learn_baseline(
         np.asarray(peaks_s, dtype=np.float64)[order],
         np.asarray(depths, dtype=np.float64)[order],
         EngineConfig().max_breath_s,
+        breaks_s,
     )
     if baseline is None:
         raise InputError(
@@ -78,7 +86,8 @@ def calibrate_recording(
     inside ``dropouts_s`` (where the recording was missing and ``signal`` only bridges it)."""
     if seconds is not None:
         signal = signal[: round(check_calibration_seconds(seconds) * sampling_rate)]
-    covered_s = len(signal) / sampling_rate
+    end_s = len(signal) / sampling_rate
+    covered_s = end_s - sum(max(0.0, min(b, end_s) - a) for a, b in dropouts_s)  # breathing actually recorded
     if covered_s < MIN_CALIBRATION_S:
         raise InputError(
             f"{source or 'recording'}: only {covered_s:.0f} s of breathing; a baseline needs at least "
@@ -91,7 +100,7 @@ def calibrate_recording(
     ]
     peaks = np.array([b.t_s for b in breaths], dtype=np.float64)
     depths = np.array([b.amplitude for b in breaths], dtype=np.float64)
-    return baseline_of(peaks, depths, len(signal) / sampling_rate, source)
+    return baseline_of(peaks, depths, end_s, source, tuple(dropouts_s))
 
 
 class _Collector:

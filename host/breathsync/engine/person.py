@@ -243,14 +243,20 @@ class PersonTracker:
         return t[keep], phase[keep]
 
 
-def learn_baseline(peaks_s: FloatArray, depths: FloatArray, max_interval_s: float) -> Baseline | None:
+def learn_baseline(
+    peaks_s: FloatArray, depths: FloatArray, max_interval_s: float, breaks_s: tuple[tuple[float, float], ...] = ()
+) -> Baseline | None:
     """Rate (median), rate variability (robust SD of breath-by-breath rate) and depth (median).
 
     Usable for the first minutes of a session or for a pre-session calibration recording.
-    None when fewer than MIN_BASELINE_BREATHS breaths are available.
+    None when fewer than MIN_BASELINE_BREATHS breaths are available. No interval spanning one of ``breaks_s``
+    (a recording's drop-outs: the breaths inside them are unknown) counts.
     """
     iv = np.diff(peaks_s)
-    iv = iv[iv <= max_interval_s]
+    keep = iv <= max_interval_s
+    for a, b in breaks_s:
+        keep &= ~((peaks_s[:-1] <= b) & (peaks_s[1:] >= a))
+    iv = iv[keep]
     if len(iv) < MIN_BASELINE_BREATHS - 1:
         return None
     # small_median: np.median bit for bit on these NaN-free values, without importing numpy.ma on first use

@@ -381,7 +381,8 @@ def _write_edf(
         writer.set_number_of_annotation_signals(annotation_signals)
         # EDF+ keeps the start's fraction of a second in the first data record's time stamp, in units of
         # 100 ns: without it every sample and annotation would sit up to a second early on the wall clock.
-        set_starttime_subsecond(writer.handle, start.microsecond * 10)
+        if set_starttime_subsecond(writer.handle, start.microsecond * 10) != 0:
+            raise InputError(f"{path}: the EDF writer refused the start's fraction of a second")
         writer.writeSamples(channels, digital=True)
         for note in notes:
             writer.writeAnnotation(note.onset_s, -1 if note.duration_s is None else note.duration_s, note.text)
@@ -517,16 +518,20 @@ DATASET_NAME = "breathsync therapist-client respiration"
 
 
 def _dataset_description(root: Path, dataset_root: Path) -> Path:
-    """The dataset's description, written under ``root``; a name already given to the dataset at ``dataset_root``
-    is kept (a dataset grows by one session per export: it is not renamed after the latest)."""
-    name = DATASET_NAME
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        given = json.loads((dataset_root / "dataset_description.json").read_text(encoding="utf-8")).get("Name")
-        if isinstance(given, str) and given.strip():
-            name = given
+    """The dataset's description, written under ``root``. What the dataset at ``dataset_root`` already says is kept
+    (its name, authors, licence...: a dataset grows by one session per export and is not renamed after the
+    latest); only the name earlier versions gave it after one session is replaced."""
+    existing: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        loaded = json.loads((dataset_root / "dataset_description.json").read_text(encoding="utf-8"))
+        existing = loaded if isinstance(loaded, dict) else {}
+    name = existing.get("Name")
+    if not isinstance(name, str) or not name.strip() or name.startswith("breathsync session "):
+        name = DATASET_NAME
     return _write_json(
         root / "dataset_description.json",
         {
+            **existing,
             "Name": name,
             "BIDSVersion": BIDS_VERSION,
             "DatasetType": "raw",
