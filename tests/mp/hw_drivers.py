@@ -160,9 +160,8 @@ def check_drv2605():
     assert dev.regs[0x01] & 0x40
 
 
-def check_drv2605_failed_off_write_is_retried():
-    # The bus glitches on the 'off' write: the motor must not stay on (the pattern has ended, so the haptic
-    # task no longer ticks); the guard keeps retrying until the driver is in standby.
+def _drv2605_driving():
+    """A DRV2605 strap whose guard switched the motor on at 100 ms (off-timer due at 500 ms)."""
     s = fresh(haptic="drv2605")
     dev = Drv2605Sim()
     machine.sim.attach_i2c(config.DRV2605_ADDR, dev)
@@ -170,6 +169,13 @@ def check_drv2605_failed_off_write_is_retried():
     machine.sim.advance_to(100)
     hw.guard.apply(60, 400)
     assert dev.level() > 0
+    return dev, hw
+
+
+def check_drv2605_failed_off_write_is_retried():
+    # The bus glitches on the 'off' write: the motor must not stay on (the pattern has ended, so the haptic
+    # task no longer ticks); the guard keeps retrying until the driver is in standby.
+    dev, hw = _drv2605_driving()
     machine.sim.fail_i2c(config.DRV2605_ADDR, 3)  # this write and the next two retries fail
     hw.guard.apply(0, 0)
     assert dev.level() > 0 and hw.motor.level_pct != 0
@@ -181,12 +187,7 @@ def check_drv2605_failed_off_write_is_retried():
 
 def check_drv2605_failed_forced_off_is_retried():
     # The control loop stalls and the off-timer's own write fails: it re-arms until the motor is off.
-    s = fresh(haptic="drv2605")
-    dev = Drv2605Sim()
-    machine.sim.attach_i2c(config.DRV2605_ADDR, dev)
-    hw = make_hardware(machine, s, config)
-    machine.sim.advance_to(100)
-    hw.guard.apply(60, 400)
+    dev, hw = _drv2605_driving()
     machine.sim.advance_to(499)
     machine.sim.fail_i2c(config.DRV2605_ADDR, 1)
     machine.sim.advance_to(500)

@@ -48,7 +48,7 @@ def read_strap_input(
         raise InputError(f"{path}: {exc}") from None
     if not dropouts:
         gaps = ()
-    _note_missing(signal, sampling_rate, len(gaps), whose, command)
+    _note_missing(signal, sampling_rate, len(gaps), whose, command, bridge_only=not dropouts)
     return StrapInput(filled, gaps)
 
 
@@ -75,13 +75,15 @@ def _on_time_grid(recording: Recording, sampling_rate: float, path: str, whose: 
     return grid.values
 
 
-def _note_missing(signal: FloatArray, sampling_rate: float, dropouts: int, whose: str, command: str) -> None:
+def _note_missing(
+    signal: FloatArray, sampling_rate: float, dropouts: int, whose: str, command: str, bridge_only: bool
+) -> None:
     """Say how much of a recording was missing and what became of it."""
     missing = np.isnan(signal)
     if missing.any():
         runs = len(missing_stretches(missing)[0])
         seconds = np.count_nonzero(missing) / sampling_rate
-        if dropouts == 0 and runs > 0 and command == "sim":
+        if bridge_only:
             what = "bridged with a straight line (a virtual strap plays on)"
         else:
             bridged = f", {runs - dropouts} shorter than {SHORTEST_DROPOUT_S:g} s bridged" if runs > dropouts else ""
