@@ -128,3 +128,19 @@ def test_compiles_for_esp32(path: Path, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out.mpy").stat().st_size > 0
+
+
+def test_the_app_s_copy_of_the_haptic_fault_bit_matches_the_drivers() -> None:
+    """strap/app.py keeps FAULT_HAPTIC as its own const (importing drivers' costs heap): the two must agree."""
+
+    def const_value(path: Path, name: str) -> int:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+                call = node.value
+                assert isinstance(call, ast.Call) and isinstance(call.args[0], ast.Constant)
+                return int(call.args[0].value)
+        raise AssertionError(f"{name} not in {path}")
+
+    assert const_value(FIRMWARE / "strap" / "app.py", "_FAULT_HAPTIC") == const_value(
+        FIRMWARE / "drivers" / "__init__.py", "FAULT_HAPTIC"
+    )

@@ -101,6 +101,7 @@ _RAIL_LO = const(16)
 _RAIL_HI = const(65519)
 _U32 = const(0xFFFFFFFF)
 # Identify pattern (docs/protocol.md 5.2): 3 x 100 ms on / 100 ms off at 60 %.
+_FAULT_HAPTIC = const(2)  # drivers.FAULT_HAPTIC, not imported (heap): tests/test_config.py keeps them equal
 _IDENT_PULSES = const(3)
 _IDENT_ON_MS = const(100)
 _IDENT_OFF_MS = const(100)
@@ -166,7 +167,7 @@ class App:
         self.settings_status = settings.load_status
         self.commands_handled = 0
         gc.collect()
-        if hw.faults & 2:  # drivers.FAULT_HAPTIC
+        if hw.faults & _FAULT_HAPTIC:
             self.log("strap: haptic driver missing")
         self.log(
             "strap: %d Hz, ring %d samples (%d s), %d events, heap free %d"
@@ -351,7 +352,7 @@ class App:
             h.stop(now)
             self.guard.step(h, now)
             return OK, 0, 0
-        if self.hw.faults & 2:  # drivers.FAULT_HAPTIC: the driver did not answer at boot, nothing would vibrate
+        if self.hw.faults & _FAULT_HAPTIC:  # the driver did not answer at boot: nothing would vibrate
             return INTERNAL_ERROR, 0, 0
         return self._play(now, pulses, out[CMD_ARG1], out[CMD_ARG2], out[CMD_ARG3])
 
@@ -390,7 +391,7 @@ class App:
         elif op == OP_BACKFILL:
             return s.backfill(out[CMD_ARG0], out[CMD_ARG1])
         elif op == OP_IDENTIFY:
-            if self.hw.faults & 2:  # drivers.FAULT_HAPTIC: nothing would vibrate
+            if self.hw.faults & _FAULT_HAPTIC:  # nothing would vibrate
                 return INTERNAL_ERROR, 0, 0
             self._play(now, _IDENT_PULSES, _IDENT_ON_MS, _IDENT_OFF_MS, _IDENT_PCT)
         elif op == OP_SET_ROLE:

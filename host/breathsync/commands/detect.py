@@ -8,9 +8,10 @@ import sys
 from dataclasses import replace
 
 from ..detector import STRAP_RATES_HZ
+from ..engine.replay import inside
 from ..recording import check_input_rate
 from ..strap_sim import TimedBreath, detect_breaths
-from .recording_input import inside, read_strap_input
+from .recording_input import read_strap_input
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -52,10 +52,6 @@ def read_strap_input(
     return StrapInput(filled, gaps)
 
 
-def inside(t_s: float, intervals: tuple[Interval, ...]) -> bool:
-    return any(a <= t_s <= b for a, b in intervals)
-
-
 def _on_time_grid(recording: Recording, sampling_rate: float, path: str, whose: str, command: str) -> FloatArray:
     """Rows are samples at --rate; where the file's time column shows rows left out, they come back as missing."""
     grid = rows_on_the_time_grid(recording, sampling_rate, path)

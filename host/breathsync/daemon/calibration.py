@@ -21,6 +21,7 @@ import numpy as np
 
 from ..engine import Baseline, EngineConfig, learn_baseline
 from ..engine.person import MIN_BASELINE_BREATHS
+from ..engine.replay import inside
 from ..errors import InputError
 from ..link.ble import BleOptions
 from ..link.sources import close_links, find_by_role, open_link
@@ -96,11 +97,11 @@ def calibrate_recording(
     breaths = [
         b
         for b in detect_breaths(signal, sampling_rate, strap_rate_hz)
-        if b.kind == "peak" and not any(a <= b.t_s <= end for a, end in dropouts_s)
+        if b.kind == "peak" and not inside(b.t_s, dropouts_s)
     ]
     peaks = np.array([b.t_s for b in breaths], dtype=np.float64)
     depths = np.array([b.amplitude for b in breaths], dtype=np.float64)
-    return baseline_of(peaks, depths, end_s, source, tuple(dropouts_s))
+    return baseline_of(peaks, depths, end_s, source, dropouts_s)
 
 
 class _Collector:

@@ -92,6 +92,11 @@ def strap_stream(
             yield breath.reported_t_s, order, StrapBreath(role, breath)
 
 
+def inside(t_s: float, intervals: Sequence[tuple[float, float]]) -> bool:
+    """Whether ``t_s`` falls in one of ``intervals`` (closed), such as a recording's drop-outs."""
+    return any(a <= t_s <= b for a, b in intervals)
+
+
 def missing_stretches(missing: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """Start and end (exclusive) sample indices of each run of True in ``missing``."""
     edges = np.diff(np.concatenate(([0], missing.view(np.int8), [0])))
