@@ -12,6 +12,7 @@ import base64
 import csv
 import gzip
 import json
+import os
 import re
 import sqlite3
 from contextlib import closing
@@ -467,11 +468,12 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], code: int, pattern: str)
     assert len(lines) == 1 and re.search(pattern, lines[0]), captured.err
 
 
-@pytest.mark.parametrize("command", [["report"], ["export", "--format", "csv"]])
+@pytest.mark.parametrize("command", [["report"], ["export", "--format", "csv"], ["replay"]])
 def test_bad_sessions_give_one_line_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
 ) -> None:
     _one_line_error(capsys, main([*command, str(tmp_path / "missing.sqlite")]), "no such session file")
+    _one_line_error(capsys, main([*command, os.devnull]), "not a session file [(]not a regular file[)]")
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"not a database at all" * 50)
     _one_line_error(capsys, main([*command, str(junk)]), "not a breathsync session")

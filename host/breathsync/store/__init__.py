@@ -269,8 +269,10 @@ class SessionStore:
         path = Path(path)
         if path.is_dir():
             raise StoreError(f"{path}: is a directory, not a session file")
-        if not path.is_file():
+        if not path.exists():
             raise StoreError(f"{path}: no such session file")
+        if not path.is_file():  # /dev/null, a pipe: SQLite needs a file it can seek in
+            raise StoreError(f"{path}: not a session file (not a regular file)")
         if not os.access(path, os.R_OK if read_only else os.R_OK | os.W_OK):
             raise StoreError(f"{path}: permission denied")
         db = cls._connect(path, "ro" if read_only else "rw")
