@@ -36,7 +36,7 @@ import breathsync
 import breathsync.fwcore
 from breathsync.datasets import shared_data_dir
 from breathsync.engine import Config, EngineState, EntrainmentEngine, dyad_stream, run_engine
-from breathsync.engine.decision import classify_states, decide_nudges
+from breathsync.engine.decision import Classified, classify_states, decide_nudges
 from breathsync.engine.wclc import WclcState, WindowedCrossLag, wclc_nudges
 from breathsync.scenarios import KINDS, Options, Scenario, bidmc_sources, biopeaks_segments, scenario_set
 from breathsync.scenarios.sources import make_source
@@ -276,7 +276,7 @@ def _grid_groups() -> list[list[tuple[float, ...]]]:
 
 
 def _engine_nudges(
-    traces: Sequence[Trace], config: Config, classified: Sequence[list[tuple[bool, bool, float]]] | None = None
+    traces: Sequence[Trace], config: Config, classified: Sequence[list[Classified]] | None = None
 ) -> list[list[float]]:
     if classified is None:
         return [decide_nudges(t.engine_states, config) for t in traces]

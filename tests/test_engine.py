@@ -16,6 +16,7 @@ from breathsync.engine import (
     EngineState,
     EntrainmentEngine,
     Nudge,
+    NudgePolicy,
     Output,
     StreamItem,
     dyad_stream,
@@ -230,6 +231,10 @@ def _timed_updates(template: EngineState, times: list[float]) -> list[EngineStat
     return [dataclasses.replace(template, t_s=t, phase_known_until_s=t, beat_period_s=None) for t in times]
 
 
+def uncapped_episodes(cfg: Config) -> Config:
+    return dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, max_per_episode=100))
+
+
 def test_a_nudge_spends_the_following_evidence() -> None:
     # An outside evaluator's episodes ended mid-session: the lock timer had grown to 130 s during the episode
     # and took minutes to drain, so one stray 'following' update after the end fired a nudge as soon as the
@@ -238,15 +243,47 @@ def test_a_nudge_spends_the_following_evidence() -> None:
     template = next(s for s in _states(_run(list(dyad_stream(sc.therapist, sc.client, sc.sampling_rate)))))
     cfg = Config()
     times = [float(t) for t in range(0, 400, 2)]
-    episode = [(False, t <= 150.0, 0.0) for t in times]  # following for 150 s, then not
-    stray = [(r, f or t == 246.0, s) for (r, f, s), t in zip(episode, times, strict=True)]
+    episode = [(False, t <= 150.0, 0.0, t > 150.0) for t in times]  # following for 150 s, then apart
+    stray = [(r, f or t == 246.0, s, a and t != 246.0) for (r, f, s, a), t in zip(episode, times, strict=True)]
     updates = _timed_updates(template, times)
-    during = decide_nudges(updates, cfg, episode)
+    during = decide_nudges(updates, uncapped_episodes(cfg), episode)
     assert during == [20.0, 20.0 + cfg.policy.cooldown_s]  # the episode itself: as before
-    assert decide_nudges(updates, cfg, stray) == during  # one stray update 96 s after the end: no nudge
-    # Following that goes on is nudged again after every cooldown: a held-back nudge keeps its evidence.
-    throughout = [(False, True, 0.0) for _ in times]
-    assert decide_nudges(updates, cfg, throughout) == [20.0 + k * cfg.policy.cooldown_s for k in range(5)]
+    assert decide_nudges(updates, uncapped_episodes(cfg), stray) == during  # a stray update 96 s after the end
+    # Following that goes on is nudged once (the cap per episode); with the cap lifted, after every cooldown (a
+    # held-back nudge keeps its evidence).
+    throughout = [(False, True, 0.0, False) for _ in times]
+    assert decide_nudges(updates, cfg, throughout) == [20.0]
+    assert decide_nudges(updates, uncapped_episodes(cfg), throughout) == [
+        20.0 + k * cfg.policy.cooldown_s for k in range(5)
+    ]
+
+
+def test_one_episode_does_not_take_the_hourly_cap() -> None:
+    # An outside evaluator's hour-long sessions: a therapist who rode out each episode got a nudge every cooldown,
+    # so two or three episodes took the hour's six nudges and the later ones got none.
+    sc = _scenario("therapist_follows", 21)
+    template = next(s for s in _states(_run(list(dyad_stream(sc.therapist, sc.client, sc.sampling_rate)))))
+    cfg = Config()
+    times = [float(t) for t in range(0, 3600, 2)]
+    episodes = [(600.0, 900.0), (1200.0, 1500.0), (1800.0, 2100.0), (2400.0, 2700.0)]
+    following = [any(a <= t < b for a, b in episodes) for t in times]
+    classified = [(False, f, 0.0, not f) for f in following]
+    nudges = decide_nudges(_timed_updates(template, times), cfg, classified)
+    per_episode = [[t for t in nudges if a <= t < b] for a, b in episodes]
+    assert [len(n) for n in per_episode] == [1, 1, 1, 1]
+    # Nudged every cooldown, as before the cap per episode: the first three episodes take the hourly cap.
+    before = decide_nudges(_timed_updates(template, times), uncapped_episodes(cfg), classified)
+    assert [sum(a <= t < b for t in before) for a, b in episodes] == [4, 2, 0, 0]
+    # Apart for less than decoupled_s between two stretches of following is one episode.
+    brief = [(False, f, 0.0, not f) for f in (t < 600.0 or t >= 606.0 for t in times[:600])]
+    assert decide_nudges(_timed_updates(template, times[:600]), cfg, brief) == [20.0]
+    # An undelivered nudge does not count toward the episode's cap.
+    policy = NudgePolicy(cfg.policy)
+    assert policy.check(0.0).allowed
+    policy.record(0.0)
+    assert policy.check(200.0).reason == "episode_cap"
+    policy.forget(0.0)
+    assert policy.check(200.0).allowed
 
 
 def test_mute_holds_nudges_and_auto_resumes() -> None:

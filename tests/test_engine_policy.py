@@ -24,18 +24,34 @@ def _send_every(policy: NudgePolicy, step_s: float, until_s: float) -> list[floa
 
 
 def test_cooldown_spaces_nudges() -> None:
-    cfg = PolicyConfig(cooldown_s=120.0, max_per_hour=100)
+    cfg = PolicyConfig(cooldown_s=120.0, max_per_hour=100, max_per_episode=100)
     sent = _send_every(NudgePolicy(cfg), 1.0, 1000.0)
     gaps = [b - a for a, b in itertools.pairwise(sent)]
     assert sent and min(gaps) >= cfg.cooldown_s
 
 
 def test_hourly_cap_holds_over_any_rolling_hour() -> None:
-    cfg = PolicyConfig(cooldown_s=10.0, max_per_hour=4)
+    cfg = PolicyConfig(cooldown_s=10.0, max_per_hour=4, max_per_episode=100)
     sent = _send_every(NudgePolicy(cfg), 1.0, 3 * 3600.0)
     for t in sent:
         assert sum(1 for u in sent if t <= u < t + 3600.0) <= cfg.max_per_hour
     assert len(sent) >= 2 * cfg.max_per_hour  # the cap releases after an hour
+
+
+def test_cap_per_episode_restarts_once_the_pair_was_apart_long_enough() -> None:
+    cfg = PolicyConfig(cooldown_s=10.0, max_per_hour=100, max_per_episode=2, decoupled_s=10.0)
+    policy = NudgePolicy(cfg)
+    assert _send_every(policy, 1.0, 100.0) == [0.0, 10.0]  # following throughout: two nudges, then no more
+    policy.observe(101.0, apart=True)
+    policy.observe(105.0, apart=True)
+    policy.observe(108.0, apart=False)  # apart for 7 s: the same episode
+    assert policy.check(109.0).reason == "episode_cap"
+    policy.observe(110.0, apart=True)
+    assert policy.check(119.0).reason == "episode_cap"
+    assert policy.check(120.0).allowed  # apart for decoupled_s (10 s): a new episode
+    policy.record(120.0)
+    policy.observe(120.0, apart=False)
+    assert policy.check(130.0).allowed
 
 
 def test_mute_blocks_then_resumes_by_itself() -> None:

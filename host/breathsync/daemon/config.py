@@ -19,7 +19,7 @@ lsl_scope = "machine"                 # LSL discovery scope: machine, link, site
 status_interval_s = 1.0
 
 [engine]                              # see docs/engine.md
-[policy]                              # nudge policy: cooldown, hourly cap, pattern, mute time
+[policy]                              # nudge policy: cooldown, caps, pattern, mute time
 ```
 """
 

@@ -348,7 +348,7 @@ class Daemon:
             except (LinkError, ProtocolError) as exc:
                 detail = str(exc)
         if not confirmed:
-            # The therapist felt nothing: the nudge must not hold back the next one (cooldown, hourly cap)
+            # The therapist felt nothing: the nudge must not hold back the next one (cooldown, either cap)
             # nor be judged for efficacy. The engine pauses while the strap is away, so a therapist still
             # following is nudged again once it is back and following has built up anew.
             self.engine.nudge_undelivered(nudge.t_s)

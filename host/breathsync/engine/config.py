@@ -120,6 +120,10 @@ class PolicyConfig:
     """Quiet time after a nudge: give the therapist time to return to their own rhythm."""
     max_per_hour: int = 6
     """Hard cap over any rolling hour: a biofeedback device must not nag."""
+    max_per_episode: int = 1
+    """Nudges while the therapist keeps following without a break. The count starts again once the pair has been
+    apart for ``decoupled_s``: without it, a therapist who rode out an episode was nudged every cooldown, and two
+    or three episodes took the hourly cap from the rest of the hour."""
     mute_s: float = 600.0
     """'Mirroring on purpose' mute: the therapist mirrors consciously; nudges resume by themselves after this."""
     efficacy_window_s: float = 60.0
@@ -178,6 +182,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "rate_median_breaths": (1, 30),
     "cooldown_s": (0.0, 7200.0),
     "max_per_hour": (0, 120),
+    "max_per_episode": (1, 120),
     "mute_s": (1.0, 86400.0),
     "efficacy_window_s": (5.0, 600.0),
     "decoupled_s": (1.0, 300.0),

@@ -173,28 +173,35 @@ class LockTimer:
 
     def settle(self, required_s: float, nudged: bool) -> None:
         """After an update with following enough for a nudge. A nudge spends the evidence: the next one needs
-        ``required_s`` of new following. One held back (cooldown, hourly cap, mute) keeps no more than a nudge
+        ``required_s`` of new following. One held back (cooldown, either cap, mute) keeps no more than a nudge
         needs, so the sum drains within ``required_s / leak`` once following stops. Until session 8 it kept
         growing through a long episode (to 130 s) and took minutes to drain: after the episode had ended, one
         stray 'following' update fired a nudge as soon as the cooldown was over."""
         self.locked_s = 0.0 if nudged else min(self.locked_s, required_s)
 
 
-def classify_states(states: Iterable[EngineState], config: EngineConfig) -> list[tuple[bool, bool, float]]:
-    """Per recorded state: (resets the timer, therapist follows, evidence strength). Depends only on the
-    classification thresholds and weights, so a calibration grid computes it once for all lock timers."""
-    out: list[tuple[bool, bool, float]] = []
+Classified = tuple[bool, bool, float, bool]
+
+
+def classify_states(states: Iterable[EngineState], config: EngineConfig) -> list[Classified]:
+    """Per recorded state: (resets the timer, therapist follows, evidence strength, the pair is apart). Depends
+    only on the classification thresholds and weights, so a calibration grid computes it once for all lock
+    timers. Apart as the engine tells its policy: a window, and not locked or locked with the client following;
+    a state without a window (a drop-out, or none yet after it) is not apart."""
+    out: list[Classified] = []
     for s in states:
         if s.decision in ("paused", "learning"):
-            out.append((True, False, 0.0))
+            out.append((True, False, 0.0, False))
             continue
-        following = classify(s, config) == "therapist_follows"
-        out.append((False, following, evidence_strength(s, config) if following else 0.0))
+        decision = classify(s, config)
+        following = decision == "therapist_follows"
+        apart = s.plv is not None and (not locked(s, config) or decision == "locked_client_follows")
+        out.append((False, following, evidence_strength(s, config) if following else 0.0, apart))
     return out
 
 
 def decide_nudges(
-    states: Sequence[EngineState], config: Config, classified: Sequence[tuple[bool, bool, float]] | None = None
+    states: Sequence[EngineState], config: Config, classified: Sequence[Classified] | None = None
 ) -> list[float]:
     """Nudge times that ``config`` would give on a recorded state stream (calibration helper).
 
@@ -205,9 +212,10 @@ def decide_nudges(
     timer = LockTimer(eng.lock_leak, eng.evidence_gain)
     policy = NudgePolicy(config.policy)
     out: list[float] = []
-    for s, (reset, following, strength) in zip(states, classified or classify_states(states, eng), strict=True):
+    for s, (reset, following, strength, apart) in zip(states, classified or classify_states(states, eng), strict=True):
         if reset:
             timer.reset()
+            policy.observe(s.t_s, apart=False)
             continue
         locked_for = timer.update(s.phase_known_until_s, following, strength)
         required = required_lock_s(
@@ -219,4 +227,5 @@ def decide_nudges(
                 policy.record(s.t_s)
                 out.append(s.t_s)
             timer.settle(required, nudged)
+        policy.observe(s.t_s, apart)
     return out

@@ -164,7 +164,7 @@ class EntrainmentEngine:
 
     def nudge_undelivered(self, nudge_t_s: float) -> None:
         """The nudge at ``nudge_t_s`` never reached the therapist: it holds back no later nudge (cooldown,
-        hourly cap) and gets no efficacy report."""
+        hourly cap, cap per episode) and gets no efficacy report."""
         self.policy.forget(nudge_t_s)
         self._pending_efficacy = [p for p in self._pending_efficacy if p.nudge_s != nudge_t_s]
 
@@ -183,6 +183,7 @@ class EntrainmentEngine:
                 self._valid_since_s = now_s  # no phase window may straddle the gap
             if self._learned:
                 out.append(self._state(now_s, "paused" if paused else "no_lock", None))
+                self.policy.observe(now_s, apart=False)  # a gap, or no window yet after it
         if paused:
             self._last_adapt_s = None  # no adaptation across the gap: the drift clock restarts afterwards
         self._track_efficacy(now_s, out, apart=False if paused else None)
@@ -268,6 +269,7 @@ class EntrainmentEngine:
         if self._paused:
             held: list[Output] = [self._state(now_s, "paused", None)]
             self._track_efficacy(now_s, held, apart=False)
+            self.policy.observe(now_s, apart=False)
             return held
         eng = self.config.engine
         tp = self.people["therapist"].peaks_s
@@ -312,7 +314,9 @@ class EntrainmentEngine:
             self._timer.settle(required, decision == "nudge")
         estimated = plv is not None  # right after a gap there is no window yet: no evidence either way
         is_locked = locked(draft, eng)
-        self._track_efficacy(now_s, out, apart=estimated and (not is_locked or decision == "locked_client_follows"))
+        apart = estimated and (not is_locked or decision == "locked_client_follows")
+        self._track_efficacy(now_s, out, apart=apart)
+        self.policy.observe(now_s, apart)
         if not estimated or is_locked or significantly_locked(plv_p) or significantly_locked(lag_p):
             self._last_adapt_s = None  # frozen: no estimate of the lock, or locked by any route
         else:

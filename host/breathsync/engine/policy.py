@@ -1,6 +1,6 @@
 """Nudge policy: when a therapist-follows decision may actually buzz the therapist, and how.
 
-Kept apart from the detection so that a clinic can change the ergonomics (cooldown, hourly cap,
+Kept apart from the detection so that a clinic can change the ergonomics (cooldown, caps,
 mute) without touching the statistics, and so that the policy can be tested with a fake clock.
 """
 
@@ -31,16 +31,21 @@ def haptic_pattern(config: PolicyConfig, baseline_rate_bpm: float | None) -> Hap
 @dataclass(frozen=True)
 class PolicyVerdict:
     allowed: bool
-    reason: str  # "ok", "muted", "cooldown", "hourly_cap"
+    reason: str  # "ok", "muted", "cooldown", "hourly_cap", "episode_cap"
 
 
 class NudgePolicy:
-    """Cooldown, hourly cap and the 'mirroring on purpose' mute, all on the engine's clock."""
+    """Cooldown, hourly cap, the cap per episode and the 'mirroring on purpose' mute, all on the engine's clock.
+
+    An episode is what the therapist follows without a break: its nudges count until the pair has been apart
+    (``observe``) for ``decoupled_s``, the same test as a nudge's efficacy."""
 
     def __init__(self, config: PolicyConfig) -> None:
         self.config = config
         self._sent_s: deque[float] = deque()
         self._mute_until_s: float | None = None
+        self._episode_s: list[float] = []  # nudges since the pair was last apart for decoupled_s
+        self._apart_since_s: float | None = None
 
     def mute(self, now_s: float, duration_s: float | None = None) -> float:
         """The therapist mirrors on purpose: hold nudges; they resume by themselves. Returns the end."""
@@ -68,12 +73,31 @@ class NudgePolicy:
             self._sent_s.popleft()
         if len(self._sent_s) >= self.config.max_per_hour:
             return PolicyVerdict(False, "hourly_cap")
+        self._end_episode_if_apart(now_s)
+        if len(self._episode_s) >= self.config.max_per_episode:
+            return PolicyVerdict(False, "episode_cap")
         return PolicyVerdict(True, "ok")
 
     def record(self, now_s: float) -> None:
         self._sent_s.append(now_s)
+        self._episode_s.append(now_s)
+
+    def observe(self, now_s: float, apart: bool) -> None:
+        """One engine update: is the pair apart (not locked, or the client following), or not (locked, or no
+        estimate: a drop-out and the updates without a window after it)?"""
+        if not apart:
+            self._apart_since_s = None
+        elif self._apart_since_s is None:
+            self._apart_since_s = now_s
+        self._end_episode_if_apart(now_s)
+
+    def _end_episode_if_apart(self, now_s: float) -> None:
+        if self._apart_since_s is not None and now_s - self._apart_since_s >= self.config.decoupled_s:
+            self._episode_s.clear()
 
     def forget(self, sent_s: float) -> None:
-        """A recorded nudge was not delivered: it no longer counts for cooldown or the hourly cap."""
+        """A recorded nudge was not delivered: it no longer counts for cooldown or either cap."""
         if sent_s in self._sent_s:
             self._sent_s.remove(sent_s)
+        if sent_s in self._episode_s:
+            self._episode_s.remove(sent_s)

@@ -16,7 +16,7 @@ Decision = Literal[
     "locked_unclear",  # locked, no clear direction
     "therapist_follows",  # locked and the therapist follows; not yet for min_locked_s
     "nudge",  # a nudge was issued at this update
-    "nudge_suppressed",  # would nudge, but cooldown / hourly cap / mute holds it back
+    "nudge_suppressed",  # would nudge, but cooldown / hourly cap / cap per episode / mute holds it back
 ]
 
 
