@@ -10,10 +10,10 @@ The cue is the waveform's shape. Breathing at rest has a flat end-expiratory pau
 end-inspiration, so an upright signal spends more time near its bottom than near its top: its
 distribution is skewed positive. Measured over 120 s windows of the strap's counts, band-passed to the
 breathing band, in 29 upright recordings (26 BIDMC, a BITalino belt in 5-min pieces, two NeuroKit
-examples): the quantile skewness (5 % / 50 % / 95 %) is never below -0.28 (bidmc_26), the moment
+examples): the quantile skewness (5 % / 50 % / 95 %) reaches -0.29 in bidmc_26 only, the moment
 skewness dips lower only where one artefact dominates a window (a cough, a strap knock). A signal is
 called inverted only when both are clearly negative and its top is not clipped; 55 % of windows of an
-upside-down signal are, and 0.1 % of upright ones. A signal that is not clearly inverted is taken as it
+upside-down signal are, and 0.22 % of upright ones (all of them bidmc_26's: docs/engine.md). A signal that is not clearly inverted is taken as it
 comes.
 """
 
