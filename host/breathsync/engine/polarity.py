@@ -13,8 +13,8 @@ breathing band, in 29 upright recordings (26 BIDMC, a BITalino belt in 5-min pie
 examples): the quantile skewness (5 % / 50 % / 95 %) reaches -0.29 in bidmc_26 only, the moment
 skewness dips lower only where one artefact dominates a window (a cough, a strap knock). A signal is
 called inverted only when both are clearly negative and its top is not clipped; 55 % of windows of an
-upside-down signal are, and 0.22 % of upright ones (all of them bidmc_26's: docs/engine.md). A signal that is not clearly inverted is taken as it
-comes.
+upside-down signal are, and 0.22 % of upright ones (all of them bidmc_26's: docs/engine.md). A signal
+that is not clearly inverted is taken as it comes.
 """
 
 from __future__ import annotations
