@@ -265,6 +265,51 @@ def test_kill_9_after_a_strap_reboot_resumes_without_storing_anything_twice(
     assert len(values) > 25 * 20
 
 
+def test_a_strap_rebooted_while_no_host_was_there_continues_after_the_time_it_was_away(
+    served_pair: tuple[str, dict[str, ModelStrap]], tmp_path: Path
+) -> None:
+    # The host is killed, the therapist's strap restarts before the host is back: the resumed run mapped the new
+    # boot's counter 0 right after the last stored counter, so counters showed no gap while time had moved on
+    # (72-95 s in an outside probe: every later sample placed that much early against the breath events).
+    adapter, straps = served_pair
+    therapist = straps["therapist"]
+    cmd = [sys.executable, "-m", "breathsync", "run", "--ble", adapter, "--therapist", "ble:strap-T"]
+    cmd += ["--client", "ble:strap-C", "--sessions", str(tmp_path), "--no-lsl"]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(8)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(10)
+
+    time.sleep(4)  # the strap samples on, unheard; then it restarts, and what it held is gone
+
+    async def reboot() -> None:
+        assert therapist.peripheral is not None
+        off = asyncio.ensure_future(therapist.peripheral.power_off(0.5))
+        await asyncio.sleep(0.2)
+        therapist.reboot()
+        await off
+
+    asyncio.run_coroutine_threadsafe(reboot(), therapist._task.get_loop()).result(10)
+    second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(10)
+    second.send_signal(signal.SIGTERM)
+    out, err = second.communicate(timeout=30)
+    assert second.returncode == 0, err
+    assert "resuming session" in out
+    [path] = tmp_path.glob("*.sqlite")
+    with SessionStore.open(path) as store:
+        reboots = [e for e in store.link_events() if e[1] == "therapist" and e[2] == "strap-rebooted"]
+        series = store.samples("therapist")
+        missing = store.missing_ranges("therapist")
+    assert len(reboots) == 1, reboots
+    # Counters track time across the reboot: the gap in them is the 4 s whose samples the reboot lost.
+    assert len(missing) == 1 and missing[0][1] - missing[0][0] + 1 >= 25 * 3, missing
+    # Sample times agree with counters on both sides of the join (they disagreed by the 4 s away, before).
+    join = int(np.searchsorted(series.counters, missing[0][0]))
+    drift_s = series.host_t_s - series.counters / 25.0
+    assert abs(float(np.median(drift_s[join : join + 25]) - np.median(drift_s[join - 25 : join]))) < 0.25
+
+
 def test_mirroring_on_purpose_mutes_and_resumes_by_itself(tmp_path: Path) -> None:
     out = io.StringIO()
     daemon = Daemon(DaemonConfig(session=SessionConfig(directory=str(tmp_path))), out, clock=lambda: 1100.0)

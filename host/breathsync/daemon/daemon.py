@@ -567,7 +567,10 @@ class Daemon:
                 # A strap that rebooted earlier in the session counts from 0 again: without its offset the
                 # stored counters read as a count it never reached, the first TIME_SYNC as a second reboot,
                 # and its whole ring was fetched again under new counters (stored twice).
-                stream.resume_after(last, store.meta_int(f"counter_offset.{role}") or 0)
+                # The last sample's time: a strap that rebooted while no host was there continues after the time
+                # it was away (its new counters joined the old ones across a 95 s gap, before).
+                offset = store.meta_int(f"counter_offset.{role}") or 0
+                stream.resume_after(last, offset, store.last_sample_time(role))
         self.links = {role: self.links[role] for role in ROLES}  # role order, however they were found
         tasks.extend(asyncio.create_task(link.run(), name=f"link-{role}") for role, link in self.links.items())
         await self._tick(stop, tasks)

@@ -219,10 +219,12 @@ class StrapSession:
         case, and the old boot's missing ones were never asked for."""
         clock = self.stream.clock
         head = self.stream.head
-        if clock.fit is None or head is None:
+        last_s = self.stream.last_held_s()
+        if head is None or last_s is None:
             return False
-        expected = (sent_s - clock.fit.offset_s) / clock.fit.period_s
-        since_s = max(0.0, sent_s - clock.fit.host_time_s(head))
+        period_s = clock.fit.period_s if clock.fit is not None else 1.0 / clock.nominal_rate_hz
+        since_s = max(0.0, sent_s - last_s)
+        expected = head - 1 + since_s / period_s
         slack_s = REBOOT_BEHIND_S + MAX_DRIFT_PPM * 1e-6 * since_s  # the fit extrapolated over a gap
         return unwrap(counter_now, head) < expected - slack_s * clock.nominal_rate_hz
 

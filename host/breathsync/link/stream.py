@@ -158,6 +158,9 @@ class StrapStream:
         self.stats = stats if stats is not None else LinkStats()
         self.head: int | None = None  # one past the highest counter received (the strap's counting)
         self.offset = 0  # session counter = strap counter + offset (grows when the strap reboots)
+        # A restarted daemon's only timing of the strap until its clock has a fit: the host time of the last
+        # stored sample (strap counter head - 1). Dates a reboot that happened while no host was there.
+        self.resumed_at_s: float | None = None
         self.gaps = Gaps()
         self._seen_events: set[tuple[int, int]] = set()
         self.status: StatusPacket | None = None
@@ -183,11 +186,11 @@ class StrapStream:
         self.stats.reboots += 1
         head = self.head if self.head is not None else 0
         downtime = 0
-        fit = self.clock.fit
         boot_s = at_s - counter_now / self.rate_hz
-        if fit is not None and self.head is not None:
-            last_s = fit.offset_s + (self.head - 1) * fit.period_s
+        last_s = self.last_held_s()
+        if last_s is not None:
             downtime = max(0, round((boot_s - last_s) * self.rate_hz))
+        self.resumed_at_s = None  # it dated the old boot's samples, not the new one's
         self.offset += head + downtime
         self.head = 0  # everything since the new boot is wanted: its first live packet opens a gap from 0
         self.gaps = Gaps()
@@ -199,15 +202,28 @@ class StrapStream:
         self.clock.observe(0, boot_s)
         return self.offset
 
-    def resume_after(self, counter: int, offset: int = 0) -> None:
+    def resume_after(self, counter: int, offset: int = 0, host_t_s: float | None = None) -> None:
         """The host already holds everything up to ``counter`` (a restarted daemon's store).
 
         The first live packet then opens a gap from ``counter + 1``, which backfill closes.
         ``counter`` is a session counter (as delivered); ``offset`` what the session's counters had run
-        ahead of the strap's own when that was stored (``rebooted``), 0 if the strap never rebooted.
+        ahead of the strap's own when that was stored (``rebooted``), 0 if the strap never rebooted;
+        ``host_t_s`` when that last sample was taken (host clock): a strap that rebooted while no host was
+        there then continues after the time it was away, as during a session, not right after ``counter``.
         """
         self.offset = offset
         self.head = max(0, counter + 1 - offset)  # a crash right after a reboot was stored: from the new boot's 0
+        self.resumed_at_s = host_t_s
+
+    def last_held_s(self) -> float | None:
+        """Host time of the newest sample held (strap counter head - 1): from the clock's fit, or for a restarted
+        daemon without one yet, from the store."""
+        if self.head is None:
+            return None
+        fit = self.clock.fit
+        if fit is not None:
+            return fit.offset_s + (self.head - 1) * fit.period_s
+        return self.resumed_at_s
 
     def backfill_wanted(self) -> tuple[int, int] | None:
         """The oldest missing range [start, end) to ask the strap for, or None."""

@@ -580,6 +580,13 @@ class SessionStore:
             return None
         return self._int(rows[0][0], f"samples table, {role}: the last counter")
 
+    def last_sample_time(self, role: str) -> float | None:
+        """Host time of ``role``'s highest stored counter: a resumed run dates a strap reboot against it."""
+        rows = self._query(
+            "samples", "SELECT host_t_s FROM samples WHERE role = ? ORDER BY counter DESC LIMIT 1", (role,)
+        )
+        return self._number(rows[0][0], f"samples table, {role}: the last time") if rows else None
+
     def missing_ranges(self, role: str) -> list[tuple[int, int]]:
         """Gaps [first, last] (inclusive) in the stored counters of ``role``."""
         counters = self.samples(role).counters
