@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import csv
 import gzip
+import io
 import json
 import os
 import re
@@ -517,6 +518,72 @@ def test_replay_session_reruns_the_engine_with_other_settings(
     assert "not both" in capsys.readouterr().err
     assert main(["replay"]) == 2
     assert "need a SESSION" in capsys.readouterr().err
+
+
+def _stored_dyad(path: Path) -> Path:
+    """A therapist-follows dyad (bundled recordings) stored as a session, as the daemon stores what straps send."""
+    from breathsync.engine import StrapBlock, StrapBreath, dyad_stream
+    from breathsync.scenarios import bundled_sources, make_scenario
+
+    src = {s.name: s for s in bundled_sources()}
+    sc = make_scenario("therapist_follows", src["bidmc_04"], src["bidmc_18"], 21, 330.0)
+    period = 1.0 / RATE_HZ
+    with SessionStore.create(path) as store:
+        store.set_meta("t0_unix_s", repr(HOST_T0_S))
+        for role in ("therapist", "client"):
+            store.set_strap(StrapInfo(role, "AA:BB", f"strap-{role}", "0.3.1", 1, RATE_HZ), HOST_T0_S)
+        for item in dyad_stream(sc.therapist, sc.client, sc.sampling_rate):
+            if isinstance(item, StrapBlock):
+                first = round(item.first_t_s / period)
+                counters = range(first, first + len(item.counts))
+                store.add_samples(item.role, counters, [HOST_T0_S + c * period for c in counters], item.counts.tolist())
+            elif isinstance(item, StrapBreath) and item.breath.kind in ("peak", "trough"):
+                b = item.breath
+                counter = round(b.t_s / period)
+                interval = round(b.interval_s / period) if b.interval_s else 0
+                confirmed = round(b.reported_t_s / period - 0.5)
+                event = StoredEvent(
+                    item.role, b.kind, counter, confirmed, b.amplitude_counts, interval, HOST_T0_S + b.t_s
+                )
+                store.add_event(event)
+    return path
+
+
+def test_replay_session_and_a_resumed_run_hold_nudges_back_while_muted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A probe muted a session live (0 nudges), then `replay SESSION` nudged in the muted stretch and a run resumed
+    # after a crash had forgotten the mute: the stored 'muted' event was never read back.
+    import json
+    import shutil
+
+    from breathsync.cli import main
+    from breathsync.daemon import Daemon, DaemonConfig
+    from breathsync.daemon.config import SessionConfig
+    from breathsync.daemon.rebuild import session_t0_s
+
+    following = _stored_dyad(tmp_path / "following.sqlite")
+    assert main(["replay", str(following)]) == 0
+    nudges = [r["t_s"] for r in map(json.loads, capsys.readouterr().out.splitlines()) if r["type"] == "nudge"]
+    assert nudges, "the stored session must nudge for this test to mean anything"
+    muted = tmp_path / "muted.sqlite"
+    shutil.copy(following, muted)
+    pressed_s = nudges[0] - 30.0
+    with SessionStore.open(muted) as store:
+        t0 = session_t0_s(store)
+        store.add_link_event(t0 + pressed_s, "therapist", "muted", "2.5 min")
+    assert main(["replay", str(muted)]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    held = [r["t_s"] for r in records if r["type"] == "nudge" and pressed_s <= r["t_s"] < pressed_s + 150.0]
+    assert held == []
+    states = [r for r in records if r["type"] == "state"]
+    assert all(r["muted"] == (pressed_s <= r["t_s"] < pressed_s + 150.0) for r in states)
+    # The daemon rebuilding its engine from the store (a crashed run resumed) is muted as the therapist left it.
+    daemon = Daemon(DaemonConfig(session=SessionConfig(directory=str(tmp_path))), io.StringIO())
+    daemon.t0_s = t0
+    with SessionStore.open(muted, read_only=True) as store:
+        daemon._rebuild(store)
+    assert daemon.engine.policy.muted_for_s(pressed_s + 60.0) == pytest.approx(90.0)
 
 
 # -- bad input: damaged sessions, unusable outputs, bad labels ---------------------------------------

@@ -14,6 +14,7 @@ from ..engine import (
     EntrainmentEngine,
     Role,
     StrapBlock,
+    StrapBreath,
     StreamItem,
     dyad_stream,
     load_config,
@@ -172,6 +173,6 @@ class _BreathCount:
         for item in self._stream:
             if isinstance(item, StrapBlock):
                 self.blocks[item.role] = self.blocks.get(item.role, 0) + 1
-            elif item.breath.kind in ("peak", "trough"):
+            elif isinstance(item, StrapBreath) and item.breath.kind in ("peak", "trough"):
                 self.breaths[item.role] = self.breaths.get(item.role, 0) + 1
             yield item

@@ -370,7 +370,9 @@ class Daemon:
         with self._recording() as ok:
             if ok:
                 assert self.store is not None
-                self.store.add_link_event(self.clock(), "therapist", "muted", f"{minutes:.1f} min")
+                self.store.add_link_event(
+                    self.clock(), "therapist", "muted", f"{minutes:g} min"
+                )  # rebuild.mute_duration_s
         self._line(f"nudges muted for {minutes:.0f} min (mirroring on purpose); they resume by themselves")
 
     # -- status line -------------------------------------------------------------------------------

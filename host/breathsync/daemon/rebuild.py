@@ -3,14 +3,15 @@
 Used by the daemon to rebuild its engine after a crash and by ``breathsync replay SESSION`` to
 re-run the engine on a recorded session with other settings. Samples go in as 7-sample blocks
 (one 20-byte notification each) at the time their last sample's ADC window closed; breath
-events at the time the strap reported them.
+events at the time the strap reported them; a mute ('mirroring on purpose') when it was pressed.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
-from ..engine import Role, StrapBlock, StrapBreath, StreamItem
+from ..engine import Mute, Role, StrapBlock, StrapBreath, StreamItem
 from ..store import SessionStore, StoredEvent
 from ..strap_sim import TimedBreath
 
@@ -33,6 +34,16 @@ def session_rate_hz(store: SessionStore, default: int = 25) -> int:
         return int(rates.pop())
     straps = store.config().get("straps", {})
     return int(straps.get("rate_hz", default)) if isinstance(straps, dict) else default
+
+
+def mute_duration_s(detail: str | None) -> float | None:
+    """The mute's length from its link event ("10.0 min"); None (the policy's mute_s) if it does not say."""
+    words = (detail or "").split()
+    try:
+        minutes = float(words[0]) if len(words) == 2 and words[1] == "min" else math.nan
+    except ValueError:
+        return None
+    return minutes * 60.0 if math.isfinite(minutes) and minutes >= 0 else None
 
 
 def timed_breath(event: StoredEvent, t0_s: float, rate_hz: float) -> TimedBreath:
@@ -63,6 +74,9 @@ def stored_stream(store: SessionStore, t0_s: float, rate_hz: float) -> Iterator[
             who: Role = "therapist" if event.role == "therapist" else "client"
             breath = timed_breath(event, t0_s, rate_hz)
             items.append((breath.reported_t_s, 1, StrapBreath(who, breath)))
+    for t_s, _, kind, detail in store.link_events():
+        if kind == "muted":  # the therapist pressed m: nudges were held back from here
+            items.append((t_s - t0_s, 2, Mute(t_s - t0_s, mute_duration_s(detail))))
     items.sort(key=lambda x: (x[0], x[1]))
     for _, _, item in items:
         yield item

@@ -10,7 +10,7 @@ from .person import learn_baseline
 from .policy import NudgePolicy, haptic_pattern
 from .replay import dyad_stream, missing_as_dropouts, run_engine, strap_stream
 from .state import Baseline, Efficacy, EngineState, HapticPattern, Nudge, Output, Role
-from .stream import StrapBlock, StrapBreath, StreamItem
+from .stream import Mute, StrapBlock, StrapBreath, StreamItem
 
 __all__ = [
     "Baseline",
@@ -20,6 +20,7 @@ __all__ = [
     "EngineState",
     "EntrainmentEngine",
     "HapticPattern",
+    "Mute",
     "Nudge",
     "NudgePolicy",
     "Output",

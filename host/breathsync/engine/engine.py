@@ -61,7 +61,7 @@ from .phase import (
 )
 from .policy import NudgePolicy, haptic_pattern
 from .state import Baseline, Decision, Efficacy, EngineState, Nudge, Output, Role
-from .stream import StrapBlock, StrapBreath, StreamItem
+from .stream import Mute, StrapBlock, StrapBreath, StreamItem
 
 ROLES: tuple[Role, Role] = ("therapist", "client")
 MIN_SURROGATES = 8
@@ -154,6 +154,10 @@ class EntrainmentEngine:
             return self.add_samples(item.role, item.first_t_s, item.last_t_s, item.counts, item.period_s)
         if isinstance(item, StrapBreath):
             return self.add_breath(item.role, item.breath)
+        if isinstance(item, Mute):
+            out = self.advance(item.t_s)
+            self.mute(item.duration_s, item.t_s)
+            return out
         raise TypeError(f"not a stream item: {item!r}")
 
     def mute(self, duration_s: float | None = None, now_s: float | None = None) -> float:

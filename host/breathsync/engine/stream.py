@@ -41,4 +41,14 @@ class StrapBreath:
     breath: TimedBreath
 
 
-StreamItem = StrapBlock | StrapBreath
+@dataclass(frozen=True)
+class Mute:
+    """The therapist muted nudges ('mirroring on purpose') at ``t_s`` for ``duration_s`` (None: the policy's
+    ``mute_s``). Live, the daemon calls ``engine.mute``; a stored session replays it as this record, so a resumed
+    run and ``replay SESSION`` hold the same nudges back."""
+
+    t_s: float
+    duration_s: float | None = None
+
+
+StreamItem = StrapBlock | StrapBreath | Mute

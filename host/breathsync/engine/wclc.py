@@ -19,7 +19,7 @@ from .config import PolicyConfig
 from .decision import LockTimer
 from .policy import NudgePolicy
 from .state import Role
-from .stream import StrapBlock, StrapBreath, StreamItem
+from .stream import Mute, StrapBlock, StrapBreath, StreamItem
 
 BIN_S = 0.2
 
@@ -43,7 +43,7 @@ class WindowedCrossLag:
         self._next_eval_s = step_s
 
     def feed(self, item: StreamItem) -> list[WclcState]:
-        if isinstance(item, StrapBreath):
+        if isinstance(item, StrapBreath | Mute):
             return []
         if not isinstance(item, StrapBlock):
             raise TypeError(f"not a stream item: {item!r}")
