@@ -470,6 +470,33 @@ def test_a_full_disk_ends_the_session_with_one_error_and_keeps_it_resumable(
     assert 0 < len(saved) < len(values) and saved == values[: len(saved)]
 
 
+def test_a_disk_full_from_the_start_says_that_no_session_was_kept(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A probe's 150 KB disk: the first samples could not be saved, the empty session was (rightly) removed, and the
+    # error said 'what was saved before is kept'.
+    from breathsync.store import KEPT_NOTE
+
+    source = tmp_path / "source.sqlite"
+    values = breathing(60, 12, 3)
+    with SessionStore.create(source, {}) as store:
+        for role in ("therapist", "client"):
+            store.add_samples(role, list(range(len(values))), [50.0 + i / 25 for i in range(len(values))], values)
+
+    def full(self: SessionStore, *args: object) -> None:
+        raise StoreError(f"{self.path}: cannot save to the session (database or disk is full){KEPT_NOTE}")
+
+    monkeypatch.setattr(SessionStore, "add_samples", full)
+    config = DaemonConfig(
+        session=SessionConfig(directory=str(tmp_path / "sessions")),
+        straps=StrapsConfig(therapist=f"replay:{source}", client=f"replay:{source}"),
+        outputs=OutputsConfig(lsl=False),
+    )
+    with pytest.raises(StoreError, match=r"disk is full\); nothing had been saved: no session kept$"):
+        asyncio.run(asyncio.wait_for(Daemon(config, io.StringIO()).run(asyncio.Event()), 30))
+    assert list((tmp_path / "sessions").glob("*.sqlite*")) == []
+
+
 def test_stopping_while_searching_for_straps_ends_at_once_and_keeps_no_empty_session(tmp_path: Path) -> None:
     async def no_straps(link: object) -> dict[str, ModelStrap]:
         return {}
@@ -639,6 +666,24 @@ def test_the_status_line_shows_each_link_state_not_its_latest_event(tmp_path: Pa
     ]:
         daemon.on_link("therapist", kind, "")
         assert daemon.views["therapist"].link == shown
+
+
+def test_why_a_strap_cannot_connect_is_told_once_per_reason(tmp_path: Path) -> None:
+    # A probe's virtual straps died: the line said 'retrying' until Ctrl-C and the reason sat only in the store.
+    out = io.StringIO()
+    daemon = Daemon(config_for("bumble:none", tmp_path), out)
+    for detail in ["the Bumble bench lost its HCI transport"] * 3 + ["not found", "not found"]:
+        daemon.on_link("client", "connect-failed", detail)
+    daemon.on_link("client", "connected", "")
+    daemon.on_link("client", "connect-failed", "not found")
+    daemon.on_link("therapist", "strap-rebooted", "counter back to 12")
+    lines = out.getvalue().splitlines()
+    assert [line for line in lines if "cannot connect" in line] == [
+        "client strap: cannot connect (the Bumble bench lost its HCI transport); retrying",
+        "client strap: cannot connect (not found); retrying",
+        "client strap: cannot connect (not found); retrying",  # again after it had connected in between
+    ]
+    assert "therapist strap: strap-rebooted counter back to 12" in lines
 
 
 def test_the_status_line_says_while_nudges_are_muted(tmp_path: Path) -> None:

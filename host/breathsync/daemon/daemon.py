@@ -52,6 +52,7 @@ from ..protocol.packets import (
     HAPTIC_MIN_ON_MS,
 )
 from ..store import (
+    KEPT_NOTE,
     SessionLock,
     SessionStore,
     StoredEvent,
@@ -207,6 +208,7 @@ class Daemon:
         # A storage failure inside a link callback: link libraries log and swallow what their callbacks
         # raise, so it is kept here and raised by the session loop (``_tick``), which ends the session.
         self.store_failure: StoreError | None = None
+        self._told_failure: dict[str, str] = {}  # the last connect failure shown per strap
         self.store: SessionStore | None = None
         self.t0_s = 0.0
         self.lsl: LslOutlets | None = None
@@ -302,8 +304,14 @@ class Daemon:
                 if stream is not None:
                     # Stored counters now run ahead of the strap's own by this much; a resumed run needs it.
                     self.store.set_meta(f"counter_offset.{role}", str(stream.offset))
-        if kind in ("disconnected", "samples-lost"):
+        if kind in ("disconnected", "samples-lost", "strap-rebooted"):
             self._line(f"{role} strap: {kind} {detail}".rstrip())
+        elif kind == "connect-failed" and self._told_failure.get(role) != detail:
+            # Why it keeps retrying, once per reason (it retries every few seconds; the store has every try).
+            self._told_failure[role] = detail
+            self._line(f"{role} strap: cannot connect ({detail}); retrying")
+        elif kind == "connected":
+            self._told_failure.pop(role, None)
 
     # -- engine outputs ----------------------------------------------------------------------------
 
@@ -493,11 +501,13 @@ class Daemon:
         summary = SessionSummary(path, resumed)
         tasks: list[asyncio.Task[None]] = []
         failed = disk_failed = False
+        failure: StoreError | None = None
         try:
             self._start_session(store, path, resumed)
             await self._connect_and_run(stop, options, store, tasks)
         except BaseException as exc:
             failed, disk_failed = True, isinstance(exc, StoreError)
+            failure = exc if isinstance(exc, StoreError) else None
             raise
         finally:
             await close_links(list(self.links.values()), tasks, DAEMON_CLOSE_WAIT_S)
@@ -524,6 +534,8 @@ class Daemon:
                     # (and a later run would resume it).
                     remove_session_files(path)
                     summary.kept = False
+                    if failure is not None and str(failure).endswith(KEPT_NOTE):  # a full disk from the start
+                        raise StoreError(str(failure)[: -len(KEPT_NOTE)] + "; nothing had been saved: no session kept")
         return summary
 
     def _start_session(self, store: SessionStore, path: Path, resumed: bool) -> None:
@@ -542,7 +554,9 @@ class Daemon:
                 store_baseline(store, self.calibration)
             self._line(f"new session {path}")
         cal = self.calibration
-        if cal is None:
+        if cal is None and resumed and self.engine.baselines["client"] is not None:
+            self._line("both baselines learned earlier in the session")
+        elif cal is None:
             self._line(f"learning both baselines over the first {self.config.engine.engine.baseline_s:.0f} s")
         else:
             base = cal.baseline

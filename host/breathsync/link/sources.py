@@ -172,7 +172,10 @@ async def find_by_role(role: str, options: BleOptions, timeout_s: float = 10.0) 
         for strap in await scan_straps(options, timeout_s=min(3.0, timeout_s)):
             if strap.role == role:
                 return strap
-    raise LinkError(f"no strap with role {role!r} in range (set it with the strap's SET_ROLE command)")
+    raise LinkError(
+        f"no strap with role {role!r} found in {timeout_s:.0f} s: is it switched on, charged and near? (a strap set"
+        " to another role reports that one: `breathsync scan` lists them; SET_ROLE changes it)"
+    )
 
 
 def open_link(

@@ -80,10 +80,11 @@ def _storage_failure(exc: sqlite3.Error) -> bool:
     return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
 
 
+KEPT_NOTE = "; what was saved before is kept"
+
+
 @contextmanager
-def _writing(
-    path: Path, what: str = "cannot save to the session", kept: str = "; what was saved before is kept"
-) -> Iterator[None]:
+def _writing(path: Path, what: str = "cannot save to the session", kept: str = KEPT_NOTE) -> Iterator[None]:
     """SQLite's storage failures (a full disk, a vanished directory) as one StoreError naming the session."""
     try:
         yield
