@@ -418,6 +418,9 @@ def test_report_is_self_contained(session_file: Path, tmp_path: Path, capsys: py
     assert f"nudge count: {len(NUDGES)}" in page
     assert "1 of 2 (50 %)" in page  # one of the two evaluated nudges worked
     assert "learned in the session" in page  # no pre-session calibration in this run
+    # The link table shows the therapist's reconnection after the disconnect, not each strap's first connection.
+    assert re.search(r"<td>therapist</td><td>connected</td><td>AA:BB</td>", page)
+    assert "<td>client</td><td>connected</td>" not in page
     import matplotlib.image
 
     image = matplotlib.image.imread(str(png))

@@ -656,7 +656,18 @@ def _episodes_table(session: Session) -> str:
 
 def _dropouts_table(session: Session) -> str:
     gaps = session.gaps()
-    link = [(t, r, k, d) for t, r, k, d in session.link_events if k not in ("connected",)]
+    # A connection is news only after the strap was lost: without the reconnection a disconnect read as the end of
+    # that strap (the start's connections are left out).
+    lost: set[str] = set()
+    link = []
+    for t, r, k, d in session.link_events:
+        if k in ("disconnected", "connect-failed"):
+            lost.add(r)
+        elif k == "connected":
+            if r not in lost:
+                continue
+            lost.discard(r)
+        link.append((t, r, k, d))
     parts = []
     if gaps:
         parts.append(
