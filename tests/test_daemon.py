@@ -104,6 +104,17 @@ def test_config_defaults_and_errors(tmp_path: Path) -> None:
     good.write_text('[straps]\nrate_hz = 50\nclient = "serial:/dev/ttyACM0"\n[policy]\ncooldown_s = 120\n')
     config = load_daemon_config(good)
     assert config.straps.rate_hz == 50 and config.engine.policy.cooldown_s == 120
+    # Paths in a config file are relative to the file, not to where `breathsync run` was started.
+    (tmp_path / "clinic").mkdir()
+    paths = tmp_path / "clinic" / "paths.toml"
+    paths.write_text('[session]\ntherapist_baseline = "me.json"\ndirectory = "sessions"\n')
+    session = load_daemon_config(paths).session
+    assert session.therapist_baseline == str(tmp_path / "clinic" / "me.json")
+    assert session.directory == str(tmp_path / "clinic" / "sessions")
+    paths.write_text(f'[session]\ntherapist_baseline = "{tmp_path}/me.json"\ndirectory = "~/s"\n')
+    session = load_daemon_config(paths).session
+    assert session.therapist_baseline == f"{tmp_path}/me.json" and session.directory == "~/s"
+    assert load_daemon_config(good).session == SessionConfig()  # defaults as they are
     for text, message in [
         ("[straps]\nrate_hz = 30\n", "rate_hz must be 25 or 50"),
         ("[straps]\nclient = 'carrier:pigeon'\n", "straps.client"),

@@ -2,7 +2,7 @@
 
 ```toml
 [session]
-directory = "~/breathsync-sessions"   # one SQLite file per session
+directory = "~/breathsync-sessions"   # one SQLite file per session (paths here: relative to this file)
 name = ""                             # default: the start time, e.g. 2026-11-22T10-00-00
 resume = true                         # reopen the newest unfinished session (a crash less than 15 min ago)
 therapist_baseline = ""               # file from `breathsync calibrate`; "" = learn in the first minutes
@@ -118,4 +118,20 @@ def load_daemon_config(path: str | Path | None) -> DaemonConfig:
     """The configuration from ``path``, or all defaults when ``path`` is None."""
     if path is None:
         return DaemonConfig()
-    return config_from_toml(read_toml(path), str(path))
+    config = config_from_toml(read_toml(path), str(path))
+    # Paths in the file are relative to the file, wherever `breathsync run` is started from.
+    here = Path(path).parent
+    session = config.session
+    session = dataclasses.replace(
+        session,
+        directory=_beside(here, session.directory),
+        therapist_baseline=_beside(here, session.therapist_baseline) if session.therapist_baseline else "",
+    )
+    return dataclasses.replace(config, session=session)
+
+
+def _beside(directory: Path, path: str) -> str:
+    """``path`` as written (absolute, or from the home directory: ``~``), or else relative to ``directory``."""
+    if path.startswith("~") or Path(path).is_absolute():
+        return path
+    return str(directory / path)
