@@ -552,6 +552,19 @@ def _stored_dyad(path: Path) -> Path:
     return path
 
 
+def test_the_locked_card_counts_what_the_engine_called_locked_not_plv_above_its_chance_level(tmp_path: Path) -> None:
+    # Two independent people beat the surrogates' 90th percentile about a tenth of the time by construction: a
+    # probe read 'Time locked beyond chance 7 %' for a session the engine never called locked.
+    path = tiny_session(tmp_path / "s.sqlite", seconds=20.0)
+    with SessionStore.open(path) as store:
+        for k, decision in enumerate(["no_lock", "no_lock", "locked_unclear", "no_lock"]):
+            state = {**engine_state(2.0 + k), "decision": decision, "plv": 0.9, "plv_chance": 0.6}
+            store.add_state(HOST_T0_S + 2.0 + 4.0 * k, state)
+    summary = summarise(load_session(path))
+    # Measured from the first state with a PLV (2 s) to the last sample (20 s); the locked_unclear one holds 4 s.
+    assert summary.above_chance_pct == pytest.approx(100.0 * 4.0 / 18.0, abs=0.5)
+
+
 def test_replay_session_and_a_resumed_run_hold_nudges_back_while_muted(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

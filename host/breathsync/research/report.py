@@ -212,20 +212,27 @@ def _baseline_text(session: Session) -> str:
     return f"{cal.baseline.rate_bpm:.1f}/min, calibrated" + (f" ({made})" if made else "")
 
 
-def _above_chance_pct(session: Session) -> float | None:
-    """Share of the measured time (PLV and chance level known) in which PLV beat its chance level.
+LOCKED_DECISIONS = frozenset(
+    {"locked_unclear", "therapist_follows", "nudge", "nudge_suppressed", "locked_client_follows"}
+)
 
-    Time-weighted (each state holds until the next) so that fast breathing, which brings more
-    updates per minute, does not count for more.
+
+def _above_chance_pct(session: Session) -> float | None:
+    """Share of the measured time (states with a PLV) that the engine called locked beyond chance: PLV above its
+    floor and significant (docs/engine.md), whoever led.
+
+    Until session 11 this was the time PLV beat its surrogate chance level alone, which two independent people
+    reach about a tenth of the time by construction (a probe read 7 % as locking in a session never called
+    locked). Time-weighted (each state holds until the next) so that fast breathing, which brings more updates
+    per minute, does not count for more.
     """
     measured = above = 0.0
     ends = [t for t, _ in session.states[1:]] + [session.end_host_s]
     for (t, state), t_next in zip(session.states, ends[: len(session.states)], strict=True):
-        plv, chance = _state_value(state, "plv"), _state_value(state, "plv_chance")
-        if math.isnan(plv) or math.isnan(chance):
+        if math.isnan(_state_value(state, "plv")):
             continue
         measured += t_next - t
-        above += (t_next - t) if plv > chance else 0.0
+        above += (t_next - t) if state.get("decision") in LOCKED_DECISIONS else 0.0
     return 100.0 * above / measured if measured > 0 else None
 
 
