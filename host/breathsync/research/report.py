@@ -143,9 +143,12 @@ def _state_series(session: Session, key: str) -> tuple[FloatArray, FloatArray]:
 
 
 def _decision_runs(session: Session) -> list[tuple[float, float, str]]:
-    """(start host s, end host s, decision): each decision holds until the next state."""
+    """(start host s, end host s, decision): each decision holds until the next state; before the first one the
+    engine was learning the baselines (it stores no state then)."""
     runs: list[tuple[float, float, str]] = []
     states = session.states
+    if states and states[0][0] > session.t0_host_s:
+        runs.append((session.t0_host_s, states[0][0], "learning"))
     ends = [t for t, _ in states[1:]] + [session.end_host_s]
     for (t, state), t_next in zip(states, ends[: len(states)], strict=True):
         decision = str(state.get("decision", "unknown"))
