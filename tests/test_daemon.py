@@ -230,6 +230,35 @@ def test_kill_9_then_restart_loses_no_sample(served_pair: tuple[str, dict[str, M
             assert len(series.values) > 25 * 15
 
 
+def _run_command(adapter: str, directory: Path) -> list[str]:
+    """`breathsync run` on the served pair, as a user starts it."""
+    cmd = [sys.executable, "-m", "breathsync", "run", "--ble", adapter, "--therapist", "ble:strap-T"]
+    return [*cmd, "--client", "ble:strap-C", "--sessions", str(directory), "--no-lsl"]
+
+
+def _reboot(strap: ModelStrap, off_s: float) -> None:
+    """The strap's radio goes off for ``off_s`` and the strap restarts 0.2 s into it (its counter from 0 again)."""
+
+    async def reboot() -> None:
+        assert strap.peripheral is not None
+        off = asyncio.ensure_future(strap.peripheral.power_off(off_s))
+        await asyncio.sleep(0.2)
+        strap.reboot()
+        await off
+
+    asyncio.run_coroutine_threadsafe(reboot(), strap._task.get_loop()).result(10)
+
+
+def _resume(cmd: list[str]) -> None:
+    """Run ``cmd`` again after a crash for 10 s: it must resume the session and end cleanly."""
+    second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(10)
+    second.send_signal(signal.SIGTERM)
+    out, err = second.communicate(timeout=30)
+    assert second.returncode == 0, err
+    assert "resuming session" in out
+
+
 def test_kill_9_after_a_strap_reboot_resumes_without_storing_anything_twice(
     served_pair: tuple[str, dict[str, ModelStrap]], tmp_path: Path
 ) -> None:
@@ -238,29 +267,15 @@ def test_kill_9_after_a_strap_reboot_resumes_without_storing_anything_twice(
     # reboot and fetched the strap's whole ring again under new counters: 192 samples stored twice.
     adapter, straps = served_pair
     therapist = straps["therapist"]
-    cmd = [sys.executable, "-m", "breathsync", "run", "--ble", adapter, "--therapist", "ble:strap-T"]
-    cmd += ["--client", "ble:strap-C", "--sessions", str(tmp_path), "--no-lsl"]
+    cmd = _run_command(adapter, tmp_path)
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(8)
-
-    async def reboot() -> None:
-        assert therapist.peripheral is not None
-        off = asyncio.ensure_future(therapist.peripheral.power_off(1.0))
-        await asyncio.sleep(0.2)
-        therapist.reboot()
-        await off
-
-    asyncio.run_coroutine_threadsafe(reboot(), therapist._task.get_loop()).result(10)
+    _reboot(therapist, off_s=1.0)
     time.sleep(8)
     os.kill(first.pid, signal.SIGKILL)
     first.wait(10)
     time.sleep(2)
-    second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(10)
-    second.send_signal(signal.SIGTERM)
-    out, err = second.communicate(timeout=30)
-    assert second.returncode == 0, err
-    assert "resuming session" in out
+    _resume(cmd)
     [path] = tmp_path.glob("*.sqlite")
     with SessionStore.open(path) as store:
         reboots = [e for e in store.link_events() if e[1] == "therapist" and e[2] == "strap-rebooted"]
@@ -283,30 +298,14 @@ def test_a_strap_rebooted_while_no_host_was_there_continues_after_the_time_it_wa
     # boot's counter 0 right after the last stored counter, so counters showed no gap while time had moved on
     # (72-95 s in an outside probe: every later sample placed that much early against the breath events).
     adapter, straps = served_pair
-    therapist = straps["therapist"]
-    cmd = [sys.executable, "-m", "breathsync", "run", "--ble", adapter, "--therapist", "ble:strap-T"]
-    cmd += ["--client", "ble:strap-C", "--sessions", str(tmp_path), "--no-lsl"]
+    cmd = _run_command(adapter, tmp_path)
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(8)
     os.kill(first.pid, signal.SIGKILL)
     first.wait(10)
-
     time.sleep(4)  # the strap samples on, unheard; then it restarts, and what it held is gone
-
-    async def reboot() -> None:
-        assert therapist.peripheral is not None
-        off = asyncio.ensure_future(therapist.peripheral.power_off(0.5))
-        await asyncio.sleep(0.2)
-        therapist.reboot()
-        await off
-
-    asyncio.run_coroutine_threadsafe(reboot(), therapist._task.get_loop()).result(10)
-    second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(10)
-    second.send_signal(signal.SIGTERM)
-    out, err = second.communicate(timeout=30)
-    assert second.returncode == 0, err
-    assert "resuming session" in out
+    _reboot(straps["therapist"], off_s=0.5)
+    _resume(cmd)
     [path] = tmp_path.glob("*.sqlite")
     with SessionStore.open(path) as store:
         reboots = [e for e in store.link_events() if e[1] == "therapist" and e[2] == "strap-rebooted"]
