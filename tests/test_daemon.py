@@ -457,20 +457,25 @@ def test_a_full_disk_ends_a_session_over_ble_too(
         assert kept.meta("closed") is None and len(kept.samples("therapist").counters) > 0
 
 
-def test_a_full_disk_ends_the_session_with_one_error_and_keeps_it_resumable(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def _replaying(tmp_path: Path, values: list[int]) -> DaemonConfig:
+    """A daemon whose two straps replay ``values`` from a stored session (no radio), sessions in tmp_path/sessions."""
     source = tmp_path / "source.sqlite"
-    values = breathing(120, 12, 3)
     with SessionStore.create(source, {}) as store:
         for role in ("therapist", "client"):
             store.add_samples(role, list(range(len(values))), [50.0 + i / 25 for i in range(len(values))], values)
-    _create_on_a_small_disk(monkeypatch, spare_pages=8)
-    config = DaemonConfig(
+    return DaemonConfig(
         session=SessionConfig(directory=str(tmp_path / "sessions")),
         straps=StrapsConfig(therapist=f"replay:{source}", client=f"replay:{source}"),
         outputs=OutputsConfig(lsl=False),
     )
+
+
+def test_a_full_disk_ends_the_session_with_one_error_and_keeps_it_resumable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    values = breathing(120, 12, 3)
+    config = _replaying(tmp_path, values)
+    _create_on_a_small_disk(monkeypatch, spare_pages=8)
     with pytest.raises(StoreError, match=r"cannot save to the session \(database or disk is full\); what was saved"):
         asyncio.run(asyncio.wait_for(Daemon(config, io.StringIO()).run(asyncio.Event()), 30))
     (path,) = (tmp_path / "sessions").glob("*.sqlite")
@@ -487,21 +492,12 @@ def test_a_disk_full_from_the_start_says_that_no_session_was_kept(
     # error said 'what was saved before is kept'.
     from breathsync.store import KEPT_NOTE
 
-    source = tmp_path / "source.sqlite"
-    values = breathing(60, 12, 3)
-    with SessionStore.create(source, {}) as store:
-        for role in ("therapist", "client"):
-            store.add_samples(role, list(range(len(values))), [50.0 + i / 25 for i in range(len(values))], values)
+    config = _replaying(tmp_path, breathing(60, 12, 3))
 
     def full(self: SessionStore, *args: object) -> None:
         raise StoreError(f"{self.path}: cannot save to the session (database or disk is full){KEPT_NOTE}")
 
     monkeypatch.setattr(SessionStore, "add_samples", full)
-    config = DaemonConfig(
-        session=SessionConfig(directory=str(tmp_path / "sessions")),
-        straps=StrapsConfig(therapist=f"replay:{source}", client=f"replay:{source}"),
-        outputs=OutputsConfig(lsl=False),
-    )
     with pytest.raises(StoreError, match=r"disk is full\); nothing had been saved: no session kept$"):
         asyncio.run(asyncio.wait_for(Daemon(config, io.StringIO()).run(asyncio.Event()), 30))
     assert list((tmp_path / "sessions").glob("*.sqlite*")) == []
