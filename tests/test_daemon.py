@@ -107,10 +107,15 @@ def test_config_defaults_and_errors(tmp_path: Path) -> None:
     # Paths in a config file are relative to the file, not to where `breathsync run` was started.
     (tmp_path / "clinic").mkdir()
     paths = tmp_path / "clinic" / "paths.toml"
-    paths.write_text('[session]\ntherapist_baseline = "me.json"\ndirectory = "sessions"\n')
-    session = load_daemon_config(paths).session
-    assert session.therapist_baseline == str(tmp_path / "clinic" / "me.json")
-    assert session.directory == str(tmp_path / "clinic" / "sessions")
+    paths.write_text(
+        '[session]\ntherapist_baseline = "me.json"\ndirectory = "sessions"\n'
+        '[straps]\ntherapist = "replay:old/s1.sqlite"\nclient = "ble:strap-C"\n'
+    )
+    loaded = load_daemon_config(paths)
+    assert loaded.session.therapist_baseline == str(tmp_path / "clinic" / "me.json")
+    assert loaded.session.directory == str(tmp_path / "clinic" / "sessions")
+    assert loaded.straps.therapist == f"replay:{tmp_path / 'clinic' / 'old' / 's1.sqlite'}"
+    assert loaded.straps.client == "ble:strap-C"
     paths.write_text(f'[session]\ntherapist_baseline = "{tmp_path}/me.json"\ndirectory = "~/s"\n')
     session = load_daemon_config(paths).session
     assert session.therapist_baseline == f"{tmp_path}/me.json" and session.directory == "~/s"
@@ -678,8 +683,9 @@ def test_why_a_strap_cannot_connect_is_told_once_per_reason(tmp_path: Path) -> N
     # A probe's virtual straps died: the line said 'retrying' until Ctrl-C and the reason sat only in the store.
     out = io.StringIO()
     daemon = Daemon(config_for("bumble:none", tmp_path), out)
-    for detail in ["the Bumble bench lost its HCI transport"] * 3 + ["not found", "not found"]:
+    for detail in ["the Bumble bench lost its HCI transport"] * 3 + ["not found", "not found"] * 2:
         daemon.on_link("client", "connect-failed", detail)
+    daemon.on_link("client", "connect-failed", "the Bumble bench lost its HCI transport")  # alternating: told
     daemon.on_link("client", "connected", "")
     daemon.on_link("client", "connect-failed", "not found")
     daemon.on_link("therapist", "strap-rebooted", "counter back to 12")

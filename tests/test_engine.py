@@ -18,6 +18,7 @@ from breathsync.engine import (
     Nudge,
     NudgePolicy,
     Output,
+    PolicyConfig,
     StreamItem,
     dyad_stream,
     missing_as_dropouts,
@@ -221,6 +222,12 @@ def test_calibration_replay_reproduces_online_nudges() -> None:
     assert online and decide_nudges(_states(outs), cfg) == online
     # The calibration grid classifies once and replays several lock timers over it: the same nudges.
     assert decide_nudges(_states(outs), cfg, classify_states(_states(outs), cfg.engine)) == online
+    # A policy that lets several nudges through an episode (short cooldown, two per episode, short decoupling):
+    # the cooldown and the cap per episode replay the same way.
+    loose = dataclasses.replace(cfg, policy=PolicyConfig(cooldown_s=10.0, max_per_episode=2, decoupled_s=5.0))
+    outs_loose = list(run_engine(dyad_stream(sc.therapist, sc.client, sc.sampling_rate), EntrainmentEngine(loose)))
+    online_loose = [o.t_s for o in outs_loose if isinstance(o, Nudge)]
+    assert len(online_loose) > len(online) and decide_nudges(_states(outs_loose), loose) == online_loose
     strict = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, min_locked_s=10_000.0))
     outs2 = list(run_engine(dyad_stream(sc.therapist, sc.client, sc.sampling_rate), EntrainmentEngine(strict)))
     assert [o for o in outs2 if isinstance(o, Nudge)] == []

@@ -126,3 +126,14 @@ def test_bad_config_is_one_line_input_error(tmp_path: Path, text: str, fragment:
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_the_wclc_baseline_runs_under_the_same_policy_as_the_engine() -> None:
+    # Its policy never learned when the pair was apart, so the cap per episode held every later nudge back.
+    from breathsync.engine.wclc import WclcState, wclc_nudges
+
+    def r_at(t: float) -> float:
+        return 0.99 if t < 60.0 or 400.0 <= t < 460.0 else 0.1
+
+    states = [WclcState(float(t), r_at(t), 0.5) for t in range(0, 600, 2)]
+    assert wclc_nudges(states, 0.9, 10.0, PolicyConfig()) == [10.0, 408.0]

@@ -173,3 +173,29 @@ def test_reboot_continues_session_counters_after_the_downtime() -> None:
     assert len(counters) == len(set(counters)) and stream.stats.duplicates == 0
     assert collector.events[-1].counter == start + 30
     assert abs(collector.blocks[-1].host_t_s[-1] - (40.0 + 69 / RATE_HZ)) < 0.1
+
+
+class _QuietSink:
+    def on_samples(self, block: SampleBlock) -> None: ...
+    def on_event(self, event: StrapEvent) -> None: ...
+    def on_status(self, role: str, status: object) -> None: ...
+    def on_link(self, role: str, kind: str, detail: str) -> None: ...
+
+
+def test_a_resumed_run_dates_a_reboot_by_the_stored_time_but_not_a_wall_clock_step() -> None:
+    from breathsync.link.session import StrapSession
+
+    # Last stored sample: session counter 1000 at wall time 1000 s; the host comes back 40 s later.
+    session = StrapSession("therapist", _QuietSink(), RATE_HZ, clock=lambda: 1040.0)
+    session.stream.resume_after(1000, 0, 1000.0)
+    assert not session._behind_clock(1000 + 40 * 25, 1040.0)  # the strap counted on: no reboot
+    assert not session._behind_clock(1000 + 40 * 25, 1043.0)  # nor after NTP stepped the wall clock by 3 s
+    assert session._behind_clock(1001 + 10 * 25, 1040.0)  # restarted 30 s ago, now past the old head: a reboot
+    # The new boot's counter 0 continues after the time the strap was away, not right after counter 1000.
+    start = session.stream.rebooted(counter_now=10 * 25, at_s=1040.0)
+    assert start == 1001 + round((1030.0 - 1000.0) * RATE_HZ)
+    # Stored after a reboot, before any sample of the new boot: the stored time dates the old boot, not this one.
+    again = StrapSession("therapist", _QuietSink(), RATE_HZ, clock=lambda: 1100.0)
+    again.stream.resume_after(1000, 1001 + 60 * 25, 1000.0)
+    assert again.stream.head == 0 and again.stream.last_held_s() is None
+    assert not again._behind_clock(40 * 25, 1100.0)

@@ -127,7 +127,18 @@ def load_daemon_config(path: str | Path | None) -> DaemonConfig:
         directory=_beside(here, session.directory),
         therapist_baseline=_beside(here, session.therapist_baseline) if session.therapist_baseline else "",
     )
-    return dataclasses.replace(config, session=session)
+    straps = dataclasses.replace(
+        config.straps,
+        therapist=_source_beside(here, config.straps.therapist),
+        client=_source_beside(here, config.straps.client),
+    )
+    return dataclasses.replace(config, session=session, straps=straps)
+
+
+def _source_beside(directory: Path, source: str) -> str:
+    """A ``replay:<session file>`` source with its file relative to ``directory``; other sources as they are."""
+    kind, _, path = source.partition(":")
+    return f"replay:{_beside(directory, path)}" if kind == "replay" and path else source
 
 
 def _beside(directory: Path, path: str) -> str:

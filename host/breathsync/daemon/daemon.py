@@ -208,7 +208,7 @@ class Daemon:
         # A storage failure inside a link callback: link libraries log and swallow what their callbacks
         # raise, so it is kept here and raised by the session loop (``_tick``), which ends the session.
         self.store_failure: StoreError | None = None
-        self._told_failure: dict[str, str] = {}  # the last connect failure shown per strap
+        self._told_failures: dict[str, set[str]] = {}  # connect failures shown per strap since it last connected
         self.store: SessionStore | None = None
         self.t0_s = 0.0
         self.lsl: LslOutlets | None = None
@@ -306,12 +306,13 @@ class Daemon:
                     self.store.set_meta(f"counter_offset.{role}", str(stream.offset))
         if kind in ("disconnected", "samples-lost", "strap-rebooted"):
             self._line(f"{role} strap: {kind} {detail}".rstrip())
-        elif kind == "connect-failed" and self._told_failure.get(role) != detail:
-            # Why it keeps retrying, once per reason (it retries every few seconds; the store has every try).
-            self._told_failure[role] = detail
+        elif kind == "connect-failed" and detail not in self._told_failures.setdefault(role, set()):
+            # Why it keeps retrying, once per reason until it connects (it retries every few seconds; the store
+            # has every try).
+            self._told_failures[role].add(detail)
             self._line(f"{role} strap: cannot connect ({detail}); retrying")
         elif kind == "connected":
-            self._told_failure.pop(role, None)
+            self._told_failures.pop(role, None)
 
     # -- engine outputs ----------------------------------------------------------------------------
 

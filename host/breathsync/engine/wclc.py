@@ -109,4 +109,6 @@ def wclc_nudges(states: Iterable[WclcState], r_min: float, min_locked_s: float, 
                 pol.record(s.t_s)
                 out.append(s.t_s)
             timer.settle(min_locked_s, nudged)  # as the engine's timer
+        # Apart (the episode's nudge count may start again): no correlation at r_min, either way round.
+        pol.observe(s.t_s, apart=s.r is not None and s.r < r_min)
     return out

@@ -226,7 +226,12 @@ class StrapSession:
         since_s = max(0.0, sent_s - last_s)
         expected = head - 1 + since_s / period_s
         slack_s = REBOOT_BEHIND_S + MAX_DRIFT_PPM * 1e-6 * since_s  # the fit extrapolated over a gap
-        return unwrap(counter_now, head) < expected - slack_s * clock.nominal_rate_hz
+        slack = slack_s * clock.nominal_rate_hz
+        if clock.fit is None:
+            # Dated from the store (a crashed run's wall clock, which NTP may have stepped since): a new boot is
+            # behind by at least everything the old one had counted, so half of that is a safe margin.
+            slack = max(slack, 0.5 * head)
+        return unwrap(counter_now, head) < expected - slack
 
     async def request_backfill(self) -> bool:
         """Ask for the oldest missing range, unless a backfill is already running. True if asked."""

@@ -213,7 +213,8 @@ class StrapStream:
         """
         self.offset = offset
         self.head = max(0, counter + 1 - offset)  # a crash right after a reboot was stored: from the new boot's 0
-        self.resumed_at_s = host_t_s
+        # That stored sample dates strap counter head - 1 only if it belongs to the boot the head counts.
+        self.resumed_at_s = host_t_s if counter + 1 - offset > 0 else None
 
     def last_held_s(self) -> float | None:
         """Host time of the newest sample held (strap counter head - 1): from the clock's fit, or for a restarted
@@ -222,6 +223,7 @@ class StrapStream:
             return None
         fit = self.clock.fit
         if fit is not None:
+            self.resumed_at_s = None  # the live fit dates the strap from now on (also after a rate change)
             return fit.offset_s + (self.head - 1) * fit.period_s
         return self.resumed_at_s
 

@@ -61,7 +61,7 @@ DECISION_COLORS = {
     "nudge": NUDGE_COLOR,
 }
 DECISION_LABELS = {
-    "learning": "learning both baselines",
+    "learning": "learning the baselines",
     "paused": "paused (a strap's data missing)",
     "no_lock": "not locked",
     "locked_unclear": "locked, direction unclear",
@@ -221,8 +221,9 @@ LOCKED_DECISIONS = frozenset(
 
 
 def _above_chance_pct(session: Session) -> float | None:
-    """Share of the measured time (states with a PLV) that the engine called locked beyond chance: PLV above its
-    floor and significant (docs/engine.md), whoever led.
+    """Share of the measured time (states with a PLV) that the engine called locked beyond chance: PLV or time-lag
+    locking above its floor and significant (docs/engine.md), whoever led. A locked window whose direction evidence
+    is not there yet (right after a drop-out) is 'no_lock' in the stored state and not counted (~1 % of updates).
 
     Until session 11 this was the time PLV beat its surrogate chance level alone, which two independent people
     reach about a tenth of the time by construction (a probe read 7 % as locking in a session never called
