@@ -377,7 +377,7 @@ def test_bad_sources_fail_before_the_session_file_exists(straps: StrapsConfig, m
 def test_config_accepts_every_kind_of_source_and_adapter(tmp_path: Path) -> None:
     good = tmp_path / "good.toml"
     good.write_text("[straps]\nble = 'bumble:tcp-client:127.0.0.1:7402'\ntherapist = 'replay:a.sqlite'\n")
-    assert load_daemon_config(good).straps.therapist == "replay:a.sqlite"
+    assert load_daemon_config(good).straps.therapist == f"replay:{tmp_path / 'a.sqlite'}"  # beside the file
 
 
 def test_every_settings_block_in_the_docs_loads_as_written(tmp_path: Path) -> None:

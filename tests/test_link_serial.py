@@ -70,6 +70,10 @@ class PtyStrap:
 
     def _stream(self) -> None:
         for n, start in enumerate(range(0, len(self.values), 7)):
+            # Counted when acquired, before it is sent (as on the strap): counted after the write, a TIME_SYNC
+            # answered in between (this thread preempted under load) said the counter was behind what the host
+            # already held, and the host took it for a reboot (clean-clone CI, once).
+            self.acquired = start + len(self.values[start : start + 7])
             frame = bytearray(bytes(Frame.of(SamplesPacket(n & 0xFF, start, tuple(self.values[start : start + 7])))))
             if self.corrupt_every and n % self.corrupt_every == 3:
                 frame[3] ^= 0x40  # a flipped bit on the cable: the CRC catches it
@@ -79,7 +83,6 @@ class PtyStrap:
                 )
             else:
                 os.write(self.master, bytes(frame))
-            self.acquired = start + len(self.values[start : start + 7])
             if self._stop.wait(0.002):
                 return
 
