@@ -562,7 +562,7 @@ def test_the_locked_card_counts_what_the_engine_called_locked_not_plv_above_its_
             store.add_state(HOST_T0_S + 2.0 + 4.0 * k, state)
     summary = summarise(load_session(path))
     # Measured from the first state with a PLV (2 s) to the last sample (20 s); the locked_unclear one holds 4 s.
-    assert summary.above_chance_pct == pytest.approx(100.0 * 4.0 / 18.0, abs=0.5)
+    assert summary.locked_pct == pytest.approx(100.0 * 4.0 / 18.0, abs=0.5)
     # The time before the engine's first state is learning (the daemon stores no state then): from the first
     # sample to the first state's 1 s, then the fixture's own 'learning' state up to 2 s.
     assert summary.decision_s["learning"] == pytest.approx(2.0)

@@ -121,7 +121,7 @@ class Summary:
     led_episodes: int
     led_s: float
     median_plv: float | None
-    above_chance_pct: float | None
+    locked_pct: float | None
     decision_s: dict[str, float]
     therapist_baseline: str  # where the therapist's 'own rhythm' came from
 
@@ -201,7 +201,7 @@ def summarise(session: Session) -> Summary:
         led_episodes=len(led),
         led_s=sum(e.duration_s for e in led),
         median_plv=statistics.median(plvs) if plvs else None,
-        above_chance_pct=_above_chance_pct(session),
+        locked_pct=_locked_pct(session),
         decision_s=decision_s,
         therapist_baseline=_baseline_text(session),
     )
@@ -220,7 +220,7 @@ LOCKED_DECISIONS = frozenset(
 )
 
 
-def _above_chance_pct(session: Session) -> float | None:
+def _locked_pct(session: Session) -> float | None:
     """Share of the measured time (states with a PLV) that the engine called locked beyond chance: PLV or time-lag
     locking above its floor and significant (docs/engine.md), whoever led. A locked window whose direction evidence
     is not there yet (right after a drop-out) is 'no_lock' in the stored state and not counted (~1 % of updates).
@@ -582,7 +582,7 @@ def _cards(s: Summary) -> str:
         ("Therapist followed client", _episodes_text(s.follow_episodes, s.follow_s)),
         ("Client followed therapist", _episodes_text(s.led_episodes, s.led_s)),
         ("Median PLV", "n/a" if s.median_plv is None else f"{s.median_plv:.2f}"),
-        ("Time locked beyond chance", _pct(s.above_chance_pct)),
+        ("Time locked beyond chance", _pct(s.locked_pct)),
         ("Therapist baseline", s.therapist_baseline),
     ]
     inner = "".join(f"<div class='card'>{_e(k)}<b>{_e(v)}</b></div>" for k, v in cards)
