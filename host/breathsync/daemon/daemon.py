@@ -379,9 +379,8 @@ class Daemon:
         with self._recording() as ok:
             if ok:
                 assert self.store is not None
-                self.store.add_link_event(
-                    self.clock(), "therapist", "muted", f"{minutes:g} min"
-                )  # rebuild.mute_duration_s
+                # Read back by rebuild.mute_duration_s: a resumed run and `replay SESSION` mute as live did.
+                self.store.add_link_event(self.clock(), "therapist", "muted", f"{minutes:g} min")
         self._line(f"nudges muted for {minutes:.0f} min (mirroring on purpose); they resume by themselves")
 
     # -- status line -------------------------------------------------------------------------------
@@ -501,13 +500,13 @@ class Daemon:
         self.store = store
         summary = SessionSummary(path, resumed)
         tasks: list[asyncio.Task[None]] = []
-        failed = disk_failed = False
-        failure: StoreError | None = None
+        failed = False
+        failure: StoreError | None = None  # a storage failure (a full disk) ended the session
         try:
             self._start_session(store, path, resumed)
             await self._connect_and_run(stop, options, store, tasks)
         except BaseException as exc:
-            failed, disk_failed = True, isinstance(exc, StoreError)
+            failed = True
             failure = exc if isinstance(exc, StoreError) else None
             raise
         finally:
@@ -520,7 +519,7 @@ class Daemon:
                 known_empty = not any(summary.samples.values())
                 summary.nudges = len(store.nudges())
                 summary.nudges_confirmed = sum(1 for e in store.link_events() if e[2] == "nudge-confirmed")
-                if not disk_failed:  # a session cut short by a full disk stays open: the next run resumes it
+                if failure is None:  # a session cut short by a full disk stays open: the next run resumes it
                     store.set_meta("closed", "1")
                 store.close()
             except StoreError:

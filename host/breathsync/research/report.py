@@ -34,6 +34,7 @@ from matplotlib.patches import Patch
 from .. import __version__
 from .output import write_all_or_nothing
 from .session import (
+    LOCKED_DECISIONS,
     ROLES,
     Episode,
     FloatArray,
@@ -213,11 +214,6 @@ def _baseline_text(session: Session) -> str:
         return "learned in the session"
     made = ", ".join(x for x in (cal.source, cal.created) if x)
     return f"{cal.baseline.rate_bpm:.1f}/min, calibrated" + (f" ({made})" if made else "")
-
-
-LOCKED_DECISIONS = frozenset(
-    {"locked_unclear", "therapist_follows", "nudge", "nudge_suppressed", "locked_client_follows"}
-)
 
 
 def _locked_pct(session: Session) -> float | None:

@@ -36,6 +36,7 @@ FloatArray = npt.NDArray[np.float64]
 # Engine decisions (engine/state.py) grouped into what a reader of a report cares about.
 THERAPIST_FOLLOWS_DECISIONS = frozenset({"therapist_follows", "nudge", "nudge_suppressed"})
 CLIENT_FOLLOWS_DECISIONS = frozenset({"locked_client_follows"})
+LOCKED_DECISIONS = THERAPIST_FOLLOWS_DECISIONS | CLIENT_FOLLOWS_DECISIONS | {"locked_unclear"}
 
 
 @dataclass(frozen=True)
