@@ -41,7 +41,7 @@ def main():
 
         wired = not boot_button_pressed(machine, config, _log)
     log = None if wired else _log
-    from drivers import make_haptics, make_hardware, make_watchdog
+    from drivers import make_haptics, make_hardware
 
     try:
         machine.freq(config.CPU_FREQ_HZ)
@@ -50,6 +50,10 @@ def main():
     import time
 
     hw = make_hardware(machine, settings, config, sleep_us=time.sleep_us)
+    haptics = make_haptics(settings, config)
+    # Boot-only code: nothing built refers back to the drivers package's constructors, so their heap is freed.
+    del make_haptics, make_hardware
+    del sys.modules["drivers"]
     import asyncio
 
     from strap.cmdq import CommandQueue
@@ -87,8 +91,8 @@ def main():
     timer = machine.Timer(_SAMPLE_TIMER_ID)
     wdt = None
     try:  # the WDT starts in here: a Ctrl-C from the moment it runs must leave it fed
-        wdt = make_watchdog(machine, config)
-        App(config, settings, rings, hw, make_haptics(settings, config), timer, wdt, link, wired=wired, log=log).run()
+        wdt = machine.WDT(timeout=config.WDT_TIMEOUT_MS)
+        App(config, settings, rings, hw, haptics, timer, wdt, link, wired=wired, log=log).run()
     except KeyboardInterrupt:  # Ctrl-C (mpremote before a deploy): motor and sampling off, back to the REPL
         hw.guard.apply(0, 0)
         from strap.console import feed_watchdog_at_the_repl

@@ -130,8 +130,9 @@ def test_compiles_for_esp32(path: Path, tmp_path: Path) -> None:
     assert (tmp_path / "out.mpy").stat().st_size > 0
 
 
-def test_the_app_s_copy_of_the_haptic_fault_bit_matches_the_drivers() -> None:
-    """strap/app.py keeps FAULT_HAPTIC as its own const (importing drivers' costs heap): the two must agree."""
+def test_the_app_s_copies_of_the_fault_bits_match_the_drivers() -> None:
+    """strap/app.py keeps the FAULT_* bits as its own consts (main.py frees the drivers package after boot, and
+    importing it again would load it again): the two must agree."""
 
     def const_value(path: Path, name: str) -> int:
         for node in ast.walk(ast.parse(path.read_text())):
@@ -141,6 +142,7 @@ def test_the_app_s_copy_of_the_haptic_fault_bit_matches_the_drivers() -> None:
                 return int(call.args[0].value)
         raise AssertionError(f"{name} not in {path}")
 
-    assert const_value(FIRMWARE / "strap" / "app.py", "_FAULT_HAPTIC") == const_value(
-        FIRMWARE / "drivers" / "__init__.py", "FAULT_HAPTIC"
-    )
+    for name in ("FAULT_SENSOR", "FAULT_HAPTIC"):
+        assert const_value(FIRMWARE / "strap" / "app.py", f"_{name}") == const_value(
+            FIRMWARE / "drivers" / "__init__.py", name
+        )

@@ -29,15 +29,17 @@ FAULT_HAPTIC = const(2)  # configured haptic driver missing: NullMotor in use
 
 
 class Hardware:
-    """Everything the application needs from the board, created once."""
+    """Everything the application needs from the board, created once.
 
-    def __init__(self):
-        self.i2c = None
-        self.sensor = None
-        self.motor = None
-        self.guard = None
-        self.battery = None
-        self.faults = 0
+    Defaults as class attributes, no methods: nothing in it refers back to this module, so main.py can let
+    the constructors below go once the strap is built (their code is ~2 KB of heap)."""
+
+    i2c = None
+    sensor = None
+    motor = None
+    guard = None
+    battery = None
+    faults = 0
 
 
 def make_i2c(machine, cfg):
@@ -120,7 +122,3 @@ def make_hardware(machine, settings, cfg, sleep_us=None):
     adc = machine.ADC(machine.Pin(cfg.PIN_BATTERY_ADC), atten=cfg.ADC_ATTEN_11DB)
     hw.battery = BatteryGauge(adc, cfg.BATTERY_DIVIDER_NUM, cfg.BATTERY_DIVIDER_DEN)
     return hw
-
-
-def make_watchdog(machine, cfg):
-    return machine.WDT(timeout=cfg.WDT_TIMEOUT_MS)

@@ -100,8 +100,10 @@ _WARMUP_MS = const(2000)  # sensor STARTING after boot or a rate change
 _RAIL_LO = const(16)
 _RAIL_HI = const(65519)
 _U32 = const(0xFFFFFFFF)
+# drivers' FAULT_* bits, not imported (main.py lets that package go after boot): tests/test_config.py keeps them equal
+_FAULT_SENSOR = const(1)
+_FAULT_HAPTIC = const(2)
 # Identify pattern (docs/protocol.md 5.2): 3 x 100 ms on / 100 ms off at 60 %.
-_FAULT_HAPTIC = const(2)  # drivers.FAULT_HAPTIC, not imported (heap): tests/test_config.py keeps them equal
 _IDENT_PULSES = const(3)
 _IDENT_ON_MS = const(100)
 _IDENT_OFF_MS = const(100)
@@ -466,9 +468,7 @@ class App:
             await asyncio.sleep_ms(_STATUS_PERIOD_MS)
 
     def sensor_state(self, now):
-        from drivers import FAULT_SENSOR
-
-        if self.hw.faults & FAULT_SENSOR:
+        if self.hw.faults & _FAULT_SENSOR:
             return SENSOR_ABSENT
         errors = self.hw.sensor.errors
         if errors != self._sensor_errors:

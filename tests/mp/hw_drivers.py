@@ -258,7 +258,7 @@ def check_timer_and_wdt():
     machine.sim.advance_ms(1000)
     assert len(fired) == 25 and fired[0] == 40 and fired[-1] == 1000
     pwm = machine.PWM(machine.Pin(4), freq=20000, duty_u16=30000)
-    wdt = drivers.make_watchdog(machine, config)
+    wdt = machine.WDT(timeout=config.WDT_TIMEOUT_MS)  # as main.py starts it
     machine.sim.advance_to(4000)
     wdt.feed()
     machine.sim.advance_to(8900)
