@@ -435,11 +435,20 @@ def test_haptic_pwm_timeline_respects_every_limit(run_micropython: RunMicroPytho
     assert timeline[-1][1] == 0
 
 
-def test_a_missing_haptic_driver_answers_haptic_with_internal_error(
-    run_micropython: RunMicroPython, tmp_path: Path
+@pytest.mark.parametrize(
+    ("settings", "boot_line"),
+    [
+        ({"haptic": "drv2605"}, "haptic driver missing"),
+        ({"haptic_enabled": False}, "haptics off in the settings"),
+        ({"haptic_max_intensity_pct": 0}, "haptics off in the settings"),
+    ],
+)
+def test_a_strap_that_cannot_vibrate_answers_haptic_with_internal_error(
+    run_micropython: RunMicroPython, tmp_path: Path, settings: dict[str, Any], boot_line: str
 ) -> None:
-    """Settings choose the DRV2605 but none answers on the bus: a nudge answered OK would be recorded as
-    delivered by the host while nothing vibrates. The strap says why at boot and refuses the pattern."""
+    """Settings choose the DRV2605 but none answers on the bus, or turn haptics off: a nudge answered OK would
+    be recorded as delivered by the host while nothing vibrates. The strap says why at boot and refuses the
+    pattern."""
     pattern = "1801" + "02" + struct.pack("<HH", 200, 200).hex() + "32"
     actions: list[list[Any]] = [
         ["connect", 500, 23],
@@ -447,7 +456,7 @@ def test_a_missing_haptic_driver_answers_haptic_with_internal_error(
         ["write", 1500, 8, "18020000000000" + "00"],
         ["write", 2000, 9, "190305"],  # IDENTIFY: a pattern too
     ]
-    run = run_app(run_micropython, tmp_path, bundled_counts(25), actions, end_ms=3000, settings={"haptic": "drv2605"})
+    run = run_app(run_micropython, tmp_path, bundled_counts(25), actions, end_ms=3000, settings=settings)
     responses = [
         p
         for _t, p in run.packets()
@@ -458,7 +467,21 @@ def test_a_missing_haptic_driver_answers_haptic_with_internal_error(
         (Channel.HAPTIC, ResultCode.OK),  # 'stop' is still fine
         (Channel.CONTROL, ResultCode.INTERNAL_ERROR),
     ]
-    assert "haptic driver missing" in run.stderr
+    assert boot_line in run.stderr
+
+
+def test_every_command_of_a_burst_gets_its_response(run_micropython: RunMicroPython, tmp_path: Path) -> None:
+    """Two bursts of 8 commands 10 ms apart, each fitting the command queue: notifications go out one per
+    50 ms, so the RESPONSE queue (8) overflowed and 7 answers were dropped for commands that had been
+    executed (a HAPTIC played but recorded by the host as failed). Commands now wait for a RESPONSE slot."""
+    tags = [0x10 * burst + i for burst in (1, 2) for i in range(8)]
+    actions: list[list[Any]] = [["connect", 500, 23]] + [
+        ["write", 2000 + 10 * (tag >> 4), 9, f"19{tag:02x}08" + struct.pack("<I", tag).hex()] for tag in tags
+    ]
+    run = run_app(run_micropython, tmp_path, bundled_counts(25), actions, end_ms=5000)
+    answered = [p.tag for _t, p in run.packets() if isinstance(p, ResponsePacket) and p.tag in tags]
+    assert answered == tags
+    assert run.summary["responses_dropped"] == 0 and run.summary["commands_dropped"] == 0
 
 
 def test_ctrl_c_returns_to_the_repl_with_the_watchdog_fed(run_micropython: RunMicroPython) -> None:
@@ -831,6 +854,40 @@ def test_cpython_streamer_paces_retries_and_prioritises() -> None:
         times.append(now)
     got = [s for c, b in link.sent if c == 1 for s in decode(Channel.SAMPLES, b).samples]
     assert sorted(got) == list(range(114))
+
+
+@pytest.mark.parametrize(
+    ("first", "end", "expected"),
+    [
+        (100, 200, [105, 155]),  # samples long overwritten (the oldest held is 900): its events are still held
+        (800, 950, [805, 855, 905]),  # partly overwritten
+        (5000, 0xFFFFFFFF, []),  # a start the strap has not reached (a counter from before a reboot)
+        (5000, 6000, []),
+        (940, 0xFFFFFFFF, [955]),  # open end: up to the live stream's start
+    ],
+)
+def test_cpython_backfill_resends_only_the_events_in_the_requested_range(
+    first: int, end: int, expected: list[int]
+) -> None:
+    """The events re-sent go by [from, to), not by the samples still held: an overwritten range re-sent
+    every buffered event after it (its value0..value1 lies later), and a start ahead of the strap's counter
+    every buffered event (its span wrapped to nearly 2**32), at backfill priority, holding off real backfills."""
+    from core.ringbuf import EventRing, SampleRing
+    from strap.stream import IDLE, Streamer
+
+    st = Streamer(SampleRing(100), EventRing(64, 5), 25)
+    link = _Link()
+    st.attach(link, 0)
+    for c in range(1000):
+        st.ring.push(c)
+        if c % 50 == 10:
+            st.evring.push([1, c - 5, 100, 0, c])
+    st.start()
+    st.backfill(first, end)
+    now = 0
+    while (wait := st.pump(now)) != IDLE:
+        now += max(wait, 1)
+    assert [decode(Channel.EVENT, b).index for c, b in link.sent if c == Channel.EVENT] == expected
 
 
 def test_cpython_command_queue_and_ble_link_with_the_double() -> None:

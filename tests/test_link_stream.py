@@ -199,3 +199,42 @@ def test_a_resumed_run_dates_a_reboot_by_the_stored_time_but_not_a_wall_clock_st
     again.stream.resume_after(1000, 1001 + 60 * 25, 1000.0)
     assert again.stream.head == 0 and again.stream.last_held_s() is None
     assert not again._behind_clock(40 * 25, 1100.0)
+
+
+def test_a_backfill_answer_behind_the_start_asked_for_loses_nothing() -> None:
+    """value0 > from: the strap no longer holds [from, value0), lost. value0 < from (mod 2**32): the strap has
+    not counted that far (it rebooted and the host has not seen it yet); read as 'ahead', the gap's whole
+    range was given up: 2**32 counters lost."""
+    import asyncio
+
+    from breathsync.link.session import StrapSession
+    from breathsync.protocol import Backfill, Channel, ResponsePacket, ResultCode, decode, encode
+
+    class Sink(_QuietSink):
+        def __init__(self) -> None:
+            self.link: list[tuple[str, str]] = []
+
+        def on_link(self, role: str, kind: str, detail: str) -> None:
+            self.link.append((kind, detail))
+
+    async def asked(value0: int) -> tuple[list[tuple[int, int]], list[tuple[str, str]]]:
+        sink = Sink()
+        session = StrapSession("client", sink, RATE_HZ)
+        for packet in packets(0, list(range(100))) + packets(200, list(range(100))):
+            session.stream.on_samples_packet(packet, 0.0)
+
+        async def write(channel: int, payload: bytes) -> None:
+            command = decode(Channel(channel), payload)
+            assert isinstance(command, Backfill) and (command.from_counter, command.to_counter) == (100, 200)
+            answer = ResponsePacket(command.tag, Channel.CONTROL, 0x04, ResultCode.OK, value0, value0)
+            asyncio.get_running_loop().call_soon(session.handle, Channel.RESPONSE, encode(answer)[1])
+
+        session.attach(write)
+        session._epoch_pending = False  # the TIME_SYNC after connecting has answered: no reboot seen
+        assert await session.request_backfill()
+        return session.stream.gaps.ranges, sink.link
+
+    gaps, link = asyncio.run(asked(150))
+    assert gaps == [(150, 200)] and link == [("samples-lost", "100..150")]
+    gaps, link = asyncio.run(asked(60))
+    assert gaps == [(100, 200)] and link == []

@@ -78,7 +78,7 @@ def make_sensor(machine, settings, cfg, i2c=None, sleep_us=None):
 
 def make_motor(machine, settings, cfg, i2c=None):
     """(motor, fault bits) for settings 'haptic' / 'haptic_enabled'."""
-    if not settings.get("haptic_enabled"):
+    if not settings.get("haptic_enabled") or not settings.get("haptic_max_intensity_pct"):
         return NullMotor(), 0
     if settings.get("haptic") == "drv2605":
         from .drv2605 import Drv2605Motor  # on demand, like the LPS22

@@ -171,6 +171,8 @@ class App:
         gc.collect()
         if hw.faults & _FAULT_HAPTIC:
             self.log("strap: haptic driver missing")
+        elif hw.motor.kind == "none":
+            self.log("strap: haptics off in the settings")
         self.log(
             "strap: %d Hz, ring %d samples (%d s), %d events, heap free %d"
             % (
@@ -281,6 +283,8 @@ class App:
         while True:
             wait = streamer.pump(ticks_ms())
             self._alive |= _T_STREAM
+            if len(self.commands) and streamer.response_room():  # commands waited for a RESPONSE slot
+                self.ctl_flag.set()
             if wait == IDLE:
                 self._idle |= _T_STREAM
                 await self._str_flag.wait()
@@ -298,7 +302,9 @@ class App:
             ev = link.take_events()
             if ev:
                 self._link_events(ev)
-            while True:
+            # One RESPONSE per command, so a command waits in the queue until its RESPONSE has room: executed
+            # with its answer dropped, a nudge played would be recorded as failed (9 commands inside ~400 ms).
+            while self.streamer.response_room():
                 ch, n = self.commands.get(self._cmd)
                 if ch == 0:
                     break
@@ -354,7 +360,9 @@ class App:
             h.stop(now)
             self.guard.step(h, now)
             return OK, 0, 0
-        if self.hw.faults & _FAULT_HAPTIC:  # the driver did not answer at boot: nothing would vibrate
+        # Nothing would vibrate (driver missing, or haptics off in the settings): answered OK, the host would
+        # record a nudge delivered.
+        if self.hw.motor.kind == "none":
             return INTERNAL_ERROR, 0, 0
         return self._play(now, pulses, out[CMD_ARG1], out[CMD_ARG2], out[CMD_ARG3])
 
@@ -393,7 +401,7 @@ class App:
         elif op == OP_BACKFILL:
             return s.backfill(out[CMD_ARG0], out[CMD_ARG1])
         elif op == OP_IDENTIFY:
-            if self.hw.faults & _FAULT_HAPTIC:  # nothing would vibrate
+            if self.hw.motor.kind == "none":  # nothing would vibrate
                 return INTERNAL_ERROR, 0, 0
             self._play(now, _IDENT_PULSES, _IDENT_ON_MS, _IDENT_OFF_MS, _IDENT_PCT)
         elif op == OP_SET_ROLE:

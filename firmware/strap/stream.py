@@ -107,7 +107,8 @@ class Streamer:
         # Backfill state (one at a time).
         self.backfilling = False
         self._bf_open = False
-        self._bf_from = 0  # requested start: events in [from, end) go too
+        self._bf_from = 0  # requested start: events in [from, from + span) go too
+        self._bf_ev_span = 0
         self._bf_next = 0  # next sample counter to send
         self._bf_end = 0  # exclusive
         self._bf_ev = 0  # next event seq to examine
@@ -141,6 +142,7 @@ class Streamer:
         if self.backfilling and self._bf_open:
             self._bf_end = self.ring.head()
             self._bf_ev_end = self.evring.head
+            self._bf_ev_span = self._event_span(self._bf_end)
         self.streaming = True
 
     def stop(self):
@@ -157,6 +159,10 @@ class Streamer:
         self._n = 0
 
     # ---- what to send ----
+    def response_room(self):
+        """A RESPONSE can be queued without dropping one (the control task takes no command until then)."""
+        return self.link is None or self._resp_n < self._resp_slots
+
     def respond(self, packet, n):
         """Queue one RESPONSE (``packet[:n]``); the oldest is dropped if the queue is full."""
         if self._resp_n == self._resp_slots:
@@ -199,6 +205,8 @@ class Streamer:
         value0 = (head - b_from) & _U32
         value1 = (head - b_end) & _U32
         self._bf_from = first
+        # Events go by the requested range, not by the samples' (an overwritten range's value0..value1 lies later).
+        self._bf_ev_span = self._event_span(value1 if self._bf_open else end)
         self._bf_next = value0
         self._bf_end = value1
         ev = self.evring
@@ -206,6 +214,12 @@ class Streamer:
         self._bf_ev_end = ev.cursor() if self.streaming else ev.head
         self.backfilling = True
         return OK, value0, value1
+
+    def _event_span(self, end):
+        """Events in [from, end) are re-sent too; none when ``end`` is not after ``from`` (a start the strap
+        has not reached: the span would wrap to nearly 2**32 and take every buffered event)."""
+        span = (end - self._bf_from) & _U32
+        return 0 if span >= _FUTURE else span
 
     def pump(self, now_ms):
         """Send at most one packet if the link allows it now.
@@ -273,10 +287,10 @@ class Streamer:
         return _K_NONE
 
     def _bf_event_ready(self):
-        """Skip buffered events outside [from, end); True if the next one is to be sent."""
+        """Skip buffered events outside the requested range; True if the next one is to be sent."""
         ev = self.evring
         rec = self._rec
-        span = (self._bf_end - self._bf_from) & _U32
+        span = self._bf_ev_span
         while self._bf_ev < self._bf_ev_end:
             n, first = ev.read_from(self._bf_ev, rec, 1)
             if n == 0:

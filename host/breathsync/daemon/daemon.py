@@ -43,7 +43,7 @@ from ..link.ble import BleOptions
 from ..link.session import LinkError
 from ..link.sources import ROLES, StrapLink, ble_adapter, close_links, find_by_role, open_link, open_sources
 from ..link.stream import SampleBlock, StrapEvent, StrapStream
-from ..protocol import HapticCommand, ProtocolError, StatusPacket
+from ..protocol import HapticCommand, ProtocolError, ResultCode, StatusPacket
 from ..protocol.packets import (
     HAPTIC_MAX_OFF_MS,
     HAPTIC_MAX_ON_MS,
@@ -354,6 +354,8 @@ class Daemon:
                 response = await link.haptic(command)
                 confirmed = response.ok
                 detail = "" if confirmed else f"therapist: strap refused ({response.result.name})"
+                if response.result == ResultCode.INTERNAL_ERROR:
+                    detail += ": it cannot vibrate (haptics off in its settings, or its motor driver missing)"
             except (LinkError, ProtocolError) as exc:
                 detail = str(exc)
         if not confirmed:

@@ -249,9 +249,12 @@ class StrapSession:
             self._backfill_in_flight = None
             return False
         first_available = self.stream.gaps.ranges[0][0] if self.stream.gaps.ranges else start
-        if response.value0 != start & 0xFFFFFFFF:
+        ahead = (response.value0 - start) & 0xFFFFFFFF
+        # value0 behind the start asked for: the strap has not counted that far (a reboot the host has not
+        # seen yet), which is no reason to give up the gap; the next TIME_SYNC tells.
+        if 0 < ahead < 1 << 31:
             # The strap no longer holds [start, value0): those samples are lost for good.
-            lost_until = start + ((response.value0 - start) & 0xFFFFFFFF)
+            lost_until = start + ahead
             self.stream.strap_lost(max(lost_until, first_available))
             self.sink.on_link(self.role, "samples-lost", f"{start}..{lost_until}")
         self._backfill_in_flight = None
