@@ -782,3 +782,31 @@ def test_report_on_a_few_seconds_prints_no_warning(tmp_path: Path, capsys: pytes
     assert main(["report", str(path), "--out", str(tmp_path / "out")]) == 0
     captured = capsys.readouterr()
     assert captured.err == "" and "report:" in captured.out
+
+
+def test_an_edf_cut_short_by_a_file_size_limit_is_an_error_and_keeps_the_earlier_export(
+    session_file: Path, tmp_path: Path
+) -> None:
+    # The EDF library ignores failed writes: a full disk or `ulimit -f` left a cut file, moved over the good
+    # one, with 'wrote 1 file(s)' and exit 0.
+    import resource
+    import subprocess
+    import sys
+
+    out = tmp_path / "edf"
+    assert main(["export", str(session_file), "--format", "edf", "--out", str(out)]) == 0
+    [good] = out.glob("*.edf")
+    before = good.read_bytes()
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 2, resource.RLIM_INFINITY))
+
+    command = [sys.executable, "-m", "breathsync", "export", str(session_file), "--format", "edf", "--out", str(out)]
+    proc = subprocess.run(command, capture_output=True, text=True, preexec_fn=limit_file_size, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert re.fullmatch(
+        rf"breathsync export: {re.escape(str(good))}: cannot write output \(the EDF file came out incomplete: "
+        r"disk full, or a file size limit\?\)\n",
+        proc.stderr,
+    )
+    assert good.read_bytes() == before and [p.name for p in out.iterdir()] == [good.name]

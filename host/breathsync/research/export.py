@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import gzip
 import json
 import math
@@ -388,6 +389,27 @@ def _write_edf(
             writer.writeAnnotation(note.onset_s, -1 if note.duration_s is None else note.duration_s, note.text)
     finally:
         writer.close()
+    # The EDF library does not report failed writes (a full disk, a file size limit): the cut file would
+    # replace a good one.
+    if path.stat().st_size != _edf_size_in_header(path):
+        raise OSError(errno.EIO, "the EDF file came out incomplete: disk full, or a file size limit?", str(path))
+
+
+def _edf_size_in_header(path: Path) -> int:
+    """The file size an EDF(+) header promises: header bytes + records x (2 bytes x samples per record)."""
+    with path.open("rb") as handle:
+        fixed = handle.read(256)
+        try:
+            header_bytes, n_records, n_signals = int(fixed[184:192]), int(fixed[236:244]), int(fixed[252:256])
+        except ValueError:
+            return -1  # not even the fixed header was written
+        handle.seek(256 + n_signals * 216)  # the per-signal fields before 'samples in each data record'
+        per_record = handle.read(8 * n_signals)
+    try:
+        samples = sum(int(per_record[8 * i : 8 * i + 8]) for i in range(n_signals))
+    except ValueError:
+        return -1
+    return header_bytes + n_records * 2 * samples
 
 
 def _edf_header(session: Session) -> dict[str, Any]:
