@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyedflib
@@ -170,7 +171,7 @@ NUDGES = [(260.0, True, 18.0), (420.0, False, None), (470.0, None, None)]  # (ti
 
 
 def build_session(path: Path, roles: tuple[str, ...] = ("therapist", "client"), engine: bool = True) -> Path:
-    with SessionStore.create(path, config={"engine": {"min_locked_s": 20.0}}) as store:
+    with SessionStore.create(path, config={"engine": {"engine": {"min_locked_s": 20.0}, "policy": {}}}) as store:
         store.set_meta("created_unix_s", repr(CREATED_UNIX_S))
         for role in roles:
             _store_strap(store, role)
@@ -523,7 +524,7 @@ def test_replay_session_reruns_the_engine_with_other_settings(
     assert "need a SESSION" in capsys.readouterr().err
 
 
-def _stored_dyad(path: Path) -> Path:
+def _stored_dyad(path: Path, config: dict[str, Any] | None = None) -> Path:
     """A therapist-follows dyad (bundled recordings) stored as a session, as the daemon stores what straps send."""
     from breathsync.engine import StrapBlock, StrapBreath, dyad_stream
     from breathsync.scenarios import bundled_sources, make_scenario
@@ -531,7 +532,7 @@ def _stored_dyad(path: Path) -> Path:
     src = {s.name: s for s in bundled_sources()}
     sc = make_scenario("therapist_follows", src["bidmc_04"], src["bidmc_18"], 21, 330.0)
     period = 1.0 / RATE_HZ
-    with SessionStore.create(path) as store:
+    with SessionStore.create(path, config) as store:
         store.set_meta("t0_unix_s", repr(HOST_T0_S))
         for role in ("therapist", "client"):
             store.set_strap(StrapInfo(role, "AA:BB", f"strap-{role}", "0.3.1", 1, RATE_HZ), HOST_T0_S)
@@ -611,7 +612,7 @@ def test_replay_session_and_a_resumed_run_hold_nudges_back_while_muted(
 def tiny_session(path: Path, seconds: float = 3.0, nudge_at_s: float | None = None) -> Path:
     """A few seconds of both straps (fast to report on); optionally a nudge at ``nudge_at_s``."""
     n = round(seconds * RATE_HZ)
-    with SessionStore.create(path, config={"engine": {"min_locked_s": 20.0}}) as store:
+    with SessionStore.create(path, config={"engine": {"engine": {"min_locked_s": 20.0}, "policy": {}}}) as store:
         store.set_meta("created_unix_s", repr(CREATED_UNIX_S))
         for role in ("therapist", "client"):
             times = [HOST_T0_S + i / RATE_HZ for i in range(n)]
@@ -810,3 +811,33 @@ def test_an_edf_cut_short_by_a_file_size_limit_is_an_error_and_keeps_the_earlier
         proc.stderr,
     )
     assert good.read_bytes() == before and [p.name for p in out.iterdir()] == [good.name]
+
+
+def test_replay_session_uses_the_settings_the_session_ran_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It used the built-in defaults: a session run with other settings (a shorter baseline, a stricter policy)
+    # replayed as another engine, so 'compare with states.csv' compared two different engines.
+    import json
+
+    from breathsync.cli import main
+
+    def replayed(*args: str) -> tuple[int, str]:
+        assert main(["replay", *args]) == 0
+        out, err = capsys.readouterr()
+        return sum(json.loads(line)["type"] == "nudge" for line in out.splitlines()), err
+
+    unset = _stored_dyad(tmp_path / "unset.sqlite")
+    nudged, err = replayed(str(unset))
+    assert nudged >= 1 and "stored no engine settings: the defaults are used" in err
+    strict = _stored_dyad(tmp_path / "strict.sqlite", {"engine": {"policy": {"max_per_hour": 0}}})
+    assert replayed(str(strict)) == (0, "")
+    defaults = tmp_path / "defaults.toml"
+    defaults.write_text("")
+    assert replayed(str(strict), "--config", str(defaults))[0] == nudged  # --config still overrides
+    damaged = tmp_path / "damaged.sqlite"
+    with SessionStore.create(damaged, {"engine": {"policy": {"cooldown_s": "soon"}}}) as store:
+        store.set_strap(StrapInfo("therapist", "AA:BB", "strap", "0.3.1", 1, RATE_HZ), HOST_T0_S)
+    _one_line_error(
+        capsys, main(["replay", str(damaged)]), r"stored engine settings.*cooldown_s.*give the settings with --config"
+    )

@@ -20,6 +20,7 @@ from ..engine import (
     load_config,
     run_engine,
 )
+from ..engine.config import config_from_dict
 from ..errors import InputError
 from ..recording import FloatArray, check_input_rate
 from .recording_input import read_strap_input
@@ -36,7 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client", metavar="B.csv", help="client's recording (CSV/CSV.gz)")
     parser.add_argument("--rate", type=float, metavar="HZ", help="sampling rate of both inputs")
     parser.add_argument("--column", help="signal column in both files (default: resp)")
-    parser.add_argument("--config", metavar="FILE", help="TOML file with [engine] and [policy] tables")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML file with [engine] and [policy] tables (a SESSION: instead of the settings it was run with)",
+    )
     parser.add_argument(
         "--therapist-baseline",
         metavar="FILE",
@@ -67,6 +72,20 @@ def _session_stream(store: SessionStore) -> Iterator[StreamItem]:
         yield from stored_stream(store, session_t0_s(store), session_rate_hz(store))
 
 
+def _stored_config(store: SessionStore, where: str) -> Config:
+    """The engine and policy settings the session was run with (the daemon stores its whole configuration)."""
+    stored = store.config().get("engine")
+    if stored is None:
+        print(f"breathsync replay: note: {where} stored no engine settings: the defaults are used", file=sys.stderr)
+        return Config()
+    if not isinstance(stored, dict):
+        raise InputError(f"{where}: its stored engine settings are not a table (give them with --config)")
+    try:
+        return config_from_dict(stored, f"{where}: its stored engine settings")
+    except InputError as exc:
+        raise InputError(f"{exc} (give the settings with --config)") from None
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else Config()
     baseline = None
@@ -84,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         store = _open_session(args.session)
         try:
             baseline = baseline or stored_baseline(store)
+            if not args.config:  # the settings live ran with, or a state would not match its stored twin
+                config = _stored_config(store, args.session)
         except InputError:
             store.close()
             raise
