@@ -829,7 +829,7 @@ def test_replay_session_uses_the_settings_the_session_ran_with(
 
     unset = _stored_dyad(tmp_path / "unset.sqlite")
     nudged, err = replayed(str(unset))
-    assert nudged >= 1 and "stored no engine settings: the defaults are used" in err
+    assert nudged >= 1 and "stored no engine settings: the defaults were used" in err
     strict = _stored_dyad(tmp_path / "strict.sqlite", {"engine": {"policy": {"max_per_hour": 0}}})
     assert replayed(str(strict)) == (0, "")
     defaults = tmp_path / "defaults.toml"

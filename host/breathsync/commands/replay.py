@@ -72,12 +72,12 @@ def _session_stream(store: SessionStore) -> Iterator[StreamItem]:
         yield from stored_stream(store, session_t0_s(store), session_rate_hz(store))
 
 
-def _stored_config(store: SessionStore, where: str) -> Config:
-    """The engine and policy settings the session was run with (the daemon stores its whole configuration)."""
+def _stored_config(store: SessionStore, where: str) -> Config | None:
+    """The engine and policy settings the session was run with (the daemon stores its whole configuration);
+    None if it stored none."""
     stored = store.config().get("engine")
     if stored is None:
-        print(f"breathsync replay: note: {where} stored no engine settings: the defaults are used", file=sys.stderr)
-        return Config()
+        return None
     if not isinstance(stored, dict):
         raise InputError(f"{where}: its stored engine settings are not a table (give them with --config)")
     try:
@@ -88,6 +88,7 @@ def _stored_config(store: SessionStore, where: str) -> Config:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else Config()
+    stored_no_config = False
     baseline = None
     if args.therapist_baseline:
         from ..engine.baseline_file import read_baseline  # here: most replays have no baseline file
@@ -104,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             baseline = baseline or stored_baseline(store)
             if not args.config:  # the settings live ran with, or a state would not match its stored twin
-                config = _stored_config(store, args.session)
+                stored = _stored_config(store, args.session)
+                stored_no_config = stored is None
+                config = stored or config
         except InputError:
             store.close()
             raise
@@ -133,6 +136,11 @@ def run(args: argparse.Namespace) -> int:
     out.flush()
     if args.session and not any(counted.blocks.values()):
         raise InputError(f"{args.session}: empty session (no samples from either strap)")
+    if stored_no_config:
+        print(
+            f"breathsync replay: note: {args.session} stored no engine settings: the defaults were used",
+            file=sys.stderr,
+        )
     for role in ("therapist", "client"):
         if counted.blocks[role] == 0:
             where = "in this session" if args.session else "reached the host (the recording is missing samples)"
