@@ -841,3 +841,18 @@ def test_replay_session_uses_the_settings_the_session_ran_with(
     _one_line_error(
         capsys, main(["replay", str(damaged)]), r"stored engine settings.*cooldown_s.*give the settings with --config"
     )
+
+
+def test_decision_shares_stay_within_the_session_when_the_engine_pauses_after_the_last_sample(
+    tmp_path: Path,
+) -> None:
+    # Straps stopped at 20 s, the engine's 'paused' state 2 s later, the run ended later still: the paused state
+    # was counted to the session's end, before it (-2 s), and the share table read -10 % / 110 %.
+    path = tiny_session(tmp_path / "s.sqlite", seconds=20.0)
+    with SessionStore.open(path) as store:
+        store.add_state(HOST_T0_S + 10.0, {**engine_state(10.0), "decision": "no_lock", "plv": 0.4})
+        store.add_state(HOST_T0_S + 22.0, {**engine_state(22.0), "decision": "paused", "plv": None})
+    summary = summarise(load_session(path))
+    assert all(s >= 0.0 for s in summary.decision_s.values())
+    assert sum(summary.decision_s.values()) == pytest.approx(summary.duration_s)
+    assert summary.decision_s.get("paused", 0.0) == 0.0 and summary.decision_s["no_lock"] == pytest.approx(10.0)
