@@ -856,3 +856,13 @@ def test_decision_shares_stay_within_the_session_when_the_engine_pauses_after_th
     assert all(s >= 0.0 for s in summary.decision_s.values())
     assert sum(summary.decision_s.values()) == pytest.approx(summary.duration_s)
     assert summary.decision_s.get("paused", 0.0) == 0.0 and summary.decision_s["no_lock"] == pytest.approx(10.0)
+
+
+def test_replaying_a_session_with_a_damaged_stored_rate_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No strap registered and the stored configuration's rate unreadable: a ValueError traceback, exit 1.
+    path = tmp_path / "s.sqlite"
+    with SessionStore.create(path, {"straps": {"rate_hz": "fast"}}) as store:
+        store.add_samples("therapist", range(10), [HOST_T0_S + i / RATE_HZ for i in range(10)], [30000] * 10)
+    _one_line_error(capsys, main(["replay", str(path)]), r"damaged session: its stored strap rate 'fast' is not a")

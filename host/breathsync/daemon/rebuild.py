@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterator
 
 from ..engine import Mute, Role, StrapBlock, StrapBreath, StreamItem
+from ..errors import InputError
 from ..store import SessionStore, StoredEvent
 from ..strap_sim import TimedBreath
 
@@ -33,7 +34,10 @@ def session_rate_hz(store: SessionStore, default: int = 25) -> int:
     if len(rates) == 1:
         return int(rates.pop())
     straps = store.config().get("straps", {})
-    return int(straps.get("rate_hz", default)) if isinstance(straps, dict) else default
+    rate = straps.get("rate_hz", default) if isinstance(straps, dict) else default
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
+        raise InputError(f"{store.path}: damaged session: its stored strap rate {rate!r} is not a sampling rate")
+    return int(rate)
 
 
 def mute_duration_s(detail: str | None) -> float | None:
