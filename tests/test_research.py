@@ -866,3 +866,21 @@ def test_replaying_a_session_with_a_damaged_stored_rate_is_a_one_line_error(
     with SessionStore.create(path, {"straps": {"rate_hz": "fast"}}) as store:
         store.add_samples("therapist", range(10), [HOST_T0_S + i / RATE_HZ for i in range(10)], [30000] * 10)
     _one_line_error(capsys, main(["replay", str(path)]), r"damaged session: its stored strap rate 'fast' is not a")
+
+
+def test_an_unclosed_session_on_storage_that_cannot_be_written_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A crashed run's session (.sqlite + -wal) on a read-only mount was 'not a breathsync session (unable to open
+    # database file)': SQLite must create a -shm file to read the -wal. (A read-only mount needs root here; the
+    # folder's write permission is what the store asks the OS, so that answer is what this test changes.)
+    path = tiny_session(tmp_path / "s.sqlite")
+    path.with_name("s.sqlite-wal").write_bytes(b"")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path else real_access(p, mode))
+    _one_line_error(
+        capsys,
+        main(["report", str(path)]),
+        r"a session its run did not close, on storage that cannot be written: .* copy s\.sqlite and s\.sqlite-wal to",
+    )
+    assert not path.with_name("s.sqlite-shm").exists()

@@ -276,6 +276,14 @@ class SessionStore:
             raise StoreError(f"{path}: not a session file (not a regular file)")
         if not os.access(path, os.R_OK if read_only else os.R_OK | os.W_OK):
             raise StoreError(f"{path}: permission denied")
+        wal, shm = (path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))
+        if read_only and wal.exists() and not shm.exists() and not os.access(path.parent, os.W_OK):
+            # SQLite cannot read the -wal file (the last data of a run that did not close) without making a -shm
+            # file beside it; it only said 'unable to open database file', which read as 'not a session'.
+            raise StoreError(
+                f"{path}: a session its run did not close, on storage that cannot be written: reading its -wal file "
+                f"needs a -shm file beside it; copy {path.name} and {wal.name} to a writable folder"
+            )
         db = cls._connect(path, "ro" if read_only else "rw")
         try:
             # Check first: a foreign or damaged file must come out exactly as it went in.
