@@ -884,3 +884,23 @@ def test_an_unclosed_session_on_storage_that_cannot_be_written_says_so(
         r"a session its run did not close, on storage that cannot be written: .* copy s\.sqlite and s\.sqlite-wal to",
     )
     assert not path.with_name("s.sqlite-shm").exists()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "bids"])
+def test_an_earlier_export_s_file_for_a_strap_this_session_lacks_is_pointed_out(
+    session_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    # A two-strap session exported, then a therapist-only one into the same place: the first one's client file
+    # stayed beside the second's without a word (a glob of samples_*.csv read another session's client).
+    out = tmp_path / "out"
+    solo = build_session(tmp_path / "solo.sqlite", roles=("therapist",), engine=False)
+    labels = ["--subject", "S1", "--bids-session", "one"] if fmt == "bids" else []
+    assert main(["export", str(session_file), "--format", fmt, "--out", str(out), *labels]) == 0
+    capsys.readouterr()
+    assert main(["export", str(solo), "--format", fmt, "--out", str(out), *labels]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "earlier export" in line]
+    expected = ["samples_client.csv"] if fmt == "csv" else ["client_physio.tsv.gz", "client_physio.json"]
+    assert len(notes) == len(expected) and all(
+        note.endswith(f"{name} is from an earlier export, not this session")
+        for note, name in zip(notes, expected, strict=True)
+    )

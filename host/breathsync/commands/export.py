@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..research import FORMATS, default_out_dir, export_session, load_session
-from ..research.export import check_bids_label
+from ..research.export import check_bids_label, left_from_earlier_exports
 from ..research.output import out_dir_option
 
 
@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"breathsync export: note: no {role} samples in this session; exporting the other strap", file=sys.stderr)
     subject, bids_session = (args.subject, args.bids_session) if args.format == "bids" else (None, None)
     files = export_session(session, args.format, out_dir, subject, bids_session)
+    for earlier in left_from_earlier_exports(session, args.format, out_dir, subject, bids_session):
+        print(f"breathsync export: note: {earlier} is from an earlier export, not this session", file=sys.stderr)
     print(f"wrote {len(files)} file(s) to {out_dir}")
     for file in files:
         print(f"  {file}")

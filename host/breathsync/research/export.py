@@ -139,8 +139,12 @@ def export_csv(session: Session, out_dir: Path) -> list[Path]:
     return write_all_or_nothing(out_dir, lambda directory: _csv_files(session, directory))
 
 
+def samples_csv_name(role: str) -> str:
+    return f"samples_{role}.csv"
+
+
 def _csv_files(session: Session, out_dir: Path) -> list[Path]:
-    written = [_samples_csv(session, role, out_dir / f"samples_{role.role}.csv") for role in session.roles.values()]
+    written = [_samples_csv(session, role, out_dir / samples_csv_name(role.role)) for role in session.roles.values()]
     written.append(_events_csv(session, out_dir / "events.csv"))
     written.append(_nudges_csv(session, out_dir / "nudges.csv"))
     written.append(_states_csv(session, out_dir / "states.csv"))
@@ -597,13 +601,16 @@ def _participants(names: BidsNames, dataset_root: Path) -> list[Path]:
     return [tsv, sidecar]
 
 
+PHYSIO_SUFFIXES = ("physio.tsv.gz", "physio.json")  # one strap's BIDS files
+
+
 def _bids_physio(session: Session, role: RoleData, names: BidsNames) -> list[Path]:
     """One row per strap sample from the first to the last counter; missing samples are n/a."""
     s = role.samples
     first = int(s.counters[0])
     rows = np.full(int(s.counters[-1]) - first + 1, -1, dtype=np.int64)
     rows[s.counters - first] = s.values
-    tsv = names.physio(role.role, "physio.tsv.gz")
+    tsv = names.physio(role.role, PHYSIO_SUFFIXES[0])
     with gzip.open(tsv, "wt", encoding="utf-8", newline="") as handle:
         handle.writelines("n/a\n" if v < 0 else f"{v}\n" for v in rows.tolist())
     strap = role.strap
@@ -625,7 +632,7 @@ def _bids_physio(session: Session, role: RoleData, names: BidsNames) -> list[Pat
     if strap is not None:
         sidecar["SoftwareVersions"] = strap.firmware
         sidecar["DeviceSerialNumber"] = strap.address
-    return [tsv, _write_json(names.physio(role.role, "physio.json"), sidecar)]
+    return [tsv, _write_json(names.physio(role.role, PHYSIO_SUFFIXES[1]), sidecar)]
 
 
 _EVENT_COLUMNS: dict[str, dict[str, Any]] = {
@@ -729,6 +736,21 @@ def default_out_dir(session_path: Path, fmt: Format) -> Path:
     if fmt == "edf":
         return session_path.parent
     return session_path.parent / f"{session_path.stem}_{fmt}"
+
+
+def left_from_earlier_exports(
+    session: Session, fmt: Format, out_dir: Path, subject: str | None = None, bids_session: str | None = None
+) -> list[Path]:
+    """Files this export would write for a strap the session has no samples from, already in ``out_dir``: an
+    earlier export's, beside this one's (a glob of ``samples_*.csv`` would read another session's client)."""
+    if fmt == "csv":
+        candidates = [out_dir / samples_csv_name(role) for role in session.missing_roles]
+    elif fmt == "bids":
+        names = default_bids_names(session, out_dir, subject, bids_session)
+        candidates = [names.physio(role, suffix) for role in session.missing_roles for suffix in PHYSIO_SUFFIXES]
+    else:
+        candidates = []
+    return [path for path in candidates if path.exists()]
 
 
 def export_session(
