@@ -904,3 +904,30 @@ def test_an_earlier_export_s_file_for_a_strap_this_session_lacks_is_pointed_out(
         note.endswith(f"{name} is from an earlier export, not this session")
         for note, name in zip(notes, expected, strict=True)
     )
+
+
+def test_bids_physio_timing_follows_the_strap_clock_not_its_roughly_dated_first_samples(tmp_path: Path) -> None:
+    # The link's first clock fit, made from a few packets, dates a strap's first seconds up to ~60 ms late (a
+    # probe: 3-60 ms, differently for each strap), and a strap's crystal is some ppm off. StartTime came from the
+    # first sample and SamplingFrequency was the nominal rate: BIDS rows sat up to 69 ms from their host times.
+    from breathsync.research.export import counter_clock_line
+
+    n, fast_ppm = 30 * RATE_HZ, 100.0
+    counters = np.arange(500, 500 + n)
+    true_s = HOST_T0_S + np.arange(n) / (RATE_HZ * (1 + fast_ppm * 1e-6))
+    stored = true_s + np.where(np.arange(n) < 35, 0.05, 0.0)  # the first 35 samples dated 50 ms late
+    path = tmp_path / "s.sqlite"
+    with SessionStore.create(path) as store:
+        store.add_samples("therapist", counters.tolist(), stored.tolist(), (30000 + np.arange(n)).tolist())
+        store.set_strap(StrapInfo("therapist", "AA:BB", "strap-therapist", "0.3.1", 1, RATE_HZ), HOST_T0_S)
+    start_s, rate_hz = counter_clock_line(counters, stored, RATE_HZ)
+    assert rate_hz == pytest.approx(RATE_HZ * (1 + fast_ppm * 1e-6), abs=2e-6)
+    assert abs(start_s - true_s[0]) < 0.005
+    session = load_session(path)
+    export_bids(session, default_bids_names(session, tmp_path / "bids", subject="s1", ses="1"))
+    [sidecar] = (tmp_path / "bids").rglob("*_physio.json")
+    meta = json.loads(sidecar.read_text())
+    rows_s = session.t0_host_s + meta["StartTime"] + np.arange(n) / meta["SamplingFrequency"]
+    assert np.max(np.abs(rows_s[35:] - stored[35:])) < 0.005  # was up to 50 ms + the drift
+    # A rising signal stays rising through the step back (interpolating over times that go back was garbage).
+    assert np.all(np.diff(resample(session.roles["therapist"], common_grid(session))[:60]) >= 0)

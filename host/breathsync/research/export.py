@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import __version__
 from ..errors import InputError
@@ -604,6 +605,27 @@ def _participants(names: BidsNames, dataset_root: Path) -> list[Path]:
 PHYSIO_SUFFIXES = ("physio.tsv.gz", "physio.json")  # one strap's BIDS files
 
 
+def counter_clock_line(
+    counters: npt.NDArray[np.int64], host_t_s: npt.NDArray[np.float64], nominal_rate_hz: float
+) -> tuple[float, float]:
+    """(host time of the first counter, samples per host second) of the straight line through the stored
+    (counter, host time) pairs: what a file with one start time and one rate (BIDS physio) must give.
+
+    Not the first sample's own host time: a strap's first seconds are dated by a clock fit made from a few
+    packets, up to ~60 ms late (more under load), differently for each strap (a phase shift between the two
+    people). Not the nominal rate: a crystal 20 ppm off moves the last sample of an hour by 72 ms."""
+    if len(counters) < 2 or counters[-1] == counters[0]:
+        return float(host_t_s[0]), nominal_rate_hz
+    x = (counters - counters[0]).astype(np.float64)
+    y = host_t_s - host_t_s[0]
+    keep = np.ones(len(x), dtype=bool)
+    for _ in range(2):  # least squares, then again without the points far off it (those first seconds)
+        intercept, slope = np.polynomial.polynomial.polyfit(x[keep], y[keep], 1)
+        off = np.abs(y - (intercept + slope * x))
+        keep = off <= 3.0 * 1.4826 * float(np.median(off)) + 1e-3
+    return float(host_t_s[0] + intercept), round(1.0 / float(slope), 6)
+
+
 def _bids_physio(session: Session, role: RoleData, names: BidsNames) -> list[Path]:
     """One row per strap sample from the first to the last counter; missing samples are n/a."""
     s = role.samples
@@ -614,9 +636,10 @@ def _bids_physio(session: Session, role: RoleData, names: BidsNames) -> list[Pat
     with gzip.open(tsv, "wt", encoding="utf-8", newline="") as handle:
         handle.writelines("n/a\n" if v < 0 else f"{v}\n" for v in rows.tolist())
     strap = role.strap
+    start_host_s, rate_hz = counter_clock_line(s.counters, s.host_t_s, float(role.rate_hz))
     sidecar: dict[str, Any] = {
-        "SamplingFrequency": float(role.rate_hz),
-        "StartTime": round(float(s.host_t_s[0]) - session.t0_host_s, 6),
+        "SamplingFrequency": rate_hz,
+        "StartTime": round(start_host_s - session.t0_host_s, 6),
         "Columns": ["respiratory"],
         "PhysioType": "generic",
         "Manufacturer": "breathsync",

@@ -287,7 +287,9 @@ def resample(role: RoleData, grid_host_t_s: FloatArray) -> FloatArray:
     one) or within half a sample period of a stored sample (the edges of the recording and of
     each gap). Everything else is a drop-out or outside the recording: NaN, never invented data.
     """
-    t = role.samples.host_t_s
+    # Never decreasing, as interpolation and search need: the link's first clock fit, made from a few packets,
+    # dates a strap's first seconds a little late, and host times step back by up to ~20 ms once it settles.
+    t = np.maximum.accumulate(role.samples.host_t_s)
     values = role.samples.values.astype(np.float64)
     out = np.interp(grid_host_t_s, t, values)
     i = np.clip(np.searchsorted(t, grid_host_t_s, side="right") - 1, 0, len(t) - 1)
