@@ -931,3 +931,23 @@ def test_bids_physio_timing_follows_the_strap_clock_not_its_roughly_dated_first_
     assert np.max(np.abs(rows_s[35:] - stored[35:])) < 0.005  # was up to 50 ms + the drift
     # A rising signal stays rising through the step back (interpolating over times that go back was garbage).
     assert np.all(np.diff(resample(session.roles["therapist"], common_grid(session))[:60]) >= 0)
+
+
+def test_a_replayed_session_s_sample_blocks_never_straddle_a_drop_out(tmp_path: Path) -> None:
+    # Stored samples were cut into 7-sample blocks regardless of gaps: a block across a drop-out dated the samples
+    # after it that much early (each block's samples are taken as consecutive from its first one's time).
+    from breathsync.daemon.rebuild import stored_stream
+    from breathsync.engine import StrapBlock
+
+    counters = [*range(100, 110), *range(150, 170)]  # a 40-sample drop-out inside what would be the 2nd block
+    times = [HOST_T0_S + c / RATE_HZ for c in counters]
+    path = tmp_path / "s.sqlite"
+    with SessionStore.create(path) as store:
+        store.add_samples("therapist", counters, times, counters)
+    with SessionStore.open(path, read_only=True) as store:
+        blocks = [b for b in stored_stream(store, HOST_T0_S, RATE_HZ) if isinstance(b, StrapBlock)]
+    placed = {
+        int(value): block.first_t_s + i * block.period_s for block in blocks for i, value in enumerate(block.counts)
+    }
+    assert sorted(placed) == counters  # the stored values are the counters: each sample at its own time
+    assert all(placed[c] == pytest.approx(c / RATE_HZ) for c in counters)

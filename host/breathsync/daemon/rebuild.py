@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+import numpy as np
+
 from ..engine import Mute, Role, StrapBlock, StrapBreath, StreamItem
 from ..errors import InputError
 from ..store import SessionStore, StoredEvent
@@ -68,11 +70,13 @@ def stored_stream(store: SessionStore, t0_s: float, rate_hz: float) -> Iterator[
     items: list[tuple[float, int, StreamItem]] = []
     for role in ROLES:
         series = store.samples(role)
-        for start in range(0, len(series.counters), BLOCK_SAMPLES):
-            block = StrapBlock(
-                role, float(series.host_t_s[start]) - t0_s, period, series.values[start : start + BLOCK_SAMPLES]
-            )
-            items.append((block.arrival_t_s, 0, block))
+        # Blocks of consecutive counters only: a block across a drop-out put the samples after it that much early.
+        runs = np.flatnonzero(np.diff(series.counters) != 1) + 1
+        for run_start, run_end in zip([0, *runs.tolist()], [*runs.tolist(), len(series.counters)], strict=True):
+            for start in range(run_start, run_end, BLOCK_SAMPLES):
+                end = min(start + BLOCK_SAMPLES, run_end)
+                block = StrapBlock(role, float(series.host_t_s[start]) - t0_s, period, series.values[start:end])
+                items.append((block.arrival_t_s, 0, block))
     for event in store.events():
         if event.role in ROLES:
             who: Role = "therapist" if event.role == "therapist" else "client"
