@@ -4,17 +4,29 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MARCH ?= xtensawin
-PORT ?= /dev/ttyUSB0
+# The XIAO ESP32-S3's native USB; a board with a USB-serial chip shows up as /dev/ttyUSB0.
+PORT ?= /dev/ttyACM0
 DEPLOY_ARGS ?=
 FIRMWARE ?=
 BUILD := build/firmware-$(MARCH)
 
-.PHONY: setup test test-fast lint typecheck demo bench firmware firmware-check deploy flash coeffs clean
+.PHONY: setup help test test-fast lint typecheck demo bench firmware firmware-check deploy flash coeffs clean
 
 # Bytecode refreshed on every use: where the environment forbids writing it at import
 # (PYTHONDONTWRITEBYTECODE), each command would otherwise compile ~25 modules first (~20 ms of a replay).
 setup: $(STAMP)
 	@$(BIN)/python -m compileall -q host/breathsync firmware/core
+
+help:
+	@echo "make demo        a whole virtual session (virtual straps, no hardware)"
+	@echo "make test        lint, type check, firmware build check, every test (what CI runs)"
+	@echo "make test-fast   the tests only, stopping at the first failure"
+	@echo "make bench       benchmarks against ../shared/data; results in bench/results/"
+	@echo "make firmware    build the strap's .mpy files [MARCH=xtensawin]"
+	@echo "make deploy      build and copy the firmware to a strap [PORT=$(PORT)] [DEPLOY_ARGS=...]"
+	@echo "make flash       put MicroPython on a strap: FIRMWARE=file.bin [PORT=$(PORT)]"
+	@echo "make coeffs      regenerate the detector's filter constants"
+	@echo "make setup       create .venv (every target does it on first use)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "breathsync needs Python >= 3.11 (found %s); set PYTHON=python3.11" % sys.version.split()[0])'
@@ -53,7 +65,7 @@ deploy: firmware
 	$(BIN)/python tools/deploy_firmware.py --port $(PORT) --build $(BUILD) $(DEPLOY_ARGS)
 
 flash: setup
-	@test -n "$(FIRMWARE)" || { echo "usage: make flash PORT=/dev/ttyUSB0 FIRMWARE=ESP32_GENERIC_S3-xxxx.bin"; exit 2; }
+	@test -n "$(FIRMWARE)" || { echo "usage: make flash [PORT=/dev/ttyACM0] FIRMWARE=ESP32_GENERIC_S3-xxxx.bin"; exit 2; }
 	$(BIN)/pip install --quiet esptool
 	$(BIN)/esptool --port $(PORT) erase_flash
 	$(BIN)/esptool --port $(PORT) --baud 460800 write_flash 0 $(FIRMWARE)

@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="where the demo session and its report go (default: ./demo-sessions)",
     )
-    parser.add_argument("--speed", type=float, default=5.0, metavar="X", help="session time per real second (1-8)")
+    parser.add_argument(
+        "--speed", type=float, default=5.0, metavar="X", help="session time per real second, 1-8 (default 5)"
+    )
     parser.add_argument(
         "--detector-only", action="store_true", help="only run the strap's detector on the bundled recordings"
     )
