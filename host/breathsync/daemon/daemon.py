@@ -548,6 +548,9 @@ class Daemon:
             self.calibration = stored_calibration(store)
             self.engine = EntrainmentEngine(self.config.engine, self.therapist_baseline)
             self._rebuild(store)
+            # The crash itself left no trace: two 'connected' in a row, the time between unexplained.
+            for role in ROLES:
+                store.add_link_event(self.clock(), role, "resumed", "the run before ended without closing the session")
             self._line(f"resuming session {path}")
         else:
             self.t0_s = self.clock()

@@ -676,7 +676,7 @@ def _dropouts_table(session: Session) -> str:
     lost: set[str] = set()
     link = []
     for t, r, k, d in session.link_events:
-        if k in ("disconnected", "connect-failed"):
+        if k in ("disconnected", "connect-failed", "resumed"):  # resumed: the host itself was gone
             lost.add(r)
         elif k == "connected":
             if r not in lost:
