@@ -484,6 +484,20 @@ def test_every_command_of_a_burst_gets_its_response(run_micropython: RunMicroPyt
     assert run.summary["responses_dropped"] == 0 and run.summary["commands_dropped"] == 0
 
 
+def test_commands_still_waiting_when_the_host_goes_are_dropped(run_micropython: RunMicroPython, tmp_path: Path) -> None:
+    """Commands wait for a RESPONSE slot: at a disconnect the lost host's were run afterwards, with nobody to
+    answer; a HAPTIC among them started the motor just as the strap had stopped that host's pattern."""
+    tags = [0x10 + i for i in range(15)]
+    actions: list[list[Any]] = [["connect", 500, 23]] + [
+        ["write", 2010 if i < 8 else 2020, 9, f"19{tag:02x}08" + struct.pack("<I", tag).hex()]
+        for i, tag in enumerate(tags)
+    ]
+    actions += [["write", 2021, 8, "1827" + "02" + struct.pack("<HH", 200, 200).hex() + "32"], ["disconnect", 2040]]
+    run = run_app(run_micropython, tmp_path, bundled_counts(25), actions, end_ms=4000)
+    pwm = [struct.unpack("<II", d) for _t, _h, d in run.kind(K_PWM)]
+    assert not [(t, duty) for t, duty in pwm if duty > 0 and t >= 2040]
+
+
 def test_ctrl_c_returns_to_the_repl_with_the_watchdog_fed(run_micropython: RunMicroPython) -> None:
     """mpremote's Ctrl-C before a deploy: the firmware stops, and the watchdog (which cannot be stopped) is fed
     from then on, or it would reset the chip in the middle of the file copy (mixing old and new modules)."""

@@ -318,6 +318,9 @@ class App:
         link = self.link
         if ev & EV_DISCONNECT:
             self.streamer.detach()
+            # Commands waiting for a RESPONSE slot were the lost host's: run now, a HAPTIC would play unasked
+            # and a SET_* be saved with no answer to anyone.
+            self.commands.clear()
             if self.haptics.active:  # the pattern was the lost host's: do not play it to the limit
                 now = ticks_ms()
                 self.haptics.stop(now)

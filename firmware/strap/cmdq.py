@@ -65,5 +65,9 @@ class CommandQueue:
         self._r = (r + 1) & 0xFF
         return ch, n
 
+    def clear(self):
+        """Forget every waiting command (consumer side: the host that sent them is gone)."""
+        self._r = self._w
+
     def __len__(self):
         return (self._w - self._r) & 0xFF
