@@ -912,7 +912,7 @@ def test_bids_physio_timing_follows_the_strap_clock_not_its_roughly_dated_first_
     # first sample and SamplingFrequency was the nominal rate: BIDS rows sat up to 69 ms from their host times.
     from breathsync.research.export import counter_clock_line
 
-    n, fast_ppm = 30 * RATE_HZ, 100.0
+    n, fast_ppm = 120 * RATE_HZ, 100.0
     counters = np.arange(500, 500 + n)
     true_s = HOST_T0_S + np.arange(n) / (RATE_HZ * (1 + fast_ppm * 1e-6))
     stored = true_s + np.where(np.arange(n) < 35, 0.05, 0.0)  # the first 35 samples dated 50 ms late
@@ -951,3 +951,26 @@ def test_a_replayed_session_s_sample_blocks_never_straddle_a_drop_out(tmp_path: 
     }
     assert sorted(placed) == counters  # the stored values are the counters: each sample at its own time
     assert all(placed[c] == pytest.approx(c / RATE_HZ) for c in counters)
+
+
+@pytest.mark.parametrize(
+    ("n", "late_n", "step_ppm"),
+    [
+        (50, 35, 0.0),  # 2 s, mostly dated by the first clock fit: a least-squares rate came out 3 % off
+        (300, 35, 0.0),  # 12 s
+        (3000, 35, 3000.0),  # a 'rate' no crystal has (a reboot's downtime misjudged): the nominal one
+        (2, 0, 0.0),
+        (1, 0, 0.0),
+    ],
+)
+def test_the_bids_line_keeps_the_nominal_rate_where_it_cannot_measure_one(n: int, late_n: int, step_ppm: float) -> None:
+    from breathsync.research.export import counter_clock_line
+
+    counters = np.arange(n)
+    true_s = HOST_T0_S + counters / (RATE_HZ * (1 + step_ppm * 1e-6))
+    stored = true_s + np.where(counters < late_n, 0.05, 0.0)
+    start_s, rate_hz = counter_clock_line(counters, stored, RATE_HZ)
+    assert rate_hz == RATE_HZ
+    assert start_s == pytest.approx(true_s[0] if late_n < n else stored[0], abs=1e-9 if step_ppm == 0 else 0.5)
+    same = counter_clock_line(np.arange(2000), np.full(2000, HOST_T0_S), RATE_HZ)  # no time passed: no division
+    assert same[1] == RATE_HZ

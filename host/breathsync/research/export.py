@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from .. import __version__
 from ..errors import InputError
+from ..link.clock import MAX_DRIFT_PPM
 from .output import write_all_or_nothing
 from .session import RoleData, Session, common_grid, resample
 
@@ -603,6 +604,7 @@ def _participants(names: BidsNames, dataset_root: Path) -> list[Path]:
 
 
 PHYSIO_SUFFIXES = ("physio.tsv.gz", "physio.json")  # one strap's BIDS files
+MEASURED_RATE_MIN_S = 60.0  # shorter recordings keep the nominal rate (the first seconds' dating dominates)
 
 
 def counter_clock_line(
@@ -613,17 +615,24 @@ def counter_clock_line(
 
     Not the first sample's own host time: a strap's first seconds are dated by a clock fit made from a few
     packets, up to ~60 ms late (more under load), differently for each strap (a phase shift between the two
-    people). Not the nominal rate: a crystal 20 ppm off moves the last sample of an hour by 72 ms."""
-    if len(counters) < 2 or counters[-1] == counters[0]:
-        return float(host_t_s[0]), nominal_rate_hz
+    people). Not the nominal rate, over a recording long enough to measure it: a crystal 20 ppm off moves the
+    last sample of an hour by 72 ms. A shorter one (those first seconds can be most of it), or a fit beyond any
+    crystal's error (a reboot's downtime estimated wrong), keeps the nominal rate, under all the points."""
+    if len(counters) == 0:
+        return 0.0, nominal_rate_hz
     x = (counters - counters[0]).astype(np.float64)
     y = host_t_s - host_t_s[0]
-    keep = np.ones(len(x), dtype=bool)
-    for _ in range(2):  # least squares, then again without the points far off it (those first seconds)
-        intercept, slope = np.polynomial.polynomial.polyfit(x[keep], y[keep], 1)
-        off = np.abs(y - (intercept + slope * x))
-        keep = off <= 3.0 * 1.4826 * float(np.median(off)) + 1e-3
-    return float(host_t_s[0] + intercept), round(1.0 / float(slope), 6)
+    period_s = 1.0 / nominal_rate_hz
+    if x[-1] >= MEASURED_RATE_MIN_S * nominal_rate_hz:
+        keep = np.ones(len(x), dtype=bool)
+        for _ in range(2):  # least squares, then again without the points far off it (those first seconds)
+            intercept, slope = np.polynomial.polynomial.polyfit(x[keep], y[keep], 1)
+            off = np.abs(y - (intercept + slope * x))
+            keep = off <= 3.0 * 1.4826 * float(np.median(off)) + 1e-3
+        if abs(slope / period_s - 1.0) <= MAX_DRIFT_PPM * 1e-6:
+            return float(host_t_s[0] + intercept), round(1.0 / float(slope), 6)
+    # The line at the nominal rate under every point: stored times err late, not early (as arrivals do).
+    return float(host_t_s[0] + np.min(y - x * period_s)), nominal_rate_hz
 
 
 def _bids_physio(session: Session, role: RoleData, names: BidsNames) -> list[Path]:
