@@ -9,6 +9,7 @@ types. The checks compare every output with what the store holds, not with fixed
 from __future__ import annotations
 
 import base64
+import copy
 import csv
 import gzip
 import io
@@ -830,11 +831,25 @@ def test_replay_session_uses_the_settings_the_session_ran_with(
     unset = _stored_dyad(tmp_path / "unset.sqlite")
     nudged, err = replayed(str(unset))
     assert nudged >= 1 and "stored no engine settings: the defaults were used" in err
-    strict = _stored_dyad(tmp_path / "strict.sqlite", {"engine": {"policy": {"max_per_hour": 0}}})
+    import dataclasses
+
+    from breathsync.engine import Config
+
+    settings = dataclasses.asdict(Config())  # as the daemon stores them: every key of both tables
+    settings["policy"]["max_per_hour"] = 0
+    strict = _stored_dyad(tmp_path / "strict.sqlite", {"engine": settings})
     assert replayed(str(strict)) == (0, "")
     defaults = tmp_path / "defaults.toml"
     defaults.write_text("")
     assert replayed(str(strict), "--config", str(defaults))[0] == nudged  # --config still overrides
+    # An older version's settings: a key since removed is left out, one added since takes its default, both said.
+    older = copy.deepcopy(settings)
+    older["engine"]["min_window_breaths"] = 4
+    del older["policy"]["max_per_episode"]
+    nudged_then, err = replayed(str(_stored_dyad(tmp_path / "older.sqlite", {"engine": older})))
+    assert nudged_then == 0
+    assert "stored engine settings this version does not have, left out: min_window_breaths" in err
+    assert "predates policy settings, at today's defaults: max_per_episode" in err
     damaged = tmp_path / "damaged.sqlite"
     with SessionStore.create(damaged, {"engine": {"policy": {"cooldown_s": "soon"}}}) as store:
         store.set_strap(StrapInfo("therapist", "AA:BB", "strap", "0.3.1", 1, RATE_HZ), HOST_T0_S)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Iterable, Iterator
@@ -20,7 +21,7 @@ from ..engine import (
     load_config,
     run_engine,
 )
-from ..engine.config import config_from_dict
+from ..engine.config import EngineConfig, PolicyConfig, config_from_dict
 from ..errors import InputError
 from ..recording import FloatArray, check_input_rate
 from .recording_input import read_strap_input
@@ -72,23 +73,38 @@ def _session_stream(store: SessionStore) -> Iterator[StreamItem]:
         yield from stored_stream(store, session_t0_s(store), session_rate_hz(store))
 
 
-def _stored_config(store: SessionStore, where: str) -> Config | None:
-    """The engine and policy settings the session was run with (the daemon stores its whole configuration);
-    None if it stored none."""
+def _stored_config(store: SessionStore, where: str) -> tuple[Config | None, list[str]]:
+    """The engine and policy settings the session was run with (the daemon stores its whole configuration), None
+    if it stored none; and notes on what an older version stored differently. Keys this version no longer has
+    are left out, keys it has gained take today's defaults: either way said, never an error (an older session
+    replayed until it was run with its own settings)."""
     stored = store.config().get("engine")
     if stored is None:
-        return None
+        return None, [f"{where} stored no engine settings: the defaults were used"]
     if not isinstance(stored, dict):
         raise InputError(f"{where}: its stored engine settings are not a table (give them with --config)")
+    notes: list[str] = []
+    tables: dict[str, object] = {}
+    for name, cls in (("engine", EngineConfig), ("policy", PolicyConfig)):
+        table = stored.get(name, {})
+        if not isinstance(table, dict):
+            raise InputError(f"{where}: its stored [{name}] settings are not a table (give them with --config)")
+        known = {f.name for f in dataclasses.fields(cls)}
+        gone, new = sorted(set(table) - known), sorted(known - set(table))
+        if gone:
+            notes.append(f"{where} stored {name} settings this version does not have, left out: {', '.join(gone)}")
+        if new:
+            notes.append(f"{where} predates {name} settings, at today's defaults: {', '.join(new)}")
+        tables[name] = {k: v for k, v in table.items() if k in known}
     try:
-        return config_from_dict(stored, f"{where}: its stored engine settings")
+        return config_from_dict(tables, f"{where}: its stored engine settings"), notes
     except InputError as exc:
         raise InputError(f"{exc} (give the settings with --config)") from None
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else Config()
-    stored_no_config = False
+    config_notes: list[str] = []
     baseline = None
     if args.therapist_baseline:
         from ..engine.baseline_file import read_baseline  # here: most replays have no baseline file
@@ -105,8 +121,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             baseline = baseline or stored_baseline(store)
             if not args.config:  # the settings live ran with, or a state would not match its stored twin
-                stored = _stored_config(store, args.session)
-                stored_no_config = stored is None
+                stored, config_notes = _stored_config(store, args.session)
                 config = stored or config
         except InputError:
             store.close()
@@ -136,11 +151,8 @@ def run(args: argparse.Namespace) -> int:
     out.flush()
     if args.session and not any(counted.blocks.values()):
         raise InputError(f"{args.session}: empty session (no samples from either strap)")
-    if stored_no_config:
-        print(
-            f"breathsync replay: note: {args.session} stored no engine settings: the defaults were used",
-            file=sys.stderr,
-        )
+    for note in config_notes:
+        print(f"breathsync replay: note: {note}", file=sys.stderr)
     for role in ("therapist", "client"):
         if counted.blocks[role] == 0:
             where = "in this session" if args.session else "reached the host (the recording is missing samples)"
