@@ -355,7 +355,9 @@ class Daemon:
                 confirmed = response.ok
                 detail = "" if confirmed else f"therapist: strap refused ({response.result.name})"
                 if response.result == ResultCode.INTERNAL_ERROR:
-                    detail += ": it cannot vibrate (haptics off in its settings, or its motor driver missing)"
+                    detail += (
+                        " (most likely it cannot vibrate: haptics off in its settings, or its motor driver missing)"
+                    )
             except (LinkError, ProtocolError) as exc:
                 detail = str(exc)
         if not confirmed:
@@ -550,7 +552,8 @@ class Daemon:
             self._rebuild(store)
             # The crash itself left no trace: two 'connected' in a row, the time between unexplained.
             for role in ROLES:
-                store.add_link_event(self.clock(), role, "resumed", "the run before ended without closing the session")
+                if store.last_sample_time(role) is not None:  # a strap the session never had was not lost
+                    store.add_link_event(self.clock(), role, "resumed", "the run before ended without closing it")
             self._line(f"resuming session {path}")
         else:
             self.t0_s = self.clock()
