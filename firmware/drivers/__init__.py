@@ -77,7 +77,7 @@ def make_sensor(machine, settings, cfg, i2c=None, sleep_us=None):
 
 
 def make_motor(machine, settings, cfg, i2c=None):
-    """(motor, fault bits) for settings 'haptic' / 'haptic_enabled'."""
+    """(motor, fault bits) for settings 'haptic' / 'haptic_enabled' / 'haptic_max_intensity_pct' (0: off too)."""
     if not settings.get("haptic_enabled") or not settings.get("haptic_max_intensity_pct"):
         return NullMotor(), 0
     if settings.get("haptic") == "drv2605":
