@@ -275,6 +275,24 @@ def check_timer_and_wdt():
     assert machine.sim.wdt_feeds == [1000, 4000]
 
 
+def check_records_keep_the_newest_entries():
+    # A virtual strap runs for hours: its PWM timeline and WDT feeds grew without end, and the list's ever larger
+    # block was no longer found in the strap's fragmented heap (MemoryError after ~20 min of nudges at 10x).
+    machine.sim.reset()
+    machine.RECORD_MAX = 256  # as host/breathsync/mp/virtual_strap.py sets it
+    pwm = machine.PWM(machine.Pin(4), freq=20000, duty_u16=0)
+    wdt = machine.WDT(timeout=config.WDT_TIMEOUT_MS)
+    for i in range(1, 3 * machine.RECORD_MAX):
+        machine.sim.advance_ms(1)
+        pwm.duty_u16(i)
+        wdt.feed()
+    line = machine.sim.pwm_timeline(4)
+    assert machine.RECORD_MAX // 2 <= len(line) <= machine.RECORD_MAX and line[-1] == (machine.sim.now_ms(), i)
+    feeds = machine.sim.wdt_feeds
+    assert machine.RECORD_MAX // 2 <= len(feeds) <= machine.RECORD_MAX and feeds[-1] == machine.sim.now_ms()
+    machine.RECORD_MAX = None
+
+
 def check_machine_misc():
     machine.sim.reset()
     assert len(machine.unique_id()) == 6

@@ -42,6 +42,9 @@ import machine
 import realtime
 
 OVERSAMPLE = 4  # drivers.sensors.AnalogStretch default: 2**2 ADC reads per sample
+# A virtual strap runs for hours: the machine double keeps only the newest PWM changes and WDT feeds (a list
+# grown without end needed ever larger blocks of this heap: a MemoryError after ~20 min of nudges at 10x).
+machine.RECORD_MAX = 256
 
 
 class StrapDone(SystemExit):

@@ -21,7 +21,10 @@ Like the ESP32-S3, only ADC1 pins (GPIO1-10) are accepted when ``sim.adc1_only``
 collides with the radio.
 
 PWM. Every duty change is appended to ``sim.pwm_timeline(gpio)`` as (time_ms, duty_u16),
-deinit and resets included.
+deinit and resets included. With ``RECORD_MAX`` set (a virtual strap sets it; tests keep every entry),
+only the newest entries are kept, of the timelines and of the WDT feeds below: a virtual strap runs for
+hours, and a list grown without end needed ever larger blocks of the strap's own heap (a MemoryError
+after ~20 min of nudges at 10x speed).
 
 I2C. ``sim.attach_i2c(addr, device)`` puts a simulated device on every bus; a device has
 ``read(reg, n) -> bytes`` and ``write(reg, data)``. ``i2c_parts.Lps22Sim`` and
@@ -344,6 +347,7 @@ class PWM:
         self._duty = d
         line = sim._pwm.setdefault(self.gpio, [])
         if not line or line[-1][1] != d:
+            _keep_newest(line)
             line.append((sim._now_ms, d))
 
 
@@ -456,7 +460,18 @@ class WDT:
         if self._s is not sim.wdt:  # a WDT object from before a simulated reset
             return
         self._s._last_ms = sim._now_ms
+        _keep_newest(sim.wdt_feeds)
         sim.wdt_feeds.append(sim._now_ms)
+
+
+RECORD_MAX = None  # entries kept per record list; None: all (see the module docstring)
+
+
+def _keep_newest(record):
+    """Make room in a record list: past ``RECORD_MAX`` entries the older half goes (in place). A harness's own
+    stand-in for the list (tests/mp/app_harness.py FeedLog) keeps its own account."""
+    if RECORD_MAX is not None and type(record) is list and len(record) >= RECORD_MAX:
+        del record[: RECORD_MAX // 2]
 
 
 # ---- module functions ----
