@@ -25,6 +25,7 @@ from breathsync.engine import Baseline, HapticPattern, Nudge
 from breathsync.engine.baseline_file import read_baseline_file, stored_baseline, stored_calibration, write_baseline
 from breathsync.engine.engine import _PendingEfficacy
 from breathsync.errors import InputError
+from breathsync.link.stream import SampleBlock
 from breathsync.protocol import Role
 from breathsync.store import SessionLock, SessionStore, StoreError
 
@@ -729,3 +730,21 @@ def test_a_strap_signal_upside_down_is_told_once_when_the_baselines_are_learned(
     text = out.getvalue()
     assert text.count("upside down") == 1
     assert "the client's strap signal looks upside down (inspiration pointing down)" in text
+
+
+def test_the_status_line_shows_a_connected_strap_that_sends_nothing(tmp_path: Path) -> None:
+    # A virtual strap's firmware died while its link stayed up: for 100 minutes the line said 'T: ok 61% 13.4/min',
+    # the rate frozen at its last breath.
+    now = [1000.0]
+    daemon = Daemon(config_for("bumble:none", tmp_path), io.StringIO(), clock=lambda: now[0])
+    daemon.on_link("therapist", "connected", "")
+    daemon.views["therapist"].rate_bpm = 13.4
+    block = SampleBlock("therapist", 0, np.zeros(7, dtype=np.int64), np.full(7, 1000.0), False)
+    daemon.on_samples(block)
+    assert "T: ok ? 13.4/min" in daemon.status_line()
+    now[0] += 4.0
+    assert "T: ok ? 13.4/min" in daemon.status_line()  # radio jitter is not silence
+    now[0] += 8.0
+    assert "T: no data 12s ? --" in daemon.status_line()
+    daemon.on_samples(block)
+    assert "T: ok ? 13.4/min" in daemon.status_line()

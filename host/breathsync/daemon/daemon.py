@@ -105,6 +105,9 @@ def _role(role: str) -> Role:
     raise ValueError(f"unknown role {role!r}")
 
 
+NO_DATA_AFTER_S = 5.0  # a connected strap silent this long is shown as such on the status line
+
+
 @dataclass
 class PersonView:
     """What the status line shows about one strap."""
@@ -114,6 +117,7 @@ class PersonView:
     rate_bpm: float | None = None
     samples: int = 0
     firmware: str = ""
+    last_data_s: float | None = None  # daemon clock when its last live samples arrived
 
 
 @dataclass
@@ -235,6 +239,8 @@ class Daemon:
             self.store_failure = exc
 
     def on_samples(self, block: SampleBlock) -> None:
+        if not block.backfilled:
+            self.views[block.role].last_data_s = self.clock()
         with self._recording() as ok:
             if ok:
                 self._on_samples(block)
@@ -396,7 +402,12 @@ class Daemon:
             v = self.views[role]
             battery = "?" if v.battery_pct is None else f"{v.battery_pct}%"
             rate = "--" if v.rate_bpm is None else f"{v.rate_bpm:4.1f}/min"
-            parts.append(f"{role[0].upper()}: {v.link} {battery} {rate}")
+            link = v.link
+            silent_s = None if v.last_data_s is None else self.clock() - v.last_data_s
+            if link == "ok" and silent_s is not None and silent_s > NO_DATA_AFTER_S:
+                # Connected but sending nothing (a hung strap): 'ok' with its last rate frozen read as healthy.
+                link, rate = f"no data {silent_s:.0f}s", "--"
+            parts.append(f"{role[0].upper()}: {link} {battery} {rate}")
         s = self.state
         if s is None:  # no engine update yet: the baselines are being learned
             parts.append("sync -- learning")
