@@ -238,3 +238,23 @@ def test_a_backfill_answer_behind_the_start_asked_for_loses_nothing() -> None:
     assert gaps == [(150, 200)] and link == [("samples-lost", "100..150")]
     gaps, link = asyncio.run(asked(60))
     assert gaps == [(100, 200)] and link == []
+
+
+def test_the_duplicate_filter_stays_bounded_and_still_catches_what_a_strap_can_resend() -> None:
+    # Trimmed by age (67 min of counters), a fast breather's set never fell under its 4096 limit and was rebuilt on
+    # every event (300 us each). The strap re-sends only what its 512-event ring holds.
+    from breathsync.link.stream import SEEN_EVENTS_MAX
+
+    collector = Collector()
+    stream = collector.stream()
+    stream.on_samples_packet(packets(0, [0] * 7)[0], 0.0)
+    events = [
+        EventPacket(i & 0xFF, EventKind.PEAK if i % 2 else EventKind.TROUGH, 10 * i, 5, 100, 0) for i in range(10_000)
+    ]
+    for event in events:
+        stream.on_event_packet(event, 1.0)
+        assert len(stream._seen_events) <= SEEN_EVENTS_MAX + 1
+    assert len(collector.events) == 10_000
+    for event in events[-512:]:  # a backfill re-sends the whole ring
+        stream.on_event_packet(event, 2.0)
+    assert len(collector.events) == 10_000 and stream.stats.duplicates == 512

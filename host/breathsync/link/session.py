@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Protocol
@@ -35,6 +36,7 @@ from .clock import MAX_DRIFT_PPM
 from .stream import SampleBlock, StrapEvent, StrapStream, unwrap
 
 WriteFn = Callable[[Channel, bytes], Awaitable[None]]
+TIME_SYNCS_KEPT = 256
 REBOOT_BEHIND_S = 2.0  # a TIME_SYNC counter this far behind the clock fit's prediction is a new boot
 MAX_HELD_PACKETS = 512  # about 2 minutes of 7-sample packets at 25 Hz
 
@@ -77,7 +79,9 @@ class StrapSession:
         self._tags = itertools.cycle(range(1, 256))
         self._pending: dict[int, asyncio.Future[ResponsePacket]] = {}
         self._backfill_in_flight: tuple[int, int] | None = None
-        self.time_sync: list[tuple[float, float, int]] = []  # (sent_s, answered_s, counter)
+        # (sent_s, answered_s, counter) of the latest TIME_SYNCs: one every 1-2 s, kept for inspection only (a
+        # list of every one grew by ~0.5 MB an hour).
+        self.time_sync: deque[tuple[float, float, int]] = deque(maxlen=TIME_SYNCS_KEPT)
         # After a reconnect the strap may have rebooted (counter restarted). Until the first TIME_SYNC
         # answer tells, sample and event packets are held: read against the old counting they would
         # be taken for duplicates, or worse, for backfill of old gaps.

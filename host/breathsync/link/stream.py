@@ -140,6 +140,10 @@ class Gaps:
         return sum(b - a for a, b in self.ranges)
 
 
+SEEN_EVENTS_MAX = 4096  # event keys remembered for de-duplication, trimmed to the newest SEEN_EVENTS_KEPT
+SEEN_EVENTS_KEPT = 2048  # 4x the strap's event ring
+
+
 class StrapStream:
     """One strap's receive state. Feed it decoded packets with their host arrival time."""
 
@@ -288,8 +292,12 @@ class StrapStream:
             self.stats.duplicates += 1
             return
         self._seen_events.add(key)
-        if len(self._seen_events) > 4096:  # keep the memory bounded: old keys cannot recur
-            self._seen_events = {k for k in self._seen_events if k[1] > index - 100_000}
+        if len(self._seen_events) > SEEN_EVENTS_MAX:
+            # Bounded: the strap can re-send only what its event ring (512) still holds, so keys older than the
+            # newest SEEN_EVENTS_KEPT cannot recur. (Trimming by age kept >4096 keys of a fast breather, and the
+            # set was rebuilt on every event: 300 us each.)
+            newest = sorted(self._seen_events, key=lambda k: k[1])[-SEEN_EVENTS_KEPT:]
+            self._seen_events = set(newest)
         if self.clock.fit is None:
             self.clock.observe(index + packet.confirm_delay, arrival_s)
         host = self.clock.host_time_s(index)
