@@ -372,13 +372,14 @@ def test_straps_sharing_a_name_each_go_to_their_own_role() -> None:
         client.address = "C2:22:22:22:22:22"
         therapist = Addressed("breathsync", [20000] * 25 * 60, speed=5.0, role=Role.THERAPIST)
         therapist.address = "C1:11:11:11:11:11"
-        await client.start(link)  # advertising first: found first
-        await therapist.start(link)
+        await client.start(link)  # alone at first: found first, whatever the scan order under load
         async with await BumbleBench.open(link) as bench:
             sink = Sink()
             ble = BleStrapLink("therapist", "breathsync", sink, _quick_options(bench), name_shared=True)
             task = asyncio.create_task(ble.run())
             try:
+                await until(lambda: any("is the client's strap" in detail for kind, detail in sink.link))
+                await therapist.start(link)
                 for drop in range(3):
                     await until(lambda d=drop: sum(k == "connected" for k, _ in sink.link) == d + 1)  # type: ignore[misc]
                     await until(lambda: len(sink.blocks) > 0)

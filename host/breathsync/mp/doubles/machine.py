@@ -468,9 +468,8 @@ RECORD_MAX = None  # entries kept per record list; None: all (see the module doc
 
 
 def _keep_newest(record):
-    """Make room in a record list: past ``RECORD_MAX`` entries the older half goes (in place). A harness's own
-    stand-in for the list (tests/mp/app_harness.py FeedLog) keeps its own account."""
-    if RECORD_MAX is not None and type(record) is list and len(record) >= RECORD_MAX:
+    """Make room in a record list: past ``RECORD_MAX`` entries the older half goes (in place)."""
+    if RECORD_MAX is not None and len(record) >= RECORD_MAX:
         del record[: RECORD_MAX // 2]
 
 
