@@ -158,8 +158,8 @@ def _decision_runs(session: Session) -> list[tuple[float, float, str]]:
     engine was learning the baselines (it stores no state then)."""
     runs: list[tuple[float, float, str]] = []
     states = session.states
-    if states and states[0][0] > session.t0_host_s:
-        runs.append((session.t0_host_s, states[0][0], "learning"))
+    if states and states[0][0] > session.t0_host_s:  # clipped to the samples, like every state (_state_spans)
+        runs.append((session.t0_host_s, min(states[0][0], session.end_host_s), "learning"))
     for t, t_next, state in _state_spans(session):
         decision = str(state.get("decision", "unknown"))
         if runs and runs[-1][2] == decision and math.isclose(runs[-1][1], t):
