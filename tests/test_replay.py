@@ -300,3 +300,20 @@ def test_an_upside_down_recording_is_read_inverted_with_a_note(
     assert main(["replay", "--therapist", A, "--client", str(flipped), "--rate", "125", "--config", str(cfg)]) == 0
     out_as_is, err = capsys.readouterr()
     assert err == "" and out_as_is != out
+
+
+@pytest.mark.parametrize("strap_rate_hz", [25, 50])
+def test_replayed_blocks_are_as_long_as_the_straps_live_packets(strap_rate_hz: int) -> None:
+    from breathsync.engine.replay import strap_stream
+    from breathsync.engine.stream import StrapBlock
+    from breathsync.fwcore import packets as firmware_packets
+    from breathsync.protocol import packets as host_packets
+
+    assert firmware_packets.FLUSH_AFTER_MS == host_packets.FLUSH_AFTER_MS
+    # The strap's rule (strap/stream.py): live samples leave once FLUSH_AFTER_MS of them are pending.
+    live = next(p for p in range(1, 1000) if p * 1000 >= firmware_packets.FLUSH_AFTER_MS * strap_rate_hz)
+    signal = np.sin(2 * np.pi * 0.25 * np.arange(0, 60, 0.01))
+    blocks = [
+        item for _, _, item in strap_stream("therapist", signal, 100.0, strap_rate_hz) if isinstance(item, StrapBlock)
+    ]
+    assert {len(b.counts) for b in blocks[:-1]} == {live}

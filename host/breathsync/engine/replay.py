@@ -11,6 +11,7 @@ The live daemon builds the same ``StreamItem`` records from BLE and calls the sa
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Protocol, TypeVar
 
@@ -24,7 +25,10 @@ from ..strap_sim import MIN_DURATION_S, TimedBreath
 from .state import Role
 from .stream import StrapBlock, StrapBreath, StreamItem
 
-SAMPLES_PER_NOTIFICATION = 8  # 8 x 16-bit samples + counter fit a 20-byte BLE payload (NOTES.md)
+# A live SAMPLES packet leaves the strap once its oldest sample has waited this long (the MTU the strap
+# negotiates holds more): docs/protocol.md, protocol.packets.FLUSH_AFTER_MS. Not imported from there: the
+# protocol module would cost `breathsync replay` ~7 ms of start-up.
+LIVE_FLUSH_AFTER_MS = 300
 _ROLE_ORDER: dict[Role, int] = {"therapist": 0, "client": 1}
 SHORTEST_DROPOUT_S = 0.5  # missing stretches at least this long are drop-outs; shorter ones are bridged
 
@@ -47,22 +51,30 @@ def _timed(event: BreathEvent, strap: StrapSignal) -> TimedBreath:
     )
 
 
+def live_block_samples(strap_rate_hz: int) -> int:
+    """Samples in one live SAMPLES packet of a strap at ``strap_rate_hz``: 8 at 25 Hz, 15 at 50 Hz."""
+    return math.ceil(LIVE_FLUSH_AFTER_MS * strap_rate_hz / 1000)
+
+
 def strap_stream(
     role: Role,
     signal: npt.NDArray[np.float64],
     sampling_rate: float,
     strap_rate_hz: int = 25,
     gaps_s: Iterable[tuple[float, float]] = (),
-    chunk_samples: int = SAMPLES_PER_NOTIFICATION,
+    chunk_samples: int | None = None,
 ) -> Iterator[tuple[float, int, StreamItem]]:
     """One strap as the host receives it: ``(arrival time, order, item)`` in arrival order.
 
     The firmware detector runs on every sample (the strap keeps measuring during a radio
     drop-out); blocks arriving inside one of ``gaps_s`` are lost, with the events they carried.
+    Blocks are ``chunk_samples`` long, by default as the strap's live packets.
     """
     from ..fwcore.detector import EVENT_FIELDS, BreathDetector
 
     check_rate(strap_rate_hz)
+    if chunk_samples is None:
+        chunk_samples = live_block_samples(strap_rate_hz)
     if not sampling_rate > 0:
         raise InputError(f"--rate must be > 0 Hz (got {sampling_rate})")
     duration_s = len(signal) / sampling_rate
@@ -107,7 +119,7 @@ def missing_as_dropouts(
     signal: npt.NDArray[np.float64],
     sampling_rate: float,
     strap_rate_hz: int = 25,
-    chunk_samples: int = SAMPLES_PER_NOTIFICATION,
+    chunk_samples: int | None = None,
 ) -> tuple[npt.NDArray[np.float64], tuple[tuple[float, float], ...]]:
     """A recording's missing samples (NaN) as a strap would show them: drop-outs, for ``strap_stream``'s ``gaps_s``.
 
@@ -128,6 +140,8 @@ def missing_as_dropouts(
     filled = signal.copy()
     filled[missing] = np.interp(np.flatnonzero(missing), present, signal[present])
     starts, ends = missing_stretches(missing)
+    if chunk_samples is None:
+        chunk_samples = live_block_samples(strap_rate_hz)
     block_s = (chunk_samples + 1) / strap_rate_hz  # a block arrives after its last sample: lose any it touched
     gaps = tuple(
         (float(a / sampling_rate), float(b / sampling_rate + block_s))
