@@ -338,6 +338,29 @@ def test_mirroring_on_purpose_mutes_and_resumes_by_itself(tmp_path: Path) -> Non
     assert "muted for 10 min" in out.getvalue()
 
 
+def test_pressing_m_again_ends_the_mute_and_the_session_keeps_both(tmp_path: Path) -> None:
+    from breathsync.daemon.rebuild import mute_duration_s
+
+    now = [1100.0]
+    out = io.StringIO()
+    daemon = Daemon(DaemonConfig(session=SessionConfig(directory=str(tmp_path))), out, clock=lambda: now[0])
+    daemon.store = SessionStore.create(tmp_path / "s.sqlite", config={})
+    daemon.t0_s = 1000.0
+    daemon.engine.advance(100.0)
+    daemon.mute()
+    now[0] = 1160.0
+    daemon.engine.advance(160.0)
+    assert daemon.engine.policy.is_muted(160.0)
+    daemon.mute()  # m + Enter again, a minute later
+    assert not daemon.engine.policy.is_muted(160.0)
+    assert "mute ended" in out.getvalue()
+    daemon.mute()  # and once more: a new mute of the full length
+    assert daemon.engine.policy.muted_for_s(160.0) == pytest.approx(daemon.config.engine.policy.mute_s)
+    mutes = [(t, mute_duration_s(d)) for t, _, kind, d in daemon.store.link_events() if kind == "muted"]
+    daemon.store.close()
+    assert mutes == [(1100.0, 600.0), (1160.0, 0.0), (1160.0, 600.0)]
+
+
 def test_paced_nudge_keeps_the_breath_period_within_strap_limits() -> None:
     from breathsync.daemon.daemon import device_haptic
     from breathsync.engine import HapticPattern

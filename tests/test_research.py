@@ -605,6 +605,15 @@ def test_replay_session_and_a_resumed_run_hold_nudges_back_while_muted(
     with SessionStore.open(muted, read_only=True) as store:
         daemon._rebuild(store)
     assert daemon.engine.policy.muted_for_s(pressed_s + 60.0) == pytest.approx(90.0)
+    # The therapist ended the mute early (m pressed again: a mute of 0 min): nudges are back from then.
+    ended = tmp_path / "ended.sqlite"
+    shutil.copy(muted, ended)
+    with SessionStore.open(ended) as store:
+        store.add_link_event(t0 + pressed_s + 10.0, "therapist", "muted", "0 min")
+    assert main(["replay", str(ended)]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    states = [r for r in records if r["type"] == "state"]
+    assert all(r["muted"] == (pressed_s <= r["t_s"] < pressed_s + 10.0) for r in states)
 
 
 # -- bad input: damaged sessions, unusable outputs, bad labels ---------------------------------------

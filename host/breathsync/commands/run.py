@@ -56,7 +56,7 @@ async def run_daemon(args: argparse.Namespace) -> SessionSummary:
     loop = asyncio.get_running_loop()
     daemon = Daemon(config, sys.stdout)
     if sys.stdin.isatty():
-        # Keys while the session runs: m + Enter mutes nudges (mirroring on purpose), q + Enter ends.
+        # Keys while the session runs: m + Enter mutes nudges (mirroring on purpose; again: unmutes), q + Enter ends.
         def on_key() -> None:
             line = sys.stdin.readline().strip().lower()
             if line == "m":

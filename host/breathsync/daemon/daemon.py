@@ -1,8 +1,9 @@
 """The session daemon: two straps in, engine and store in the middle, nudges and outputs out.
 
 Data flow (all on one asyncio loop): each strap's link delivers samples and breath events to
-``_Sink``; the sink writes them to the session store (raw samples with counters and host times),
-pushes them to LSL, and feeds live data to the entrainment engine on session time. A ticker
+the daemon's sink callbacks (``on_samples``, ``on_event``, ...), which write them to the session
+store (raw samples with counters and host times), push them to LSL, and feed live data to the
+entrainment engine on session time. A ticker
 advances the engine's clock, turns nudges into haptic commands for the therapist's strap
 (confirmed by the strap), records efficacy, and prints the status line. Decisions pause by
 themselves while a strap is missing (the engine sees the gap), so gaps never cause nudges.
@@ -382,16 +383,25 @@ class Daemon:
         )
 
     def mute(self) -> None:
-        """'Mirroring on purpose': hold nudges; they resume by themselves after policy.mute_s."""
+        """'Mirroring on purpose' (m + Enter): hold nudges; they resume by themselves after policy.mute_s.
+        Pressed again while muted, it ends the mute at once."""
         now_s = self.session_s(self.clock())
-        until_s = self.engine.mute(now_s=now_s)
+        ending = self.engine.policy.is_muted(now_s)
+        until_s = self.engine.mute(0.0 if ending else None, now_s=now_s)
         minutes = max(0.0, until_s - now_s) / 60
         with self._recording() as ok:
             if ok:
                 assert self.store is not None
-                # Read back by rebuild.mute_duration_s: a resumed run and `replay SESSION` mute as live did.
+                # Read back by rebuild.mute_duration_s: a resumed run and `replay SESSION` mute as live did
+                # (an ended mute is a mute of 0 min from then).
                 self.store.add_link_event(self.clock(), "therapist", "muted", f"{minutes:g} min")
-        self._line(f"nudges muted for {minutes:.0f} min (mirroring on purpose); they resume by themselves")
+        if ending:
+            self._line("mute ended: nudges are back on")
+        else:
+            self._line(
+                f"nudges muted for {minutes:.0f} min (mirroring on purpose); they resume by themselves "
+                "(m + Enter again to end it now)"
+            )
 
     # -- status line -------------------------------------------------------------------------------
 
@@ -603,7 +613,7 @@ class Daemon:
                 # stored counters read as a count it never reached, the first TIME_SYNC as a second reboot,
                 # and its whole ring was fetched again under new counters (stored twice).
                 # The last sample's time: a strap that rebooted while no host was there continues after the time
-                # it was away (its new counters joined the old ones across a 95 s gap, before).
+                # it was away; joined to the last stored counter, its new counters would hide the gap.
                 offset = store.meta_int(f"counter_offset.{role}") or 0
                 stream.resume_after(last, offset, store.last_sample_time(role))
         self.links = {role: self.links[role] for role in ROLES}  # role order, however they were found

@@ -52,9 +52,6 @@ class NudgePolicy:
         self._mute_until_s = now_s + (self.config.mute_s if duration_s is None else duration_s)
         return self._mute_until_s
 
-    def unmute(self) -> None:
-        self._mute_until_s = None
-
     def is_muted(self, now_s: float) -> bool:
         if self._mute_until_s is not None and now_s >= self._mute_until_s:
             self._mute_until_s = None  # auto-resume
