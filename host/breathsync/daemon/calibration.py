@@ -6,7 +6,8 @@ while the client is already in the room. ``breathsync calibrate`` records it fro
 production link) or from a recording (through the strap's own detector) and writes the file that
 ``breathsync run --therapist-baseline`` reads (``engine.baseline_file``).
 
-Breath times come from the strap's sample counters, never from arrival times (NOTES.md).
+Breath times come from the strap's sample counters, never from arrival times (docs/protocol.md: radio
+latency varies by tens of milliseconds).
 """
 
 from __future__ import annotations

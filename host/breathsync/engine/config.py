@@ -33,7 +33,7 @@ class EngineConfig:
     window_breaths: float = 4.0
     """Slower breathing than ``window_breaths`` per ``window_s`` (15/min) stretches the locking window, the
     time-lag asymmetry's and the ``min_locked_s`` hold in proportion (up to 3x), so that they span as many breaths
-    of the slower person as at 15/min: evidence comes per breath, not per second (docs/engine.md, session 9).
+    of the slower person as at 15/min: evidence comes per breath, not per second (docs/engine.md, 'Slow breathing').
     0 keeps every span in seconds whatever the rate."""
     plv_trim: float = 0.2
     """Share of the window's anchors that may deviate most and are left out of the locking value (robust to a

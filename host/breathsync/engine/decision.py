@@ -174,9 +174,9 @@ class LockTimer:
     def settle(self, required_s: float, nudged: bool) -> None:
         """After an update with following enough for a nudge. A nudge spends the evidence: the next one needs
         ``required_s`` of new following. One held back (cooldown, either cap, mute) keeps no more than a nudge
-        needs, so the sum drains within ``required_s / leak`` once following stops. Until session 8 it kept
-        growing through a long episode (to 130 s) and took minutes to drain: after the episode had ended, one
-        stray 'following' update fired a nudge as soon as the cooldown was over."""
+        needs, so the sum drains within ``required_s / leak`` once following stops: left to grow through a long
+        episode, it would take minutes to drain, and one stray 'following' update after the episode had ended
+        would fire a nudge as soon as the cooldown was over."""
         self.locked_s = 0.0 if nudged else min(self.locked_s, required_s)
 
 

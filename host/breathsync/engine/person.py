@@ -183,10 +183,6 @@ class PersonTracker:
     def troughs_s(self) -> FloatArray:
         return self._troughs.column(0)
 
-    def intervals_s(self, n: int, max_interval_s: float) -> FloatArray:
-        iv = np.diff(self.peaks_s[-(n + 1) :])
-        return iv[iv <= max_interval_s]
-
     def period_s(self) -> float | None:
         """Current breath period: median of the recent peak-to-peak and trough-to-trough intervals."""
         return self._period

@@ -115,7 +115,8 @@ def circular_mean_cycles(phases_cycles: FloatArray) -> float:
 
 
 def plv_chance_level(n_breaths: int) -> float:
-    """Expected PLV of ``n_breaths`` independent uniform phases (~0.89/sqrt(N), NOTES.md)."""
+    """Expected PLV of ``n_breaths`` independent uniform phases: ~0.89/sqrt(N), the mean resultant length of
+    N uniform angles."""
     return PLV_CHANCE_COEFF / float(np.sqrt(max(n_breaths, 1)))
 
 
@@ -234,7 +235,8 @@ def lagged_period_dependency(
     """Correlation of a person's breath periods with the partner's most recent completed period.
 
     The partner's period is the one that ended at or before the end of the person's breath, less
-    than one of the person's breaths earlier (lags shorter than one breath, NOTES.md pitfalls).
+    than one of the person's breaths earlier (over longer lags two breathing rhythms' correlations cancel
+    and can flip sign).
     A follower copies the leader's period changes with that short lag; the leader, looked at the
     same way, only matches the follower's previous breath. Returns 0 when too few pairs exist.
     """

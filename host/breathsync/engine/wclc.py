@@ -1,9 +1,10 @@
 """Baseline for comparison: online windowed cross-lagged correlation (SUSY-like) on the raw signals.
 
 Both straps' samples are averaged into 0.2 s bins; every second the last ``window_s`` of both are
-correlated at lags within +-``max_lag_s`` (shorter than one breath, NOTES.md pitfalls). The
-largest correlation and its lag are reported; a positive lag means the therapist's signal trails
-the client's (therapist follows). This is what a careful generic synchrony tool would do; the
+correlated at lags within +-``max_lag_s``, shorter than one breath: over longer lags the
+correlations of two breathing rhythms cancel and can flip sign. The largest correlation and its
+lag are reported; a positive lag means the therapist's signal trails the client's (therapist
+follows). This is what a careful generic synchrony tool would do; the
 benchmark runs it through the same replay and nudge policy as the engine.
 """
 

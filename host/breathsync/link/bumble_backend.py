@@ -11,7 +11,7 @@ classes bound to it::
         async with BleakClient(strap, backend=bench.client_backend) as client:
             await client.start_notify(DATA_UUID, on_data)
 
-Bumble behaviours absorbed here (NOTES.md, "BLE: bleak + Bumble"):
+Bumble behaviours absorbed here (measured with bumble 0.0.236):
 
 * only one pending LE connect per device: the bench serialises connects;
 * the virtual controller acknowledges *LE Create Connection Cancel* but never ends the pending

@@ -10,7 +10,7 @@ Fault switches: :meth:`VirtualPeripheral.drop_link` (link loss, on both controll
 :meth:`VirtualPeripheral.power_off` (stop advertising and vanish, optionally back after N s),
 :meth:`VirtualPeripheral.stall_notifications` (connected but silent; drop or hold the values).
 
-Bumble facts this module accounts for (NOTES.md): its controller has no scan request/response
+Bumble facts this module accounts for (measured with bumble 0.0.236): its controller has no scan request/response
 exchange (a scanner's "scan response" repeats the advertising PDU), so the scan response data is
 folded into the advertising PDU after both parts are checked against the 31-byte legacy limit; and
 writes are not permission-checked, so a write handler validates and raises
@@ -641,10 +641,6 @@ class HciServer:
         """The transport moniker a host process opens to reach this controller."""
         host = f"[{self.host_address}]" if ":" in self.host_address else self.host_address
         return f"tcp-client:{host}:{self.port}"
-
-    @property
-    def has_host(self) -> bool:
-        return self._client is not None
 
     async def wait_for_host(self, timeout_s: float = 5.0) -> None:
         async with asyncio.timeout(timeout_s):

@@ -146,7 +146,7 @@ def _state_series(session: Session, key: str) -> tuple[FloatArray, FloatArray]:
 def _state_spans(session: Session) -> Iterator[tuple[float, float, dict[str, Any]]]:
     """(start host s, end host s, state): each state holds until the next one, within the session's samples. The
     engine's last states can come after the last sample (it pauses 2 s after a strap's data stops): counted to the
-    next state, they gave negative shares (-4 %, the others adding up to 104 %)."""
+    next state, they would give negative shares."""
     ends = [t for t, _ in session.states[1:]] + [session.end_host_s]
     for (t, state), t_next in zip(session.states, ends[: len(session.states)], strict=True):
         start = min(t, session.end_host_s)
@@ -230,10 +230,9 @@ def _locked_pct(session: Session) -> float | None:
     locking above its floor and significant (docs/engine.md), whoever led. A locked window whose direction evidence
     is not there yet (right after a drop-out) is 'no_lock' in the stored state and not counted (~1 % of updates).
 
-    Until session 11 this was the time PLV beat its surrogate chance level alone, which two independent people
-    reach about a tenth of the time by construction (a probe read 7 % as locking in a session never called
-    locked). Time-weighted (each state holds until the next) so that fast breathing, which brings more updates
-    per minute, does not count for more.
+    Not the time PLV merely beats its surrogate chance level: two independent people do that about a tenth of
+    the time by construction. Time-weighted (each state holds until the next) so that fast breathing, which
+    brings more updates per minute, does not count for more.
     """
     measured = above = 0.0
     for t, t_next, state in _state_spans(session):

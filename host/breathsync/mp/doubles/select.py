@@ -1,7 +1,7 @@
 """Test double of ``select``: lets MicroPython's asyncio run on the virtual clock of ``machine.sim``.
 
 Why: asyncio's scheduler sleeps in ``poll.ipoll(dt)`` (dt = ms until the next timed task, -1 =
-wait for I/O). With a virtual clock nothing would ever advance it, and the loop hangs (NOTES.md).
+wait for I/O). With a virtual clock nothing would ever advance it, and the loop hangs.
 
 How: ``poll`` wraps the built-in poller (``uselect.poll``, which also polls Python stream objects
 such as ``asyncio.ThreadSafeFlag``). ``ipoll(dt)`` on virtual time:
