@@ -69,6 +69,7 @@ MIN_LAG_EVENTS = 4  # therapist breath events (peaks and troughs) in the window 
 BREATH_GAP_PERIODS = 2.5
 RATE_MOVE_SCALE_SD = 2.0  # a move of two baseline SDs toward the partner counts fully
 RATE_DRIFT_FLOOR = 0.06  # ... with the SD at least 6 % of the baseline rate (slow tempo drift)
+MIN_DIRECTION_PEAKS = 5  # end-inspirations of each person since the last gap before their cues mean anything
 _NO_SHIFT = np.zeros(1)  # the real delays, as the first row of a surrogate call
 
 
@@ -77,6 +78,28 @@ class _Window:
     anchors_s: FloatArray  # breath events of either person, oldest first
     phases: FloatArray  # relative phase at each: client minus therapist, cycles (unwrapped)
     own_phase: FloatArray  # the therapist's phase there (for surrogates)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cues:
+    """An update's evidence beyond the window's phase locking, named as in ``EngineState`` (None: not known)."""
+
+    therapist_rate_move: float | None = None
+    client_rate_move: float | None = None
+    therapist_response: float | None = None
+    client_response: float | None = None
+    therapist_lagged: float | None = None
+    client_lagged: float | None = None
+    rate_convergence_bpm: float | None = None
+    depth_mimicry: float | None = None
+    beat_period_s: float | None = None
+    beat_cycles: float | None = None
+    lag_locking: float | None = None
+    lag_locking_p: float | None = None
+    lag_asymmetry: float | None = None
+
+
+_NO_CUES = _Cues()
 
 
 @dataclasses.dataclass
@@ -296,13 +319,10 @@ class EntrainmentEngine:
                     plv_p = float((1 + np.count_nonzero(sur >= plv)) / (1 + len(sur)))
         timed = eng.time_lag_locking and n >= eng.min_window_anchors
         lag_lock, lag_p = self._time_lag_locking(win) if timed else (None, None)
-        features = self._direction(tp, cp)
-        features["lag_locking"], features["lag_locking_p"] = lag_lock, lag_p
-        features["lag_asymmetry"] = self._lag_asymmetry(now_s) if timed else None
         span = float(win.anchors_s[-1] - win.anchors_s[0]) if n >= 2 else 0.0
-        beat = features.get("beat_period")
-        features["beat_cycles"] = None if beat is None else span / beat
-        draft = self._state(now_s, "no_lock", win, plv, chance, plv_p, features)
+        cues = self._direction(tp, cp, span, lag_lock, lag_p, self._lag_asymmetry(now_s) if timed else None)
+        beat = cues.beat_period_s
+        draft = self._state(now_s, "no_lock", win, plv, chance, plv_p, cues)
         decision = classify(draft, eng)
         out: list[Output] = []
         following = decision == "therapist_follows"
@@ -401,19 +421,34 @@ class EntrainmentEngine:
         known = ~np.isnan(delays)
         return delays[known], None if shifts_s is None else np.concatenate(surrogate, axis=1)[:, known]
 
-    def _direction(self, tp: FloatArray, cp: FloatArray) -> dict[str, float | None]:
+    def _direction(
+        self,
+        tp: FloatArray,
+        cp: FloatArray,
+        span_s: float,
+        lag_locking: float | None,
+        lag_locking_p: float | None,
+        lag_asymmetry: float | None,
+    ) -> _Cues:
+        """Who follows whom: each person's rate move, period response and lagged dependency, with the pair's rate
+        convergence, depth mimicry and beat; the window's time-lag cues (``lag_*``) are passed through."""
         tpv = tp[tp >= self._valid_since_s]
         cpv = cp[cp >= self._valid_since_s]
         rates = {"therapist": self.people["therapist"].rate_bpm(), "client": self.people["client"].rate_bpm()}
         own = {"therapist": tpv, "client": cpv}
         peak_cues, mimicry = self._peak_cues(tpv, cpv)
-        comps: dict[str, float | None] = {}
+        move: dict[Role, float] = {}
         pairs: tuple[tuple[Role, Role], ...] = (("therapist", "client"), ("client", "therapist"))
         for role, other in pairs:
             mine, theirs = own[role], own[other]
             base, base_other = self.baselines[role], self.baselines[other]
             rate, rate_other = rates[role], rates[other]
-            if len(mine) < 5 or len(theirs) < 5 or base is None or base_other is None:
+            if (
+                len(mine) < MIN_DIRECTION_PEAKS
+                or len(theirs) < MIN_DIRECTION_PEAKS
+                or base is None
+                or base_other is None
+            ):
                 continue
             if rate is None or rate_other is None:  # no current rate for one of them (after a gap)
                 continue
@@ -427,11 +462,8 @@ class EntrainmentEngine:
             toward = math.copysign(1.0, ref_other - base.rate_bpm) if ref_other != base.rate_bpm else 0.0
             gap = abs(ref_other - base.rate_bpm)
             scale = RATE_MOVE_SCALE_SD * max(base.rate_sd_bpm, RATE_DRIFT_FLOOR * base.rate_bpm)
-            move = (rate - base.rate_bpm) * toward / max(gap, scale)
-            response, lagged = peak_cues[role]
-            comps[f"{role}_rate_move"] = min(max(move, -1.0), 1.0)  # np.clip on one float: ~15x dearer
-            comps[f"{role}_response"] = response
-            comps[f"{role}_lagged"] = lagged
+            moved = (rate - base.rate_bpm) * toward / max(gap, scale)
+            move[role] = min(max(moved, -1.0), 1.0)  # np.clip on one float: ~15x dearer
         convergence = beat_period = None
         bt, bc = self.baselines["therapist"], self.baselines["client"]
         rt, rc = rates["therapist"], rates["client"]
@@ -439,12 +471,23 @@ class EntrainmentEngine:
             convergence = abs(bt.rate_bpm - bc.rate_bpm) - abs(rt - rc)
             gap_hz = abs(bt.rate_bpm - rc) / 60.0
             beat_period = 1.0 / gap_hz if gap_hz > 1e-6 else math.inf
-        return {
-            **comps,
-            "convergence": convergence,
-            "mimicry": mimicry,
-            "beat_period": beat_period,
-        }
+        t_cues, c_cues = peak_cues.get("therapist"), peak_cues.get("client")
+        t_known, c_known = "therapist" in move, "client" in move
+        return _Cues(
+            therapist_rate_move=move.get("therapist"),
+            client_rate_move=move.get("client"),
+            therapist_response=t_cues[0] if t_known and t_cues else None,
+            client_response=c_cues[0] if c_known and c_cues else None,
+            therapist_lagged=t_cues[1] if t_known and t_cues else None,
+            client_lagged=c_cues[1] if c_known and c_cues else None,
+            rate_convergence_bpm=convergence,
+            depth_mimicry=mimicry,
+            beat_period_s=beat_period,
+            beat_cycles=None if beat_period is None else span_s / beat_period,
+            lag_locking=lag_locking,
+            lag_locking_p=lag_locking_p,
+            lag_asymmetry=lag_asymmetry,
+        )
 
     def _peak_cues(self, tpv: FloatArray, cpv: FloatArray) -> tuple[dict[Role, tuple[float, float]], float | None]:
         """Each person's period response and lagged dependency, and depth mimicry: functions of the two peak
@@ -457,17 +500,17 @@ class EntrainmentEngine:
         cues: dict[Role, tuple[float, float]] = {}
         people: tuple[tuple[Role, FloatArray, FloatArray], ...] = (("therapist", tpv, cpv), ("client", cpv, tpv))
         for role, mine, theirs in people:
-            if len(mine) < 5 or len(theirs) < 5:
+            if len(mine) < MIN_DIRECTION_PEAKS or len(theirs) < MIN_DIRECTION_PEAKS:
                 continue
             seg = mine[-(d + 1) :]
             response = period_response(np.diff(seg), phase_at(theirs, seg[:-1], mx))
             cues[role] = (response, lagged_period_dependency(mine, theirs, d, mx))
         mimicry = None
-        if len(tpv) >= 5 and len(cpv) >= 2:
+        if len(tpv) >= MIN_DIRECTION_PEAKS and len(cpv) >= 2:
             seg = tpv[-d:]
             j = cpv.searchsorted(seg, side="right") - 1
             ok = j >= 0
-            if np.count_nonzero(ok) >= 5:
+            if np.count_nonzero(ok) >= MIN_DIRECTION_PEAKS:
                 tdep = self.people["therapist"].depths[-len(seg) :][ok]
                 cdep = self.people["client"].depths[len(self.people["client"].depths) - len(cpv) + j[ok]]
                 mimicry = _safe_corr(tdep, cdep)
@@ -544,7 +587,7 @@ class EntrainmentEngine:
         plv: float | None = None,
         chance: float | None = None,
         plv_p: float | None = None,
-        features: dict[str, float | None] | None = None,
+        cues: _Cues = _NO_CUES,
     ) -> EngineState:
         eng = self.config.engine
         t, c = self.people["therapist"], self.people["client"]
@@ -555,7 +598,6 @@ class EntrainmentEngine:
             phase_diff = ((mean + 0.5) % 1.0 - 0.5) * 360.0
             period = c.period_s()
             lag = phase_diff / 360.0 * period if period else None
-        f = features or {}
         st = EngineState(
             t_s=now_s,
             decision=decision,
@@ -571,22 +613,22 @@ class EntrainmentEngine:
             plv_chance=chance,
             plv_p=plv_p,
             plv_chance_analytic=plv_chance_level(_breaths_spanned(win, t.period_s())) if n else None,
-            lag_locking=f.get("lag_locking"),
-            lag_locking_p=f.get("lag_locking_p"),
-            lag_asymmetry=f.get("lag_asymmetry"),
-            rate_convergence_bpm=f.get("convergence"),
-            depth_mimicry=f.get("mimicry"),
-            therapist_rate_move=f.get("therapist_rate_move"),
-            client_rate_move=f.get("client_rate_move"),
-            therapist_response=f.get("therapist_response"),
-            client_response=f.get("client_response"),
-            therapist_lagged=f.get("therapist_lagged"),
-            client_lagged=f.get("client_lagged"),
+            lag_locking=cues.lag_locking,
+            lag_locking_p=cues.lag_locking_p,
+            lag_asymmetry=cues.lag_asymmetry,
+            rate_convergence_bpm=cues.rate_convergence_bpm,
+            depth_mimicry=cues.depth_mimicry,
+            therapist_rate_move=cues.therapist_rate_move,
+            client_rate_move=cues.client_rate_move,
+            therapist_response=cues.therapist_response,
+            client_response=cues.client_response,
+            therapist_lagged=cues.therapist_lagged,
+            client_lagged=cues.client_lagged,
             therapist_follow=None,
             client_follow=None,
             direction=None,
-            beat_period_s=f.get("beat_period"),
-            beat_cycles=f.get("beat_cycles"),
+            beat_period_s=cues.beat_period_s,
+            beat_cycles=cues.beat_cycles,
             locked_for_s=self._timer.locked_s,
             muted=self.policy.is_muted(now_s),
         )
