@@ -204,6 +204,7 @@ DAMAGE = [
     ("UPDATE samples SET value = 70000 WHERE counter = 1", "samples", r"counter 1: value 70000 is outside the strap's"),
     ("UPDATE samples SET counter = -5 WHERE counter = 1", "samples", r"counter -5 is out of range"),
     ("UPDATE events SET interval_samples = 'x'", "events", r"interval_samples is 'x'"),
+    ("UPDATE events SET kind = 'sigh'", "events", r"kind is 'sigh', not 'peak' or 'trough'"),
     ("UPDATE link_events SET t_s = 'soon'", "link_events", r"t_s is 'soon', not a finite number"),
 ]
 

@@ -2,43 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import numpy.typing as npt
 
 from .adc import simulate_adc
-from .detector import BreathEvent, Interpreter, check_rate, run_detector
+from .detector import BreathEvent, Interpreter, TimedBreath, check_rate, run_detector
 from .errors import InputError
 from .recording import check_input_rate
 
 MIN_DURATION_S = 10.0
-
-
-@dataclass(frozen=True)
-class TimedBreath:
-    """A strap breath event placed on the input recording's time axis.
-
-    ``t_s`` is the extremum, ``reported_t_s`` the moment the strap had the sample that
-    confirmed it (the end of that sample's ADC window), both from the start of the input.
-    """
-
-    kind: str
-    t_s: float
-    reported_t_s: float
-    amplitude: float  # depth from the previous extremum, in the input's units
-    amplitude_counts: int  # the same in the strap's 14-bit counts
-    interval_s: float | None  # since the previous event of the same kind
-
-    def as_json_dict(self) -> dict[str, object]:
-        return {
-            "kind": self.kind,
-            "t_s": round(self.t_s, 6),
-            "reported_t_s": round(self.reported_t_s, 6),
-            "amplitude": round(self.amplitude, 6),
-            "amplitude_counts": self.amplitude_counts,
-            "interval_s": None if self.interval_s is None else round(self.interval_s, 6),
-        }
 
 
 def detect_breaths(

@@ -7,10 +7,10 @@ import json
 import sys
 from dataclasses import replace
 
-from ..detector import STRAP_RATES_HZ
+from ..detector import STRAP_RATES_HZ, TimedBreath
 from ..engine.replay import inside
 from ..recording import check_input_rate
-from ..strap_sim import TimedBreath, detect_breaths
+from ..strap_sim import detect_breaths
 from .recording_input import read_strap_input
 
 

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ..detector import TimedBreath
 from ..engine import Mute, Role, StrapBlock, StrapBreath, StreamItem
 from ..errors import InputError
 from ..store import SessionStore, StoredEvent
-from ..strap_sim import TimedBreath
 
 ROLES: tuple[Role, ...] = ("therapist", "client")
 BLOCK_SAMPLES = 7

@@ -46,6 +46,32 @@ class BreathEvent:
         return cls(kind, int(fields[1]), int(fields[2]), int(fields[3]), int(fields[4]))
 
 
+@dataclass(frozen=True)
+class TimedBreath:
+    """A strap breath event placed on the input recording's time axis.
+
+    ``t_s`` is the extremum, ``reported_t_s`` the moment the strap had the sample that
+    confirmed it (the end of that sample's ADC window), both from the start of the input.
+    """
+
+    kind: Kind
+    t_s: float
+    reported_t_s: float
+    amplitude: float  # depth from the previous extremum, in the input's units
+    amplitude_counts: int  # the same in the strap's 14-bit counts
+    interval_s: float | None  # since the previous event of the same kind
+
+    def as_json_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "t_s": round(self.t_s, 6),
+            "reported_t_s": round(self.reported_t_s, 6),
+            "amplitude": round(self.amplitude, 6),
+            "amplitude_counts": self.amplitude_counts,
+            "interval_s": None if self.interval_s is None else round(self.interval_s, 6),
+        }
+
+
 def firmware_core_dir() -> Path:
     """Directory of the firmware core package (``firmware/core`` in a checkout)."""
     import importlib

@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-from ..strap_sim import TimedBreath
+from ..detector import TimedBreath
 from .config import Config
 from .decision import (
     LockTimer,

@@ -19,9 +19,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ..adc import StrapSignal, simulate_adc
-from ..detector import BreathEvent, check_rate
+from ..detector import BreathEvent, TimedBreath, check_rate
 from ..errors import InputError
-from ..strap_sim import MIN_DURATION_S, TimedBreath
+from ..strap_sim import MIN_DURATION_S
 from .state import Role
 from .stream import StrapBlock, StrapBreath, StreamItem
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ..strap_sim import TimedBreath
+from ..detector import TimedBreath
 from .state import Role
 
 

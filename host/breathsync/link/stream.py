@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from ..detector import Kind
 from ..protocol import EventKind, EventPacket, SamplesPacket, StatusPacket
 from .clock import CounterClock
 
@@ -72,7 +73,7 @@ class StrapEvent:
     """A breath event in unwrapped counters and host time."""
 
     role: str
-    kind: str  # "peak" | "trough"
+    kind: Kind
     counter: int
     confirmed_counter: int
     depth_counts: int
@@ -302,7 +303,7 @@ class StrapStream:
             self.clock.observe(index + packet.confirm_delay, arrival_s)
         host = self.clock.host_time_s(index)
         self.stats.events += 1
-        kind = "peak" if packet.kind == EventKind.PEAK else "trough"
+        kind: Kind = "peak" if packet.kind == EventKind.PEAK else "trough"
         backfilled = self.head is not None and index + packet.confirm_delay < self.head - 4 * self.rate_hz
         self.on_event(
             StrapEvent(

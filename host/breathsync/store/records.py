@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..detector import Kind
+
 
 @dataclass(frozen=True)
 class StrapInfo:
@@ -31,7 +33,7 @@ class SampleSeries:
 @dataclass(frozen=True)
 class StoredEvent:
     role: str
-    kind: str
+    kind: Kind
     counter: int
     confirmed_counter: int
     depth_counts: int

@@ -16,6 +16,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import numpy as np
 
+from ..detector import Kind
 from .errors import StoreError, writing
 from .files import remove_session_files
 from .records import SampleSeries, StoredEvent, StoredNudge, StrapInfo
@@ -348,6 +349,11 @@ class SessionStore:
             return ""
         raise self._damaged(f"{where} is {_shown(value)}, not text")
 
+    def _breath_kind(self, value: object, where: str) -> Kind:
+        if value == "peak" or value == "trough":
+            return value
+        raise self._damaged(f"{where} is {_shown(value)}, not 'peak' or 'trough'")
+
     def _json_object(self, raw: object, where: str) -> dict[str, Any]:
         if not isinstance(raw, str):
             raise self._damaged(f"{where} is {_shown(raw)}, not JSON text")
@@ -476,7 +482,7 @@ class SessionStore:
             events.append(
                 StoredEvent(
                     self._text(who, "events table: a role"),
-                    self._text(kind, f"{where}: kind"),
+                    self._breath_kind(kind, f"{where}: kind"),
                     self._int(counter, f"{where}: counter"),
                     self._int(confirmed, f"{where}: confirmed_counter"),
                     self._int(depth, f"{where}: depth_counts"),
