@@ -80,6 +80,33 @@ def test_viper_memory_layout_matches_the_coefficients(run_micropython: RunMicroP
     assert events_at > capacity_at + 1
 
 
+def test_both_paths_refuse_a_chunk_larger_than_they_were_built_for(
+    run_micropython: RunMicroPython, tmp_path: Path
+) -> None:
+    # The viper path used to clamp the count: the samples past max_chunk were dropped without a word.
+    script = tmp_path / "oversized.py"
+    script.write_text(
+        "from array import array\n"
+        "from core.detector import BreathDetector\n"
+        "for fast in (True, False):\n"
+        "    det = BreathDetector(25, 8, fast)\n"
+        "    try:\n"
+        "        det.feed(array('H', [8192] * 9), 9)\n"
+        "        print(det.fast, 'accepted')\n"
+        "    except ValueError as exc:\n"
+        "        print(det.fast, exc)\n"
+        "    print(det.feed(array('H', [8192] * 8), 8))\n"
+    )
+    proc = run_micropython(script)
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+    assert proc.stdout.decode().split("\n")[:4] == [
+        "True chunk larger than max_chunk",
+        "0",
+        "False chunk larger than max_chunk",
+        "0",
+    ]
+
+
 @pytest.mark.shared_data
 @pytest.mark.parametrize("rate_hz", [25, 50])
 def test_bit_identical_on_every_bidmc_record(micropython: str, shared_data: Path, rate_hz: int) -> None:

@@ -265,6 +265,9 @@ class BreathDetector:
             self._send = self._gen.send
 
     def _feed_viper(self, samples, count):
+        # As the portable path: samples past max_chunk would otherwise be skipped without a word.
+        if count > self.max_chunk:
+            raise ValueError("chunk larger than max_chunk")
         return self._viper_feed(self._mem, samples, count)
 
     def feed(self, samples, count):
