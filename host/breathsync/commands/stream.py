@@ -19,6 +19,7 @@ from ..link.session import LinkError
 from ..link.sources import ROLES, StrapLink, ble_adapter, close_links, find_by_role, open_link, open_sources
 from ..link.stream import SampleBlock, StrapEvent
 from ..protocol import StatusPacket
+from ..roles import Role
 from .arguments import file_path, seconds_or_forever
 from .shutdown import stop_on_signals
 
@@ -144,7 +145,7 @@ class Printer:
 
 
 async def stream(args: argparse.Namespace, out: TextIO) -> int:
-    sources: dict[str, str] = {role: getattr(args, role) for role in ROLES if getattr(args, role)}
+    sources: dict[Role, str] = {role: getattr(args, role) for role in ROLES if getattr(args, role)}
     if not sources:
         sources = dict.fromkeys(ROLES, "auto")
     stop = stop_on_signals()

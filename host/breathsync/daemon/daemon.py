@@ -98,14 +98,6 @@ def _strap_stream(link: StrapLink | None) -> StrapStream | None:
     return stream if isinstance(stream, StrapStream) else None
 
 
-def _role(role: str) -> Role:
-    if role == "therapist":
-        return "therapist"
-    if role == "client":
-        return "client"
-    raise ValueError(f"unknown role {role!r}")
-
-
 NO_DATA_AFTER_S = 5.0  # a connected strap silent this long is shown as such on the status line
 
 
@@ -203,7 +195,7 @@ class Daemon:
         self.out = out
         self.clock = clock
         self.views = {role: PersonView() for role in ROLES}
-        self.links: dict[str, StrapLink] = {}
+        self.links: dict[Role, StrapLink] = {}
         path = config.session.therapist_baseline
         self.calibration: BaselineFile | None = read_baseline_file(Path(path).expanduser()) if path else None
         self.engine = EntrainmentEngine(config.engine, self.therapist_baseline)
@@ -255,7 +247,7 @@ class Daemon:
         if block.backfilled:
             return  # the engine is causal: late data only goes to the record
         period = 1.0 / self.config.straps.rate_hz
-        item = StrapBlock(_role(block.role), self.session_s(float(block.host_t_s[0])), period, block.values)
+        item = StrapBlock(block.role, self.session_s(float(block.host_t_s[0])), period, block.values)
         self._handle(self.engine.feed(item))
 
     def on_event(self, event: StrapEvent) -> None:
@@ -280,9 +272,9 @@ class Daemon:
         if event.backfilled:
             return
         breath = timed_breath(stored, self.t0_s, self.config.straps.rate_hz)
-        self._handle(self.engine.feed(StrapBreath(_role(event.role), breath)))
+        self._handle(self.engine.feed(StrapBreath(event.role, breath)))
 
-    def on_status(self, role: str, status: StatusPacket) -> None:
+    def on_status(self, role: Role, status: StatusPacket) -> None:
         view = self.views[role]
         view.battery_pct = status.battery_pct
         view.firmware = ".".join(str(v) for v in status.fw_version)
@@ -299,7 +291,7 @@ class Daemon:
                 self.clock(),
             )
 
-    def on_link(self, role: str, kind: str, detail: str) -> None:
+    def on_link(self, role: Role, kind: str, detail: str) -> None:
         state = LINK_STATES.get(kind)
         if state is not None:  # the status line shows the link's state, not its latest event (a reboot, a loss)
             self.views[role].link = state
@@ -328,8 +320,8 @@ class Daemon:
             if isinstance(output, EngineState):
                 self._tell_polarity()
                 self.state = output
-                for role, rate in (("therapist", output.therapist_rate_bpm), ("client", output.client_rate_bpm)):
-                    self.views[role].rate_bpm = rate
+                self.views["therapist"].rate_bpm = output.therapist_rate_bpm
+                self.views["client"].rate_bpm = output.client_rate_bpm
                 if not self._replaying and self.store is not None:
                     # Store rows on the host (wall) clock like the samples; the dict keeps session time.
                     self.store.add_state(self.t0_s + output.t_s, output.as_json_dict())

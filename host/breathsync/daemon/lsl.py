@@ -14,11 +14,13 @@ import atexit
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from .. import __version__
+from ..roles import Role
 
 
 def _configure(scope: str) -> None:
@@ -46,7 +48,7 @@ def load_pylsl(scope: str = "machine") -> ModuleType:
 class LslOutlets:
     """One outlet per raw stream, one for breath events, one for nudges."""
 
-    def __init__(self, session_id: str, rate_hz: float, strap_ids: dict[str, str], scope: str = "machine") -> None:
+    def __init__(self, session_id: str, rate_hz: float, strap_ids: Mapping[Role, str], scope: str = "machine") -> None:
         self.pylsl = load_pylsl(scope)
         lsl = self.pylsl
         # LSL's clock (local_clock) and the host clock the link maps counters to (time.time).

@@ -16,9 +16,9 @@ import numpy as np
 from ..detector import TimedBreath
 from ..engine import Mute, Role, StrapBlock, StrapBreath, StreamItem
 from ..errors import InputError
+from ..roles import ROLES
 from ..store import SessionStore, StoredEvent
 
-ROLES: tuple[Role, ...] = ("therapist", "client")
 BLOCK_SAMPLES = 7
 
 

@@ -4,12 +4,13 @@ Public API: ``EntrainmentEngine`` (feed it ``StreamItem`` records), ``Config`` /
 the output records, and the replay core shared with the live daemon.
 """
 
+from ..roles import Role
 from .config import Config, EngineConfig, PolicyConfig, load_config
 from .engine import EntrainmentEngine
 from .person import learn_baseline
 from .policy import NudgePolicy, haptic_pattern
 from .replay import dyad_stream, missing_as_dropouts, run_engine, strap_stream
-from .state import Baseline, Efficacy, EngineState, HapticPattern, Nudge, Output, Role
+from .state import Baseline, Efficacy, EngineState, HapticPattern, Nudge, Output
 from .stream import Mute, StrapBlock, StrapBreath, StreamItem
 
 __all__ = [

@@ -35,6 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..detector import TimedBreath
+from ..roles import ROLES, Role
 from .config import Config
 from .decision import (
     LockTimer,
@@ -61,10 +62,9 @@ from .phase import (
     track_phase_at,
 )
 from .policy import NudgePolicy, haptic_pattern
-from .state import Baseline, Decision, Efficacy, EngineState, Nudge, Output, Role
+from .state import Baseline, Decision, Efficacy, EngineState, Nudge, Output
 from .stream import Mute, StrapBlock, StrapBreath, StreamItem
 
-ROLES: tuple[Role, Role] = ("therapist", "client")
 MIN_SURROGATES = 8
 MIN_LAG_EVENTS = 4  # therapist breath events (peaks and troughs) in the window for a time-lag locking value
 BREATH_GAP_PERIODS = 2.5

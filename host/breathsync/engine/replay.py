@@ -21,8 +21,8 @@ import numpy.typing as npt
 from ..adc import StrapSignal, simulate_adc
 from ..detector import BreathEvent, TimedBreath, check_rate
 from ..errors import InputError
+from ..roles import Role
 from ..strap_sim import MIN_DURATION_S
-from .state import Role
 from .stream import StrapBlock, StrapBreath, StreamItem
 
 # A live SAMPLES packet leaves the strap once its oldest sample has waited this long (the MTU the strap

@@ -7,7 +7,6 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-Role = Literal["therapist", "client"]
 Decision = Literal[
     "learning",  # baselines not learned yet
     "paused",  # a strap is missing samples or breaths: no decision

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..detector import TimedBreath
-from .state import Role
+from ..roles import Role
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..roles import Role
 from .config import PolicyConfig
 from .decision import LockTimer
 from .policy import NudgePolicy
-from .state import Role
 from .stream import Mute, StrapBlock, StrapBreath, StreamItem
 
 BIN_S = 0.2

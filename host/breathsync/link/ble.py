@@ -31,6 +31,7 @@ from bleak.exc import BleakBluetoothNotAvailableError, BleakError
 from ..errors import InputError
 from ..protocol import ROLE_NAMES, Channel, HapticCommand, ProtocolError, ResponsePacket, StartStream, StatusPacket
 from ..protocol.uuids import CHANNEL_BY_UUID, CHARACTERISTIC_UUIDS, SERVICE_UUID
+from ..roles import Role
 from .session import LinkError, StrapSession, StrapSink
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class BleStrapLink:
 
     def __init__(
         self,
-        role: str,
+        role: Role,
         target: str,
         sink: StrapSink,
         options: BleOptions | None = None,

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import serial
 
 from ..protocol import Channel, Deframer, Frame, GetStatus, HapticCommand, ResponsePacket, StartStream
+from ..roles import Role
 from .session import LinkError, StrapSession, StrapSink
 
 BAUD_RATE = 115200
@@ -27,7 +28,7 @@ class SerialStrapLink:
 
     def __init__(
         self,
-        role: str,
+        role: Role,
         port: str,
         sink: StrapSink,
         rate_hz: float = 25.0,

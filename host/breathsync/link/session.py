@@ -32,6 +32,7 @@ from ..protocol import (
     decode,
     encode,
 )
+from ..roles import Role
 from .clock import MAX_DRIFT_PPM
 from .stream import SampleBlock, StrapEvent, StrapStream, unwrap
 
@@ -60,15 +61,15 @@ class StrapSink(Protocol):
 
     def on_event(self, event: StrapEvent) -> None: ...
 
-    def on_status(self, role: str, status: StatusPacket) -> None: ...
+    def on_status(self, role: Role, status: StatusPacket) -> None: ...
 
-    def on_link(self, role: str, kind: str, detail: str) -> None: ...
+    def on_link(self, role: Role, kind: str, detail: str) -> None: ...
 
 
 class StrapSession:
     """One strap's protocol state; survives reconnects (the stream and statistics persist)."""
 
-    def __init__(self, role: str, sink: StrapSink, rate_hz: float = 25.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, role: Role, sink: StrapSink, rate_hz: float = 25.0, clock: Callable[[], float] = time.monotonic):
         self.role = role
         self.sink = sink
         self.clock = clock

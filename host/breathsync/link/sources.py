@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -27,12 +27,13 @@ from bleak import BleakClient
 from ..errors import InputError
 from ..protocol import ROLE_NAMES, Channel, HapticCommand, ResponsePacket, StatusPacket
 from ..protocol.uuids import BATTERY_LEVEL_UUID, CHARACTERISTIC_UUIDS, FIRMWARE_REVISION_UUID
+from ..roles import ROLES as ROLES
+from ..roles import Role, is_role
 from .ble import BleOptions, BleStrapLink, FoundStrap, check_bluetooth, scan
 from .serial_link import SerialStrapLink
 from .session import LinkError, StrapSink
 from .stream import LinkStats, SampleBlock, StrapEvent
 
-ROLES = ("therapist", "client")
 SOURCE_KINDS = ("ble", "serial", "replay")
 
 
@@ -66,7 +67,7 @@ def check_adapter(spec: str) -> str:
 class StrapLink(Protocol):
     """What every source offers the daemon, whatever carries the data."""
 
-    role: str
+    role: Role
     stats: LinkStats
     connected: asyncio.Event
 
@@ -165,7 +166,7 @@ async def scan_straps(options: BleOptions, timeout_s: float = 5.0) -> list[Strap
     return out
 
 
-async def find_by_role(role: str, options: BleOptions, timeout_s: float = 10.0) -> StrapDescription:
+async def find_by_role(role: Role, options: BleOptions, timeout_s: float = 10.0) -> StrapDescription:
     """The strap in range that reports ``role`` (straps keep their role across power cycles)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -189,7 +190,7 @@ def open_link(
 ) -> StrapLink:
     """The link for a source moniker (see the module docstring); ``clock`` stamps arrivals. ``name_shared``:
     the other role's strap is given by the same BLE name (then each strap's role must match)."""
-    if role not in ROLES:
+    if not is_role(role):
         raise InputError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
     if check_source(moniker) == "auto":
         raise InputError(f"{role}: 'auto' is resolved by scanning (find_by_role) before a link is opened")
@@ -205,18 +206,18 @@ def open_link(
 
 
 async def open_sources(
-    sources: dict[str, str],
+    sources: Mapping[Role, str],
     sink: StrapSink,
     options: BleOptions,
     rate_hz: float = 25.0,
     clock: Callable[[], float] = time.monotonic,
-) -> dict[str, StrapLink]:
+) -> dict[Role, StrapLink]:
     """The links of the explicit sources (role -> moniker), once everything that can be checked without
     the radio was: monikers, replay files, serial device paths, then the system's Bluetooth stack if a
     source needs BLE. ``auto`` sources are left out (found by scanning). Call before creating files."""
     for source in sources.values():
         check_source(source)
-    links: dict[str, StrapLink] = {}
+    links: dict[Role, StrapLink] = {}
     try:
         for role, source in sources.items():
             if source != "auto":
@@ -238,7 +239,7 @@ class ReplayLink:
     """
 
     def __init__(
-        self, role: str, path: Path, sink: StrapSink, speed: float = 1.0, clock: Callable[[], float] = time.monotonic
+        self, role: Role, path: Path, sink: StrapSink, speed: float = 1.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
         from ..store import SessionStore, StoreError
 

@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from ..detector import Kind
 from ..protocol import EventKind, EventPacket, SamplesPacket, StatusPacket
+from ..roles import Role
 from .clock import CounterClock
 
 U32 = 1 << 32
@@ -57,7 +58,7 @@ class LinkStats:
 class SampleBlock:
     """Consecutive samples of one strap: counters ``first_counter ...``, host times, raw u16 values."""
 
-    role: str
+    role: Role
     first_counter: int
     values: npt.NDArray[np.int64]
     host_t_s: npt.NDArray[np.float64]
@@ -72,7 +73,7 @@ class SampleBlock:
 class StrapEvent:
     """A breath event in unwrapped counters and host time."""
 
-    role: str
+    role: Role
     kind: Kind
     counter: int
     confirmed_counter: int
@@ -150,7 +151,7 @@ class StrapStream:
 
     def __init__(
         self,
-        role: str,
+        role: Role,
         rate_hz: float,
         on_samples: Callable[[SampleBlock], None],
         on_event: Callable[[StrapEvent], None],

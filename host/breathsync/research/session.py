@@ -26,9 +26,9 @@ import numpy.typing as npt
 from ..detector import STRAP_RATES_HZ
 from ..engine.baseline_file import BaselineFile, stored_calibration
 from ..errors import InputError
+from ..roles import ROLES as ROLES
 from ..store import SampleSeries, SessionStore, StoredEvent, StoredNudge, StrapInfo
 
-ROLES: tuple[str, ...] = ("therapist", "client")
 _UNIX_2001_S = 1e9  # host times above this are wall-clock Unix seconds
 DEFAULT_RATE_HZ = 25
 FloatArray = npt.NDArray[np.float64]

@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..engine.state import Role
+from ..roles import Role
 from .sources import SCENARIO_RATE_HZ, FloatArray, RespSource
 from .warp import STEP_S, Warped, ou_log_tempo, render, warp
 
@@ -145,7 +145,8 @@ def make_scenario(
     fs = SCENARIO_RATE_HZ
     n_steps = int(duration_s / STEP_S) + 2
     t = np.asarray(np.arange(n_steps) * STEP_S, dtype=np.float64)
-    follower: Role | None = {"therapist_follows": "therapist", "client_follows": "client"}.get(kind)  # type: ignore[assignment]
+    followers: dict[str, Role] = {"therapist_follows": "therapist", "client_follows": "client"}
+    follower = followers.get(kind)
     srcs: dict[Role, RespSource] = {"therapist": therapist_src, "client": client_src}
     ratio = client_src.rate_bpm / therapist_src.rate_bpm
     if kind != "similar_rate" and not 1 / MAX_RATE_RATIO <= ratio <= MAX_RATE_RATIO:
