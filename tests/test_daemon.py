@@ -519,12 +519,12 @@ def test_a_disk_full_from_the_start_says_that_no_session_was_kept(
 ) -> None:
     # A probe's 150 KB disk: the first samples could not be saved, the empty session was (rightly) removed, and the
     # error said 'what was saved before is kept'.
-    from breathsync.store import KEPT_NOTE
+    from breathsync.store import SaveFailed
 
     config = _replaying(tmp_path, breathing(60, 12, 3))
 
     def full(self: SessionStore, *args: object) -> None:
-        raise StoreError(f"{self.path}: cannot save to the session (database or disk is full){KEPT_NOTE}")
+        raise SaveFailed(f"{self.path}: cannot save to the session (database or disk is full)")
 
     monkeypatch.setattr(SessionStore, "add_samples", full)
     with pytest.raises(StoreError, match=r"disk is full\); nothing had been saved: no session kept$"):

@@ -53,7 +53,7 @@ from ..protocol.packets import (
     HAPTIC_MIN_ON_MS,
 )
 from ..store import (
-    KEPT_NOTE,
+    SaveFailed,
     SessionLock,
     SessionStore,
     StoredEvent,
@@ -551,8 +551,8 @@ class Daemon:
                     # (and a later run would resume it).
                     remove_session_files(path)
                     summary.kept = False
-                    if failure is not None and str(failure).endswith(KEPT_NOTE):  # a full disk from the start
-                        raise StoreError(str(failure)[: -len(KEPT_NOTE)] + "; nothing had been saved: no session kept")
+                    if isinstance(failure, SaveFailed):  # a full disk from the start
+                        raise StoreError(f"{failure.failure}; nothing had been saved: no session kept")
         return summary
 
     def _start_session(self, store: SessionStore, path: Path, resumed: bool) -> None:

@@ -19,17 +19,17 @@ Modules: ``schema`` (the tables), ``session_store`` (``SessionStore``), ``record
 back), ``errors`` (``StoreError``), ``files`` (side files, the recording run's lock).
 """
 
-from .errors import KEPT_NOTE, StoreError
+from .errors import SaveFailed, StoreError
 from .files import SessionLock, last_written_unix_s, remove_session_files
 from .records import SampleSeries, StoredEvent, StoredNudge, StrapInfo
 from .schema import SAMPLE_MAX, SCHEMA_VERSION
 from .session_store import SessionStore
 
 __all__ = [
-    "KEPT_NOTE",
     "SAMPLE_MAX",
     "SCHEMA_VERSION",
     "SampleSeries",
+    "SaveFailed",
     "SessionLock",
     "SessionStore",
     "StoreError",

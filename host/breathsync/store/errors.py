@@ -23,12 +23,24 @@ def storage_failure(exc: sqlite3.Error) -> bool:
 KEPT_NOTE = "; what was saved before is kept"
 
 
+class SaveFailed(StoreError):
+    """Saving to an open session failed (a full disk): what was committed before stays readable and resumable.
+    ``failure`` is the message without that note, for a caller that knows nothing had been saved."""
+
+    def __init__(self, failure: str) -> None:
+        super().__init__(failure + KEPT_NOTE)
+        self.failure = failure
+
+
 @contextmanager
-def writing(path: Path, what: str = "cannot save to the session", kept: str = KEPT_NOTE) -> Iterator[None]:
-    """SQLite's storage failures (a full disk, a vanished directory) as one StoreError naming the session."""
+def writing(path: Path, creating: bool = False) -> Iterator[None]:
+    """SQLite's storage failures (a full disk, a vanished directory) as one StoreError naming the session:
+    ``SaveFailed`` for a session that exists, a plain StoreError for one being created."""
     try:
         yield
     except sqlite3.Error as exc:
         if not storage_failure(exc):
             raise
-        raise StoreError(f"{path}: {what} ({exc}){kept}") from None
+        if creating:
+            raise StoreError(f"{path}: cannot create the session ({exc})") from None
+        raise SaveFailed(f"{path}: cannot save to the session ({exc})") from None

@@ -83,7 +83,7 @@ class SessionStore:
         try:
             cls._use_wal(db, path)
             store = cls(db, path, commit_interval_s)
-            with writing(path, "cannot create the session", ""):
+            with writing(path, creating=True):
                 store._db.executescript(SCHEMA)
                 store._set_meta("schema_version", str(SCHEMA_VERSION))
                 store._set_meta("created_unix_s", repr(time.time()))
