@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Iterable, Iterator
@@ -21,7 +20,7 @@ from ..engine import (
     load_config,
     run_engine,
 )
-from ..engine.config import EngineConfig, PolicyConfig, config_from_dict
+from ..engine.config import stored_config
 from ..errors import InputError
 from ..recording import FloatArray, check_input_rate
 from .recording_input import read_strap_input
@@ -73,35 +72,6 @@ def _session_stream(store: SessionStore) -> Iterator[StreamItem]:
         yield from stored_stream(store, session_t0_s(store), session_rate_hz(store))
 
 
-def _stored_config(store: SessionStore, where: str) -> tuple[Config | None, list[str]]:
-    """The engine and policy settings the session was run with (the daemon stores its whole configuration), None
-    if it stored none; and notes on what an older version stored differently. Keys this version no longer has
-    are left out, keys it has gained take today's defaults: either way said, never an error (an older session
-    replayed until it was run with its own settings)."""
-    stored = store.config().get("engine")
-    if stored is None:
-        return None, [f"{where} stored no engine settings: the defaults were used"]
-    if not isinstance(stored, dict):
-        raise InputError(f"{where}: its stored engine settings are not a table (give them with --config)")
-    notes: list[str] = []
-    tables: dict[str, object] = {}
-    for name, cls in (("engine", EngineConfig), ("policy", PolicyConfig)):
-        table = stored.get(name, {})
-        if not isinstance(table, dict):
-            raise InputError(f"{where}: its stored [{name}] settings are not a table (give them with --config)")
-        known = {f.name for f in dataclasses.fields(cls)}
-        gone, new = sorted(set(table) - known), sorted(known - set(table))
-        if gone:
-            notes.append(f"{where} stored {name} settings this version does not have, left out: {', '.join(gone)}")
-        if new:
-            notes.append(f"{where} predates {name} settings, at today's defaults: {', '.join(new)}")
-        tables[name] = {k: v for k, v in table.items() if k in known}
-    try:
-        return config_from_dict(tables, f"{where}: its stored engine settings"), notes
-    except InputError as exc:
-        raise InputError(f"{exc} (give the settings with --config)") from None
-
-
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else Config()
     config_notes: list[str] = []
@@ -121,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             baseline = baseline or stored_baseline(store)
             if not args.config:  # the settings live ran with, or a state would not match its stored twin
-                stored, config_notes = _stored_config(store, args.session)
+                stored, config_notes = stored_config(store.config().get("engine"), args.session)
                 config = stored or config
         except InputError:
             store.close()

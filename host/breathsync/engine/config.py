@@ -9,7 +9,7 @@ ergonomic choice explained next to its field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +210,35 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> Config:
     engine = table_to_dataclass("engine", EngineConfig, data.get("engine", {}), where, _RANGES)
     policy = table_to_dataclass("policy", PolicyConfig, data.get("policy", {}), where, _RANGES)
     return validate_config(Config(engine=engine, policy=policy), where)
+
+
+def stored_config(stored: object, where: str) -> tuple[Config | None, list[str]]:
+    """The engine and policy settings a session was run with (``stored``: the ``engine`` entry of the whole
+    configuration the daemon stores, None when there is none), None if it stored none; and notes on what an
+    older version stored differently. Keys this version no longer has
+    are left out, keys it has gained take today's defaults: either way said, never an error (an older session
+    replayed until it was run with its own settings)."""
+    if stored is None:
+        return None, [f"{where} stored no engine settings: the defaults were used"]
+    if not isinstance(stored, dict):
+        raise InputError(f"{where}: its stored engine settings are not a table (give them with --config)")
+    notes: list[str] = []
+    tables: dict[str, object] = {}
+    for name, cls in (("engine", EngineConfig), ("policy", PolicyConfig)):
+        table = stored.get(name, {})
+        if not isinstance(table, dict):
+            raise InputError(f"{where}: its stored [{name}] settings are not a table (give them with --config)")
+        known = {f.name for f in fields(cls)}
+        gone, new = sorted(set(table) - known), sorted(known - set(table))
+        if gone:
+            notes.append(f"{where} stored {name} settings this version does not have, left out: {', '.join(gone)}")
+        if new:
+            notes.append(f"{where} predates {name} settings, at today's defaults: {', '.join(new)}")
+        tables[name] = {k: v for k, v in table.items() if k in known}
+    try:
+        return config_from_dict(tables, f"{where}: its stored engine settings"), notes
+    except InputError as exc:
+        raise InputError(f"{exc} (give the settings with --config)") from None
 
 
 RUN_ONLY_SECTIONS = frozenset({"session", "straps", "outputs"})  # breathsync run's own tables
