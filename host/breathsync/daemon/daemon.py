@@ -43,7 +43,7 @@ from ..errors import InputError
 from ..link.ble import BleOptions
 from ..link.session import LinkError
 from ..link.sources import ROLES, StrapLink, ble_adapter, close_links, find_by_role, open_link, open_sources
-from ..link.stream import SampleBlock, StrapEvent, StrapStream
+from ..link.stream import SampleBlock, StrapEvent
 from ..protocol import HapticCommand, ProtocolError, ResultCode, StatusPacket
 from ..protocol.packets import (
     HAPTIC_MAX_OFF_MS,
@@ -90,12 +90,6 @@ def device_haptic(pattern: HapticPattern) -> HapticCommand:
 
 
 LINK_STATES = {"connected": "ok", "disconnected": "LOST", "connect-failed": "retrying", "closed": "closed"}
-
-
-def _strap_stream(link: StrapLink | None) -> StrapStream | None:
-    """The counter bookkeeping of a strap link (links that replay a file have none)."""
-    stream = getattr(getattr(link, "session", None), "stream", None)
-    return stream if isinstance(stream, StrapStream) else None
 
 
 NO_DATA_AFTER_S = 5.0  # a connected strap silent this long is shown as such on the status line
@@ -283,7 +277,7 @@ class Daemon:
                 return
             assert self.store is not None
             link = self.links.get(role)
-            target = getattr(link, "target", getattr(link, "port", ""))
+            target = "" if link is None else link.address
             self.store.set_strap(
                 StrapInfo(
                     role, str(target), str(target), view.firmware, status.protocol_version[0], status.sample_rate_hz
@@ -299,7 +293,8 @@ class Daemon:
             if ok:
                 assert self.store is not None
                 self.store.add_link_event(self.clock(), role, kind, detail)
-                stream = _strap_stream(self.links.get(role)) if kind == "strap-rebooted" else None
+                link = self.links.get(role)
+                stream = link.counters if link is not None and kind == "strap-rebooted" else None
                 if stream is not None:
                     # Stored counters now run ahead of the strap's own by this much; a resumed run needs it.
                     self.store.set_meta(f"counter_offset.{role}", str(stream.offset))
@@ -599,7 +594,7 @@ class Daemon:
                 link = open_link(source, role, self, options, self.config.straps.rate_hz, self.clock)
                 self.links[role] = link
             last = store.last_counter(role)
-            stream = _strap_stream(link)
+            stream = link.counters
             if last is not None and stream is not None:
                 # A strap that rebooted earlier in the session counts from 0 again: without its offset the
                 # stored counters read as a count it never reached, the first TIME_SYNC as a second reboot,

@@ -33,6 +33,7 @@ from ..protocol import ROLE_NAMES, Channel, HapticCommand, ProtocolError, Respon
 from ..protocol.uuids import CHANNEL_BY_UUID, CHARACTERISTIC_UUIDS, SERVICE_UUID
 from ..roles import Role
 from .session import LinkError, StrapSession, StrapSink
+from .stream import StrapStream
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,14 @@ class BleStrapLink:
         # people on a reconnect); with a shared name, straps that report the other role are never taken.
         self._found_address: str | None = None
         self._other_roles: set[str] = set()
+
+    @property
+    def address(self) -> str:
+        return self.target
+
+    @property
+    def counters(self) -> StrapStream:
+        return self.session.stream
 
     @classmethod
     def _lock(cls) -> asyncio.Lock:

@@ -19,6 +19,7 @@ import serial
 from ..protocol import Channel, Deframer, Frame, GetStatus, HapticCommand, ResponsePacket, StartStream
 from ..roles import Role
 from .session import LinkError, StrapSession, StrapSink
+from .stream import StrapStream
 
 BAUD_RATE = 115200
 
@@ -46,6 +47,14 @@ class SerialStrapLink:
         self.connected = asyncio.Event()
         self._serial: serial.Serial | None = None
         self._closing = threading.Event()
+
+    @property
+    def address(self) -> str:
+        return self.port
+
+    @property
+    def counters(self) -> StrapStream:
+        return self.session.stream
 
     async def _write(self, channel: Channel, payload: bytes) -> None:
         port = self._serial

@@ -32,7 +32,7 @@ from ..roles import Role, is_role
 from .ble import BleOptions, BleStrapLink, FoundStrap, check_bluetooth, scan
 from .serial_link import SerialStrapLink
 from .session import LinkError, StrapSink
-from .stream import LinkStats, SampleBlock, StrapEvent
+from .stream import LinkStats, SampleBlock, StrapEvent, StrapStream
 
 SOURCE_KINDS = ("ble", "serial", "replay")
 
@@ -70,6 +70,16 @@ class StrapLink(Protocol):
     role: Role
     stats: LinkStats
     connected: asyncio.Event
+
+    @property
+    def address(self) -> str:
+        """Where the strap is reached: its BLE name or address as given, a serial port; '' for a replayed file."""
+        ...
+
+    @property
+    def counters(self) -> StrapStream | None:
+        """The strap's counter bookkeeping (reboots, offsets); None where there is no strap (a replayed file)."""
+        ...
 
     async def run(self) -> None: ...
 
@@ -255,6 +265,14 @@ class ReplayLink:
         self.stats = LinkStats()
         self.connected = asyncio.Event()
         self._closing = False
+
+    @property
+    def address(self) -> str:
+        return ""
+
+    @property
+    def counters(self) -> StrapStream | None:
+        return None
 
     async def run(self) -> None:
         import numpy as np
