@@ -42,25 +42,25 @@ class StrapSignal:
 
 
 def adc_resample(
-    signal: npt.NDArray[np.float64], sampling_rate: float, rate_hz: float
+    signal: npt.NDArray[np.float64], sampling_rate: float, strap_rate_hz: float
 ) -> tuple[npt.NDArray[np.float64], float]:
     """Mean of ``signal`` over each strap period; returns (values, time of sample 0 in s)."""
-    if rate_hz <= 0:
+    if strap_rate_hz <= 0:
         raise InputError("strap sampling rate must be > 0")
     n_in = len(signal)
     check_input_rate(sampling_rate, n_in)
     duration_s = n_in / sampling_rate
-    n_out = int(np.floor(duration_s * rate_hz + 1e-9))
+    n_out = int(np.floor(duration_s * strap_rate_hz + 1e-9))
     if n_out < 1:
         raise InputError("recording shorter than one strap sample")
     # Exact box integration of the piecewise-constant input via its cumulative sum.
     cumulative = np.concatenate(([0.0], np.cumsum(signal, dtype=np.float64)))
-    edges_in_samples = np.arange(n_out + 1, dtype=np.float64) * (sampling_rate / rate_hz)
+    edges_in_samples = np.arange(n_out + 1, dtype=np.float64) * (sampling_rate / strap_rate_hz)
     integral = np.interp(edges_in_samples, np.arange(n_in + 1, dtype=np.float64), cumulative)
-    values = np.diff(integral) / (sampling_rate / rate_hz)
+    values = np.diff(integral) / (sampling_rate / strap_rate_hz)
     # Input sample j stands for time j / sampling_rate, the start of its own period; the
     # window of strap sample 0 is [0, 1/rate) in input periods, centred half an input period early.
-    t0_s = 0.5 / rate_hz - 0.5 / sampling_rate
+    t0_s = 0.5 / strap_rate_hz - 0.5 / sampling_rate
     return values, t0_s
 
 
@@ -91,7 +91,8 @@ def _working_range(values: npt.NDArray[np.float64]) -> tuple[float, float]:
     return float(np.min(inside)), float(np.max(inside))
 
 
-def simulate_adc(signal: npt.NDArray[np.float64], sampling_rate: float, rate_hz: int) -> StrapSignal:
-    values, t0_s = adc_resample(signal, sampling_rate, rate_hz)
+def simulate_adc(signal: npt.NDArray[np.float64], sampling_rate: float, strap_rate_hz: int) -> StrapSignal:
+    """A recording sampled at ``sampling_rate`` Hz as a strap sampling at ``strap_rate_hz`` would report it."""
+    values, t0_s = adc_resample(signal, sampling_rate, strap_rate_hz)
     counts, units_per_count14 = adc_quantize(values)
-    return StrapSignal(counts, rate_hz, t0_s, units_per_count14)
+    return StrapSignal(counts, strap_rate_hz, t0_s, units_per_count14)
