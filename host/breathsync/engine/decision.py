@@ -180,6 +180,24 @@ class LockTimer:
         self.locked_s = 0.0 if nudged else min(self.locked_s, required_s)
 
 
+def gate_nudge(
+    timer: LockTimer, policy: NudgePolicy, state: EngineState, following: bool, strength: float, config: EngineConfig
+) -> tuple[float, bool | None]:
+    """One update's following evidence into the lock timer, and the policy's word once it is enough for a nudge:
+    (accumulated following, None while not enough / True: nudge / False: held back). The same step online
+    (``EntrainmentEngine``) and offline (``decide_nudges``). The timer runs on the window's end, not the clock:
+    while one person's next breath is still awaited, updates re-score the same window and must not count the
+    wait as more following."""
+    locked_for = timer.update(state.phase_known_until_s, following, strength)
+    scale = slow_breathing_scale(state.therapist_rate_bpm, state.client_rate_bpm, config)
+    required = required_lock_s(state.beat_period_s, config, scale)
+    if not following or locked_for < required:
+        return locked_for, None
+    allowed = policy.check(state.t_s).allowed
+    timer.settle(required, allowed)
+    return locked_for, allowed
+
+
 Classified = tuple[bool, bool, float, bool]
 
 
@@ -217,15 +235,8 @@ def decide_nudges(
             timer.reset()
             policy.observe(s.t_s, apart=False)
             continue
-        locked_for = timer.update(s.phase_known_until_s, following, strength)
-        required = required_lock_s(
-            s.beat_period_s, eng, slow_breathing_scale(s.therapist_rate_bpm, s.client_rate_bpm, eng)
-        )
-        if following and locked_for >= required:
-            nudged = policy.check(s.t_s).allowed
-            if nudged:
-                policy.record(s.t_s)
-                out.append(s.t_s)
-            timer.settle(required, nudged)
+        if gate_nudge(timer, policy, s, following, strength, eng)[1]:
+            policy.record(s.t_s)
+            out.append(s.t_s)
         policy.observe(s.t_s, apart)
     return out

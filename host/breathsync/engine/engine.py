@@ -42,8 +42,8 @@ from .decision import (
     classify,
     direction_of,
     evidence_strength,
+    gate_nudge,
     locked,
-    required_lock_s,
     significantly_locked,
     slow_breathing_scale,
 )
@@ -322,21 +322,14 @@ class EntrainmentEngine:
         lag_lock, lag_p = self._time_lag_locking(win) if timed else (None, None)
         span = float(win.anchors_s[-1] - win.anchors_s[0]) if n >= 2 else 0.0
         cues = self._direction(tp, cp, span, lag_lock, lag_p, self._lag_asymmetry(now_s) if timed else None)
-        beat = cues.beat_period_s
         draft = self._state(now_s, "no_lock", win, plv, chance, plv_p, cues)
         decision = classify(draft, eng)
         out: list[Output] = []
         following = decision == "therapist_follows"
-        # Following time runs on the window's end, not the clock: while one person's next breath is still
-        # awaited, updates re-score the same window and must not count the wait as more following.
         strength = evidence_strength(draft, eng) if following else 0.0
-        locked_for = self._timer.update(draft.phase_known_until_s, following, strength)
-        required = required_lock_s(
-            beat, eng, slow_breathing_scale(draft.therapist_rate_bpm, draft.client_rate_bpm, eng)
-        )
-        if following and locked_for >= required:
-            decision = "nudge" if self.policy.check(now_s).allowed else "nudge_suppressed"
-            self._timer.settle(required, decision == "nudge")
+        locked_for, allowed = gate_nudge(self._timer, self.policy, draft, following, strength, eng)
+        if allowed is not None:
+            decision = "nudge" if allowed else "nudge_suppressed"
         estimated = plv is not None  # right after a gap there is no window yet: no evidence either way
         is_locked = locked(draft, eng)
         apart = estimated and (not is_locked or decision == "locked_client_follows")
