@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from speech import talking
 from strap_model import served
 
 from breathsync.cli import main
@@ -186,3 +187,14 @@ def test_a_recording_mostly_missing_is_too_short_to_calibrate(tmp_path: Path) ->
     signal = read_column(bundled_path("bidmc_18_resp.csv.gz"))[: 125 * 100]
     with pytest.raises(InputError, match="only 25 s of breathing"):
         calibrate_recording(signal, 125.0, dropouts_s=((20.0, 95.0),))
+
+
+def test_a_calibration_spent_talking_says_so() -> None:
+    from breathsync.daemon.calibration import calibrate_recording
+
+    with pytest.raises(InputError, match=r"spoken \(quick inhalation, long exhalation\): calibrate breathing quietly"):
+        calibrate_recording(talking(130.0, 50.0, 7), 50.0)
+    quiet = read_column(A)[: 125 * 130]
+    assert calibrate_recording(quiet, 125.0).baseline.rate_bpm == pytest.approx(
+        annotated_rate_bpm("bidmc_04", 130.0), rel=0.1
+    )

@@ -7,6 +7,7 @@ from functools import cache
 
 import numpy as np
 import pytest
+from speech import talking
 
 from breathsync.datasets import bundled_path, read_breath_annotations
 from breathsync.engine import (
@@ -658,3 +659,32 @@ def test_slow_breathing_gets_as_many_breaths_of_evidence_as_fast() -> None:
     assert slow_breathing_scale(7.5, 12.0, eng) == pytest.approx(2.0)  # the slower person sets it
     assert slow_breathing_scale(3.0, None, eng) == 3.0  # at most 3x
     assert required_lock_s(None, eng, slow_breathing_scale(7.5, 7.5, eng)) == 2 * eng.min_locked_s
+
+
+def test_speech_like_cycles_are_the_ones_with_a_quick_inhalation() -> None:
+    from breathsync.engine.person import speech_like
+
+    peaks = np.array([0.0, 6.0, 12.0, 15.0, 18.0])
+    troughs = np.array([5.5, 11.6, 13.8, 16.2])  # inhalations of 0.5 s and 0.4 s (speech), then 1.2 s and 1.8 s
+    assert speech_like(peaks, troughs).tolist() == [True, True, False, False]
+    # A cycle with a missed or a spurious end-expiration says nothing either way.
+    assert speech_like(peaks, np.array([5.5, 5.7, 13.8])).tolist() == [False, False, False, False]
+
+
+def test_a_therapist_who_talks_through_the_first_minutes_gets_their_quiet_rate_as_baseline() -> None:
+    # An outside evaluator's sessions: talking through the baseline period gave the therapist a 'own' rate of
+    # ~9/min where they breathe 20/min quietly; their quiet breathing then read as a move toward a client at 20/min,
+    # and every window as locked beyond chance (the beat route): 4.7 false nudges per hour instead of 0.1.
+    talk_s = 125.0
+    therapist = np.concatenate((talking(talk_s, FS, 3), _breathing(20, 400, 4)))
+    client = _breathing(19, talk_s + 400, 5)
+    engine = EntrainmentEngine()
+    nudges = [o for o in run_engine(dyad_stream(therapist, client, FS), engine) if isinstance(o, Nudge)]
+    base = engine.baselines["therapist"]
+    assert base is not None and base.rate_bpm == pytest.approx(20.0, rel=0.1)
+    assert nudges == []
+    # Without a quiet stretch to learn from, the baseline is learned from what there is, later.
+    engine = EntrainmentEngine()
+    states = _states(list(run_engine(dyad_stream(talking(400, FS, 6), client[: int(400 * FS)], FS), engine)))
+    assert engine.baselines["therapist"] is not None
+    assert states[0].t_s >= engine.config.engine.baseline_s + 180.0

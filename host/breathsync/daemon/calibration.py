@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine import Baseline, EngineConfig, learn_baseline
-from ..engine.person import MIN_BASELINE_BREATHS
+from ..engine.person import MIN_BASELINE_BREATHS, speech_like
 from ..engine.replay import inside
 from ..errors import InputError
 from ..link.ble import BleOptions
@@ -49,20 +49,26 @@ def baseline_of(
     duration_s: float,
     source: str,
     breaks_s: tuple[tuple[float, float], ...] = (),
+    troughs_s: np.ndarray | None = None,
 ) -> Calibration:
-    """The baseline of these end-inspiration times (no interval across ``breaks_s``), or a one-line
-    ``InputError`` saying why not."""
+    """The baseline of these end-inspiration times (no interval across ``breaks_s``; with the end-expirations
+    ``troughs_s``, no speech-like breath either), or a one-line ``InputError`` saying why not."""
     order = np.argsort(peaks_s)
+    peaks = np.asarray(peaks_s, dtype=np.float64)[order]
+    troughs = None if troughs_s is None else np.sort(np.asarray(troughs_s, dtype=np.float64))
     baseline = learn_baseline(
-        np.asarray(peaks_s, dtype=np.float64)[order],
-        np.asarray(depths, dtype=np.float64)[order],
-        EngineConfig().max_breath_s,
-        breaks_s,
+        peaks, np.asarray(depths, dtype=np.float64)[order], EngineConfig().max_breath_s, breaks_s, troughs
     )
     if baseline is None:
+        speech = 0 if troughs is None else int(np.count_nonzero(speech_like(peaks, troughs)))
+        why = (
+            f"{speech} of them spoken (quick inhalation, long exhalation): calibrate breathing quietly, not talking"
+            if speech * 2 >= len(peaks) - 1 > 0
+            else "is the strap on the chest and the sensor connected?"
+        )
         raise InputError(
             f"{source}: only {len(peaks_s)} breath(s) in {duration_s:.0f} s, need at least {MIN_BASELINE_BREATHS} "
-            "regular ones (is the strap on the chest and the sensor connected?)"
+            f"regular ones ({why})"
         )
     return Calibration(baseline, duration_s, source)
 
@@ -95,14 +101,12 @@ def calibrate_recording(
             f"{source or 'recording'}: only {covered_s:.0f} s of breathing; a baseline needs at least "
             f"{MIN_CALIBRATION_S:.0f} s"
         )
-    breaths = [
-        b
-        for b in detect_breaths(signal, sampling_rate, strap_rate_hz)
-        if b.kind == "peak" and not inside(b.t_s, dropouts_s)
-    ]
+    events = [b for b in detect_breaths(signal, sampling_rate, strap_rate_hz) if not inside(b.t_s, dropouts_s)]
+    breaths = [b for b in events if b.kind == "peak"]
     peaks = np.array([b.t_s for b in breaths], dtype=np.float64)
     depths = np.array([b.amplitude for b in breaths], dtype=np.float64)
-    return baseline_of(peaks, depths, end_s, source, dropouts_s)
+    troughs = np.array([b.t_s for b in events if b.kind == "trough"], dtype=np.float64)
+    return baseline_of(peaks, depths, end_s, source, dropouts_s, troughs)
 
 
 class _Collector:
@@ -111,6 +115,7 @@ class _Collector:
     def __init__(self, rate_hz: float) -> None:
         self.rate_hz = rate_hz
         self.peaks: dict[int, int] = {}  # counter -> depth in counts
+        self.troughs: set[int] = set()  # counters (end-expirations tell spoken breaths from quiet ones)
         self.first: int | None = None
         self.last: int | None = None
 
@@ -122,6 +127,8 @@ class _Collector:
     def on_event(self, event: StrapEvent) -> None:
         if event.kind == "peak":
             self.peaks[event.counter] = event.depth_counts
+        else:
+            self.troughs.add(event.counter)
 
     def on_status(self, role: str, status: StatusPacket) -> None:
         pass
@@ -185,4 +192,5 @@ async def calibrate_strap(
         raise InputError(f"{source}: no samples received")
     counters = np.array(sorted(collector.peaks), dtype=np.float64)
     depths = np.array([collector.peaks[int(c)] for c in counters], dtype=np.float64)
-    return baseline_of(counters / rate_hz, depths, collector.covered_s, source)
+    troughs = np.array(sorted(collector.troughs), dtype=np.float64) / rate_hz
+    return baseline_of(counters / rate_hz, depths, collector.covered_s, source, troughs_s=troughs)
