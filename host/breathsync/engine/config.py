@@ -68,16 +68,18 @@ class EngineConfig:
     """Weight of the period response to the partner's phase lead."""
     weight_lagged: float = 2.0
     """Weight of the lagged (< one breath) period dependency."""
-    weight_lead: float = 0.75
+    weight_lead: float = 0.0
     """Weight of the phase lead: a follower's breaths trail the leader's (phase coupling with a lag), so the
-    sine of the client's mean phase lead over the therapist counts toward 'therapist follows'."""
-    weight_lag_asymmetry: float = 16.0
+    sine of the client's mean phase lead over the therapist counts toward 'therapist follows'. Calibrated to 0
+    since the baselines leave speech out (session 13): the people's own adjustments decide alone, and the lead,
+    an assumption about the lag, is only reported."""
+    weight_lag_asymmetry: float = 24.0
     """Weight of the time-lag asymmetry (therapist's delay locking behind the client minus the client's behind
     the therapist, -1..1; ``decision.lag_asymmetry``), counted with the people's own adjustments (calibrated)."""
     lag_asymmetry_window_s: float = 32.0
     """Window of the time-lag asymmetry: longer than the locking window, as direction evidence builds over breaths
     (16 s: held-out 69 %, 32 s: 74 %, both calibrated; docs/engine.md)."""
-    direction_min: float = 0.5
+    direction_min: float = 1.5
     """Minimum own adjustments (therapist-minus-client follow evidence plus weighted time-lag asymmetry) plus
     weighted phase lead (calibrated; each person's evidence spans +-(weight_rate_move + weight_response +
     weight_lagged), the asymmetry +-weight_lag_asymmetry, the lead +-weight_lead)."""
