@@ -688,3 +688,14 @@ def test_a_therapist_who_talks_through_the_first_minutes_gets_their_quiet_rate_a
     states = _states(list(run_engine(dyad_stream(talking(400, FS, 6), client[: int(400 * FS)], FS), engine)))
     assert engine.baselines["therapist"] is not None
     assert states[0].t_s >= engine.config.engine.baseline_s + 180.0
+
+
+@pytest.mark.parametrize("rate_bpm", [4.0, 6.0])
+def test_someone_who_did_not_talk_has_their_baseline_when_the_baseline_period_ends(rate_bpm: float) -> None:
+    # Waiting for 13 quiet breaths is for people who talked: a slow breather who did not (8 breaths in 120 s at
+    # 4/min) is learned at 120 s as before, or a short recording would replay without a single decision.
+    engine = EntrainmentEngine()
+    states = _states(list(run_engine(dyad_stream(_breathing(rate_bpm, 170, 1), _breathing(12, 170, 2), FS), engine)))
+    base = engine.baselines["therapist"]
+    assert states and states[0].t_s < engine.config.engine.baseline_s + 5.0
+    assert base is not None and base.rate_bpm == pytest.approx(rate_bpm, rel=0.05)

@@ -146,8 +146,8 @@ def run(args: argparse.Namespace) -> int:
         what = "the session ends" if args.session else "the recordings end"
         print(
             f"breathsync replay: note: {what} before the engine learned {whose} (the first "
-            f"{config.engine.baseline_s:.0f} s in which both straps deliver breathing, engine.baseline_s): "
-            "no decisions",
+            f"{config.engine.baseline_s:.0f} s in which both straps deliver breathing, engine.baseline_s; up to "
+            "3 min more for someone who talked then, to get quiet breaths): no decisions",
             file=sys.stderr,
         )
     return 0

@@ -56,14 +56,16 @@ def baseline_of(
     order = np.argsort(peaks_s)
     peaks = np.asarray(peaks_s, dtype=np.float64)[order]
     troughs = None if troughs_s is None else np.sort(np.asarray(troughs_s, dtype=np.float64))
-    baseline = learn_baseline(
-        peaks, np.asarray(depths, dtype=np.float64)[order], EngineConfig().max_breath_s, breaks_s, troughs
-    )
+    ordered_depths = np.asarray(depths, dtype=np.float64)[order]
+    max_breath_s = EngineConfig().max_breath_s
+    baseline = learn_baseline(peaks, ordered_depths, max_breath_s, breaks_s, troughs)
     if baseline is None:
+        # Enough breaths, had the spoken ones (and the breaths around them) counted: talking is why.
+        talked = troughs is not None and learn_baseline(peaks, ordered_depths, max_breath_s, breaks_s) is not None
         speech = 0 if troughs is None else int(np.count_nonzero(speech_like(peaks, troughs)))
         why = (
             f"{speech} of them spoken (quick inhalation, long exhalation): calibrate breathing quietly, not talking"
-            if speech * 2 >= len(peaks) - 1 > 0
+            if talked
             else "is the strap on the chest and the sensor connected?"
         )
         raise InputError(

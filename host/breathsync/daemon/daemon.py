@@ -529,7 +529,10 @@ class Daemon:
         if cal is None and resumed and self.engine.baselines["client"] is not None:
             self._line("both baselines learned earlier in the session")
         elif cal is None:
-            self._line(f"learning both baselines over the first {self.config.engine.engine.baseline_s:.0f} s")
+            self._line(
+                f"learning both baselines over the first {self.config.engine.engine.baseline_s:.0f} s "
+                "(from quiet breaths: longer if you talk, up to 3 min more)"
+            )
         else:
             base = cal.baseline
             made = f" ({', '.join(x for x in (cal.source, cal.created) if x)})" if cal.source or cal.created else ""

@@ -14,12 +14,11 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..detector import TimedBreath
-from ..engine import Mute, Role, StrapBlock, StrapBreath, StreamItem
+from ..engine import Mute, StrapBlock, StrapBreath, StreamItem
+from ..engine.replay import live_block_samples
 from ..errors import InputError
-from ..roles import ROLES
+from ..roles import ROLES, is_role
 from ..store import SessionStore, StoredEvent
-
-BLOCK_SAMPLES = 7
 
 
 def session_t0_s(store: SessionStore) -> float:
@@ -67,21 +66,21 @@ def timed_breath(event: StoredEvent, t0_s: float, rate_hz: float) -> TimedBreath
 
 def stored_stream(store: SessionStore, t0_s: float, rate_hz: float) -> Iterator[StreamItem]:
     period = 1.0 / rate_hz
+    block_samples = live_block_samples(round(rate_hz))  # as the strap sent them live
     items: list[tuple[float, int, StreamItem]] = []
     for role in ROLES:
         series = store.samples(role)
         # Blocks of consecutive counters only: a block across a drop-out put the samples after it that much early.
         runs = np.flatnonzero(np.diff(series.counters) != 1) + 1
         for run_start, run_end in zip([0, *runs.tolist()], [*runs.tolist(), len(series.counters)], strict=True):
-            for start in range(run_start, run_end, BLOCK_SAMPLES):
-                end = min(start + BLOCK_SAMPLES, run_end)
+            for start in range(run_start, run_end, block_samples):
+                end = min(start + block_samples, run_end)
                 block = StrapBlock(role, float(series.host_t_s[start]) - t0_s, period, series.values[start:end])
                 items.append((block.arrival_t_s, 0, block))
     for event in store.events():
-        if event.role in ROLES:
-            who: Role = "therapist" if event.role == "therapist" else "client"
+        if is_role(event.role):
             breath = timed_breath(event, t0_s, rate_hz)
-            items.append((breath.reported_t_s, 1, StrapBreath(who, breath)))
+            items.append((breath.reported_t_s, 1, StrapBreath(event.role, breath)))
     for t_s, _, kind, detail in store.link_events():
         if kind == "muted":  # the therapist pressed m: nudges were held back from here
             items.append((t_s - t0_s, 2, Mute(t_s - t0_s, mute_duration_s(detail))))

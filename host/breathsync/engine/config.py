@@ -24,7 +24,9 @@ class EngineConfig:
     """How the engine measures synchrony and when it calls a therapist-follows episode."""
 
     baseline_s: float = 120.0
-    """Both people's own rate/depth/variability are learned over the first minutes; no decision before."""
+    """Both people's own rate/depth/variability are learned over the first minutes; no decision before. From
+    quiet breaths: for a person who talked then, the engine waits for 13 quiet ones, at most 180 s longer
+    (``engine.SPEECH_WAIT_S``; docs/engine.md, Baselines)."""
     baseline_tau_s: float = 600.0
     """After that, the baseline follows slow drift (time constant) but only while the pair is not locked."""
     window_s: float = 16.0

@@ -71,7 +71,9 @@ BREATH_GAP_PERIODS = 2.5
 RATE_MOVE_SCALE_SD = 2.0  # a move of two baseline SDs toward the partner counts fully
 RATE_DRIFT_FLOOR = 0.06  # ... with the SD at least 6 % of the baseline rate (slow tempo drift)
 MIN_DIRECTION_PEAKS = 5  # end-inspirations of each person since the last gap before their cues mean anything
-SPEECH_WAIT_S = 180.0  # how long past the baseline period baselines wait for quiet breaths (5 min from the start)
+# How long past the baseline period (``baseline_s``) the baseline of a person who talked waits for their quiet
+# breaths (person.SPEECH_SHARE_TALKING); someone who did not talk has theirs at the end of the period.
+SPEECH_WAIT_S = 180.0
 QUIET_BASELINE_BREATHS = 13  # quiet breaths for a baseline: a median of a few irregular breaths is noise
 _NO_SHIFT = np.zeros(1)  # the real delays, as the first row of a surrogate call
 
@@ -253,9 +255,9 @@ class EntrainmentEngine:
             if role == "therapist" and self._pre_calibrated:
                 learned[role] = self.baselines[role]
                 continue
-            # Quiet breathing only (QUIET_BASELINE_BREATHS of them), while there may still be some to come: a
-            # person who talks through the first minutes is judged on their quiet breaths afterwards; after
-            # SPEECH_WAIT_S more, on what there is.
+            # Quiet breathing only (QUIET_BASELINE_BREATHS of them if the person talked), while there may still be
+            # some to come: a person who talks through the first minutes is judged on their quiet breaths
+            # afterwards; after SPEECH_WAIT_S more, on what there is.
             if now_s < start + eng.baseline_s + SPEECH_WAIT_S:
                 learned[role] = learn_baseline(
                     person.peaks_s, person.depths, eng.max_breath_s, (), person.troughs_s, QUIET_BASELINE_BREATHS

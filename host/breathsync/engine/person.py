@@ -14,6 +14,7 @@ from collections import deque
 import numpy as np
 import numpy.typing as npt
 
+from ..detector import Kind
 from .phase import small_median
 from .polarity import MIN_POLARITY_S, looks_inverted
 from .state import Baseline
@@ -28,6 +29,7 @@ RATE_SD_FLOOR_BPM = 0.5
 # inhaling as the strap sees it: below 0.25 in 0-6 % of the cycles of 28 of the 29 upright recordings we have
 # (BIDMC, belt, NeuroKit), 11 % in bidmc_26.
 SPEECH_INHALE_SHARE = 0.25
+SPEECH_SHARE_TALKING = 0.15  # speech-like cycles beyond this share of a baseline period: the person talked
 TROUGH_FRACTION_BREATHS = 12
 TROUGH_FRACTION_RANGE = (0.25, 0.75)
 POLARITY_BLOCKS = 2048  # the newest ~11 min (25 Hz) of 8-sample blocks: a strap alone for hours stays bounded
@@ -137,11 +139,9 @@ class PersonTracker:
         if len(self._events):
             self._after_event(float(self._events.column(0)[-1]))
 
-    def add_breath(self, kind: str, t_s: float, reported_t_s: float, depth: float) -> None:
+    def add_breath(self, kind: Kind, t_s: float, reported_t_s: float, depth: float) -> None:
         """A strap event: 'peak' / 'trough' as the strap saw them (swapped when the signal is inverted)."""
-        if kind != "peak" and kind != "trough":
-            self.add_event(reported_t_s)
-        elif (kind == "peak") != self.inverted:
+        if (kind == "peak") != self.inverted:
             self.add_peak(t_s, reported_t_s, depth)
         else:
             self.add_trough(t_s, reported_t_s, depth)
@@ -157,10 +157,6 @@ class PersonTracker:
         self._events.append(t_s, 1.0)
         self.last_event_reported_s = reported_t_s
         self._after_event(t_s)
-
-    def add_event(self, reported_t_s: float) -> None:
-        """Any other sign of life from the strap (proves it is alive and seeing breaths)."""
-        self.last_event_reported_s = reported_t_s
 
     def _after_event(self, t_s: float) -> None:
         for series in (self._peaks, self._troughs, self._events):
@@ -264,32 +260,41 @@ def learn_baseline(
     max_interval_s: float,
     breaks_s: tuple[tuple[float, float], ...] = (),
     troughs_s: FloatArray | None = None,
-    min_breaths: int = MIN_BASELINE_BREATHS,
+    quiet_breaths: int = MIN_BASELINE_BREATHS,
 ) -> Baseline | None:
     """Rate (median), rate variability (robust SD of breath-by-breath rate) and depth (median).
 
     Usable for the first minutes of a session or for a pre-session calibration recording.
-    None when fewer than ``min_breaths`` breaths are available. No interval spanning one of ``breaks_s``
+    None when fewer than MIN_BASELINE_BREATHS breaths are available. No interval spanning one of ``breaks_s``
     (a recording's drop-outs: the breaths inside them are unknown) counts. With the end-expirations
-    (``troughs_s``), speech-like cycles do not count either: a therapist who talks through the first minutes
-    would otherwise get their speech rhythm (often half their quiet rate) as their own, and the engine would
-    take their quiet breathing afterwards for a move toward the client.
+    (``troughs_s``), speech-like cycles do not count either, and when the person talked
+    (SPEECH_SHARE_TALKING) ``quiet_breaths`` are needed: a therapist who talks through the first minutes would
+    otherwise get their speech rhythm (often half their quiet rate) as their own, and the engine would take
+    their quiet breathing afterwards for a move toward the client; a few breaths between phrases would be as
+    misleading.
     """
     iv = np.diff(peaks_s)
     keep = iv <= max_interval_s
     for a, b in breaks_s:
         keep &= ~((peaks_s[:-1] <= b) & (peaks_s[1:] >= a))
+    needed = MIN_BASELINE_BREATHS
     if troughs_s is not None and len(peaks_s) >= 2:
         speech = speech_like(peaks_s, troughs_s)
+        # A speech-like cycle now and then is how some people breathe (up to 11 % of an upright recording's):
+        # only a person who talked waits for quiet breaths.
+        if np.count_nonzero(speech) >= max(2.0, SPEECH_SHARE_TALKING * len(speech)):
+            needed = max(needed, quiet_breaths)
         # The breaths on either side of speech are not quiet either: a long pause before the first words, a
         # deep recovery breath after the last.
         near = speech.copy()
         near[1:] |= speech[:-1]
         near[:-1] |= speech[1:]
         keep &= ~near
-        depths = depths[np.concatenate(([True], ~near))] if len(depths) == len(peaks_s) else depths
+        if len(depths) != len(peaks_s):
+            raise ValueError("one depth per end-inspiration expected")
+        depths = depths[np.concatenate(([True], ~near))]
     iv = iv[keep]
-    if len(iv) < min_breaths - 1:
+    if len(iv) < needed - 1:
         return None
     # small_median: np.median bit for bit on these NaN-free values, without importing numpy.ma on first use
     # (~7 ms of a replay's CPU time, once per process; breathsync.quantiles says more).

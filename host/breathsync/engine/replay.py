@@ -25,8 +25,9 @@ from ..roles import Role
 from ..strap_sim import MIN_DURATION_S
 from .stream import StrapBlock, StrapBreath, StreamItem
 
-# A live SAMPLES packet leaves the strap once its oldest sample has waited this long (the MTU the strap
-# negotiates holds more): docs/protocol.md, protocol.packets.FLUSH_AFTER_MS. Not imported from there: the
+# A live SAMPLES packet leaves the strap once its oldest sample has waited this long: docs/protocol.md,
+# protocol.packets.FLUSH_AFTER_MS. (Or once it is full, but the 247-byte ATT MTU the strap asks for holds
+# 119 samples; only a host that keeps the minimum MTU, 23 bytes, gets packets of 7.) Not imported from there: the
 # protocol module would cost `breathsync replay` ~7 ms of start-up.
 LIVE_FLUSH_AFTER_MS = 300
 _ROLE_ORDER: dict[Role, int] = {"therapist": 0, "client": 1}
