@@ -303,6 +303,17 @@ def test_the_separator_is_the_one_that_finds_the_column(tmp_path: Path, header: 
     assert list(read_column(path, missing_ok=True)) == [0.5, 1.5, 2.5, 3.5, 4.5]
 
 
+@pytest.mark.parametrize("named", ["sep=;", "SEP=;"])
+def test_a_spreadsheets_separator_line_names_the_separator(tmp_path: Path, named: str) -> None:
+    # An outside evaluator's Excel export: 'sep=;' before the header was read as the header ("no column 'resp'
+    # (columns: sep=;)"). With the separator named, a header holding commas in a name stays one cell.
+    from breathsync.recording import read_column
+
+    path = tmp_path / "excel.csv"
+    path.write_text(f"{named}\nt (s, from start);resp\n0;0.5\n1;1.5\n")
+    assert list(read_column(path)) == [0.5, 1.5]
+
+
 def test_a_row_without_the_column_is_not_a_missing_sample(tmp_path: Path) -> None:
     # A comma row in a tab-separated file used to become a silent 'missing sample'.
     from breathsync.errors import InputError

@@ -57,10 +57,11 @@ def _open_text(path: Path) -> io.TextIOBase:
     return io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
 
 
-def _header(header_line: str, column: str) -> tuple[str, list[str]]:
-    """The separator and column names: the first of comma, tab (a .tsv, a spreadsheet's text export) and
-    semicolon (a decimal-comma locale) whose split of the header holds ``column``, else the first one present."""
-    present = [c for c in (",", "\t", ";") if c in header_line] or [","]
+def _header(header_line: str, column: str, separator: str | None = None) -> tuple[str, list[str]]:
+    """The separator and column names: ``separator`` if the file named it, else the first of comma, tab (a .tsv,
+    a spreadsheet's text export) and semicolon (a decimal-comma locale) whose split of the header holds
+    ``column``, else the first one present."""
+    present = [separator] if separator else [c for c in (",", "\t", ";") if c in header_line] or [","]
     for delimiter in present:
         names = [name.strip() for name in next(csv.reader([header_line], delimiter=delimiter))]
         if any(name.casefold() == column.casefold() for name in names):
@@ -136,11 +137,16 @@ def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = Fa
     try:
         with _open_text(path) as handle:
             header_line = handle.readline()
+            # A spreadsheet may name its separator in a first line of its own ('sep=;'), before the header.
+            named = header_line.strip()
+            separator = named[4:] if len(named) == 5 and named[:4].casefold() == "sep=" else None
+            if separator is not None:
+                header_line = handle.readline()
             if not header_line.strip():
                 raise InputError(f"{path}: empty file (expected a header row)")
             if sum(not (c.isprintable() or c in "\t\r\n") for c in header_line[:200]) > 2:
                 raise InputError(f"{path}: not a text (CSV) file")
-            delimiter, names = _header(header_line, column)
+            delimiter, names = _header(header_line, column, separator)
             col = _column_index(path, names, column)
             tcol = next((i for i, name in enumerate(names) if name.casefold() in TIME_COLUMNS and i != col), None)
             rows = _Rows(path, column, names, col, tcol, missing_ok)
