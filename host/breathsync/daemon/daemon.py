@@ -55,7 +55,6 @@ from ..store import (
     SaveFailed,
     SessionLock,
     SessionStore,
-    StoredEvent,
     StoreError,
     StrapInfo,
     remove_session_files,
@@ -207,21 +206,12 @@ class Daemon:
 
     def _on_event(self, event: StrapEvent) -> None:
         assert self.store is not None
-        stored = StoredEvent(
-            event.role,
-            event.kind,
-            event.counter,
-            event.confirmed_counter,
-            event.depth_counts,
-            event.interval_samples,
-            event.host_t_s,
-        )
-        self.store.add_event(stored)
+        self.store.add_event(event)
         if self.lsl is not None:
             self.lsl.push_event(event.role, event.kind, event.host_t_s, event.depth_counts)
         if event.backfilled:
             return
-        breath = timed_breath(stored, self.t0_s, self.config.straps.rate_hz)
+        breath = timed_breath(event, self.t0_s, self.config.straps.rate_hz)
         self._handle(self.engine.feed(StrapBreath(event.role, breath)))
 
     def on_status(self, role: Role, status: StatusPacket) -> None:

@@ -18,7 +18,7 @@ from ..engine import Mute, StrapBlock, StrapBreath, StreamItem
 from ..engine.replay import live_block_samples
 from ..errors import InputError
 from ..roles import ROLES, is_role
-from ..store import SessionStore, StoredEvent
+from ..store import BreathEventRecord, SessionStore
 
 
 def session_t0_s(store: SessionStore) -> float:
@@ -51,7 +51,7 @@ def mute_duration_s(detail: str | None) -> float | None:
     return minutes * 60.0 if math.isfinite(minutes) and minutes >= 0 else None
 
 
-def timed_breath(event: StoredEvent, t0_s: float, rate_hz: float) -> TimedBreath:
+def timed_breath(event: BreathEventRecord, t0_s: float, rate_hz: float) -> TimedBreath:
     period = 1.0 / rate_hz
     t = event.host_t_s - t0_s
     return TimedBreath(

@@ -21,13 +21,14 @@ back), ``errors`` (``StoreError``), ``files`` (side files, the recording run's l
 
 from .errors import SaveFailed, StoreError
 from .files import SessionLock, last_written_unix_s, remove_session_files
-from .records import SampleSeries, StoredEvent, StoredNudge, StrapInfo
+from .records import BreathEventRecord, SampleSeries, StoredEvent, StoredNudge, StrapInfo
 from .schema import SAMPLE_MAX, SCHEMA_VERSION
 from .session_store import SessionStore
 
 __all__ = [
     "SAMPLE_MAX",
     "SCHEMA_VERSION",
+    "BreathEventRecord",
     "SampleSeries",
     "SaveFailed",
     "SessionLock",

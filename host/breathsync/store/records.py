@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,26 @@ class SampleSeries:
     counters: npt.NDArray[np.int64]
     host_t_s: npt.NDArray[np.float64]
     values: npt.NDArray[np.int64]
+
+
+class BreathEventRecord(Protocol):
+    """A strap breath event as the store keeps it: a ``StoredEvent`` read back, or the link's ``StrapEvent``
+    written as it comes (no copy between the two)."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def kind(self) -> Kind: ...
+    @property
+    def counter(self) -> int: ...
+    @property
+    def confirmed_counter(self) -> int: ...
+    @property
+    def depth_counts(self) -> int: ...
+    @property
+    def interval_samples(self) -> int: ...
+    @property
+    def host_t_s(self) -> float: ...
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 from ..detector import Kind
 from .errors import StoreError, writing
 from .files import remove_session_files
-from .records import SampleSeries, StoredEvent, StoredNudge, StrapInfo
+from .records import BreathEventRecord, SampleSeries, StoredEvent, StoredNudge, StrapInfo
 from .schema import SAMPLE_MAX, SCHEMA, SCHEMA_VERSION, expected_columns
 
 P = ParamSpec("P")
@@ -251,7 +251,7 @@ class SessionStore:
         self._wrote(len(counters))
 
     @_write_op
-    def add_event(self, event: StoredEvent) -> None:
+    def add_event(self, event: BreathEventRecord) -> None:
         self._writer().execute(
             "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
