@@ -13,6 +13,7 @@ import numpy as np
 
 from breathsync.adc import simulate_adc
 from breathsync.datasets import bundled_path
+from breathsync.evaluation import add_baseline_wander
 from breathsync.fwcore import detector as fw_detector
 from breathsync.recording import read_column
 
@@ -38,6 +39,12 @@ def synthetic_breathing_u16(
 
 def bundled_counts(record: str, rate_hz: int = 25) -> list[int]:
     signal = read_column(bundled_path(f"{record}_resp.csv.gz"))
+    return simulate_adc(signal, 125, rate_hz).counts_u16.tolist()
+
+
+def wandering_counts(record: str, rate_hz: int = 25) -> list[int]:
+    """A bundled record with one breath depth of 60 s wander, as the strap's ADC counts."""
+    signal = add_baseline_wander(read_column(bundled_path(f"{record}_resp.csv.gz")), 125, 1.0, 60.0)
     return simulate_adc(signal, 125, rate_hz).counts_u16.tolist()
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from breathsync.datasets import BIDMC_RATE_HZ, BUNDLED_BIDMC_RECORDS, bundled_path, read_breath_annotations
 from breathsync.detector import detect_cpython
-from breathsync.evaluation import match_events
+from breathsync.evaluation import add_baseline_wander, match_events
 from breathsync.fwcore import detector as fw_detector
 from breathsync.fwcore import detector_coeffs
 from breathsync.recording import read_column
@@ -109,6 +109,18 @@ def test_baseline_drift_is_removed() -> None:
     counts = synthetic_breathing_u16(12, 240, 25, amplitude_counts=6000, drift_counts_per_s=300 / 10)
     peaks = [e for e in detect_cpython(counts.tolist()) if e.kind == "peak"]
     assert abs(len(peaks) - 48) <= 2
+
+
+@pytest.mark.parametrize("record", BUNDLED_BIDMC_RECORDS)
+def test_breaths_carried_below_the_baseline_by_wander_are_found(record: str) -> None:
+    # A 60 s wander of one breath depth: the ~10 s baseline follows it only in part, so whole
+    # breaths sit below it in the wander's valleys (F1 0.57-0.68 when peaks had to be above it).
+    signal = add_baseline_wander(read_column(bundled_path(f"{record}_resp.csv.gz")), BIDMC_RATE_HZ, 1.0, 60.0)
+    marks = read_breath_annotations(bundled_path(f"{record}_breaths.csv.gz"))
+    peaks = [b.t_s for b in detect_breaths(signal, BIDMC_RATE_HZ, 25) if b.kind == "peak"]
+    for annotator in ("ann1", "ann2"):
+        score = match_events(peaks, marks[annotator] / BIDMC_RATE_HZ, 0.5)
+        assert score.f1 >= 0.95, f"{record} vs {annotator}: F1 {score.f1:.3f}"
 
 
 def test_flat_signal_gives_no_breaths() -> None:

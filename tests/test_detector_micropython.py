@@ -14,7 +14,7 @@ from breathsync.detector import detect_cpython, detect_micropython
 from breathsync.recording import read_column
 
 from conftest import RunMicroPython
-from detector_helpers import bundled_counts
+from detector_helpers import bundled_counts, wandering_counts
 
 pytestmark = pytest.mark.micropython
 MP_SCRIPTS = Path(__file__).resolve().parent / "mp"
@@ -57,6 +57,16 @@ def test_bit_identical_to_cpython_on_bundled_records(micropython: str, record: s
     counts = bundled_counts(record, rate_hz)
     reference = detect_cpython(counts, rate_hz)
     assert len(reference) > 100
+    assert detect_micropython(counts, rate_hz, fast=True) == reference
+    assert detect_micropython(counts, rate_hz, fast=False) == reference
+
+
+@pytest.mark.parametrize("rate_hz", [25, 50])
+def test_bit_identical_to_cpython_under_baseline_wander(micropython: str, rate_hz: int) -> None:
+    # Wander puts breaths below the baseline, where only the last breath's midpoint admits them.
+    counts = wandering_counts("bidmc_04", rate_hz)
+    reference = detect_cpython(counts, rate_hz)
+    assert len(reference) > 200
     assert detect_micropython(counts, rate_hz, fast=True) == reference
     assert detect_micropython(counts, rate_hz, fast=False) == reference
 

@@ -13,8 +13,10 @@ a small int on the ESP32 and never allocates):
    low-passed ``y`` over the same stretch: ``y``'s phase delay is nearly constant over the
    breathing band, whereas the high-pass's phase lead would pull slow breaths early. ``h`` is
    a fraction of the tracked breath amplitude, so the detector adapts to shallow or deep
-   breathing and to any sensor gain. A peak must lie above
-   the baseline and a trough below it, which rejects cardiac ripple riding on one flank.
+   breathing and to any sensor gain. A peak must lie above the baseline or above the last
+   breath's midpoint (half-way between its peak and trough), a trough below one of them: this
+   rejects cardiac ripple riding on one flank, and the midpoint keeps the breaths that slow
+   baseline wander has carried to the wrong side of the baseline.
 5. Physiologic limits: a peak closer than the minimum breath interval to the previous one is
    discarded; while no breath is confirmed the amplitude estimate decays, so breathing that
    resumes shallower is found again. Outlier depths are clamped before they update it.
@@ -172,7 +174,11 @@ def _portable(ctx):
                     ext_d = d
                 elif ext_d - d >= h:
                     idx = ext_n - delay
-                    if ext_d > 0 and (last_peak_n < 0 or idx - last_peak_n >= min_interval):
+                    # Above the baseline, or above the last breath's midpoint once there is one:
+                    # wander the baseline has not followed can carry a whole breath below it.
+                    if (ext_d > 0 or (last_trough_n >= 0 and ext_d > (last_peak_d + last_trough_d) >> 1)) and (
+                        last_peak_n < 0 or idx - last_peak_n >= min_interval
+                    ):
                         depth = ext_d - last_trough_d
                         base = written * EVENT_FIELDS
                         events[base] = PEAK
@@ -198,7 +204,8 @@ def _portable(ctx):
                     ext_d = d
                 elif d - ext_d >= h:
                     idx = ext_n - delay
-                    if ext_d < 0:
+                    # Below the baseline, or below the last breath's midpoint (as for peaks).
+                    if ext_d < 0 or (last_trough_n >= 0 and ext_d < (last_peak_d + last_trough_d) >> 1):
                         depth = last_peak_d - ext_d
                         base = written * EVENT_FIELDS
                         events[base] = TROUGH

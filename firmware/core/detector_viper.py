@@ -146,7 +146,12 @@ def feed(mem: ptr32, samples: ptr16, count: int) -> int:
                 ext_d = d
             elif ext_d - d >= h:
                 idx = ext_n - delay
-                if ext_d > 0 and (last_peak_n < 0 or idx - last_peak_n >= min_interval):
+                # Above the baseline or the last breath's midpoint, as in the portable path.
+                above = ext_d > 0
+                if last_trough_n >= 0:
+                    if ext_d > ((last_peak_d + last_trough_d) >> 1):
+                        above = True
+                if above and (last_peak_n < 0 or idx - last_peak_n >= min_interval):
                     depth = ext_d - last_trough_d
                     base = written * _EVENT_FIELDS
                     events[base] = _PEAK
@@ -181,7 +186,11 @@ def feed(mem: ptr32, samples: ptr16, count: int) -> int:
                 ext_d = d
             elif d - ext_d >= h:
                 idx = ext_n - delay
-                if ext_d < 0:
+                below = ext_d < 0
+                if last_trough_n >= 0:
+                    if ext_d < ((last_peak_d + last_trough_d) >> 1):
+                        below = True
+                if below:
                     depth = last_peak_d - ext_d
                     base = written * _EVENT_FIELDS
                     events[base] = _TROUGH

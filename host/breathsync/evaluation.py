@@ -60,3 +60,18 @@ def match_events(detected_s: npt.ArrayLike, reference_s: npt.ArrayLike, toleranc
             used_det.add(i)
             used_ref.add(j)
     return MatchScore(len(used_det), len(det), len(ref))
+
+
+def add_baseline_wander(
+    signal: npt.NDArray[np.float64], sampling_rate: float, depths: float, period_s: float
+) -> npt.NDArray[np.float64]:
+    """``signal`` plus a slow sine of amplitude ``depths`` breath depths and period ``period_s``.
+
+    A strap shifting on the chest moves the signal's baseline by about a breath's depth. The
+    breath depth is the median range of the signal over 4 s windows.
+    """
+    window = max(1, int(4 * sampling_rate))
+    ranges = [np.ptp(signal[i : i + window]) for i in range(0, max(1, len(signal) - window), window)]
+    depth = float(np.median(ranges))
+    t_s = np.arange(len(signal)) / sampling_rate
+    return signal + depths * depth * np.sin(2 * np.pi * t_s / period_s)
