@@ -15,7 +15,6 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
-from breathsync.link.virtual_peripheral import CharacteristicSpec, PeripheralSpec, ServiceSpec, VirtualPeripheral
 from breathsync.protocol import (
     Backfill,
     Channel,
@@ -31,6 +30,7 @@ from breathsync.protocol import (
     TimeSync,
 )
 from breathsync.protocol.uuids import CHARACTERISTIC_UUIDS, SERVICE_UUID
+from breathsync.sim.peripheral import CharacteristicSpec, PeripheralSpec, ServiceSpec, VirtualPeripheral
 
 PER_PACKET = 7
 
@@ -166,7 +166,7 @@ def served(make: Callable[[object], Awaitable[dict[str, ModelStrap]]]) -> Iterat
     adapter moniker another process (or this one) opens to reach them.
     """
     from breathsync.link.bumble_backend import new_link
-    from breathsync.link.virtual_peripheral import HciServer
+    from breathsync.sim.peripheral import HciServer
 
     loop = asyncio.new_event_loop()
     ready = threading.Event()

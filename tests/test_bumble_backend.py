@@ -33,7 +33,7 @@ from breathsync.link.bumble_backend import (
     new_link,
     parse_advertising_data,
 )
-from breathsync.link.virtual_peripheral import (
+from breathsync.sim.peripheral import (
     DEMO_COUNTER_UUID,
     DEMO_ECHO_UUID,
     DEMO_SERVICE_UUID,
@@ -519,7 +519,7 @@ def test_two_processes_over_loopback_hci() -> None:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "breathsync.link.virtual_peripheral",
+            "breathsync.sim.peripheral",
             "--name",
             "Strap-T",
             "--rate-hz",

@@ -320,7 +320,7 @@ def test_bumble_transport_to_something_else_gives_up(
 
 
 def test_virtual_peripheral_tool_rejects_nan(capsys: pytest.CaptureFixture[str]) -> None:
-    from breathsync.link.virtual_peripheral import main as peripheral_main
+    from breathsync.sim.peripheral import main as peripheral_main
 
     for argv, message in [
         (["--rate-hz", "nan", "--seconds", "1"], "--rate-hz must be a finite number > 0"),

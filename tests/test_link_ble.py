@@ -357,8 +357,8 @@ def test_straps_sharing_a_name_each_go_to_their_own_role() -> None:
     # Every strap leaves the factory named 'breathsync'. Found by name, the therapist's link took whichever
     # strap answered first (here the client's, every time): the client's breathing was stored as the
     # therapist's, and the nudges went to the client.
-    from breathsync.link.virtual_peripheral import PeripheralSpec
     from breathsync.protocol import Role
+    from breathsync.sim.peripheral import PeripheralSpec
 
     class Addressed(ModelStrap):
         address = ""

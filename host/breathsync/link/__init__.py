@@ -1,5 +1,5 @@
-"""The host's BLE link to the straps, and the virtual Bumble bench it is tested on.
+"""The host's BLE link to the straps.
 
-``bumble_backend`` is a bleak backend on the Bumble stack (virtual or HCI-served controllers);
-``virtual_peripheral`` stands up GATT peripherals with fault switches on the same virtual link.
+``bumble_backend`` is a bleak backend on the Bumble stack (virtual or HCI-served controllers), the
+central side of the virtual bench; the peripherals it meets there live in ``breathsync.sim``.
 """

@@ -27,13 +27,15 @@ import contextlib
 import inspect
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bumble.link import LocalLink
 
 from ..link.bumble_backend import new_link
-from ..link.virtual_peripheral import HciServer
 from .strap import SimError, StrapConfig, VirtualStrap
+
+if TYPE_CHECKING:  # imported when serving: `python -m breathsync.sim.peripheral` runs that module as __main__
+    from .peripheral import HciServer
 
 __all__ = ["BenchThread", "VirtualBench"]
 
@@ -77,6 +79,8 @@ class VirtualBench:
             if errors:
                 raise errors[0]
             if serve is not None:
+                from .peripheral import HciServer
+
                 bench.server = await HciServer.start(bench.link, serve)
         except BaseException:
             await bench.close()

@@ -16,7 +16,7 @@ folded into the advertising PDU after both parts are checked against the 31-byte
 writes are not permission-checked, so a write handler validates and raises
 :class:`WriteRejected` to answer with an ATT error.
 
-Run ``python -m breathsync.link.virtual_peripheral --help`` for a demo peripheral served over HCI.
+Run ``python -m breathsync.sim.peripheral --help`` for a demo peripheral served over HCI.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink, PacketParser
 
-from .bumble_backend import VirtualController, bleak_uuid, bumble_uuid, drop_le_connections, new_link
+from ..link.bumble_backend import VirtualController, bleak_uuid, bumble_uuid, drop_le_connections, new_link
 
 __all__ = [
     "DEMO_COUNTER_UUID",
@@ -760,7 +760,7 @@ async def _serve(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Serve a demo peripheral's link over HCI on loopback for a host in another process."""
     parser = argparse.ArgumentParser(
-        prog="python -m breathsync.link.virtual_peripheral",
+        prog="python -m breathsync.sim.peripheral",
         description="Serve a virtual BLE peripheral through a virtual controller on loopback TCP. "
         "Prints 'ready tcp-client:HOST:PORT ADDRESS' once a host can attach.",
     )
