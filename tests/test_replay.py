@@ -49,6 +49,7 @@ def test_replay_with_config_and_strap_rate(capsys: pytest.CaptureFixture[str], t
     [
         ["--therapist", "/nonexistent.csv", "--client", B, "--rate", "125"],
         ["--therapist", A, "--client", B, "--rate", "125", "--column", "nope"],
+        ["--therapist", A, "--client", B, "--rate", "125", "--client-column", "nope"],
         ["--therapist", A, "--client", B, "--rate", "0"],
         ["--therapist", A, "--client", B, "--rate", "125", "--config", "/nonexistent.toml"],
         ["--therapist", A, "--client", B, "--rate", "125", "--strap-rate", "33"],
@@ -81,6 +82,30 @@ def _cut(tmp_path: Path, source: str, seconds: float, name: str) -> str:
     values = read_column(source)[: int(seconds * 125)]
     path.write_text("resp\n" + "\n".join(f"{v:.5f}" for v in values) + "\n")
     return str(path)
+
+
+def test_each_file_can_name_its_own_signal_column(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # Two devices' exports rarely share a column name: --therapist-column / --client-column over --column.
+    from breathsync.recording import read_column
+
+    files = {}
+    for name, source, column in (("t.csv", A, "chest"), ("c.csv", B, "Resp_belt")):
+        values = read_column(source)[: 200 * 125]
+        files[name] = tmp_path / name
+        files[name].write_text(f"time_s,{column}\n" + "\n".join(f"{i / 125:.3f},{v:.5f}" for i, v in enumerate(values)))
+    plain = {name: _cut(tmp_path, source, 200, f"plain_{name}") for name, source in (("t.csv", A), ("c.csv", B))}
+    assert main(["replay", "--therapist", plain["t.csv"], "--client", plain["c.csv"], "--rate", "125"]) == 0
+    expected = capsys.readouterr()[0]
+    args = ["replay", "--therapist", str(files["t.csv"]), "--client", str(files["c.csv"]), "--rate", "125"]
+    assert main([*args, "--therapist-column", "chest", "--client-column", "Resp_belt"]) == 0
+    out, err = capsys.readouterr()
+    assert out == expected and out and err == ""
+    # --column still names both; the per-file option wins for its file only.
+    assert main([*args, "--column", "Resp_belt", "--therapist-column", "chest"]) == 0
+    assert capsys.readouterr()[0] == expected
+    assert main([*args, "--column", "chest"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and "c.csv" in err and "'chest'" in err
 
 
 def test_recordings_the_engine_cannot_decide_on_are_explained(
@@ -149,14 +174,16 @@ def test_replaying_a_session_shorter_than_the_baseline_says_why_nothing_came(
     assert "the session ends before the engine learned both baselines (the first 120 s" in err
 
 
-@pytest.mark.parametrize("option", [["--column", "rsp"], ["--strap-rate", "50"]])
+@pytest.mark.parametrize(
+    "option", [["--column", "rsp"], ["--therapist-column", "rsp"], ["--client-column", "rsp"], ["--strap-rate", "50"]]
+)
 def test_recording_options_with_a_session_are_refused(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, option: list[str]
 ) -> None:
     path = _short_session(tmp_path / "short.sqlite")
     assert main(["replay", str(path), *option]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and "--column and --strap-rate are for recordings" in err
+    assert out == "" and "--strap-rate are for recordings" in err
 
 
 def _with_missing(tmp_path: Path, source: str, stretches_s: list[tuple[float, float]], style: str) -> str:

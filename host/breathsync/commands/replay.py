@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, metavar="HZ", help="sampling rate of both inputs")
     parser.add_argument("--column", help="signal column in both files (default: resp)")
     parser.add_argument(
+        "--therapist-column", metavar="NAME", help="the therapist's file's signal column (over --column)"
+    )
+    parser.add_argument("--client-column", metavar="NAME", help="the client's file's signal column (over --column)")
+    parser.add_argument(
         "--config",
         metavar="FILE",
         help="TOML file with [engine] and [policy] tables (a SESSION: instead of the settings it was run with)",
@@ -83,8 +87,11 @@ def run(args: argparse.Namespace) -> int:
     if args.session:
         if args.therapist or args.client or args.rate is not None:
             raise InputError("give either a SESSION or --therapist/--client/--rate, not both")
-        if args.column is not None or args.strap_rate is not None:
-            raise InputError("--column and --strap-rate are for recordings; a SESSION keeps its straps' own")
+        if any(x is not None for x in (args.column, args.therapist_column, args.client_column, args.strap_rate)):
+            raise InputError(
+                "--column, --therapist-column, --client-column and --strap-rate are for recordings; "
+                "a SESSION keeps its straps' own"
+            )
         from ..engine.baseline_file import stored_baseline
 
         store = _open_session(args.session)
@@ -102,12 +109,16 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("need a SESSION, or all of --therapist A.csv --client B.csv --rate HZ")
         check_input_rate(args.rate)
         column = "resp" if args.column is None else args.column
+        columns: dict[Role, str] = {
+            "therapist": args.therapist_column or column,
+            "client": args.client_column or column,
+        }
         strap_rate = args.strap_rate or STRAP_RATES_HZ[0]
         signals: dict[Role, FloatArray] = {}
         gaps: dict[Role, tuple[tuple[float, float], ...]] = {}
         inputs: tuple[tuple[Role, str], ...] = (("therapist", args.therapist), ("client", args.client))
         for role, path in inputs:
-            strap_input = read_strap_input(path, column, args.rate, f"the {role}'s", "replay", strap_rate)
+            strap_input = read_strap_input(path, columns[role], args.rate, f"the {role}'s", "replay", strap_rate)
             signals[role], gaps[role] = strap_input.signal, strap_input.dropouts_s
         _check_durations(len(signals["therapist"]) / args.rate, len(signals["client"]) / args.rate, config)
         stream = dyad_stream(signals["therapist"], signals["client"], args.rate, strap_rate, gaps)
