@@ -50,6 +50,7 @@ def test_replay_with_config_and_strap_rate(capsys: pytest.CaptureFixture[str], t
         ["--therapist", "/nonexistent.csv", "--client", B, "--rate", "125"],
         ["--therapist", A, "--client", B, "--rate", "125", "--column", "nope"],
         ["--therapist", A, "--client", B, "--rate", "125", "--client-column", "nope"],
+        ["--therapist", A, "--client", B, "--rate", "125", "--therapist-column", ""],
         ["--therapist", A, "--client", B, "--rate", "0"],
         ["--therapist", A, "--client", B, "--rate", "125", "--config", "/nonexistent.toml"],
         ["--therapist", A, "--client", B, "--rate", "125", "--strap-rate", "33"],

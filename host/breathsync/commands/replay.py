@@ -110,8 +110,8 @@ def run(args: argparse.Namespace) -> int:
         check_input_rate(args.rate)
         column = "resp" if args.column is None else args.column
         columns: dict[Role, str] = {
-            "therapist": args.therapist_column or column,
-            "client": args.client_column or column,
+            "therapist": column if args.therapist_column is None else args.therapist_column,
+            "client": column if args.client_column is None else args.client_column,
         }
         strap_rate = args.strap_rate or STRAP_RATES_HZ[0]
         signals: dict[Role, FloatArray] = {}
