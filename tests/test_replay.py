@@ -184,7 +184,7 @@ def test_recording_options_with_a_session_are_refused(
     path = _short_session(tmp_path / "short.sqlite")
     assert main(["replay", str(path), *option]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and "--strap-rate are for recordings" in err
+    assert out == "" and f"{option[0]}" in err and "are for recordings; a SESSION keeps its straps' own" in err
 
 
 def _with_missing(tmp_path: Path, source: str, stretches_s: list[tuple[float, float]], style: str) -> str:
