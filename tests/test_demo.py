@@ -46,4 +46,4 @@ def test_demo_runs_a_whole_session_and_writes_the_report(micropython: str, tmp_p
     # The scripted episode is the only time the therapist follows: nudges fall inside it, none before.
     assert nudges, "the demo's scripted episode was not nudged"
     assert all(onset <= t <= offset + 30 for t in nudges), (nudges, onset, offset)
-    assert json.dumps(states[-1][1])
+    assert json.dumps(states[-1].fields)

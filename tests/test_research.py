@@ -47,7 +47,7 @@ from breathsync.research.export import (
 )
 from breathsync.research.report import summarise
 from breathsync.research.session import common_grid, find_episodes, resample
-from breathsync.store import SessionStore, StoredEvent, StoredNudge, StrapInfo
+from breathsync.store import SessionStore, StoredEvent, StoredNudge, StoredState, StrapInfo
 
 RATE_HZ = 25
 HOST_T0_S = 5000.0  # the host's monotonic clock has an arbitrary origin
@@ -224,7 +224,7 @@ def test_flickering_decisions_make_one_episode_not_many() -> None:
     decisions |= {131: "therapist_follows", 140: "no_lock", 200: "therapist_follows", 201: "no_lock"}
     decisions |= {300: "nudge", 301: "no_lock", 400: "locked_client_follows", 420: "no_lock"}
     decisions |= {500: "therapist_follows", 530: "locked_client_follows", 532: "therapist_follows", 560: "no_lock"}
-    states = [(float(t), {"decision": d}) for t, d in sorted(decisions.items())]
+    states = [StoredState(float(t), {"decision": d}) for t, d in sorted(decisions.items())]
     nudge = StoredNudge(id=1, t_s=300.0, detail={}, efficacy=None)
     episodes = find_episodes(states, [nudge])
     assert [(e.follower, e.start_host_t_s, e.end_host_t_s, e.nudges) for e in episodes] == [
@@ -297,9 +297,9 @@ def test_csv_round_trip_equals_the_store(session_file: Path, tmp_path: Path) -> 
             efficacy = unflatten(row, "efficacy.") if row["evaluated"] == "true" else None
             assert efficacy == nudge.efficacy
         states = read_csv(tmp_path / "states.csv")
-        for row, (t_s, state) in zip(states, store.states(), strict=True):
-            assert float(row["host_t_s"]) == t_s
-            assert {k: v for k, v in unflatten(row).items() if k not in ("host_t_s", "session_t_s")} == state
+        for row, state in zip(states, store.states(), strict=True):
+            assert float(row["host_t_s"]) == state.t_s
+            assert {k: v for k, v in unflatten(row).items() if k not in ("host_t_s", "session_t_s")} == state.fields
         links = read_csv(tmp_path / "link_events.csv")
         assert [(float(r["host_t_s"]), r["role"], r["kind"], r["detail"]) for r in links] == store.link_events()
     dropouts = read_csv(tmp_path / "dropouts.csv")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 from breathsync.errors import InputError
-from breathsync.store import SessionStore, StoredEvent, StoreError, StrapInfo
+from breathsync.store import SessionStore, StoredEvent, StoredNudge, StoredState, StoreError, StrapInfo
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -39,7 +40,7 @@ def test_round_trip(tmp_path: Path) -> None:
         assert series.counters.tolist() == [0, 1, 2] and series.values.tolist() == [100, 200, 300]
         assert np.allclose(series.host_t_s, [10.0, 10.04, 10.08])
         assert store.events("therapist")[0].depth_counts == 1234
-        assert list(store.states()) == [(12.0, {"lock": 0.5})]
+        assert list(store.states()) == [StoredState(12.0, {"lock": 0.5})]
         [nudge] = store.nudges()
         assert nudge.detail == {"pattern": "paced"} and nudge.efficacy == {"decoupled": True, "after_s": 21.0}
         assert store.link_events() == [(11.0, "client", "disconnected", "supervision timeout")]
@@ -159,7 +160,9 @@ def test_read_only_open_changes_nothing_and_reads_what_a_writer_committed(tmp_pa
     assert list(before) == ["s.sqlite"]
     with SessionStore.open(path, read_only=True) as store:
         assert store.samples("therapist").values.tolist() == [100, 200, 300]
-        assert list(store.states()) == [(12.0, {"lock": 0.5})] and store.config() == {"engine": {"min_lock_s": 30}}
+        assert list(store.states()) == [StoredState(12.0, {"lock": 0.5})] and store.config() == {
+            "engine": {"min_lock_s": 30}
+        }
         with pytest.raises(StoreError, match="read-only"):
             store.add_state(14.0, {})
     assert _snapshot(tmp_path) == before  # not even empty -wal / -shm files left beside it
@@ -262,3 +265,24 @@ def test_a_session_that_cannot_be_created_leaves_nothing(tmp_path: Path) -> None
     with pytest.raises(TypeError):  # fails half-way through setting the session up
         SessionStore.create(path, {"not json": object()})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sessions"]
+
+
+def test_stored_records_read_fields_that_older_or_damaged_writers_left_out_as_absent() -> None:
+    """A session outlives the engine that wrote it: a field that is missing, null, text or a boolean where a
+    number belongs reads as NaN / None, never as a wrong number (``True`` is not a PLV of 1)."""
+    state = StoredState(5.0, {"decision": "no_lock", "plv": 0.75, "lag_s": None, "direction": "1.2", "muted": True})
+    assert state.decision == "no_lock" and state.number("plv") == 0.75
+    assert all(math.isnan(state.number(name)) for name in ("lag_s", "direction", "muted", "not_a_field"))
+    assert StoredState(5.0, {"decision": 3}).decision is None and StoredState(5.0, {}).decision is None
+
+    pending = StoredNudge(1, 10.0, {"plv": 0.9, "pattern": {"pulse_count": 3, "on_ms": 200, "off_ms": 300}}, None)
+    assert pending.decoupled is None and pending.decoupled_after_s is None and pending.delivered is None
+    assert pending.pattern_duration_s == 1.5 and pending.number("plv") == 0.9
+    decoupled = StoredNudge(
+        2, 20.0, {"delivered": True, "pattern": {"pulse_count": 3}}, {"decoupled": True, "after_s": 21}
+    )
+    assert decoupled.decoupled is True and decoupled.decoupled_after_s == 21.0 and decoupled.delivered is True
+    assert decoupled.pattern_duration_s is None  # an incomplete pattern has no duration, not a made-up one
+    not_yet = StoredNudge(3, 30.0, {"delivered": "yes"}, {"decoupled": None, "after_s": None})
+    assert not_yet.decoupled is None and not_yet.delivered is None
+    assert StoredNudge(4, 40.0, {}, {"decoupled": False, "after_s": None}).decoupled is False

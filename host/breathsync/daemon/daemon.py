@@ -392,7 +392,7 @@ class Daemon:
         replayed = [n.t_s for n in self.engine.nudges]
         for nudge in store.nudges():
             self.nudge_ids[round(nudge.t_s - self.t0_s, 3)] = nudge.id
-            if nudge.detail.get("delivered") is False:  # the replay re-made it: it must hold back nothing again
+            if nudge.delivered is False:  # the replay re-made it: it must hold back nothing again
                 for t_s in replayed:
                     if abs(t_s - (nudge.t_s - self.t0_s)) < 1.0:
                         self.engine.nudge_undelivered(t_s)

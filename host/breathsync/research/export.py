@@ -30,6 +30,7 @@ import numpy.typing as npt
 from .. import __version__
 from ..errors import InputError
 from ..link.clock import MAX_DRIFT_PPM
+from ..store import StoredNudge
 from .output import write_all_or_nothing
 from .session import RoleData, Session, common_grid, resample
 
@@ -204,9 +205,9 @@ def _nudges_csv(session: Session, path: Path) -> Path:
 
 def _states_csv(session: Session, path: Path) -> Path:
     records: list[dict[str, Cell]] = []
-    for t_s, state in session.states:
-        record: dict[str, Cell] = {"host_t_s": t_s, "session_t_s": session.rel(t_s)}
-        record.update(flatten(state))
+    for state in session.states:
+        record: dict[str, Cell] = {"host_t_s": state.t_s, "session_t_s": session.rel(state.t_s)}
+        record.update(flatten(state.fields))
         records.append(record)
     columns = _union_columns(records, ("host_t_s", "session_t_s", "t_s", "decision")) or ["host_t_s", "session_t_s"]
     return _write_csv(path, columns, ([r.get(c) for c in columns] for r in records))
@@ -310,8 +311,8 @@ def edf_annotations(session: Session) -> list[Annotation]:
         for e in r.events
     ]
     for nudge in session.nudges:
-        outcome = f"nudge {_outcome(nudge.efficacy)}"
-        notes.append(Annotation(session.rel(nudge.t_s), _nudge_duration_s(nudge.detail), outcome))
+        outcome = f"nudge {_outcome(nudge)}"
+        notes.append(Annotation(session.rel(nudge.t_s), nudge.pattern_duration_s, outcome))
     for episode in session.episodes():
         text = "therapist follows client" if episode.follower == "therapist" else "client follows therapist"
         notes.append(Annotation(session.rel(episode.start_host_t_s), episode.duration_s, text))
@@ -325,21 +326,10 @@ def edf_annotations(session: Session) -> list[Annotation]:
     return sorted(notes, key=lambda n: n.onset_s)
 
 
-def _nudge_duration_s(detail: Mapping[str, Any]) -> float | None:
-    """How long the haptic pattern lasts, from the stored pattern (None if not stored)."""
-    pattern = detail.get("pattern")
-    if not isinstance(pattern, Mapping):
-        return None
-    try:
-        return float(pattern["pulse_count"]) * (float(pattern["on_ms"]) + float(pattern["off_ms"])) / 1000.0
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def _outcome(efficacy: Mapping[str, Any] | None) -> str:
-    if efficacy is None or efficacy.get("decoupled") is None:
+def _outcome(nudge: StoredNudge) -> str:
+    if nudge.decoupled is None:
         return "pending"
-    return "decoupled" if efficacy.get("decoupled") else "not decoupled"
+    return "decoupled" if nudge.decoupled else "not decoupled"
 
 
 def export_edf(session: Session, out_dir: Path) -> Path:
@@ -721,16 +711,15 @@ def _event_rows(session: Session) -> Iterable[list[str]]:
         for e in role.events:
             yield [_bids_num(session.rel(e.host_t_s)), "0", e.kind, e.role, str(e.depth_counts), na, na]
     for nudge in session.nudges:
-        eff = nudge.efficacy or {}
-        duration = _nudge_duration_s(nudge.detail) or 0.0
+        duration = nudge.pattern_duration_s or 0.0
         yield [
             _bids_num(session.rel(nudge.t_s)),
             _bids_num(duration),
             "nudge",
             "therapist",
-            _delivery(nudge.detail),
-            _bids_num(eff.get("decoupled")),
-            _bids_num(eff.get("after_s")),
+            _delivery(nudge.delivered),
+            _bids_num(nudge.decoupled),
+            _bids_num(nudge.decoupled_after_s),
         ]
     for ep in session.episodes():
         kind = f"{ep.follower}_follows"
@@ -741,10 +730,9 @@ def _event_rows(session: Session) -> Iterable[list[str]]:
         yield [_bids_num(session.rel(t_s)), "0", "link", who or na, kind or na, na, na]
 
 
-def _delivery(detail: dict[str, Any]) -> str:
+def _delivery(delivered: bool | None) -> str:
     """A nudge's delivery as the events' value: sessions before delivery was recorded say n/a."""
-    delivered = detail.get("delivered")
-    return "n/a" if not isinstance(delivered, bool) else ("delivered" if delivered else "not-delivered")
+    return "n/a" if delivered is None else ("delivered" if delivered else "not-delivered")
 
 
 def _bids_scans(session: Session, names: BidsNames, physio: list[Path]) -> Path:

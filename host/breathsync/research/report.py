@@ -21,7 +21,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -32,6 +31,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from .. import __version__
+from ..store import StoredNudge, StoredState
 from .output import write_all_or_nothing
 from .session import (
     LOCKED_DECISIONS,
@@ -131,25 +131,20 @@ class Summary:
         return 100.0 * self.decoupled / self.evaluated if self.evaluated else None
 
 
-def _state_value(state: dict[str, Any], key: str) -> float:
-    value = state.get(key)
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
-
-
 def _state_series(session: Session, key: str) -> tuple[FloatArray, FloatArray]:
     """(session minutes, values) of one numeric engine-state field; NaN where absent."""
-    t = np.asarray([session.rel(t) / 60.0 for t, _ in session.states], dtype=np.float64)
-    v = np.asarray([_state_value(s, key) for _, s in session.states], dtype=np.float64)
+    t = np.asarray([session.rel(s.t_s) / 60.0 for s in session.states], dtype=np.float64)
+    v = np.asarray([s.number(key) for s in session.states], dtype=np.float64)
     return t, v
 
 
-def _state_spans(session: Session) -> Iterator[tuple[float, float, dict[str, Any]]]:
+def _state_spans(session: Session) -> Iterator[tuple[float, float, StoredState]]:
     """(start host s, end host s, state): each state holds until the next one, within the session's samples. The
     engine's last states can come after the last sample (it pauses 2 s after a strap's data stops): counted to the
     next state, they would give negative shares."""
-    ends = [t for t, _ in session.states[1:]] + [session.end_host_s]
-    for (t, state), t_next in zip(session.states, ends[: len(session.states)], strict=True):
-        start = min(t, session.end_host_s)
+    ends = [s.t_s for s in session.states[1:]] + [session.end_host_s]
+    for state, t_next in zip(session.states, ends[: len(session.states)], strict=True):
+        start = min(state.t_s, session.end_host_s)
         yield start, max(start, min(t_next, session.end_host_s)), state
 
 
@@ -158,10 +153,10 @@ def _decision_runs(session: Session) -> list[tuple[float, float, str]]:
     engine was learning the baselines (it stores no state then)."""
     runs: list[tuple[float, float, str]] = []
     states = session.states
-    if states and states[0][0] > session.t0_host_s:  # clipped to the samples, like every state (_state_spans)
-        runs.append((session.t0_host_s, min(states[0][0], session.end_host_s), "learning"))
+    if states and states[0].t_s > session.t0_host_s:  # clipped to the samples, like every state (_state_spans)
+        runs.append((session.t0_host_s, min(states[0].t_s, session.end_host_s), "learning"))
     for t, t_next, state in _state_spans(session):
-        decision = str(state.get("decision", "unknown"))
+        decision = state.decision or "unknown"
         if runs and runs[-1][2] == decision and math.isclose(runs[-1][1], t):
             runs[-1] = (runs[-1][0], t_next, decision)
         else:
@@ -193,8 +188,8 @@ def summarise(session: Session) -> Summary:
     episodes = session.episodes()
     follow = [e for e in episodes if e.follower == "therapist"]
     led = [e for e in episodes if e.follower == "client"]
-    evaluated = [n for n in session.nudges if n.efficacy is not None and n.efficacy.get("decoupled") is not None]
-    plvs = [p for _, s in session.states if not math.isnan(p := _state_value(s, "plv"))]
+    evaluated = [n for n in session.nudges if n.decoupled is not None]
+    plvs = [p for s in session.states if not math.isnan(p := s.number("plv"))]
     decision_s: dict[str, float] = {}
     for start, end, decision in _decision_runs(session):
         decision_s[decision] = decision_s.get(decision, 0.0) + end - start
@@ -204,7 +199,7 @@ def summarise(session: Session) -> Summary:
         roles=tuple(_role_summary(session, r) for r in session.roles.values()),
         missing_roles=tuple(session.missing_roles),
         nudges=len(session.nudges),
-        decoupled=sum(1 for n in evaluated if n.efficacy and n.efficacy.get("decoupled")),
+        decoupled=sum(1 for n in evaluated if n.decoupled),
         evaluated=len(evaluated),
         follow_episodes=len(follow),
         follow_s=sum(e.duration_s for e in follow),
@@ -236,10 +231,10 @@ def _locked_pct(session: Session) -> float | None:
     """
     measured = above = 0.0
     for t, t_next, state in _state_spans(session):
-        if math.isnan(_state_value(state, "plv")):
+        if math.isnan(state.number("plv")):
             continue
         measured += t_next - t
-        above += (t_next - t) if state.get("decision") in LOCKED_DECISIONS else 0.0
+        above += (t_next - t) if state.decision in LOCKED_DECISIONS else 0.0
     return 100.0 * above / measured if measured > 0 else None
 
 
@@ -396,7 +391,7 @@ def _plot_synchrony(ax: Axes, session: Session) -> None:
             # Drawn unclipped (above the axes), a marker outside the time axis would land far off
             # the figure and collapse its layout (samples ending before the session's last nudge).
             continue
-        decoupled = None if nudge.efficacy is None else nudge.efficacy.get("decoupled")
+        decoupled = nudge.decoupled
         marker, color = (
             ("^", LED_COLOR) if decoupled else (("X", NUDGE_COLOR) if decoupled is False else ("o", PENDING_COLOR))
         )
@@ -497,7 +492,7 @@ def nudge_figure(session: Session) -> Figure | None:
         ax.set_xlim(-NUDGE_WINDOW_S, NUDGE_WINDOW_S)
         ax.set_yticks(list(lanes.values()), [r.capitalize() for r in lanes])
         ax.set_title(
-            f"Nudge {number} at {_clock(session.rel(nudge.t_s))}: {_nudge_outcome(nudge.efficacy)}",
+            f"Nudge {number} at {_clock(session.rel(nudge.t_s))}: {_nudge_outcome(nudge)}",
             loc="left",
             fontsize=10,
         )
@@ -517,12 +512,12 @@ def _shade_nudge_window(ax: Axes, session: Session, centre_host_s: float) -> Non
         )
 
 
-def _nudge_outcome(efficacy: dict[str, Any] | None) -> str:
-    if efficacy is None or efficacy.get("decoupled") is None:
+def _nudge_outcome(nudge: StoredNudge) -> str:
+    if nudge.decoupled is None:
         return "outcome not evaluated"
-    if efficacy.get("decoupled"):
-        after = efficacy.get("after_s")
-        return "therapist decoupled" + (f" after {float(after):.0f} s" if isinstance(after, int | float) else "")
+    if nudge.decoupled:
+        after = nudge.decoupled_after_s
+        return "therapist decoupled" + (f" after {after:.0f} s" if after is not None else "")
     return "therapist did not decouple within the efficacy window"
 
 
@@ -632,23 +627,22 @@ def _nudges_table(session: Session) -> str:
         return "<p>No nudges in this session.</p>"
     rows = []
     for number, n in enumerate(session.nudges, 1):
-        d = n.detail
         rows.append(
             (
                 number,
                 _clock(session.rel(n.t_s)),
-                d.get("pattern_name", "n/a"),
-                _fmt(d.get("plv")),
-                _fmt(d.get("direction")),
-                _fmt(d.get("locked_for_s")),
-                _nudge_outcome(n.efficacy),
+                n.detail.get("pattern_name", "n/a"),
+                _fmt(n.number("plv")),
+                _fmt(n.number("direction")),
+                _fmt(n.number("locked_for_s")),
+                _nudge_outcome(n),
             )
         )
     return _table(("#", "time", "pattern", "PLV", "direction", "locked for s", "outcome"), rows)
 
 
-def _fmt(value: object) -> str:
-    return f"{value:.2f}" if isinstance(value, float) else ("n/a" if value is None else str(value))
+def _fmt(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f}"
 
 
 def _episodes_table(session: Session) -> str:

@@ -27,7 +27,7 @@ from ..detector import STRAP_RATES_HZ
 from ..engine.baseline_file import BaselineFile, stored_calibration
 from ..errors import InputError
 from ..roles import ROLES as ROLES
-from ..store import SampleSeries, SessionStore, StoredEvent, StoredNudge, StrapInfo
+from ..store import SampleSeries, SessionStore, StoredEvent, StoredNudge, StoredState, StrapInfo
 
 _UNIX_2001_S = 1e9  # host times above this are wall-clock Unix seconds
 DEFAULT_RATE_HZ = 25
@@ -109,7 +109,7 @@ class Session:
     end_host_s: float
     start_unix_s: float | None
     roles: dict[str, RoleData]
-    states: tuple[tuple[float, dict[str, Any]], ...]
+    states: tuple[StoredState, ...]
     nudges: tuple[StoredNudge, ...]
     link_events: tuple[tuple[float, str, str, str], ...]
     config: dict[str, Any]
@@ -222,7 +222,7 @@ EPISODE_BRIDGE_S = 10.0  # interruptions up to this long do not split an episode
 EPISODE_MIN_S = 5.0  # shorter stretches (without a nudge) are flicker, not episodes
 
 
-def find_episodes(states: Sequence[tuple[float, dict[str, Any]]], nudges: Sequence[StoredNudge]) -> list[Episode]:
+def find_episodes(states: Sequence[StoredState], nudges: Sequence[StoredNudge]) -> list[Episode]:
     """Stretches in which the engine's decisions say the same person follows.
 
     A decision holds from its state until the next state (the engine updates at least once per
@@ -234,14 +234,14 @@ def find_episodes(states: Sequence[tuple[float, dict[str, Any]]], nudges: Sequen
     runs: list[tuple[str, float, float]] = []
     current: str | None = None
     start = 0.0
-    for t_s, state in states:
-        follower = _follower(state.get("decision"))
+    for state in states:
+        follower = _follower(state.decision)
         if follower != current:
             if current is not None:
-                runs.append((current, start, t_s))
-            current, start = follower, t_s
+                runs.append((current, start, state.t_s))
+            current, start = follower, state.t_s
     if current is not None and states:
-        runs.append((current, start, states[-1][0]))
+        runs.append((current, start, states[-1].t_s))
 
     def flicker(run: tuple[str, float, float]) -> bool:
         return run[2] - run[1] < EPISODE_MIN_S and _episode(*run, nudges).nudges == 0
@@ -267,7 +267,7 @@ def find_episodes(states: Sequence[tuple[float, dict[str, Any]]], nudges: Sequen
     return [_episode(*run, nudges) for run in merged if not flicker(run)]
 
 
-def _follower(decision: object) -> str | None:
+def _follower(decision: str | None) -> str | None:
     if decision in THERAPIST_FOLLOWS_DECISIONS:
         return "therapist"
     if decision in CLIENT_FOLLOWS_DECISIONS:

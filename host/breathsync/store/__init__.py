@@ -21,7 +21,7 @@ back), ``errors`` (``StoreError``), ``files`` (side files, the recording run's l
 
 from .errors import SaveFailed, StoreError
 from .files import SessionLock, last_written_unix_s, remove_session_files
-from .records import BreathEventRecord, SampleSeries, StoredEvent, StoredNudge, StrapInfo
+from .records import BreathEventRecord, SampleSeries, StoredEvent, StoredNudge, StoredState, StrapInfo
 from .schema import SAMPLE_MAX, SCHEMA_VERSION
 from .session_store import SessionStore
 
@@ -36,6 +36,7 @@ __all__ = [
     "StoreError",
     "StoredEvent",
     "StoredNudge",
+    "StoredState",
     "StrapInfo",
     "last_written_unix_s",
     "remove_session_files",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -61,9 +63,71 @@ class StoredEvent:
     host_t_s: float
 
 
+def _number(value: object) -> float:
+    """A stored JSON number as a float; NaN for anything else (absent, null, text, a boolean)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+
+
+@dataclass(frozen=True)
+class StoredState:
+    """One engine state as stored: its host time and every field the engine wrote.
+
+    The fields stay a mapping because a session outlives the engine that wrote it (an older file
+    lacks newer fields, a newer one has fields this version does not know, and exports keep them
+    all); what readers need is typed here, at the store's boundary.
+    """
+
+    t_s: float
+    fields: Mapping[str, Any]
+
+    @property
+    def decision(self) -> str | None:
+        decision = self.fields.get("decision")
+        return decision if isinstance(decision, str) else None
+
+    def number(self, name: str) -> float:
+        """A numeric field (``plv``, ``therapist_rate_bpm``, ...); NaN where absent or not a number."""
+        return _number(self.fields.get(name))
+
+
 @dataclass(frozen=True)
 class StoredNudge:
+    """A nudge as stored: the engine's nudge record (``detail``) and, once measured, its efficacy."""
+
     id: int
     t_s: float
-    detail: dict[str, Any]
-    efficacy: dict[str, Any] | None
+    detail: Mapping[str, Any]
+    efficacy: Mapping[str, Any] | None  # None until the efficacy window has passed
+
+    @property
+    def decoupled(self) -> bool | None:
+        """Whether the therapist decoupled within the efficacy window; None while pending."""
+        decoupled = None if self.efficacy is None else self.efficacy.get("decoupled")
+        return decoupled if isinstance(decoupled, bool) else None
+
+    @property
+    def decoupled_after_s(self) -> float | None:
+        """Seconds from the nudge to decoupling, if it did and the time was stored."""
+        after = math.nan if self.efficacy is None else _number(self.efficacy.get("after_s"))
+        return None if math.isnan(after) else after
+
+    @property
+    def delivered(self) -> bool | None:
+        """Whether the strap confirmed the haptic pattern; None for sessions from before delivery was recorded."""
+        delivered = self.detail.get("delivered")
+        return delivered if isinstance(delivered, bool) else None
+
+    @property
+    def pattern_duration_s(self) -> float | None:
+        """How long the haptic pattern lasts, from the stored pattern (None if not stored)."""
+        pattern = self.detail.get("pattern")
+        if not isinstance(pattern, Mapping):
+            return None
+        duration_ms = _number(pattern.get("pulse_count")) * (
+            _number(pattern.get("on_ms")) + _number(pattern.get("off_ms"))
+        )
+        return None if math.isnan(duration_ms) else duration_ms / 1000.0
+
+    def number(self, name: str) -> float:
+        """A numeric field of the nudge record (``plv``, ``direction``, ...); NaN where absent or not a number."""
+        return _number(self.detail.get(name))

@@ -19,7 +19,7 @@ import numpy as np
 from ..detector import Kind
 from .errors import StoreError, writing
 from .files import remove_session_files
-from .records import BreathEventRecord, SampleSeries, StoredEvent, StoredNudge, StrapInfo
+from .records import BreathEventRecord, SampleSeries, StoredEvent, StoredNudge, StoredState, StrapInfo
 from .schema import SAMPLE_MAX, SCHEMA, SCHEMA_VERSION, expected_columns
 
 P = ParamSpec("P")
@@ -492,11 +492,11 @@ class SessionStore:
             )
         return events
 
-    def states(self) -> Iterator[tuple[float, dict[str, Any]]]:
+    def states(self) -> Iterator[StoredState]:
         with self._reading("states"):
             for t_s, raw in self._db.execute("SELECT t_s, state FROM states ORDER BY t_s"):
                 time_s = self._number(t_s, "states table: a t_s")
-                yield time_s, self._json_object(raw, f"states table: the state at t_s {time_s!r}")
+                yield StoredState(time_s, self._json_object(raw, f"states table: the state at t_s {time_s!r}"))
 
     def nudges(self) -> list[StoredNudge]:
         nudges = []
