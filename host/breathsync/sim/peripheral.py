@@ -462,11 +462,7 @@ class VirtualPeripheral:
         self._stalled = True
         self._hold = hold
         if duration_s is not None:
-            self._spawn(functools.partial(self._resume_after, duration_s))
-
-    async def _resume_after(self, duration_s: float) -> None:
-        await asyncio.sleep(duration_s)
-        await self.resume_notifications()
+            self._after(duration_s, self.resume_notifications)
 
     async def resume_notifications(self) -> int:
         """End a stall; held values go out first, in order. Returns how many held values were sent."""
@@ -509,11 +505,7 @@ class VirtualPeripheral:
         self.drop_link()
         self._signal()
         if duration_s is not None:
-            self._spawn(functools.partial(self._power_on_after, duration_s))
-
-    async def _power_on_after(self, duration_s: float) -> None:
-        await asyncio.sleep(duration_s)
-        await self.power_on()
+            self._after(duration_s, self.power_on)
 
     async def power_on(self) -> None:
         """Come back: advertise again (no-op if already powered)."""
@@ -534,6 +526,15 @@ class VirtualPeripheral:
                 advertising_interval_min=self.spec.advertising_interval_ms,
                 advertising_interval_max=self.spec.advertising_interval_ms,
             )
+
+    def _after(self, duration_s: float, action: Callable[[], Awaitable[object]]) -> None:
+        """End a timed fault: run ``action`` in the background once ``duration_s`` has passed."""
+
+        async def later() -> None:
+            await asyncio.sleep(duration_s)
+            await action()
+
+        self._spawn(later)
 
     def _spawn(self, job: Callable[[], Awaitable[None]]) -> None:
         async def run() -> None:
