@@ -118,8 +118,14 @@ def test_wired_mode_over_a_pty(micropython: str, tmp_path: Path) -> None:
     assert got and got <= core
     assert {e for e in core if e[2] < n - 2 * RATE and e[1] >= 0} <= got
     assert sink.statuses and all(StatusFlag.WIRED in s.flags for s in sink.statuses)
-    # The haptic command played: one 300 ms pulse at 70 % on the motor's PWM.
+    # The haptic command played: one 300 ms pulse at 70 % on the motor's PWM. If the firmware's control loop
+    # was starved for over its stall limit (100 ms: the test machine under load), the off-timer ends the pulse
+    # early and the haptic core counts the stall; a pulse never runs long either way.
     on = [(t, d) for t, d in summary["pwm"] if d > 0]
     assert [d for _t, d in on] == [70 * 65535 // 100]
     off = [t for t, d in summary["pwm"] if d == 0 and t > on[0][0]]
-    assert abs(off[0] - on[0][0] - 300) <= 30
+    pulse_ms = off[0] - on[0][0]
+    if summary["haptic_stalls"] == 0:
+        assert abs(pulse_ms - 300) <= 30, pulse_ms
+    else:
+        assert 0 < pulse_ms <= 300 + 30, (pulse_ms, summary["haptic_stalls"])

@@ -188,6 +188,7 @@ def summary(state, feed, link, outcome):
                 "rate_hz": app.rate_hz,
                 "overruns": app.sampler.overruns,
                 "wdt_missed": app.wdt_missed,
+                "haptic_stalls": app.haptics.stalls,
                 "drift_ppm": machine.sim.drift_ppm,
             }
         )
