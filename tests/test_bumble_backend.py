@@ -571,6 +571,50 @@ def test_two_processes_over_loopback_hci() -> None:
     run(main, timeout_s=40.0)
 
 
+def test_a_second_host_is_refused_and_the_attached_one_keeps_its_links(capfd: pytest.CaptureFixture[str]) -> None:
+    """A `breathsync scan` (or a refused second run) on a virtual controller that serves a live session used to
+    take the controller over: the session's straps were cut off for good. Now the newcomer is refused with an
+    error saying why, and the session's notifications flow on; once the attached host leaves, the next attaches."""
+
+    async def main() -> None:
+        link = new_link()
+        async with contextlib.AsyncExitStack() as stack:
+            strap = await stack.enter_async_context(await VirtualPeripheral.start(demo_spec("Strap-A"), link))
+            server = await HciServer.start(link)
+            stack.push_async_callback(server.close)
+            first = await BumbleBench.open(server.host_moniker)
+            recorder = Recorder()
+            client = BleakClient(await find(first, "Strap-A"), recorder.on_disconnect, backend=first.client_backend)
+            await client.connect()
+            await client.start_notify(DEMO_COUNTER_UUID, recorder.on_notify)
+            await strap.wait_subscribed(DEMO_COUNTER_UUID)
+
+            async def stream() -> None:
+                for i in range(10_000):
+                    await strap.notify(DEMO_COUNTER_UUID, struct.pack("<I", i))
+                    await asyncio.sleep(1.0 / RATE_HZ)
+
+            streaming = asyncio.create_task(stream())
+            try:
+                with pytest.raises(BumbleBenchError, match="in use by another host"):
+                    await BumbleBench.open(server.host_moniker)
+                before = len(recorder.values)
+                await wait_for(lambda: len(recorder.values) >= before + 10)
+                assert client.is_connected and recorder.disconnects == 0 and first.is_open
+                counters = recorder.counters()
+                assert counters == list(range(counters[0], counters[0] + len(counters)))  # none lost
+            finally:
+                streaming.cancel()
+            await client.disconnect()
+            await first.close()
+            # The attached host left: the next one attaches (a restart after a crash).
+            async with await BumbleBench.open(server.host_moniker) as third:
+                assert (await find(third, "Strap-A")).address == strap.address
+
+    run(main)
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_hci_transport_errors_are_bench_errors_and_servers_stay_on_loopback() -> None:
     async def main() -> None:
         link = new_link()

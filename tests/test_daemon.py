@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fcntl
 import io
 import os
+import pty
 import re
+import select
 import signal
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,6 +101,37 @@ def test_daemon_records_both_straps_and_shows_status(
     text = out.getvalue()
     assert "T: ok 90%" in text and "C: ok 90%" in text and "nudges 0" in text
     assert f"therapist baseline 11.5/min (SD 0.9) from calibration (ble:strap-T, {written.created})" in text
+
+
+class ConsoleThatGoes(io.StringIO):
+    """A console whose reader goes away after a few lines (``breathsync run | tee log`` with tee killed)."""
+
+    def write(self, text: str) -> int:
+        if self.getvalue().count("\n") >= 2:
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(text)
+
+
+def test_a_console_that_goes_away_ends_the_output_not_the_session(
+    served_pair: tuple[str, dict[str, ModelStrap]], tmp_path: Path
+) -> None:
+    adapter, _straps = served_pair
+    out = ConsoleThatGoes()
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(Daemon(config_for(adapter, tmp_path), out).run(stop))
+        await asyncio.sleep(5)
+        assert not task.done()  # the failed status line did not end the session
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+    asyncio.run(go())
+    assert out.getvalue().count("\n") == 2
+    [path] = tmp_path.glob("*.sqlite")
+    with SessionStore.open(path, read_only=True) as store:
+        assert store.meta("closed") == "1"
+        assert all(len(store.samples(role).counters) > 25 * 3 for role in ("therapist", "client"))
 
 
 def test_config_defaults_and_errors(tmp_path: Path) -> None:
@@ -234,6 +269,75 @@ def test_kill_9_then_restart_loses_no_sample(served_pair: tuple[str, dict[str, M
             assert store.missing_ranges(role) == [], f"{role}: samples lost across kill -9"
             assert series.values.tolist() == strap.values[: len(series.values)]
             assert len(series.values) > 25 * 15
+
+
+def test_closing_the_terminal_window_closes_the_session_like_ctrl_c(
+    served_pair: tuple[str, dict[str, ModelStrap]], tmp_path: Path
+) -> None:
+    # Closing the window sends SIGHUP. Unhandled, it killed the run with its session unclosed, and the next
+    # run within 15 minutes resumed that session: the next client recorded into the previous client's file.
+    adapter, _straps = served_pair
+    leader, terminal = pty.openpty()
+
+    def own_terminal() -> None:  # after setsid: the pty becomes the run's controlling terminal, as in a window
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    run = subprocess.Popen(
+        _run_command(adapter, tmp_path),
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        start_new_session=True,
+        preexec_fn=own_terminal,
+    )
+    os.close(terminal)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"T: ok" not in seen or b"C: ok" not in seen:
+            assert time.monotonic() < deadline, seen.decode(errors="replace")
+            if select.select([leader], [], [], 1.0)[0]:
+                seen += os.read(leader, 4096)
+        time.sleep(2)
+    finally:
+        os.close(leader)  # the window closes: the kernel hangs the terminal up
+    assert run.wait(30) == 0  # not an error because its summary had no terminal to go to
+    [path] = tmp_path.glob("*.sqlite")
+    with SessionStore.open(path, read_only=True) as store:
+        assert store.meta("closed") == "1"
+        assert all(len(store.samples(role).counters) > 25 for role in ("therapist", "client"))
+    assert not session_path(DaemonConfig(session=SessionConfig(directory=str(tmp_path)))).resumed
+
+
+HANGUP_PROBE = """
+import asyncio, os, signal, sys
+from breathsync.commands.shutdown import stop_on_signals
+
+async def main() -> int:
+    stop = stop_on_signals()
+    os.kill(os.getpid(), signal.SIGHUP)
+    try:
+        await asyncio.wait_for(stop.wait(), 2.0)
+    except TimeoutError:
+        return 3  # still running
+    print("after the hangup: not on the closed terminal")  # would fail there; goes to /dev/null instead
+    return 0
+
+sys.exit(asyncio.run(main()))
+"""
+
+
+def test_a_hangup_stops_a_command_unless_it_runs_under_nohup() -> None:
+    hung_up = subprocess.run([sys.executable, "-c", HANGUP_PROBE], capture_output=True, text=True, timeout=30)
+    assert hung_up.returncode == 0 and hung_up.stdout == "" and "stopping" not in hung_up.stderr
+    nohup = subprocess.run(
+        [sys.executable, "-c", HANGUP_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    assert nohup.returncode == 3, nohup.stderr
 
 
 def _run_command(adapter: str, directory: Path) -> list[str]:
@@ -639,6 +743,12 @@ def test_a_session_being_recorded_is_neither_resumed_nor_reopened(tmp_path: Path
             session_path(named)
         with pytest.raises(StoreError, match="another breathsync run is recording this session"):
             SessionLock(live).acquire()
+        # The refused run never touches the radio (it took a virtual controller over from the live run): the
+        # adapter here cannot be opened, and the refusal comes first.
+        unreachable = config_for("bumble:tcp-client:127.0.0.1:1", tmp_path)
+        unreachable = dataclasses.replace(unreachable, session=named.session)
+        with pytest.raises(InputError, match="being recorded by another breathsync run"):
+            asyncio.run(Daemon(unreachable, io.StringIO()).run(asyncio.Event()))
     finally:
         lock.release()
     assert (

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,33 @@ def test_demo_runs_a_whole_session_and_writes_the_report(micropython: str, tmp_p
     assert nudges, "the demo's scripted episode was not nudged"
     assert all(onset <= t <= offset + 30 for t in nudges), (nudges, onset, offset)
     assert json.dumps(states[-1].fields)
+
+
+def test_a_demo_stopped_early_keeps_and_reports_what_was_recorded(micropython: str, tmp_path: Path) -> None:
+    # SIGTERM killed the demo outright: its session was left unclosed, and the virtual straps' working folders
+    # stayed behind in the temp folder.
+    temp = Path(tempfile.gettempdir())
+    before = set(temp.glob("breathsync-breathsync-*"))
+    demo = subprocess.Popen(
+        [sys.executable, "-u", "-m", "breathsync", "demo", "--sessions", str(tmp_path), "--speed", "8"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert demo.stdout is not None
+    seen = ""
+    while "T: ok" not in seen or "C: ok" not in seen:  # the live status line: both straps stream
+        line = demo.stdout.readline()
+        assert line, seen + (demo.stderr.read() if demo.stderr else "")
+        seen += line
+    demo.send_signal(signal.SIGTERM)
+    out, err = demo.communicate(timeout=120)
+    assert demo.returncode == 130, err[-2000:]
+    assert "stopped early" in out and "Traceback" not in err
+    session = Path(re.search(r"^session:\s+(\S+)$", out, re.M).group(1))  # type: ignore[union-attr]
+    report = Path(re.search(r"^report:\s+(\S+)$", out, re.M).group(1))  # type: ignore[union-attr]
+    assert report.is_file()
+    with SessionStore.open(session, read_only=True) as store:
+        assert store.meta("closed") == "1"
+        assert all(len(store.samples(role).counters) > 0 for role in ("therapist", "client"))
+    assert set(temp.glob("breathsync-breathsync-*")) <= before  # the straps' working folders are gone

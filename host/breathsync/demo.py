@@ -16,7 +16,6 @@ only the radio and the haptic pulses run in real time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import TextIO
 from .adc import simulate_adc
 from .daemon import Daemon, DaemonConfig
 from .daemon.config import OutputsConfig, SessionConfig, StrapsConfig
+from .errors import InputError
 from .link.bumble_backend import BumbleBench
 from .scenarios import Options, Scenario, bundled_sources, make_scenario
 
@@ -44,6 +44,8 @@ class DemoResult:
     scenario: Scenario
     nudge_times_s: tuple[float, ...]
     wall_s: float
+    stopped_early: bool = False  # ended by the caller's ``stop`` (Ctrl-C, SIGTERM, a closed terminal)
+    session_s: float = 0.0  # session time recorded
 
 
 def demo_scenario(duration_s: float = DEFAULT_DURATION_S, seed: int = DEFAULT_SEED) -> Scenario:
@@ -85,7 +87,9 @@ async def run_demo(
     speed: float = DEFAULT_SPEED,
     duration_s: float = DEFAULT_DURATION_S,
     seed: int = DEFAULT_SEED,
+    stop: asyncio.Event | None = None,
 ) -> DemoResult:
+    """Run the demo session; ``stop`` ends it early, keeping (and reporting) what was recorded."""
     from .research.report import write_report
     from .research.session import load_session
     from .sim import StrapConfig, VirtualBench
@@ -119,13 +123,26 @@ async def run_demo(
         recordings_end = time.monotonic() + duration_s / speed + IN_FLIGHT_S
         options = host.ble_options()
         daemon = Daemon(config, out, clock=clock, ble_options=options)
-        stop = asyncio.Event()
-        task = asyncio.create_task(daemon.run(stop))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(task), timeout=max(0.0, recordings_end - time.monotonic()))
-        stop.set()
+        end = asyncio.Event()
+        task = asyncio.create_task(daemon.run(end))
+        stopped = asyncio.create_task((stop or asyncio.Event()).wait())
+        await asyncio.wait({task, stopped}, timeout=max(0.0, recordings_end - time.monotonic()))
+        stopped_early = stopped.done()
+        stopped.cancel()
+        end.set()
         summary = await task
+    if not summary.kept:
+        raise InputError("the demo was stopped before the virtual straps sent any data: no session kept")
     session = load_session(summary.path)
     files = write_report(session, summary.path.parent)
     nudge_times = tuple(n.t_s - session.t0_host_s for n in session.nudges)
-    return DemoResult(summary.path, files.html, files.png, scenario, nudge_times, time.monotonic() - started)
+    return DemoResult(
+        summary.path,
+        files.html,
+        files.png,
+        scenario,
+        nudge_times,
+        time.monotonic() - started,
+        stopped_early,
+        session.duration_s,
+    )

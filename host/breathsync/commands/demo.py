@@ -23,6 +23,7 @@ from ..errors import InputError
 from ..evaluation import match_events
 from ..recording import read_column
 from ..strap_sim import detect_breaths
+from .shutdown import stop_on_signals
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,13 +67,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def virtual_session(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from ..demo import DemoResult, run_demo
 
-    result = asyncio.run(run_demo(sys.stdout, args.sessions, args.speed))
+    async def demo() -> DemoResult:  # Ctrl-C, SIGTERM or a closed terminal end it with what was recorded
+        return await run_demo(sys.stdout, args.sessions, args.speed, stop=stop_on_signals())
+
+    result = asyncio.run(demo())
     scenario = result.scenario
     onset = scenario.onset_s or 0.0
     print()
     print(f"scripted episode: the therapist follows the client from {onset:.0f} s to {scenario.offset_s or 0:.0f} s")
+    if result.stopped_early:
+        print(f"stopped early, {result.session_s:.0f} s into the session: what was recorded is kept")
     if result.nudge_times_s:
         first = result.nudge_times_s[0]
         print(
@@ -85,7 +91,7 @@ def virtual_session(args: argparse.Namespace) -> int:
     print(f"report:  {result.report}")
     print(f"summary: {result.summary_png}")
     print(f"done in {result.wall_s:.0f} s")
-    return 0
+    return 130 if result.stopped_early else 0
 
 
 def detector_summary(args: argparse.Namespace) -> int:

@@ -1,16 +1,21 @@
-"""Ending a long-running command cleanly: Ctrl-C and SIGTERM set an event the command awaits."""
+"""Ending a long-running command cleanly: Ctrl-C, SIGTERM and a closed terminal set an event the command awaits."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 
 
 def stop_on_signals() -> asyncio.Event:
-    """An event set by SIGINT or SIGTERM (where the loop supports signal handlers), so the command
-    closes its links and files instead of dying mid-write."""
+    """An event set by SIGINT, SIGTERM or SIGHUP (where the loop supports signal handlers), so the command
+    closes its links and files instead of dying mid-write.
+
+    SIGHUP is what closing the terminal window sends: without a handler the process dies with its session
+    unclosed, and the next run within the resume window would record the next client into it. A command
+    started under ``nohup`` (SIGHUP ignored) keeps running, as asked."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -21,7 +26,21 @@ def stop_on_signals() -> asyncio.Event:
             with contextlib.suppress(OSError, ValueError):
                 print("\nstopping...", file=sys.stderr, flush=True)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    def on_hangup() -> None:
+        # The terminal is gone: what the command prints while closing (and its summary) has nowhere to go, and a
+        # failed write must not turn a cleanly saved session into an error exit.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
+        on_signal()
+
+    handlers = {signal.SIGINT: on_signal, signal.SIGTERM: on_signal}
+    hangup = getattr(signal, "SIGHUP", None)  # not on Windows
+    if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
+        handlers[hangup] = on_hangup
+    for sig, handler in handlers.items():
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, on_signal)
+            loop.add_signal_handler(sig, handler)
     return stop

@@ -142,6 +142,8 @@ class Daemon:
         self.config = config
         self.ble_options = ble_options  # a ready BLE adapter (the demo's in-process bench) over straps.ble
         self.out = out
+        self._tty = out.isatty()
+        self._console_gone = False  # set when writing to ``out`` failed: the session goes on without a console
         self.clock = clock
         self.views = {role: PersonView() for role in ROLES}
         self.links: dict[Role, StrapLink] = {}
@@ -376,8 +378,18 @@ class Daemon:
                 )
 
     def _line(self, text: str) -> None:
-        self.out.write(("\r\033[K" if self.out.isatty() else "") + text + "\n")
-        self.out.flush()
+        self._write(("\r\033[K" if self._tty else "") + text + "\n")
+
+    def _write(self, text: str) -> None:
+        """Console output. A console that is gone (its terminal window closed, a pipe's reader ended) ends the
+        output, never the session: recording, nudges and the store go on, and the session file says it all."""
+        if self._console_gone:
+            return
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except (OSError, ValueError):  # EIO / EPIPE, or a closed stream
+            self._console_gone = True
 
     # -- running -----------------------------------------------------------------------------------
 
@@ -404,13 +416,15 @@ class Daemon:
             if self.ble_options is not None
             else ble_adapter(self.config.straps.ble)
         )
+        # Which session file, first: a run refused because its session is being recorded (or its
+        # folder is a file) must not touch the radio, where it would disturb the run it defers to.
+        choice = session_path(self.config)
+        path, resumed = choice.path, choice.resumed
         # Adapter, sources and the Bluetooth stack are checked before the session file exists: a
         # typo must neither leave an empty session behind nor block a retry within the same second.
         async with adapter as options:
             self.links = await open_sources(sources, self, options, self.config.straps.rate_hz, self.clock)
             try:
-                choice = session_path(self.config)
-                path, resumed = choice.path, choice.resumed
                 if choice.note:
                     self._line(f"new session: {choice.note}")
                 if self.config.outputs.lsl:
@@ -590,9 +604,8 @@ class Daemon:
             if now - self._last_status >= interval:
                 self._last_status = now
                 text = self.status_line()
-                if self.out.isatty():
-                    self.out.write("\r\033[K" + text)
-                    self.out.flush()
+                if self._tty:
+                    self._write("\r\033[K" + text)
                 else:
                     self._line(text)
             with contextlib.suppress(TimeoutError):

@@ -28,6 +28,8 @@ def session_path(config: DaemonConfig, now: dt.datetime | None = None) -> Sessio
     (``SessionLock``) and was written within ``RESUME_WITHIN_S``: a session that crashed yesterday belongs
     to yesterday's client, and appending today's (with yesterday's baselines) would mix two people."""
     directory = Path(config.session.directory).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"sessions folder {directory}: not a directory (it is an existing file)")
     if config.session.name:
         path = directory / f"{config.session.name.removesuffix('.sqlite')}.sqlite"  # 'x' and 'x.sqlite' alike
         if SessionLock.held(path):

@@ -32,7 +32,7 @@ import dataclasses
 import functools
 import logging
 import uuid as std_uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -194,6 +194,18 @@ def parse_advertising_data(structures: Iterable[tuple[int, bytes]]) -> ParsedAdv
         service_data=service_data,
         tx_power=tx_power,
     )
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Only errors from logger ``name`` while in this block (its warnings repeat an error raised to the caller)."""
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def new_link() -> LocalLink:
@@ -391,12 +403,22 @@ class BumbleBench:
             device = Device(name=name, address=bumble_address, host=host)
             bench = cls(device=device, link=link, controller=controller, transport=None, mtu=mtu)
         try:
-            async with asyncio.timeout(POWER_ON_TIMEOUT_S if isinstance(via, str) else None):
-                await device.power_on()
+            # A command the controller refuses is our error below; Bumble's own warning line would only repeat it.
+            with _quiet_logger("bumble.host"):
+                async with asyncio.timeout(POWER_ON_TIMEOUT_S if isinstance(via, str) else None):
+                    await device.power_on()
         except TimeoutError:  # before OSError, its base class
             await bench.close()
             raise BumbleBenchError(f"no HCI controller answered on {via!r} within {POWER_ON_TIMEOUT_S:.0f} s") from None
-        except (core.BaseBumbleError, hci.HCI_Error, OSError) as error:
+        except hci.HCI_Error as error:
+            await bench.close()
+            if error.error_code == hci.HCI_COMMAND_DISALLOWED_ERROR:
+                raise BumbleBenchError(
+                    f"the HCI controller on {via!r} is in use by another host (a virtual controller serves one host "
+                    "at a time: is another breathsync run, scan or stream connected to it?)"
+                ) from error
+            raise BumbleBenchError(f"cannot power on the Bumble host via {via!r}: {error}") from error
+        except (core.BaseBumbleError, OSError) as error:
             await bench.close()
             raise BumbleBenchError(f"cannot power on the Bumble host via {via!r}: {error}") from error
         except BaseException:

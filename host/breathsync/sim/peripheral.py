@@ -580,11 +580,30 @@ class _SocketSink:
             self.transport.write(packet)
 
 
+HCI_COMMAND_DISALLOWED = 0x0C
+TAKEOVER_GRACE_S = 1.0  # how long a new host waits for the attached one's socket to close (a restart after a crash)
+EARLY_HCI_BYTES = 65536  # what a waiting host may send before it attaches (a reset and a few commands)
+
+
+def _command_opcodes(stream: bytes) -> list[int]:
+    """Opcodes of the whole HCI command packets (H4: type 0x01, opcode, length, parameters) at the start of
+    ``stream``; parsing stops at anything else."""
+    opcodes, i = [], 0
+    while i + 4 <= len(stream) and stream[i] == hci.HCI_COMMAND_PACKET:
+        end = i + 4 + stream[i + 3]
+        if end > len(stream):
+            break
+        opcodes.append(int.from_bytes(stream[i + 1 : i + 3], "little"))
+        i = end
+    return opcodes
+
+
 class _HciProtocol(asyncio.Protocol):
     def __init__(self, server: HciServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.parser = PacketParser(server.controller)
+        self.early = bytearray()  # what a host sent while waiting to attach (its HCI reset): fed on attaching
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -594,6 +613,8 @@ class _HciProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.server._client is self:
             self.parser.feed_data(data)
+        elif len(self.early) + len(data) <= EARLY_HCI_BYTES:
+            self.early += data
 
     def connection_lost(self, exc: Exception | None) -> None:
         del exc
@@ -604,8 +625,11 @@ class HciServer:
     """A virtual controller on ``link`` whose HCI is served on loopback TCP, one host at a time.
 
     Another process opens it with ``BumbleBench.open(server.host_moniker)``.  When that host goes
-    away, or a new host attaches in its place, its links are lost (the peripherals see a connection
-    timeout and re-advertise).
+    away its links are lost (the peripherals see a connection timeout and re-advertise) and the next
+    host may attach. A second host while one is attached is refused (its connection closed): taking
+    over would cut a live session's straps off for a ``breathsync scan`` or a refused second run.
+    A host restarted after a crash can arrive before the old socket's close is seen, so a newcomer
+    waits up to ``TAKEOVER_GRACE_S`` for the attached host to go before it is refused.
     """
 
     def __init__(self, link: LocalLink, controller: VirtualController) -> None:
@@ -615,6 +639,7 @@ class HciServer:
         self.host_address = "127.0.0.1"
         self._server: asyncio.Server | None = None
         self._client: _HciProtocol | None = None
+        self._waiting: list[_HciProtocol] = []  # hosts that arrived while one was attached
         self._attached = asyncio.Event()
 
     @classmethod
@@ -648,20 +673,43 @@ class HciServer:
             await self._attached.wait()
 
     def _attach(self, client: _HciProtocol) -> None:
-        # A new host replaces the previous one: the old socket's close may not have been seen yet
-        # when a restarted host reconnects, and a controller serves a single host.
-        previous = self._client
-        if previous is not None:
-            logger.info("HCI server on port %d: a new host replaces the previous one", self.port)
-            self._detach(previous)
-            if previous.transport is not None:
-                previous.transport.close()
+        if self._client is None:
+            self._adopt(client)
+        else:
+            self._waiting.append(client)
+            asyncio.get_running_loop().call_later(TAKEOVER_GRACE_S, self._refuse_if_waiting, client)
+
+    def _refuse_if_waiting(self, client: _HciProtocol) -> None:
+        if client not in self._waiting:
+            return  # attached meanwhile, or gone
+        self._waiting.remove(client)
+        if client.transport is None or client.transport.is_closing():
+            return
+        logger.warning(
+            "HCI server on port %d: refused a second host (one is attached; a virtual controller serves one host "
+            "at a time)",
+            self.port,
+        )
+        # Answer what it sent (its HCI reset) with 'command disallowed', as a busy controller would: the host then
+        # fails with an HCI error it can report, not a lost transport.
+        for opcode in _command_opcodes(bytes(client.early)):
+            # H4 event packet: Command Complete (0x0E), 4 parameter bytes: 1 command credit, the opcode, the status.
+            complete = bytes([hci.HCI_EVENT_PACKET, hci.HCI_COMMAND_COMPLETE_EVENT, 4, 1])
+            client.transport.write(complete + opcode.to_bytes(2, "little") + bytes([HCI_COMMAND_DISALLOWED]))
+        client.transport.close()
+
+    def _adopt(self, client: _HciProtocol) -> None:
         assert client.transport is not None
         self._client = client
         self.controller.host = _SocketSink(client.transport)
         self._attached.set()
+        early, client.early = bytes(client.early), bytearray()
+        if early:
+            client.parser.feed_data(early)
 
     def _detach(self, client: _HciProtocol) -> None:
+        if client in self._waiting:
+            self._waiting.remove(client)
         if self._client is not client:
             return
         self._client = None
@@ -671,6 +719,11 @@ class HciServer:
         drop_le_connections(self.controller, notify_host=False)
         self.controller.pending_le_connection = None
         self.controller.le_scan_enable = False
+        while self._waiting:  # a host that arrived while this one was leaving (a restart) takes its place
+            waiting = self._waiting.pop(0)
+            if waiting.transport is not None and not waiting.transport.is_closing():
+                self._adopt(waiting)
+                break
 
     async def close(self) -> None:
         if self._server is not None:
