@@ -82,6 +82,28 @@ def test_calibrate_rejects_bad_input_in_one_line(tmp_path: Path, capsys: pytest.
     assert "the recording has only 480 s; used all of it" in capsys.readouterr().err
 
 
+def test_calibrate_overwrites_an_older_baseline_and_nothing_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --out replaced whatever was there: the recording itself, or a whole session file, became a baseline.
+    recording = tmp_path / "me.csv"
+    recording.write_text("resp\n" + "\n".join(f"{x:.4f}" for x in read_column(A)[: 125 * 90]) + "\n")
+    session = tmp_path / "monday.sqlite"
+    session.write_bytes(b"SQLite format 3\x00" + bytes(4096))
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"client": "A.", "remember": "ask about sleep"}\n')
+    for target in (recording, session, notes):
+        before = target.read_bytes()
+        assert main(["calibrate", "--recording", str(recording), "--rate", "125", "--out", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert f"{target}: exists and is not a breathsync baseline" in err and len(err.strip().splitlines()) == 1
+        assert target.read_bytes() == before
+    older = tmp_path / "baseline.json"
+    write_baseline(older, Baseline(rate_bpm=9.0, rate_sd_bpm=1.0, depth=1.0, n_breaths=20), "last week")
+    assert main(["calibrate", "--recording", str(recording), "--rate", "125", "--out", str(older)]) == 0
+    assert read_baseline(older).rate_bpm != 9.0  # a new calibration replaces the old one
+
+
 def test_baseline_file_round_trip_and_validation(tmp_path: Path) -> None:
     path = tmp_path / "b.json"
     baseline = Baseline(rate_bpm=12.5, rate_sd_bpm=0.8, depth=1500.0, n_breaths=24)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..daemon.calibration import Calibration, calibrate_recording, calibrate_strap, check_calibration_seconds
 from ..detector import STRAP_RATES_HZ
-from ..engine.baseline_file import write_baseline
+from ..engine.baseline_file import check_baseline_target, write_baseline
 from ..errors import InputError
 from ..link.ble import check_bluetooth
 from ..link.session import LinkError
@@ -70,6 +70,7 @@ async def _live(args: argparse.Namespace) -> Calibration:
 def run(args: argparse.Namespace) -> int:
     if args.seconds is not None:
         check_calibration_seconds(args.seconds)  # before anything is printed or opened
+    check_baseline_target(args.out)  # before minutes of calibration, not after
     if args.recording is not None:
         if args.strap:
             raise InputError("give either --strap or --recording, not both")

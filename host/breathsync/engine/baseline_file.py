@@ -13,6 +13,7 @@ it. Rate and variability are what the decision uses.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -129,6 +130,28 @@ def read_baseline_file(path: str | Path) -> BaselineFile:
     except RecursionError:
         raise InputError(f"{path}: not a breathsync baseline (nested too deeply)") from None
     return baseline_file_from_dict(data, str(path))
+
+
+MAX_BASELINE_FILE_BYTES = 65536  # a baseline is a few hundred bytes; anything this large is some other file
+
+
+def check_baseline_target(path: str | Path, option: str = "--out") -> None:
+    """Refuse to overwrite an existing file that is not a breathsync baseline (a recording, a session, notes):
+    replacing an older calibration is what the option is for, replacing anything else loses it."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{option} {path}: it is a directory")
+    if not path.exists():
+        return
+    data: object = None
+    with contextlib.suppress(OSError, UnicodeDecodeError, ValueError, RecursionError):
+        if path.stat().st_size <= MAX_BASELINE_FILE_BYTES:
+            data = json.loads(path.read_text(encoding="utf-8"))
+    if not (isinstance(data, dict) and data.get("format") == FORMAT):
+        raise InputError(
+            f"{option} {path}: exists and is not a breathsync baseline; not overwriting it "
+            "(choose another file name, or remove it first)"
+        )
 
 
 def write_baseline(path: str | Path, baseline: Baseline, source: str = "", duration_s: float | None = None) -> None:
