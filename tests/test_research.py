@@ -17,6 +17,8 @@ import json
 import os
 import re
 import sqlite3
+import subprocess
+import sys
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +36,7 @@ from breathsync.datasets import BIDMC_RATE_HZ, bundled_path
 from breathsync.detector import BreathEvent, detect_cpython
 from breathsync.engine.baseline_file import BaselineFile, store_baseline
 from breathsync.engine.state import Baseline, Efficacy, EngineState, HapticPattern, Nudge
+from breathsync.errors import InputError
 from breathsync.recording import read_column
 from breathsync.research import load_session
 from breathsync.research.export import (
@@ -400,6 +403,49 @@ def test_bids_files_are_structurally_valid(session_file: Path, tmp_path: Path) -
     scans = (tmp_path / "sub-dyad01" / "ses-1" / "sub-dyad01_ses-1_scans.tsv").read_text().splitlines()
     assert scans[0] == "filename\tacq_time" and len(scans) == 3
     assert all(p.exists() for p in files)
+
+
+def test_a_bids_export_into_a_dataset_keeps_its_participant_columns_and_lists_each_subject_once(
+    session_file: Path, tmp_path: Path
+) -> None:
+    # Exporting into a researcher's dataset replaced their participants.json (the age and sex descriptions were
+    # lost), appended a row with one cell under a three-column header, and listed a subject twice.
+    (tmp_path / "participants.tsv").write_text("participant_id\tage\tsex\nsub-01\t34\tF\nsub-03\t40\tM\n")
+    described = {"age": {"Description": "age of the therapist", "Units": "years"}, "sex": {"Description": "sex"}}
+    (tmp_path / "participants.json").write_text(json.dumps(described))
+    session = load_session(session_file)
+    export_bids(session, default_bids_names(session, tmp_path, subject="02", ses="1"))
+    export_bids(session, default_bids_names(session, tmp_path, subject="03", ses="1"))
+    rows = [line.split("\t") for line in (tmp_path / "participants.tsv").read_text().splitlines()]
+    assert rows == [
+        ["participant_id", "age", "sex"],
+        ["sub-01", "34", "F"],
+        ["sub-03", "40", "M"],
+        ["sub-02", "n/a", "n/a"],
+    ]
+    sidecar = json.loads((tmp_path / "participants.json").read_text())
+    assert {k: sidecar[k] for k in described} == described and "Description" in sidecar["participant_id"]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "participants.tsv").write_text("subject\tage\n01\t30\n")
+    with pytest.raises(InputError, match="first column is 'subject', not participant_id"):
+        export_bids(session, default_bids_names(session, tmp_path / "other", subject="02", ses="1"))
+    assert (tmp_path / "other" / "participants.tsv").read_text() == "subject\tage\n01\t30\n"
+    assert not (tmp_path / "other" / "sub-02").exists()
+
+
+def test_parallel_bids_exports_into_one_dataset_list_every_subject(session_file: Path, tmp_path: Path) -> None:
+    # Four sessions exported at once into one dataset: each read participants.tsv before the others wrote it
+    # back, and the file listed one to three of the four subjects.
+    out = tmp_path / "dataset"
+    export = [sys.executable, "-m", "breathsync", "export", str(session_file), "--format", "bids", "--out", str(out)]
+    runs = [
+        subprocess.Popen([*export, "--subject", f"t{i}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for i in range(4)
+    ]
+    errors = [run.communicate(timeout=120)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0, 0], errors
+    listed = (out / "participants.tsv").read_text().splitlines()
+    assert listed[0] == "participant_id" and sorted(listed[1:]) == [f"sub-t{i}" for i in range(4)]
 
 
 # -- report and commands --------------------------------------------------------------------------

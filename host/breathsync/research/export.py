@@ -16,9 +16,9 @@ import errno
 import gzip
 import json
 import math
+import os
 import re
-import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +31,7 @@ from .. import __version__
 from ..errors import InputError
 from ..link.clock import MAX_DRIFT_PPM
 from ..store import StoredNudge
-from .output import write_all_or_nothing
+from .output import make_dirs, remove_empty_dirs, write_all_or_nothing
 from .session import RoleData, Session, common_grid, resample
 
 Format = Literal["csv", "edf", "bids"]
@@ -510,10 +510,36 @@ def default_bids_names(session: Session, root: Path, subject: str | None = None,
 
 
 def export_bids(session: Session, names: BidsNames) -> list[Path]:
-    """A minimal BIDS raw dataset: description, participants, and per-role physio, events, scans."""
-    return write_all_or_nothing(
-        names.root, lambda directory: _bids_files(session, replace(names, root=directory), names.root)
-    )
+    """A minimal BIDS raw dataset: description, participants, and per-role physio, events, scans.
+
+    Exports into one dataset run one at a time (several sessions exported at once): each reads the
+    dataset's participants.tsv and description and writes them back with its own subject added.
+    """
+    created = make_dirs(names.root)
+    try:
+        with _exclusive(names.root):
+            return write_all_or_nothing(
+                names.root, lambda directory: _bids_files(session, replace(names, root=directory), names.root)
+            )
+    except BaseException:
+        remove_empty_dirs(created)
+        raise
+
+
+@contextlib.contextmanager
+def _exclusive(directory: Path) -> Iterator[None]:
+    """Hold an advisory lock on ``directory`` (released when the process ends, whatever the cause)."""
+    try:
+        import fcntl
+    except ImportError:  # not on Windows: no lock there
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _bids_files(session: Session, names: BidsNames, dataset_root: Path) -> list[Path]:
@@ -564,32 +590,36 @@ def _dataset_description(root: Path, dataset_root: Path) -> Path:
     )
 
 
+PARTICIPANT_ID_DESCRIPTION = {
+    "Description": "One therapist-client dyad; the two people are told apart by the recording-<therapist|client> "
+    "entity of each physio file."
+}
+
+
 def _participants(names: BidsNames, dataset_root: Path) -> list[Path]:
-    """participants.tsv of the dataset at ``dataset_root`` (grows by one subject) written under ``names.root``."""
+    """participants.tsv and .json of the dataset at ``dataset_root``, grown by one subject, written under
+    ``names.root``. The dataset's own columns and their descriptions are kept; the new row has n/a in them."""
     existing = dataset_root / "participants.tsv"
-    lines = ["participant_id"]
+    rows = [["participant_id"]]
     if existing.is_dir():
         raise InputError(f"{existing}: is a directory, cannot write the output file there")
     if existing.exists():
         try:
-            lines = existing.read_text(encoding="utf-8").splitlines() or lines
+            rows = [line.split("\t") for line in existing.read_text(encoding="utf-8").splitlines() if line] or rows
         except UnicodeDecodeError:
             raise InputError(f"{existing}: not a text file (cannot add the subject to it)") from None
-    tsv = names.root / "participants.tsv"
+        if rows[0][0] != "participant_id":
+            raise InputError(f"{existing}: its first column is {rows[0][0]!r}, not participant_id (BIDS)")
     participant = f"sub-{names.subject}"
-    if participant in lines[1:]:
-        shutil.copyfile(existing, tsv)  # already listed: the file moves back into place unchanged
-    else:
-        tsv.write_text("\n".join([*lines, participant]) + "\n", encoding="utf-8")
-    sidecar = _write_json(
-        names.root / "participants.json",
-        {
-            "participant_id": {
-                "Description": "One therapist-client dyad; the two people are told apart by the "
-                "recording-<therapist|client> entity of each physio file."
-            }
-        },
-    )
+    if all(row[0] != participant for row in rows[1:]):
+        rows.append([participant, *["n/a"] * (len(rows[0]) - 1)])
+    tsv = names.root / "participants.tsv"
+    tsv.write_text("".join("\t".join(row) + "\n" for row in rows), encoding="utf-8")
+    described: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError, RecursionError):
+        loaded = json.loads((dataset_root / "participants.json").read_text(encoding="utf-8"))
+        described = loaded if isinstance(loaded, dict) else {}
+    sidecar = _write_json(names.root / "participants.json", {"participant_id": PARTICIPANT_ID_DESCRIPTION, **described})
     return [tsv, sidecar]
 
 
