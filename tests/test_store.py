@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -57,6 +58,27 @@ def test_backfill_overlap_is_idempotent_and_gaps_are_reported(tmp_path: Path) ->
         assert len(store.samples("client").counters) == 200
         assert store.last_counter("client") == 199
         assert store.last_counter("therapist") is None
+
+
+def test_a_crashed_session_copied_without_its_wal_file_says_what_is_missing(tmp_path: Path) -> None:
+    # Copied alone, the main file of a session whose run did not close it is an empty database: the error said
+    # 'not a breathsync session (no such table: meta)', and the researcher looked for the fault in the wrong place.
+    crashed = tmp_path / "crashed.sqlite"
+    written = (
+        "import os\nfrom breathsync.store import SessionStore\n"
+        f"s = SessionStore.create({str(crashed)!r}, {{}})\n"
+        "s.add_samples('therapist', [0, 1], [1.0, 1.04], [5, 6])\ns.commit()\nos._exit(0)  # a crash: never closed\n"
+    )
+    subprocess.run([sys.executable, "-c", written], check=True, timeout=60)
+    assert crashed.with_name("crashed.sqlite-wal").exists()
+    (tmp_path / "copy").mkdir()
+    copy = tmp_path / "copy" / "crashed.sqlite"
+    shutil.copyfile(crashed, copy)
+    with pytest.raises(StoreError, match=r"no tables\): if it is a copy of a session .* copy its crashed\.sqlite-wal"):
+        SessionStore.open(copy, read_only=True)
+    shutil.copyfile(crashed.with_name("crashed.sqlite-wal"), copy.with_name("crashed.sqlite-wal"))
+    with SessionStore.open(copy, read_only=True) as store:  # with it, everything is there
+        assert store.samples("therapist").values.tolist() == [5, 6]
 
 
 def test_bad_files_give_store_errors(tmp_path: Path) -> None:

@@ -35,6 +35,13 @@ def _write_op(method: Callable[Concatenate[SessionStore, P], R]) -> Callable[Con
     return cast("Callable[Concatenate[SessionStore, P], R]", wrapper)
 
 
+def _no_tables(db: sqlite3.Connection) -> bool:
+    try:
+        return bool(db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0)
+    except sqlite3.Error:
+        return False
+
+
 def _shown(value: object) -> str:
     """A stored value in an error message: repr, cut short (a damaged cell may be a huge blob)."""
     text = repr(value)
@@ -161,6 +168,13 @@ class SessionStore:
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):  # another program holds it: not damaged
                 raise StoreError(f"{path}: session is in use by another program ({exc}); try again later") from None
+            if _no_tables(db) and path.stat().st_size > 0:
+                # A session whose run did not close it keeps everything in its -wal file until then: copied
+                # without that file, what arrives is an empty database.
+                raise StoreError(
+                    f"{path}: not a breathsync session on its own (an SQLite file with no tables): if it is a copy of "
+                    f"a session whose run did not close it, copy its {path.name}-wal file beside it too"
+                ) from None
             raise StoreError(f"{path}: not a breathsync session ({exc})") from None
         except sqlite3.DatabaseError as exc:
             if "malformed" in str(exc):  # an SQLite file, cut short or overwritten in part
