@@ -178,16 +178,17 @@ def test_integer_intermediates_fit_esp32_small_ints_all_records(shared_data: Pat
             assert largest[0] < SMALL_INT_LIMIT, f"{record} at {rate_hz} Hz: |x| reached {largest[0]}"
 
 
-@pytest.mark.parametrize("glitch", [-50.0, 50.0])
+@pytest.mark.parametrize("glitch", [-50.0, 50.0, 1e300, -1.7e308])
 def test_one_wild_sample_does_not_set_the_simulated_adc_gain(glitch: float) -> None:
     # The range used to be the record's min..max: one sample at zero or a spike squeezed every breath into a
-    # few counts (a real converter just clips it at the rail).
+    # few counts (a real converter just clips it at the rail). A value of 1e300 (a corrupt cell) swamped the
+    # box integration's running sum: every breath after it read as flat.
     from breathsync.adc import simulate_adc
 
     signal = read_column(bundled_path("bidmc_04_resp.csv.gz"))
     wild = signal.copy()
     span = float(np.ptp(signal))
-    wild[5000] = float(np.mean(signal)) + glitch * span
+    wild[5000] = float(np.mean(signal)) + glitch * span if abs(glitch) < 1e3 else glitch
     clean = simulate_adc(signal, BIDMC_RATE_HZ, 25).counts_u16
     glitched = simulate_adc(wild, BIDMC_RATE_HZ, 25).counts_u16
     near = np.arange(len(clean))

@@ -22,6 +22,7 @@ ADC_BITS = 12
 ADC_MAX_COUNTS = (1 << ADC_BITS) - 1
 HEADROOM = 0.1  # fraction of full scale left free below the record's minimum and above its max
 OUTLIER_FENCE = 1.0  # samples further than this x the central span outside it are glitches, not breathing
+FRONT_END_FENCE = 100.0  # the input saturates this far outside the central span (x the span): 100x the rail's
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,10 @@ def adc_resample(
     n_out = int(np.floor(duration_s * strap_rate_hz + 1e-9))
     if n_out < 1:
         raise InputError("recording shorter than one strap sample")
-    # Exact box integration of the piecewise-constant input via its cumulative sum.
-    cumulative = np.concatenate(([0.0], np.cumsum(signal, dtype=np.float64)))
+    # Exact box integration of the piecewise-constant input via its cumulative sum. Wild samples are cut to a
+    # wide fence first, as the sensor's front end saturates long before the converter's rail: one value of 1e300
+    # in the sum would swamp every later difference (all breathing after it read as flat).
+    cumulative = np.concatenate(([0.0], np.cumsum(_saturated(signal), dtype=np.float64)))
     edges_in_samples = np.arange(n_out + 1, dtype=np.float64) * (sampling_rate / strap_rate_hz)
     integral = np.interp(edges_in_samples, np.arange(n_in + 1, dtype=np.float64), cumulative)
     values = np.diff(integral) / (sampling_rate / strap_rate_hz)
@@ -62,6 +65,14 @@ def adc_resample(
     # window of strap sample 0 is [0, 1/rate) in input periods, centred half an input period early.
     t0_s = 0.5 / strap_rate_hz - 0.5 / sampling_rate
     return values, t0_s
+
+
+def _saturated(signal: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``signal`` with samples beyond FRONT_END_FENCE x the central 99 % span outside it cut to that fence: far
+    outside the converter's range (OUTLIER_FENCE), so every sample the strap could resolve is unchanged."""
+    p_lo, p_hi = quantiles(signal, (0.5 / 100, 99.5 / 100))
+    fence = FRONT_END_FENCE * max(p_hi - p_lo, 1e-12 * max(abs(p_lo), abs(p_hi), 1.0))
+    return np.clip(signal, p_lo - fence, p_hi + fence)
 
 
 def adc_quantize(values: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.int64], float]:
