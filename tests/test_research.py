@@ -717,6 +717,10 @@ DAMAGE = [
     ("UPDATE nudges SET detail = '{bad'", r"damaged session \(nudges table, nudge 1: detail is not valid JSON\)"),
     ("UPDATE straps SET rate_hz = 'x'", r"damaged session \(straps table, client rate_hz is 'x'"),
     ("UPDATE samples SET value = 'abc' WHERE counter = 110", r"damaged session \(samples table, \w+ counter 110"),
+    # One strap's times far off (hand-edited, or a clock gone wrong): the EDF of 'both on one time base' asked
+    # for 334 GiB (a traceback) or wrote gigabytes.
+    ("UPDATE samples SET host_t_s = host_t_s + 2e5 WHERE role = 'client'", r"damaged session \(its samples span 56 h"),
+    ("UPDATE samples SET host_t_s = host_t_s - 1.7e9 WHERE role = 'client'", r"damaged session \(its samples span"),
 ]
 
 

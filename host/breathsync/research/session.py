@@ -27,7 +27,7 @@ from ..detector import STRAP_RATES_HZ
 from ..engine.baseline_file import BaselineFile, stored_calibration
 from ..errors import InputError
 from ..roles import ROLES as ROLES
-from ..store import SampleSeries, SessionStore, StoredEvent, StoredNudge, StoredState, StrapInfo
+from ..store import SampleSeries, SessionStore, StoredEvent, StoredNudge, StoredState, StoreError, StrapInfo
 
 _UNIX_2001_S = 1e9  # host times above this are wall-clock Unix seconds
 DEFAULT_RATE_HZ = 25
@@ -140,6 +140,9 @@ class Session:
         return find_episodes(self.states, self.nudges)
 
 
+MAX_SESSION_S = 24 * 3600.0  # longer is damaged sample times (one strap's clock far off), not a session
+
+
 def load_session(path: str | Path) -> Session:
     """Read a session file without changing it (read-only).
 
@@ -169,6 +172,14 @@ def load_session(path: str | Path) -> Session:
         calibration = stored_calibration(store)
     t0 = min(float(r.samples.host_t_s[0]) for r in roles.values())
     end = max(float(r.samples.host_t_s[-1]) + r.period_s for r in roles.values())
+    if not end - t0 <= MAX_SESSION_S:  # outputs on one time base would need end - t0 seconds of samples
+        spans = "; ".join(
+            f"{r.role} {float(r.samples.host_t_s[0]):.0f}-{float(r.samples.host_t_s[-1]):.0f} s" for r in roles.values()
+        )
+        raise StoreError(
+            f"{path}: damaged session (its samples span {(end - t0) / 3600:.0f} h, host times {spans}; "
+            f"a session is at most {MAX_SESSION_S / 3600:.0f} h)"
+        )
     return Session(
         path=path,
         t0_host_s=t0,
