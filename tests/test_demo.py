@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -54,13 +54,14 @@ def test_demo_runs_a_whole_session_and_writes_the_report(micropython: str, tmp_p
 def test_a_demo_stopped_early_keeps_and_reports_what_was_recorded(micropython: str, tmp_path: Path) -> None:
     # SIGTERM killed the demo outright: its session was left unclosed, and the virtual straps' working folders
     # stayed behind in the temp folder.
-    temp = Path(tempfile.gettempdir())
-    before = set(temp.glob("breathsync-breathsync-*"))
+    temp = tmp_path / "tmp"  # the demo's own temp folder: other breathsync runs on this machine use the system one
+    temp.mkdir()
     demo = subprocess.Popen(
         [sys.executable, "-u", "-m", "breathsync", "demo", "--sessions", str(tmp_path), "--speed", "8"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "TMPDIR": str(temp)},
     )
     assert demo.stdout is not None
     seen = ""
@@ -78,4 +79,4 @@ def test_a_demo_stopped_early_keeps_and_reports_what_was_recorded(micropython: s
     with SessionStore.open(session, read_only=True) as store:
         assert store.meta("closed") == "1"
         assert all(len(store.samples(role).counters) > 0 for role in ("therapist", "client"))
-    assert set(temp.glob("breathsync-breathsync-*")) <= before  # the straps' working folders are gone
+    assert list(temp.iterdir()) == []  # the virtual straps' working folders are gone
