@@ -39,15 +39,9 @@ from breathsync.engine.state import Baseline, Efficacy, EngineState, HapticPatte
 from breathsync.errors import InputError
 from breathsync.recording import read_column
 from breathsync.research import load_session
-from breathsync.research.export import (
-    EDF_GAP_DIGITAL,
-    EDF_PHYSICAL_MIN,
-    default_bids_names,
-    export_bids,
-    export_csv,
-    export_edf,
-    unflatten,
-)
+from breathsync.research.export_bids import default_bids_names, export_bids
+from breathsync.research.export_csv import export_csv, unflatten
+from breathsync.research.export_edf import EDF_GAP_DIGITAL, EDF_PHYSICAL_MIN, export_edf
 from breathsync.research.report import summarise
 from breathsync.research.session import common_grid, find_episodes, resample
 from breathsync.store import SessionStore, StoredEvent, StoredNudge, StoredState, StrapInfo
@@ -797,7 +791,7 @@ def test_export_failing_midway_removes_what_it_created(
 ) -> None:
     import errno
 
-    import breathsync.research.export as export_module
+    import breathsync.research.export_csv as export_module
 
     def disk_full(*args: object) -> Path:
         raise OSError(errno.ENOSPC, "No space left on device", str(args[-1]))
@@ -984,7 +978,7 @@ def test_bids_physio_timing_follows_the_strap_clock_not_its_roughly_dated_first_
     # The link's first clock fit, made from a few packets, dates a strap's first seconds up to ~60 ms late (a
     # probe: 3-60 ms, differently for each strap), and a strap's crystal is some ppm off. StartTime came from the
     # first sample and SamplingFrequency was the nominal rate: BIDS rows sat up to 69 ms from their host times.
-    from breathsync.research.export import counter_clock_line
+    from breathsync.research.export_bids import counter_clock_line
 
     n, fast_ppm = 120 * RATE_HZ, 100.0
     counters = np.arange(500, 500 + n)
@@ -1038,7 +1032,7 @@ def test_a_replayed_session_s_sample_blocks_never_straddle_a_drop_out(tmp_path: 
     ],
 )
 def test_the_bids_line_keeps_the_nominal_rate_where_it_cannot_measure_one(n: int, late_n: int, step_ppm: float) -> None:
-    from breathsync.research.export import counter_clock_line
+    from breathsync.research.export_bids import counter_clock_line
 
     counters = np.arange(n)
     true_s = HOST_T0_S + counters / (RATE_HZ * (1 + step_ppm * 1e-6))

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from ..research import FORMATS, default_out_dir, export_session, load_session
-from ..research.export import check_bids_label, left_from_earlier_exports
+from ..research.export import left_from_earlier_exports
+from ..research.export_bids import check_bids_label
 from ..research.output import out_dir_option
 
 
