@@ -8,6 +8,8 @@ MARCH ?= xtensawin
 PORT ?= /dev/ttyACM0
 DEPLOY_ARGS ?=
 FIRMWARE ?=
+# esptool 5 (hyphenated commands); installed only by `make flash`, which no test runs (no board here).
+ESPTOOL_VERSION := 5.6.0
 BUILD := build/firmware-$(MARCH)
 
 .PHONY: setup help test test-fast lint typecheck demo bench firmware firmware-check deploy flash coeffs clean
@@ -64,11 +66,14 @@ firmware-check: setup
 deploy: firmware
 	$(BIN)/python tools/deploy_firmware.py --port $(PORT) --build $(BUILD) $(DEPLOY_ARGS)
 
+# Checks first: erasing a strap and then finding the image path mistyped would leave it with no MicroPython.
 flash: setup
 	@test -n "$(FIRMWARE)" || { echo "usage: make flash [PORT=/dev/ttyACM0] FIRMWARE=ESP32_GENERIC_S3-xxxx.bin"; exit 2; }
-	$(BIN)/pip install --quiet esptool
-	$(BIN)/esptool --port $(PORT) erase_flash
-	$(BIN)/esptool --port $(PORT) --baud 460800 write_flash 0 $(FIRMWARE)
+	@test -f "$(FIRMWARE)" || { echo "make flash: no firmware image $(FIRMWARE) (nothing erased)"; exit 2; }
+	@test -e "$(PORT)" || { echo "make flash: no serial port $(PORT) (is the strap plugged in? nothing erased)"; exit 2; }
+	$(BIN)/pip install --quiet esptool==$(ESPTOOL_VERSION)
+	$(BIN)/esptool --port $(PORT) erase-flash
+	$(BIN)/esptool --port $(PORT) --baud 460800 write-flash 0 $(FIRMWARE)
 
 coeffs: setup
 	$(BIN)/python tools/design_filters.py --write

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,6 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from strap_model import ModelStrap, served
+
+from breathsync.commands.stream import CsvOutput, Printer
+from breathsync.link.stream import SampleBlock, StrapEvent
+from breathsync.protocol import Role
 
 
 @pytest.fixture
@@ -76,3 +81,26 @@ def test_stream_of_a_strap_that_never_answers_stops_when_asked(tmp_path: Path) -
     assert proc.returncode == 0, proc.stderr
     assert "connect-failed" not in proc.stdout and "Traceback" not in proc.stderr
     assert keep.read_bytes() == b"yesterday's,recording\n"  # no data this time: the old file is left alone
+
+
+class ReaderGone(io.StringIO):
+    """Standard output whose reader went away (`breathsync stream | head` after head's lines)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_stream_lines_for_a_reader_that_went_away_neither_raise_nor_stop_the_csv(tmp_path: Path) -> None:
+    # The lines are written from the links' notification callbacks: a BrokenPipeError raised there was logged as
+    # a full traceback per callback (`stream | head`), and the CSV being recorded beside it was at its mercy.
+    csv_out = CsvOutput(tmp_path / "stream.csv")
+    printer = Printer(ReaderGone(), csv_out)
+    printer.on_link("client", "connected", "AA:BB")
+    assert printer.console_gone.is_set()  # the command ends on this, unless it writes a CSV (this one does)
+    printer.on_event(StrapEvent(Role.CLIENT, "peak", 100, 110, 2000, 60, 12.5, False))
+    printer.on_samples(SampleBlock(Role.CLIENT, 101, np.array([7, 8]), np.array([12.54, 12.58]), False))
+    printer.tick()
+    csv_out.close(completed=True)
+    with (tmp_path / "stream.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["kind"], r["counter"]) for r in rows] == [("peak", "100"), ("sample", "101"), ("sample", "102")]

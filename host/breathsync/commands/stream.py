@@ -100,7 +100,12 @@ class CsvOutput:
 
 
 class Printer:
-    """Terminal and/or CSV output; one summary line per strap per second, one line per event."""
+    """Terminal and/or CSV output; one summary line per strap per second, one line per event.
+
+    Lines are written from the links' notification callbacks: a reader that went away (``| head``) must not
+    raise there (each callback's traceback would be logged). The console then stays silent and ``console_gone``
+    is set; the command ends unless it is still writing a CSV file.
+    """
 
     def __init__(self, out: TextIO, writer: CsvOutput | None) -> None:
         self.out = out
@@ -108,6 +113,15 @@ class Printer:
         self.counts: dict[str, int] = {}
         self.last_value: dict[str, int] = {}
         self.started = time.monotonic()
+        self.console_gone = asyncio.Event()
+
+    def _say(self, text: str) -> None:
+        if self.console_gone.is_set():
+            return
+        try:
+            self.out.write(text)
+        except (OSError, ValueError):  # EPIPE / EIO, or a closed stream
+            self.console_gone.set()
 
     def on_samples(self, block: SampleBlock) -> None:
         self.counts[block.role] = self.counts.get(block.role, 0) + len(block.values)
@@ -120,25 +134,29 @@ class Printer:
         if self.writer is not None:
             self.writer.writerow([event.role, event.kind, event.counter, f"{event.host_t_s:.4f}", event.depth_counts])
         interval = event.interval_samples
-        self.out.write(
+        self._say(
             f"{self._t():8.1f}s {event.role:<9} {event.kind:<6} depth {event.depth_counts:5d} interval {interval}\n"
         )
 
     def on_status(self, role: str, status: StatusPacket) -> None:
         battery = "?" if status.battery_pct is None else f"{status.battery_pct}%"
-        self.out.write(
+        self._say(
             f"{self._t():8.1f}s {role:<9} status: {status.sensor_state.name.lower()}, {status.sample_rate_hz} Hz, "
             f"battery {battery}, buffer {status.buffer_fill_pct}%, dropped {status.dropped_samples}\n"
         )
 
     def on_link(self, role: str, kind: str, detail: str) -> None:
-        self.out.write(f"{self._t():8.1f}s {role:<9} link {kind} {detail}\n")
+        self._say(f"{self._t():8.1f}s {role:<9} link {kind} {detail}\n")
 
     def tick(self) -> None:
         parts = [f"{role} {n} samples (last {self.last_value.get(role, 0)})" for role, n in sorted(self.counts.items())]
         if parts:
-            self.out.write(f"{self._t():8.1f}s " + "; ".join(parts) + "\n")
-        self.out.flush()
+            self._say(f"{self._t():8.1f}s " + "; ".join(parts) + "\n")
+        if not self.console_gone.is_set():
+            try:
+                self.out.flush()
+            except (OSError, ValueError):
+                self.console_gone.set()
 
     def _t(self) -> float:
         return time.monotonic() - self.started
@@ -170,6 +188,8 @@ async def stream(args: argparse.Namespace, out: TextIO) -> int:
             tasks = [asyncio.create_task(link.run()) for link in links]
             deadline = None if not args.seconds else loop.time() + args.seconds
             while not stop.is_set() and (deadline is None or loop.time() < deadline):
+                if printer.console_gone.is_set() and writer is None:
+                    break  # the reader went away (`| head`) and there is no file to write: done
                 if writer is not None:
                     writer.check()
                 done = [t for t in tasks if t.done()]
