@@ -41,6 +41,7 @@ def test_demo_runs_a_whole_session_and_writes_the_report(micropython: str, tmp_p
             assert len(counters) > 25 * 300
             # The session ends with the 6-minute recordings: no flat tail of a strap holding its last value.
             assert max(counters) < 25 * (360 + 4), max(counters) / 25
+        assert store.config()["straps"]["ble"] == "bumble:in-process"  # what carried the data, not 'system'
         states = list(store.states())
         assert states
         t0 = float(store.meta("t0_unix_s") or 0)

@@ -113,7 +113,10 @@ async def run_demo(
     out.flush()
     config = DaemonConfig(
         session=SessionConfig(directory=str(sessions), resume=False),
-        straps=StrapsConfig(therapist="ble:breathsync-therapist", client="ble:breathsync-client"),
+        # The session's stored settings say what carried the data: the demo's own in-process Bumble link.
+        straps=StrapsConfig(
+            ble="bumble:in-process", therapist="ble:breathsync-therapist", client="ble:breathsync-client"
+        ),
         outputs=OutputsConfig(lsl=False, status_interval_s=15.0),
     )
     clock = _scaled_clock(speed)
