@@ -271,42 +271,60 @@ def test_kill_9_then_restart_loses_no_sample(served_pair: tuple[str, dict[str, M
             assert len(series.values) > 25 * 15
 
 
+def _run_in_a_window(cmd: list[str], log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in a new session whose controlling terminal is a pty, as in a terminal window; its output
+    goes to the pty, or to ``log`` (`run > log`). Returns once both straps stream; closing the window is
+    closing ``proc.window``."""
+    window, terminal = pty.openpty()
+
+    def own_terminal() -> None:  # after setsid: the pty becomes the run's controlling terminal
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    output = terminal if log is None else os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    proc = subprocess.Popen(
+        cmd, stdin=terminal, stdout=output, stderr=output, start_new_session=True, preexec_fn=own_terminal
+    )
+    os.close(terminal)
+    if log is not None:
+        os.close(output)
+    proc.window = window  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    seen = b""
+    while b"T: ok" not in seen or b"C: ok" not in seen:
+        assert time.monotonic() < deadline, seen.decode(errors="replace")
+        if log is None:
+            if select.select([window], [], [], 1.0)[0]:
+                seen += os.read(window, 4096)
+        else:
+            time.sleep(0.5)
+            seen = log.read_bytes()
+    time.sleep(2)
+    return proc
+
+
 def test_closing_the_terminal_window_closes_the_session_like_ctrl_c(
     served_pair: tuple[str, dict[str, ModelStrap]], tmp_path: Path
 ) -> None:
     # Closing the window sends SIGHUP. Unhandled, it killed the run with its session unclosed, and the next
     # run within 15 minutes resumed that session: the next client recorded into the previous client's file.
     adapter, _straps = served_pair
-    leader, terminal = pty.openpty()
-
-    def own_terminal() -> None:  # after setsid: the pty becomes the run's controlling terminal, as in a window
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-    run = subprocess.Popen(
-        _run_command(adapter, tmp_path),
-        stdin=terminal,
-        stdout=terminal,
-        stderr=terminal,
-        start_new_session=True,
-        preexec_fn=own_terminal,
-    )
-    os.close(terminal)
-    seen = b""
-    try:
-        deadline = time.monotonic() + 30
-        while b"T: ok" not in seen or b"C: ok" not in seen:
-            assert time.monotonic() < deadline, seen.decode(errors="replace")
-            if select.select([leader], [], [], 1.0)[0]:
-                seen += os.read(leader, 4096)
-        time.sleep(2)
-    finally:
-        os.close(leader)  # the window closes: the kernel hangs the terminal up
+    run = _run_in_a_window(_run_command(adapter, tmp_path / "sessions"))
+    os.close(run.window)  # type: ignore[attr-defined]  # the kernel hangs the terminal up
     assert run.wait(30) == 0  # not an error because its summary had no terminal to go to
-    [path] = tmp_path.glob("*.sqlite")
+    [path] = (tmp_path / "sessions").glob("*.sqlite")
     with SessionStore.open(path, read_only=True) as store:
         assert store.meta("closed") == "1"
         assert all(len(store.samples(role).counters) > 25 for role in ("therapist", "client"))
-    assert not session_path(DaemonConfig(session=SessionConfig(directory=str(tmp_path)))).resumed
+    assert not session_path(DaemonConfig(session=SessionConfig(directory=str(tmp_path / "sessions")))).resumed
+
+    # `run > run.log` in a window that is then closed: the log keeps every line to the end (only a terminal's
+    # output is dropped), and the keyboard reader on the dead terminal stops instead of failing on every pass.
+    log = tmp_path / "run.log"
+    run = _run_in_a_window(_run_command(adapter, tmp_path / "logged"), log)
+    os.close(run.window)  # type: ignore[attr-defined]
+    assert run.wait(30) == 0
+    text = log.read_text()
+    assert "stopping..." in text and "session saved:" in text and "Traceback" not in text, text[-2000:]
 
 
 HANGUP_PROBE = """
@@ -320,7 +338,7 @@ async def main() -> int:
         await asyncio.wait_for(stop.wait(), 2.0)
     except TimeoutError:
         return 3  # still running
-    print("after the hangup: not on the closed terminal")  # would fail there; goes to /dev/null instead
+    print("after the hangup")  # a pipe (here) keeps it; a hung-up terminal's output goes to /dev/null
     return 0
 
 sys.exit(asyncio.run(main()))
@@ -329,7 +347,7 @@ sys.exit(asyncio.run(main()))
 
 def test_a_hangup_stops_a_command_unless_it_runs_under_nohup() -> None:
     hung_up = subprocess.run([sys.executable, "-c", HANGUP_PROBE], capture_output=True, text=True, timeout=30)
-    assert hung_up.returncode == 0 and hung_up.stdout == "" and "stopping" not in hung_up.stderr
+    assert hung_up.returncode == 0 and hung_up.stdout == "after the hangup\n" and "stopping" in hung_up.stderr
     nohup = subprocess.run(
         [sys.executable, "-c", HANGUP_PROBE],
         capture_output=True,

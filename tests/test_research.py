@@ -711,10 +711,6 @@ DAMAGE = [
     ("UPDATE nudges SET detail = '{bad'", r"damaged session \(nudges table, nudge 1: detail is not valid JSON\)"),
     ("UPDATE straps SET rate_hz = 'x'", r"damaged session \(straps table, client rate_hz is 'x'"),
     ("UPDATE samples SET value = 'abc' WHERE counter = 110", r"damaged session \(samples table, \w+ counter 110"),
-    # One strap's times far off (hand-edited, or a clock gone wrong): the EDF of 'both on one time base' asked
-    # for 334 GiB (a traceback) or wrote gigabytes.
-    ("UPDATE samples SET host_t_s = host_t_s + 2e5 WHERE role = 'client'", r"damaged session \(its samples span 56 h"),
-    ("UPDATE samples SET host_t_s = host_t_s - 1.7e9 WHERE role = 'client'", r"damaged session \(its samples span"),
 ]
 
 
@@ -731,6 +727,28 @@ def test_damaged_session_is_a_one_line_error(
     code = main([*command, str(path), "--out", str(tmp_path / "out")])
     _one_line_error(capsys, code, rf"^breathsync {command[0]}: {re.escape(str(path))}: {message}")
     assert snapshot(tmp_path) == before  # the session untouched, no output directory
+
+
+def test_sample_times_far_apart_are_refused_only_where_one_time_base_is_needed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One strap's times years off (a clock gone wrong, a hand-edited file): the EDF and the report, which put both
+    # straps on one time base, asked for 334 GiB (a traceback). A session continued days later is normal.
+    far = tiny_session(tmp_path / "far.sqlite")
+    later = tiny_session(tmp_path / "later.sqlite")
+    with closing(sqlite3.connect(far)) as db, closing(sqlite3.connect(later)) as db2:
+        db.execute("UPDATE samples SET host_t_s = host_t_s - 1.7e9 WHERE role = 'client'")
+        db2.execute("UPDATE samples SET host_t_s = host_t_s + 2 * 86400 WHERE role = 'client'")
+        db.commit()
+        db2.commit()
+    for command in (["report"], ["export", "--format", "edf"]):
+        out = tmp_path / f"out-{command[-1]}"
+        code = main([*command, str(far), "--out", str(out)])
+        _one_line_error(capsys, code, r"far\.sqlite: its samples span 19676 days of host time .* too long for one")
+        assert not out.exists()
+    assert main(["export", str(far), "--format", "csv", "--out", str(tmp_path / "csv")]) == 0  # each strap's times
+    assert main(["export", str(later), "--format", "edf", "--out", str(tmp_path / "edf")]) == 0  # two days: fine
+    capsys.readouterr()
 
 
 def test_report_output_problems_are_one_line_errors_and_keep_earlier_reports(

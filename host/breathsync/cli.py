@@ -7,6 +7,7 @@ stderr with exit status 2; no traceback reaches the user.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import sys
@@ -129,14 +130,19 @@ def _stdout_broken() -> bool:
     return False
 
 
+def redirect_to_devnull(fd: int) -> None:
+    """Point ``fd`` at /dev/null (an output with nowhere to go), so later writes and the final flush succeed."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
 def _silence_stdout() -> None:
     """Point stdout at /dev/null so the interpreter's final flush cannot fail a second time."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):  # stdout closed or not a real file (tests): nothing left to flush
-        pass
+    with contextlib.suppress(OSError, ValueError):  # stdout closed or not a real file (tests): nothing to flush
+        redirect_to_devnull(sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -58,7 +58,14 @@ async def run_daemon(args: argparse.Namespace) -> SessionSummary:
     if sys.stdin.isatty():
         # Keys while the session runs: m + Enter mutes nudges (mirroring on purpose; again: unmutes), q + Enter ends.
         def on_key() -> None:
-            line = sys.stdin.readline().strip().lower()
+            try:
+                raw = sys.stdin.readline()
+            except (OSError, ValueError):  # the terminal hung up (EIO)
+                raw = ""
+            if not raw:  # end of input (Ctrl-D, a closed terminal): stop listening, or this fires forever
+                loop.remove_reader(sys.stdin.fileno())
+                return
+            line = raw.strip().lower()
             if line == "m":
                 daemon.mute()
             elif line == "q":

@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import os
 import signal
+import stat
 import sys
+
+from ..cli import redirect_to_devnull
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -27,13 +30,15 @@ def stop_on_signals() -> asyncio.Event:
                 print("\nstopping...", file=sys.stderr, flush=True)
 
     def on_hangup() -> None:
-        # The terminal is gone: what the command prints while closing (and its summary) has nowhere to go, and a
-        # failed write must not turn a cleanly saved session into an error exit.
+        # The terminal is gone: what the command prints there while closing (and its summary) has nowhere to go,
+        # and a failed write must not turn a cleanly saved session into an error exit. Output redirected to a
+        # file or a pipe (`run > run.log`) still works and keeps every line.
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, stream.fileno())
-                os.close(devnull)
+                # A character device: the hung-up terminal (isatty() itself fails on it by now). Files and
+                # pipes are left alone.
+                if stat.S_ISCHR(os.fstat(stream.fileno()).st_mode):
+                    redirect_to_devnull(stream.fileno())
         on_signal()
 
     handlers = {signal.SIGINT: on_signal, signal.SIGTERM: on_signal}

@@ -27,7 +27,7 @@ from ..detector import STRAP_RATES_HZ
 from ..engine.baseline_file import BaselineFile, stored_calibration
 from ..errors import InputError
 from ..roles import ROLES as ROLES
-from ..store import SampleSeries, SessionStore, StoredEvent, StoredNudge, StoredState, StoreError, StrapInfo
+from ..store import SampleSeries, SessionStore, StoredEvent, StoredNudge, StoredState, StrapInfo
 
 _UNIX_2001_S = 1e9  # host times above this are wall-clock Unix seconds
 DEFAULT_RATE_HZ = 25
@@ -140,9 +140,6 @@ class Session:
         return find_episodes(self.states, self.nudges)
 
 
-MAX_SESSION_S = 24 * 3600.0  # longer is damaged sample times (one strap's clock far off), not a session
-
-
 def load_session(path: str | Path) -> Session:
     """Read a session file without changing it (read-only).
 
@@ -172,14 +169,6 @@ def load_session(path: str | Path) -> Session:
         calibration = stored_calibration(store)
     t0 = min(float(r.samples.host_t_s[0]) for r in roles.values())
     end = max(float(r.samples.host_t_s[-1]) + r.period_s for r in roles.values())
-    if not end - t0 <= MAX_SESSION_S:  # outputs on one time base would need end - t0 seconds of samples
-        spans = "; ".join(
-            f"{r.role} {float(r.samples.host_t_s[0]):.0f}-{float(r.samples.host_t_s[-1]):.0f} s" for r in roles.values()
-        )
-        raise StoreError(
-            f"{path}: damaged session (its samples span {(end - t0) / 3600:.0f} h, host times {spans}; "
-            f"a session is at most {MAX_SESSION_S / 3600:.0f} h)"
-        )
     return Session(
         path=path,
         t0_host_s=t0,
@@ -314,8 +303,25 @@ def resample(role: RoleData, grid_host_t_s: FloatArray) -> FloatArray:
     return np.asarray(result, dtype=np.float64)
 
 
+MAX_GRID_S = 7 * 24 * 3600.0  # one time base over more than a week of host time: a strap's clock far off
+
+
 def common_grid(session: Session) -> FloatArray:
-    """Host times of a common time base at the session rate, from the session zero to its end."""
+    """Host times of a common time base at the session rate, from the session zero to its end.
+
+    ``InputError`` when that spans more than ``MAX_GRID_S``: a session continued (``run --name``) days later is
+    fine, but sample times years apart (one strap's clock wrong, a hand-edited file) would ask for gigabytes.
+    """
+    if not session.duration_s <= MAX_GRID_S:
+        spans = "; ".join(
+            f"{r.role} {float(r.samples.host_t_s[0]):.0f}-{float(r.samples.host_t_s[-1]):.0f} s"
+            for r in session.roles.values()
+        )
+        raise InputError(
+            f"{session.path}: its samples span {session.duration_s / 86400:.0f} days of host time ({spans}): too "
+            f"long for one time base (at most {MAX_GRID_S / 86400:.0f} days); are a strap's sample times wrong? "
+            "The CSV and BIDS exports keep each strap's own times"
+        )
     n = max(1, math.ceil(session.duration_s * session.rate_hz - 1e-6))
     return session.t0_host_s + np.arange(n, dtype=np.float64) / session.rate_hz
 
