@@ -72,8 +72,7 @@ flash: setup
 	@test -f "$(FIRMWARE)" || { echo "make flash: no firmware image $(FIRMWARE) (nothing erased)"; exit 2; }
 	@test -e "$(PORT)" || { echo "make flash: no serial port $(PORT) (is the strap plugged in? nothing erased)"; exit 2; }
 	$(BIN)/pip install --quiet esptool==$(ESPTOOL_VERSION)
-	$(BIN)/esptool --port $(PORT) erase-flash
-	$(BIN)/esptool --port $(PORT) --baud 460800 write-flash 0 $(FIRMWARE)
+	$(BIN)/esptool --port "$(PORT)" --baud 460800 write-flash --erase-all 0 "$(FIRMWARE)"
 
 coeffs: setup
 	$(BIN)/python tools/design_filters.py --write

@@ -615,6 +615,49 @@ def test_a_second_host_is_refused_and_the_attached_one_keeps_its_links(capfd: py
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_closing_the_server_closes_a_host_still_waiting_to_attach() -> None:
+    # A host waiting for the attached one to leave was handed the controller by close() itself (the attached
+    # host's socket closing): it got a successful reset from a controller already off the link, and its socket
+    # was never closed.
+    async def main() -> None:
+        link = new_link()
+        server = await HciServer.start(link)
+        first = await BumbleBench.open(server.host_moniker)
+        reader, writer = await asyncio.open_connection(server.host_address, server.port)
+        writer.write(bytes([0x01, 0x03, 0x0C, 0x00]))  # H4 command packet: HCI_Reset, no parameters
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        await server.close()
+        assert await asyncio.wait_for(reader.read(), 5.0) == b""  # closed, and nothing answered
+        writer.close()
+        await first.close()
+        assert not link.controllers
+
+    run(main)
+
+
+def test_bumble_warnings_come_back_when_the_last_of_overlapping_opens_ends() -> None:
+    # Two benches powering on at once: the first to finish restored the level while the second still held it
+    # quiet, and the second then 'restored' the quiet level for good.
+    import logging
+
+    from breathsync.link.bumble_backend import _quiet_logger
+
+    log = logging.getLogger("bumble.host")
+    before = log.level
+    log.setLevel(logging.INFO)
+    try:
+        first, second = _quiet_logger("bumble.host"), _quiet_logger("bumble.host")
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert log.level == logging.ERROR  # the second open still runs
+        second.__exit__(None, None, None)
+        assert log.level == logging.INFO
+    finally:
+        log.setLevel(before)
+
+
 def test_hci_transport_errors_are_bench_errors_and_servers_stay_on_loopback() -> None:
     async def main() -> None:
         link = new_link()

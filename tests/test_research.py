@@ -425,6 +425,10 @@ def test_a_bids_export_into_a_dataset_keeps_its_participant_columns_and_lists_ea
         export_bids(session, default_bids_names(session, tmp_path / "other", subject="02", ses="1"))
     assert (tmp_path / "other" / "participants.tsv").read_text() == "subject\tage\n01\t30\n"
     assert not (tmp_path / "other" / "sub-02").exists()
+    (tmp_path / "bom").mkdir()  # saved by a spreadsheet, with a byte-order mark
+    (tmp_path / "bom" / "participants.tsv").write_text("\ufeffparticipant_id\tage\nsub-01\t34\n", encoding="utf-8")
+    export_bids(session, default_bids_names(session, tmp_path / "bom", subject="02", ses="1"))
+    assert (tmp_path / "bom" / "participants.tsv").read_text().splitlines()[-1] == "sub-02\tn/a"
 
 
 def test_parallel_bids_exports_into_one_dataset_list_every_subject(session_file: Path, tmp_path: Path) -> None:
@@ -1060,3 +1064,16 @@ def test_the_bids_line_keeps_the_nominal_rate_where_it_cannot_measure_one(n: int
     assert start_s == pytest.approx(true_s[0] if late_n < n else stored[0], abs=1e-9 if step_ppm == 0 else 0.5)
     same = counter_clock_line(np.arange(2000), np.full(2000, HOST_T0_S), RATE_HZ)  # no time passed: no division
     assert same[1] == RATE_HZ
+
+
+def test_output_folders_made_by_parallel_exports_belong_to_the_one_that_made_them(tmp_path: Path) -> None:
+    # Two exports creating the same new folder at once: the one that lost the race failed with 'File exists'.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from breathsync.research.output import make_dirs
+
+    for trial in range(30):
+        target = tmp_path / f"t{trial}" / "dataset"
+        with ThreadPoolExecutor(4) as pool:
+            made = list(pool.map(make_dirs, [target] * 4))
+        assert sorted(d for created in made for d in created) == [target.parent, target]  # each made once

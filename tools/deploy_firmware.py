@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reset", choices=sorted(RESETS), default="soft", help="after copying (default: soft)")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
-    if not args.dry_run and "/" in args.port and not Path(args.port).exists():
+    # Only a device path: mpremote also takes rfc2217://, socket:// and port: forms, and its own shortcuts.
+    if not args.dry_run and args.port.startswith("/dev/") and not Path(args.port).exists():
         # mpremote would say the port "may be in use by another program": a missing board is the likelier cause.
         print(f"deploy_firmware: no serial port {args.port} (is the strap plugged in?)", file=sys.stderr)
         return 2

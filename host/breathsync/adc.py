@@ -68,8 +68,9 @@ def adc_resample(
 
 
 def _saturated(signal: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """``signal`` with samples beyond FRONT_END_FENCE x the central 99 % span outside it cut to that fence: far
-    outside the converter's range (OUTLIER_FENCE), so every sample the strap could resolve is unchanged."""
+    """``signal`` with samples beyond FRONT_END_FENCE x the central 99 % span outside it cut to that fence, far
+    outside the converter's range (OUTLIER_FENCE): a strap sample averaging up to ~80 input samples (a 2 kHz input
+    for a 25 Hz strap) that holds such a glitch still clips at the rail, and every other sample is unchanged."""
     p_lo, p_hi = quantiles(signal, (0.5 / 100, 99.5 / 100))
     fence = FRONT_END_FENCE * max(p_hi - p_lo, 1e-12 * max(abs(p_lo), abs(p_hi), 1.0))
     return np.clip(signal, p_lo - fence, p_hi + fence)

@@ -196,16 +196,25 @@ def parse_advertising_data(structures: Iterable[tuple[int, bytes]]) -> ParsedAdv
     )
 
 
+_quieted: dict[str, tuple[int, int]] = {}  # logger name -> (blocks inside, level before the first)
+
+
 @contextlib.contextmanager
 def _quiet_logger(name: str) -> Iterator[None]:
-    """Only errors from logger ``name`` while in this block (its warnings repeat an error raised to the caller)."""
+    """Only errors from logger ``name`` while in this block (its warnings repeat an error raised to the caller).
+    Blocks may overlap (two benches opening at once): the level comes back when the last one ends."""
     log = logging.getLogger(name)
-    level = log.level
+    inside, level = _quieted.get(name, (0, log.level))
+    _quieted[name] = (inside + 1, level)
     log.setLevel(max(level, logging.ERROR))
     try:
         yield
     finally:
-        log.setLevel(level)
+        inside, level = _quieted.pop(name)
+        if inside > 1:
+            _quieted[name] = (inside - 1, level)
+        else:
+            log.setLevel(level)
 
 
 def new_link() -> LocalLink:
@@ -404,7 +413,7 @@ class BumbleBench:
             bench = cls(device=device, link=link, controller=controller, transport=None, mtu=mtu)
         try:
             # A command the controller refuses is our error below; Bumble's own warning line would only repeat it.
-            with _quiet_logger("bumble.host"):
+            with _quiet_logger("bumble.host") if isinstance(via, str) else contextlib.nullcontext():
                 async with asyncio.timeout(POWER_ON_TIMEOUT_S if isinstance(via, str) else None):
                     await device.power_on()
         except TimeoutError:  # before OSError, its base class
@@ -412,7 +421,7 @@ class BumbleBench:
             raise BumbleBenchError(f"no HCI controller answered on {via!r} within {POWER_ON_TIMEOUT_S:.0f} s") from None
         except hci.HCI_Error as error:
             await bench.close()
-            if error.error_code == hci.HCI_COMMAND_DISALLOWED_ERROR:
+            if error.error_code == hci.HCI_COMMAND_DISALLOWED_ERROR and str(via).startswith("tcp-client:"):
                 raise BumbleBenchError(
                     f"the HCI controller on {via!r} is in use by another host (a virtual controller serves one host "
                     "at a time: is another breathsync run, scan or stream connected to it?)"

@@ -8,6 +8,7 @@ Exporting several sessions into one folder grows one dataset.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import json
 import math
@@ -119,7 +120,13 @@ def _exclusive(directory: Path) -> Iterator[None]:
         return
     fd = os.open(directory, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            # Some network and FUSE file systems have no locks: export as before, one at a time is then the
+            # user's to keep.
         yield
     finally:
         os.close(fd)
@@ -188,7 +195,8 @@ def _participants(names: BidsNames, dataset_root: Path) -> list[Path]:
         raise InputError(f"{existing}: is a directory, cannot write the output file there")
     if existing.exists():
         try:
-            rows = [line.split("\t") for line in existing.read_text(encoding="utf-8").splitlines() if line] or rows
+            text = existing.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is not a column name
+            rows = [line.split("\t") for line in text.splitlines() if line] or rows
         except UnicodeDecodeError:
             raise InputError(f"{existing}: not a text file (cannot add the subject to it)") from None
         if rows[0][0] != "participant_id":

@@ -49,7 +49,12 @@ def make_dirs(path: Path) -> list[Path]:
     created: list[Path] = []
     try:
         for directory in reversed(missing):
-            directory.mkdir()
+            try:
+                directory.mkdir()
+            except FileExistsError:
+                if not directory.is_dir():
+                    raise
+                continue  # another export made it meanwhile (exports in parallel): theirs, not ours to remove
             created.append(directory)
     except OSError as exc:
         remove_empty_dirs(created)

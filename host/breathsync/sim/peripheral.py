@@ -580,7 +580,6 @@ class _SocketSink:
             self.transport.write(packet)
 
 
-HCI_COMMAND_DISALLOWED = 0x0C
 TAKEOVER_GRACE_S = 1.0  # how long a new host waits for the attached one's socket to close (a restart after a crash)
 EARLY_HCI_BYTES = 65536  # what a waiting host may send before it attaches (a reset and a few commands)
 
@@ -640,6 +639,7 @@ class HciServer:
         self._server: asyncio.Server | None = None
         self._client: _HciProtocol | None = None
         self._waiting: list[_HciProtocol] = []  # hosts that arrived while one was attached
+        self._closing = False
         self._attached = asyncio.Event()
 
     @classmethod
@@ -695,7 +695,7 @@ class HciServer:
         for opcode in _command_opcodes(bytes(client.early)):
             # H4 event packet: Command Complete (0x0E), 4 parameter bytes: 1 command credit, the opcode, the status.
             complete = bytes([hci.HCI_EVENT_PACKET, hci.HCI_COMMAND_COMPLETE_EVENT, 4, 1])
-            client.transport.write(complete + opcode.to_bytes(2, "little") + bytes([HCI_COMMAND_DISALLOWED]))
+            client.transport.write(complete + opcode.to_bytes(2, "little") + bytes([hci.HCI_COMMAND_DISALLOWED_ERROR]))
         client.transport.close()
 
     def _adopt(self, client: _HciProtocol) -> None:
@@ -719,7 +719,7 @@ class HciServer:
         drop_le_connections(self.controller, notify_host=False)
         self.controller.pending_le_connection = None
         self.controller.le_scan_enable = False
-        while self._waiting:  # a host that arrived while this one was leaving (a restart) takes its place
+        while self._waiting and not self._closing:  # a host that arrived as this one left (a restart) takes over
             waiting = self._waiting.pop(0)
             if waiting.transport is not None and not waiting.transport.is_closing():
                 self._adopt(waiting)
@@ -727,9 +727,12 @@ class HciServer:
 
     async def close(self) -> None:
         if self._server is not None:
+            self._closing = True  # a waiting host must not take the controller over on the way out
             self._server.close()
-            if self._client is not None and self._client.transport is not None:
-                self._client.transport.close()
+            for client in [self._client, *self._waiting]:
+                if client is not None and client.transport is not None:
+                    client.transport.close()
+            self._waiting.clear()
             await self._server.wait_closed()
             self._server = None
         drop_le_connections(self.controller, notify_host=False)
