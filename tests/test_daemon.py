@@ -30,7 +30,7 @@ from breathsync.engine.baseline_file import read_baseline_file, stored_baseline,
 from breathsync.engine.engine import _PendingEfficacy
 from breathsync.errors import InputError
 from breathsync.link.stream import SampleBlock
-from breathsync.protocol import Role
+from breathsync.protocol import Role, SensorState, StatusFlag, StatusPacket
 from breathsync.store import SessionLock, SessionStore, StoreError
 
 
@@ -461,7 +461,7 @@ def test_mirroring_on_purpose_mutes_and_resumes_by_itself(tmp_path: Path) -> Non
 
 
 def test_pressing_m_again_ends_the_mute_and_the_session_keeps_both(tmp_path: Path) -> None:
-    from breathsync.daemon.rebuild import mute_duration_s
+    from breathsync.store import mute_duration_s
 
     now = [1100.0]
     out = io.StringIO()
@@ -881,6 +881,75 @@ def test_a_strap_signal_upside_down_is_told_once_when_the_baselines_are_learned(
     text = out.getvalue()
     assert text.count("upside down") == 1
     assert "the client's strap signal looks upside down (inspiration pointing down)" in text
+
+
+def test_the_status_line_keeps_the_reports_session_clock_and_shows_nothing_stale(tmp_path: Path) -> None:
+    # The line counted from the run's start while the report counts from the first sample: a nudge seen at 03:19
+    # was at 2:40 in the report (the straps took 39 s to connect). A lost strap kept its last battery and rate.
+    now = [1000.0]
+    daemon = Daemon(config_for("bumble:none", tmp_path), io.StringIO(), clock=lambda: now[0])
+    daemon.store = SessionStore.create(tmp_path / "s.sqlite", {})
+    try:
+        assert daemon.status_line().startswith("--:-- | T: searching -- |")
+        now[0] = 1039.0  # the first samples arrive 39 s after the run began
+        block = SampleBlock("therapist", 0, np.zeros(7, dtype=np.int64), 1039.0 + np.arange(7) / 25, False)
+        daemon.on_link("therapist", "connected", "")
+        daemon.on_samples(block)
+        daemon.views["therapist"].rate_bpm, daemon.views["therapist"].battery_pct = 13.4, 61
+        now[0] = 1039.0 + 160.0
+        later = SampleBlock("therapist", 4000, np.zeros(7, dtype=np.int64), now[0] + np.arange(7) / 25, False)
+        daemon.on_samples(later)
+        assert daemon.status_line().startswith("02:40 | T: ok 61% 13.4/min")
+        daemon.on_link("therapist", "disconnected", "supervision timeout")
+        assert daemon.status_line().startswith("02:40 | T: LOST -- |")
+    finally:
+        daemon.store.close()
+
+
+def test_continuing_a_cleanly_ended_session_says_so_and_reopens_it(tmp_path: Path) -> None:
+    # A session ended with q and continued later with --name: the report said 'the run before ended without
+    # closing it' (a crash), and the session stayed marked closed while recorded again, so a crash of the
+    # continued run was not resumed.
+    ended = tmp_path / "ended.sqlite"
+    with SessionStore.create(ended, {}) as store:
+        store.add_samples("therapist", [0, 1], [1000.0, 1000.04], [5, 6])
+        store.set_meta("t0_unix_s", "995.0")
+        store.set_meta("closed", "1")
+    crashed = tmp_path / "crashed.sqlite"
+    with SessionStore.create(crashed, {}) as store:
+        store.add_samples("therapist", [0, 1], [1000.0, 1000.04], [5, 6])
+        store.set_meta("t0_unix_s", "995.0")
+    for path, why in [
+        (ended, "continued after the run before had ended it"),
+        (crashed, "the run before ended without closing it"),
+    ]:
+        daemon = Daemon(config_for("bumble:none", tmp_path), io.StringIO(), clock=lambda: 2000.0)
+        with SessionStore.open(path) as store:
+            daemon._start_session(store, path, resumed=True)
+            assert store.meta("closed") == "0"  # recorded again: a crash from here is one to resume
+            assert [(r, k, d) for _, r, k, d in store.link_events()] == [("therapist", "resumed", why)]
+        assert daemon.status_line().startswith("16:40 |")  # the session clock runs from its first sample
+
+
+def test_a_strap_battery_running_low_is_said_once_per_level(tmp_path: Path) -> None:
+    # At 2 % the line showed 'T: ok 2%' for a whole session and nothing else: a strap about to go flat mid-session.
+    out = io.StringIO()
+    daemon = Daemon(config_for("bumble:none", tmp_path), out)
+
+    def status(battery_pct: int) -> StatusPacket:
+        return StatusPacket((0, 1, 0), SensorState.OK, 25, Role.THERAPIST, StatusFlag.STREAMING, battery_pct, 0, 0, 0)
+
+    for battery_pct in (40, 16, 14, 13, 12, 4, 3, 2):
+        daemon.on_status("therapist", status(battery_pct))
+    assert out.getvalue().splitlines() == [
+        "the therapist's strap battery is at 14%: charge it after this session",
+        "the therapist's strap battery is at 4%: it may stop within minutes: charge it now if you can",
+    ]
+    daemon.on_status("client", status(3))  # a strap already low when it connects: only the most severe line
+    assert out.getvalue().splitlines()[-1] == "the client's strap battery is at 3%: it may stop within minutes: " + (
+        "charge it now if you can"
+    )
+    assert len(out.getvalue().splitlines()) == 3
 
 
 def test_the_status_line_shows_a_connected_strap_that_sends_nothing(tmp_path: Path) -> None:

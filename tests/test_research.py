@@ -733,6 +733,20 @@ def test_damaged_session_is_a_one_line_error(
     assert snapshot(tmp_path) == before  # the session untouched, no output directory
 
 
+def test_the_report_says_a_mute_ended_rather_than_muted_for_0_min(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tiny_session(tmp_path / "s.sqlite")
+    with SessionStore.open(path) as store:
+        store.add_link_event(HOST_T0_S + 1.0, "therapist", "muted", "10 min")
+        store.add_link_event(HOST_T0_S + 2.0, "therapist", "muted", "0 min")  # m pressed again
+    assert main(["report", str(path), "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    page = (tmp_path / "out" / "s_report.html").read_text()
+    assert "<td>muted</td><td>10 min</td>" in page and "<td>mute ended</td><td>nudges back on</td>" in page
+    assert "<td>0 min</td>" not in page
+
+
 def test_sample_times_far_apart_are_refused_only_where_one_time_base_is_needed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -91,6 +91,11 @@ LINK_STATES = {"connected": "ok", "disconnected": "LOST", "connect-failed": "ret
 
 
 NO_DATA_AFTER_S = 5.0  # a connected strap silent this long is shown as such on the status line
+# Battery levels said once each, on a line of their own: a strap going flat mid-session stops nudging unnoticed.
+BATTERY_WARNINGS_PCT = (  # the most severe first: only the lowest level reached is said
+    (5, "it may stop within minutes: charge it now if you can"),
+    (15, "charge it after this session"),
+)
 
 
 @dataclass
@@ -143,6 +148,7 @@ class Daemon:
         self.ble_options = ble_options  # a ready BLE adapter (the demo's in-process bench) over straps.ble
         self.out = out
         self._tty = out.isatty()
+        self._zero_s: float | None = None  # host time of the session's first sample: the report's session zero
         self._console_gone = False  # set when writing to ``out`` failed: the session goes on without a console
         self.clock = clock
         self.views = {role: PersonView() for role in ROLES}
@@ -163,6 +169,7 @@ class Daemon:
         self._replaying = False
         self._last_status = 0.0
         self._told_inverted: set[str] = set()
+        self._told_battery: dict[str, int] = {}  # role -> the lowest warning level said
 
     # -- session time --------------------------------------------------------------------------
 
@@ -192,6 +199,9 @@ class Daemon:
     def _on_samples(self, block: SampleBlock) -> None:
         assert self.store is not None
         self.store.add_samples(block.role, block.counters.tolist(), block.host_t_s.tolist(), block.values.tolist())
+        first_s = float(block.host_t_s[0])
+        if self._zero_s is None or first_s < self._zero_s:
+            self._zero_s = first_s
         self.views[block.role].samples += len(block.values)
         if self.lsl is not None:
             self.lsl.push_samples(block.role, block.values.tolist(), block.host_t_s.tolist())
@@ -219,6 +229,7 @@ class Daemon:
     def on_status(self, role: Role, status: StatusPacket) -> None:
         view = self.views[role]
         view.battery_pct = status.battery_pct
+        self._tell_battery(role, status.battery_pct)
         view.firmware = ".".join(str(v) for v in status.fw_version)
         with self._recording() as ok:
             if not ok:
@@ -327,7 +338,7 @@ class Daemon:
         with self._recording() as ok:
             if ok:
                 assert self.store is not None
-                # Read back by rebuild.mute_duration_s: a resumed run and `replay SESSION` mute as live did
+                # Read back by store.mute_duration_s: a resumed run and `replay SESSION` mute as live did
                 # (an ended mute is a mute of 0 min from then).
                 self.store.add_link_event(self.clock(), "therapist", "muted", f"{minutes:g} min")
         if ending:
@@ -341,8 +352,12 @@ class Daemon:
     # -- status line -------------------------------------------------------------------------------
 
     def status_line(self) -> str:
-        elapsed = max(0.0, self.clock() - self.t0_s)
-        parts = [f"{int(elapsed // 60):02d}:{int(elapsed % 60):02d}"]
+        # The session clock the report uses: from the session's first sample (before it: not started yet).
+        if self._zero_s is None:
+            parts = ["--:--"]
+        else:
+            elapsed = max(0.0, self.clock() - self._zero_s)
+            parts = [f"{int(elapsed // 60):02d}:{int(elapsed % 60):02d}"]
         for role in ROLES:
             v = self.views[role]
             battery = "?" if v.battery_pct is None else f"{v.battery_pct}%"
@@ -352,7 +367,9 @@ class Daemon:
             if link == "ok" and silent_s is not None and silent_s > NO_DATA_AFTER_S:
                 # Connected but sending nothing (a hung strap): 'ok' with its last rate frozen read as healthy.
                 link, rate = f"no data {silent_s:.0f}s", "--"
-            parts.append(f"{role[0].upper()}: {link} {battery} {rate}")
+            elif link != "ok":  # lost or reconnecting: its last battery and rate are not news, and read as healthy
+                battery, rate = "", "--"
+            parts.append(" ".join(x for x in (f"{role[0].upper()}:", link, battery, rate) if x))
         s = self.state
         if s is None:  # no engine update yet: the baselines are being learned
             parts.append("sync -- learning")
@@ -366,6 +383,14 @@ class Daemon:
             nudges += f" (muted, {math.ceil(muted_s / 60):.0f} min left)"
         parts.append(nudges)
         return " | ".join(parts)
+
+    def _tell_battery(self, role: str, battery_pct: int | None) -> None:
+        for level_pct, advice in BATTERY_WARNINGS_PCT:
+            if battery_pct is not None and battery_pct <= level_pct:
+                if level_pct < self._told_battery.get(role, 101):
+                    self._told_battery[role] = level_pct
+                    self._line(f"the {role}'s strap battery is at {battery_pct}%: {advice}")
+                return
 
     def _tell_polarity(self) -> None:
         """Once per strap, when the engine first reads its signal upside down (normally at the baselines)."""
@@ -484,7 +509,7 @@ class Daemon:
         finally:
             await close_links(list(self.links.values()), tasks, DAEMON_CLOSE_WAIT_S)
             await self._drain_nudges()
-            summary.duration_s = self.clock() - self.t0_s
+            summary.duration_s = 0.0 if self._zero_s is None else self.clock() - self._zero_s  # as the report
             known_empty = False
             try:
                 summary.samples = {role: len(store.samples(role).counters) for role in ROLES}
@@ -518,10 +543,16 @@ class Daemon:
             self.calibration = stored_calibration(store)
             self.engine = EntrainmentEngine(self.config.engine, self.therapist_baseline)
             self._rebuild(store)
-            # The crash itself left no trace: two 'connected' in a row, the time between unexplained.
+            self._zero_s = store.first_sample_time()
+            # A session continued with --name after a clean end (closed) or resumed after a crash. Either way it is
+            # being recorded again: not closed until this run ends it (a crash now is one to resume).
+            ended = store.meta("closed") == "1"
+            store.set_meta("closed", "0")
+            why = "continued after the run before had ended it" if ended else "the run before ended without closing it"
+            # The time between the two runs is otherwise unexplained: two 'connected' in a row.
             for role in ROLES:
                 if store.last_sample_time(role) is not None:  # a strap the session never had was not lost
-                    store.add_link_event(self.clock(), role, "resumed", "the run before ended without closing it")
+                    store.add_link_event(self.clock(), role, "resumed", why)
             self._line(f"resuming session {path}")
         else:
             self.t0_s = self.clock()

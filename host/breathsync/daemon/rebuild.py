@@ -8,7 +8,6 @@ events at the time the strap reported them; a mute ('mirroring on purpose') when
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -18,7 +17,7 @@ from ..engine import Mute, StrapBlock, StrapBreath, StreamItem
 from ..engine.replay import live_block_samples
 from ..errors import InputError
 from ..roles import ROLES, is_role
-from ..store import BreathEventRecord, SessionStore
+from ..store import BreathEventRecord, SessionStore, mute_duration_s
 
 
 def session_t0_s(store: SessionStore) -> float:
@@ -39,16 +38,6 @@ def session_rate_hz(store: SessionStore, default: int = 25) -> int:
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
         raise InputError(f"{store.path}: damaged session: its stored strap rate {rate!r} is not a sampling rate")
     return int(rate)
-
-
-def mute_duration_s(detail: str | None) -> float | None:
-    """The mute's length from its link event ("10.0 min"); None (the policy's mute_s) if it does not say."""
-    words = (detail or "").split()
-    try:
-        minutes = float(words[0]) if len(words) == 2 and words[1] == "min" else math.nan
-    except ValueError:
-        return None
-    return minutes * 60.0 if math.isfinite(minutes) and minutes >= 0 else None
 
 
 def timed_breath(event: BreathEventRecord, t0_s: float, rate_hz: float) -> TimedBreath:

@@ -31,7 +31,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from .. import __version__
-from ..store import StoredNudge, StoredState
+from ..store import StoredNudge, StoredState, mute_duration_s
 from .output import write_all_or_nothing
 from .session import (
     LOCKED_DECISIONS,
@@ -669,6 +669,8 @@ def _dropouts_table(session: Session) -> str:
     lost: set[str] = set()
     link = []
     for t, r, k, d in session.link_events:
+        if k == "muted" and mute_duration_s(d) == 0.0:  # stored as a mute of 0 min from then
+            k, d = "mute ended", "nudges back on"
         if k in ("disconnected", "connect-failed", "resumed"):  # resumed: the host itself was gone
             lost.add(r)
         elif k == "connected":

@@ -21,7 +21,7 @@ back), ``errors`` (``StoreError``), ``files`` (side files, the recording run's l
 
 from .errors import SaveFailed, StoreError
 from .files import SessionLock, last_written_unix_s, remove_session_files
-from .records import BreathEventRecord, SampleSeries, StoredEvent, StoredNudge, StoredState, StrapInfo
+from .records import BreathEventRecord, SampleSeries, StoredEvent, StoredNudge, StoredState, StrapInfo, mute_duration_s
 from .schema import SAMPLE_MAX, SCHEMA_VERSION
 from .session_store import SessionStore
 
@@ -39,5 +39,6 @@ __all__ = [
     "StoredState",
     "StrapInfo",
     "last_written_unix_s",
+    "mute_duration_s",
     "remove_session_files",
 ]

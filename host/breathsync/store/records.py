@@ -131,3 +131,14 @@ class StoredNudge:
     def number(self, name: str) -> float:
         """A numeric field of the nudge record (``plv``, ``direction``, ...); NaN where absent or not a number."""
         return _number(self.detail.get(name))
+
+
+def mute_duration_s(detail: str | None) -> float | None:
+    """A 'muted' link event's length ("10.0 min"; "0 min" ends a mute); None (the policy's mute_s) if it does not
+    say. The daemon writes these when the therapist presses m; a resumed run and `replay SESSION` read them back."""
+    words = (detail or "").split()
+    try:
+        minutes = float(words[0]) if len(words) == 2 and words[1] == "min" else math.nan
+    except ValueError:
+        return None
+    return minutes * 60.0 if math.isfinite(minutes) and minutes >= 0 else None

@@ -440,6 +440,11 @@ class SessionStore:
             return None
         return self._int(rows[0][0], f"samples table, {role}: the last counter")
 
+    def first_sample_time(self) -> float | None:
+        """Host time of the earliest stored sample of any strap: the session zero (``research.session``)."""
+        rows = self._query("samples", "SELECT MIN(host_t_s) FROM samples")
+        return None if not rows or rows[0][0] is None else self._number(rows[0][0], "samples table: the first time")
+
     def last_sample_time(self, role: str) -> float | None:
         """Host time of ``role``'s highest stored counter: a resumed run dates a strap reboot against it."""
         rows = self._query(
