@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import struct
 import subprocess
 import sys
@@ -708,3 +709,18 @@ def test_parsing_arbitrary_advertising_structures_never_fails(structures: list[t
     assert len(parsed.service_uuids) == len(set(parsed.service_uuids))
     for uuid in [*parsed.service_uuids, *parsed.service_data]:
         assert uuid == bleak_uuid(uuid) and len(uuid) == 36
+
+
+def test_a_notification_before_the_host_subscribed_is_not_shouted_on_the_terminal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A rebooted strap notifies as soon as it is connected again, before the host has subscribed; Bumble warned
+    '!!! received notification with no subscriber' on the user's terminal for each (the host backfills them).
+    Only that warning is dropped: the logger's other warnings still come through."""
+    import breathsync.link.bumble_backend  # noqa: F401  # installs the filter
+
+    log = logging.getLogger("bumble.gatt_client")
+    with caplog.at_level(logging.WARNING, logger="bumble.gatt_client"):
+        log.warning("!!! received notification with no subscriber")
+        log.warning("!!! unexpected response, there is no pending request")
+    assert [r.getMessage() for r in caplog.records] == ["!!! unexpected response, there is no pending request"]

@@ -393,12 +393,86 @@ def test_sim_command_and_stream_in_two_processes(micropython: str, tmp_path: Pat
         assert all(int(r["value"]) == fed[int(r["counter"])] for r in samples)
 
 
+def test_sim_plays_a_scripted_dyad_and_its_scripted_troubles(micropython: str, tmp_path: Path) -> None:
+    """`breathsync sim --scenario` feeds the straps a dyad with known truth (and says what it scripts); `--at`
+    drains the therapist's battery and drops the client's link at set times. `breathsync stream` sees the
+    scenario's counts, the battery level falling and the client reconnecting."""
+    from breathsync.sim.feeds import scenario_feeds
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    out = tmp_path / "stream.csv"
+    argv = ["--scenario", "therapist-follows", "--seed", "3", "--therapist-battery-mv", "3720"]
+    argv += ["--at", "2:therapist:battery:3560", "--at", "4:client:drop", "--seconds", "40"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "breathsync", "sim", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as sim:
+        try:
+            assert sim.stdout is not None
+            ready = sim.stdout.readline()
+            match = re.search(r"--ble (bumble:tcp-client:127\.0\.0\.1:\d+)", ready)
+            assert match, ready
+            truth = sim.stdout.readline()
+            stream_argv = ["stream", "--ble", match.group(1), "--seconds", "18", "--csv", str(out)]
+            stream_argv += ["--therapist", "ble:breathsync-therapist", "--client", "ble:breathsync-client"]
+            stream = subprocess.run(
+                [sys.executable, "-m", "breathsync", *stream_argv],
+                capture_output=True,
+                text=True,
+                timeout=90,
+                env=env,
+            )
+            assert stream.returncode == 0, stream.stderr
+        finally:
+            sim.send_signal(signal.SIGINT)
+            try:
+                rest, errors = sim.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                sim.kill()
+                rest, errors = sim.communicate()
+        assert sim.returncode == 0, errors
+    dyad, feeds = scenario_feeds("therapist_follows", 3)
+    assert truth.strip() == (
+        f"scripted: the therapist follows the client from {dyad.onset_s:.0f} s to {dyad.offset_s:.0f} s "
+        "of the straps' feed (seed 3); the dyad repeats every 360 s"
+    )
+    assert "at 2 s: therapist: battery at 3560 mV" in rest and "at 4 s: client: radio link lost" in rest
+    battery = [int(b) for b in re.findall(r"therapist status: .*battery (\d+)%", stream.stdout)]
+    assert battery[0] == 24 and battery[-1] == 5, battery  # 3720 mV, then 3560 mV on the strap's next reading
+    client_links = re.findall(r"client +link (\w+)", stream.stdout)
+    assert client_links.count("connected") >= 2 and "disconnected" in client_links, client_links
+    assert "no subscriber" not in stream.stderr + stream.stdout
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    for role in ("therapist", "client"):
+        samples = [r for r in rows if r["role"] == role and r["kind"] == "sample"]
+        assert len(samples) >= 10 * RATE
+        counters = sorted(int(r["counter"]) for r in samples)
+        assert counters == list(range(counters[0], counters[0] + len(counters)))  # none lost over the drop
+        assert all(int(r["value"]) == feeds[role][int(r["counter"])] for r in samples)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["--synthetic", "--host", "10.0.0.1"], "loopback"),
         (["--synthetic", "--host", "0.0.0.0"], "loopback"),
-        ([], "either --synthetic or both"),
+        ([], "give one feed"),
+        (["--synthetic", "--scenario", "independent"], "give one feed"),
+        (["--synthetic", "--at", "5:client"], "expected SECONDS:ROLE:ACTION[:VALUE]"),
+        (["--synthetic", "--at", "5:nurse:drop"], "ROLE must be one of therapist, client"),
+        (["--synthetic", "--at", "5:client:explode"], "ACTION must be one of"),
+        (["--synthetic", "--at", "5:client:drop:3"], "drop takes no value"),
+        (["--synthetic", "--at", "5:client:stall"], "stall needs a value"),
+        (["--synthetic", "--at", "nan:client:drop"], "finite"),
+        (["--synthetic", "--at=-1:client:drop"], "SECONDS must be within"),
+        (["--synthetic", "--at", "5:client:off:0"], "duration must be within"),
+        (["--synthetic", "--at", "5:client:battery:2000"], "battery voltage must be within 3000..4300 mV"),
+        (["--synthetic", "--at", "5:client:battery:3500.5"], "whole millivolts"),
+        (["--synthetic", "--therapist-battery-mv", "5000"], "--therapist-battery-mv: battery voltage"),
         (["--therapist-input", "a.csv"], "both --therapist-input and --client-input"),
         (["--therapist-input", "nope.csv", "--client-input", "nope.csv"], "--rate"),
         (["--therapist-input", "nope.csv", "--client-input", "nope.csv", "--rate", "125"], "no such file"),

@@ -8,8 +8,13 @@ Each strap is firmware/main.py running in the MicroPython unix port behind a Bum
     breathsync stream --ble bumble:tcp-client:127.0.0.1:PORT --therapist ble:breathsync-therapist ...
 
 Feeds: two recordings (``--therapist-input``/``--client-input``, column ``--column`` sampled at
-``--rate`` Hz, CSV or CSV.gz), replayed from the start when they end; or ``--synthetic``: a seeded
-breathing generator (therapist seed N, client seed N + 1, one hour each, then repeated).
+``--rate`` Hz, CSV or CSV.gz), replayed from the start when they end; ``--synthetic``: a seeded
+breathing generator (therapist seed N, client seed N + 1, one hour each, then repeated); or
+``--scenario KIND``: a seeded 6-minute dyad with known ground truth from the bundled recordings (the
+therapist follows the client from a stated time, or the client the therapist, or neither), repeated.
+
+A session's troubles can be scripted (``--at SECONDS:ROLE:ACTION[:VALUE]``, see ``breathsync.sim.script``):
+a lost link, a strap out of range, a congested radio, a reboot, a draining battery.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import TextIO
 
 from ..errors import InputError
 from ..recording import check_input_rate
+from ..scenarios import KINDS, Kind, Scenario
 from ..sim import (
     SimError,
     StrapConfig,
@@ -32,12 +38,15 @@ from ..sim import (
     signal_counts,
     synthetic_counts,
 )
-from ..sim.feeds import Counts
+from ..sim.feeds import SCENARIO_SECONDS, Counts, scenario_feeds
+from ..sim.script import parse_step, play_script
+from ..sim.strap import BATTERY_MV_RANGE, check_battery_mv
 from .arguments import non_negative_int, positive_float, seconds_or_forever
 from .recording_input import read_strap_input
 from .shutdown import stop_on_signals
 
 SYNTHETIC_SECONDS = 3600.0
+SCENARIO_KINDS: dict[str, Kind] = {kind.replace("_", "-"): kind for kind in KINDS}  # as typed: therapist-follows
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +57,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     feed.add_argument("--column", default="resp", help="column of the respiration signal (default: resp)")
     feed.add_argument("--synthetic", action="store_true", help="seeded synthetic breathing instead of recordings")
     feed.add_argument(
-        "--seed", type=non_negative_int, default=0, help="synthetic: therapist seed N, client N + 1 (default 0)"
+        "--scenario",
+        choices=tuple(SCENARIO_KINDS),
+        metavar="KIND",
+        help=f"a scripted dyad with known truth from the bundled recordings: {', '.join(SCENARIO_KINDS)}",
+    )
+    feed.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="synthetic: therapist seed N, client N + 1; scenario: the dyad's seed (default 0)",
     )
     feed.add_argument("--therapist-bpm", type=float, default=12.0, metavar="BPM", help="synthetic (default 12)")
     feed.add_argument("--client-bpm", type=float, default=16.0, metavar="BPM", help="synthetic (default 16)")
@@ -56,6 +74,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     strap.add_argument("--strap-rate", type=int, default=25, choices=(25, 50), metavar="HZ", help="25 (default) or 50")
     strap.add_argument("--therapist-drift-ppm", type=int, default=0, metavar="PPM", help="therapist's clock error")
     strap.add_argument("--client-drift-ppm", type=int, default=0, metavar="PPM", help="client's clock error")
+    lo, hi = BATTERY_MV_RANGE
+    for role in ("therapist", "client"):
+        strap.add_argument(
+            f"--{role}-battery-mv",
+            type=int,
+            default=3900,
+            metavar="MV",
+            help=f"{role}'s battery voltage at the start, {lo}..{hi} (default 3900, ~62 %%)",
+        )
+    strap.add_argument(
+        "--at",
+        action="append",
+        default=[],
+        metavar="S:ROLE:ACTION[:VALUE]",
+        help="script a happening S seconds after serving: drop, off[:S], stall:S, reboot[:S], battery:MV "
+        "(e.g. 200:client:off:30; repeatable)",
+    )
     serve = parser.add_argument_group("serving")
     serve.add_argument("--host", default="127.0.0.1", help="loopback address to serve on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=0, help="TCP port of the HCI transport (default: a free one)")
@@ -66,12 +101,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def configs_from(args: argparse.Namespace) -> list[StrapConfig]:
     """The two straps' configurations; InputError for anything unusable."""
+    return _prepare(args)[0]
+
+
+def _prepare(args: argparse.Namespace) -> tuple[list[StrapConfig], str | None]:
+    """The two straps' configurations and, for a scenario, what it scripts (its ground truth)."""
     recordings = args.therapist_input is not None or args.client_input is not None
-    if args.synthetic == recordings:
-        raise InputError("give either --synthetic or both --therapist-input and --client-input (with --rate)")
+    scenario = getattr(args, "scenario", None)
+    if [bool(args.synthetic), recordings, scenario is not None].count(True) != 1:
+        raise InputError(
+            "give one feed: --synthetic, --scenario KIND, or both --therapist-input and --client-input (with --rate)"
+        )
     rate = args.strap_rate
     feeds: dict[str, Counts]
-    if args.synthetic:
+    truth = None
+    if scenario is not None:
+        dyad, feeds = scenario_feeds(SCENARIO_KINDS[scenario], args.seed, rate)
+        truth = f"{_truth(dyad)} (seed {args.seed}); the dyad repeats every {SCENARIO_SECONDS:g} s"
+    elif args.synthetic:
         feeds = {
             "therapist": synthetic_counts(SYNTHETIC_SECONDS, args.therapist_bpm, rate, seed=args.seed),
             "client": synthetic_counts(SYNTHETIC_SECONDS, args.client_bpm, rate, seed=args.seed + 1),
@@ -87,10 +134,30 @@ def configs_from(args: argparse.Namespace) -> list[StrapConfig]:
             recording = read_strap_input(path, args.column, args.rate, f"the {role}'s", "sim", rate, dropouts=False)
             feeds[role] = signal_counts(recording.signal, args.rate, rate, path)
     drift = {"therapist": args.therapist_drift_ppm, "client": args.client_drift_ppm}
-    configs = [StrapConfig(feeds[r], role=r, rate_hz=rate, drift_ppm=drift[r]) for r in ("therapist", "client")]
+    battery = {r: getattr(args, f"{r}_battery_mv", 3900) for r in ("therapist", "client")}
+    for role, mv in battery.items():
+        try:
+            check_battery_mv(mv)
+        except InputError as exc:
+            raise InputError(f"--{role}-battery-mv: {exc}") from None
+    configs = [
+        StrapConfig(feeds[r], role=r, rate_hz=rate, drift_ppm=drift[r], battery_mv=battery[r])
+        for r in ("therapist", "client")
+    ]
     for c in configs:
         c.check()
-    return configs
+    return configs, truth
+
+
+def _truth(dyad: Scenario) -> str:
+    if dyad.follower is None:
+        similar = " at similar rates" if dyad.kind == "similar_rate" else ""
+        return f"scripted: independent breathing{similar}, nobody follows"
+    leader = "client" if dyad.follower == "therapist" else "therapist"
+    return (
+        f"scripted: the {dyad.follower} follows the {leader} from {dyad.onset_s or 0:.0f} s to "
+        f"{dyad.offset_s or 0:.0f} s of the straps' feed"
+    )
 
 
 def _loopback(host: str) -> str:
@@ -109,7 +176,8 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
         raise InputError(f"--port must be 0..65535 (got {args.port})")
     if not (math.isfinite(args.seconds) and args.seconds >= 0):  # serve() is also called without argparse
         raise InputError(f"--seconds must be a finite number >= 0 (got {args.seconds})")
-    configs = configs_from(args)
+    script = [parse_step(spec) for spec in getattr(args, "at", [])]
+    configs, truth = _prepare(args)
     reason = micropython_unavailable_reason()
     if reason is not None:
         raise InputError(f"cannot run virtual straps: {reason}")
@@ -122,16 +190,29 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
         raise InputError(f"cannot serve on {where}:{args.port}: {exc}") from None
     except SimError as exc:
         raise InputError(str(exc)) from None
+    happenings: asyncio.Task[None] | None = None
     try:
         names = " ".join(f"{role}={strap.name}" for role, strap in bench.straps.items())
         out.write(f"ready: {names} --ble {bench.adapter}\n")
+        if truth is not None:
+            out.write(truth + "\n")
         out.flush()
+
+        def say(line: str) -> None:
+            out.write(line + "\n")
+            out.flush()
+
+        if script:
+            happenings = asyncio.create_task(play_script(bench.straps, script, say))
         deadline = None if not args.seconds else loop.time() + args.seconds
         status = 0
         while not stop.is_set() and (deadline is None or loop.time() < deadline):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
-            dead = [(role, s) for role, s in bench.straps.items() if not s.running]
+            failure = happenings.exception() if happenings is not None and happenings.done() else None
+            if failure is not None:  # a fault of the script runner itself, not of a strap
+                raise failure
+            dead = [(role, s) for role, s in bench.straps.items() if not s.running and not s.rebooting]
             for role, strap in dead:
                 tail = " | ".join(line for line in list(strap.stderr_tail)[-3:] if line.strip())
                 out.write(f"{role}: the firmware stopped ({tail or 'no message'})\n")
@@ -139,6 +220,9 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
                 status = 1
                 break
     finally:
+        if happenings is not None:
+            happenings.cancel()
+            await asyncio.gather(happenings, return_exceptions=True)
         summaries = await bench.close()
     for role, summary in summaries.items():
         if summary is not None:

@@ -196,6 +196,18 @@ def parse_advertising_data(structures: Iterable[tuple[int, bytes]]) -> ParsedAdv
     )
 
 
+class _UnsubscribedNotification(logging.Filter):
+    """Drops Bumble's warning about a notification that arrives before the host has subscribed. A strap notifies
+    as soon as a central is connected (MicroPython's ``gatts_notify`` does not look at the CCCD), so after a
+    reconnect its first packets can beat the host's subscription; the host backfills what they carried, and the
+    warning ('!!! received notification with no subscriber') was bare noise on the user's terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("!!! received notification with no subscriber")
+
+
+logging.getLogger("bumble.gatt_client").addFilter(_UnsubscribedNotification())
+
 _quieted: dict[str, tuple[int, int]] = {}  # logger name -> (blocks inside, level before the first)
 
 

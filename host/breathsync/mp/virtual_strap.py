@@ -123,6 +123,7 @@ def run(conf):
             enomem_pct=conf.get("enomem_pct", 0),
             seed=conf.get("seed", 1),
             info=lambda: summary(state, feed, link, "running"),
+            on_battery=lambda mv: set_battery(config, mv),
         )
         bluetooth.radio.attach(link)
 

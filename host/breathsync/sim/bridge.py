@@ -39,6 +39,7 @@ OPTIONS: Final = ord("O")
 DRIFT: Final = ord("T")
 INFO: Final = ord("I")
 QUIT: Final = ord("Q")
+BATTERY: Final = ord("V")  # the battery voltage the gauge sees from now on (mV)
 HANG: Final = ord("H")  # the firmware's loop blocks for N ms without yielding (a hung driver): the watchdog fires
 
 ADV_STOPPED: Final = 0xFFFFFFFF

@@ -16,6 +16,7 @@ from ..adc import simulate_adc
 from ..detector import check_rate
 from ..errors import InputError
 from ..recording import read_column
+from ..scenarios import Kind, Options, Scenario, bundled_sources, make_scenario
 
 Counts = npt.NDArray[np.int64]
 
@@ -74,3 +75,21 @@ def synthetic_counts(seconds: float, bpm: float, strap_rate_hz: int = 25, seed: 
     rate = strap_rate_hz * _SYNTH_OVERSAMPLE
     signal = synthetic_breathing(seconds, bpm, rate, seed)
     return simulate_adc(signal, rate, strap_rate_hz).counts_u16.astype(np.int64)
+
+
+SCENARIO_SECONDS = 360.0  # the bundled BIDMC recordings (8 min) allow 6 min after re-timing
+# A scripted dyad plays its own breathing troubles (speech, a loose strap); radio gaps and clock drift are the
+# sim's to script (``--at``, ``--*-drift-ppm``), so the generator adds none.
+SCENARIO_OPTIONS = Options(gap_p=0.0, drift_p=0.0)
+
+
+def scenario_feeds(kind: Kind, seed: int, strap_rate_hz: int = 25) -> tuple[Scenario, dict[str, Counts]]:
+    """A seeded dyad of ``kind`` from the bundled recordings (``breathsync.scenarios``: known ground truth), as
+    the therapist's and the client's strap counts."""
+    sources = {s.name: s for s in bundled_sources()}
+    scenario = make_scenario(kind, sources["bidmc_04"], sources["bidmc_18"], seed, SCENARIO_SECONDS, SCENARIO_OPTIONS)
+    feeds = {
+        role: signal_counts(signal, scenario.sampling_rate, strap_rate_hz, f"the {role}'s scripted breathing")
+        for role, signal in (("therapist", scenario.therapist), ("client", scenario.client))
+    }
+    return scenario, feeds

@@ -170,6 +170,16 @@ class StrapConfig:
             raise InputError(f"mac must be 12 hex digits (got {self.strap_mac!r})")
         if not 1 <= self.tx_slots <= 255 or not 0 <= self.enomem_pct <= 100:
             raise InputError("tx_slots must be 1..255 and enomem_pct 0..100")
+        check_battery_mv(self.battery_mv)
+
+
+BATTERY_MV_RANGE = (3000, 4300)  # a LiPo cell from empty to just charged
+
+
+def check_battery_mv(mv: int) -> None:
+    lo, hi = BATTERY_MV_RANGE
+    if not lo <= mv <= hi:
+        raise InputError(f"battery voltage must be within {lo}..{hi} mV (got {mv})")
 
 
 @dataclass
@@ -422,6 +432,11 @@ class VirtualStrap:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+    @property
+    def rebooting(self) -> bool:
+        """Power-cycling on purpose (``reboot``): the firmware is down until it has booted again."""
+        return self._rebooting
 
     @property
     def running(self) -> bool:
@@ -919,6 +934,13 @@ class VirtualStrap:
         if not -1000 <= ppm <= 1000:
             raise InputError(f"clock drift must be within +-1000 ppm (got {ppm})")
         self._send(bridge.DRIFT, struct.pack("<i", int(ppm)))
+        await self._stdin.drain()
+
+    async def set_battery_mv(self, mv: int) -> None:
+        """The battery's voltage from now on: the firmware reads its gauge every 10 s and reports the
+        new level (Battery Service and STATUS) when it changed."""
+        check_battery_mv(mv)
+        self._send(bridge.BATTERY, struct.pack("<H", int(mv)))
         await self._stdin.drain()
 
     async def set_radio(self, tx_slots: int | None = None, enomem_pct: int | None = None, seed: int = 1) -> None:

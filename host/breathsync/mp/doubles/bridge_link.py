@@ -52,6 +52,8 @@ Parent -> strap
   ``K`` ack          u16 conn, u8 n: n notifications of conn delivered (frees n slots)
   ``O`` options      u8 tx_slots, u8 enomem_pct, u32 seed
   ``T`` drift        i32 ppm: the sampling clock's error from now on (realtime.set_drift_ppm)
+  ``V`` battery      u16 mV: the battery voltage the gauge reads from now on (``on_battery``)
+  ``H`` hang         u32 ms: the loop blocks without yielding (a stuck driver; the watchdog fires)
   ``I`` info request
   ``Q`` quit         the strap stops (``BridgeQuit``), the entry script reports and exits 0
 
@@ -87,13 +89,14 @@ class BridgeQuit(SystemExit):
 class BridgeLink:
     """The link of ``bluetooth.radio`` for a central in the parent process (see the docstring)."""
 
-    def __init__(self, stdin, stdout, tx_slots=4, enomem_pct=0, seed=1, info=None):
+    def __init__(self, stdin, stdout, tx_slots=4, enomem_pct=0, seed=1, info=None, on_battery=None):
         self._in = stdin
         self._out = stdout
         self.tx_slots = tx_slots
         self.enomem_pct = enomem_pct
         self.rng = _Rng(seed)
         self.info = info  # callable -> dict, for ``I``
+        self.on_battery = on_battery  # callable(mV), for ``V``
         self.radio = None
         self.conn = None
         self.inflight = 0
@@ -223,6 +226,9 @@ class BridgeLink:
             self.rng = _Rng(seed)
         elif kind == 0x54:  # T
             realtime.set_drift_ppm(struct.unpack_from("<i", p, 0)[0])
+        elif kind == 0x56:  # V: the battery drains (or is charged)
+            if self.on_battery is not None:
+                self.on_battery(struct.unpack_from("<H", p, 0)[0])
         elif kind == 0x49:  # I
             import json
 
