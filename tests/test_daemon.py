@@ -835,8 +835,13 @@ def test_the_status_line_shows_each_link_state_not_its_latest_event(tmp_path: Pa
 
 def test_why_a_strap_cannot_connect_is_told_once_per_reason(tmp_path: Path) -> None:
     # A probe's virtual straps died: the line said 'retrying' until Ctrl-C and the reason sat only in the store.
+    # A strap back after it was said lost is said back (session 17: 'disconnected', 'retrying', then nothing).
     out = io.StringIO()
-    daemon = Daemon(config_for("bumble:none", tmp_path), out)
+    now = [1000.0]
+    daemon = Daemon(config_for("bumble:none", tmp_path), out, clock=lambda: now[0])
+    daemon.on_link("client", "connected", "")  # the first connection: the status line shows it
+    daemon.on_link("client", "disconnected", "supervision timeout")
+    now[0] += 20.0
     for detail in ["the Bumble bench lost its HCI transport"] * 3 + ["not found", "not found"] * 2:
         daemon.on_link("client", "connect-failed", detail)
     daemon.on_link("client", "connect-failed", "the Bumble bench lost its HCI transport")  # alternating: told
@@ -850,6 +855,8 @@ def test_why_a_strap_cannot_connect_is_told_once_per_reason(tmp_path: Path) -> N
         "client strap: cannot connect (not found); retrying",  # again after it had connected in between
     ]
     assert "therapist strap: strap-rebooted counter back to 12" in lines
+    assert [line for line in lines if "connected again" in line] == ["client strap: connected again after 20 s"]
+    assert lines[0] == "client strap: disconnected supervision timeout"
 
 
 def test_the_status_line_says_while_nudges_are_muted(tmp_path: Path) -> None:
@@ -950,6 +957,31 @@ def test_a_strap_battery_running_low_is_said_once_per_level(tmp_path: Path) -> N
         "charge it now if you can"
     )
     assert len(out.getvalue().splitlines()) == 3
+
+
+def test_each_change_of_a_straps_battery_level_is_recorded_once(tmp_path: Path) -> None:
+    # Warnings were said live only and status packets were not stored: a report could not tell that a strap ran low.
+    now = [1000.0]
+    daemon = Daemon(config_for("bumble:none", tmp_path), io.StringIO(), clock=lambda: now[0])
+    daemon.store = SessionStore.create(tmp_path / "s.sqlite", {})
+
+    def status(battery_pct: int | None) -> StatusPacket:
+        return StatusPacket((0, 1, 0), SensorState.OK, 25, Role.THERAPIST, StatusFlag.STREAMING, battery_pct, 0, 0, 0)
+
+    try:
+        for level in (62, 62, 61, None, 61, 60, 60, 5):  # one status a second; None: the gauge could not be read
+            daemon.on_status("therapist", status(level))
+            now[0] += 1.0
+        daemon.on_status("client", status(40))
+        assert [(t, r, d) for t, r, k, d in daemon.store.link_events() if k == "battery"] == [
+            (1000.0, "therapist", "62%"),
+            (1002.0, "therapist", "61%"),
+            (1005.0, "therapist", "60%"),
+            (1007.0, "therapist", "5%"),
+            (1008.0, "client", "40%"),
+        ]
+    finally:
+        daemon.store.close()
 
 
 def test_the_status_line_shows_a_connected_strap_that_sends_nothing(tmp_path: Path) -> None:

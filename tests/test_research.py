@@ -747,6 +747,41 @@ def test_the_report_says_a_mute_ended_rather_than_muted_for_0_min(
     assert "<td>0 min</td>" not in page
 
 
+def test_the_report_and_exports_keep_the_straps_battery_levels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A strap that ran low was said live only: once the terminal was closed nothing showed it. The daemon stores
+    each change of level; the report's straps table shows first and last (and the lowest when it was charged in
+    between), the link table leaves them out, BIDS lists them as 'battery' events and EDF+ annotates them."""
+    path = tiny_session(tmp_path / "s.sqlite")
+    with SessionStore.open(path) as store:
+        for t_s, role, level in ((0.5, "therapist", "62%"), (1.0, "therapist", "61%"), (2.0, "therapist", "5%")):
+            store.add_link_event(HOST_T0_S + t_s, role, "battery", level)
+        for t_s, level in ((0.5, "40%"), (1.5, "10%"), (2.5, "30%")):  # put on the charger mid-session
+            store.add_link_event(HOST_T0_S + t_s, "client", "battery", level)
+        store.add_link_event(HOST_T0_S + 2.6, "client", "battery", "charging?")  # not a level: ignored
+    assert main(["report", str(path), "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    page = (tmp_path / "out" / "s_report.html").read_text()
+    assert "<td>62 % \u2192 5 %</td>" in page and "<td>40 % \u2192 30 % (lowest 10 %)</td>" in page
+    assert "<td>battery</td>" not in page  # no link-table rows for them
+    session = load_session(path)
+    names = default_bids_names(session, tmp_path / "bids", subject="s1", ses="1")
+    export_bids(session, names)
+    events_tsv = tmp_path / "bids" / "sub-s1" / "ses-1" / "beh" / "sub-s1_ses-1_task-therapy_events.tsv"
+    with events_tsv.open() as handle:
+        rows = [e for e in csv.DictReader(handle, delimiter="\t") if e["trial_type"] == "battery"]
+    assert [(e["role"], e["value"]) for e in rows] == [
+        ("therapist", "62"), ("client", "40"), ("therapist", "61"),
+        ("client", "10"), ("therapist", "5"), ("client", "30"),
+    ]  # fmt: skip
+    with pyedflib.EdfReader(str(export_edf(session, tmp_path / "edf"))) as edf:
+        texts = list(edf.readAnnotations()[2])
+    assert [t for t in texts if t.startswith("battery therapist")] == [
+        "battery therapist 62%", "battery therapist 61%", "battery therapist 5%"
+    ]  # fmt: skip
+
+
 def test_sample_times_far_apart_are_refused_only_where_one_time_base_is_needed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -163,6 +163,7 @@ class Daemon:
         # raise, so it is kept here and raised by the session loop (``_tick``), which ends the session.
         self.store_failure: StoreError | None = None
         self._told_failures: dict[str, set[str]] = {}  # connect failures shown per strap since it last connected
+        self._lost_at: dict[str, float] = {}  # strap -> when it was said to be disconnected (until it is back)
         self.store: SessionStore | None = None
         self.t0_s = 0.0
         self.lsl: LslOutlets | None = None
@@ -170,6 +171,7 @@ class Daemon:
         self._last_status = 0.0
         self._told_inverted: set[str] = set()
         self._told_battery: dict[str, int] = {}  # role -> the lowest warning level said
+        self._stored_battery: dict[str, int] = {}  # role -> the battery level last recorded in the session
 
     # -- session time --------------------------------------------------------------------------
 
@@ -243,6 +245,11 @@ class Daemon:
                 ),
                 self.clock(),
             )
+            # Each change of level (every 10 s at most, by the strap's gauge), so the report can say whether a strap
+            # ran low: the live warnings alone left no trace once the terminal was closed.
+            if status.battery_pct is not None and status.battery_pct != self._stored_battery.get(role):
+                self._stored_battery[role] = status.battery_pct
+                self.store.add_link_event(self.clock(), role, "battery", f"{status.battery_pct}%")
 
     def on_link(self, role: Role, kind: str, detail: str) -> None:
         state = LINK_STATES.get(kind)
@@ -259,6 +266,8 @@ class Daemon:
                     self.store.set_meta(f"counter_offset.{role}", str(stream.offset))
         if kind in ("disconnected", "samples-lost", "strap-rebooted"):
             self._line(f"{role} strap: {kind} {detail}".rstrip())
+            if kind == "disconnected":
+                self._lost_at.setdefault(role, self.clock())
         elif kind == "connect-failed" and detail not in self._told_failures.setdefault(role, set()):
             # Why it keeps retrying, once per reason until it connects (it retries every few seconds; the store
             # has every try).
@@ -266,6 +275,9 @@ class Daemon:
             self._line(f"{role} strap: cannot connect ({detail}); retrying")
         elif kind == "connected":
             self._told_failures.pop(role, None)
+            lost_at = self._lost_at.pop(role, None)
+            if lost_at is not None:  # 'disconnected' and 'retrying' were said; without this line only the status line
+                self._line(f"{role} strap: connected again after {self.clock() - lost_at:.0f} s")
 
     # -- engine outputs ----------------------------------------------------------------------------
 

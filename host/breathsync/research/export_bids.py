@@ -26,6 +26,7 @@ import numpy.typing as npt
 from .. import __version__
 from ..errors import InputError
 from ..link.clock import MAX_DRIFT_PPM
+from ..store import battery_level_pct
 from .output import make_dirs, remove_empty_dirs, write_all_or_nothing
 from .session import RoleData, Session
 
@@ -294,12 +295,14 @@ _EVENT_COLUMNS: dict[str, dict[str, Any]] = {
             "client_follows": "Engine decisions: the client's breathing follows the therapist's.",
             "dropout": "Strap samples lost (radio drop-out not closed by backfill).",
             "link": "Link event (connect, disconnect, ...); see value.",
+            "battery": "The strap's battery level changed; value in percent.",
         },
     },
     "role": {"Description": "Whose strap the event belongs to: therapist, client or n/a."},
     "value": {
-        "Description": "Breath depth in 14-bit counts (peak, trough), link event kind, or a nudge's delivery "
-        "(delivered: the therapist's strap confirmed it; not-delivered: it did not reach the strap)."
+        "Description": "Breath depth in 14-bit counts (peak, trough), link event kind, battery level in percent, "
+        "or a nudge's delivery (delivered: the therapist's strap confirmed it; not-delivered: it did not reach the "
+        "strap)."
     },
     "decoupled": {"Description": "Nudges: whether the therapist stopped following within the efficacy window."},
     "decoupled_after_s": {"Description": "Nudges: seconds from the nudge until the therapist decoupled.", "Units": "s"},
@@ -347,8 +350,12 @@ def _event_rows(session: Session) -> Iterable[list[str]]:
         yield [_bids_num(session.rel(ep.start_host_t_s)), _bids_num(ep.duration_s), kind, ep.follower, na, na, na]
     for gap in session.gaps():
         yield [_bids_num(session.rel(gap.start_host_t_s)), _bids_num(gap.duration_s), "dropout", gap.role, na, na, na]
-    for t_s, who, kind, _ in session.link_events:
-        yield [_bids_num(session.rel(t_s)), "0", "link", who or na, kind or na, na, na]
+    for t_s, who, kind, detail in session.link_events:
+        level = battery_level_pct(detail) if kind == "battery" else None
+        if level is not None:
+            yield [_bids_num(session.rel(t_s)), "0", "battery", who or na, str(level), na, na]
+        else:
+            yield [_bids_num(session.rel(t_s)), "0", "link", who or na, kind or na, na, na]
 
 
 def _delivery(delivered: bool | None) -> str:

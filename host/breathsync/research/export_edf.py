@@ -67,8 +67,9 @@ def edf_annotations(session: Session) -> list[Annotation]:
         notes.append(Annotation(session.rel(episode.start_host_t_s), episode.duration_s, text))
     for gap in session.gaps():
         notes.append(Annotation(session.rel(gap.start_host_t_s), gap.duration_s, f"dropout {gap.role}"))
-    for t_s, role, kind, _detail in session.link_events:
-        notes.append(Annotation(session.rel(t_s), None, f"link {role} {kind}"))
+    for t_s, role, kind, detail in session.link_events:
+        text = f"battery {role} {detail}" if kind == "battery" else f"link {role} {kind}"
+        notes.append(Annotation(session.rel(t_s), None, text))
     # EDF+ onsets cannot precede the file start: what happened before the first sample (a strap's
     # 'connected' event) is kept at 0 with its real time in the text, not dropped.
     notes = [n if n.onset_s >= 0 else Annotation(0.0, None, f"{n.text} (at {n.onset_s:.2f} s)") for n in notes]

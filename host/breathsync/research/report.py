@@ -31,7 +31,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from .. import __version__
-from ..store import StoredNudge, StoredState, mute_duration_s
+from ..store import StoredNudge, StoredState, battery_level_pct, mute_duration_s
 from .output import write_all_or_nothing
 from .session import (
     LOCKED_DECISIONS,
@@ -101,6 +101,16 @@ class RoleSummary:
     breaths: int
     median_rate_bpm: float | None
     disconnects: int
+    battery_pct: tuple[int, ...] = ()  # levels as recorded, in order (none in older sessions)
+
+    @property
+    def battery(self) -> str:
+        """'62 % -> 24 %' (first and last level), with the lowest when the strap recovered (charged) in between."""
+        if not self.battery_pct:
+            return "n/a"
+        first, last, lowest = self.battery_pct[0], self.battery_pct[-1], min(self.battery_pct)
+        text = f"{first} %" if first == last and lowest == last else f"{first} % \u2192 {last} %"
+        return text + (f" (lowest {lowest} %)" if lowest < last else "")
 
     @property
     def missing_pct(self) -> float:
@@ -180,6 +190,11 @@ def _role_summary(session: Session, role: RoleData) -> RoleSummary:
         breaths=sum(1 for e in role.events if e.kind == "peak"),
         median_rate_bpm=float(np.median(rates)) if len(rates) else None,
         disconnects=sum(1 for _, r, kind, _ in session.link_events if r == role.role and kind == "disconnected"),
+        battery_pct=tuple(
+            level
+            for _, r, kind, detail in session.link_events
+            if r == role.role and kind == "battery" and (level := battery_level_pct(detail)) is not None
+        ),
     )
 
 
@@ -604,6 +619,7 @@ def _straps_table(s: Summary) -> str:
             r.disconnects,
             r.breaths,
             "n/a" if r.median_rate_bpm is None else f"{r.median_rate_bpm:.1f}",
+            r.battery,
         )
         for r in s.roles
     ]
@@ -618,6 +634,7 @@ def _straps_table(s: Summary) -> str:
         "disconnects",
         "breaths",
         "median rate /min",
+        "battery",
     )
     return _table(header, rows)
 
@@ -669,6 +686,8 @@ def _dropouts_table(session: Session) -> str:
     lost: set[str] = set()
     link = []
     for t, r, k, d in session.link_events:
+        if k == "battery":  # levels are in the straps table; a low one is said there, not as a link event
+            continue
         if k == "muted" and mute_duration_s(d) == 0.0:  # stored as a mute of 0 min from then
             k, d = "mute ended", "nudges back on"
         if k in ("disconnected", "connect-failed", "resumed"):  # resumed: the host itself was gone

@@ -21,7 +21,16 @@ back), ``errors`` (``StoreError``), ``files`` (side files, the recording run's l
 
 from .errors import SaveFailed, StoreError
 from .files import SessionLock, last_written_unix_s, remove_session_files
-from .records import BreathEventRecord, SampleSeries, StoredEvent, StoredNudge, StoredState, StrapInfo, mute_duration_s
+from .records import (
+    BreathEventRecord,
+    SampleSeries,
+    StoredEvent,
+    StoredNudge,
+    StoredState,
+    StrapInfo,
+    battery_level_pct,
+    mute_duration_s,
+)
 from .schema import SAMPLE_MAX, SCHEMA_VERSION
 from .session_store import SessionStore
 
@@ -38,6 +47,7 @@ __all__ = [
     "StoredNudge",
     "StoredState",
     "StrapInfo",
+    "battery_level_pct",
     "last_written_unix_s",
     "mute_duration_s",
     "remove_session_files",

@@ -142,3 +142,13 @@ def mute_duration_s(detail: str | None) -> float | None:
     except ValueError:
         return None
     return minutes * 60.0 if math.isfinite(minutes) and minutes >= 0 else None
+
+
+def battery_level_pct(detail: str | None) -> int | None:
+    """A 'battery' link event's level ("62%"), 0..100; None if it does not say. The daemon writes one each time a
+    strap's reported level changes."""
+    text = (detail or "").strip()
+    if not text.endswith("%") or not text[:-1].isdigit():
+        return None
+    level = int(text[:-1])
+    return level if level <= 100 else None
