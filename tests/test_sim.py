@@ -520,3 +520,39 @@ def test_a_recording_with_missing_samples_is_bridged_for_a_virtual_strap(
     counts = np.asarray(therapist.counts)
     assert len(counts) == len(values) // 5 and np.all((counts >= 0) & (counts <= 65535))
     assert np.ptp(counts[2500:2600]) < np.ptp(counts[2000:2100])  # the bridge is a straight line, not breathing
+
+
+def test_a_scripted_dyad_states_its_truth_with_its_own_troubles() -> None:
+    """The 'scripted:' line is the ground truth a tester scores against: who follows whom and when, and where the
+    generator put speech or a loose strap (a decision paused there is not a miss). Overlapping stretches read as one."""
+    import argparse
+
+    from breathsync.commands.sim import _prepare
+    from breathsync.sim.feeds import scenario_feeds
+
+    def truth(kind: str, seed: int) -> str | None:
+        args = argparse.Namespace(
+            synthetic=False,
+            therapist_input=None,
+            client_input=None,
+            scenario=kind,
+            seed=seed,
+            strap_rate=25,
+            therapist_drift_ppm=0,
+            client_drift_ppm=0,
+        )
+        return _prepare(args)[1]
+
+    dyad = scenario_feeds("similar_rate", 1)[0]
+    (first, first_end), (second, end) = sorted(dyad.speech_s["client"])
+    assert second < first_end < end  # the generator's two speech stretches overlap
+    assert truth("similar-rate", 1) == (
+        f"scripted: independent breathing at similar rates, nobody follows (seed 1); the client talks at "
+        f"{first:.0f}-{end:.0f} s; the dyad repeats every 360 s"
+    )
+    follows = scenario_feeds("client_follows", 1)[0]
+    ((a, b),) = follows.flat_s["client"]
+    assert truth("client-follows", 1) == (
+        f"scripted: the client follows the therapist from {follows.onset_s:.0f} s to {follows.offset_s:.0f} s of the "
+        f"straps' feed (seed 1); the client has a loose strap at {a:.0f}-{b:.0f} s; the dyad repeats every 360 s"
+    )

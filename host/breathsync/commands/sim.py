@@ -117,7 +117,7 @@ def _prepare(args: argparse.Namespace) -> tuple[list[StrapConfig], str | None]:
     truth = None
     if scenario is not None:
         dyad, feeds = scenario_feeds(SCENARIO_KINDS[scenario], args.seed, rate)
-        truth = f"{_truth(dyad)} (seed {args.seed}); the dyad repeats every {SCENARIO_SECONDS:g} s"
+        truth = f"{_truth(dyad, args.seed)}; the dyad repeats every {SCENARIO_SECONDS:g} s"
     elif args.synthetic:
         feeds = {
             "therapist": synthetic_counts(SYNTHETIC_SECONDS, args.therapist_bpm, rate, seed=args.seed),
@@ -149,15 +149,34 @@ def _prepare(args: argparse.Namespace) -> tuple[list[StrapConfig], str | None]:
     return configs, truth
 
 
-def _truth(dyad: Scenario) -> str:
+def _truth(dyad: Scenario, seed: int) -> str:
     if dyad.follower is None:
         similar = " at similar rates" if dyad.kind == "similar_rate" else ""
-        return f"scripted: independent breathing{similar}, nobody follows"
-    leader = "client" if dyad.follower == "therapist" else "therapist"
-    return (
-        f"scripted: the {dyad.follower} follows the {leader} from {dyad.onset_s or 0:.0f} s to "
-        f"{dyad.offset_s or 0:.0f} s of the straps' feed"
-    )
+        text = f"scripted: independent breathing{similar}, nobody follows"
+    else:
+        leader = "client" if dyad.follower == "therapist" else "therapist"
+        text = (
+            f"scripted: the {dyad.follower} follows the {leader} from {dyad.onset_s or 0:.0f} s to "
+            f"{dyad.offset_s or 0:.0f} s of the straps' feed"
+        )
+    text += f" (seed {seed})"
+    # The generator's own troubles are part of the truth: a decision that pauses there is not a miss.
+    for what, stretches in (("talks", dyad.speech_s), ("has a loose strap", dyad.flat_s)):
+        for role, spans in stretches.items():
+            times = ", ".join(f"{a:.0f}-{b:.0f} s" for a, b in _merged(spans))
+            text += f"; the {role} {what} at {times}"
+    return text
+
+
+def _merged(spans: tuple[tuple[float, float], ...]) -> list[tuple[float, float]]:
+    """Overlapping stretches as one (the generator draws them independently)."""
+    out: list[tuple[float, float]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def _loopback(host: str) -> str:
