@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import csv
 import gzip
+import json
 import os
 import re
 import signal
@@ -146,11 +147,11 @@ async def stop_links(links: dict[str, BleStrapLink], tasks: list[asyncio.Task[No
 
 @contextlib.asynccontextmanager
 async def one_streaming_client(
-    counts: np.ndarray, settle_samples: int
+    counts: np.ndarray, settle_samples: int, feed_continues: bool = False
 ) -> AsyncIterator[tuple[VirtualStrap, BleStrapLink, Sink, Callable[[], Awaitable[None]]]]:
     """One client strap fed ``counts``, streaming to the production link until ``settle_samples`` arrived.
     Yields (strap, link, sink, stop the link)."""
-    config = StrapConfig(counts, role="client", loop=False)
+    config = StrapConfig(counts, role="client", loop=False, feed_continues=feed_continues)
     async with await VirtualBench.start([config]) as vb, await BumbleBench.open(vb.link) as host:
         links, sinks, tasks = await start_links(vb, host, ("client",))
         await until(lambda: sinks["client"].complete_upto() >= settle_samples, 20)
@@ -185,6 +186,46 @@ def test_strap_reboot_is_followed_without_loss(micropython: str) -> None:
             assert [kind for kind, _ in sink.link].count("strap-rebooted") == 1
 
     run(go)
+
+
+def test_scripted_troubles_of_one_strap_take_turns_and_a_reboot_keeps_what_a_power_cycle_keeps(
+    micropython: str,
+) -> None:
+    """An outside probe of `sim --at`: two reboots of one strap at once crashed the sim (both read the firmware's
+    pipe); a reboot rewound the wearer's breathing to the feed's start (a scripted dyad fell out of step), put the
+    battery back to its starting voltage and ended an 'off' early. Now one strap's steps take turns (the later one
+    said with when it was done), and a power cycle keeps the battery, the breathing and a radio switched off."""
+    from breathsync.sim.script import parse_step, play_script
+
+    counts = synthetic_counts(600, 15, RATE, seed=9)
+
+    async def go() -> None:
+        async with one_streaming_client(counts, 4 * RATE, feed_continues=True) as (strap, link, sink, stop):
+            lines: list[str] = []
+            steps = [parse_step(x) for x in ("0:client:battery:3500", "0:client:reboot:1", "0.5:client:reboot")]
+            await play_script({"client": strap}, steps, lines.append)
+            assert lines[:2] == [
+                "at 0 s: client: battery at 3500 mV",
+                "at 0 s: client: strap power-cycled, off for 1 s",
+            ]
+            assert re.fullmatch(r"at 0\.5 s \(done at \d+ s\): client: strap power-cycled", lines[2]), lines
+            assert len(lines) == 3 and strap.running  # nothing failed, the firmware is up
+            start = json.loads((strap.workdir / "config.json").read_text())["feed_start"]
+            assert start >= 2 * RATE  # the first boot's samples and the second's off second, at least
+            # (the host may meet the middle boot or not: it lived only until the second step, ~0.5 s)
+            newest_boot = lambda: [c for c in sink.samples if link.stats.reboots and c >= link.counters.offset]  # noqa: E731
+            await until(lambda: len(newest_boot()) >= 2 * RATE, 40)
+            # 3500 mV reads 2-3 %: not the starting 61 % a new boot had before
+            await until(lambda: bool(sink.statuses) and (sink.statuses[-1].battery_pct or 100) <= 3, 20)
+            await stop()
+            offset = link.counters.offset  # session counters of the newest boot: its own counter + offset
+            newest = sorted(newest_boot())
+            assert all(sink.samples[c] == counts[start + c - offset] for c in newest)  # breathing went on
+            await strap.power_off()  # switched off (out of range) ...
+            await strap.reboot()  # ... and power-cycled: the radio stays off
+            assert strap.running and not strap.powered
+
+    run(go, timeout=120)
 
 
 def test_a_hung_firmware_is_reset_by_its_watchdog_and_boots_again(micropython: str) -> None:
@@ -469,7 +510,7 @@ def test_sim_plays_a_scripted_dyad_and_its_scripted_troubles(micropython: str, t
         (["--synthetic", "--at", "5:client:stall"], "stall needs a value"),
         (["--synthetic", "--at", "nan:client:drop"], "finite"),
         (["--synthetic", "--at=-1:client:drop"], "SECONDS must be within"),
-        (["--synthetic", "--at", "5:client:off:0"], "duration must be within"),
+        (["--synthetic", "--at", "5:client:off:0"], "duration must be more than 0"),
         (["--synthetic", "--at", "5:client:battery:2000"], "battery voltage must be within 3000..4300 mV"),
         (["--synthetic", "--at", "5:client:battery:3500.5"], "whole millivolts"),
         (["--synthetic", "--therapist-battery-mv", "5000"], "--therapist-battery-mv: battery voltage"),

@@ -81,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             type=int,
             default=3900,
             metavar="MV",
-            help=f"{role}'s battery voltage at the start, {lo}..{hi} (default 3900, ~62 %%)",
+            help=f"{role}'s battery voltage at the start, {lo}..{hi} (default 3900, ~61 %%)",
         )
     strap.add_argument(
         "--at",
@@ -141,7 +141,8 @@ def _prepare(args: argparse.Namespace) -> tuple[list[StrapConfig], str | None]:
         except InputError as exc:
             raise InputError(f"--{role}-battery-mv: {exc}") from None
     configs = [
-        StrapConfig(feeds[r], role=r, rate_hz=rate, drift_ppm=drift[r], battery_mv=battery[r])
+        # A reboot does not rewind the wearer's breathing (a scripted dyad stays in step).
+        StrapConfig(feeds[r], role=r, rate_hz=rate, drift_ppm=drift[r], battery_mv=battery[r], feed_continues=True)
         for r in ("therapist", "client")
     ]
     for c in configs:
@@ -197,6 +198,16 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
         raise InputError(f"--seconds must be a finite number >= 0 (got {args.seconds})")
     script = [parse_step(spec) for spec in getattr(args, "at", [])]
     configs, truth = _prepare(args)
+    for step, spec in zip(script, getattr(args, "at", []), strict=True):
+        if args.seconds and step.at_s >= args.seconds:
+            print(
+                f"breathsync sim: note: --at {spec} comes after --seconds {args.seconds:g}: never played",
+                file=sys.stderr,
+            )
+    if not args.synthetic:
+        for role, default_bpm in (("therapist", 12.0), ("client", 16.0)):
+            if getattr(args, f"{role}_bpm", default_bpm) != default_bpm:
+                print(f"breathsync sim: note: --{role}-bpm is for --synthetic: ignored", file=sys.stderr)
     reason = micropython_unavailable_reason()
     if reason is not None:
         raise InputError(f"cannot run virtual straps: {reason}")

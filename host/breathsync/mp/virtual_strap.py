@@ -15,6 +15,7 @@ CONFIG (JSON) keys:
   settings     path of the firmware's settings file (the parent writes role, name, rate, wired)
   drift_ppm    the sampling clock's error (> 0: faster than nominal); default 0
   battery_mv   battery voltage seen by the gauge (default 3900)
+  feed_start   the feed's first count (a reboot of a strap whose wearer breathed on meanwhile); default 0
   mac          12 hex digits: the radio's MAC (serial number, Bumble address); default the double's
   tx_slots, enomem_pct, seed   the bridge link's transmit queue (see bridge_link.py)
   wired        true: no bridge (the settings file must also say "wired": true: main.py decides)
@@ -62,9 +63,11 @@ class _End:
         raise StrapDone("time is up")
 
 
-def feed_adc(path, gpio, loop):
-    """ADC source streaming u16 counts from ``path``; OVERSAMPLE reads per sample see one value."""
+def feed_adc(path, gpio, loop, start=0):
+    """ADC source streaming u16 counts from ``path`` from count ``start`` on; OVERSAMPLE reads per sample see one
+    value."""
     f = open(path, "rb")
+    f.seek(2 * start)
     buf = bytearray(512)
     state = {"reads": 0, "value": 32768, "samples": 0, "pos": 0, "n": 0, "wraps": 0}
 
@@ -105,7 +108,7 @@ def run(conf):
 
     if "settings" in conf:
         config.SETTINGS_PATH = conf["settings"]
-    feed = feed_adc(conf["counts"], config.PIN_SENSOR_ADC, conf.get("loop", True))
+    feed = feed_adc(conf["counts"], config.PIN_SENSOR_ADC, conf.get("loop", True), conf.get("feed_start", 0))
     set_battery(config, conf.get("battery_mv", 3900))
     import bluetooth
 

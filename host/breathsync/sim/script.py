@@ -86,8 +86,10 @@ def parse_step(spec: str, roles: Sequence[str] = ("therapist", "client")) -> Scr
                 check_battery_mv(int(value))
             except InputError as exc:
                 raise InputError(f"{where}: {exc}") from None
-        elif not 0.0 < value <= MAX_STEP_S and not (action == "reboot" and value == 0.0):
-            raise InputError(f"{where}: the duration must be within 0..{MAX_STEP_S:g} s (got {parts[3]})")
+        elif action == "reboot" and not 0.0 <= value <= MAX_STEP_S:
+            raise InputError(f"{where}: the time off must be 0..{MAX_STEP_S:g} s (got {parts[3]})")
+        elif action != "reboot" and not 0.0 < value <= MAX_STEP_S:
+            raise InputError(f"{where}: the duration must be more than 0 and at most {MAX_STEP_S:g} s (got {parts[3]})")
     elif required:
         unit = f"MV, {BATTERY_MV_RANGE[0]}..{BATTERY_MV_RANGE[1]}" if action == "battery" else "seconds"
         raise InputError(f"{where}: {action} needs a value ({unit})")
@@ -124,23 +126,27 @@ async def play_script(
     say: Callable[[str], None],
     clock: Callable[[], float] | None = None,
 ) -> None:
-    """Each step at its time (seconds of ``clock`` from now), each in its own task so that a slow one (a reboot
-    waits for the firmware to boot again) delays no other; ``say`` tells what happened. Cancelling stops
-    the steps still to come."""
+    """Each step at its time (seconds of ``clock`` from now), said as it starts; ``say`` tells what happened.
+
+    One strap's steps take turns, in time order (steps at the same time as given): a step due while that strap is
+    still power-cycling (a reboot waits for the firmware to boot again) is done once it is back, and said with the
+    time it was done. Different straps do not wait for each other. Cancelling stops the steps still to come."""
     loop = asyncio.get_running_loop()
     now = clock or loop.time
     start = now()
 
-    async def one(step: ScriptStep) -> None:
-        await asyncio.sleep(max(0.0, start + step.at_s - now()))
-        try:
-            await apply_step(straps[step.role], step)
-        except (OSError, TimeoutError, SimError) as exc:  # the strap could not do it: say so, play on
-            say(f"at {step.at_s:g} s: {step.describe()} failed: {exc or type(exc).__name__}")
-            return
-        say(f"at {step.at_s:g} s: {step.describe()}")
+    async def strap_steps(role: str) -> None:  # in time order (ties: as given), one after the other
+        for step in sorted((step for step in steps if step.role == role), key=lambda step: step.at_s):
+            await asyncio.sleep(max(0.0, start + step.at_s - now()))
+            late_s = now() - start - step.at_s
+            when = f"at {step.at_s:g} s" + (f" (done at {step.at_s + late_s:.0f} s)" if late_s > 0.5 else "")
+            say(f"{when}: {step.describe()}")
+            try:
+                await apply_step(straps[role], step)
+            except (OSError, TimeoutError, SimError) as exc:  # the strap could not do it: say so, play on
+                say(f"{when}: {step.describe()} failed: {exc or type(exc).__name__}")
 
-    tasks = [asyncio.create_task(one(step), name=f"script {step.at_s:g}") for step in steps]
+    tasks = [asyncio.create_task(strap_steps(role), name=f"script {role}") for role in {s.role for s in steps}]
     try:
         await asyncio.gather(*tasks)
     finally:

@@ -143,6 +143,9 @@ class StrapConfig:
     supervision_ms: int = 420
     heapsize: str = "512K"
     reboot_on_reset: bool = True  # a watchdog reset boots the firmware again, as on the chip
+    # After a reboot the sensor's feed goes on where the wearer's breathing is by then (a person does not start
+    # over with the strap); False: from its first count, so a test can compare the new boot's samples one by one.
+    feed_continues: bool = False
     settings: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -316,6 +319,9 @@ class VirtualStrap:
         self._changed = asyncio.Event()
         self._exe = ""
         self._rebooting = False
+        self._reboot_lock = asyncio.Lock()  # one power cycle at a time (a scripted one and a watchdog's may meet)
+        self._radio_off = False  # switched off or out of range (power_off): a reboot does not bring it back
+        self._feed_start = 0  # the feed's index at this boot's first sample
         self.resets: list[dict[str, Any]] = []  # summaries of boots that ended in a reset (watchdog)
 
     # ------------------------------------------------------------------ start / stop
@@ -350,6 +356,7 @@ class VirtualStrap:
             # The firmware's machine Timers take one clock error: drift and time scale combined.
             "drift_ppm": round((config.time_scale * (1 + config.drift_ppm * 1e-6) - 1) * 1e6),
             "battery_mv": config.battery_mv,
+            "feed_start": 0,
             "mac": config.strap_mac,
             "tx_slots": config.tx_slots,
             "enomem_pct": config.enomem_pct,
@@ -858,6 +865,7 @@ class VirtualStrap:
         """The radio vanishes (no advertising, the link is lost); the firmware keeps sampling and
         buffering. With ``duration_s`` the radio comes back by itself after that long."""
         self.powered = False
+        self._radio_off = True
         self.drop_link()
         await self._apply_advertising()
         if duration_s is not None:
@@ -869,14 +877,24 @@ class VirtualStrap:
 
     async def power_on(self) -> None:
         """The radio is back: advertising resumes as the firmware last asked."""
+        self._radio_off = False
+        if self._rebooting:
+            return  # the reboot turns the radio on once the firmware is up again
         self.powered = True
         self._queue_changed.set()
         await self._apply_advertising()
 
     async def reboot(self, off_s: float = 0.0, ready_timeout_s: float = 15.0) -> dict[str, Any] | None:
         """Power-cycle the strap: the firmware process ends (RAM, ring and counter are gone), the radio
-        is off for ``off_s``, then the same firmware boots again and re-advertises. The ADC feed starts
-        over from the first count. Returns the old boot's summary."""
+        is off for ``off_s``, then the same firmware boots again and re-advertises (unless its radio was switched
+        off: ``power_off``). The ADC feed starts over from the first count, or with ``feed_continues`` where the
+        breathing is by then. The battery keeps its last voltage. Power cycles take turns. Returns the old boot's
+        summary."""
+        async with self._reboot_lock:
+            return await self._power_cycle(off_s, ready_timeout_s)
+
+    async def _power_cycle(self, off_s: float, ready_timeout_s: float) -> dict[str, Any] | None:
+        loop = asyncio.get_running_loop()
         self.powered = False
         if self.controller is not None:
             drop_le_connections(self.controller)  # the link ends with the chip, not by a timeout
@@ -887,13 +905,16 @@ class VirtualStrap:
         for task in old_tasks:
             task.cancel()
         await asyncio.gather(*old_tasks, return_exceptions=True)
-        summary = self.summary
+        ended_at = loop.time()
+        summary, self.summary = self.summary, None  # the next boot's own summary comes with its end
         self._queue.clear()
         self._held = None
         self._advertising = None
         self._exited = asyncio.Event()
-        self._ready = asyncio.get_running_loop().create_future()
+        self._ready = loop.create_future()
         await asyncio.sleep(off_s)
+        self._feed_start = self._next_feed_start(summary, loop.time() - ended_at)
+        self._write_boot_config(feed_start=self._feed_start)
         self._proc = await _boot_firmware(self._exe, self.config, self.workdir)
         assert self._proc.stdout is not None and self._proc.stdin is not None
         self._reader = bridge.FrameReader(self._proc.stdout)
@@ -905,10 +926,29 @@ class VirtualStrap:
                 await self._ready
         finally:
             self._rebooting = False
-        self.powered = True
-        self._queue_changed.set()
-        await self._apply_advertising()
+        if not self._radio_off:
+            self.powered = True
+            self._queue_changed.set()
+            await self._apply_advertising()
         return summary
+
+    def _next_feed_start(self, summary: dict[str, Any] | None, off_s: float) -> int:
+        """Where the next boot's feed starts: its first count, or (``feed_continues``) after what the ended boot
+        sampled plus the samples the wearer breathed while the strap was off."""
+        if not self.config.feed_continues:
+            return 0
+        fed = int((summary or {}).get("fed", 0))
+        missed = round(off_s * self.config.rate_hz * self.config.time_scale)
+        position = self._feed_start + fed + missed
+        n = len(self.config.counts)
+        return position % n if self.config.loop else min(position, n - 1)
+
+    def _write_boot_config(self, **changes: Any) -> None:
+        """What the next boot reads (``config.json`` in the strap's working folder)."""
+        path = self.workdir / "config.json"
+        conf = json.loads(path.read_text())
+        conf.update(changes)
+        path.write_text(json.dumps(conf))
 
     def hang(self, duration_ms: int) -> None:
         """The firmware's loop blocks for ``duration_ms`` without yielding (a stuck driver). Longer than the
@@ -937,9 +977,12 @@ class VirtualStrap:
         await self._stdin.drain()
 
     async def set_battery_mv(self, mv: int) -> None:
-        """The battery's voltage from now on: the firmware reads its gauge every 10 s and reports the
-        new level (Battery Service and STATUS) when it changed."""
+        """The battery's voltage from now on (also after a reboot): the firmware reads its gauge every 10 s and
+        reports the new level (Battery Service and STATUS) when it changed."""
         check_battery_mv(mv)
+        self._write_boot_config(battery_mv=int(mv))  # a reboot does not recharge it
+        if self._rebooting:
+            return  # the firmware is down: the next boot reads it
         self._send(bridge.BATTERY, struct.pack("<H", int(mv)))
         await self._stdin.drain()
 
