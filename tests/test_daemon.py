@@ -874,9 +874,9 @@ def test_why_a_strap_cannot_connect_is_told_once_per_reason(tmp_path: Path) -> N
         "client strap: cannot connect (not found); retrying",
         "client strap: cannot connect (not found); retrying",  # again after it had connected in between
     ]
-    assert "therapist strap: strap-rebooted counter back to 12" in lines
+    assert "therapist strap: restarted, carrying on (counter back to 12)" in lines  # not the link event's name
     assert [line for line in lines if "connected again" in line] == ["client strap: connected again after 20 s"]
-    assert lines[0] == "client strap: disconnected supervision timeout"
+    assert lines[0] == "client strap: disconnected (supervision timeout)"
 
 
 def test_the_status_line_says_while_nudges_are_muted(tmp_path: Path) -> None:

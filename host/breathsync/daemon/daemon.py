@@ -265,7 +265,8 @@ class Daemon:
                     # Stored counters now run ahead of the strap's own by this much; a resumed run needs it.
                     self.store.set_meta(f"counter_offset.{role}", str(stream.offset))
         if kind in ("disconnected", "samples-lost", "strap-rebooted"):
-            self._line(f"{role} strap: {kind} {detail}".rstrip())
+            said = {"samples-lost": "samples lost", "strap-rebooted": "restarted, carrying on"}.get(kind, kind)
+            self._line(f"{role} strap: {said}" + (f" ({detail})" if detail else ""))
             if kind == "disconnected":
                 self._lost_at.setdefault(role, self.clock())
         elif kind == "connect-failed" and detail not in self._told_failures.setdefault(role, set()):
