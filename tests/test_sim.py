@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -362,67 +362,60 @@ def test_faults_lose_nothing(micropython: str) -> None:
     run(go)
 
 
+class SimProcess:
+    """`breathsync sim ARGV` in its own process: ``adapter`` from its ready line, ``stdout`` to read on, and after
+    the block (SIGINT, exit status 0 checked) everything else it printed in ``rest``."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        self.stdout = proc.stdout
+        ready = proc.stdout.readline()
+        match = re.search(r"--ble (bumble:tcp-client:127\.0\.0\.1:\d+)", ready)
+        assert match, ready
+        self.adapter = match.group(1)
+        self.rest = ""
+
+
+@contextlib.contextmanager
+def sim_process(*argv: str) -> Iterator[SimProcess]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "breathsync", "sim", *argv]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
+        try:
+            sim = SimProcess(proc)
+            yield sim
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                rest, errors = proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rest, errors = proc.communicate()
+        assert proc.returncode == 0, errors
+        sim.rest = rest
+
+
+def breathsync_cli(*argv: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "breathsync", *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+
+
 def test_sim_command_and_stream_in_two_processes(micropython: str, tmp_path: Path) -> None:
     """`breathsync sim` serves two virtual straps on loopback HCI; `breathsync stream` records both."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
     out = tmp_path / "stream.csv"
-    with subprocess.Popen(
-        [sys.executable, "-m", "breathsync", "sim", "--synthetic", "--seed", "5", "--seconds", "40"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    ) as sim:
-        try:
-            assert sim.stdout is not None
-            ready = sim.stdout.readline()
-            match = re.search(r"--ble (bumble:tcp-client:127\.0\.0\.1:\d+)", ready)
-            assert match, ready
-            scan = subprocess.run(
-                [sys.executable, "-m", "breathsync", "scan", "--ble", match.group(1), "--timeout", "2"],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env=env,
-            )
-            assert scan.returncode == 0, scan.stderr
-            listed = {line.split()[0]: line.split() for line in scan.stdout.splitlines()[1:]}
-            for role in ("therapist", "client"):
-                fields = listed[f"breathsync-{role}"]
-                assert fields[2] == role and fields[5] == "25Hz"  # role and rate from the firmware
-                assert fields[4].endswith("%") and 0 <= int(fields[4][:-1]) <= 100  # a known battery level
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "breathsync",
-                    "stream",
-                    "--ble",
-                    match.group(1),
-                    "--therapist",
-                    "ble:breathsync-therapist",
-                    "--client",
-                    "ble:breathsync-client",
-                    "--seconds",
-                    "6",
-                    "--csv",
-                    str(out),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env=env,
-            )
-            assert proc.returncode == 0, proc.stderr
-        finally:
-            sim.send_signal(signal.SIGINT)
-            try:
-                rest, errors = sim.communicate(timeout=15)
-            except subprocess.TimeoutExpired:
-                sim.kill()
-                rest, errors = sim.communicate()
-        assert sim.returncode == 0, errors
-        assert "therapist:" in rest and "client:" in rest  # the exit summary
+    with sim_process("--synthetic", "--seed", "5", "--seconds", "40") as sim:
+        scan = breathsync_cli("scan", "--ble", sim.adapter, "--timeout", "2")
+        assert scan.returncode == 0, scan.stderr
+        listed = {line.split()[0]: line.split() for line in scan.stdout.splitlines()[1:]}
+        for role in ("therapist", "client"):
+            fields = listed[f"breathsync-{role}"]
+            assert fields[2] == role and fields[5] == "25Hz"  # role and rate from the firmware
+            assert fields[4].endswith("%") and 0 <= int(fields[4][:-1]) <= 100  # a known battery level
+        roles = ("--therapist", "ble:breathsync-therapist", "--client", "ble:breathsync-client")
+        proc = breathsync_cli("stream", "--ble", sim.adapter, *roles, "--seconds", "6", "--csv", str(out))
+        assert proc.returncode == 0, proc.stderr
+    assert "therapist:" in sim.rest and "client:" in sim.rest  # the exit summary
     with out.open() as handle:
         rows = list(csv.DictReader(handle))
     for role, bpm, seed in (("therapist", 12.0, 5), ("client", 16.0, 6)):
@@ -440,41 +433,15 @@ def test_sim_plays_a_scripted_dyad_and_its_scripted_troubles(micropython: str, t
     scenario's counts, the battery level falling and the client reconnecting."""
     from breathsync.sim.feeds import scenario_feeds
 
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
     out = tmp_path / "stream.csv"
     argv = ["--scenario", "therapist-follows", "--seed", "3", "--therapist-battery-mv", "3720"]
     argv += ["--at", "2:therapist:battery:3560", "--at", "4:client:drop", "--seconds", "40"]
-    with subprocess.Popen(
-        [sys.executable, "-m", "breathsync", "sim", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    ) as sim:
-        try:
-            assert sim.stdout is not None
-            ready = sim.stdout.readline()
-            match = re.search(r"--ble (bumble:tcp-client:127\.0\.0\.1:\d+)", ready)
-            assert match, ready
-            truth = sim.stdout.readline()
-            stream_argv = ["stream", "--ble", match.group(1), "--seconds", "18", "--csv", str(out)]
-            stream_argv += ["--therapist", "ble:breathsync-therapist", "--client", "ble:breathsync-client"]
-            stream = subprocess.run(
-                [sys.executable, "-m", "breathsync", *stream_argv],
-                capture_output=True,
-                text=True,
-                timeout=90,
-                env=env,
-            )
-            assert stream.returncode == 0, stream.stderr
-        finally:
-            sim.send_signal(signal.SIGINT)
-            try:
-                rest, errors = sim.communicate(timeout=15)
-            except subprocess.TimeoutExpired:
-                sim.kill()
-                rest, errors = sim.communicate()
-        assert sim.returncode == 0, errors
+    with sim_process(*argv) as sim:
+        truth = sim.stdout.readline()
+        roles = ("--therapist", "ble:breathsync-therapist", "--client", "ble:breathsync-client")
+        stream = breathsync_cli("stream", "--ble", sim.adapter, *roles, "--seconds", "18", "--csv", str(out))
+        assert stream.returncode == 0, stream.stderr
+    rest = sim.rest
     dyad, feeds = scenario_feeds("therapist_follows", 3)
     assert truth.strip() == (
         f"scripted: the therapist follows the client from {dyad.onset_s:.0f} s to {dyad.offset_s:.0f} s "
