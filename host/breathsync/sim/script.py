@@ -5,8 +5,9 @@ A step is ``SECONDS:ROLE:ACTION[:VALUE]``, SECONDS after the straps are served::
     drop          the radio link is lost once (the host reconnects and backfills)
     off[:S]       the strap's radio is gone (out of range, switched off) for S seconds; without S for good
     stall:S       connected, but nothing gets through for S seconds (a congested radio)
-    reboot[:S]    the strap power-cycles, off for S seconds (default 0): its counter and feed start over (with
-                  ``--scenario`` that strap's breathing then runs from the dyad's start, out of step with the other)
+    reboot[:S]    the strap power-cycles, off for S seconds (default 0): its counter starts over; the battery,
+                  a radio switched off and (``StrapConfig.feed_continues``, as ``breathsync sim`` sets it) the
+                  wearer's breathing go on
     battery:MV    the battery's voltage from now on (the strap reads its gauge every 10 s)
 
 Every step is one line of text, so a session's troubles can be written down and replayed as they were:
