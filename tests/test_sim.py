@@ -564,3 +564,20 @@ def test_a_scripted_dyad_states_its_truth_with_its_own_troubles() -> None:
         f"scripted: the client follows the therapist from {follows.onset_s:.0f} s to {follows.offset_s:.0f} s of the "
         f"straps' feed (seed 1); the client has a loose strap at {a:.0f}-{b:.0f} s; the dyad repeats every 360 s"
     )
+
+
+def test_what_a_sim_command_line_asks_for_in_vain_is_noted() -> None:
+    """A step after --seconds was never played, and --therapist-bpm with a scenario did nothing, both silently."""
+    import argparse
+
+    from breathsync.commands.sim import unused_options
+    from breathsync.sim.script import parse_step
+
+    specs = ["5:client:drop", "60:client:reboot"]
+    args = argparse.Namespace(seconds=30.0, at=specs, synthetic=False, therapist_bpm=20.0, client_bpm=None)
+    assert unused_options(args, [parse_step(s) for s in specs]) == [
+        "--at 60:client:reboot comes after --seconds 30: never played",
+        "--therapist-bpm is for --synthetic: ignored",
+    ]
+    forever = argparse.Namespace(seconds=0, at=specs, synthetic=True, therapist_bpm=20.0, client_bpm=None)
+    assert unused_options(forever, [parse_step(s) for s in specs]) == []  # until Ctrl-C; the rate is used

@@ -39,13 +39,14 @@ from ..sim import (
     synthetic_counts,
 )
 from ..sim.feeds import SCENARIO_SECONDS, Counts, scenario_feeds
-from ..sim.script import parse_step, play_script
+from ..sim.script import ScriptStep, parse_step, play_script
 from ..sim.strap import BATTERY_MV_RANGE, check_battery_mv
 from .arguments import non_negative_int, positive_float, seconds_or_forever
 from .recording_input import read_strap_input
 from .shutdown import stop_on_signals
 
 SYNTHETIC_SECONDS = 3600.0
+SYNTHETIC_BPM = {"therapist": 12.0, "client": 16.0}  # --synthetic's breathing rates unless given
 SCENARIO_KINDS: dict[str, Kind] = {kind.replace("_", "-"): kind for kind in KINDS}  # as typed: therapist-follows
 
 
@@ -68,8 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="synthetic: therapist seed N, client N + 1; scenario: the dyad's seed (default 0)",
     )
-    feed.add_argument("--therapist-bpm", type=float, default=12.0, metavar="BPM", help="synthetic (default 12)")
-    feed.add_argument("--client-bpm", type=float, default=16.0, metavar="BPM", help="synthetic (default 16)")
+    for role, bpm in SYNTHETIC_BPM.items():  # None unless given: given without --synthetic, it is noted as unused
+        feed.add_argument(f"--{role}-bpm", type=float, metavar="BPM", help=f"synthetic (default {bpm:g})")
     strap = parser.add_argument_group("straps")
     strap.add_argument("--strap-rate", type=int, default=25, choices=(25, 50), metavar="HZ", help="25 (default) or 50")
     strap.add_argument("--therapist-drift-ppm", type=int, default=0, metavar="PPM", help="therapist's clock error")
@@ -120,8 +121,8 @@ def _prepare(args: argparse.Namespace) -> tuple[list[StrapConfig], str | None]:
         truth = f"{_truth(dyad, args.seed)}; the dyad repeats every {SCENARIO_SECONDS:g} s"
     elif args.synthetic:
         feeds = {
-            "therapist": synthetic_counts(SYNTHETIC_SECONDS, args.therapist_bpm, rate, seed=args.seed),
-            "client": synthetic_counts(SYNTHETIC_SECONDS, args.client_bpm, rate, seed=args.seed + 1),
+            role: synthetic_counts(SYNTHETIC_SECONDS, _given(args, f"{role}_bpm", bpm), rate, seed=args.seed + i)
+            for i, (role, bpm) in enumerate(SYNTHETIC_BPM.items())
         }
     else:
         if args.therapist_input is None or args.client_input is None:
@@ -148,6 +149,26 @@ def _prepare(args: argparse.Namespace) -> tuple[list[StrapConfig], str | None]:
     for c in configs:
         c.check()
     return configs, truth
+
+
+def _given(args: argparse.Namespace, name: str, default: float) -> float:
+    value = getattr(args, name, None)
+    return default if value is None else float(value)
+
+
+def unused_options(args: argparse.Namespace, script: list[ScriptStep]) -> list[str]:
+    """What the command line asks for that this run will not do: a step after ``--seconds``, a synthetic
+    breathing rate for another feed."""
+    notes = [
+        f"--at {spec} comes after --seconds {args.seconds:g}: never played"
+        for step, spec in zip(script, getattr(args, "at", []), strict=True)
+        if args.seconds and step.at_s >= args.seconds
+    ]
+    if not args.synthetic:
+        notes += [
+            f"--{role}-bpm is for --synthetic: ignored" for role in SYNTHETIC_BPM if getattr(args, f"{role}_bpm", None)
+        ]
+    return notes
 
 
 def _truth(dyad: Scenario, seed: int) -> str:
@@ -198,16 +219,8 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
         raise InputError(f"--seconds must be a finite number >= 0 (got {args.seconds})")
     script = [parse_step(spec) for spec in getattr(args, "at", [])]
     configs, truth = _prepare(args)
-    for step, spec in zip(script, getattr(args, "at", []), strict=True):
-        if args.seconds and step.at_s >= args.seconds:
-            print(
-                f"breathsync sim: note: --at {spec} comes after --seconds {args.seconds:g}: never played",
-                file=sys.stderr,
-            )
-    if not args.synthetic:
-        for role, default_bpm in (("therapist", 12.0), ("client", 16.0)):
-            if getattr(args, f"{role}_bpm", default_bpm) != default_bpm:
-                print(f"breathsync sim: note: --{role}-bpm is for --synthetic: ignored", file=sys.stderr)
+    for note in unused_options(args, script):
+        print(f"breathsync sim: note: {note}", file=sys.stderr)
     reason = micropython_unavailable_reason()
     if reason is not None:
         raise InputError(f"cannot run virtual straps: {reason}")
