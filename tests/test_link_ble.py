@@ -399,3 +399,44 @@ def test_straps_sharing_a_name_each_go_to_their_own_role() -> None:
         assert any("is the client's strap" in detail for detail in refused)
 
     run(go)
+
+
+def test_a_strap_that_drops_out_reconnects_while_the_other_is_still_searched_for() -> None:
+    # One scan or connect at a time in the process (the radio's rule). The link looking for a strap that is not
+    # there held the radio for its whole search, so the other strap, dropped out, waited for the end of it before
+    # it could reconnect (5-10 s in a live session). Searches now scan in slices and the links take turns.
+    async def go() -> None:
+        link = new_link()
+        strap = await ModelStrap("strap-T", signal(25 * 120, seed=3), speed=5.0).start(link)
+        async with await BumbleBench.open(link) as bench:
+            log: list[tuple[str, str]] = []
+
+            class RoleSink(Sink):
+                def on_link(self, role: str, kind: str, detail: str) -> None:
+                    log.append((role, kind))
+
+            long_search = dataclasses.replace(_quick_options(bench), scan_timeout_s=40.0)
+            therapist = BleStrapLink("therapist", "strap-T", RoleSink(), _quick_options(bench))
+            client = BleStrapLink("client", "strap-absent", RoleSink(), long_search)
+            client_task = asyncio.create_task(client.run())
+            await asyncio.sleep(0.5)  # the client's link is searching first
+            therapist_task = asyncio.create_task(therapist.run())
+            try:
+                await until(lambda: ("therapist", "connected") in log)
+                for connects in (2, 3):
+                    assert strap.peripheral is not None
+                    strap.peripheral.drop_link()
+                    await until(lambda n=connects: log.count(("therapist", "connected")) == n)  # type: ignore[misc]
+                # All of it inside the client's first 40 s search, which has neither found nor given up.
+                assert ("client", "connect-failed") not in log
+            finally:
+                await therapist.close()
+                await client.close()
+                # A closed link stops searching at the end of its slice, not of its 40 s search.
+                await asyncio.wait_for(asyncio.gather(therapist_task, client_task), 5)
+            await strap.close()
+        assert log.count(("therapist", "disconnected")) == 2
+        # Closed while searching: closed, with no failure to connect reported.
+        assert [kind for role, kind in log if role == "client"] == ["closed"]
+
+    run(go)

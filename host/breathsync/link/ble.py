@@ -1,10 +1,12 @@
 """A strap over BLE through bleak's public API (BleakScanner / BleakClient) only.
 
 ``BleStrapLink.run()`` keeps one strap connected for as long as it runs: find it, connect
-(one connect at a time across all straps: concurrent connects misbehave on Linux and macOS),
+(one scan or connect at a time across all straps: concurrent ones misbehave on Linux and macOS),
 subscribe, start streaming, ask for backfill of whatever is missing, and after any disconnect
-reconnect with exponential backoff. bleak's platform backends also call the disconnected
-callback on our own ``disconnect()``; the link tells the two apart by its ``_closing`` flag.
+reconnect with exponential backoff. A search scans in short slices, taking turns with the other
+strap's link, so a strap that dropped out is not kept waiting while the other is still looked for.
+bleak's platform backends also call the disconnected callback on our own ``disconnect()``; the link
+tells the two apart by its ``_closing`` flag.
 
 The bleak backend is a parameter: the system's by default, or the Bumble backend
 (``breathsync.link.bumble_backend``) for virtual straps, so this code runs unchanged in tests.
@@ -39,6 +41,9 @@ log = logging.getLogger(__name__)
 
 NOTIFY_CHANNELS = (Channel.RESPONSE, Channel.STATUS, Channel.EVENT, Channel.SAMPLES)
 PROBE_TIMEOUT_S = 5.0
+# One scan under the radio lock lasts at most this long: the straps advertise every 250 ms, and a link waiting
+# to reconnect its strap gets the radio between two slices instead of after the other link's whole search.
+SCAN_SLICE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -182,20 +187,40 @@ class BleStrapLink:
             lock = cls._connect_locks[loop] = asyncio.Lock()
         return lock
 
-    async def _find(self) -> BLEDevice | str:
+    async def _find_and_connect(self) -> BleakClient:
+        """Scan for this link's strap in slices of SCAN_SLICE_S under the radio lock, up to ``scan_timeout_s`` of
+        scanning in all, and connect in the same turn as it was seen. By address too: given an address,
+        BleakClient would scan inside ``connect``, holding the lock for the whole connect timeout."""
         target = self.target
-        if _looks_like_address(target):
-            return target
-        if self._found_address is not None:
-            return self._found_address
-        device = await BleakScanner.find_device_by_filter(
-            lambda d, adv: (adv.local_name or d.name or "") == target and d.address not in self._other_roles,
-            timeout=self.options.scan_timeout_s,
-            **self.options.scanner_kwargs(),
-        )
-        if device is None:
-            raise LinkError(f"{self.role}: no strap named {target!r} in range")
-        return device
+        address = target if _looks_like_address(target) else self._found_address
+
+        def wanted(device: BLEDevice, adv: AdvertisementData) -> bool:
+            if address is not None:
+                return device.address.upper() == address.upper()
+            return (adv.local_name or device.name or "") == target and device.address not in self._other_roles
+
+        left_s = self.options.scan_timeout_s
+        while left_s > 1e-9 and not self._closing:
+            slice_s = min(SCAN_SLICE_S, left_s)
+            left_s -= slice_s
+            async with self._lock():
+                device = await BleakScanner.find_device_by_filter(
+                    wanted, timeout=slice_s, **self.options.scanner_kwargs()
+                )
+                if device is not None:
+                    client = BleakClient(
+                        device,
+                        disconnected_callback=self._on_disconnect,
+                        timeout=self.options.connect_timeout_s,
+                        **self.options.client_kwargs(),
+                    )
+                    self._disconnected.clear()
+                    await client.connect()
+                    return client
+        if self._closing:
+            raise LinkError(f"{self.role}: link closed")
+        what = f"strap at {address}" if address is not None else f"strap named {target!r}"
+        raise LinkError(f"{self.role}: no {what} in range")
 
     def _on_disconnect(self, _client: BleakClient) -> None:
         self._disconnected.set()
@@ -216,16 +241,7 @@ class BleStrapLink:
             raise LinkError(f"{self.role}: write failed: {exc}") from None
 
     async def _connect_once(self) -> BleakClient:
-        async with self._lock():
-            where = await self._find()
-            client = BleakClient(
-                where,
-                disconnected_callback=self._on_disconnect,
-                timeout=self.options.connect_timeout_s,
-                **self.options.client_kwargs(),
-            )
-            self._disconnected.clear()
-            await client.connect()
+        client = await self._find_and_connect()
         try:
             status = bytes(await client.read_gatt_char(CHARACTERISTIC_UUIDS[Channel.STATUS]))
             self._check_role(client.address, status)  # before subscribing: another role's strap sends nothing here
@@ -268,6 +284,8 @@ class BleStrapLink:
             try:
                 client = await self._connect_once()
             except (BleakError, LinkError, TimeoutError, OSError) as exc:
+                if self._closing:  # closed while searching: nothing failed
+                    break
                 if first and isinstance(exc, BleakBluetoothNotAvailableError):  # never connected: not a dropout
                     raise no_adapter_error(str(exc.args[0])) from None
                 self.sink.on_link(self.role, "connect-failed", str(exc) or type(exc).__name__)
