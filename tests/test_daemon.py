@@ -1014,9 +1014,30 @@ def test_the_status_line_shows_a_connected_strap_that_sends_nothing(tmp_path: Pa
     block = SampleBlock("therapist", 0, np.zeros(7, dtype=np.int64), np.full(7, 1000.0), False)
     daemon.on_samples(block)
     assert "T: ok ? 13.4/min" in daemon.status_line()
-    now[0] += 4.0
+    now[0] += 1.5
     assert "T: ok ? 13.4/min" in daemon.status_line()  # radio jitter is not silence
-    now[0] += 8.0
+    now[0] += 1.5
+    # Silent for longer than the engine waits before it pauses its decisions (2 s): 'sync -- paused' had no reason
+    # on the line until the silence reached 5 s.
+    assert "T: no data 3s ? --" in daemon.status_line()
+    now[0] += 9.0
     assert "T: no data 12s ? --" in daemon.status_line()
     daemon.on_samples(block)
     assert "T: ok ? 13.4/min" in daemon.status_line()
+
+
+def test_a_strap_back_after_a_drop_out_is_not_shown_silent_since_before_it(tmp_path: Path) -> None:
+    # Its last samples came before the drop-out: for the first second after it was back the line said
+    # 'T: no data 20s'.
+    now = [1000.0]
+    daemon = Daemon(config_for("bumble:none", tmp_path), io.StringIO(), clock=lambda: now[0])
+    daemon.on_link("therapist", "connected", "")
+    daemon.on_samples(SampleBlock("therapist", 0, np.zeros(7, dtype=np.int64), np.full(7, 1000.0), False))
+    daemon.on_link("therapist", "disconnected", "")
+    now[0] += 20.0
+    assert "T: LOST" in daemon.status_line()
+    daemon.on_link("therapist", "connected", "")
+    now[0] += 1.0
+    assert "T: ok" in daemon.status_line()
+    now[0] += 2.0  # connected, and still nothing: silent since it connected
+    assert "T: no data 3s" in daemon.status_line()

@@ -90,7 +90,6 @@ def device_haptic(pattern: HapticPattern) -> HapticCommand:
 LINK_STATES = {"connected": "ok", "disconnected": "LOST", "connect-failed": "retrying", "closed": "closed"}
 
 
-NO_DATA_AFTER_S = 5.0  # a connected strap silent this long is shown as such on the status line
 # Battery levels said once each, on a line of their own: a strap going flat mid-session stops nudging unnoticed.
 BATTERY_WARNINGS_PCT = (  # the most severe first: only the lowest level reached is said
     (5, "it may stop within minutes: charge it now if you can"),
@@ -276,6 +275,7 @@ class Daemon:
             self._line(f"{role} strap: cannot connect ({detail}); retrying")
         elif kind == "connected":
             self._told_failures.pop(role, None)
+            self.views[role].last_data_s = self.clock()  # its silence counts from now, not from before the drop-out
             lost_at = self._lost_at.pop(role, None)
             if lost_at is not None:  # 'disconnected' and 'retrying' were said; without this line only the status line
                 self._line(f"{role} strap: connected again after {self.clock() - lost_at:.0f} s")
@@ -377,8 +377,9 @@ class Daemon:
             rate = "--" if v.rate_bpm is None else f"{v.rate_bpm:4.1f}/min"
             link = v.link
             silent_s = None if v.last_data_s is None else self.clock() - v.last_data_s
-            if link == "ok" and silent_s is not None and silent_s > NO_DATA_AFTER_S:
-                # Connected but sending nothing (a hung strap): 'ok' with its last rate frozen read as healthy.
+            if link == "ok" and silent_s is not None and silent_s > self.engine.config.engine.max_sample_gap_s:
+                # Connected but sending nothing (a hung strap): 'ok' with its last rate frozen read as healthy. Said as
+                # soon as the silence pauses the engine's decisions, so 'paused' never comes without a reason.
                 link, rate = f"no data {silent_s:.0f}s", "--"
             elif link != "ok":  # lost or reconnecting: its last battery and rate are not news, and read as healthy
                 battery, rate = "", "--"
