@@ -401,42 +401,105 @@ def test_straps_sharing_a_name_each_go_to_their_own_role() -> None:
     run(go)
 
 
+class RoleLog(Sink):
+    """One log of (loop time, role, kind) for several links."""
+
+    def __init__(self, log: list[tuple[float, str, str]]) -> None:
+        super().__init__()
+        self.log = log
+
+    def on_link(self, role: str, kind: str, detail: str) -> None:
+        self.log.append((asyncio.get_running_loop().time(), role, kind))
+
+
 def test_a_strap_that_drops_out_reconnects_while_the_other_is_still_searched_for() -> None:
     # One scan or connect at a time in the process (the radio's rule). The link looking for a strap that is not
     # there held the radio for its whole search, so the other strap, dropped out, waited for the end of it before
     # it could reconnect (5-10 s in a live session). Searches now scan in slices and the links take turns.
+    from breathsync.link.ble import SCAN_SLICE_S
+
     async def go() -> None:
         link = new_link()
         strap = await ModelStrap("strap-T", signal(25 * 120, seed=3), speed=5.0).start(link)
         async with await BumbleBench.open(link) as bench:
-            log: list[tuple[str, str]] = []
-
-            class RoleSink(Sink):
-                def on_link(self, role: str, kind: str, detail: str) -> None:
-                    log.append((role, kind))
-
+            log: list[tuple[float, str, str]] = []
             long_search = dataclasses.replace(_quick_options(bench), scan_timeout_s=40.0)
-            therapist = BleStrapLink("therapist", "strap-T", RoleSink(), _quick_options(bench))
-            client = BleStrapLink("client", "strap-absent", RoleSink(), long_search)
+            therapist = BleStrapLink("therapist", "strap-T", RoleLog(log), _quick_options(bench))
+            client = BleStrapLink("client", "strap-absent", RoleLog(log), long_search)
             client_task = asyncio.create_task(client.run())
             await asyncio.sleep(0.5)  # the client's link is searching first
             therapist_task = asyncio.create_task(therapist.run())
             try:
-                await until(lambda: ("therapist", "connected") in log)
+                await until(lambda: ("therapist", "connected") in [(r, k) for _, r, k in log])
                 for connects in (2, 3):
                     assert strap.peripheral is not None
+                    dropped_at = asyncio.get_running_loop().time()
                     strap.peripheral.drop_link()
-                    await until(lambda n=connects: log.count(("therapist", "connected")) == n)  # type: ignore[misc]
+                    await until(lambda n=connects: [(r, k) for _, r, k in log].count(("therapist", "connected")) == n)  # type: ignore[misc]
+                    back_at = max(t for t, r, k in log if (r, k) == ("therapist", "connected"))
+                    # Back within the other link's turn at the radio and its own scan, not after a 40 s search.
+                    assert back_at - dropped_at < SCAN_SLICE_S + 3.0
+                events = [(role, kind) for _, role, kind in log]
                 # All of it inside the client's first 40 s search, which has neither found nor given up.
-                assert ("client", "connect-failed") not in log
+                assert ("client", "connect-failed") not in events
             finally:
+                closing_at = asyncio.get_running_loop().time()
                 await therapist.close()
                 await client.close()
-                # A closed link stops searching at the end of its slice, not of its 40 s search.
                 await asyncio.wait_for(asyncio.gather(therapist_task, client_task), 5)
+            # A closed link stops searching at once, not at the end of its 40 s search (nor of a 2 s slice).
+            assert asyncio.get_running_loop().time() - closing_at < 1.0
             await strap.close()
-        assert log.count(("therapist", "disconnected")) == 2
+        events = [(role, kind) for _, role, kind in log]
+        assert events.count(("therapist", "disconnected")) == 2
         # Closed while searching: closed, with no failure to connect reported.
-        assert [kind for role, kind in log if role == "client"] == ["closed"]
+        assert [kind for role, kind in events if role == "client"] == ["closed"]
+
+    run(go)
+
+
+def test_a_link_closed_while_it_waits_for_the_radio_never_connects() -> None:
+    # close() came while the link waited for the other link's turn at the radio: it then scanned, found its strap
+    # and connected, and nobody disconnected it (a strap kept connected stops advertising: the next session could
+    # not find it).
+    async def go() -> None:
+        link = new_link()
+        strap = await ModelStrap("strap-T", signal(25 * 60, seed=4), speed=5.0).start(link)
+        async with await BumbleBench.open(link) as bench:
+            log: list[tuple[float, str, str]] = []
+            client = BleStrapLink(
+                "client", "strap-absent", RoleLog(log), dataclasses.replace(_quick_options(bench), scan_timeout_s=40.0)
+            )
+            therapist = BleStrapLink("therapist", "strap-T", RoleLog(log), _quick_options(bench))
+            client_task = asyncio.create_task(client.run())
+            await asyncio.sleep(0.5)  # the client's link has the radio for its first slice
+            therapist_task = asyncio.create_task(therapist.run())
+            await asyncio.sleep(0.2)  # the therapist's link waits for its turn
+            await therapist.close()
+            await asyncio.sleep(3.0)  # the client's slice is over: the therapist's link would have had its turn
+            await client.close()
+            await asyncio.wait_for(asyncio.gather(therapist_task, client_task), 5)
+            assert strap.peripheral is not None and strap.peripheral.connections == 0  # never connected
+            await strap.close()
+        assert [(role, kind) for _, role, kind in log] == [("therapist", "closed"), ("client", "closed")]
+
+    run(go)
+
+
+def test_a_search_gives_up_after_its_scan_time_and_says_so() -> None:
+    async def go() -> None:
+        async with await BumbleBench.open(new_link()) as bench:
+            log: list[tuple[float, str, str]] = []
+            options = dataclasses.replace(_quick_options(bench), scan_timeout_s=5.0, backoff_initial_s=30.0)
+            ble = BleStrapLink("client", "strap-absent", RoleLog(log), options)
+            started = asyncio.get_running_loop().time()
+            task = asyncio.create_task(ble.run())
+            await until(lambda: bool(log), 15)
+            failed_at, role, kind = log[0]
+            await ble.close()  # in its 30 s back-off: ends it at once
+            await asyncio.wait_for(task, 1.0)
+        assert (role, kind) == ("client", "connect-failed")
+        assert 4.5 <= failed_at - started < 8.0  # 5 s of scanning (two slices of 2.5 s), then it says so
+        assert [kind for _, _, kind in log] == ["connect-failed", "closed"]
 
     run(go)

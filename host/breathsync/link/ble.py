@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import sys
 import time
 import weakref
@@ -165,6 +166,7 @@ class BleStrapLink:
         self.connected = asyncio.Event()
         self._client: BleakClient | None = None
         self._closing = False
+        self._closed = asyncio.Event()  # set with _closing: ends a scan at once
         self._disconnected = asyncio.Event()
         # A strap found by name is kept by address once connected (two straps of one name must not swap
         # people on a reconnect); with a shared name, straps that report the other role are never taken.
@@ -188,9 +190,11 @@ class BleStrapLink:
         return lock
 
     async def _find_and_connect(self) -> BleakClient:
-        """Scan for this link's strap in slices of SCAN_SLICE_S under the radio lock, up to ``scan_timeout_s`` of
-        scanning in all, and connect in the same turn as it was seen. By address too: given an address,
-        BleakClient would scan inside ``connect``, holding the lock for the whole connect timeout."""
+        """Scan for this link's strap in slices of at most SCAN_SLICE_S under the radio lock, up to ``scan_timeout_s``
+        of scanning in all, and connect in the same turn as it was seen. By address too: given an address,
+        BleakClient would scan inside ``connect``, holding the lock for the whole connect timeout. ``close()`` ends a
+        search at once, and a strap connected as it came is let go: nobody would disconnect it, and a strap kept
+        connected does not advertise, so the next session would not find it."""
         target = self.target
         address = target if _looks_like_address(target) else self._found_address
 
@@ -199,28 +203,50 @@ class BleStrapLink:
                 return device.address.upper() == address.upper()
             return (adv.local_name or device.name or "") == target and device.address not in self._other_roles
 
-        left_s = self.options.scan_timeout_s
-        while left_s > 1e-9 and not self._closing:
-            slice_s = min(SCAN_SLICE_S, left_s)
-            left_s -= slice_s
+        slices = max(1, math.ceil(self.options.scan_timeout_s / SCAN_SLICE_S - 1e-9))
+        slice_s = self.options.scan_timeout_s / slices  # even slices: a last one of 0.1 s would see nothing
+        for _ in range(slices):
             async with self._lock():
-                device = await BleakScanner.find_device_by_filter(
-                    wanted, timeout=slice_s, **self.options.scanner_kwargs()
+                if self._closing:
+                    break
+                device = await self._scan(wanted, slice_s)
+                if device is None or self._closing:
+                    continue
+                client = BleakClient(
+                    device,
+                    disconnected_callback=self._on_disconnect,
+                    timeout=self.options.connect_timeout_s,
+                    **self.options.client_kwargs(),
                 )
-                if device is not None:
-                    client = BleakClient(
-                        device,
-                        disconnected_callback=self._on_disconnect,
-                        timeout=self.options.connect_timeout_s,
-                        **self.options.client_kwargs(),
-                    )
-                    self._disconnected.clear()
-                    await client.connect()
-                    return client
+                self._disconnected.clear()
+                await client.connect()
+                if self._closing:
+                    with contextlib.suppress(Exception):
+                        await client.disconnect()
+                    break
+                return client
         if self._closing:
             raise LinkError(f"{self.role}: link closed")
         what = f"strap at {address}" if address is not None else f"strap named {target!r}"
         raise LinkError(f"{self.role}: no {what} in range")
+
+    async def _scan(self, wanted: Callable[[BLEDevice, AdvertisementData], bool], timeout_s: float) -> BLEDevice | None:
+        """One scan slice: the first device ``wanted`` accepts, or None when none came within ``timeout_s`` or
+        ``close()`` came first. The scan is stopped, never cancelled half-way: a scan command cut off in flight
+        leaves the controller answering a request nobody waits for."""
+        found: asyncio.Future[BLEDevice] = asyncio.get_running_loop().create_future()
+
+        def seen(device: BLEDevice, adv: AdvertisementData) -> None:
+            if not found.done() and wanted(device, adv):
+                found.set_result(device)
+
+        async with BleakScanner(detection_callback=seen, **self.options.scanner_kwargs()):
+            closed = asyncio.ensure_future(self._closed.wait())
+            try:
+                await asyncio.wait((found, closed), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closed.cancel()
+        return found.result() if found.done() else None
 
     def _on_disconnect(self, _client: BleakClient) -> None:
         self._disconnected.set()
@@ -289,9 +315,14 @@ class BleStrapLink:
                 if first and isinstance(exc, BleakBluetoothNotAvailableError):  # never connected: not a dropout
                     raise no_adapter_error(str(exc.args[0])) from None
                 self.sink.on_link(self.role, "connect-failed", str(exc) or type(exc).__name__)
-                await asyncio.sleep(backoff)
+                with contextlib.suppress(TimeoutError):  # the back-off, cut short by close()
+                    await asyncio.wait_for(self._closed.wait(), backoff)
                 backoff = min(backoff * 2, self.options.backoff_max_s)
                 continue
+            if self._closing:  # closed while it was being set up: close() found no client to disconnect
+                with contextlib.suppress(Exception):
+                    await client.disconnect()
+                break
             self._client = client
             self.session.attach(self._write)
             if not first:
@@ -340,6 +371,7 @@ class BleStrapLink:
 
     async def close(self) -> None:
         self._closing = True
+        self._closed.set()
         self._disconnected.set()
         client = self._client
         if client is not None:

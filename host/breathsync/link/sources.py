@@ -94,8 +94,8 @@ CLOSE_WAIT_S = 2.0
 async def close_links(links: list[StrapLink], tasks: list[asyncio.Task[None]], wait_s: float = CLOSE_WAIT_S) -> None:
     """Ask every link to close, give their ``run`` tasks ``wait_s`` to end, then cancel the rest.
 
-    A link in the middle of a connect attempt (a scan for a strap that is not there) only notices
-    ``close`` when that attempt times out, which can take 10 s or more: Ctrl-C must not wait for it.
+    A BLE link stops searching at once, but one in the middle of a connect only notices ``close`` when the connect
+    ends (up to its 10 s timeout): Ctrl-C must not wait for it.
     """
     for link in links:
         await link.close()
