@@ -17,6 +17,7 @@ import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from breathsync.daemon.config import OutputsConfig, SessionConfig, StrapsConfig
 from breathsync.engine import Baseline, HapticPattern, Nudge
 from breathsync.engine.baseline_file import read_baseline_file, stored_baseline, stored_calibration, write_baseline
 from breathsync.engine.engine import _PendingEfficacy
+from breathsync.engine.state import EngineState
 from breathsync.errors import InputError
 from breathsync.link.stream import SampleBlock
 from breathsync.protocol import Role, SensorState, StatusFlag, StatusPacket
@@ -1026,14 +1028,21 @@ def test_the_status_line_shows_a_connected_strap_that_sends_nothing(tmp_path: Pa
     assert "T: ok ? 13.4/min" in daemon.status_line()
 
 
-def test_a_strap_back_after_a_drop_out_is_not_shown_silent_since_before_it(tmp_path: Path) -> None:
+def test_the_status_line_through_a_drop_out_shows_no_stale_reading_or_silence(tmp_path: Path) -> None:
     # Its last samples came before the drop-out: for the first second after it was back the line said
     # 'T: no data 20s'.
     now = [1000.0]
     daemon = Daemon(config_for("bumble:none", tmp_path), io.StringIO(), clock=lambda: now[0])
     daemon.on_link("therapist", "connected", "")
     daemon.on_samples(SampleBlock("therapist", 0, np.zeros(7, dtype=np.int64), np.full(7, 1000.0), False))
+    daemon.on_link("client", "connected", "")
+    values: dict[str, Any] = {f.name: None for f in dataclasses.fields(EngineState)}
+    values.update(t_s=1.0, decision="no_lock", plv=0.65, plv_chance=0.66, plv_breaths=7, locked_for_s=0.0, muted=False)
+    daemon.state = EngineState(**values)
+    assert "sync 0.65 (chance 0.66) no_lock" in daemon.status_line()
     daemon.on_link("therapist", "disconnected", "")
+    # The last reading is not live while a strap is gone (the engine pauses only 2 s later).
+    assert "T: LOST" in daemon.status_line() and "sync -- paused" in daemon.status_line()
     now[0] += 20.0
     assert "T: LOST" in daemon.status_line()
     daemon.on_link("therapist", "connected", "")

@@ -503,3 +503,24 @@ def test_a_search_gives_up_after_its_scan_time_and_says_so() -> None:
         assert [kind for _, _, kind in log] == ["connect-failed", "closed"]
 
     run(go)
+
+
+def test_a_strap_not_in_range_is_searched_for_again_at_once() -> None:
+    # A search that finds nothing is not a failure to back off from: over a long absence the back-off grew to 15 s,
+    # and a strap back in that time waited for up to that long (an outside probe: 'connected again after 91 s' for
+    # a strap gone 76 s).
+    async def go() -> None:
+        async with await BumbleBench.open(new_link()) as bench:
+            log: list[tuple[float, str, str]] = []
+            options = dataclasses.replace(_quick_options(bench), scan_timeout_s=1.0, backoff_initial_s=0.1)
+            ble = BleStrapLink("client", "strap-absent", RoleLog(log), options)
+            task = asyncio.create_task(ble.run())
+            await until(lambda: len(log) == 8, 30)  # with a doubling back-off the 8th search ends after ~26 s
+            await ble.close()
+            await asyncio.wait_for(task, 2.0)
+        failed = [t for t, _, kind in log if kind == "connect-failed"]
+        assert len(failed) >= 8
+        gaps = np.diff(failed)
+        assert np.all(gaps < 1.0 + 0.1 + 1.0), gaps  # one search (1 s) and the short pause, every time
+
+    run(go)

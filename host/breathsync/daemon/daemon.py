@@ -387,6 +387,9 @@ class Daemon:
         s = self.state
         if s is None:  # no engine update yet: the baselines are being learned
             parts.append("sync -- learning")
+        elif any(self.views[role].link != "ok" for role in ROLES):
+            # The engine pauses only after 2 s without samples; until then its last reading is stale, not live.
+            parts.append("sync -- paused")
         else:
             plv = "--" if s.plv is None else f"{s.plv:.2f}"
             chance = "" if s.plv_chance is None else f" (chance {s.plv_chance:.2f})"

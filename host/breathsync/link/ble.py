@@ -47,6 +47,11 @@ PROBE_TIMEOUT_S = 5.0
 SCAN_SLICE_S = 2.0
 
 
+class StrapNotInRange(LinkError):
+    """A search saw no such strap: it is searched for again at once, with no back-off (scanning disturbs nothing, and
+    a back-off grown to 15 s over a long absence kept a strap that had come back waiting for up to that long)."""
+
+
 @dataclass(frozen=True)
 class BleOptions:
     """How a BLE link behaves; defaults suit a therapist's session."""
@@ -228,7 +233,7 @@ class BleStrapLink:
         if self._closing:
             raise LinkError(f"{self.role}: link closed")
         what = f"strap at {address}" if address is not None else f"strap named {target!r}"
-        raise LinkError(f"{self.role}: no {what} in range")
+        raise StrapNotInRange(f"{self.role}: no {what} in range")
 
     async def _scan(self, wanted: Callable[[BLEDevice, AdvertisementData], bool], timeout_s: float) -> BLEDevice | None:
         """One scan slice: the first device ``wanted`` accepts, or None when none came within ``timeout_s`` or
@@ -315,9 +320,12 @@ class BleStrapLink:
                 if first and isinstance(exc, BleakBluetoothNotAvailableError):  # never connected: not a dropout
                     raise no_adapter_error(str(exc.args[0])) from None
                 self.sink.on_link(self.role, "connect-failed", str(exc) or type(exc).__name__)
+                if isinstance(exc, StrapNotInRange):  # not a failure to back off from: search on
+                    backoff = self.options.backoff_initial_s
                 with contextlib.suppress(TimeoutError):  # the back-off, cut short by close()
                     await asyncio.wait_for(self._closed.wait(), backoff)
-                backoff = min(backoff * 2, self.options.backoff_max_s)
+                if not isinstance(exc, StrapNotInRange):
+                    backoff = min(backoff * 2, self.options.backoff_max_s)
                 continue
             if self._closing:  # closed while it was being set up: close() found no client to disconnect
                 with contextlib.suppress(Exception):
@@ -384,4 +392,12 @@ def _looks_like_address(target: str) -> bool:
     return (len(parts) == 6 and all(len(p) == 2 for p in parts)) or (len(target) == 36 and target.count("-") == 4)
 
 
-__all__ = ["AdvertisementData", "BleOptions", "BleStrapLink", "FoundStrap", "check_bluetooth", "scan"]
+__all__ = [
+    "AdvertisementData",
+    "BleOptions",
+    "BleStrapLink",
+    "FoundStrap",
+    "StrapNotInRange",
+    "check_bluetooth",
+    "scan",
+]
