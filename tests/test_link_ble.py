@@ -412,6 +412,20 @@ class RoleLog(Sink):
         self.log.append((asyncio.get_running_loop().time(), role, kind))
 
 
+async def _beside_a_long_search(
+    bench: BumbleBench, log: list[tuple[float, str, str]]
+) -> tuple[BleStrapLink, BleStrapLink, list[asyncio.Task[None]]]:
+    """The client's link searching for a strap that is not there (a 40 s search, started first), then the therapist's
+    link for strap-T: (therapist, client, [therapist's task, client's task]), both running."""
+    client = BleStrapLink(
+        "client", "strap-absent", RoleLog(log), dataclasses.replace(_quick_options(bench), scan_timeout_s=40.0)
+    )
+    therapist = BleStrapLink("therapist", "strap-T", RoleLog(log), _quick_options(bench))
+    client_task = asyncio.create_task(client.run())
+    await asyncio.sleep(0.5)  # the client's link has the radio for its first slice
+    return therapist, client, [asyncio.create_task(therapist.run()), client_task]
+
+
 def test_a_strap_that_drops_out_reconnects_while_the_other_is_still_searched_for() -> None:
     # One scan or connect at a time in the process (the radio's rule). The link looking for a strap that is not
     # there held the radio for its whole search, so the other strap, dropped out, waited for the end of it before
@@ -423,12 +437,7 @@ def test_a_strap_that_drops_out_reconnects_while_the_other_is_still_searched_for
         strap = await ModelStrap("strap-T", signal(25 * 120, seed=3), speed=5.0).start(link)
         async with await BumbleBench.open(link) as bench:
             log: list[tuple[float, str, str]] = []
-            long_search = dataclasses.replace(_quick_options(bench), scan_timeout_s=40.0)
-            therapist = BleStrapLink("therapist", "strap-T", RoleLog(log), _quick_options(bench))
-            client = BleStrapLink("client", "strap-absent", RoleLog(log), long_search)
-            client_task = asyncio.create_task(client.run())
-            await asyncio.sleep(0.5)  # the client's link is searching first
-            therapist_task = asyncio.create_task(therapist.run())
+            therapist, client, tasks = await _beside_a_long_search(bench, log)
             try:
                 await until(lambda: ("therapist", "connected") in [(r, k) for _, r, k in log])
                 for connects in (2, 3):
@@ -446,7 +455,7 @@ def test_a_strap_that_drops_out_reconnects_while_the_other_is_still_searched_for
                 closing_at = asyncio.get_running_loop().time()
                 await therapist.close()
                 await client.close()
-                await asyncio.wait_for(asyncio.gather(therapist_task, client_task), 5)
+                await asyncio.wait_for(asyncio.gather(*tasks), 5)
             # A closed link stops searching at once, not at the end of its 40 s search (nor of a 2 s slice).
             assert asyncio.get_running_loop().time() - closing_at < 1.0
             await strap.close()
@@ -467,18 +476,12 @@ def test_a_link_closed_while_it_waits_for_the_radio_never_connects() -> None:
         strap = await ModelStrap("strap-T", signal(25 * 60, seed=4), speed=5.0).start(link)
         async with await BumbleBench.open(link) as bench:
             log: list[tuple[float, str, str]] = []
-            client = BleStrapLink(
-                "client", "strap-absent", RoleLog(log), dataclasses.replace(_quick_options(bench), scan_timeout_s=40.0)
-            )
-            therapist = BleStrapLink("therapist", "strap-T", RoleLog(log), _quick_options(bench))
-            client_task = asyncio.create_task(client.run())
-            await asyncio.sleep(0.5)  # the client's link has the radio for its first slice
-            therapist_task = asyncio.create_task(therapist.run())
+            therapist, client, tasks = await _beside_a_long_search(bench, log)
             await asyncio.sleep(0.2)  # the therapist's link waits for its turn
             await therapist.close()
             await asyncio.sleep(3.0)  # the client's slice is over: the therapist's link would have had its turn
             await client.close()
-            await asyncio.wait_for(asyncio.gather(therapist_task, client_task), 5)
+            await asyncio.wait_for(asyncio.gather(*tasks), 5)
             assert strap.peripheral is not None and strap.peripheral.connections == 0  # never connected
             await strap.close()
         assert [(role, kind) for _, role, kind in log] == [("therapist", "closed"), ("client", "closed")]
