@@ -232,8 +232,10 @@ class BleStrapLink:
                 return client
         if self._closing:
             raise LinkError(f"{self.role}: link closed")
-        what = f"strap at {address}" if address is not None else f"strap named {target!r}"
-        raise StrapNotInRange(f"{self.role}: no {what} in range")
+        if address == target:
+            raise StrapNotInRange(f"{self.role}: no strap at {address} in range")
+        seen = "" if address is None else f" (last seen at {address})"  # the name the user gave comes first
+        raise StrapNotInRange(f"{self.role}: no strap named {target!r} in range{seen}")
 
     async def _scan(self, wanted: Callable[[BLEDevice, AdvertisementData], bool], timeout_s: float) -> BLEDevice | None:
         """One scan slice: the first device ``wanted`` accepts, or None when none came within ``timeout_s`` or
