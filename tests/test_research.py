@@ -747,6 +747,22 @@ def test_the_report_says_a_mute_ended_rather_than_muted_for_0_min(
     assert "<td>0 min</td>" not in page
 
 
+def test_the_report_dates_link_events_before_the_first_sample_before_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A strap searched for while the other had not yet sent a sample: its 'cannot connect' lines read 0:00, ahead
+    # of the connect at 0:00 that they preceded by half a minute.
+    path = tiny_session(tmp_path / "s.sqlite")
+    with SessionStore.open(path) as store:
+        store.add_link_event(HOST_T0_S - 31.0, "client", "connect-failed", "client: no strap named 'C' in range")
+        store.add_link_event(HOST_T0_S + 0.2, "client", "connected", "CC:DD")
+    assert main(["report", str(path), "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    page = (tmp_path / "out" / "s_report.html").read_text()
+    assert "<td>-0:31</td><td>client</td><td>connect-failed</td>" in page
+    assert "<td>0:00</td><td>client</td><td>connected</td>" in page
+
+
 def test_the_report_and_exports_keep_the_straps_battery_levels(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -258,11 +258,12 @@ def _utc(unix_s: float | None) -> str:
 
 
 def _clock(seconds: float) -> str:
-    """h:mm:ss or m:ss: how a therapist reads a session time."""
-    seconds = max(0.0, seconds)
-    h, rest = divmod(round(seconds), 3600)
+    """h:mm:ss or m:ss: how a therapist reads a session time. Before the first sample (a strap searched for while
+    the other was not yet streaming) it is negative: shown at 0:00, such events read as if after the session began."""
+    sign = "-" if round(seconds) < 0 else ""
+    h, rest = divmod(round(abs(seconds)), 3600)
     m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    return sign + (f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}")
 
 
 # -- figures ------------------------------------------------------------------------------------
