@@ -198,8 +198,8 @@ class BleStrapLink:
         """Scan for this link's strap in slices of at most SCAN_SLICE_S under the radio lock, up to ``scan_timeout_s``
         of scanning in all, and connect in the same turn as it was seen. By address too: given an address,
         BleakClient would scan inside ``connect``, holding the lock for the whole connect timeout. ``close()`` ends a
-        search at once, and a strap connected as it came is let go: nobody would disconnect it, and a strap kept
-        connected does not advertise, so the next session would not find it."""
+        search at once; a strap connected as it came is let go by ``run()`` (nobody else would disconnect it, and a
+        strap kept connected does not advertise, so the next session would not find it)."""
         target = self.target
         address = target if _looks_like_address(target) else self._found_address
 
@@ -225,11 +225,7 @@ class BleStrapLink:
                 )
                 self._disconnected.clear()
                 await client.connect()
-                if self._closing:
-                    with contextlib.suppress(Exception):
-                        await client.disconnect()
-                    break
-                return client
+                return client  # closed meanwhile: run() lets it go
         if self._closing:
             raise LinkError(f"{self.role}: link closed")
         if address == target:
@@ -323,13 +319,13 @@ class BleStrapLink:
                     raise no_adapter_error(str(exc.args[0])) from None
                 self.sink.on_link(self.role, "connect-failed", str(exc) or type(exc).__name__)
                 if isinstance(exc, StrapNotInRange):  # not a failure to back off from: search on
-                    backoff = self.options.backoff_initial_s
-                with contextlib.suppress(TimeoutError):  # the back-off, cut short by close()
-                    await asyncio.wait_for(self._closed.wait(), backoff)
-                if not isinstance(exc, StrapNotInRange):
-                    backoff = min(backoff * 2, self.options.backoff_max_s)
+                    pause = backoff = self.options.backoff_initial_s
+                else:
+                    pause, backoff = backoff, min(backoff * 2, self.options.backoff_max_s)
+                with contextlib.suppress(TimeoutError):  # cut short by close()
+                    await asyncio.wait_for(self._closed.wait(), pause)
                 continue
-            if self._closing:  # closed while it was being set up: close() found no client to disconnect
+            if self._closing:  # closed while it was connecting or being set up: close() found no client to disconnect
                 with contextlib.suppress(Exception):
                     await client.disconnect()
                 break
