@@ -1050,3 +1050,9 @@ def test_the_status_line_through_a_drop_out_shows_no_stale_reading_or_silence(tm
     assert "T: ok" in daemon.status_line()
     now[0] += 2.0  # connected, and still nothing: silent since it connected
     assert "T: no data 3s" in daemon.status_line()
+    # Back with samples: until the engine has a new phase window its updates carry no reading, which is not a
+    # verdict that the pair is apart (the line said 'sync -- no_lock' for ~10 s after a 4 s stall).
+    daemon.on_samples(SampleBlock("therapist", 7, np.zeros(7, dtype=np.int64), np.full(7, now[0]), False))
+    values.update(t_s=25.0, decision="no_lock", plv=None, plv_chance=None, plv_breaths=0)
+    daemon.state = EngineState(**values)
+    assert "sync -- gathering" in daemon.status_line()

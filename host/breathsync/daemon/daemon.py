@@ -390,6 +390,10 @@ class Daemon:
         elif any(self.views[role].link != "ok" for role in ROLES):
             # The engine pauses only after 2 s without samples; until then its last reading is stale, not live.
             parts.append("sync -- paused")
+        elif s.plv is None and s.decision == "no_lock":
+            # Too few breaths in the phase window to judge (after a gap or a stall the engine starts a new one):
+            # 'no_lock' here read as a verdict that the pair is apart.
+            parts.append("sync -- gathering")
         else:
             plv = "--" if s.plv is None else f"{s.plv:.2f}"
             chance = "" if s.plv_chance is None else f" (chance {s.plv_chance:.2f})"
