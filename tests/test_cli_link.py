@@ -58,6 +58,15 @@ def test_stream_to_csv(served_strap: tuple[str, ModelStrap], tmp_path: Path) -> 
     assert all(int(r["value"]) == strap.values[int(r["counter"])] for r in samples)
 
 
+def test_stream_finds_a_strap_by_role_and_says_it_is_looking(served_strap: tuple[str, ModelStrap]) -> None:
+    # The search takes seconds before the first line: it is said at once, on stderr (stdout is the data).
+    adapter, _ = served_strap
+    proc = breathsync("stream", "--ble", adapter, "--client", "auto", "--seconds", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines()[0] == "looking for the client's strap..."
+    assert "client" in proc.stdout and "link connected" in proc.stdout
+
+
 def test_bad_adapter_and_source_are_one_line_errors() -> None:
     proc = breathsync("stream", "--ble", "carrier-pigeon", "--client", "ble:x", "--seconds", "1")
     assert proc.returncode == 2 and "unknown BLE adapter" in proc.stderr and "Traceback" not in proc.stderr

@@ -105,6 +105,51 @@ def test_daemon_records_both_straps_and_shows_status(
     assert f"therapist baseline 11.5/min (SD 0.9) from calibration (ble:strap-T, {written.created})" in text
 
 
+def test_straps_found_by_role_in_one_search_that_asks_each_strap_once(
+    served_pair: tuple[str, dict[str, ModelStrap]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One role after another scanned and connected to every strap again (a stream's first line came ~7 s late).
+    import breathsync.link.sources as sources
+
+    adapter, straps = served_pair
+    scans: list[int] = []
+    asked: list[str] = []
+    real_scan, real_describe = sources.scan, sources.describe
+
+    async def counted_scan(*args: Any, **kwargs: Any) -> Any:
+        found = await real_scan(*args, **kwargs)
+        scans.append(len(found))
+        return found
+
+    async def counted_describe(found: Any, options: Any) -> Any:
+        asked.append(found.name)
+        return await real_describe(found, options)
+
+    monkeypatch.setattr(sources, "scan", counted_scan)
+    monkeypatch.setattr(sources, "describe", counted_describe)
+    config = dataclasses.replace(
+        config_for(adapter, tmp_path), straps=StrapsConfig(ble=adapter, therapist="auto", client="auto")
+    )
+    out = io.StringIO()
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(Daemon(config, out).run(stop))
+        await asyncio.sleep(6)
+        stop.set()
+        summary = await asyncio.wait_for(task, 20)
+        assert summary.samples["therapist"] > 25 and summary.samples["client"] > 25
+
+    asyncio.run(go())
+    assert scans == [2] and sorted(asked) == ["strap-C", "strap-T"]
+    assert "looking for the therapist's and the client's straps..." in out.getvalue()
+    [path] = tmp_path.glob("*.sqlite")
+    with SessionStore.open(path) as store:  # each role's samples from the strap that reports that role
+        for role, strap in straps.items():
+            series = store.samples(role)
+            assert series.values.tolist() == strap.values[int(series.counters[0]) : int(series.counters[-1]) + 1]
+
+
 class ConsoleThatGoes(io.StringIO):
     """A console whose reader goes away after a few lines (``breathsync run | tee log`` with tee killed)."""
 
@@ -698,7 +743,7 @@ def test_stopping_while_searching_for_straps_ends_at_once_and_keeps_no_empty_ses
             return time.monotonic() - stopped, summary.kept
 
         took_s, kept = asyncio.run(go())
-    assert "looking for the therapist's strap" in out.getvalue()
+    assert "looking for the therapist's and the client's straps..." in out.getvalue()
     assert took_s < 10.0 and not kept  # not the 30 s a search by role would otherwise go on for
     assert list((tmp_path / "sessions").iterdir()) == []
 

@@ -16,7 +16,16 @@ from typing import Any, TextIO
 
 from ..errors import InputError
 from ..link.session import LinkError
-from ..link.sources import ROLES, StrapLink, ble_adapter, close_links, find_by_role, open_link, open_sources
+from ..link.sources import (
+    ROLES,
+    StrapLink,
+    ble_adapter,
+    close_links,
+    find_by_roles,
+    looking_for,
+    open_link,
+    open_sources,
+)
 from ..link.stream import SampleBlock, StrapEvent
 from ..protocol import StatusPacket
 from ..roles import Role
@@ -180,9 +189,11 @@ async def stream(args: argparse.Namespace, out: TextIO) -> int:
         links: list[StrapLink] = []
         tasks: list[asyncio.Task[None]] = []
         try:
-            for role, source in sources.items():
-                if source == "auto":
-                    found = await find_by_role(role, options)
+            auto = [role for role, source in sources.items() if source == "auto"]
+            if auto:
+                # The search takes seconds: say so on stderr (stdout is the data) before the first line is due.
+                print(looking_for(auto), file=sys.stderr)
+                for role, found in (await find_by_roles(auto, options)).items():
                     opened[role] = open_link(f"ble:{found.address}", role, printer, options, clock=time.time)
             links = [opened[role] for role in sources]
             tasks = [asyncio.create_task(link.run()) for link in links]

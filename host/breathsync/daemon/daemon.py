@@ -41,7 +41,16 @@ from ..engine.baseline_file import BaselineFile, read_baseline_file, store_basel
 from ..errors import InputError
 from ..link.ble import BleOptions
 from ..link.session import LinkError
-from ..link.sources import ROLES, StrapLink, ble_adapter, close_links, find_by_role, open_link, open_sources
+from ..link.sources import (
+    ROLES,
+    StrapLink,
+    ble_adapter,
+    close_links,
+    find_by_roles,
+    looking_for,
+    open_link,
+    open_sources,
+)
 from ..link.stream import SampleBlock, StrapEvent
 from ..protocol import HapticCommand, ProtocolError, ResultCode, StatusPacket
 from ..protocol.packets import (
@@ -598,16 +607,17 @@ class Daemon:
         self, stop: asyncio.Event, options: BleOptions, store: SessionStore, tasks: list[asyncio.Task[None]]
     ) -> None:
         """Find the straps not given by source, start every link (``tasks`` gets their tasks) and run."""
+        auto = [role for role in ROLES if role not in self.links]  # each found as the strap that reports its role
+        if auto:
+            self._line(looking_for(auto))
+            found = await _unless_stopped(find_by_roles(auto, options, timeout_s=30.0), stop)
+            if found is None:
+                return  # Ctrl-C while searching
+            for role, strap in found.items():
+                source = f"ble:{strap.address}"
+                self.links[role] = open_link(source, role, self, options, self.config.straps.rate_hz, self.clock)
         for role in ROLES:
-            link = self.links.get(role)
-            if link is None:  # auto: the strap that reports this role
-                self._line(f"looking for the {role}'s strap...")
-                found = await _unless_stopped(find_by_role(role, options, timeout_s=30.0), stop)
-                if found is None:
-                    return  # Ctrl-C while searching
-                source = f"ble:{found.address}"
-                link = open_link(source, role, self, options, self.config.straps.rate_hz, self.clock)
-                self.links[role] = link
+            link = self.links[role]
             last = store.last_counter(role)
             stream = link.counters
             if last is not None and stream is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -29,7 +29,7 @@ from ..protocol import ROLE_NAMES, Channel, HapticCommand, ResponsePacket, Statu
 from ..protocol.uuids import BATTERY_LEVEL_UUID, CHARACTERISTIC_UUIDS, FIRMWARE_REVISION_UUID
 from ..roles import ROLES as ROLES
 from ..roles import Role, is_role
-from .ble import BleOptions, BleStrapLink, FoundStrap, check_bluetooth, scan
+from .ble import SCAN_SLICE_S, BleOptions, BleStrapLink, FoundStrap, check_bluetooth, scan
 from .serial_link import SerialStrapLink
 from .session import LinkError, StrapSink
 from .stream import LinkStats, SampleBlock, StrapEvent, StrapStream
@@ -176,17 +176,48 @@ async def scan_straps(options: BleOptions, timeout_s: float = 5.0) -> list[Strap
     return out
 
 
-async def find_by_role(role: Role, options: BleOptions, timeout_s: float = 10.0) -> StrapDescription:
-    """The strap in range that reports ``role`` (straps keep their role across power cycles)."""
+def looking_for(roles: Sequence[Role]) -> str:
+    """The line said while ``find_by_roles`` searches: "looking for the therapist's and the client's straps..."."""
+    whose = " and the ".join(role + "'s" for role in roles)
+    return f"looking for the {whose} strap{'s' if len(roles) > 1 else ''}..."
+
+
+async def find_by_roles(
+    roles: Sequence[Role], options: BleOptions, timeout_s: float = 10.0
+) -> dict[Role, StrapDescription]:
+    """The straps in range that report ``roles`` (straps keep their role across power cycles), found in one
+    search: each strap is asked its role once, and the search ends as soon as every role has its strap (one role
+    after another scanned and asked every strap again: ~7 s before a stream's first line)."""
+    wanted = list(dict.fromkeys(roles))
+    found: dict[Role, StrapDescription] = {}
+    asked: set[str] = set()  # addresses whose role is known (a strap that failed to answer is asked again)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for strap in await scan_straps(options, timeout_s=min(3.0, timeout_s)):
-            if strap.role == role:
-                return strap
+        slice_s = min(SCAN_SLICE_S, max(0.5, deadline - time.monotonic()))
+        for strap in await scan(options, timeout_s=slice_s):
+            if strap.address in asked:
+                continue
+            try:
+                described = await describe(strap, options)
+            except Exception:  # gone mid-scan, or busy: asked again in the next slice
+                continue
+            asked.add(strap.address)
+            role = described.role
+            if role is not None and is_role(role) and role in wanted and role not in found:
+                found[role] = described  # strongest first: of two straps set to one role, the nearer
+        if len(found) == len(wanted):
+            return {role: found[role] for role in wanted}
+    missing = " and ".join(repr(role) for role in wanted if role not in found)
+    which = f"no strap with role {missing}" if len(wanted) - len(found) == 1 else f"no straps with roles {missing}"
     raise LinkError(
-        f"no strap with role {role!r} found in {timeout_s:.0f} s: is it switched on, charged and near? (a strap set"
-        " to another role reports that one: `breathsync scan` lists them; SET_ROLE changes it)"
+        f"{which} found in {timeout_s:.0f} s: switched on, charged and near? (a strap set to another role reports"
+        " that one: `breathsync scan` lists them; SET_ROLE changes it)"
     )
+
+
+async def find_by_role(role: Role, options: BleOptions, timeout_s: float = 10.0) -> StrapDescription:
+    """The strap in range that reports ``role``."""
+    return (await find_by_roles([role], options, timeout_s))[role]
 
 
 def open_link(
