@@ -42,6 +42,7 @@ def test_round_trip(tmp_path: Path) -> None:
         assert np.allclose(series.host_t_s, [10.0, 10.04, 10.08])
         assert store.events("therapist")[0].depth_counts == 1234
         assert list(store.states()) == [StoredState(12.0, {"lock": 0.5})]
+        assert len({*store.states(), StoredState(12.0, {"lock": 0.6})}) == 2  # frozen records are hashable
         [nudge] = store.nudges()
         assert nudge.detail == {"pattern": "paced"} and nudge.efficacy == {"decoupled": True, "after_s": 21.0}
         assert store.link_events() == [(11.0, "client", "disconnected", "supervision timeout")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -78,7 +78,7 @@ class StoredState:
     """
 
     t_s: float
-    fields: Mapping[str, Any]
+    fields: Mapping[str, Any] = field(hash=False)  # a dict: hashed by time alone, compared in full
 
     @property
     def decision(self) -> str | None:
