@@ -110,6 +110,24 @@ def test_stream_replaces_the_csv_once_data_arrives(tmp_path: Path) -> None:
     assert all(abs(float(r["host_t_s"]) - time.time()) < 60 for r in rows)
 
 
+def test_stream_never_overwrites_a_file_that_is_not_a_stream_csv(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `--csv` given the session being replayed (or a recording) replaced it with a few seconds of CSV.
+    session = replay_session(tmp_path / "s.sqlite", role="client", n=25)
+    recording = tmp_path / "recording.csv"
+    recording.write_bytes(b"resp\n1\n2\n")
+    for target in (session, recording):
+        before = target.read_bytes()
+        assert main(["stream", "--client", f"replay:{session}", "--csv", str(target), "--seconds", "10"]) == 2
+        one_line_error(capsys, f"--csv {target}: exists and is not a breathsync stream CSV; not overwriting it")
+        assert target.read_bytes() == before
+    empty = tmp_path / "empty.csv"
+    empty.touch()  # an empty file holds nothing to lose
+    assert main(["stream", "--client", f"replay:{session}", "--csv", str(empty), "--seconds", "10"]) == 0
+    assert empty.read_bytes().startswith(b"role,kind,counter,host_t_s,value")
+
+
 def test_stream_to_a_device_file(tmp_path: Path) -> None:
     session = replay_session(tmp_path / "s.sqlite", role="client", n=25)
     assert main(["stream", "--client", f"replay:{session}", "--csv", os.devnull, "--seconds", "10"]) == 0

@@ -81,7 +81,7 @@ def test_stream_of_a_strap_that_never_answers_stops_when_asked(tmp_path: Path) -
         return {}
 
     keep = tmp_path / "keep.csv"
-    keep.write_bytes(b"yesterday's,recording\n")
+    keep.write_bytes(b"role,kind,counter,host_t_s,value\nclient,sample,0,1.0000,123\n")  # yesterday's stream
     with served(empty) as (adapter, _):  # type: ignore[arg-type]
         # The connect attempt's scan would give up only after 10 s; a stop must not wait for it.
         proc = breathsync(
@@ -89,7 +89,8 @@ def test_stream_of_a_strap_that_never_answers_stops_when_asked(tmp_path: Path) -
         )
     assert proc.returncode == 0, proc.stderr
     assert "connect-failed" not in proc.stdout and "Traceback" not in proc.stderr
-    assert keep.read_bytes() == b"yesterday's,recording\n"  # no data this time: the old file is left alone
+    # No data this time: the old file is left alone.
+    assert keep.read_bytes() == b"role,kind,counter,host_t_s,value\nclient,sample,0,1.0000,123\n"
 
 
 class ReaderGone(io.StringIO):

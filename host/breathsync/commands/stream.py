@@ -54,6 +54,23 @@ def _cannot_write(path: Path, exc: OSError) -> InputError:
     return InputError(f"cannot write {path}: {exc.strerror or exc}")
 
 
+def _refuse_to_overwrite_other_files(path: Path) -> None:
+    """An earlier stream's CSV (or an empty file) may be replaced; anything else is some other data (a session
+    store, a recording, the replayed session itself) that one mistyped --csv would destroy."""
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return
+        with path.open("rb") as handle:
+            first = handle.readline(256).rstrip(b"\r\n")
+    except OSError:
+        return  # unreadable: opening it for writing says why
+    if first != ",".join(CSV_HEADER).encode():
+        raise InputError(
+            f"--csv {path}: exists and is not a breathsync stream CSV; not overwriting it "
+            "(choose another file name, or remove it first)"
+        )
+
+
 class CsvOutput:
     """The --csv file, opened without truncating it: an existing file is only replaced once there is
     something to put in it (or the command ends normally), and a new file is removed again if the
@@ -62,6 +79,7 @@ class CsvOutput:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._existed = path.exists()
+        _refuse_to_overwrite_other_files(path)
         try:
             self._file = path.open("a", newline="")
         except OSError as exc:
