@@ -97,6 +97,29 @@ def test_start_up_failing_after_a_link_opened_leaves_no_file_open(
     assert open_descriptors(good) == 0
 
 
+def test_a_replayed_session_found_damaged_mid_run_closes_the_session_it_fed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The source's damage was taken for the run's own store failing (a full disk), which leaves the session open on
+    # purpose: the next run then resumed into it, two unrelated runs in one session.
+    good = tmp_path / "good.sqlite"
+    with SessionStore.create(good, {}) as store:  # the first block's samples arrive at once, before the failure
+        store.add_samples("therapist", list(range(14)), [100.0] * 7 + [100.28] * 7, [1000] * 14)
+    whole = replay_session(tmp_path / "whole.sqlite", role="client", n=25 * 600)
+    damaged = tmp_path / "damaged.sqlite"
+    pages = bytearray(whole.read_bytes())
+    pages[8 * 4096 : -4096] = b"\xa5" * (len(pages) - 9 * 4096)  # opens, but its samples cannot be read
+    damaged.write_bytes(pages)
+    sessions = tmp_path / "sessions"
+    argv = ["run", "--therapist", f"replay:{good}", "--client", f"replay:{damaged}", "--sessions", str(sessions)]
+    assert main([*argv, "--no-lsl"]) == 2
+    one_line_error(capsys, "damaged.sqlite: damaged session")
+    [kept] = sessions.glob("*.sqlite")
+    with SessionStore.open(kept, read_only=True) as store:
+        assert len(store.samples("therapist").counters) > 0  # what came in is kept ...
+        assert store.meta("closed") == "1"  # ... and the session is over: the next run starts a new one
+
+
 def test_stream_replaces_the_csv_once_data_arrives(tmp_path: Path) -> None:
     session = replay_session(tmp_path / "s.sqlite", role="client", n=25)
     keep = tmp_path / "keep.csv"

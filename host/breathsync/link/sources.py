@@ -308,9 +308,14 @@ class ReplayLink:
     async def run(self) -> None:
         import numpy as np
 
+        from ..store import StoreError
+
         try:
             series = self._store.samples(self.role)
             events = [e for e in self._store.events(self.role)]
+        except StoreError as exc:
+            # The source is damaged, not the store a daemon records into (whose failures keep its session open).
+            raise LinkError(str(exc)) from None
         finally:
             self._release()
         if len(series.counters) == 0:
