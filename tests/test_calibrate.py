@@ -134,6 +134,9 @@ def test_baseline_file_round_trip_and_validation(tmp_path: Path) -> None:
     path.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(InputError, match="nested too deeply"):
         read_baseline(path)
+    path.write_text(json.dumps(good)[:-1] + ', "rate_bpm": 1' + "0" * 5000 + "}")
+    with pytest.raises(InputError, match="invalid JSON: a number with too many digits"):
+        read_baseline(path)
 
 
 def test_engine_keeps_a_pre_calibrated_therapist_baseline_and_learns_the_client() -> None:

@@ -114,6 +114,9 @@ def test_a_whole_run_configuration_is_read_for_its_engine_and_policy(tmp_path: P
         ("[engine\n", "invalid TOML"),
         ("engine = 3\n", "must be a table"),
         ("[policy]\nmute_s = true\n", "must be a number"),
+        ("x = " + "[" * 100_000 + "]" * 100_000 + "\n", "invalid TOML: nested too deeply"),
+        ("[engine]\nmin_window_anchors = 1" + "0" * 5000 + "\n", "invalid TOML: a number with too many digits"),
+        ("\ufeff[engine]\nnope = 1\n", "unknown key engine.nope"),  # a byte-order mark is read past
     ],
 )
 def test_bad_config_is_one_line_input_error(tmp_path: Path, text: str, fragment: str) -> None:

@@ -715,11 +715,15 @@ DAMAGE = [
     ("UPDATE nudges SET detail = '{bad'", r"damaged session \(nudges table, nudge 1: detail is not valid JSON\)"),
     ("UPDATE straps SET rate_hz = 'x'", r"damaged session \(straps table, client rate_hz is 'x'"),
     ("UPDATE samples SET value = 'abc' WHERE counter = 110", r"damaged session \(samples table, \w+ counter 110"),
+    (  # a number of over 4300 digits: Python's int conversion limit, a traceback before
+        "INSERT OR REPLACE INTO meta VALUES ('therapist_baseline', '{\"rate_bpm\": 1" + "0" * 5000 + "}')",
+        r"stored therapist baseline is not valid JSON",
+    ),
 ]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=["report", "export"])
-@pytest.mark.parametrize(("sql", "message"), DAMAGE, ids=[d[0].split(" WHERE")[0] for d in DAMAGE])
+@pytest.mark.parametrize(("sql", "message"), DAMAGE, ids=[d[0].split(" WHERE")[0][:60] for d in DAMAGE])
 def test_damaged_session_is_a_one_line_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str], sql: str, message: str
 ) -> None:

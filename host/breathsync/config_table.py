@@ -21,16 +21,21 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path}: invalid TOML: {exc}") from None
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8-sig"))  # a byte-order mark (some Windows editors) is not content
     except UnicodeDecodeError:
         raise InputError(f"{path}: invalid TOML: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise InputError(f"{path}: invalid TOML: nested too deeply") from None
+    except ValueError:  # Python's limit on the digits of an integer (4300)
+        raise InputError(f"{path}: invalid TOML: a number with too many digits") from None
 
 
 def table_to_dataclass(

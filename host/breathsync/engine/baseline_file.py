@@ -129,6 +129,8 @@ def read_baseline_file(path: str | Path) -> BaselineFile:
         raise InputError(f"{path}: invalid JSON: {exc}") from None
     except RecursionError:
         raise InputError(f"{path}: not a breathsync baseline (nested too deeply)") from None
+    except ValueError:  # Python's limit on the digits of an integer (4300)
+        raise InputError(f"{path}: invalid JSON: a number with too many digits") from None
     return baseline_file_from_dict(data, str(path))
 
 
@@ -186,7 +188,7 @@ def stored_calibration(store: SessionStore) -> BaselineFile | None:
         return None
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # not JSON, nested too deeply, or a number of over 4300 digits
         raise InputError(f"{store.path}: stored therapist baseline is not valid JSON") from None
     return baseline_file_from_dict(data, f"{store.path} (stored therapist baseline)")
 
