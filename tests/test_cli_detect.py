@@ -80,6 +80,10 @@ def test_micropython_interpreter_prints_identical_lines(micropython: str) -> Non
         ("resp\n" + "0.5\n" * 2000, ["--rate", "125", "--column", "chest"], "no column 'chest'"),
         ("resp\n0.1\n0.2\nabc\n", ["--rate", "125"], "row 3"),
         ("resp\n0.1\ninf\n", ["--rate", "125"], "not finite"),  # missing is fine (NaN), infinite is not
+        # Values whose sums overflow: a traceback deep in the ADC model before (one wild sample is a glitch that
+        # clips at the rail instead: test_one_wild_sample_does_not_set_the_simulated_adc_gain).
+        ("resp\n" + "1e308\n" * 2000 + "-1e308\n" * 2000, ["--rate", "125"], "values reach -1e+308 .. 1e+308 (central"),
+        ("resp\n" + "1" * 5001 + "\n", ["--rate", "125"], "row 1: 'resp' is not finite (111111111111111111111111...)"),
         ("resp,resp\n" + "0.5,0.6\n" * 2000, ["--rate", "125"], "column 'resp' appears 2 times in the header"),
         ("t;resp\n" + "0;0,5\n" * 2000, ["--rate", "125"], "'0,5' (a decimal comma? values need a decimal point)"),
         ("resp\n" + "nan\n" * 2000, ["--rate", "125"], "only missing values"),

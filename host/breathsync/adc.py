@@ -22,6 +22,9 @@ ADC_BITS = 12
 ADC_MAX_COUNTS = (1 << ADC_BITS) - 1
 HEADROOM = 0.1  # fraction of full scale left free below the record's minimum and above its max
 OUTLIER_FENCE = 1.0  # samples further than this x the central span outside it are glitches, not breathing
+# A signal whose bulk (not one glitch: those clip at the rail) lies beyond this is no respiration signal in any unit:
+# past 2**53 (~9e15) a float no longer holds every integer, and the ADC model's sums overflow to inf.
+MAX_SIGNAL_MAGNITUDE = 1e15
 FRONT_END_FENCE = 100.0  # the input saturates this far outside the central span (x the span): 100x the rail's
 
 
@@ -50,6 +53,7 @@ def adc_resample(
         raise InputError("strap sampling rate must be > 0")
     n_in = len(signal)
     check_input_rate(sampling_rate, n_in)
+    check_signal_magnitude(signal)
     duration_s = n_in / sampling_rate
     n_out = int(np.floor(duration_s * strap_rate_hz + 1e-9))
     if n_out < 1:
@@ -65,6 +69,16 @@ def adc_resample(
     # window of strap sample 0 is [0, 1/rate) in input periods, centred half an input period early.
     t0_s = 0.5 / strap_rate_hz - 0.5 / sampling_rate
     return values, t0_s
+
+
+def check_signal_magnitude(signal: npt.NDArray[np.float64]) -> None:
+    """InputError when the bulk of ``signal`` lies beyond MAX_SIGNAL_MAGNITUDE (one wild sample is fine)."""
+    p_lo, p_hi = quantiles(signal, (0.5 / 100, 99.5 / 100))
+    if not max(abs(p_lo), abs(p_hi)) <= MAX_SIGNAL_MAGNITUDE:  # NaN too
+        raise InputError(
+            f"values reach {p_lo:.3g} .. {p_hi:.3g} (central 99 %): too large for a respiration "
+            f"signal (beyond ±{MAX_SIGNAL_MAGNITUDE:.0e})"
+        )
 
 
 def _saturated(signal: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..adc import check_signal_magnitude
 from ..engine.replay import SHORTEST_DROPOUT_S, missing_as_dropouts, missing_stretches
 from ..errors import InputError
 from ..recording import FloatArray, Recording, read_recording, rows_on_the_time_grid
@@ -44,6 +45,7 @@ def read_strap_input(
     signal = _on_time_grid(read_recording(path, column, missing_ok=True), sampling_rate, path, whose, command)
     try:
         filled, gaps = missing_as_dropouts(signal, sampling_rate, strap_rate_hz)
+        check_signal_magnitude(filled)  # here, where the file can be named (the strap model would say it later)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
     if not dropouts:
