@@ -267,6 +267,18 @@ def test_demo_sessions_must_be_a_directory_before_anything_starts(
     assert main(["demo", "--sessions", str(a_file)]) == 2
     out, _ = one_line_error(capsys, "notes.txt: not a directory")
     assert out == "" and a_file.read_text() == "mine"
+    assert main(["demo", "--sessions", ""]) == 2  # it recorded into the current directory
+    assert one_line_error(capsys, "--sessions: empty directory name")[0] == ""
+
+
+@linux_only
+def test_demo_sessions_somewhere_unwritable_fail_before_the_straps_boot(
+    micropython: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The error came after the whole demo (73 s), once the session was created; sysfs refuses even root.
+    assert main(["demo", "--sessions", "/sys/breathsync-demo"]) == 2
+    out, _ = one_line_error(capsys, "--sessions /sys/breathsync-demo: cannot write there")
+    assert out == ""  # not the demo's banner
 
 
 @linux_only

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,8 +30,7 @@ from .shutdown import stop_on_signals
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sessions",
-        type=Path,
-        default=Path("demo-sessions"),
+        default="demo-sessions",
         metavar="DIR",
         help="where the demo session and its report go (default: ./demo-sessions)",
     )
@@ -53,8 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 1.0 <= args.speed <= 8.0:
         raise InputError(f"--speed must be within 1..8 (got {args.speed})")
-    sessions = Path(args.sessions).expanduser() if args.sessions else None
-    if sessions is not None and sessions.exists() and not sessions.is_dir():  # before the banners, not after
+    if not args.sessions.strip():
+        raise InputError("--sessions: empty directory name")
+    sessions = Path(args.sessions).expanduser()
+    if sessions.exists() and not sessions.is_dir():  # before the banners, not after
         raise InputError(f"--sessions {args.sessions}: not a directory")
     from ..sim import micropython_unavailable_reason
 
@@ -63,7 +65,20 @@ def run(args: argparse.Namespace) -> int:
         if reason is not None:
             print(f"virtual straps unavailable ({reason}); showing the strap's detector instead\n")
         return detector_summary(args)
+    args.sessions = _writable_directory(sessions)
     return virtual_session(args)
+
+
+def _writable_directory(sessions: Path) -> Path:
+    """``sessions``, made if need be and checked writable before the banners and the straps' boot, not after the
+    whole demo (the session is created there only once the straps stream)."""
+    try:
+        sessions.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=sessions):
+            pass
+    except OSError as exc:
+        raise InputError(f"--sessions {sessions}: cannot write there ({exc.strerror or exc})") from None
+    return sessions
 
 
 def virtual_session(args: argparse.Namespace) -> int:
