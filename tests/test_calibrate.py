@@ -64,14 +64,15 @@ def test_calibrate_rejects_bad_input_in_one_line(tmp_path: Path, capsys: pytest.
         (["--recording", str(flat), "--rate", "125"], "breath(s) in 60 s"),
         (["--recording", str(tmp_path / "none.csv"), "--rate", "125"], "no such file"),
         (["--rate", "125"], "--rate belongs to --recording"),
+        (["--strap", "bogus"], "bad source 'bogus'"),  # before 'calibrating for...' too
     ]
     for args, message in cases:
         out = tmp_path / "never.json"
         assert main(["calibrate", *args, "--out", str(out)]) == 2
-        err = capsys.readouterr().err
-        assert message in err and len(err.strip().splitlines()) == 1, err
+        captured = capsys.readouterr()
+        assert message in captured.err and len(captured.err.strip().splitlines()) == 1, captured.err
         assert not out.exists()
-        assert capsys.readouterr().out == ""
+        assert captured.out == "", args
     # --out onto a directory: one line, and no temporary file left beside it
     (tmp_path / "taken").mkdir()
     assert main(["calibrate", "--recording", str(A), "--rate", "125", "--out", str(tmp_path / "taken")]) == 2
@@ -137,6 +138,20 @@ def test_baseline_file_round_trip_and_validation(tmp_path: Path) -> None:
     path.write_text(json.dumps(good)[:-1] + ', "rate_bpm": 1' + "0" * 5000 + "}")
     with pytest.raises(InputError, match="invalid JSON: a number with too many digits"):
         read_baseline(path)
+
+
+def test_a_baseline_unwritable_on_a_read_only_file_system_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tidying the temporary file failed too (read-only) and its bare '[Errno 30] ...: me.json.tmp' replaced the line.
+    def read_only(self: Path, *args: object, **kwargs: object) -> None:
+        raise OSError(30, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    monkeypatch.setattr(Path, "unlink", read_only)
+    baseline = Baseline(rate_bpm=12.0, rate_sd_bpm=1.0, depth=1.0, n_breaths=20)
+    with pytest.raises(InputError, match=r"^cannot write .*me\.json: Read-only file system$"):
+        write_baseline(tmp_path / "me.json", baseline)
 
 
 def test_engine_keeps_a_pre_calibrated_therapist_baseline_and_learns_the_client() -> None:

@@ -13,7 +13,7 @@ from ..engine.baseline_file import check_baseline_target, write_baseline
 from ..errors import InputError
 from ..link.ble import check_bluetooth
 from ..link.session import LinkError
-from ..link.sources import ble_adapter, needs_ble
+from ..link.sources import ble_adapter, check_source, needs_ble
 from ..recording import check_input_rate
 from .arguments import file_path
 from .recording_input import read_strap_input
@@ -53,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def _live(args: argparse.Namespace) -> Calibration:
     stop = stop_on_signals()
     seconds = 120.0 if args.seconds is None else args.seconds
+    check_source(args.strap or "auto")  # a typo: one error line, no instructions first
     async with ble_adapter(args.ble) as options:
         if needs_ble(args.strap or "auto"):
             await check_bluetooth(options)  # no adapter: one error line, no instructions first

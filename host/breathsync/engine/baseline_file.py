@@ -166,7 +166,8 @@ def write_baseline(path: str | Path, baseline: Baseline, source: str = "", durat
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)  # never a half-written baseline
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # on a read-only file system this fails too: say the first failure
+            tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
