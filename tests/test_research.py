@@ -714,6 +714,7 @@ DAMAGE = [
     ("UPDATE states SET state = '{bad'", r"damaged session \(states table: the state at t_s .* is not valid JSON\)"),
     ("UPDATE nudges SET detail = '{bad'", r"damaged session \(nudges table, nudge 1: detail is not valid JSON\)"),
     ("UPDATE straps SET rate_hz = 'x'", r"damaged session \(straps table, client rate_hz is 'x'"),
+    ("UPDATE straps SET rate_hz = -25", r"damaged session \(straps table, client rate_hz is -25, not a sampling rate"),
     ("UPDATE samples SET value = 'abc' WHERE counter = 110", r"damaged session \(samples table, \w+ counter 110"),
     (  # a number of over 4300 digits: Python's int conversion limit, a traceback before
         "INSERT OR REPLACE INTO meta VALUES ('therapist_baseline', '{\"rate_bpm\": 1" + "0" * 5000 + "}')",

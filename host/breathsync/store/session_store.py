@@ -24,6 +24,7 @@ from .schema import SAMPLE_MAX, SCHEMA, SCHEMA_VERSION, expected_columns
 
 P = ParamSpec("P")
 R = TypeVar("R")
+MAX_STRAP_RATE_HZ = 10_000  # a strap samples at 25 or 50 Hz; beyond any input rate is a damaged row
 
 
 def _write_op(method: Callable[Concatenate[SessionStore, P], R]) -> Callable[Concatenate[SessionStore, P], R]:
@@ -417,6 +418,8 @@ class SessionStore:
         straps = []
         for role, address, name, firmware, protocol_version, rate_hz in rows:
             who = f"straps table, {self._text(role, 'straps table: a role')}"
+            if not 0 <= self._int(rate_hz, f"{who} rate_hz") <= MAX_STRAP_RATE_HZ:  # 0: not reported
+                raise self._damaged(f"{who} rate_hz is {rate_hz}, not a sampling rate")
             straps.append(
                 StrapInfo(
                     role,
