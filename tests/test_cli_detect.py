@@ -175,16 +175,21 @@ def test_a_recording_from_a_pipe(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/dev/full is Linux's")
-@pytest.mark.parametrize("command", ["detect", "replay", "help"])
-def test_output_that_cannot_be_written_is_one_line(command: str) -> None:
+@pytest.mark.parametrize("unbuffered", [False, True])
+@pytest.mark.parametrize("command", ["detect", "replay", "help", "replay-help"])
+def test_output_that_cannot_be_written_is_one_line(command: str, unbuffered: bool) -> None:
     """stdout on a full disk (/dev/full always is): one line and exit 2, not a traceback - with
-    Python's usual buffered stdout, where a short output only fails when it is flushed."""
+    Python's usual buffered stdout, where a short output only fails when it is flushed, and unbuffered, where
+    argparse's own write of a help text fails (and argparse swallowed it: exit 0, nothing written)."""
     args = {
         "detect": ["detect", str(RECORD), "--rate", "125"],
         "replay": ["replay", "--therapist", str(RECORD), "--client", str(RECORD), "--rate", "125"],
         "help": ["--help"],
+        "replay-help": ["replay", "--help"],
     }[command]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | (
+        {"PYTHONUNBUFFERED": "1"} if unbuffered else {}
+    )
     with open("/dev/full", "w") as full:
         proc = subprocess.run(
             [sys.executable, "-m", "breathsync", *args], stdout=full, stderr=subprocess.PIPE, text=True, env=env
