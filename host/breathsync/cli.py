@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from importlib import import_module
-from typing import IO, Protocol
+from typing import Any, Protocol
 
 from . import __version__
 from .errors import BreathsyncError
@@ -51,13 +51,14 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
 
-    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
+    def _print_message(self, message: str, file: Any = None) -> None:  # argparse's SupportsWrite is typing-only
         # argparse swallows a failed write: `--help > /dev/full` exited 0 with nothing written. Raised here, it is
         # reported like any output that cannot be written.
         if message:
             out = sys.stderr if file is None else file
             out.write(message)
-            out.flush()
+            with contextlib.suppress(AttributeError):  # a writer without flush
+                out.flush()
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
