@@ -87,10 +87,28 @@ def test_stream_of_a_strap_that_never_answers_stops_when_asked(tmp_path: Path) -
         proc = breathsync(
             "stream", "--ble", adapter, "--client", "ble:nobody", "--seconds", "2", "--csv", str(keep), timeout=9
         )
-    assert proc.returncode == 0, proc.stderr
-    assert "connect-failed" not in proc.stdout and "Traceback" not in proc.stderr
+    # Nothing streamed from a strap it was asked for: an error, not exit 0 with a 'closed' line for a link that
+    # never opened.
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        "breathsync stream: the client's strap (ble:nobody) never connected: not found in 2 s"
+    ), proc.stderr
+    assert "connect-failed" not in proc.stdout and "closed" not in proc.stdout
     # No data this time: the old file is left alone.
     assert keep.read_bytes() == b"role,kind,counter,host_t_s,value\nclient,sample,0,1.0000,123\n"
+
+
+def test_a_stream_whose_strap_never_connected_ends_with_the_links_last_reason() -> None:
+    printer = Printer(io.StringIO(), None)
+    printer.on_link("therapist", "connect-failed", "therapist: no strap named 'nosuchstrap' in range")
+    printer.on_link("therapist", "closed", "")
+    printer.on_link("client", "connected", "CC:DD")
+    failure = printer.never_connected({"therapist": "ble:nosuchstrap", "client": "auto"}, 12.0)
+    assert str(failure) == (
+        "the therapist's strap (ble:nosuchstrap) never connected: no strap named 'nosuchstrap' in range"
+    )
+    assert "closed" not in printer.out.getvalue()  # type: ignore[attr-defined]
+    assert printer.never_connected({"client": "auto"}, 12.0) is None
 
 
 class ReaderGone(io.StringIO):

@@ -10,7 +10,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -141,6 +141,8 @@ class Printer:
         self.last_value: dict[str, int] = {}
         self.started = time.monotonic()
         self.console_gone = asyncio.Event()
+        self.connected: set[str] = set()  # roles whose link connected at least once
+        self.last_failure: dict[str, str] = {}  # each role's latest connect failure
 
     def _say(self, text: str) -> None:
         if self.console_gone.is_set():
@@ -160,9 +162,10 @@ class Printer:
     def on_event(self, event: StrapEvent) -> None:
         if self.writer is not None:
             self.writer.writerow([event.role, event.kind, event.counter, f"{event.host_t_s:.4f}", event.depth_counts])
-        interval = event.interval_samples
+        # The strap's own units: depth in 14-bit counts, the interval since the last event of this kind in samples.
         self._say(
-            f"{self._t():8.1f}s {event.role:<9} {event.kind:<6} depth {event.depth_counts:5d} interval {interval}\n"
+            f"{self._t():8.1f}s {event.role:<9} {event.kind:<6} depth {event.depth_counts:5d} counts, "
+            f"interval {event.interval_samples} samples\n"
         )
 
     def on_status(self, role: str, status: StatusPacket) -> None:
@@ -173,7 +176,21 @@ class Printer:
         )
 
     def on_link(self, role: str, kind: str, detail: str) -> None:
+        if kind == "connected":
+            self.connected.add(role)
+        elif kind == "connect-failed":
+            self.last_failure[role] = detail
+        elif kind == "closed" and role not in self.connected:
+            return  # a link that never opened is not 'closed': the command ends with why it never connected
         self._say(f"{self._t():8.1f}s {role:<9} link {kind} {detail}\n")
+
+    def never_connected(self, sources: Mapping[Role, str], seconds: float) -> LinkError | None:
+        """Why the command streamed nothing from a strap it was given, if it did not (exit 2, not 0)."""
+        for role, source in sources.items():
+            if role not in self.connected:
+                why = self.last_failure.get(role) or f"not found in {seconds:.0f} s"
+                return LinkError(f"the {role}'s strap ({source}) never connected: {why.removeprefix(f'{role}: ')}")
+        return None
 
     def tick(self) -> None:
         parts = [f"{role} {n} samples (last {self.last_value.get(role, 0)})" for role, n in sorted(self.counts.items())]
@@ -215,7 +232,8 @@ async def stream(args: argparse.Namespace, out: TextIO) -> int:
                     opened[role] = open_link(f"ble:{found.address}", role, printer, options, clock=time.time)
             links = [opened[role] for role in sources]
             tasks = [asyncio.create_task(link.run()) for link in links]
-            deadline = None if not args.seconds else loop.time() + args.seconds
+            started = loop.time()
+            deadline = None if not args.seconds else started + args.seconds
             while not stop.is_set() and (deadline is None or loop.time() < deadline):
                 if printer.console_gone.is_set() and writer is None:
                     break  # the reader went away (`| head`) and there is no file to write: done
@@ -232,6 +250,9 @@ async def stream(args: argparse.Namespace, out: TextIO) -> int:
                 printer.tick()
             if writer is not None:
                 writer.check()
+            never = printer.never_connected(sources, loop.time() - started)
+            if never is not None:
+                raise never
             completed = True
         finally:
             # One failed link must not leave the other running (and writing) while the error is shown.
