@@ -37,6 +37,23 @@ def synthetic_breathing_u16(
     return np.clip(np.round(32768 + wave), 0, 65535).astype(np.int64)
 
 
+def peak_just_after_start_u16(rate_hz: int) -> list[int]:
+    """Breathing whose first peak comes 0.1 s in: inside the low-pass delay, so its index reaches back before the
+    first sample (a recording cut at the end of an inhalation)."""
+    t = np.arange(60 * rate_hz) / rate_hz
+    wave = 8000 * np.cos(2 * math.pi * 0.25 * (t - 0.1))
+    return [int(v) for v in np.round(32768 + wave)]
+
+
+def ripple_before_breathing_u16(rate_hz: int) -> list[int]:
+    """Two seconds of cardiac ripple alone (a strap put on, the wearer still), then 15 breaths/min of 8000 counts
+    with that ripple riding on them: the first half-breath the detector confirms is a few dozen counts deep."""
+    t = np.arange(60 * rate_hz) / rate_hz
+    breathing = np.where(t < 2.0, 0.0, 8000 * np.sin(2 * math.pi * 0.25 * (t - 2.0)))
+    ripple = 900 * np.sin(2 * math.pi * 1.3 * t) + np.where(t < 2.0, 60 * np.sin(2 * math.pi * t), 0.0)
+    return [int(v) for v in np.round(32768 + breathing + ripple)]
+
+
 def bundled_counts(record: str, rate_hz: int = 25) -> list[int]:
     signal = read_column(bundled_path(f"{record}_resp.csv.gz"))
     return simulate_adc(signal, 125, rate_hz).counts_u16.tolist()

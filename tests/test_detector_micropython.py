@@ -14,7 +14,7 @@ from breathsync.detector import detect_cpython, detect_micropython
 from breathsync.recording import read_column
 
 from conftest import RunMicroPython
-from detector_helpers import bundled_counts, wandering_counts
+from detector_helpers import bundled_counts, peak_just_after_start_u16, ripple_before_breathing_u16, wandering_counts
 
 pytestmark = pytest.mark.micropython
 MP_SCRIPTS = Path(__file__).resolve().parent / "mp"
@@ -69,6 +69,16 @@ def test_bit_identical_to_cpython_under_baseline_wander(micropython: str, rate_h
     assert len(reference) > 200
     assert detect_micropython(counts, rate_hz, fast=True) == reference
     assert detect_micropython(counts, rate_hz, fast=False) == reference
+
+
+@pytest.mark.parametrize("rate_hz", [25, 50])
+def test_bit_identical_to_cpython_at_start_up(micropython: str, rate_hz: int) -> None:
+    # The first half-breaths set the amplitude scale, and an extremum before the first sample is no event.
+    for counts in (peak_just_after_start_u16(rate_hz), ripple_before_breathing_u16(rate_hz)):
+        reference = detect_cpython(counts, rate_hz)
+        assert len(reference) > 20
+        assert detect_micropython(counts, rate_hz, fast=True) == reference
+        assert detect_micropython(counts, rate_hz, fast=False) == reference
 
 
 def test_runs_in_a_64k_heap(micropython: str) -> None:

@@ -50,6 +50,7 @@ EV_DEPTH = const(2)  # 14-bit counts from the previous extremum (inhalation / ex
 EV_INTERVAL = const(3)  # samples since the previous event of the same kind, 0 for the first
 EV_CONFIRMED = const(4)  # sample index at which the event was confirmed (emitted)
 
+LEARN_HALF_BREATHS = const(4)  # half-breaths that set the amplitude scale before outliers are clamped
 PEAK = const(1)
 TROUGH = const(2)
 
@@ -57,13 +58,15 @@ TROUGH = const(2)
 COEFF_FIELDS = const(13)
 
 
-def track_amplitude(amp, depth, amp_shift):
+def track_amplitude(amp, depth, amp_shift, learning):
     """New amplitude estimate after a confirmed half-breath of ``depth`` counts.
 
-    The first depth sets it; later ones below half of it are ignored (ripple) and ones above
-    twice it are clamped (movement artefact) before a 1/2**amp_shift EMA step.
+    Depths below half of it are ignored (ripple) and ones above twice it are clamped (movement artefact) before a
+    1/2**amp_shift EMA step; the first one sets it. While ``learning`` (the first LEARN_HALF_BREATHS half-breaths)
+    a depth above twice it replaces it instead: the scale is not known yet, and a first wiggle of a few counts
+    otherwise held the hysteresis at its floor for dozens of breaths (cardiac ripple confirmed as breaths).
     """
-    if amp == 0:
+    if amp == 0 or (learning > 0 and depth > amp << 1):
         return depth
     if depth > amp >> 1:
         if depth > amp << 1:
@@ -143,6 +146,7 @@ def _portable(ctx):
     last_peak_d = 0
     last_trough_d = 0
     amp = 0
+    learning = LEARN_HALF_BREATHS
     h = h_min
     decay_at = decay_after
     written = 0
@@ -176,8 +180,11 @@ def _portable(ctx):
                     idx = ext_n - delay
                     # Above the baseline, or above the last breath's midpoint once there is one:
                     # wander the baseline has not followed can carry a whole breath below it.
-                    if (ext_d > 0 or (last_trough_n >= 0 and ext_d > (last_peak_d + last_trough_d) >> 1)) and (
-                        last_peak_n < 0 or idx - last_peak_n >= min_interval
+                    # An extremum before the first sample (the delay reaches back past it) is the record's edge.
+                    if (
+                        idx >= 0
+                        and (ext_d > 0 or (last_trough_n >= 0 and ext_d > (last_peak_d + last_trough_d) >> 1))
+                        and (last_peak_n < 0 or idx - last_peak_n >= min_interval)
                     ):
                         depth = ext_d - last_trough_d
                         base = written * EVENT_FIELDS
@@ -191,7 +198,9 @@ def _portable(ctx):
                         last_peak_d = ext_d
                         seek_peak = 0
                         decay_at = n + decay_after
-                        amp = track_amplitude(amp, depth, amp_shift)
+                        amp = track_amplitude(amp, depth, amp_shift, learning)
+                        if learning > 0:
+                            learning -= 1
                         h = hysteresis(amp, h_fraction_q8, h_min)
                     ext_d = d
                     ext_y = y
@@ -205,7 +214,7 @@ def _portable(ctx):
                 elif d - ext_d >= h:
                     idx = ext_n - delay
                     # Below the baseline, or below the last breath's midpoint (as for peaks).
-                    if ext_d < 0 or (last_trough_n >= 0 and ext_d < (last_peak_d + last_trough_d) >> 1):
+                    if idx >= 0 and (ext_d < 0 or (last_trough_n >= 0 and ext_d < (last_peak_d + last_trough_d) >> 1)):
                         depth = last_peak_d - ext_d
                         base = written * EVENT_FIELDS
                         events[base] = TROUGH
@@ -218,7 +227,9 @@ def _portable(ctx):
                         last_trough_d = ext_d
                         seek_peak = 1
                         decay_at = n + decay_after
-                        amp = track_amplitude(amp, depth, amp_shift)
+                        amp = track_amplitude(amp, depth, amp_shift, learning)
+                        if learning > 0:
+                            learning -= 1
                         h = hysteresis(amp, h_fraction_q8, h_min)
                     ext_d = d
                     ext_y = y
