@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import fcntl
 import io
+import json
 import os
 import pty
 import re
@@ -24,16 +25,19 @@ import pytest
 from open_files import open_descriptors
 from strap_model import ModelStrap, served
 
+from breathsync.cli import main
 from breathsync.daemon import Daemon, DaemonConfig, load_daemon_config, session_path
 from breathsync.daemon.config import OutputsConfig, SessionConfig, StrapsConfig
+from breathsync.detector import detect_cpython
 from breathsync.engine import Baseline, HapticPattern, Nudge
 from breathsync.engine.baseline_file import read_baseline_file, stored_baseline, stored_calibration, write_baseline
 from breathsync.engine.engine import _PendingEfficacy
+from breathsync.engine.replay import live_block_samples
 from breathsync.engine.state import EngineState
 from breathsync.errors import InputError
-from breathsync.link.stream import SampleBlock
+from breathsync.link.stream import SampleBlock, StrapEvent
 from breathsync.protocol import Role, SensorState, StatusFlag, StatusPacket
-from breathsync.store import SessionLock, SessionStore, StoreError
+from breathsync.store import LateData, SessionLock, SessionStore, StoreError
 
 
 def breathing(seconds: float, rate_bpm: float, seed: int) -> list[int]:
@@ -148,6 +152,83 @@ def test_straps_found_by_role_in_one_search_that_asks_each_strap_once(
         for role, strap in straps.items():
             series = store.samples(role)
             assert series.values.tolist() == strap.values[int(series.counters[0]) : int(series.counters[-1]) + 1]
+
+
+def _dyad_as_it_arrives(
+    t0_s: float, late_from_s: float, late_until_s: float
+) -> list[tuple[float, SampleBlock | StrapEvent]]:
+    """A therapist (13/min) and a client (16/min) as their straps' notifications reach the host, in arrival order;
+    the client's strap out of range from ``late_from_s`` to ``late_until_s``: what it measured meanwhile arrives
+    afterwards, as backfill."""
+    rate = 25
+    arrivals: list[tuple[float, SampleBlock | StrapEvent]] = []
+    for role, bpm, seed in (("therapist", 13.0, 1), ("client", 16.0, 2)):
+        values = breathing(300, bpm, seed)
+        host = t0_s + np.arange(len(values)) / rate
+
+        def arrival(counter: int, host: np.ndarray = host, away: bool = role == "client") -> tuple[float, bool]:
+            measured = float(host[counter]) + 0.5 / rate
+            if away and late_from_s <= measured - t0_s < late_until_s:
+                return t0_s + late_until_s + 0.5 + counter * 1e-4, True  # sent again once the strap is back
+            return measured, False
+
+        per_block = live_block_samples(rate)  # the strap's notifications (as a replay cuts them)
+        for start in range(0, len(values), per_block):
+            end = min(start + per_block, len(values))
+            at, late = arrival(end - 1)
+            block = SampleBlock(role, start, np.array(values[start:end]), host[start:end], late)
+            arrivals.append((at, block))
+        for e in detect_cpython(values, rate):
+            at, late = arrival(e.confirmed_index)
+            event = StrapEvent(
+                role, e.kind, e.index, e.confirmed_index, e.depth_counts, e.interval_samples, float(host[e.index]), late
+            )
+            arrivals.append((at, event))
+    arrivals.sort(key=lambda item: (item[0], isinstance(item[1], StrapEvent)))
+    return arrivals
+
+
+def test_a_replayed_session_decides_as_live_after_a_drop_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Live, the engine never sees what a strap sends again after a drop-out; the replay fed it in where it was
+    # measured, so its decisions parted from the stored ones from the drop-out on (an outside probe: 35 of 143
+    # decisions, and the nudge 3.4 s later). What came late is now kept marked, and left out of a replay.
+    t0_s = 1_000_000.0
+    now = [t0_s]
+    path = tmp_path / "s.sqlite"
+
+    async def live() -> None:
+        daemon = Daemon(config_for("bumble:none", tmp_path), io.StringIO(), clock=lambda: now[0])
+        daemon.store = SessionStore.create(path, daemon.config.as_dict())
+        daemon._start_session(daemon.store, path, resumed=False)
+        for at, item in _dyad_as_it_arrives(t0_s, 150.0, 180.0):
+            now[0] = at
+            if isinstance(item, SampleBlock):
+                daemon.on_samples(item)
+            else:
+                daemon.on_event(item)
+        await daemon._drain_nudges()
+        daemon.store.close()
+
+    asyncio.run(live())
+    with SessionStore.open(path, read_only=True) as store:
+        live_states = [(round(s.fields["t_s"], 3), s.decision) for s in store.states()]
+        late = store.late("client")
+        assert store.late("therapist") == LateData()
+    # The client's 30 s away, in one merged range (a block's last sample decides when it was sent), and its events.
+    assert len(late.sample_ranges) == 1 and late.events
+    first, last = late.sample_ranges[0]
+    assert abs(first / 25 - 150.0) < 0.3 and abs(last / 25 - 180.0) < 0.3
+    assert sum(1 for _, d in live_states if d == "paused") >= 1 and len(live_states) > 100
+
+    def replayed(*extra: str) -> list[tuple[float, str]]:
+        assert main(["replay", str(path), *extra]) == 0
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        return [(round(r["t_s"], 3), r["decision"]) for r in lines if r["type"] == "state"]
+
+    assert replayed() == live_states
+    assert replayed("--include-late") != live_states  # as if nothing had come late: no pause, other windows
 
 
 class ConsoleThatGoes(io.StringIO):

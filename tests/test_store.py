@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from breathsync.errors import InputError
-from breathsync.store import SessionStore, StoredEvent, StoredNudge, StoredState, StoreError, StrapInfo
+from breathsync.store import LateData, SessionStore, StoredEvent, StoredNudge, StoredState, StoreError, StrapInfo
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -46,6 +46,29 @@ def test_round_trip(tmp_path: Path) -> None:
         [nudge] = store.nudges()
         assert nudge.detail == {"pattern": "paced"} and nudge.efficacy == {"decoupled": True, "after_s": 21.0}
         assert store.link_events() == [(11.0, "client", "disconnected", "supervision timeout")]
+
+
+def test_what_came_late_is_kept_in_merged_ranges_and_older_sessions_have_none(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    with SessionStore.create(path) as store:
+        store.add_late_samples("client", 100, 107)
+        store.add_late_samples("client", 108, 115)  # the next backfill block: one range
+        store.add_late_samples("client", 300, 307)
+        store.add_late_event("client", "peak", 104)
+        assert store.late("therapist") == LateData()
+    with SessionStore.open(path, read_only=True) as store:
+        late = store.late("client")
+    assert late.sample_ranges == ((100, 115), (300, 307)) and late.events == {("peak", 104)}
+    assert late.sample_mask(np.array([99, 100, 115, 116, 300])).tolist() == [False, True, True, False, True]
+    # A session an older version recorded has no late table: read as nothing late, made when a run resumes it.
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("DROP TABLE late")
+        db.commit()
+    with SessionStore.open(path, read_only=True) as store:
+        assert store.late("client") == LateData()
+    with SessionStore.open(path) as store:
+        store.add_late_samples("therapist", 5, 9)
+        assert store.late("therapist").sample_ranges == ((5, 9),)
 
 
 def test_backfill_overlap_is_idempotent_and_gaps_are_reported(tmp_path: Path) -> None:

@@ -52,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the therapist's pre-session baseline (breathsync calibrate); a SESSION uses the one it was run with",
     )
     parser.add_argument(
+        "--include-late",
+        action="store_true",
+        help="a SESSION: also what its straps sent again after drop-outs (kept, but the live engine never saw it)",
+    )
+    parser.add_argument(
         "--strap-rate",
         type=int,
         choices=STRAP_RATES_HZ,
@@ -69,11 +74,11 @@ def _open_session(path: str) -> SessionStore:
         raise InputError(str(exc)) from None
 
 
-def _session_stream(store: SessionStore) -> Iterator[StreamItem]:
+def _session_stream(store: SessionStore, include_late: bool) -> Iterator[StreamItem]:
     from ..daemon.rebuild import session_rate_hz, session_t0_s, stored_stream
 
     with store:
-        yield from stored_stream(store, session_t0_s(store), session_rate_hz(store))
+        yield from stored_stream(store, session_t0_s(store), session_rate_hz(store), include_late)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         from ..engine.baseline_file import read_baseline  # here: most replays have no baseline file
 
         baseline = read_baseline(args.therapist_baseline)
+    if args.include_late and not args.session:
+        raise InputError("--include-late is for a SESSION (recordings have no drop-outs the straps filled in later)")
     if args.session:
         if args.therapist or args.client or args.rate is not None:
             raise InputError("give either a SESSION or --therapist/--client/--rate, not both")
@@ -103,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         except InputError:
             store.close()
             raise
-        stream = _session_stream(store)
+        stream = _session_stream(store, args.include_late)
     else:
         if not (args.therapist and args.client and args.rate is not None):
             raise InputError("need a SESSION, or all of --therapist A.csv --client B.csv --rate HZ")

@@ -216,7 +216,9 @@ class Daemon:
         if self.lsl is not None:
             self.lsl.push_samples(block.role, block.values.tolist(), block.host_t_s.tolist())
         if block.backfilled:
-            return  # the engine is causal: late data only goes to the record
+            # The engine is causal: late data only goes to the record, marked so that a replay can leave it out too.
+            self.store.add_late_samples(block.role, int(block.counters[0]), int(block.counters[-1]))
+            return
         period = 1.0 / self.config.straps.rate_hz
         item = StrapBlock(block.role, self.session_s(float(block.host_t_s[0])), period, block.values)
         self._handle(self.engine.feed(item))
@@ -232,6 +234,7 @@ class Daemon:
         if self.lsl is not None:
             self.lsl.push_event(event.role, event.kind, event.host_t_s, event.depth_counts)
         if event.backfilled:
+            self.store.add_late_event(event.role, event.kind, event.counter)
             return
         breath = timed_breath(event, self.t0_s, self.config.straps.rate_hz)
         self._handle(self.engine.feed(StrapBreath(event.role, breath)))

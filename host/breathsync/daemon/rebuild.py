@@ -17,7 +17,7 @@ from ..engine import Mute, StrapBlock, StrapBreath, StreamItem
 from ..engine.replay import live_block_samples
 from ..errors import InputError
 from ..roles import ROLES, is_role
-from ..store import BreathEventRecord, SessionStore, mute_duration_s
+from ..store import BreathEventRecord, LateData, SessionStore, mute_duration_s
 
 
 def session_t0_s(store: SessionStore) -> float:
@@ -53,21 +53,26 @@ def timed_breath(event: BreathEventRecord, t0_s: float, rate_hz: float) -> Timed
     )
 
 
-def stored_stream(store: SessionStore, t0_s: float, rate_hz: float) -> Iterator[StreamItem]:
+def stored_stream(store: SessionStore, t0_s: float, rate_hz: float, include_late: bool = False) -> Iterator[StreamItem]:
+    """The session as the engine's input. What reached the host only after a drop-out (backfill) is left out, as
+    the live engine never saw it (``include_late``: fed in where it was measured, as if it had come in time)."""
     period = 1.0 / rate_hz
     block_samples = live_block_samples(round(rate_hz))  # as the strap sent them live
     items: list[tuple[float, int, StreamItem]] = []
+    late = {role: LateData() if include_late else store.late(role) for role in ROLES}
     for role in ROLES:
         series = store.samples(role)
+        kept = ~late[role].sample_mask(series.counters)
+        counters, host_t_s, values = series.counters[kept], series.host_t_s[kept], series.values[kept]
         # Blocks of consecutive counters only: a block across a drop-out put the samples after it that much early.
-        runs = np.flatnonzero(np.diff(series.counters) != 1) + 1
-        for run_start, run_end in zip([0, *runs.tolist()], [*runs.tolist(), len(series.counters)], strict=True):
+        runs = np.flatnonzero(np.diff(counters) != 1) + 1
+        for run_start, run_end in zip([0, *runs.tolist()], [*runs.tolist(), len(counters)], strict=True):
             for start in range(run_start, run_end, block_samples):
                 end = min(start + block_samples, run_end)
-                block = StrapBlock(role, float(series.host_t_s[start]) - t0_s, period, series.values[start:end])
+                block = StrapBlock(role, float(host_t_s[start]) - t0_s, period, values[start:end])
                 items.append((block.arrival_t_s, 0, block))
     for event in store.events():
-        if is_role(event.role):
+        if is_role(event.role) and (event.kind, event.counter) not in late[event.role].events:
             breath = timed_breath(event, t0_s, rate_hz)
             items.append((breath.reported_t_s, 1, StrapBreath(event.role, breath)))
     for t_s, _, kind, detail in store.link_events():

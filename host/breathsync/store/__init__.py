@@ -23,6 +23,7 @@ from .errors import SaveFailed, StoreError
 from .files import SessionLock, last_written_unix_s, remove_session_files
 from .records import (
     BreathEventRecord,
+    LateData,
     SampleSeries,
     StoredEvent,
     StoredNudge,
@@ -38,6 +39,7 @@ __all__ = [
     "SAMPLE_MAX",
     "SCHEMA_VERSION",
     "BreathEventRecord",
+    "LateData",
     "SampleSeries",
     "SaveFailed",
     "SessionLock",

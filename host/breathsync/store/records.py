@@ -53,6 +53,22 @@ class BreathEventRecord(Protocol):
 
 
 @dataclass(frozen=True)
+class LateData:
+    """What of one strap reached the host only after a drop-out (backfill): stored, never seen by the live engine.
+    A session from before this was kept has none recorded."""
+
+    sample_ranges: tuple[tuple[int, int], ...] = ()  # (first, last) counters, inclusive
+    events: frozenset[tuple[str, int]] = frozenset()  # (kind, counter)
+
+    def sample_mask(self, counters: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """True for each of ``counters`` that came late."""
+        late = np.zeros(len(counters), dtype=bool)
+        for first, last in self.sample_ranges:
+            late |= (counters >= first) & (counters <= last)
+        return late
+
+
+@dataclass(frozen=True)
 class StoredEvent:
     role: str
     kind: Kind

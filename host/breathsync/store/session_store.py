@@ -19,8 +19,8 @@ import numpy as np
 from ..detector import Kind
 from .errors import StoreError, writing
 from .files import remove_session_files
-from .records import BreathEventRecord, SampleSeries, StoredEvent, StoredNudge, StoredState, StrapInfo
-from .schema import SAMPLE_MAX, SCHEMA, SCHEMA_VERSION, expected_columns
+from .records import BreathEventRecord, LateData, SampleSeries, StoredEvent, StoredNudge, StoredState, StrapInfo
+from .schema import LATE_SCHEMA, OPTIONAL_TABLES, SAMPLE_MAX, SCHEMA, SCHEMA_VERSION, expected_columns
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -130,6 +130,8 @@ class SessionStore:
             cls._verify(db, path)
             if not read_only:
                 cls._use_wal(db, path)
+                with writing(path):
+                    db.executescript(LATE_SCHEMA)  # a session an older version began
         except BaseException:
             db.close()
             raise
@@ -192,6 +194,8 @@ class SessionStore:
         try:
             for table, columns in expected_columns().items():
                 present = {str(r[1]) for r in db.execute(f"PRAGMA table_info({table})")}
+                if not present and table in OPTIONAL_TABLES:
+                    continue
                 if not present:
                     raise StoreError(f"{path}: damaged session ({table} table missing)")
                 for column in columns:
@@ -314,6 +318,25 @@ class SessionStore:
         if not delivered:
             record["delivery_error"] = detail
         writer.execute("UPDATE nudges SET detail = ? WHERE id = ?", (json.dumps(record, sort_keys=True), nudge_id))
+        self._wrote(1)
+
+    @_write_op
+    def add_late_samples(self, role: str, first_counter: int, last_counter: int) -> None:
+        """Samples ``first_counter..last_counter`` reached the host after a drop-out (backfill): kept, but the live
+        engine never saw them. Consecutive ranges are merged into one row."""
+        db = self._writer()
+        merged = db.execute(
+            "UPDATE late SET last_counter = ? WHERE role = ? AND kind = 'samples' AND last_counter = ?",
+            (last_counter, role, first_counter - 1),
+        )
+        if merged.rowcount == 0:
+            db.execute("INSERT INTO late VALUES (?, 'samples', ?, ?)", (role, first_counter, last_counter))
+        self._wrote(1)
+
+    @_write_op
+    def add_late_event(self, role: str, kind: str, counter: int) -> None:
+        """The breath event at ``counter`` reached the host after a drop-out: the live engine never saw it."""
+        self._writer().execute("INSERT INTO late VALUES (?, ?, ?, ?)", (role, kind, counter, counter))
         self._wrote(1)
 
     @_write_op
@@ -513,6 +536,25 @@ class SessionStore:
                 )
             )
         return events
+
+    def late(self, role: str) -> LateData:
+        """What of ``role``'s strap reached the host after a drop-out (none recorded in sessions of older versions)."""
+        with self._reading("late"):
+            if not self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'late'").fetchone():
+                return LateData()
+        ranges: list[tuple[int, int]] = []
+        events: set[tuple[str, int]] = set()
+        rows = self._query(
+            "late", "SELECT kind, first_counter, last_counter FROM late WHERE role = ? ORDER BY first_counter", (role,)
+        )
+        for kind, first, last in rows:
+            where = f"late table, {role} {_shown(kind)} at counter {_shown(first)}"
+            first_counter, last_counter = self._int(first, where), self._int(last, where)
+            if kind == "samples":
+                ranges.append((first_counter, last_counter))
+            else:
+                events.add((self._breath_kind(kind, f"{where}: kind"), first_counter))
+        return LateData(tuple(ranges), frozenset(events))
 
     def states(self) -> Iterator[StoredState]:
         with self._reading("states"):
