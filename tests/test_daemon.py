@@ -37,6 +37,7 @@ from breathsync.engine.state import EngineState
 from breathsync.errors import InputError
 from breathsync.link.stream import SampleBlock, StrapEvent
 from breathsync.protocol import Role, SensorState, StatusFlag, StatusPacket
+from breathsync.roles import ROLES
 from breathsync.store import LateData, SessionLock, SessionStore, StoreError
 
 
@@ -229,6 +230,27 @@ def test_a_replayed_session_decides_as_live_after_a_drop_out(
 
     assert replayed() == live_states
     assert replayed("--include-late") != live_states  # as if nothing had come late: no pause, other windows
+
+
+def test_the_status_line_shows_each_rate_while_the_baselines_are_learned(tmp_path: Path) -> None:
+    # Both straps breathing, and for the two minutes of learning the line showed '--' for both rates.
+    t0_s = 1_000_000.0
+    now = [t0_s]
+    daemon = Daemon(config_for("bumble:none", tmp_path), io.StringIO(), clock=lambda: now[0])
+    with SessionStore.create(tmp_path / "s.sqlite", daemon.config.as_dict()) as store:
+        daemon.store = store
+        daemon._start_session(store, tmp_path / "s.sqlite", resumed=False)
+        for role in ROLES:
+            daemon.on_link(role, "connected", "")
+        for at, item in _dyad_as_it_arrives(t0_s, 1e9, 1e9):
+            if at - t0_s > 60.0:
+                break
+            now[0] = at
+            daemon.on_samples(item) if isinstance(item, SampleBlock) else daemon.on_event(item)
+        line = daemon.status_line()
+    assert daemon.state is None and "sync -- learning" in line
+    rates = [float(r) for r in re.findall(r"(\d+\.\d)/min", line)]
+    assert len(rates) == 2 and abs(rates[0] - 13.0) < 0.5 and abs(rates[1] - 16.0) < 0.5, line
 
 
 class ConsoleThatGoes(io.StringIO):
@@ -1166,6 +1188,11 @@ def test_the_status_line_through_a_drop_out_shows_no_stale_reading_or_silence(tm
     values.update(t_s=1.0, decision="no_lock", plv=0.65, plv_chance=0.66, plv_breaths=7, locked_for_s=0.0, muted=False)
     daemon.state = EngineState(**values)
     assert "sync 0.65 (chance 0.66) no_lock" in daemon.status_line()
+    # Locked by the breaths' timing, its phase value below the chance level: the line says on what ground.
+    timed = dict(values, decision="therapist_follows", plv=0.91, plv_chance=0.95, plv_p=0.3, beat_cycles=0.5)
+    daemon.state = EngineState(**(timed | {"lag_locking": 0.96, "lag_locking_p": 0.02}))
+    assert "sync 0.91 (chance 0.95; locked in breath timing) therapist_follows" in daemon.status_line()
+    daemon.state = EngineState(**values)
     daemon.on_link("therapist", "disconnected", "")
     # The last reading is not live while a strap is gone (the engine pauses only 2 s later).
     assert "T: LOST" in daemon.status_line() and "sync -- paused" in daemon.status_line()

@@ -429,6 +429,27 @@ def test_phase_lead_alone_never_decides_who_follows() -> None:
     assert classify(mirrored, eng) == "locked_client_follows"
 
 
+def test_a_lock_says_which_test_found_it_and_is_not_called_no_lock_without_direction() -> None:
+    # The status line showed 'sync 0.91 (chance 0.95) therapist_follows': locked by another test than the phase
+    # value against its chance level, which the line did not say; and a locked pair whose direction cues had too
+    # few breaths yet was labelled 'no_lock'.
+    from breathsync.engine.decision import classify, lock_route
+
+    eng = Config().engine
+    states = _states(_run(list(dyad_stream(_breathing(15, 200, 1), _breathing(15, 200, 2), FS))))
+    draft = next(s for s in states if s.plv is not None)
+    apart = dataclasses.replace(draft, plv=0.5, plv_p=0.5, beat_cycles=0.5, lag_locking=0.3, lag_locking_p=0.6)
+    assert lock_route(apart, eng) is None and classify(apart, eng) == "no_lock"
+    phase = dataclasses.replace(apart, plv=0.95, plv_p=0.02)
+    assert lock_route(phase, eng) == "phase"
+    beats = dataclasses.replace(apart, plv=0.9, plv_p=0.4, beat_cycles=eng.beat_cycles_min + 1)
+    assert lock_route(beats, eng) == "beats"
+    timing = dataclasses.replace(apart, lag_locking=0.95, lag_locking_p=0.02)
+    assert lock_route(timing, eng) == "timing"
+    no_direction = dataclasses.replace(phase, therapist_rate_move=None, therapist_response=None, therapist_lagged=None)
+    assert classify(no_direction, eng) == "locked_unclear"
+
+
 def test_time_lag_cycles_measures_the_delay_behind_the_partners_last_breath() -> None:
     leader = np.cumsum(np.array([3.0, 5.5, 2.5, 6.0, 4.0, 3.5, 5.0]))  # irregular breaths
     follower = leader[1:] + 0.8  # a fixed reaction delay

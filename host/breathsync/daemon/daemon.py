@@ -38,6 +38,7 @@ from ..engine import (
     StrapBreath,
 )
 from ..engine.baseline_file import BaselineFile, read_baseline_file, store_baseline, stored_calibration
+from ..engine.decision import lock_route
 from ..errors import InputError
 from ..link.ble import BleOptions
 from ..link.session import LinkError
@@ -142,6 +143,10 @@ async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> 
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     return None if task.cancelled() else task.result()
+
+
+# Said beside the chance level when the pair was found locked by another test than the phase value against it.
+LOCK_GROUNDS = {"beats": "; steady too long for chance", "timing": "; locked in breath timing"}
 
 
 class Daemon:
@@ -386,7 +391,9 @@ class Daemon:
         for role in ROLES:
             v = self.views[role]
             battery = "?" if v.battery_pct is None else f"{v.battery_pct}%"
-            rate = "--" if v.rate_bpm is None else f"{v.rate_bpm:4.1f}/min"
+            # Before the first engine update (the baselines being learned) the rate is the strap's breaths' own.
+            rate_bpm = v.rate_bpm if v.rate_bpm is not None else self.engine.people[role].rate_bpm()
+            rate = "--" if rate_bpm is None else f"{rate_bpm:4.1f}/min"
             link = v.link
             silent_s = None if v.last_data_s is None else self.clock() - v.last_data_s
             if link == "ok" and silent_s is not None and silent_s > self.engine.config.engine.max_sample_gap_s:
@@ -408,7 +415,12 @@ class Daemon:
             parts.append("sync -- gathering")
         else:
             plv = "--" if s.plv is None else f"{s.plv:.2f}"
-            chance = "" if s.plv_chance is None else f" (chance {s.plv_chance:.2f})"
+            # Locked on another ground than the phase value against its chance level: say which, or a value below
+            # its chance read as a contradiction ('sync 0.91 (chance 0.95) therapist_follows').
+            why = (
+                LOCK_GROUNDS.get(lock_route(s, self.engine.config.engine) or "", "") if s.decision != "no_lock" else ""
+            )
+            chance = "" if s.plv_chance is None else f" (chance {s.plv_chance:.2f}{why})"
             parts.append(f"sync {plv}{chance} {s.decision}")
         nudges = f"nudges {len(self.nudge_ids)}"
         muted_s = self.engine.policy.muted_for_s(self.session_s(self.clock()))

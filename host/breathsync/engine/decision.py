@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 from .config import Config, EngineConfig
 from .policy import NudgePolicy
@@ -75,6 +76,23 @@ def locked(s: EngineState, config: EngineConfig) -> bool:
     )
 
 
+LockRoute = Literal["phase", "beats", "timing"]
+
+
+def lock_route(s: EngineState, config: EngineConfig) -> LockRoute | None:
+    """Which test found the pair locked beyond chance: the window's phase locking against its surrogates
+    (``phase``), the same locking held over enough beat periods that drift would have broken it (``beats``: its
+    PLV can sit below the surrogates' chance level), or the time-lag locking of one person's breaths behind the
+    other's (``timing``); None when not locked."""
+    if s.plv is not None and s.plv_p is not None and s.plv >= config.plv_min and s.plv_p <= config.surrogate_p_max:
+        return "phase"
+    if _locked_beyond_chance(s.plv, s.plv_p, s, config):
+        return "beats"
+    if config.time_lag_locking and _locked_beyond_chance(s.lag_locking, s.lag_locking_p, s, config):
+        return "timing"
+    return None
+
+
 def classify(s: EngineState, config: EngineConfig) -> Decision:
     """Locked beyond chance, then direction (with enough of it from the people's own adjustments).
 
@@ -86,8 +104,8 @@ def classify(s: EngineState, config: EngineConfig) -> Decision:
     if not locked(s, config):
         return "no_lock"
     own, direction = direction_of(s, config)[2:]
-    if own is None or direction is None:
-        return "no_lock"
+    if own is None or direction is None:  # too few breaths for the direction cues yet
+        return "locked_unclear"
     # The people's own adjustments must point the same way on their own: the phase lead only adds to them.
     if direction >= config.direction_min and own >= config.adjust_min:
         return "therapist_follows"
