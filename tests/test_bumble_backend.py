@@ -724,3 +724,16 @@ def test_a_notification_before_the_host_subscribed_is_not_shouted_on_the_termina
         log.warning("!!! received notification with no subscriber")
         log.warning("!!! unexpected response, there is no pending request")
     assert [r.getMessage() for r in caplog.records] == ["!!! unexpected response, there is no pending request"]
+
+
+def test_a_packet_for_a_connection_just_gone_is_not_shouted_on_the_terminal(caplog: pytest.LogCaptureFixture) -> None:
+    """A virtual strap rebooting under `breathsync sim` left 'WARNING:bumble.controller:!!! no connection for
+    ED:97:...' on the developer's terminal (an outside probe). Only that warning is dropped."""
+    import breathsync.link.bumble_backend  # noqa: F401  # installs the filter
+
+    log = logging.getLogger("bumble.controller")
+    with caplog.at_level(logging.WARNING, logger="bumble.controller"):
+        log.warning("!!! no connection for ED:97:2F:A8:21:38")
+        log.warning("!!! no connection for handle 0x0001")
+        log.warning("!!! something else")
+    assert [r.getMessage() for r in caplog.records] == ["!!! something else"]

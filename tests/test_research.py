@@ -738,6 +738,18 @@ def test_damaged_session_is_a_one_line_error(
     assert snapshot(tmp_path) == before  # the session untouched, no output directory
 
 
+def test_the_report_names_a_strap_found_by_role_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Found by role, a strap is stored by its address alone: the table read 'ED:97:2F:A8:21:38 (ED:97:2F:A8:21:38)'.
+    path = tiny_session(tmp_path / "s.sqlite")
+    with SessionStore.open(path) as store:
+        store.set_strap(StrapInfo("client", "ED:97:2F:A8:21:38", "ED:97:2F:A8:21:38", "0.3.1", 1, RATE_HZ), HOST_T0_S)
+    assert main(["report", str(path), "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    page = (tmp_path / "out" / "s_report.html").read_text()
+    assert "<td>ED:97:2F:A8:21:38</td>" in page and "(ED:97:2F:A8:21:38)" not in page
+    assert "<td>strap-therapist (AA:BB)</td>" in page  # a name and an address: both
+
+
 def test_the_report_says_a_mute_ended_rather_than_muted_for_0_min(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

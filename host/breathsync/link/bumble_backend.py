@@ -208,6 +208,19 @@ class _UnsubscribedNotification(logging.Filter):
 
 logging.getLogger("bumble.gatt_client").addFilter(_UnsubscribedNotification())
 
+
+class _PacketForAGoneConnection(logging.Filter):
+    """Drops the virtual controller's warning about a packet for a connection that has just gone (a virtual strap
+    rebooting, or dropped by a scripted step, while the other side still sends): on a real radio the packet is
+    simply lost, and the link layer above reports the disconnection. Under ``breathsync sim`` the warning ('!!! no
+    connection for ED:97:...') was bare noise on the developer's terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("!!! no connection for")
+
+
+logging.getLogger("bumble.controller").addFilter(_PacketForAGoneConnection())
+
 _quieted: dict[str, tuple[int, int]] = {}  # logger name -> (blocks inside, level before the first)
 
 

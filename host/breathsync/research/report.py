@@ -174,13 +174,21 @@ def _decision_runs(session: Session) -> list[tuple[float, float, str]]:
     return runs
 
 
+def _strap_label(name: str | None, address: str | None) -> str:
+    """'name (address)'; once when they are the same (a strap found by role is stored by its address alone)."""
+    parts = list(dict.fromkeys(x for x in (name, address) if x))
+    if not parts:
+        return "unknown"
+    return parts[0] if len(parts) == 1 else f"{parts[0]} ({parts[1]})"
+
+
 def _role_summary(session: Session, role: RoleData) -> RoleSummary:
     _, rates = breath_rates_bpm(role)
     rates = rates[(rates >= RATE_RANGE_BPM[0]) & (rates <= RATE_RANGE_BPM[1])]
     strap = role.strap
     return RoleSummary(
         role=role.role,
-        strap="unknown" if strap is None else f"{strap.name} ({strap.address})",
+        strap="unknown" if strap is None else _strap_label(strap.name, strap.address),
         firmware="unknown" if strap is None else f"{strap.firmware} (protocol {strap.protocol_version})",
         rate_hz=role.rate_hz,
         samples=len(role.samples.counters),
