@@ -109,6 +109,39 @@ def test_each_file_can_name_its_own_signal_column(capsys: pytest.CaptureFixture[
     assert out == "" and len(err.strip().splitlines()) == 1 and "c.csv" in err and "'chest'" in err
 
 
+def _decisions(out: str) -> list[tuple[float, str]]:
+    lines = [json.loads(line) for line in out.splitlines()]
+    return [(r["t_s"], r.get("decision", r["type"])) for r in lines]
+
+
+def test_each_file_can_give_its_own_sampling_rate(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # Two devices rarely share a rate: a 100 Hz file replayed with a 125 Hz one was read at 125 Hz, its breathing
+    # sped up by a quarter (an outside probe). The client's recording at 250 Hz, each sample written twice: the
+    # strap's ADC averages the same signal, so the replay decides the same (its times are placed 2 ms apart, as an
+    # input sample stands for an instant centred in its own, shorter period: a decision at a threshold can tip).
+    from breathsync.recording import read_column
+
+    plain = {name: _cut(tmp_path, source, 200, f"plain_{name}") for name, source in (("t.csv", A), ("c.csv", B))}
+    assert main(["replay", "--therapist", plain["t.csv"], "--client", plain["c.csv"], "--rate", "125"]) == 0
+    expected = _decisions(capsys.readouterr()[0])
+    doubled = tmp_path / "c250.csv"
+    doubled.write_text("resp\n" + "".join(f"{v!r}\n{v!r}\n" for v in read_column(plain["c.csv"]).tolist()))
+    args = ["replay", "--therapist", plain["t.csv"], "--client", str(doubled)]
+    assert main([*args, "--rate", "125", "--client-rate", "250"]) == 0
+    out, err = capsys.readouterr()
+    decisions = _decisions(out)
+    assert len(decisions) == len(expected) > 50 and err == ""
+    assert max(abs(a - b) for (a, _), (b, _) in zip(decisions, expected, strict=True)) < 0.01
+    same = sum(a == b for (_, a), (_, b) in zip(decisions, expected, strict=True))
+    assert same >= 0.95 * len(expected)  # a decision at a threshold can tip over
+    assert main([*args, "--therapist-rate", "125", "--client-rate", "250"]) == 0  # no shared --rate needed
+    assert _decisions(capsys.readouterr()[0]) == decisions
+    assert main([*args, "--rate", "125", "--client-rate", "0"]) == 2
+    assert "--client-rate must be a sampling rate within" in capsys.readouterr()[1]
+    assert main([*args, "--therapist-rate", "125"]) == 2  # the client's rate is given nowhere
+    assert "need a SESSION, or all of" in capsys.readouterr()[1]
+
+
 def test_recordings_the_engine_cannot_decide_on_are_explained(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -36,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--therapist", metavar="A.csv", help="therapist's recording (CSV/CSV.gz)")
     parser.add_argument("--client", metavar="B.csv", help="client's recording (CSV/CSV.gz)")
     parser.add_argument("--rate", type=float, metavar="HZ", help="sampling rate of both inputs")
+    parser.add_argument(
+        "--therapist-rate", type=float, metavar="HZ", help="the therapist's file's sampling rate (over --rate)"
+    )
+    parser.add_argument(
+        "--client-rate", type=float, metavar="HZ", help="the client's file's sampling rate (over --rate)"
+    )
     parser.add_argument("--column", help="signal column in both files (default: resp)")
     parser.add_argument(
         "--therapist-column", metavar="NAME", help="the therapist's file's signal column (over --column)"
@@ -92,7 +98,11 @@ def run(args: argparse.Namespace) -> int:
     if args.include_late and not args.session:
         raise InputError("--include-late is for a SESSION (recordings have no drop-outs the straps filled in later)")
     if args.session:
-        if args.therapist or args.client or args.rate is not None:
+        if (
+            args.therapist
+            or args.client
+            or any(r is not None for r in (args.rate, args.therapist_rate, args.client_rate))
+        ):
             raise InputError("give either a SESSION or --therapist/--client/--rate, not both")
         if any(x is not None for x in (args.column, args.therapist_column, args.client_column, args.strap_rate)):
             raise InputError(
@@ -112,9 +122,22 @@ def run(args: argparse.Namespace) -> int:
             raise
         stream = _session_stream(store, args.include_late)
     else:
-        if not (args.therapist and args.client and args.rate is not None):
+        # Two devices can record at two rates: each file's own rate over the shared one.
+        rates: dict[Role, float | None] = {
+            "therapist": args.rate if args.therapist_rate is None else args.therapist_rate,
+            "client": args.rate if args.client_rate is None else args.client_rate,
+        }
+        if not (args.therapist and args.client and None not in rates.values()):
             raise InputError("need a SESSION, or all of --therapist A.csv --client B.csv --rate HZ")
-        check_input_rate(args.rate)
+        rate_hz: dict[Role, float] = {}
+        for role, rate in rates.items():
+            assert rate is not None
+            option = "--rate" if rate == args.rate else f"--{role}-rate"
+            try:
+                check_input_rate(rate)
+            except InputError as exc:
+                raise InputError(str(exc).replace("--rate", option, 1)) from None
+            rate_hz[role] = rate
         column = "resp" if args.column is None else args.column
         columns: dict[Role, str] = {
             "therapist": column if args.therapist_column is None else args.therapist_column,
@@ -125,10 +148,13 @@ def run(args: argparse.Namespace) -> int:
         gaps: dict[Role, tuple[tuple[float, float], ...]] = {}
         inputs: tuple[tuple[Role, str], ...] = (("therapist", args.therapist), ("client", args.client))
         for role, path in inputs:
-            strap_input = read_strap_input(path, columns[role], args.rate, f"the {role}'s", "replay", strap_rate)
+            strap_input = read_strap_input(path, columns[role], rate_hz[role], f"the {role}'s", "replay", strap_rate)
             signals[role], gaps[role] = strap_input.signal, strap_input.dropouts_s
-        _check_durations(len(signals["therapist"]) / args.rate, len(signals["client"]) / args.rate, config)
-        stream = dyad_stream(signals["therapist"], signals["client"], args.rate, strap_rate, gaps)
+        durations_s = {role: len(signals[role]) / rate_hz[role] for role in signals}
+        _check_durations(durations_s["therapist"], durations_s["client"], config)
+        stream = dyad_stream(
+            signals["therapist"], signals["client"], rate_hz["therapist"], strap_rate, gaps, rate_hz["client"]
+        )
     engine = EntrainmentEngine(config, baseline)
     counted = _BreathCount(stream)
     out = sys.stdout

@@ -158,12 +158,16 @@ def dyad_stream(
     sampling_rate: float,
     strap_rate_hz: int = 25,
     gaps_s: Mapping[Role, Sequence[tuple[float, float]]] | None = None,
+    client_sampling_rate: float | None = None,
 ) -> Iterator[StreamItem]:
-    """Both straps merged in host arrival order (ties: therapist first, block before its events)."""
+    """Both straps merged in host arrival order (ties: therapist first, block before its events). The client's
+    recording is at ``client_sampling_rate`` when given (two devices), else at ``sampling_rate`` like the
+    therapist's."""
     gaps = gaps_s or {}
+    client_rate = sampling_rate if client_sampling_rate is None else client_sampling_rate
     streams = [
         strap_stream("therapist", therapist, sampling_rate, strap_rate_hz, gaps.get("therapist", ())),
-        strap_stream("client", client, sampling_rate, strap_rate_hz, gaps.get("client", ())),
+        strap_stream("client", client, client_rate, strap_rate_hz, gaps.get("client", ())),
     ]
     for _, _, item in heapq.merge(*streams, key=lambda x: (x[0], x[1])):
         yield item
