@@ -73,7 +73,7 @@ def test_bit_identical_to_cpython_under_baseline_wander(micropython: str, rate_h
 
 @pytest.mark.parametrize("rate_hz", [25, 50])
 def test_bit_identical_to_cpython_at_start_up(micropython: str, rate_hz: int) -> None:
-    # The first half-breaths set the amplitude scale, and an extremum before the first sample is no event.
+    # An extremum before the first sample is no event; ripple before the breathing sets a small first amplitude.
     for counts in (peak_just_after_start_u16(rate_hz), ripple_before_breathing_u16(rate_hz)):
         reference = detect_cpython(counts, rate_hz)
         assert len(reference) > 20

@@ -50,7 +50,6 @@ EV_DEPTH = const(2)  # 14-bit counts from the previous extremum (inhalation / ex
 EV_INTERVAL = const(3)  # samples since the previous event of the same kind, 0 for the first
 EV_CONFIRMED = const(4)  # sample index at which the event was confirmed (emitted)
 
-LEARN_HALF_BREATHS = const(4)  # half-breaths that set the amplitude scale before outliers are clamped
 PEAK = const(1)
 TROUGH = const(2)
 
@@ -58,15 +57,13 @@ TROUGH = const(2)
 COEFF_FIELDS = const(13)
 
 
-def track_amplitude(amp, depth, amp_shift, learning):
+def track_amplitude(amp, depth, amp_shift):
     """New amplitude estimate after a confirmed half-breath of ``depth`` counts.
 
-    Depths below half of it are ignored (ripple) and ones above twice it are clamped (movement artefact) before a
-    1/2**amp_shift EMA step; the first one sets it. While ``learning`` (the first LEARN_HALF_BREATHS half-breaths)
-    a depth above twice it replaces it instead: the scale is not known yet, and a first wiggle of a few counts
-    otherwise held the hysteresis at its floor for dozens of breaths (cardiac ripple confirmed as breaths).
+    The first depth sets it; later ones below half of it are ignored (ripple) and ones above
+    twice it are clamped (movement artefact) before a 1/2**amp_shift EMA step.
     """
-    if amp == 0 or (learning > 0 and depth > amp << 1):
+    if amp == 0:
         return depth
     if depth > amp >> 1:
         if depth > amp << 1:
@@ -146,7 +143,6 @@ def _portable(ctx):
     last_peak_d = 0
     last_trough_d = 0
     amp = 0
-    learning = LEARN_HALF_BREATHS
     h = h_min
     decay_at = decay_after
     written = 0
@@ -198,9 +194,7 @@ def _portable(ctx):
                         last_peak_d = ext_d
                         seek_peak = 0
                         decay_at = n + decay_after
-                        amp = track_amplitude(amp, depth, amp_shift, learning)
-                        if learning > 0:
-                            learning -= 1
+                        amp = track_amplitude(amp, depth, amp_shift)
                         h = hysteresis(amp, h_fraction_q8, h_min)
                     ext_d = d
                     ext_y = y
@@ -227,9 +221,7 @@ def _portable(ctx):
                         last_trough_d = ext_d
                         seek_peak = 1
                         decay_at = n + decay_after
-                        amp = track_amplitude(amp, depth, amp_shift, learning)
-                        if learning > 0:
-                            learning -= 1
+                        amp = track_amplitude(amp, depth, amp_shift)
                         h = hysteresis(amp, h_fraction_q8, h_min)
                     ext_d = d
                     ext_y = y

@@ -17,7 +17,6 @@ from micropython import const
 _PEAK = const(1)
 _TROUGH = const(2)
 _EVENT_FIELDS = const(5)
-_LEARN_HALF_BREATHS = const(4)  # detector.LEARN_HALF_BREATHS
 
 # Words 0..12: the coefficient tuple (detector_coeffs FIELDS), 13: event capacity (max chunk).
 COEFFS_AT = const(0)
@@ -43,8 +42,7 @@ _LAST_TROUGH_D = const(30)
 _AMP = const(31)
 _H = const(32)
 _DECAY_AT = const(33)
-_LEARNING = const(34)
-EVENTS_AT = const(35)  # then the event buffer: capacity x EVENT_FIELDS words
+EVENTS_AT = const(34)  # then the event buffer: capacity x EVENT_FIELDS words
 
 
 def words(capacity):
@@ -94,7 +92,6 @@ def feed(mem: ptr32, samples: ptr16, count: int) -> int:
         mem[_AMP] = 0
         mem[_H] = h_min
         mem[_DECAY_AT] = decay_after
-        mem[_LEARNING] = _LEARN_HALF_BREATHS
         mem[_STARTED] = 1
 
     x1 = (mem[_X1] ^ sign) - sign
@@ -116,7 +113,6 @@ def feed(mem: ptr32, samples: ptr16, count: int) -> int:
     amp = mem[_AMP]
     h = mem[_H]
     decay_at = mem[_DECAY_AT]
-    learning = mem[_LEARNING]
 
     events = ptr32(uint(mem) + EVENTS_AT * 4)
     written = 0
@@ -170,15 +166,12 @@ def feed(mem: ptr32, samples: ptr16, count: int) -> int:
                     seek_peak = 0
                     written += 1
                     decay_at = n + decay_after
-                    # track_amplitude() and hysteresis(), inline
-                    if amp == 0 or (learning > 0 and depth > (amp << 1)):
+                    if amp == 0:  # track_amplitude() and hysteresis(), inline
                         amp = depth
                     elif depth > (amp >> 1):
                         if depth > (amp << 1):
                             depth = amp << 1
                         amp += (depth - amp) >> amp_shift
-                    if learning > 0:
-                        learning -= 1
                     h = (amp * h_fraction_q8) >> 8
                     if h < h_min:
                         h = h_min
@@ -212,15 +205,12 @@ def feed(mem: ptr32, samples: ptr16, count: int) -> int:
                     seek_peak = 1
                     written += 1
                     decay_at = n + decay_after
-                    # track_amplitude() and hysteresis(), inline
-                    if amp == 0 or (learning > 0 and depth > (amp << 1)):
+                    if amp == 0:  # track_amplitude() and hysteresis(), inline
                         amp = depth
                     elif depth > (amp >> 1):
                         if depth > (amp << 1):
                             depth = amp << 1
                         amp += (depth - amp) >> amp_shift
-                    if learning > 0:
-                        learning -= 1
                     h = (amp * h_fraction_q8) >> 8
                     if h < h_min:
                         h = h_min
@@ -248,5 +238,4 @@ def feed(mem: ptr32, samples: ptr16, count: int) -> int:
     mem[_AMP] = amp
     mem[_H] = h
     mem[_DECAY_AT] = decay_at
-    mem[_LEARNING] = learning
     return written
