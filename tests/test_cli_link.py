@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,6 +89,17 @@ def test_stream_of_a_strap_that_never_answers_stops_when_asked(tmp_path: Path) -
         proc = breathsync(
             "stream", "--ble", adapter, "--client", "ble:nobody", "--seconds", "2", "--csv", str(keep), timeout=9
         )
+        # Ctrl-C before the strap connected is the user's choice: no 'never connected' error for it.
+        interrupted = subprocess.Popen(
+            [sys.executable, "-m", "breathsync", "stream", "--ble", adapter, "--client", "ble:nobody"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(3)
+        interrupted.send_signal(signal.SIGINT)
+        _, stopped_err = interrupted.communicate(timeout=9)
+    assert "never connected" not in stopped_err and "Traceback" not in stopped_err, stopped_err
     # Nothing streamed from a strap it was asked for: an error, not exit 0 with a 'closed' line for a link that
     # never opened.
     assert proc.returncode == 2, proc.stderr

@@ -232,6 +232,25 @@ def test_a_replayed_session_decides_as_live_after_a_drop_out(
     assert replayed("--include-late") != live_states  # as if nothing had come late: no pause, other windows
 
 
+def test_only_what_the_session_did_not_have_is_marked_late(tmp_path: Path) -> None:
+    # After a crash the strap sends again what the run before had stored (and its engine had seen live): marked late,
+    # the replay and the next rebuild dropped data the live engine had used (an outside review).
+    now = [1_000_000.0]
+    daemon = Daemon(config_for("bumble:none", tmp_path), io.StringIO(), clock=lambda: now[0])
+    with SessionStore.create(tmp_path / "s.sqlite", daemon.config.as_dict()) as store:
+        daemon.store = store
+        daemon._start_session(store, tmp_path / "s.sqlite", resumed=False)
+        times = now[0] + np.arange(120) / 25
+        daemon.on_samples(SampleBlock("client", 0, np.full(100, 30000), times[:100], False))
+        seen = StrapEvent("client", "peak", 50, 60, 900, 0, float(times[50]), False)
+        daemon.on_event(seen)
+        daemon.on_samples(SampleBlock("client", 90, np.full(30, 30000), times[90:120], True))
+        daemon.on_event(dataclasses.replace(seen, backfilled=True))  # the same event, sent again
+        daemon.on_event(StrapEvent("client", "trough", 105, 112, 800, 0, float(times[105]), True))
+        late = store.late("client")
+    assert late.sample_ranges == ((100, 119),) and late.events == {("trough", 105)}
+
+
 def test_the_status_line_shows_each_rate_while_the_baselines_are_learned(tmp_path: Path) -> None:
     # Both straps breathing, and for the two minutes of learning the line showed '--' for both rates.
     t0_s = 1_000_000.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -20,6 +21,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def firmware_version() -> str:
+    match = re.search(r'^FIRMWARE_VERSION = "([^"]+)"', (REPO / "firmware" / "config.py").read_text(), re.M)
+    assert match is not None
+    return match.group(1)
+
+
 sys.path.insert(0, str(REPO / "tools"))
 
 import deploy_firmware  # noqa: E402
@@ -134,7 +143,7 @@ def test_deploy_with_mpremote_to_the_unix_port(board: tuple[PtyBoard, Path], tmp
         [mpremote, "connect", b.port, "resume", "exec", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert out.returncode == 0, out.stderr
-    assert "deployed 1 0.1.0 Streamer" in out.stdout
+    assert f"deployed 1 {firmware_version()} Streamer" in out.stdout
     ls = subprocess.run(
         [mpremote, "connect", b.port, "resume", "fs", "ls", ":strap"],
         capture_output=True,

@@ -250,8 +250,8 @@ async def stream(args: argparse.Namespace, out: TextIO) -> int:
                 printer.tick()
             if writer is not None:
                 writer.check()
-            never = printer.never_connected(sources, loop.time() - started)
-            if never is not None:
+            never = None if stop.is_set() else printer.never_connected(sources, loop.time() - started)
+            if never is not None:  # (stopped by the user before a strap connected: their choice, not a failure)
                 raise never
             completed = True
         finally:

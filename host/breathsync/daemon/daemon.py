@@ -20,7 +20,7 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -145,6 +145,20 @@ async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> 
     return None if task.cancelled() else task.result()
 
 
+def _runs(counters: Iterable[int]) -> Iterator[tuple[int, int]]:
+    """(first, last) of each run of consecutive ``counters`` (ascending)."""
+    first = last = None
+    for c in counters:
+        if last is not None and c == last + 1:
+            last = c
+            continue
+        if first is not None and last is not None:
+            yield first, last
+        first = last = c
+    if first is not None and last is not None:
+        yield first, last
+
+
 # Said beside the chance level when the pair was found locked by another test than the phase value against it.
 LOCK_GROUNDS = {"beats": "; steady too long for chance", "timing": "; locked in breath timing"}
 
@@ -213,7 +227,10 @@ class Daemon:
 
     def _on_samples(self, block: SampleBlock) -> None:
         assert self.store is not None
-        self.store.add_samples(block.role, block.counters.tolist(), block.host_t_s.tolist(), block.values.tolist())
+        counters = block.counters.tolist()
+        # Sent again after a drop-out: what was stored already (the run before a crash had it live) is not late.
+        stored = self.store.stored_counters(block.role, counters[0], counters[-1]) if block.backfilled else set()
+        self.store.add_samples(block.role, counters, block.host_t_s.tolist(), block.values.tolist())
         first_s = float(block.host_t_s[0])
         if self._zero_s is None or first_s < self._zero_s:
             self._zero_s = first_s
@@ -222,7 +239,8 @@ class Daemon:
             self.lsl.push_samples(block.role, block.values.tolist(), block.host_t_s.tolist())
         if block.backfilled:
             # The engine is causal: late data only goes to the record, marked so that a replay can leave it out too.
-            self.store.add_late_samples(block.role, int(block.counters[0]), int(block.counters[-1]))
+            for first, last in _runs(c for c in counters if c not in stored):
+                self.store.add_late_samples(block.role, first, last)
             return
         period = 1.0 / self.config.straps.rate_hz
         item = StrapBlock(block.role, self.session_s(float(block.host_t_s[0])), period, block.values)
@@ -235,11 +253,12 @@ class Daemon:
 
     def _on_event(self, event: StrapEvent) -> None:
         assert self.store is not None
-        self.store.add_event(event)
+        new = self.store.add_event(event)
         if self.lsl is not None:
             self.lsl.push_event(event.role, event.kind, event.host_t_s, event.depth_counts)
         if event.backfilled:
-            self.store.add_late_event(event.role, event.kind, event.counter)
+            if new:  # one stored already (by the run before a crash) reached that engine in time
+                self.store.add_late_event(event.role, event.kind, event.counter)
             return
         breath = timed_breath(event, self.t0_s, self.config.straps.rate_hz)
         self._handle(self.engine.feed(StrapBreath(event.role, breath)))

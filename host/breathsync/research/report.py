@@ -246,7 +246,8 @@ def _baseline_text(session: Session) -> str:
 def _locked_pct(session: Session) -> float | None:
     """Share of the measured time (states with a PLV) that the engine called locked beyond chance: PLV or time-lag
     locking above its floor and significant (docs/engine.md), whoever led. A locked window whose direction evidence
-    is not there yet (right after a drop-out) is 'no_lock' in the stored state and not counted (~1 % of updates).
+    is not there yet (right after a drop-out) is 'locked_unclear' and counted; sessions recorded before session 19
+    stored it as 'no_lock' (~1 % of updates), so their locked share reads about a point lower.
 
     Not the time PLV merely beats its surrogate chance level: two independent people do that about a tenth of
     the time by construction. Time-weighted (each state holds until the next) so that fast breathing, which

@@ -62,10 +62,13 @@ class LateData:
 
     def sample_mask(self, counters: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
         """True for each of ``counters`` that came late."""
-        late = np.zeros(len(counters), dtype=bool)
-        for first, last in self.sample_ranges:
-            late |= (counters >= first) & (counters <= last)
-        return late
+        if not self.sample_ranges:
+            return np.zeros(len(counters), dtype=bool)
+        # The ranges never overlap: the one that may hold a counter is the last one starting at or before it.
+        firsts = np.array(sorted(first for first, _ in self.sample_ranges), dtype=np.int64)
+        lasts = np.array([last for _, last in sorted(self.sample_ranges)], dtype=np.int64)
+        i = np.searchsorted(firsts, counters, side="right") - 1
+        return (i >= 0) & (counters <= lasts[np.maximum(i, 0)])
 
 
 @dataclass(frozen=True)

@@ -270,8 +270,9 @@ class SessionStore:
         self._wrote(len(counters))
 
     @_write_op
-    def add_event(self, event: BreathEventRecord) -> None:
-        self._writer().execute(
+    def add_event(self, event: BreathEventRecord) -> bool:
+        """Store a breath event; False when it was stored already (a strap sends an event again after a drop-out)."""
+        cursor = self._writer().execute(
             "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 event.role,
@@ -284,6 +285,7 @@ class SessionStore:
             ),
         )
         self._wrote(1)
+        return cursor.rowcount > 0
 
     @_write_op
     def add_state(self, t_s: float, state: dict[str, Any]) -> None:
@@ -319,6 +321,15 @@ class SessionStore:
             record["delivery_error"] = detail
         writer.execute("UPDATE nudges SET detail = ? WHERE id = ?", (json.dumps(record, sort_keys=True), nudge_id))
         self._wrote(1)
+
+    def stored_counters(self, role: str, first_counter: int, last_counter: int) -> set[int]:
+        """The counters of ``role`` in ``first_counter..last_counter`` that are stored already."""
+        rows = self._query(
+            "samples",
+            "SELECT counter FROM samples WHERE role = ? AND counter BETWEEN ? AND ?",
+            (role, first_counter, last_counter),
+        )
+        return {int(r[0]) for r in rows}
 
     @_write_op
     def add_late_samples(self, role: str, first_counter: int, last_counter: int) -> None:
