@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator
@@ -38,7 +37,6 @@ from ..engine import (
     StrapBreath,
 )
 from ..engine.baseline_file import BaselineFile, read_baseline_file, store_baseline, stored_calibration
-from ..engine.decision import lock_route
 from ..errors import InputError
 from ..link.ble import BleOptions
 from ..link.session import LinkError
@@ -73,6 +71,7 @@ from .config import DaemonConfig
 from .lsl import LslOutlets
 from .rebuild import stored_stream, timed_breath
 from .session_files import session_path
+from .status import PersonView, status_line
 
 T = TypeVar("T")
 TICK_S = 0.25
@@ -105,18 +104,6 @@ BATTERY_WARNINGS_PCT = (  # the most severe first: only the lowest level reached
     (5, "it may stop within minutes: charge it now if you can"),
     (15, "charge it after this session"),
 )
-
-
-@dataclass
-class PersonView:
-    """What the status line shows about one strap."""
-
-    link: str = "searching"
-    battery_pct: int | None = None
-    rate_bpm: float | None = None
-    samples: int = 0
-    firmware: str = ""
-    last_data_s: float | None = None  # daemon clock when its last live samples arrived
 
 
 @dataclass
@@ -157,10 +144,6 @@ def _runs(counters: Iterable[int]) -> Iterator[tuple[int, int]]:
         first = last = c
     if first is not None and last is not None:
         yield first, last
-
-
-# Said beside the chance level when the pair was found locked by another test than the phase value against it.
-LOCK_GROUNDS = {"beats": "; steady too long for chance", "timing": "; locked in breath timing"}
 
 
 class Daemon:
@@ -401,52 +384,10 @@ class Daemon:
     # -- status line -------------------------------------------------------------------------------
 
     def status_line(self) -> str:
-        # The session clock the report uses: from the session's first sample (before it: not started yet).
-        if self._zero_s is None:
-            parts = ["--:--"]
-        else:
-            elapsed = max(0.0, self.clock() - self._zero_s)
-            parts = [f"{int(elapsed // 60):02d}:{int(elapsed % 60):02d}"]
-        for role in ROLES:
-            v = self.views[role]
-            battery = "?" if v.battery_pct is None else f"{v.battery_pct}%"
-            # Before the first engine update (the baselines being learned) the rate is the strap's breaths' own.
-            rate_bpm = v.rate_bpm if v.rate_bpm is not None else self.engine.people[role].rate_bpm()
-            rate = "--" if rate_bpm is None else f"{rate_bpm:4.1f}/min"
-            link = v.link
-            silent_s = None if v.last_data_s is None else self.clock() - v.last_data_s
-            if link == "ok" and silent_s is not None and silent_s > self.engine.config.engine.max_sample_gap_s:
-                # Connected but sending nothing (a hung strap): 'ok' with its last rate frozen read as healthy. Said as
-                # soon as the silence pauses the engine's decisions, so 'paused' never comes without a reason.
-                link, rate = f"no data {silent_s:.0f}s", "--"
-            elif link != "ok":  # lost or reconnecting: its last battery and rate are not news, and read as healthy
-                battery, rate = "", "--"
-            parts.append(" ".join(x for x in (f"{role[0].upper()}:", link, battery, rate) if x))
-        s = self.state
-        if s is None:  # no engine update yet: the baselines are being learned
-            parts.append("sync -- learning")
-        elif any(self.views[role].link != "ok" for role in ROLES):
-            # The engine pauses only after 2 s without samples; until then its last reading is stale, not live.
-            parts.append("sync -- paused")
-        elif s.plv is None and s.decision == "no_lock":
-            # Too few breaths in the phase window to judge (after a gap or a stall the engine starts a new one):
-            # 'no_lock' here read as a verdict that the pair is apart.
-            parts.append("sync -- gathering")
-        else:
-            plv = "--" if s.plv is None else f"{s.plv:.2f}"
-            # Locked on another ground than the phase value against its chance level: say which, or a value below
-            # its chance read as a contradiction ('sync 0.91 (chance 0.95) therapist_follows').
-            why = (
-                LOCK_GROUNDS.get(lock_route(s, self.engine.config.engine) or "", "") if s.decision != "no_lock" else ""
-            )
-            chance = "" if s.plv_chance is None else f" (chance {s.plv_chance:.2f}{why})"
-            parts.append(f"sync {plv}{chance} {s.decision}")
-        nudges = f"nudges {len(self.nudge_ids)}"
-        muted_s = self.engine.policy.muted_for_s(self.session_s(self.clock()))
-        if muted_s > 0:  # the therapist pressed m: say so until nudges resume by themselves
-            nudges += f" (muted, {math.ceil(muted_s / 60):.0f} min left)"
-        parts.append(nudges)
-        return " | ".join(parts)
+        now_s = self.clock()
+        return status_line(
+            now_s, self._zero_s, self.views, self.state, self.engine, self.session_s(now_s), len(self.nudge_ids)
+        )
 
     def _tell_battery(self, role: str, battery_pct: int | None) -> None:
         for level_pct, advice in BATTERY_WARNINGS_PCT:
