@@ -199,6 +199,23 @@ def test_output_that_cannot_be_written_is_one_line(command: str, unbuffered: boo
     assert "cannot write output" in line and "Traceback" not in proc.stderr
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/dev/full is Linux's")
+def test_a_usage_error_with_nowhere_to_say_it_still_exits_2() -> None:
+    # Raising a failed write of standard error too (for `--help > /dev/full`) turned this into a traceback, exit 1.
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "breathsync", "replay", "--rate", "x"], stderr=full, check=False)
+    assert proc.returncode == 2
+    closed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.stderr.close(); from breathsync.cli import main; main(['replay', '--rate', 'x'])",
+        ],
+        check=False,
+    )
+    assert closed.returncode == 2
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [

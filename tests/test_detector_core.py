@@ -206,3 +206,18 @@ def test_one_wild_sample_does_not_set_the_simulated_adc_gain(glitch: float) -> N
     far = np.abs(near - 5000 * 25 / BIDMC_RATE_HZ) > 2
     assert np.array_equal(clean[far], glitched[far])
     assert glitched[~far].min() == 0 or glitched[~far].max() == 65535  # the glitch itself clips at a rail
+
+
+def test_the_strap_model_refuses_a_signal_it_cannot_measure_in_one_line() -> None:
+    from breathsync.adc import check_signal_magnitude, simulate_adc
+    from breathsync.errors import InputError
+
+    for signal, message in (
+        (np.full(1000, 1e300), "too large for a respiration signal"),  # its sums overflowed to inf
+        (np.full(1000, np.nan), "needs finite values"),
+        (np.zeros(0), "needs finite values"),
+    ):
+        with pytest.raises(InputError, match=message):
+            check_signal_magnitude(signal)
+    with pytest.raises(InputError, match="too large"):
+        simulate_adc(np.full(1000, 1e300), BIDMC_RATE_HZ, 25)

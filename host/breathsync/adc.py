@@ -73,6 +73,8 @@ def adc_resample(
 
 def check_signal_magnitude(signal: npt.NDArray[np.float64]) -> None:
     """InputError when the bulk of ``signal`` lies beyond MAX_SIGNAL_MAGNITUDE (one wild sample is fine)."""
+    if len(signal) == 0 or not np.isfinite(signal).all():
+        raise InputError("a respiration signal needs finite values (missing samples are filled in before this)")
     p_lo, p_hi = quantiles(signal, (0.5 / 100, 99.5 / 100))
     if not max(abs(p_lo), abs(p_hi)) <= MAX_SIGNAL_MAGNITUDE:  # NaN too
         raise InputError(

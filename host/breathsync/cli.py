@@ -52,13 +52,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
     def _print_message(self, message: str, file: Any = None) -> None:  # argparse's SupportsWrite is typing-only
-        # argparse swallows a failed write: `--help > /dev/full` exited 0 with nothing written. Raised here, it is
-        # reported like any output that cannot be written.
-        if message:
-            out = sys.stderr if file is None else file
+        # argparse swallows a failed write: `--help > /dev/full` exited 0 with nothing written. On standard output
+        # it is raised here and reported like any output that cannot be written; a usage error on a failing (or
+        # closed) standard error has nowhere to be said, as before.
+        out = sys.stderr if file is None else file
+        if not message or out is None:
+            return
+        try:
             out.write(message)
-            with contextlib.suppress(AttributeError):  # a writer without flush
-                out.flush()
+            out.flush()
+        except (OSError, ValueError):  # ValueError: a closed stream
+            if out is sys.stdout:
+                raise
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
