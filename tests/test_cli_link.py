@@ -100,6 +100,21 @@ def test_stream_of_a_strap_that_never_answers_stops_when_asked(tmp_path: Path) -
         interrupted.send_signal(signal.SIGINT)
         _, stopped_err = interrupted.communicate(timeout=9)
     assert "never connected" not in stopped_err and "Traceback" not in stopped_err, stopped_err
+    # Ctrl-C while straps are searched for by role: it ended only with the 10 s search, in an error (exit 2).
+    with served(empty) as (adapter, _):  # type: ignore[arg-type]
+        searching = subprocess.Popen(
+            [sys.executable, "-m", "breathsync", "stream", "--ble", adapter],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(3)
+        asked = time.monotonic()
+        searching.send_signal(signal.SIGINT)
+        _, search_err = searching.communicate(timeout=15)
+        took_s = time.monotonic() - asked
+    assert searching.returncode == 0 and "no strap" not in search_err, search_err
+    assert took_s < 5.0  # not the rest of the 10 s search
     # Nothing streamed from a strap it was asked for: an error, not exit 0 with a 'closed' line for a link that
     # never opened.
     assert proc.returncode == 2, proc.stderr

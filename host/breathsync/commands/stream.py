@@ -25,6 +25,7 @@ from ..link.sources import (
     looking_for,
     open_link,
     open_sources,
+    unless_stopped,
 )
 from ..link.stream import SampleBlock, StrapEvent
 from ..protocol import StatusPacket
@@ -228,8 +229,12 @@ async def stream(args: argparse.Namespace, out: TextIO) -> int:
             if auto:
                 # The search takes seconds: say so on stderr (stdout is the data) before the first line is due.
                 print(looking_for(auto), file=sys.stderr)
-                for role, found in (await find_by_roles(auto, options)).items():
-                    opened[role] = open_link(f"ble:{found.address}", role, printer, options, clock=time.time)
+                found = await unless_stopped(find_by_roles(auto, options), stop)
+                if found is None:  # Ctrl-C while searching: nothing to stream, and nothing wrong
+                    links, completed = list(opened.values()), True  # the sources already opened are let go
+                    return 0
+                for role, strap in found.items():
+                    opened[role] = open_link(f"ble:{strap.address}", role, printer, options, clock=time.time)
             links = [opened[role] for role in sources]
             tasks = [asyncio.create_task(link.run()) for link in links]
             started = loop.time()

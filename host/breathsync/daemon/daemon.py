@@ -19,10 +19,10 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import TextIO
 
 from ..engine import (
     Baseline,
@@ -49,6 +49,7 @@ from ..link.sources import (
     looking_for,
     open_link,
     open_sources,
+    unless_stopped,
 )
 from ..link.stream import SampleBlock, StrapEvent
 from ..protocol import HapticCommand, ProtocolError, ResultCode, StatusPacket
@@ -73,7 +74,6 @@ from .rebuild import stored_stream, timed_breath
 from .session_files import session_path
 from .status import PersonView, status_line
 
-T = TypeVar("T")
 TICK_S = 0.25
 DAEMON_CLOSE_WAIT_S = 5.0  # links get this long to end at shutdown (the store is closed after them)
 
@@ -115,21 +115,6 @@ class SessionSummary:
     nudges: int = 0
     nudges_confirmed: int = 0
     kept: bool = True  # False: the run recorded nothing, and its new session file was removed
-
-
-async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
-    """``work``'s result, or None as soon as ``stop`` is set (``work`` is then cancelled)."""
-    task = asyncio.ensure_future(work)
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-        if not task.done():  # stopped, or this coroutine itself was cancelled: the search ends too
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    return None if task.cancelled() else task.result()
 
 
 def _runs(counters: Iterable[int]) -> Iterator[tuple[int, int]]:
@@ -585,7 +570,7 @@ class Daemon:
         auto = [role for role in ROLES if role not in self.links]  # each found as the strap that reports its role
         if auto:
             self._line(looking_for(auto))
-            found = await _unless_stopped(find_by_roles(auto, options, timeout_s=30.0), stop)
+            found = await unless_stopped(find_by_roles(auto, options, timeout_s=30.0), stop)
             if found is None:
                 return  # Ctrl-C while searching
             for role, strap in found.items():

@@ -52,12 +52,12 @@ from .phase import (
     circular_mean_cycles,
     lagged_period_dependency,
     locking_values,
+    passing_level,
     period_response,
     phase_at,
     phase_locking_value,
     plv_chance_level,
     shifted_plvs,
-    small_quantile,
     time_lag_cycles,
     track_phase_at,
 )
@@ -328,7 +328,7 @@ class EntrainmentEngine:
                 sur = shifted_plvs(win.anchors_s, win.own_phase, ct, cph, shifts, eng.max_breath_gap_s, eng.plv_trim)
                 sur = sur[~np.isnan(sur)]
                 if len(sur) >= MIN_SURROGATES:
-                    chance = small_quantile(sur, 1.0 - eng.surrogate_p_max)
+                    chance = passing_level(sur, eng.surrogate_p_max)
                     plv_p = float((1 + np.count_nonzero(sur >= plv)) / (1 + len(sur)))
         timed = eng.time_lag_locking and n >= eng.min_window_anchors
         lag_lock, lag_p = self._time_lag_locking(win) if timed else (None, None)

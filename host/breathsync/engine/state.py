@@ -79,7 +79,7 @@ class EngineState:
     plv: float | None
     plv_breaths: int
     phase_known_until_s: float | None  # newest moment both people's phases are known (the window's end)
-    plv_chance: float | None  # the surrogates' (1 - surrogate_p_max) quantile for this very window
+    plv_chance: float | None  # the PLV this very window must exceed to beat its surrogates (p <= surrogate_p_max)
     plv_p: float | None  # share of surrogates (plus one) at least as locked as the window
     plv_chance_analytic: float | None  # 0.89/sqrt(N)
     lag_locking: float | None  # locking of the therapist's breath times to the client's previous breaths (delay)

@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from bleak import BleakClient
 
@@ -35,6 +35,7 @@ from .session import LinkError, StrapSink
 from .stream import LinkStats, SampleBlock, StrapEvent, StrapStream
 
 SOURCE_KINDS = ("ble", "serial", "replay")
+T = TypeVar("T")
 
 
 def check_source(moniker: str) -> str:
@@ -174,6 +175,21 @@ async def scan_straps(options: BleOptions, timeout_s: float = 5.0) -> list[Strap
         except Exception:  # a strap that vanished mid-scan is listed without details
             out.append(StrapDescription(found.address, found.name, found.rssi_dbm, None, None, None, None))
     return out
+
+
+async def unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
+    """``work``'s result, or None as soon as ``stop`` is set (``work`` is then cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():  # stopped, or this coroutine itself was cancelled: the search ends too
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return None if task.cancelled() else task.result()
 
 
 def looking_for(roles: Sequence[Role]) -> str:
