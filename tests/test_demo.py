@@ -80,4 +80,7 @@ def test_a_demo_stopped_early_keeps_and_reports_what_was_recorded(micropython: s
     with SessionStore.open(session, read_only=True) as store:
         assert store.meta("closed") == "1"
         assert all(len(store.samples(role).counters) > 0 for role in ("therapist", "client"))
+        # It stops when asked, not when the 6-minute recordings end (it recorded to the end and exited then: the
+        # stop waited for the session *and* the signal).
+        assert all(len(store.samples(role).counters) < 25 * 200 for role in ("therapist", "client"))
     assert list(temp.iterdir()) == []  # the virtual straps' working folders are gone

@@ -129,7 +129,10 @@ async def run_demo(
         end = asyncio.Event()
         task = asyncio.create_task(daemon.run(end))
         stopped = asyncio.create_task((stop or asyncio.Event()).wait())
-        await asyncio.wait({task, stopped}, timeout=max(0.0, recordings_end - time.monotonic()))
+        # FIRST_COMPLETED: asyncio.wait's default waits for both, and Ctrl-C only took effect when the recordings ended.
+        await asyncio.wait(
+            {task, stopped}, timeout=max(0.0, recordings_end - time.monotonic()), return_when=asyncio.FIRST_COMPLETED
+        )
         stopped_early = stopped.done()
         stopped.cancel()
         end.set()
