@@ -128,7 +128,10 @@ def run(args: argparse.Namespace) -> int:
             "client": args.rate if args.client_rate is None else args.client_rate,
         }
         if not (args.therapist and args.client and None not in rates.values()):
-            raise InputError("need a SESSION, or all of --therapist A.csv --client B.csv --rate HZ")
+            raise InputError(
+                "need a SESSION, or all of --therapist A.csv --client B.csv --rate HZ "
+                "(or each file's own: --therapist-rate HZ --client-rate HZ)"
+            )
         rate_hz: dict[Role, float] = {}
         for role, rate in rates.items():
             assert rate is not None
