@@ -65,8 +65,7 @@ class LateData:
         if not self.sample_ranges:
             return np.zeros(len(counters), dtype=bool)
         # The ranges never overlap: the one that may hold a counter is the last one starting at or before it.
-        firsts = np.array(sorted(first for first, _ in self.sample_ranges), dtype=np.int64)
-        lasts = np.array([last for _, last in sorted(self.sample_ranges)], dtype=np.int64)
+        firsts, lasts = (np.array(column, dtype=np.int64) for column in zip(*sorted(self.sample_ranges), strict=True))
         i = np.searchsorted(firsts, counters, side="right") - 1
         return (i >= 0) & (counters <= lasts[np.maximum(i, 0)])
 
