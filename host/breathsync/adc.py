@@ -53,7 +53,8 @@ def adc_resample(
         raise InputError("strap sampling rate must be > 0")
     n_in = len(signal)
     check_input_rate(sampling_rate, n_in)
-    check_signal_magnitude(signal)
+    if not np.isfinite(signal).all():
+        raise InputError("a respiration signal needs finite values (missing samples are filled in before this)")
     duration_s = n_in / sampling_rate
     n_out = int(np.floor(duration_s * strap_rate_hz + 1e-9))
     if n_out < 1:
@@ -75,7 +76,11 @@ def check_signal_magnitude(signal: npt.NDArray[np.float64]) -> None:
     """InputError when the bulk of ``signal`` lies beyond MAX_SIGNAL_MAGNITUDE (one wild sample is fine)."""
     if len(signal) == 0 or not np.isfinite(signal).all():
         raise InputError("a respiration signal needs finite values (missing samples are filled in before this)")
-    p_lo, p_hi = quantiles(signal, (0.5 / 100, 99.5 / 100))
+    _check_bulk(*quantiles(signal, (0.5 / 100, 99.5 / 100)))
+
+
+def _check_bulk(p_lo: float, p_hi: float) -> None:
+    """InputError when the central 99 % of a signal, ``p_lo`` .. ``p_hi``, lies beyond MAX_SIGNAL_MAGNITUDE."""
     if not max(abs(p_lo), abs(p_hi)) <= MAX_SIGNAL_MAGNITUDE:  # NaN too
         raise InputError(
             f"values reach {p_lo:.3g} .. {p_hi:.3g} (central 99 %): too large for a respiration "
@@ -88,6 +93,7 @@ def _saturated(signal: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     outside the converter's range (OUTLIER_FENCE): a strap sample averaging up to ~80 input samples (a 2 kHz input
     for a 25 Hz strap) that holds such a glitch still clips at the rail, and every other sample is unchanged."""
     p_lo, p_hi = quantiles(signal, (0.5 / 100, 99.5 / 100))
+    _check_bulk(p_lo, p_hi)  # here, on the quantiles it needs anyway (the model's sums would overflow)
     fence = FRONT_END_FENCE * max(p_hi - p_lo, 1e-12 * max(abs(p_lo), abs(p_hi), 1.0))
     return np.clip(signal, p_lo - fence, p_hi + fence)
 

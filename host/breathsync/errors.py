@@ -11,3 +11,9 @@ class InputError(BreathsyncError):
 
 class InterpreterError(BreathsyncError):
     """The MicroPython interpreter is missing or failed while running firmware code."""
+
+
+def clipped(text: str, limit: int = 40) -> str:
+    """``text`` as an error line quotes it: at most ``limit`` characters (a damaged cell, a 5000-digit value, is not
+    repeated in full)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."

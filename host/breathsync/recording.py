@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from .errors import InputError
+from .errors import InputError, clipped
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -253,13 +253,13 @@ class _Rows:
             except ValueError:
                 hint = " (a decimal comma? values need a decimal point)" if "," in cell else ""
                 raise InputError(
-                    f"{path}: row {row_number}: {column!r} is not a number: {_shown(cell)!r}{hint}"
+                    f"{path}: row {row_number}: {column!r} is not a number: {clipped(cell, 27)!r}{hint}"
                 ) from None
             if missing_ok and math.isnan(value):  # -nan, +nan
                 values.append(math.nan)
                 continue
             if not np.isfinite(value):
-                raise InputError(f"{path}: row {row_number}: {column!r} is not finite ({_shown(cell)})")
+                raise InputError(f"{path}: row {row_number}: {column!r} is not finite ({clipped(cell, 27)})")
             values.append(value)
         self.values.append(np.asarray(values, dtype=np.float64))
         if times is None:
@@ -273,11 +273,6 @@ class _Rows:
             return Recording(values, None, None)
         times = np.concatenate(self.times) if self.times else np.zeros(0)
         return Recording(values, times, self.names[self.tcol])
-
-
-def _shown(cell: str, limit: int = 24) -> str:
-    """A cell as an error line quotes it: a 5000-digit value is not repeated in full."""
-    return cell if len(cell) <= limit else cell[:limit] + "..."
 
 
 JUMP_STEPS = 2.5  # a time step this many sample periods long (or more) means rows were left out

@@ -10,6 +10,15 @@ SAMPLE_MAX = 65535  # the strap's samples are unsigned 16-bit (docs/protocol.md)
 
 SCHEMA_VERSION = 1
 
+# Tables added after version 1 shipped: absent from older files (readers then take them as empty), made when a run
+# resumes such a file. ``late``: what reached the host after a drop-out, which the live engine never saw.
+OPTIONAL_TABLES = frozenset({"late"})
+LATE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS late (
+    role TEXT NOT NULL, kind TEXT NOT NULL, first_counter INTEGER NOT NULL, last_counter INTEGER NOT NULL
+);
+"""
+
 SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -34,16 +43,8 @@ CREATE TABLE IF NOT EXISTS link_events (t_s REAL NOT NULL, role TEXT NOT NULL, k
 CREATE INDEX IF NOT EXISTS states_t ON states (t_s);
 CREATE INDEX IF NOT EXISTS link_events_t ON link_events (t_s);
 """
-    + """
-CREATE TABLE IF NOT EXISTS late (
-    role TEXT NOT NULL, kind TEXT NOT NULL, first_counter INTEGER NOT NULL, last_counter INTEGER NOT NULL
-);
-"""
+    + LATE_SCHEMA
 )
-# Tables added after version 1 shipped: absent from older files (readers then take them as empty), made when a run
-# resumes such a file. ``late``: what reached the host after a drop-out, which the live engine never saw.
-OPTIONAL_TABLES = frozenset({"late"})
-LATE_SCHEMA = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS late") :]
 
 
 @functools.cache

@@ -17,6 +17,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 import numpy as np
 
 from ..detector import Kind
+from ..errors import clipped
 from .errors import StoreError, writing
 from .files import remove_session_files
 from .records import BreathEventRecord, LateData, SampleSeries, StoredEvent, StoredNudge, StoredState, StrapInfo
@@ -45,8 +46,7 @@ def _no_tables(db: sqlite3.Connection) -> bool:
 
 def _shown(value: object) -> str:
     """A stored value in an error message: repr, cut short (a damaged cell may be a huge blob)."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return clipped(repr(value))
 
 
 class SessionStore:
