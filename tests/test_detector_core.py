@@ -189,8 +189,9 @@ def test_integer_intermediates_fit_esp32_small_ints_all_records(shared_data: Pat
             assert largest[0] < SMALL_INT_LIMIT, f"{record} at {rate_hz} Hz: |x| reached {largest[0]}"
 
 
+@pytest.mark.parametrize("at", [1000, 5000])  # inside the 30 s the front end is fitted to, and after it
 @pytest.mark.parametrize("glitch", [-50.0, 50.0, 1e300, -1.7e308])
-def test_one_wild_sample_does_not_set_the_simulated_adc_gain(glitch: float) -> None:
+def test_one_wild_sample_does_not_set_the_simulated_adc_gain(glitch: float, at: int) -> None:
     # The range used to be the record's min..max: one sample at zero or a spike squeezed every breath into a
     # few counts (a real converter just clips it at the rail). A value of 1e300 (a corrupt cell) swamped the
     # box integration's running sum: every breath after it read as flat.
@@ -199,13 +200,33 @@ def test_one_wild_sample_does_not_set_the_simulated_adc_gain(glitch: float) -> N
     signal = read_column(bundled_path("bidmc_04_resp.csv.gz"))
     wild = signal.copy()
     span = float(np.ptp(signal))
-    wild[5000] = float(np.mean(signal)) + glitch * span if abs(glitch) < 1e3 else glitch
+    wild[at] = float(np.mean(signal)) + glitch * span if abs(glitch) < 1e3 else glitch
     clean = simulate_adc(signal, BIDMC_RATE_HZ, 25).counts_u16
     glitched = simulate_adc(wild, BIDMC_RATE_HZ, 25).counts_u16
     near = np.arange(len(clean))
-    far = np.abs(near - 5000 * 25 / BIDMC_RATE_HZ) > 2
+    far = np.abs(near - at * 25 / BIDMC_RATE_HZ) > 2
     assert np.array_equal(clean[far], glitched[far])
     assert glitched[~far].min() == 0 or glitched[~far].max() == 65535  # the glitch itself clips at a rail
+
+
+def test_the_simulated_front_end_is_fitted_to_the_start_and_to_breathing_not_to_a_flat_lead_in() -> None:
+    # The gain comes from the first 30 s, so later input cannot change earlier counts; a strap still lying on the
+    # table (flat) fits it to the first stretch that moves, not to nothing (which would clip every breath).
+    from breathsync.adc import FIT_S, simulate_adc
+
+    signal = read_column(bundled_path("bidmc_04_resp.csv.gz"))
+    fit = int(FIT_S * BIDMC_RATE_HZ)
+    deeper = signal.copy()
+    deeper[fit:] = signal[fit:] * 1.5
+    plain = simulate_adc(signal, BIDMC_RATE_HZ, 25)
+    changed = simulate_adc(deeper, BIDMC_RATE_HZ, 25)
+    n_fit = int(FIT_S * 25) - 1
+    assert np.array_equal(plain.counts_u16[:n_fit], changed.counts_u16[:n_fit])
+    assert plain.units_per_count14 == changed.units_per_count14
+    assert not np.array_equal(plain.counts_u16[n_fit + 1 :], changed.counts_u16[n_fit + 1 :])
+    lead_in = np.concatenate([np.full(40 * BIDMC_RATE_HZ, signal[0]), signal])
+    late = simulate_adc(lead_in, BIDMC_RATE_HZ, 25).counts_u16[40 * 25 :]
+    assert late.min() > 0 and late.max() < 65535 and np.ptp(late) > 10000  # neither clipped nor squeezed
 
 
 def test_the_strap_model_refuses_a_signal_it_cannot_measure_in_one_line() -> None:

@@ -3,8 +3,15 @@
 A real strap samples its sensor with an oversampling ADC: each reported sample is the mean of
 the signal over one strap period. ``adc_resample`` integrates the input exactly over each
 strap period (the input is treated as piecewise constant over its own periods), and
-``adc_quantize`` maps the record's range, with headroom, onto 12-bit counts and clips like a
-real converter, then scales to the u16 counts MicroPython's ``ADC.read_u16()`` returns.
+``adc_quantize`` maps the signal onto 12-bit counts and clips like a real converter, then scales
+to the u16 counts MicroPython's ``ADC.read_u16()`` returns.
+
+The gain and offset are fitted once, to the first ``FIT_S`` seconds of the recording (a strap's front
+end is set up when it is put on, not from breaths it has not yet measured), with ``HEADROOM_SPANS`` of
+that range left free on either side for deeper breaths and drift. So what the strap reports at time t
+never depends on the recording after max(t, ``FIT_S``): ``replay`` on a recording cut short gives the
+same outputs up to the cut. (Until session 20 the gain came from the whole recording's range, and
+cutting a file changed the counts, depths and now and then an event from the start on.)
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ from .recording import check_input_rate
 
 ADC_BITS = 12
 ADC_MAX_COUNTS = (1 << ADC_BITS) - 1
-HEADROOM = 0.1  # fraction of full scale left free below the record's minimum and above its max
+FIT_S = 30.0  # the front end's gain and offset are fitted to this much signal at the start, then held
+HEADROOM_SPANS = 1.0  # x the fitted range left free below and above it: a third of full scale is the fitted range
 OUTLIER_FENCE = 1.0  # samples further than this x the central span outside it are glitches, not breathing
 # A signal whose bulk (not one glitch: those clip at the rail) lies beyond this is no respiration signal in any unit:
 # past 2**53 (~9e15) a float no longer holds every integer, and the ADC model's sums overflow to inf.
@@ -62,7 +70,7 @@ def adc_resample(
     # Exact box integration of the piecewise-constant input via its cumulative sum. Wild samples are cut to a
     # wide fence first, as the sensor's front end saturates long before the converter's rail: one value of 1e300
     # in the sum would swamp every later difference (all breathing after it read as flat).
-    cumulative = np.concatenate(([0.0], np.cumsum(_saturated(signal), dtype=np.float64)))
+    cumulative = np.concatenate(([0.0], np.cumsum(_saturated(signal, sampling_rate), dtype=np.float64)))
     edges_in_samples = np.arange(n_out + 1, dtype=np.float64) * (sampling_rate / strap_rate_hz)
     integral = np.interp(edges_in_samples, np.arange(n_in + 1, dtype=np.float64), cumulative)
     values = np.diff(integral) / (sampling_rate / strap_rate_hz)
@@ -76,39 +84,51 @@ def check_signal_magnitude(signal: npt.NDArray[np.float64]) -> None:
     """InputError when the bulk of ``signal`` lies beyond MAX_SIGNAL_MAGNITUDE (one wild sample is fine)."""
     if len(signal) == 0 or not np.isfinite(signal).all():
         raise InputError("a respiration signal needs finite values (missing samples are filled in before this)")
-    _check_bulk(*quantiles(signal, (0.5 / 100, 99.5 / 100)))
-
-
-def _check_bulk(p_lo: float, p_hi: float) -> None:
-    """InputError when the central 99 % of a signal, ``p_lo`` .. ``p_hi``, lies beyond MAX_SIGNAL_MAGNITUDE."""
-    if not max(abs(p_lo), abs(p_hi)) <= MAX_SIGNAL_MAGNITUDE:  # NaN too
+    p_lo, p_hi = quantiles(signal, (0.5 / 100, 99.5 / 100))
+    if not max(abs(p_lo), abs(p_hi)) <= MAX_SIGNAL_MAGNITUDE:
         raise InputError(
             f"values reach {p_lo:.3g} .. {p_hi:.3g} (central 99 %): too large for a respiration "
             f"signal (beyond ±{MAX_SIGNAL_MAGNITUDE:.0e})"
         )
 
 
-def _saturated(signal: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """``signal`` with samples beyond FRONT_END_FENCE x the central 99 % span outside it cut to that fence, far
-    outside the converter's range (OUTLIER_FENCE): a strap sample averaging up to ~80 input samples (a 2 kHz input
-    for a 25 Hz strap) that holds such a glitch still clips at the rail, and every other sample is unchanged."""
-    p_lo, p_hi = quantiles(signal, (0.5 / 100, 99.5 / 100))
-    _check_bulk(p_lo, p_hi)  # here, on the quantiles it needs anyway (the model's sums would overflow)
+def _saturated(signal: npt.NDArray[np.float64], sampling_rate: float) -> npt.NDArray[np.float64]:
+    """``signal`` with samples beyond FRONT_END_FENCE x the fitted central 99 % span outside it cut to that fence,
+    far outside the converter's range: a strap sample averaging up to ~80 input samples (a 2 kHz input for a 25 Hz
+    strap) that holds such a glitch still clips at the rail, and every other sample is unchanged."""
+    check_signal_magnitude(signal)  # the model's sums would overflow (an input check: it sets no output)
+    p_lo, p_hi = quantiles(_fit_window(signal, sampling_rate), (0.5 / 100, 99.5 / 100))
     fence = FRONT_END_FENCE * max(p_hi - p_lo, 1e-12 * max(abs(p_lo), abs(p_hi), 1.0))
     return np.clip(signal, p_lo - fence, p_hi + fence)
 
 
-def adc_quantize(values: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.int64], float]:
-    """Map the record's range (glitches left out) plus headroom onto 12-bit counts, clip, scale to u16.
+def _fit_window(values: npt.NDArray[np.float64], sampling_rate: float) -> npt.NDArray[np.float64]:
+    """The start of ``values`` the front end is fitted to: the first FIT_S seconds, or, if the signal is still flat
+    there (a strap not yet on a chest), up to the first FIT_S-long stretch's end in which it moves."""
+    step = max(1, round(FIT_S * sampling_rate))
+    n = step
+    while n < len(values) and _flat(values[:n]):
+        n += step
+    return values[:n]
+
+
+def _flat(values: npt.NDArray[np.float64]) -> bool:
+    """No movement beyond float rounding (a constant input's box means differ in the last bits)."""
+    return bool(np.ptp(values) <= 1e-9 * max(float(np.max(np.abs(values))), 1e-300))
+
+
+def adc_quantize(values: npt.NDArray[np.float64], strap_rate_hz: float) -> tuple[npt.NDArray[np.int64], float]:
+    """Map the fitted range (the first FIT_S seconds, glitches left out) plus headroom onto 12-bit counts, clip,
+    scale to u16.
 
     Returns the counts and the input units per 14-bit count (the detector's internal scale).
     """
-    lo, hi = _working_range(values)
+    lo, hi = _working_range(_fit_window(values, strap_rate_hz))
     span = hi - lo
     if span <= 0:
         span = 1.0
-    full_lo = lo - HEADROOM * span / (1 - 2 * HEADROOM)
-    full_span = span / (1 - 2 * HEADROOM)
+    full_lo = lo - HEADROOM_SPANS * span
+    full_span = span * (1 + 2 * HEADROOM_SPANS)
     scaled = np.round((values - full_lo) / full_span * ADC_MAX_COUNTS)
     counts12: npt.NDArray[np.int64] = np.clip(scaled, 0, ADC_MAX_COUNTS).astype(np.int64)
     # read_u16() scales 12 bits to 16 by bit replication: 4095 -> 65535.
@@ -116,9 +136,9 @@ def adc_quantize(values: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.int64]
 
 
 def _working_range(values: npt.NDArray[np.float64]) -> tuple[float, float]:
-    """The record's range, but a few wild samples (a glitch to zero, a spike of 1e4) do not set the gain:
+    """The range of ``values``, but a few wild samples (a glitch to zero, a spike of 1e4) do not set the gain:
     samples further than OUTLIER_FENCE x the central 99 % span outside it are left to clip at the rail, as on
-    a real converter, and the range is that of the others. A clean record's gain is unchanged."""
+    a real converter, and the range is that of the others."""
     p_lo, p_hi = quantiles(values, (0.5 / 100, 99.5 / 100))  # np.percentile(values, (0.5, 99.5))
     fence = OUTLIER_FENCE * (p_hi - p_lo)
     inside = values[(values >= p_lo - fence) & (values <= p_hi + fence)]
@@ -128,5 +148,5 @@ def _working_range(values: npt.NDArray[np.float64]) -> tuple[float, float]:
 def simulate_adc(signal: npt.NDArray[np.float64], sampling_rate: float, strap_rate_hz: int) -> StrapSignal:
     """A recording sampled at ``sampling_rate`` Hz as a strap sampling at ``strap_rate_hz`` would report it."""
     values, t0_s = adc_resample(signal, sampling_rate, strap_rate_hz)
-    counts, units_per_count14 = adc_quantize(values)
+    counts, units_per_count14 = adc_quantize(values, strap_rate_hz)
     return StrapSignal(counts, strap_rate_hz, t0_s, units_per_count14)
