@@ -156,11 +156,11 @@ def test_straps_found_by_role_in_one_search_that_asks_each_strap_once(
 
 
 def _dyad_as_it_arrives(
-    t0_s: float, late_from_s: float, late_until_s: float
+    t0_s: float, late_from_s: float, late_until_s: float, resent: bool = True
 ) -> list[tuple[float, SampleBlock | StrapEvent]]:
     """A therapist (13/min) and a client (16/min) as their straps' notifications reach the host, in arrival order;
     the client's strap out of range from ``late_from_s`` to ``late_until_s``: what it measured meanwhile arrives
-    afterwards, as backfill."""
+    afterwards, as backfill (``resent`` False: held up on the way and then delivered, a stalled radio)."""
     rate = 25
     arrivals: list[tuple[float, SampleBlock | StrapEvent]] = []
     for role, bpm, seed in (("therapist", 13.0, 1), ("client", 16.0, 2)):
@@ -170,15 +170,25 @@ def _dyad_as_it_arrives(
         def arrival(counter: int, host: np.ndarray = host, away: bool = role == "client") -> tuple[float, bool]:
             measured = float(host[counter]) + 0.5 / rate
             if away and late_from_s <= measured - t0_s < late_until_s:
+                if not resent:  # what was held goes out as soon as the radio moves again
+                    return t0_s + late_until_s + 0.1 + counter * 1e-4, False
                 return t0_s + late_until_s + 0.5 + counter * 1e-4, True  # sent again once the strap is back
             return measured, False
 
         per_block = live_block_samples(rate)  # the strap's notifications (as a replay cuts them)
+        held: list[int] = []
         for start in range(0, len(values), per_block):
             end = min(start + per_block, len(values))
             at, late = arrival(end - 1)
+            if at - float(host[end - 1]) > 0.1 and not resent:
+                held += range(start, end)  # the strap sends what piled up in one larger block
+                continue
             block = SampleBlock(role, start, np.array(values[start:end]), host[start:end], late)
             arrivals.append((at, block))
+        if held:
+            first, stop = held[0], held[-1] + 1
+            block = SampleBlock(role, first, np.array(values[first:stop]), host[first:stop], False)
+            arrivals.append((t0_s + late_until_s + 0.1, block))
         for e in detect_cpython(values, rate):
             at, late = arrival(e.confirmed_index)
             event = StrapEvent(
@@ -230,6 +240,49 @@ def test_a_replayed_session_decides_as_live_after_a_drop_out(
 
     assert replayed() == live_states
     assert replayed("--include-late") != live_states  # as if nothing had come late: no pause, other windows
+
+
+def test_a_replayed_session_decides_as_live_after_a_stall(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A stalled radio: the client's notifications held up for 6 s, then delivered, nothing sent again. Live, the
+    # engine paused meanwhile; the replay had the samples where they were measured and did not (an outside probe: a
+    # 4 s stall, 26 of 145 decisions differed, the nudge 6.7 s apart). The session now keeps when they arrived.
+    t0_s = 1_000_000.0
+    now = [t0_s]
+    path = tmp_path / "s.sqlite"
+
+    async def live() -> None:
+        daemon = Daemon(config_for("bumble:none", tmp_path), io.StringIO(), clock=lambda: now[0])
+        daemon.store = SessionStore.create(path, daemon.config.as_dict())
+        daemon._start_session(daemon.store, path, resumed=False)
+        for at, item in _dyad_as_it_arrives(t0_s, 150.0, 156.0, resent=False):
+            now[0] = at
+            if isinstance(item, SampleBlock):
+                daemon.on_samples(item)
+            else:
+                daemon.on_event(item)
+        await daemon._drain_nudges()
+        daemon.store.close()
+
+    asyncio.run(live())
+    with SessionStore.open(path, read_only=True) as store:
+        live_states = [(round(s.fields["t_s"], 3), s.decision) for s in store.states()]
+        arrivals = store.arrivals("client")
+        assert store.late("client") == LateData() and len(store.arrivals("therapist").blocks) == 300 * 25 // 8 + 1
+    paused = [t for t, d in live_states if d == "paused"]
+    assert paused and all(151.5 <= t <= 156.2 for t in paused)  # > max_sample_gap_s (2 s) without the client
+    # What the stall held up came in one larger block at its end, and the breath events with it.
+    [(first, last, at_s, _)] = [b for b in arrivals.blocks if b[1] - b[0] + 1 > 8]
+    assert abs(first / 25 - 150.0) < 0.4 and abs(last / 25 - 156.0) < 0.4 and abs(at_s - t0_s - 156.1) < 1e-6
+    held = [at for (_, counter), (at, _) in arrivals.events.items() if 150 <= counter / 25 < 155.5]
+    assert held and all(156.1 < at - t0_s < 156.6 for at in held)
+
+    def replayed(*extra: str) -> list[tuple[float, str]]:
+        assert main(["replay", str(path), *extra]) == 0
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        return [(round(r["t_s"], 3), r["decision"]) for r in lines if r["type"] == "state"]
+
+    assert replayed() == live_states
+    assert "paused" not in [d for _, d in replayed("--include-late")]  # where measured: no stall, no pause
 
 
 def test_only_what_the_session_did_not_have_is_marked_late(tmp_path: Path) -> None:

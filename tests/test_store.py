@@ -19,7 +19,16 @@ import numpy as np
 import pytest
 
 from breathsync.errors import InputError
-from breathsync.store import LateData, SessionStore, StoredEvent, StoredNudge, StoredState, StoreError, StrapInfo
+from breathsync.store import (
+    ArrivalData,
+    LateData,
+    SessionStore,
+    StoredEvent,
+    StoredNudge,
+    StoredState,
+    StoreError,
+    StrapInfo,
+)
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -69,6 +78,36 @@ def test_what_came_late_is_kept_in_merged_ranges_and_older_sessions_have_none(tm
     with SessionStore.open(path) as store:
         store.add_late_samples("therapist", 5, 9)
         assert store.late("therapist").sample_ranges == ((5, 9),)
+
+
+def test_when_each_notification_reached_the_engine_is_kept_in_order_and_older_sessions_have_none(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.sqlite"
+    with SessionStore.create(path) as store:
+        store.add_arrival("client", "samples", 100, 107, 1000.5)
+        store.add_arrival("therapist", "samples", 40, 47, 1000.5)  # the same moment: the order is kept
+        store.add_arrival("client", "trough", 103, 103, 1000.6)
+        store.add_arrival("client", "samples", 108, 130, 1000.9)
+        assert store.arrivals("therapist").blocks == ((40, 47, 1000.5, 2),)
+    with SessionStore.open(path, read_only=True) as store:
+        arrivals = store.arrivals("client")
+    assert arrivals.blocks == ((100, 107, 1000.5, 1), (108, 130, 1000.9, 4))
+    assert arrivals.events == {("trough", 103): (1000.6, 3)}
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("UPDATE arrivals SET arrived_t_s = 'soon' WHERE kind = 'trough'")
+        db.commit()
+    with SessionStore.open(path, read_only=True) as store, pytest.raises(StoreError, match="arrived_t_s is 'soon'"):
+        store.arrivals("client")
+    # A session an older version recorded has no arrivals table: read as none recorded, made when a run resumes it.
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("DROP TABLE arrivals")
+        db.commit()
+    with SessionStore.open(path, read_only=True) as store:
+        assert store.arrivals("client") == ArrivalData()
+    with SessionStore.open(path) as store:
+        store.add_arrival("therapist", "samples", 5, 9, 7.0)
+        assert store.arrivals("therapist").blocks == ((5, 9, 7.0, 1),)
 
 
 def test_backfill_overlap_is_idempotent_and_gaps_are_reported(tmp_path: Path) -> None:

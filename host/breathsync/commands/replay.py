@@ -60,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--include-late",
         action="store_true",
-        help="a SESSION: also what its straps sent again after drop-outs (kept, but the live engine never saw it)",
+        help="a SESSION: also what its straps sent again after drop-outs (kept, but the live engine never saw it), "
+        "and what a stalled radio held up, where it was measured: as if everything had come in time",
     )
     parser.add_argument(
         "--strap-rate",

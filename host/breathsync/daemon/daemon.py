@@ -210,6 +210,8 @@ class Daemon:
             for first, last in _runs(c for c in counters if c not in stored):
                 self.store.add_late_samples(block.role, first, last)
             return
+        # When and in which order it reached the engine, for a replay: after a stall it is seconds late.
+        self.store.add_arrival(block.role, "samples", counters[0], counters[-1], self.clock())
         period = 1.0 / self.config.straps.rate_hz
         item = StrapBlock(block.role, self.session_s(float(block.host_t_s[0])), period, block.values)
         self._handle(self.engine.feed(item))
@@ -229,6 +231,7 @@ class Daemon:
                 self.store.add_late_event(event.role, event.kind, event.counter)
             return
         breath = timed_breath(event, self.t0_s, self.config.straps.rate_hz)
+        self.store.add_arrival(event.role, event.kind, event.counter, event.counter, self.clock())
         self._handle(self.engine.feed(StrapBreath(event.role, breath)))
 
     def on_status(self, role: Role, status: StatusPacket) -> None:

@@ -1,9 +1,11 @@
 """A stored session as the engine's input stream, in the order the host received it.
 
 Used by the daemon to rebuild its engine after a crash and by ``breathsync replay SESSION`` to
-re-run the engine on a recorded session with other settings. Samples go in as 7-sample blocks
-(one 20-byte notification each) at the time their last sample's ADC window closed; breath
-events at the time the strap reported them; a mute ('mirroring on purpose') when it was pressed.
+re-run the engine on a recorded session with other settings. Samples and breath events go in as the
+live notifications brought them, in the order they arrived (the session's ``arrivals``); a mute
+('mirroring on purpose') when it was pressed. A session recorded before arrivals were kept: samples in
+one notification's worth at the time their last sample's ADC window closed, events at the time the
+strap reported them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from ..engine import Mute, StrapBlock, StrapBreath, StreamItem
 from ..engine.replay import live_block_samples
 from ..errors import InputError
 from ..roles import ROLES, is_role
-from ..store import BreathEventRecord, LateData, SessionStore, mute_duration_s
+from ..store import ArrivalData, BreathEventRecord, LateData, SessionStore, mute_duration_s
 
 
 def session_t0_s(store: SessionStore) -> float:
@@ -54,30 +56,45 @@ def timed_breath(event: BreathEventRecord, t0_s: float, rate_hz: float) -> Timed
 
 
 def stored_stream(store: SessionStore, t0_s: float, rate_hz: float, include_late: bool = False) -> Iterator[StreamItem]:
-    """The session as the engine's input. What reached the host only after a drop-out (backfill) is left out, as
-    the live engine never saw it (``include_late``: fed in where it was measured, as if it had come in time)."""
+    """The session as the engine's input, in the order its live engine had it: each notification when it arrived
+    (the ``arrivals`` table), as the strap cut it. What reached the host only after a drop-out (backfill) is left
+    out, as the live engine never saw it. With ``include_late``, everything is fed in where it was measured, as if
+    it had all come in time. A session (or the part of one) recorded before arrivals were kept: samples in blocks at
+    the time their last sample's window closed, events at the time the strap reported them."""
     period = 1.0 / rate_hz
     block_samples = live_block_samples(round(rate_hz))  # as the strap sent them live
-    items: list[tuple[float, int, StreamItem]] = []
+    # Sort keys: (time, 0, arrival sequence) for what arrived as recorded, (time, 1 + kind, 0) for the rest.
+    items: list[tuple[tuple[float, int, int], StreamItem]] = []
     late = {role: LateData() if include_late else store.late(role) for role in ROLES}
+    arrivals = {role: ArrivalData() if include_late else store.arrivals(role) for role in ROLES}
     for role in ROLES:
         series = store.samples(role)
         kept = ~late[role].sample_mask(series.counters)
         counters, host_t_s, values = series.counters[kept], series.host_t_s[kept], series.values[kept]
-        # Blocks of consecutive counters only: a block across a drop-out put the samples after it that much early.
-        runs = np.flatnonzero(np.diff(counters) != 1) + 1
-        for run_start, run_end in zip([0, *runs.tolist()], [*runs.tolist(), len(counters)], strict=True):
-            for start in range(run_start, run_end, block_samples):
-                end = min(start + block_samples, run_end)
+        arrived = np.zeros(len(counters), dtype=bool)
+        for first, last, at_s, sequence in arrivals[role].blocks:
+            start, end = np.searchsorted(counters, (first, last + 1))
+            if end > start:
+                arrived[start:end] = True
                 block = StrapBlock(role, float(host_t_s[start]) - t0_s, period, values[start:end])
-                items.append((block.arrival_t_s, 0, block))
+                items.append(((at_s - t0_s, 0, sequence), block))
+        # Blocks of consecutive counters only: a block across a drop-out put the samples after it that much early.
+        rest = np.flatnonzero(~arrived)
+        runs = np.flatnonzero(np.diff(counters[rest]) != 1) + 1
+        for run in np.split(rest, runs) if len(rest) else []:
+            for start in range(run[0], run[-1] + 1, block_samples):
+                end = min(start + block_samples, run[-1] + 1)
+                block = StrapBlock(role, float(host_t_s[start]) - t0_s, period, values[start:end])
+                items.append(((block.arrival_t_s, 1, 0), block))
     for event in store.events():
         if is_role(event.role) and (event.kind, event.counter) not in late[event.role].events:
             breath = timed_breath(event, t0_s, rate_hz)
-            items.append((breath.reported_t_s, 1, StrapBreath(event.role, breath)))
+            came = arrivals[event.role].events.get((event.kind, event.counter))
+            key = (breath.reported_t_s, 2, 0) if came is None else (came[0] - t0_s, 0, came[1])
+            items.append((key, StrapBreath(event.role, breath)))
     for t_s, _, kind, detail in store.link_events():
         if kind == "muted":  # the therapist pressed m: nudges were held back from here
-            items.append((t_s - t0_s, 2, Mute(t_s - t0_s, mute_duration_s(detail))))
-    items.sort(key=lambda x: (x[0], x[1]))
-    for _, _, item in items:
+            items.append(((t_s - t0_s, 3, 0), Mute(t_s - t0_s, mute_duration_s(detail))))
+    items.sort(key=lambda x: x[0])
+    for _, item in items:
         yield item

@@ -22,6 +22,7 @@ back), ``errors`` (``StoreError``), ``files`` (side files, the recording run's l
 from .errors import SaveFailed, StoreError
 from .files import SessionLock, last_written_unix_s, remove_session_files
 from .records import (
+    ArrivalData,
     BreathEventRecord,
     LateData,
     SampleSeries,
@@ -38,6 +39,7 @@ from .session_store import SessionStore
 __all__ = [
     "SAMPLE_MAX",
     "SCHEMA_VERSION",
+    "ArrivalData",
     "BreathEventRecord",
     "LateData",
     "SampleSeries",

@@ -71,6 +71,15 @@ class LateData:
 
 
 @dataclass(frozen=True)
+class ArrivalData:
+    """When each of one strap's live notifications reached the engine (host Unix s), and in which order (a sequence
+    number across both straps). A session from before this was kept has none recorded."""
+
+    blocks: tuple[tuple[int, int, float, int], ...] = ()  # (first, last) counters, inclusive, arrival, sequence
+    events: Mapping[tuple[str, int], tuple[float, int]] = field(default_factory=dict)  # (kind, counter) -> same
+
+
+@dataclass(frozen=True)
 class StoredEvent:
     role: str
     kind: Kind

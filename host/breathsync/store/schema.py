@@ -12,10 +12,15 @@ SCHEMA_VERSION = 1
 
 # Tables added after version 1 shipped: absent from older files (readers then take them as empty), made when a run
 # resumes such a file. ``late``: what reached the host after a drop-out, which the live engine never saw.
-OPTIONAL_TABLES = frozenset({"late"})
+# ``arrivals``: when each live notification (a block of samples, a breath event) reached the engine, in that order.
+OPTIONAL_TABLES = frozenset({"late", "arrivals"})
 LATE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS late (
     role TEXT NOT NULL, kind TEXT NOT NULL, first_counter INTEGER NOT NULL, last_counter INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS arrivals (
+    role TEXT NOT NULL, kind TEXT NOT NULL, first_counter INTEGER NOT NULL, last_counter INTEGER NOT NULL,
+    arrived_t_s REAL NOT NULL
 );
 """
 

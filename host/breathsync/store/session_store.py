@@ -20,7 +20,16 @@ from ..detector import Kind
 from ..errors import clipped
 from .errors import StoreError, writing
 from .files import remove_session_files
-from .records import BreathEventRecord, LateData, SampleSeries, StoredEvent, StoredNudge, StoredState, StrapInfo
+from .records import (
+    ArrivalData,
+    BreathEventRecord,
+    LateData,
+    SampleSeries,
+    StoredEvent,
+    StoredNudge,
+    StoredState,
+    StrapInfo,
+)
 from .schema import LATE_SCHEMA, OPTIONAL_TABLES, SAMPLE_MAX, SCHEMA, SCHEMA_VERSION, expected_columns
 
 P = ParamSpec("P")
@@ -351,6 +360,16 @@ class SessionStore:
         self._wrote(1)
 
     @_write_op
+    def add_arrival(self, role: str, kind: str, first_counter: int, last_counter: int, arrived_t_s: float) -> None:
+        """``role``'s live notification reached the engine at ``arrived_t_s`` (host Unix s): samples
+        ``first_counter..last_counter`` (``kind`` 'samples') or its breath event at ``first_counter`` (``kind``
+        'peak' or 'trough'). A replay feeds them in this order, as the live engine had them."""
+        self._writer().execute(
+            "INSERT INTO arrivals VALUES (?, ?, ?, ?, ?)", (role, kind, first_counter, last_counter, arrived_t_s)
+        )
+        self._wrote(1)
+
+    @_write_op
     def add_link_event(self, t_s: float, role: str, kind: str, detail: str = "") -> None:
         self._writer().execute("INSERT INTO link_events VALUES (?, ?, ?, ?)", (t_s, role, kind, detail))
         self._wrote(1)
@@ -566,6 +585,31 @@ class SessionStore:
             else:
                 events.add((self._breath_kind(kind, f"{where}: kind"), first_counter))
         return LateData(tuple(ranges), frozenset(events))
+
+    def arrivals(self, role: str) -> ArrivalData:
+        """When and in which order ``role``'s live notifications reached the engine (none recorded in sessions of
+        older versions)."""
+        with self._reading("arrivals"):
+            if not self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'arrivals'"
+            ).fetchone():
+                return ArrivalData()
+        blocks: list[tuple[int, int, float, int]] = []
+        events: dict[tuple[str, int], tuple[float, int]] = {}
+        rows = self._query(
+            "arrivals",
+            "SELECT rowid, kind, first_counter, last_counter, arrived_t_s FROM arrivals WHERE role = ? ORDER BY rowid",
+            (role,),
+        )
+        for sequence, kind, first, last, arrived in rows:
+            where = f"arrivals table, {role} {_shown(kind)} at counter {_shown(first)}"
+            first_counter, last_counter = self._int(first, where), self._int(last, where)
+            arrived_t_s = self._number(arrived, f"{where}: arrived_t_s")
+            if kind == "samples":
+                blocks.append((first_counter, last_counter, arrived_t_s, int(sequence)))
+            else:
+                events[(self._breath_kind(kind, f"{where}: kind"), first_counter)] = (arrived_t_s, int(sequence))
+        return ArrivalData(tuple(blocks), events)
 
     def states(self) -> Iterator[StoredState]:
         with self._reading("states"):
