@@ -302,6 +302,37 @@ def test_timestamp_jitter_and_clock_error_are_not_rows_left_out(tmp_path: Path, 
     assert grid is not None and grid.unit == "s" and grid.rows_added == 0 and len(grid.values) == n
 
 
+def test_rows_left_out_are_counted_in_the_clock_of_their_moment_not_of_the_whole_file(tmp_path: Path) -> None:
+    # The rows put back at a jump were counted in the file's median step: a logger clock 0.5 % fast until 200 s and
+    # 1.5 % after it put back 2475 rows for 20 s left out at 100 s, 2500 once the file was cut at 300 s, and moved
+    # every later breath (an outside probe). Nothing read later in a file may change how its start is read.
+    from breathsync.recording import read_recording, rows_on_the_time_grid
+
+    k = np.arange(480 * 125)
+    clock = np.concatenate(([0.0], np.cumsum(np.where(k < 200 * 125, 0.008 * 1.005, 0.008 * 1.015)[:-1])))
+    kept = (k < 100 * 125) | (k >= 120 * 125)
+    whole = _timed(tmp_path, clock[kept])
+    cut = tmp_path / "cut.csv"
+    cut.write_text("\n".join(Path(whole).read_text().splitlines()[: 1 + 280 * 125]) + "\n")
+    grids = [rows_on_the_time_grid(read_recording(p, missing_ok=True), 125.0, p) for p in (whole, str(cut))]
+    assert [g.rows_added for g in grids if g is not None] == [2500, 2500]
+
+
+def test_a_time_column_with_one_bad_cell_is_an_error_not_dropped(tmp_path: Path) -> None:
+    # One cell that is not a number (a footer, a logger's note) dropped the whole time column without a word: rows
+    # left out earlier were no longer put back, and every later breath moved.
+    path = tmp_path / "footer.csv"
+    path.write_text("time,resp\n" + "".join(f"{i / 125:.3f},{np.sin(i / 50):.4f}\n" for i in range(3000)) + "end,0.1\n")
+    proc = breathsync("detect", str(path), "--rate", "125")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == (
+        f"breathsync detect: {path}: row 3001: 'time' is not a time: 'end' (a time column needs a number in every row)"
+    )
+    clock = tmp_path / "clock.csv"  # a clock-time column from the start is no time column: read as before
+    clock.write_text("time,resp\n" + "".join(f"12:00:{i // 125:02d},{np.sin(i / 50):.4f}\n" for i in range(3000)))
+    assert breathsync("detect", str(clock), "--rate", "125").returncode == 0
+
+
 def test_a_time_column_that_jumps_beyond_any_recording_is_one_line(tmp_path: Path) -> None:
     from breathsync.errors import InputError
     from breathsync.recording import read_recording, rows_on_the_time_grid
@@ -311,9 +342,10 @@ def test_a_time_column_that_jumps_beyond_any_recording_is_one_line(tmp_path: Pat
     path = _timed(tmp_path, times)
     with pytest.raises(InputError, match=r"row 1001: 'time_s' jumps by 1e\+06 s: the recording would last more"):
         rows_on_the_time_grid(read_recording(path, missing_ok=True), 125.0, path)
-    times[-1] = np.inf  # not a time: the column is not used at all
+    times[-1] = np.inf  # after rows of numbers: a damaged cell, not a column of clock times to leave unused
     path = _timed(tmp_path, times)
-    assert read_recording(path, missing_ok=True).time is None
+    with pytest.raises(InputError, match=r"row 2000: 'time_s' is not a time: 'inf' \(a time column needs a number"):
+        read_recording(path, missing_ok=True)
 
 
 @pytest.mark.parametrize(
@@ -488,6 +520,41 @@ def test_missing_samples_are_drop_outs_as_in_replay(tmp_path: Path) -> None:
     )
     assert calibrated.returncode == 0, calibrated.stderr
     assert "breathsync calibrate: note: the recording has 2 stretch(es)" in calibrated.stderr
+
+
+def test_detect_and_replay_report_the_same_breaths_around_holes(tmp_path: Path) -> None:
+    # detect kept a breath whose extremum lay just before a hole but which was confirmed on the line bridging it (its
+    # report time set by the first sample after the hole), and replay fed in one found on the bridge, with an
+    # interval spanning the hole: the same recording gave the two commands different breaths (an outside probe).
+    from breathsync.commands.recording_input import read_strap_input
+    from breathsync.engine.replay import strap_stream
+    from breathsync.engine.stream import StrapBreath
+
+    values = gzip.decompress(RECORD.read_bytes()).decode().splitlines()[1:]
+    for start_s, stop_s in ((50.0, 52.4), (175.0, 182.4), (310.0, 322.0), (395.5, 396.9)):
+        values[int(start_s * 125) : int(stop_s * 125)] = ["NaN"] * (int(stop_s * 125) - int(start_s * 125))
+    path = tmp_path / "holes.csv"
+    path.write_text("resp\n" + "\n".join(values) + "\n")
+    detected = _events(breathsync("detect", str(path), "--rate", "125"))
+    strap = read_strap_input(str(path), "resp", 125, "the", "replay")
+    replayed = [
+        item.breath.as_json_dict()
+        for _, _, item in strap_stream("client", strap.signal, 125, 25, strap.dropouts_s, holes=True)
+        if isinstance(item, StrapBreath)
+    ]
+    assert detected == replayed and len(detected) > 200
+    for event in detected:
+        for a, b in strap.dropouts_s:
+            assert not a <= event["t_s"] <= b and not a <= event["reported_t_s"] <= b
+            assert event["interval_s"] is None or not event["t_s"] - event["interval_s"] <= b <= event["t_s"]
+
+
+def test_a_constant_recording_has_no_breaths(tmp_path: Path) -> None:
+    # A constant's strap means differ in their last bits, and the front end blew that up to full scale: 7 'breaths'.
+    path = tmp_path / "flat.csv"
+    path.write_text("resp\n" + "0.03912\n" * 7500)
+    proc = breathsync("detect", str(path), "--rate", "125")
+    assert proc.returncode == 0 and proc.stdout == "" and "no breaths found" in proc.stderr
 
 
 def test_a_binary_file_is_named_as_such_not_echoed(tmp_path: Path) -> None:

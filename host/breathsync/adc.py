@@ -123,10 +123,11 @@ def adc_quantize(values: npt.NDArray[np.float64], strap_rate_hz: float) -> tuple
 
     Returns the counts and the input units per 14-bit count (the detector's internal scale).
     """
-    lo, hi = _working_range(_fit_window(values, strap_rate_hz))
+    window = _fit_window(values, strap_rate_hz)
+    lo, hi = _working_range(window)
     span = hi - lo
-    if span <= 0:
-        span = 1.0
+    if _flat(window):  # a constant input (its box means differ in the last bits): no noise blown up to full scale
+        span = max(abs(lo), abs(hi), 1.0)
     full_lo = lo - HEADROOM_SPANS * span
     full_span = span * (1 + 2 * HEADROOM_SPANS)
     scaled = np.round((values - full_lo) / full_span * ADC_MAX_COUNTS)

@@ -204,6 +204,11 @@ class _Rows:
         self.rows += len(lines)
         return True
 
+    def _had_times(self, times: list[float]) -> bool:
+        """Whether the time column has held a number so far (this chunk's ``times`` or an earlier chunk's)."""
+        earlier = self.times or []
+        return any(not math.isnan(t) for t in times) or any(bool(np.isfinite(chunk).any()) for chunk in earlier)
+
     @staticmethod
     def _plain_times(split: list[list[str]], tcol: int) -> FloatArray | None:
         times = np.array([cells[tcol] for cells in split], dtype=np.float64)
@@ -243,7 +248,14 @@ class _Rows:
             if col >= len(row):  # not an empty cell: the cell is not there (another separator?)
                 raise InputError(f"{path}: row {row_number}: {len(row)} cell(s) for {len(names)} columns")
             if times is not None and tcol is not None:
-                times = _append_time(times, row[tcol] if tcol < len(row) else "")
+                time_cell = row[tcol] if tcol < len(row) else ""
+                read = _append_time(times, time_cell)
+                if read is None and self._had_times(times):  # numbers so far: a bad cell, not a clock-time column
+                    raise InputError(
+                        f"{path}: row {row_number}: {names[tcol]!r} is not a time: {clipped(time_cell.strip(), 27)!r}"
+                        " (a time column needs a number in every row)"
+                    )
+                times = read
             cell = row[col].strip()
             if missing_ok and cell.lower() in MISSING_CELLS:
                 values.append(math.nan)
@@ -276,6 +288,7 @@ class _Rows:
 
 
 JUMP_STEPS = 2.5  # a time step this many sample periods long (or more) means rows were left out
+STEP_ROWS = 1000  # a time column's step is read from this many rows: its first ones, and those before each jump
 # Names of a time column (compared in lower case). Only used to check the rows against --rate.
 TIME_COLUMNS = frozenset({"time", "time_s", "time [s]", "time (s)", "time_sec", "t", "t_s", "timestamp", "seconds"})
 
@@ -320,7 +333,9 @@ def rows_on_the_time_grid(recording: Recording, sampling_rate: float, path: str 
     if len(known) < 3:
         return None
     steps = np.diff(time[known]) / np.diff(known)
-    step = float(np.median(steps))
+    # The unit, and whether the column steps by one sample period at all, from the first rows only: nothing read later
+    # in the file may change how its start is read (a replay of it cut short gives the same outputs up to the cut).
+    step = float(np.median(steps[:STEP_ROWS]))
     unit = next((u for u, scale in (("s", 1.0), ("ms", 1000.0)) if abs(step * sampling_rate / scale - 1) < 0.02), None)
     if unit is None:
         return TimeGrid(recording.values, None, 0, 0)
@@ -331,8 +346,9 @@ def rows_on_the_time_grid(recording: Recording, sampling_rate: float, path: str 
     # A jump is a step of at least JUMP_STEPS rows' worth: timestamp jitter and a clock a few percent off are
     # not rows left out (rounding each step would add rows for every late stamp and never take them back).
     dt, rows = np.diff(time[known]), np.diff(known)
-    jump = dt > JUMP_STEPS * rows * step
-    gaps = np.where(jump, np.round(dt / step).astype(np.int64) - rows, 0)
+    local = _step_before(steps, step)
+    jump = dt > JUMP_STEPS * rows * local
+    gaps = np.where(jump, np.round(dt / local).astype(np.int64) - rows, 0)
     if not np.any(gaps > 0):
         return TimeGrid(recording.values, unit, 0, 0)
     added = int(gaps.sum())
@@ -349,3 +365,18 @@ def rows_on_the_time_grid(recording: Recording, sampling_rate: float, path: str 
     out = np.full(len(time) + added, np.nan)
     out[position + shift] = recording.values
     return TimeGrid(out, unit, added, int(np.count_nonzero(gaps > 0)))
+
+
+def _step_before(steps: FloatArray, first_step: float) -> FloatArray:
+    """For each step of a time column, the column's step per row as the STEP_ROWS steps before it show it (their
+    mean, long steps left out; ``first_step``, read from the first rows, before any): a logger clock a little off, by
+    a changing amount, measures a jump in its own units of the moment."""
+    ordinary = steps <= (JUMP_STEPS - 0.5) * first_step  # a longer step may be a jump: it does not set the unit
+    total = np.concatenate(([0.0], np.cumsum(np.where(ordinary, steps, 0.0))))
+    count = np.concatenate(([0], np.cumsum(ordinary)))
+    k = np.arange(len(steps))
+    start = np.maximum(0, k - STEP_ROWS)
+    n = count[k] - count[start]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        local = (total[k] - total[start]) / n
+    return np.where(n > 0, local, first_step)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 
 from ..detector import STRAP_RATES_HZ, TimedBreath
-from ..engine.replay import inside
+from ..engine.replay import reportable
 from ..recording import check_input_rate
 from ..strap_sim import detect_breaths
 from .recording_input import read_strap_input
@@ -51,16 +50,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def outside_dropouts(breaths: list[TimedBreath], dropouts_s: tuple[tuple[float, float], ...]) -> list[TimedBreath]:
-    """The breaths a strap could have reported: none inside a drop-out (found on the bridge across it), and no
-    interval measured across one (it would span the missing time)."""
-    kept: list[TimedBreath] = []
-    for breath in breaths:
-        if inside(breath.t_s, dropouts_s):
-            continue
-        if breath.interval_s is not None and any(
-            breath.t_s - breath.interval_s <= b and a <= breath.t_s
-            for a, b in dropouts_s  # as closed as ``inside``
-        ):
-            breath = replace(breath, interval_s=None)
-        kept.append(breath)
-    return kept
+    """The breaths a strap could have reported from a recording with drop-outs, as ``replay`` has them."""
+    return [real for real in (reportable(breath, dropouts_s) for breath in breaths) if real is not None]

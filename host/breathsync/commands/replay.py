@@ -157,7 +157,13 @@ def run(args: argparse.Namespace) -> int:
         durations_s = {role: len(signals[role]) / rate_hz[role] for role in signals}
         _check_durations(durations_s["therapist"], durations_s["client"], config)
         stream = dyad_stream(
-            signals["therapist"], signals["client"], rate_hz["therapist"], strap_rate, gaps, rate_hz["client"]
+            signals["therapist"],
+            signals["client"],
+            rate_hz["therapist"],
+            strap_rate,
+            gaps,
+            rate_hz["client"],
+            holes=True,
         )
     engine = EntrainmentEngine(config, baseline)
     counted = _BreathCount(stream)

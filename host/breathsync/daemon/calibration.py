@@ -22,7 +22,7 @@ import numpy as np
 
 from ..engine import Baseline, EngineConfig, learn_baseline
 from ..engine.person import MIN_BASELINE_BREATHS, speech_like
-from ..engine.replay import inside
+from ..engine.replay import reportable
 from ..errors import InputError
 from ..link.ble import BleOptions
 from ..link.sources import close_links, find_by_role, open_link
@@ -93,7 +93,7 @@ def calibrate_recording(
     dropouts_s: tuple[tuple[float, float], ...] = (),
 ) -> Calibration:
     """Baseline of a recording, breaths found by the strap's own detector (as the live strap would); none found
-    inside ``dropouts_s`` (where the recording was missing and ``signal`` only bridges it)."""
+    inside ``dropouts_s`` (where the recording was missing and ``signal`` only bridges it) or confirmed there."""
     if seconds is not None:
         signal = signal[: round(check_calibration_seconds(seconds) * sampling_rate)]
     end_s = len(signal) / sampling_rate
@@ -103,7 +103,8 @@ def calibrate_recording(
             f"{source or 'recording'}: only {covered_s:.0f} s of breathing; a baseline needs at least "
             f"{MIN_CALIBRATION_S:.0f} s"
         )
-    events = [b for b in detect_breaths(signal, sampling_rate, strap_rate_hz) if not inside(b.t_s, dropouts_s)]
+    found = (reportable(b, dropouts_s) for b in detect_breaths(signal, sampling_rate, strap_rate_hz))
+    events = [b for b in found if b is not None]
     breaths = [b for b in events if b.kind == "peak"]
     peaks = np.array([b.t_s for b in breaths], dtype=np.float64)
     depths = np.array([b.amplitude for b in breaths], dtype=np.float64)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -64,8 +65,12 @@ def strap_stream(
     strap_rate_hz: int = 25,
     gaps_s: Iterable[tuple[float, float]] = (),
     chunk_samples: int | None = None,
+    holes: bool = False,
 ) -> Iterator[tuple[float, int, StreamItem]]:
     """One strap as the host receives it: ``(arrival time, order, item)`` in arrival order.
+
+    ``holes``: the gaps are holes in the recording, bridged by a straight line for the detector, not radio
+    drop-outs over a measured signal: a breath found on the bridge is none, and no interval is measured across one.
 
     The firmware detector runs on every sample (the strap keeps measuring during a radio
     drop-out); blocks arriving inside one of ``gaps_s`` are lost, with the events they carried.
@@ -96,13 +101,32 @@ def strap_stream(
         written = detector.feed(block, n)
         item = StrapBlock(role, strap.t0_s + start * period_s, period_s, counts[start : start + n])
         arrival = item.arrival_t_s
-        if gaps and any(a <= arrival < b for a, b in gaps):
-            continue
-        yield arrival, order, item
+        lost = bool(gaps) and any(a <= arrival < b for a, b in gaps)
+        if not lost:
+            yield arrival, order, item
+        elif not holes:
+            continue  # a radio drop-out: the events this block carried are lost with it
         for e in range(written):
             fields = detector.events[e * EVENT_FIELDS : (e + 1) * EVENT_FIELDS]
-            breath = _timed(BreathEvent.from_fields(list(fields)), strap)
-            yield breath.reported_t_s, order, StrapBreath(role, breath)
+            found = _timed(BreathEvent.from_fields(list(fields)), strap)
+            # Which breaths a hole leaves is one rule for every command (``reportable``).
+            breath = reportable(found, gaps) if holes else found
+            if breath is not None:
+                yield breath.reported_t_s, order, StrapBreath(role, breath)
+
+
+def reportable(breath: TimedBreath, holes_s: Sequence[tuple[float, float]]) -> TimedBreath | None:
+    """``breath`` as a strap could have reported it from a recording with ``holes_s`` (missing samples bridged by a
+    line): none found on a bridge or confirmed on one (it was lost with its notification), and no interval measured
+    across one (it would span the missing time)."""
+    if inside(breath.t_s, holes_s) or inside(breath.reported_t_s, holes_s):
+        return None
+    if breath.interval_s is not None and any(
+        breath.t_s - breath.interval_s <= b and a <= breath.t_s
+        for a, b in holes_s  # as closed as ``inside``
+    ):
+        return replace(breath, interval_s=None)
+    return breath
 
 
 def inside(t_s: float, intervals: Sequence[tuple[float, float]]) -> bool:
@@ -159,15 +183,16 @@ def dyad_stream(
     strap_rate_hz: int = 25,
     gaps_s: Mapping[Role, Sequence[tuple[float, float]]] | None = None,
     client_sampling_rate: float | None = None,
+    holes: bool = False,
 ) -> Iterator[StreamItem]:
     """Both straps merged in host arrival order (ties: therapist first, block before its events). The client's
     recording is at ``client_sampling_rate`` when given (two devices), else at ``sampling_rate`` like the
-    therapist's."""
+    therapist's. ``holes``: the gaps are missing samples of the recordings (``strap_stream``)."""
     gaps = gaps_s or {}
     client_rate = sampling_rate if client_sampling_rate is None else client_sampling_rate
     streams = [
-        strap_stream("therapist", therapist, sampling_rate, strap_rate_hz, gaps.get("therapist", ())),
-        strap_stream("client", client, client_rate, strap_rate_hz, gaps.get("client", ())),
+        strap_stream("therapist", therapist, sampling_rate, strap_rate_hz, gaps.get("therapist", ()), holes=holes),
+        strap_stream("client", client, client_rate, strap_rate_hz, gaps.get("client", ()), holes=holes),
     ]
     for _, _, item in heapq.merge(*streams, key=lambda x: (x[0], x[1])):
         yield item
