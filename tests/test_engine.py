@@ -34,7 +34,7 @@ from breathsync.engine.decision import (
     required_lock_s,
     slow_breathing_scale,
 )
-from breathsync.engine.person import PersonTracker
+from breathsync.engine.person import PersonTracker, learn_baseline
 from breathsync.engine.phase import (
     passing_level,
     phase_at,
@@ -324,6 +324,42 @@ def test_event_phase_uses_troughs_at_the_persons_own_exhale_share() -> None:
     assert got[3] == pytest.approx(9.0)  # exactly on a known event
     assert np.isnan(got[4])
     assert person.rate_bpm() == pytest.approx(15.0)
+
+
+def test_a_breath_dated_before_the_last_one_is_left_out_not_a_negative_interval() -> None:
+    # A radio stall in the first second after connecting: the strap's first clock fit came from held-up packets and
+    # dated 6 s of breaths 5.4 s late; the next fit stepped back, and the status line showed '-42.5/min' (a probe).
+    person = PersonTracker(600.0)
+    for k in range(6):
+        assert person.add_breath("peak", 4.0 * k, 4.0 * k + 0.5, 1.0)
+        assert person.add_breath("trough", 4.0 * k + 2.0, 4.0 * k + 2.5, 1.0)
+    assert not person.add_breath("peak", 18.5, 23.0, 1.0)  # before the trough at 22 s: the clock stepped back
+    assert not person.add_breath("trough", 22.0, 23.2, 1.0)  # the same moment again
+    assert person.add_breath("peak", 24.0, 24.5, 1.0)
+    assert person.rate_bpm() == pytest.approx(15.0)
+    assert np.all(np.diff(person.peaks_s) > 0)
+
+
+def test_no_breath_interval_spans_a_drop_out() -> None:
+    # After 15 s of a strap out of range, the last breath before and the first after made one 'breath': the status
+    # line read 3.9/min, then 6.3 and 8.1, before the true 16/min (a probe), and the baseline could learn it too.
+    person = PersonTracker(600.0)
+    t = 0.0
+    for k in range(30):  # 16/min, samples in 0.32 s blocks, none from 40 to 55 s
+        beat = 3.75 * k
+        if 40.0 <= beat < 55.0:
+            continue
+        while t < beat:
+            if not 40.0 <= t < 55.0:
+                person.add_samples(t + 0.28, t)
+            t += 0.32
+        person.add_breath("peak", beat, beat + 0.5, 1.0)
+        person.add_breath("trough", beat + 1.8, beat + 2.3, 1.0)
+        if beat > 55.0:
+            assert person.rate_bpm() == pytest.approx(16.0)
+    assert person.breaks_s and 39.0 < person.breaks_s[0][0] < 40.0 and 55.0 <= person.breaks_s[0][1] < 56.0
+    baseline = learn_baseline(person.peaks_s, person.depths, 20.0, tuple(person.breaks_s))
+    assert baseline is not None and baseline.rate_bpm == pytest.approx(16.0) and baseline.n_breaths == 25
 
 
 def test_shifted_plvs_are_the_null_of_a_time_shifted_partner() -> None:

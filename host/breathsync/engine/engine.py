@@ -164,9 +164,10 @@ class EntrainmentEngine:
     def add_breath(self, role: Role, breath: TimedBreath) -> list[Output]:
         """A breath event as reported by ``role``'s strap (at ``breath.reported_t_s``)."""
         out = self.advance(breath.reported_t_s)
-        self.people[role].add_breath(breath.kind, breath.t_s, breath.reported_t_s, breath.amplitude)
         if breath.kind != "peak" and breath.kind != "trough":
             return out
+        if not self.people[role].add_breath(breath.kind, breath.t_s, breath.reported_t_s, breath.amplitude):
+            return out  # out of order (the strap's clock fit stepped back): not a breath to measure
         out.extend(self.advance(breath.reported_t_s))
         out.extend(self._evaluate(self._now_s))
         return out
@@ -260,10 +261,15 @@ class EntrainmentEngine:
             # afterwards; after SPEECH_WAIT_S more, on what there is.
             if now_s < start + eng.baseline_s + SPEECH_WAIT_S:
                 learned[role] = learn_baseline(
-                    person.peaks_s, person.depths, eng.max_breath_s, (), person.troughs_s, QUIET_BASELINE_BREATHS
+                    person.peaks_s,
+                    person.depths,
+                    eng.max_breath_s,
+                    tuple(person.breaks_s),
+                    person.troughs_s,
+                    QUIET_BASELINE_BREATHS,
                 )
             else:
-                learned[role] = learn_baseline(person.peaks_s, person.depths, eng.max_breath_s)
+                learned[role] = learn_baseline(person.peaks_s, person.depths, eng.max_breath_s, tuple(person.breaks_s))
         if any(b is None for b in learned.values()):
             return False
         self.baselines = learned

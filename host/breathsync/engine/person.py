@@ -29,6 +29,7 @@ RATE_SD_FLOOR_BPM = 0.5
 # inhaling as the strap sees it: below 0.25 in 0-6 % of the cycles of 28 of the 29 upright recordings we have
 # (BIDMC, belt, NeuroKit), 11 % in bidmc_26.
 SPEECH_INHALE_SHARE = 0.25
+GAP_S = 1.0  # samples this far apart (a strap's blocks come every ~0.3 s): its data had a drop-out between them
 SPEECH_SHARE_TALKING = 0.15  # speech-like cycles beyond this share of a baseline period: the person talked
 TROUGH_FRACTION_BREATHS = 12
 TROUGH_FRACTION_RANGE = (0.25, 0.75)
@@ -82,6 +83,7 @@ class PersonTracker:
         self.last_event_reported_s: float | None = None
         self.first_sample_s: float | None = None
         self._period: float | None = None
+        self.breaks_s: list[tuple[float, float]] = []  # drop-outs (last sample, next one): no interval spans one
         self._trough_fraction = 0.5
         self._full_track: tuple[FloatArray, FloatArray] | None = None  # phase_track(-inf), until the next event
         self.inverted = False  # the strap's signal is upside down: its peaks are end-expirations
@@ -92,6 +94,10 @@ class PersonTracker:
     def add_samples(self, last_t_s: float, first_t_s: float) -> None:
         if self.first_sample_s is None:
             self.first_sample_s = first_t_s
+        elif self.last_sample_s is not None and first_t_s - self.last_sample_s > GAP_S:
+            self.breaks_s.append((self.last_sample_s, first_t_s))  # breaths on either side of it are no interval
+            while self.breaks_s[0][1] < first_t_s - self.keep_s:
+                self.breaks_s.pop(0)
         self.last_sample_s = last_t_s
 
     @property
@@ -139,12 +145,17 @@ class PersonTracker:
         if len(self._events):
             self._after_event(float(self._events.column(0)[-1]))
 
-    def add_breath(self, kind: Kind, t_s: float, reported_t_s: float, depth: float) -> None:
-        """A strap event: 'peak' / 'trough' as the strap saw them (swapped when the signal is inverted)."""
+    def add_breath(self, kind: Kind, t_s: float, reported_t_s: float, depth: float) -> bool:
+        """A strap event: 'peak' / 'trough' as the strap saw them (swapped when the signal is inverted). False, and
+        left out, when it is not after the last one: the host's clock for this strap stepped back (its first fit came
+        from packets a stalled radio had held up), and a breath 'before' the last one would make a negative interval."""
+        if len(self._events) and t_s <= self._events.column(0)[-1]:
+            return False
         if (kind == "peak") != self.inverted:
             self.add_peak(t_s, reported_t_s, depth)
         else:
             self.add_trough(t_s, reported_t_s, depth)
+        return True
 
     def add_peak(self, t_s: float, reported_t_s: float, depth: float) -> None:
         self._peaks.append(t_s, depth)
@@ -169,7 +180,12 @@ class PersonTracker:
         n = self.rate_n
         peaks, troughs = self.peaks_s[-(n + 1) :], self.troughs_s[-(n + 1) :]
         iv = np.concatenate((peaks[1:] - peaks[:-1], troughs[1:] - troughs[:-1]))  # np.diff, minus its overhead
-        iv = iv[iv <= self.max_interval_s]
+        keep = iv <= self.max_interval_s
+        if self.breaks_s:  # not across a drop-out: the breaths it hid would make one long 'breath' (15 s: 3.9/min)
+            starts = np.concatenate((peaks[:-1], troughs[:-1]))
+            for a, b in self.breaks_s[-2:]:
+                keep &= ~((starts <= b) & (starts + iv >= a))
+        iv = iv[keep]
         return small_median(iv) if len(iv) else None
 
     @property
