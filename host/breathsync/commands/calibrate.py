@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seconds",
         type=float,
         metavar="S",
-        help="how long to record (strap: default 120, Ctrl-C ends early; recording: default all of it)",
+        help="how long to record, 30-3600 (strap: default 120, Ctrl-C ends early; recording: default all of it)",
     )
     parser.add_argument(
         "--out",
