@@ -318,6 +318,23 @@ def test_rows_left_out_are_counted_in_the_clock_of_their_moment_not_of_the_whole
     assert [g.rows_added for g in grids if g is not None] == [2500, 2500]
 
 
+def test_an_odd_early_stamp_is_no_jump_and_a_printf_nan_stamp_is_missing(tmp_path: Path) -> None:
+    # An outside review: a jump's rows were counted in the mean of the steps before it, which for the third row was
+    # one step: stamps 0, 0.05, 0.18 at 10 Hz put back 2 rows. And '-nan' was an error in the time column only.
+    from breathsync.recording import read_recording, rows_on_the_time_grid
+
+    times = np.arange(3000) / 10.0
+    times[1] = 0.05
+    path = _timed(tmp_path, times)
+    grid = rows_on_the_time_grid(read_recording(path, missing_ok=True), 10.0, path)
+    assert grid is not None and grid.unit == "s" and grid.rows_added == 0
+    lines = path.read_text().splitlines()
+    lines[100] = "-nan," + lines[100].split(",")[1]
+    path.write_text("\n".join(lines) + "\n")
+    recording = read_recording(path, missing_ok=True)
+    assert recording.time is not None and np.flatnonzero(np.isnan(recording.time)).tolist() == [99]
+
+
 def test_a_time_column_with_one_bad_cell_is_an_error_not_dropped(tmp_path: Path) -> None:
     # One cell that is not a number (a footer, a logger's note) dropped the whole time column without a word: rows
     # left out earlier were no longer put back, and every later breath moved.
@@ -326,7 +343,8 @@ def test_a_time_column_with_one_bad_cell_is_an_error_not_dropped(tmp_path: Path)
     proc = breathsync("detect", str(path), "--rate", "125")
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip() == (
-        f"breathsync detect: {path}: row 3001: 'time' is not a time: 'end' (a time column needs a number in every row)"
+        f"breathsync detect: {path}: row 3001: 'time' is not a time: 'end' "
+        "(a time column needs a number, or nothing, in each row)"
     )
     clock = tmp_path / "clock.csv"  # a clock-time column from the start is no time column: read as before
     clock.write_text("time,resp\n" + "".join(f"12:00:{i // 125:02d},{np.sin(i / 50):.4f}\n" for i in range(3000)))

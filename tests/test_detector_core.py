@@ -227,6 +227,9 @@ def test_the_simulated_front_end_is_fitted_to_the_start_and_to_breathing_not_to_
     lead_in = np.concatenate([np.full(40 * BIDMC_RATE_HZ, signal[0]), signal])
     late = simulate_adc(lead_in, BIDMC_RATE_HZ, 25).counts_u16[40 * 25 :]
     assert late.min() > 0 and late.max() < 65535 and np.ptp(late) > 10000  # neither clipped nor squeezed
+    lead_in[100] = signal[0] + 5.0  # one glitch on the flat lead-in: no movement (it divided by a zero range)
+    late = simulate_adc(lead_in, BIDMC_RATE_HZ, 25).counts_u16[40 * 25 :]
+    assert late.min() > 0 and late.max() < 65535 and np.ptp(late) > 10000
 
 
 def test_the_strap_model_refuses_a_signal_it_cannot_measure_in_one_line() -> None:

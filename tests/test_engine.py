@@ -360,6 +360,17 @@ def test_no_breath_interval_spans_a_drop_out() -> None:
     assert person.breaks_s and 39.0 < person.breaks_s[0][0] < 40.0 and 55.0 <= person.breaks_s[0][1] < 56.0
     baseline = learn_baseline(person.peaks_s, person.depths, 20.0, tuple(person.breaks_s))
     assert baseline is not None and baseline.rate_bpm == pytest.approx(16.0) and baseline.n_breaths == 25
+    # A strap at the edge of range: three drop-outs among the breaths the rate is measured on (peaks only here).
+    person = PersonTracker(600.0)
+    away = ((10.5, 13.5), (17.0, 18.5), (21.0, 22.5))  # the first hides the breath at 12 s
+    for t in np.arange(0.0, 25.0, 0.32):
+        if not any(a <= t < b for a, b in away):
+            person.add_samples(t + 0.28, t)
+        for peak in (0.0, 4.0, 8.0, 16.0, 20.0, 24.0):
+            if t <= peak < t + 0.32:
+                person.add_peak(peak, peak + 0.5, 1.0)
+    assert len(person.breaks_s) == 3
+    assert person.rate_bpm() == pytest.approx(15.0)  # only the last two drop-outs had counted: 8 s taken, 10/min
 
 
 def test_shifted_plvs_are_the_null_of_a_time_shifted_partner() -> None:

@@ -1125,6 +1125,24 @@ def test_a_replayed_session_s_sample_blocks_never_straddle_a_drop_out(tmp_path: 
     assert all(placed[c] == pytest.approx(c / RATE_HZ) for c in counters)
 
 
+def test_a_replayed_session_keeps_the_stored_arrival_order_whatever_the_wall_clock_did(tmp_path: Path) -> None:
+    # An outside review: arrival rows were ordered by their wall-clock time, so an NTP step back mid-session fed a
+    # strap's later samples first; and a row over counters the file lacks joined the samples around the hole.
+    from breathsync.daemon.rebuild import stored_stream
+    from breathsync.engine import StrapBlock
+
+    counters = [*range(0, 3), *range(5, 24)]  # 3 and 4 missing inside the first notification (a damaged file)
+    path = tmp_path / "s.sqlite"
+    with SessionStore.create(path) as store:
+        store.add_samples("therapist", counters, [HOST_T0_S + c / RATE_HZ for c in counters], counters)
+        for first, arrived_s in ((0, 0.33), (8, 0.65), (16, 0.30)):  # the clock stepped back 0.35 s
+            store.add_arrival("therapist", "samples", first, first + 7, HOST_T0_S + arrived_s)
+    with SessionStore.open(path, read_only=True) as store:
+        blocks = [b for b in stored_stream(store, HOST_T0_S, RATE_HZ) if isinstance(b, StrapBlock)]
+    assert [b.counts.tolist() for b in blocks] == [[0, 1, 2], [5, 6, 7], list(range(8, 16)), list(range(16, 24))]
+    assert all(b.first_t_s == pytest.approx(b.counts[0] / RATE_HZ) for b in blocks)
+
+
 @pytest.mark.parametrize(
     ("n", "late_n", "step_ppm"),
     [

@@ -10,7 +10,8 @@ The gain and offset are fitted once, to the first ``FIT_S`` seconds of the recor
 end is set up when it is put on, not from breaths it has not yet measured), with ``HEADROOM_SPANS`` of
 that range left free on either side for deeper breaths and drift. So what the strap reports at time t
 never depends on the recording after max(t, ``FIT_S``): ``replay`` on a recording cut short gives the
-same outputs up to the cut. (Until session 20 the gain came from the whole recording's range, and
+same outputs up to the cut; a recording that begins flat is fitted to the first FIT_S-long block in which it moves.
+(Until session 20 the gain came from the whole recording's range, and
 cutting a file changed the counts, depths and now and then an event from the start on.)
 """
 
@@ -104,7 +105,8 @@ def _saturated(signal: npt.NDArray[np.float64], sampling_rate: float) -> npt.NDA
 
 def _fit_window(values: npt.NDArray[np.float64], sampling_rate: float) -> npt.NDArray[np.float64]:
     """The start of ``values`` the front end is fitted to: the first FIT_S seconds, or, if the signal is still flat
-    there (a strap not yet on a chest), up to the first FIT_S-long stretch's end in which it moves."""
+    there (a strap not yet on a chest; a glitch or two do not count as movement), up to the end of the first
+    FIT_S-long block in which it moves."""
     step = max(1, round(FIT_S * sampling_rate))
     n = step
     while n < len(values) and _flat(values[:n]):
@@ -113,8 +115,10 @@ def _fit_window(values: npt.NDArray[np.float64], sampling_rate: float) -> npt.ND
 
 
 def _flat(values: npt.NDArray[np.float64]) -> bool:
-    """No movement beyond float rounding (a constant input's box means differ in the last bits)."""
-    return bool(np.ptp(values) <= 1e-9 * max(float(np.max(np.abs(values))), 1e-300))
+    """The central 99 % of ``values`` does not move beyond float rounding (a constant input's box means differ in the
+    last bits; a few glitches on a flat line are left out as they are when the gain is set)."""
+    p_lo, p_hi = quantiles(values, (0.5 / 100, 99.5 / 100))
+    return bool(p_hi - p_lo <= 1e-9 * max(abs(p_lo), abs(p_hi), 1e-300))
 
 
 def adc_quantize(values: npt.NDArray[np.float64], strap_rate_hz: float) -> tuple[npt.NDArray[np.int64], float]:
@@ -126,7 +130,7 @@ def adc_quantize(values: npt.NDArray[np.float64], strap_rate_hz: float) -> tuple
     window = _fit_window(values, strap_rate_hz)
     lo, hi = _working_range(window)
     span = hi - lo
-    if _flat(window):  # a constant input (its box means differ in the last bits): no noise blown up to full scale
+    if _flat(window) or not span > 0:  # a constant input (box means differ in the last bits): no noise at full scale
         span = max(abs(lo), abs(hi), 1.0)
     full_lo = lo - HEADROOM_SPANS * span
     full_span = span * (1 + 2 * HEADROOM_SPANS)

@@ -253,7 +253,7 @@ class _Rows:
                 if read is None and self._had_times(times):  # numbers so far: a bad cell, not a clock-time column
                     raise InputError(
                         f"{path}: row {row_number}: {names[tcol]!r} is not a time: {clipped(time_cell.strip(), 27)!r}"
-                        " (a time column needs a number in every row)"
+                        " (a time column needs a number, or nothing, in each row)"
                     )
                 times = read
             cell = row[col].strip()
@@ -289,6 +289,7 @@ class _Rows:
 
 JUMP_STEPS = 2.5  # a time step this many sample periods long (or more) means rows were left out
 STEP_ROWS = 1000  # a time column's step is read from this many rows: its first ones, and those before each jump
+MIN_LOCAL_STEPS = 100  # fewer steps before a jump than this: the first rows' step (one odd stamp is no clock)
 # Names of a time column (compared in lower case). Only used to check the rows against --rate.
 TIME_COLUMNS = frozenset({"time", "time_s", "time [s]", "time (s)", "time_sec", "t", "t_s", "timestamp", "seconds"})
 
@@ -303,6 +304,9 @@ def _append_time(times: list[float], cell: str) -> list[float] | None:
         value = float(text)
     except ValueError:
         return None
+    if math.isnan(value):  # -nan, as C's printf writes it: missing, as in the value column
+        times.append(math.nan)
+        return times
     if not math.isfinite(value):
         return None
     times.append(value)
@@ -379,4 +383,4 @@ def _step_before(steps: FloatArray, first_step: float) -> FloatArray:
     n = count[k] - count[start]
     with np.errstate(invalid="ignore", divide="ignore"):
         local = (total[k] - total[start]) / n
-    return np.where(n > 0, local, first_step)
+    return np.where(n >= MIN_LOCAL_STEPS, local, first_step)

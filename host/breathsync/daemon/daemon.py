@@ -198,6 +198,10 @@ class Daemon:
         counters = block.counters.tolist()
         # Sent again after a drop-out: what was stored already (the run before a crash had it live) is not late.
         stored = self.store.stored_counters(block.role, counters[0], counters[-1]) if block.backfilled else set()
+        if not block.backfilled:
+            # When and in which order it reached the engine, for a replay: after a stall it is seconds late. Before
+            # the samples: a crash between the two must not leave them without it (a replay would date them early).
+            self.store.add_arrival(block.role, "samples", counters[0], counters[-1], self.clock())
         self.store.add_samples(block.role, counters, block.host_t_s.tolist(), block.values.tolist())
         first_s = float(block.host_t_s[0])
         if self._zero_s is None or first_s < self._zero_s:
@@ -210,8 +214,6 @@ class Daemon:
             for first, last in _runs(c for c in counters if c not in stored):
                 self.store.add_late_samples(block.role, first, last)
             return
-        # When and in which order it reached the engine, for a replay: after a stall it is seconds late.
-        self.store.add_arrival(block.role, "samples", counters[0], counters[-1], self.clock())
         period = 1.0 / self.config.straps.rate_hz
         item = StrapBlock(block.role, self.session_s(float(block.host_t_s[0])), period, block.values)
         self._handle(self.engine.feed(item))
@@ -229,6 +231,8 @@ class Daemon:
         if event.backfilled:
             if new:  # one stored already (by the run before a crash) reached that engine in time
                 self.store.add_late_event(event.role, event.kind, event.counter)
+            return
+        if not new:  # stored by the run before a quick restart: its engine, rebuilt from the session, has it
             return
         breath = timed_breath(event, self.t0_s, self.config.straps.rate_hz)
         self.store.add_arrival(event.role, event.kind, event.counter, event.counter, self.clock())

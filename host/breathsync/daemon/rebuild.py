@@ -10,6 +10,8 @@ strap reported them.
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -18,7 +20,7 @@ from ..detector import TimedBreath
 from ..engine import Mute, StrapBlock, StrapBreath, StreamItem
 from ..engine.replay import live_block_samples
 from ..errors import InputError
-from ..roles import ROLES, is_role
+from ..roles import ROLES, Role, is_role
 from ..store import ArrivalData, BreathEventRecord, LateData, SessionStore, mute_duration_s
 
 
@@ -67,17 +69,21 @@ def stored_stream(store: SessionStore, t0_s: float, rate_hz: float, include_late
     items: list[tuple[tuple[float, int, int], StreamItem]] = []
     late = {role: LateData() if include_late else store.late(role) for role in ROLES}
     arrivals = {role: ArrivalData() if include_late else store.arrivals(role) for role in ROLES}
+    arrival_s = _in_sequence(arrivals)
     for role in ROLES:
         series = store.samples(role)
         kept = ~late[role].sample_mask(series.counters)
         counters, host_t_s, values = series.counters[kept], series.host_t_s[kept], series.values[kept]
         arrived = np.zeros(len(counters), dtype=bool)
-        for first, last, at_s, sequence in arrivals[role].blocks:
-            start, end = np.searchsorted(counters, (first, last + 1))
-            if end > start:
-                arrived[start:end] = True
-                block = StrapBlock(role, float(host_t_s[start]) - t0_s, period, values[start:end])
-                items.append(((at_s - t0_s, 0, sequence), block))
+        for first, last, _, sequence in arrivals[role].blocks:
+            start, end = (int(i) for i in np.searchsorted(counters, (first, last + 1)))
+            arrived[start:end] = True
+            # As the strap cut it; split where stored counters are missing (a damaged file): no sample moved early.
+            breaks = [start, *(start + 1 + np.flatnonzero(np.diff(counters[start:end]) != 1)).tolist(), end]
+            for a, b in itertools.pairwise(breaks):
+                if b > a:
+                    block = StrapBlock(role, float(host_t_s[a]) - t0_s, period, values[a:b])
+                    items.append(((arrival_s[sequence] - t0_s, 0, sequence), block))
         # Blocks of consecutive counters only: a block across a drop-out put the samples after it that much early.
         rest = np.flatnonzero(~arrived)
         runs = np.flatnonzero(np.diff(counters[rest]) != 1) + 1
@@ -90,7 +96,7 @@ def stored_stream(store: SessionStore, t0_s: float, rate_hz: float, include_late
         if is_role(event.role) and (event.kind, event.counter) not in late[event.role].events:
             breath = timed_breath(event, t0_s, rate_hz)
             came = arrivals[event.role].events.get((event.kind, event.counter))
-            key = (breath.reported_t_s, 2, 0) if came is None else (came[0] - t0_s, 0, came[1])
+            key = (breath.reported_t_s, 2, 0) if came is None else (arrival_s[came[1]] - t0_s, 0, came[1])
             items.append((key, StrapBreath(event.role, breath)))
     for t_s, _, kind, detail in store.link_events():
         if kind == "muted":  # the therapist pressed m: nudges were held back from here
@@ -98,3 +104,18 @@ def stored_stream(store: SessionStore, t0_s: float, rate_hz: float, include_late
     items.sort(key=lambda x: x[0])
     for _, item in items:
         yield item
+
+
+def _in_sequence(arrivals: dict[Role, ArrivalData]) -> dict[int, float]:
+    """Arrival sequence number -> arrival time, never earlier than an earlier arrival's: the order is the stored one
+    even if the host's wall clock stepped back mid-session (an NTP correction)."""
+    rows = sorted(
+        [(seq, at) for data in arrivals.values() for _, _, at, seq in data.blocks]
+        + [(seq, at) for data in arrivals.values() for at, seq in data.events.values()]
+    )
+    out: dict[int, float] = {}
+    latest = -math.inf
+    for seq, at in rows:
+        latest = max(latest, at)
+        out[seq] = latest
+    return out

@@ -98,6 +98,7 @@ class PersonTracker:
             self.breaks_s.append((self.last_sample_s, first_t_s))  # breaths on either side of it are no interval
             while self.breaks_s[0][1] < first_t_s - self.keep_s:
                 self.breaks_s.pop(0)
+            self._period = self._compute_period()  # a breath reported before this block may already span it
         self.last_sample_s = last_t_s
 
     @property
@@ -183,7 +184,10 @@ class PersonTracker:
         keep = iv <= self.max_interval_s
         if self.breaks_s:  # not across a drop-out: the breaths it hid would make one long 'breath' (15 s: 3.9/min)
             starts = np.concatenate((peaks[:-1], troughs[:-1]))
-            for a, b in self.breaks_s[-2:]:
+            oldest = float(np.min(starts)) if len(starts) else math.inf
+            for a, b in reversed(self.breaks_s):
+                if b < oldest:
+                    break
                 keep &= ~((starts <= b) & (starts + iv >= a))
         iv = iv[keep]
         return small_median(iv) if len(iv) else None
