@@ -285,6 +285,24 @@ def test_a_replayed_session_decides_as_live_after_a_stall(tmp_path: Path, capsys
     assert "paused" not in [d for _, d in replayed("--include-late")]  # where measured: no stall, no pause
 
 
+def test_an_event_a_quick_restart_had_stored_is_not_fed_or_timed_again(tmp_path: Path) -> None:
+    # Within seconds of a restart a strap sends live what the run before had stored: the event got a second arrival
+    # row (the replay fed it at the second run's time, matching neither run) and went to the engine twice.
+    now = [1_000_000.0]
+    daemon = Daemon(config_for("bumble:none", tmp_path), io.StringIO(), clock=lambda: now[0])
+    with SessionStore.create(tmp_path / "s.sqlite", daemon.config.as_dict()) as store:
+        daemon.store = store
+        daemon._start_session(store, tmp_path / "s.sqlite", resumed=False)
+        times = now[0] + np.arange(100) / 25
+        daemon.on_samples(SampleBlock("client", 0, np.full(100, 30000), times, False))
+        seen = StrapEvent("client", "peak", 50, 60, 900, 0, float(times[50]), False)
+        daemon.on_event(seen)
+        now[0] += 5.0
+        daemon.on_event(seen)  # the same, live again after the restart
+        assert store.arrivals("client").events == {("peak", 50): (1_000_000.0, 2)}
+        assert len(store.arrivals("client").blocks) == 1
+
+
 def test_only_what_the_session_did_not_have_is_marked_late(tmp_path: Path) -> None:
     # After a crash the strap sends again what the run before had stored (and its engine had seen live): marked late,
     # the replay and the next rebuild dropped data the live engine had used (an outside review).
