@@ -199,21 +199,15 @@ def _dyad_as_it_arrives(
     return arrivals
 
 
-def test_a_replayed_session_decides_as_live_after_a_drop_out(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # Live, the engine never sees what a strap sends again after a drop-out; the replay fed it in where it was
-    # measured, so its decisions parted from the stored ones from the drop-out on (an outside probe: 35 of 143
-    # decisions, and the nudge 3.4 s later). What came late is now kept marked, and left out of a replay.
-    t0_s = 1_000_000.0
+def _record_live(path: Path, arrivals: list[tuple[float, SampleBlock | StrapEvent]], t0_s: float) -> None:
+    """A session recorded by the daemon from notifications reaching it at the given host times (its clock)."""
     now = [t0_s]
-    path = tmp_path / "s.sqlite"
 
     async def live() -> None:
-        daemon = Daemon(config_for("bumble:none", tmp_path), io.StringIO(), clock=lambda: now[0])
+        daemon = Daemon(config_for("bumble:none", path.parent), io.StringIO(), clock=lambda: now[0])
         daemon.store = SessionStore.create(path, daemon.config.as_dict())
         daemon._start_session(daemon.store, path, resumed=False)
-        for at, item in _dyad_as_it_arrives(t0_s, 150.0, 180.0):
+        for at, item in arrivals:
             now[0] = at
             if isinstance(item, SampleBlock):
                 daemon.on_samples(item)
@@ -223,6 +217,17 @@ def test_a_replayed_session_decides_as_live_after_a_drop_out(
         daemon.store.close()
 
     asyncio.run(live())
+
+
+def test_a_replayed_session_decides_as_live_after_a_drop_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Live, the engine never sees what a strap sends again after a drop-out; the replay fed it in where it was
+    # measured, so its decisions parted from the stored ones from the drop-out on (an outside probe: 35 of 143
+    # decisions, and the nudge 3.4 s later). What came late is now kept marked, and left out of a replay.
+    t0_s = 1_000_000.0
+    path = tmp_path / "s.sqlite"
+    _record_live(path, _dyad_as_it_arrives(t0_s, 150.0, 180.0), t0_s)
     with SessionStore.open(path, read_only=True) as store:
         live_states = [(round(s.fields["t_s"], 3), s.decision) for s in store.states()]
         late = store.late("client")
@@ -247,23 +252,8 @@ def test_a_replayed_session_decides_as_live_after_a_stall(tmp_path: Path, capsys
     # engine paused meanwhile; the replay had the samples where they were measured and did not (an outside probe: a
     # 4 s stall, 26 of 145 decisions differed, the nudge 6.7 s apart). The session now keeps when they arrived.
     t0_s = 1_000_000.0
-    now = [t0_s]
     path = tmp_path / "s.sqlite"
-
-    async def live() -> None:
-        daemon = Daemon(config_for("bumble:none", tmp_path), io.StringIO(), clock=lambda: now[0])
-        daemon.store = SessionStore.create(path, daemon.config.as_dict())
-        daemon._start_session(daemon.store, path, resumed=False)
-        for at, item in _dyad_as_it_arrives(t0_s, 150.0, 156.0, resent=False):
-            now[0] = at
-            if isinstance(item, SampleBlock):
-                daemon.on_samples(item)
-            else:
-                daemon.on_event(item)
-        await daemon._drain_nudges()
-        daemon.store.close()
-
-    asyncio.run(live())
+    _record_live(path, _dyad_as_it_arrives(t0_s, 150.0, 156.0, resent=False), t0_s)
     with SessionStore.open(path, read_only=True) as store:
         live_states = [(round(s.fields["t_s"], 3), s.decision) for s in store.states()]
         arrivals = store.arrivals("client")
