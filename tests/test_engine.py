@@ -370,6 +370,8 @@ def test_no_breath_interval_spans_a_drop_out() -> None:
             if t <= peak < t + 0.32:
                 person.add_peak(peak, peak + 0.5, 1.0)
     assert len(person.breaks_s) == 3
+    person.add_samples(10.28, 10.0)  # a block it had, sent live again after a quick restart
+    assert person.last_sample_s is not None and person.last_sample_s > 24.0 and len(person.breaks_s) == 3
     assert person.rate_bpm() == pytest.approx(15.0)  # only the last two drop-outs had counted: 8 s taken, 10/min
 
 

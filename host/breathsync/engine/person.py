@@ -92,6 +92,8 @@ class PersonTracker:
         self._signal_samples = 0
 
     def add_samples(self, last_t_s: float, first_t_s: float) -> None:
+        if self.last_sample_s is not None and last_t_s <= self.last_sample_s:
+            return  # had already (sent live again after a quick restart): the data does not go back in time
         if self.first_sample_s is None:
             self.first_sample_s = first_t_s
         elif self.last_sample_s is not None and first_t_s - self.last_sample_s > GAP_S:
