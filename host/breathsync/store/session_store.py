@@ -567,11 +567,16 @@ class SessionStore:
             )
         return events
 
+    def _has_optional(self, table: str) -> bool:
+        """Whether this session has ``table`` (one of OPTIONAL_TABLES: older versions' sessions lack them)."""
+        with self._reading(table):
+            query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+            return self._db.execute(query, (table,)).fetchone() is not None
+
     def late(self, role: str) -> LateData:
         """What of ``role``'s strap reached the host after a drop-out (none recorded in sessions of older versions)."""
-        with self._reading("late"):
-            if not self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'late'").fetchone():
-                return LateData()
+        if not self._has_optional("late"):
+            return LateData()
         ranges: list[tuple[int, int]] = []
         events: set[tuple[str, int]] = set()
         rows = self._query(
@@ -589,11 +594,8 @@ class SessionStore:
     def arrivals(self, role: str) -> ArrivalData:
         """When and in which order ``role``'s live notifications reached the engine (none recorded in sessions of
         older versions)."""
-        with self._reading("arrivals"):
-            if not self._db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'arrivals'"
-            ).fetchone():
-                return ArrivalData()
+        if not self._has_optional("arrivals"):
+            return ArrivalData()
         blocks: list[tuple[int, int, float, int]] = []
         events: dict[tuple[str, int], tuple[float, int]] = {}
         rows = self._query(
