@@ -340,6 +340,29 @@ def test_a_breath_dated_before_the_last_one_is_left_out_not_a_negative_interval(
     assert np.all(np.diff(person.peaks_s) > 0)
 
 
+def test_a_restarted_detectors_first_ripples_are_not_breaths_but_shallow_breathing_is() -> None:
+    # After a strap reboot its new detector's first events were ripples of 133 and 202 counts (breaths: 2,700-4,100),
+    # 1.4-1.9 s apart: the therapist's rate read 22/min for 4 s against a true 17.8/min (a probe of live sessions).
+    person = PersonTracker(600.0)
+    period = 60.0 / 17.8
+    for k in range(10):
+        assert person.add_breath("peak", period * k, period * k + 0.6, 3000.0 + 100 * (k % 3))
+        assert person.add_breath("trough", period * k + 1.5, period * k + 2.1, 2900.0)
+    restart = period * 10 + 1.0
+    assert not person.add_breath("peak", restart + 0.3, restart + 0.5, 133.0)
+    assert not person.add_breath("trough", restart + 0.7, restart + 0.9, 202.0)
+    for k in range(11, 14):
+        assert person.add_breath("peak", period * k, period * k + 0.6, 2200.0)  # measured from the ripple: shallower
+        assert person.add_breath("trough", period * k + 1.5, period * k + 2.1, 3000.0)
+        assert person.rate_bpm() == pytest.approx(17.8)
+    # Breathing that has really become that shallow (a tenth) is taken after a few of its events, not shut out.
+    kept = [
+        person.add_breath(kind, period * 14 + 0.9 * j, period * 14 + 0.9 * j + 0.5, 300.0)
+        for j, kind in enumerate(["peak", "trough"] * 5)
+    ]
+    assert kept[:3] == [False] * 3 and all(kept[5:])
+
+
 def test_no_breath_interval_spans_a_drop_out() -> None:
     # After 15 s of a strap out of range, the last breath before and the first after made one 'breath': the status
     # line read 3.9/min, then 6.3 and 8.1, before the true 16/min (a probe), and the baseline could learn it too.

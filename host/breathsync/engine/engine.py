@@ -167,7 +167,7 @@ class EntrainmentEngine:
         if breath.kind != "peak" and breath.kind != "trough":
             return out
         if not self.people[role].add_breath(breath.kind, breath.t_s, breath.reported_t_s, breath.amplitude):
-            return out  # out of order (the strap's clock fit stepped back): not a breath to measure
+            return out  # out of order (the strap's clock stepped back) or a restarted detector's ripple
         out.extend(self.advance(breath.reported_t_s))
         out.extend(self._evaluate(self._now_s))
         return out
