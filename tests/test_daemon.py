@@ -28,6 +28,7 @@ from strap_model import ModelStrap, served
 from breathsync.cli import main
 from breathsync.daemon import Daemon, DaemonConfig, load_daemon_config, session_path
 from breathsync.daemon.config import OutputsConfig, SessionConfig, StrapsConfig
+from breathsync.daemon.status import status_due
 from breathsync.detector import detect_cpython
 from breathsync.engine import Baseline, HapticPattern, Nudge
 from breathsync.engine.baseline_file import read_baseline_file, stored_baseline, stored_calibration, write_baseline
@@ -1161,6 +1162,20 @@ def test_the_status_line_keeps_the_reports_session_clock_and_shows_nothing_stale
         assert daemon.status_line().startswith("02:40 | T: LOST -- |")
     finally:
         daemon.store.close()
+
+
+@pytest.mark.parametrize("tick_s", [0.25, 0.26, 0.3])
+def test_the_status_lines_clock_shows_every_second_once(tick_s: float) -> None:
+    # 'A second since the last line' drifted by up to a tick per line (the daemon looks every 0.25 s and a busy
+    # loop runs late), so the clock shown skipped a second now and then: 02:04, 02:06 (a probe).
+    zero_s, last_s, shown = 1039.37, None, []
+    for k in range(1, 2000):
+        now_s = 1000.0 + k * tick_s
+        if status_due(now_s, last_s, zero_s if now_s >= zero_s else None, 1.0):
+            last_s = now_s
+            if now_s >= zero_s:
+                shown.append(int(now_s - zero_s))
+    assert shown == list(range(len(shown))) and len(shown) > 400
 
 
 def test_continuing_a_cleanly_ended_session_says_so_and_reopens_it(tmp_path: Path) -> None:

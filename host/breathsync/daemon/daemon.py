@@ -72,7 +72,7 @@ from .config import DaemonConfig
 from .lsl import LslOutlets
 from .rebuild import stored_stream, timed_breath
 from .session_files import session_path
-from .status import PersonView, status_line
+from .status import PersonView, status_due, status_line
 
 TICK_S = 0.25
 DAEMON_CLOSE_WAIT_S = 5.0  # links get this long to end at shutdown (the store is closed after them)
@@ -163,7 +163,7 @@ class Daemon:
         self.t0_s = 0.0
         self.lsl: LslOutlets | None = None
         self._replaying = False
-        self._last_status = 0.0
+        self._last_status: float | None = None
         self._told_inverted: set[str] = set()
         self._told_battery: dict[str, int] = {}  # role -> the lowest warning level said
         self._stored_battery: dict[str, int] = {}  # role -> the battery level last recorded in the session
@@ -630,7 +630,7 @@ class Daemon:
             assert self.store is not None
             self.store.commit()
             now = self.clock()
-            if now - self._last_status >= interval:
+            if status_due(now, self._last_status, self._zero_s, interval):
                 self._last_status = now
                 text = self.status_line()
                 if self._tty:

@@ -30,6 +30,17 @@ class PersonView:
     last_data_s: float | None = None  # daemon clock when its last live samples arrived
 
 
+def status_due(now_s: float, last_s: float | None, zero_s: float | None, interval_s: float) -> bool:
+    """A new status line is due at ``now_s`` (the daemon's clock; the last one was at ``last_s``). On the session
+    clock (from ``zero_s``) once per ``interval_s`` step: the daemon looks every 0.25 s, and 'interval_s since the
+    last line' drifted by up to a tick per line, so the clock shown skipped a second now and then (02:04, 02:06)."""
+    if last_s is None:
+        return True
+    if zero_s is None or last_s < zero_s:
+        return now_s - last_s >= interval_s or (zero_s is not None and now_s >= zero_s)
+    return math.floor((now_s - zero_s) / interval_s) > math.floor((last_s - zero_s) / interval_s)
+
+
 def status_line(
     now_s: float,
     zero_s: float | None,
