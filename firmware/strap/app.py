@@ -519,7 +519,7 @@ class App:
                 if self.link.connected:
                     s.battery_due = s.link is not None and not self.wired
                 self._battery_sent = self._battery_pct
-        dropped = self.ring.overflow + self.sampler.overruns
+        dropped = self.ring.overflow + self.sampler.overruns + s.backfill_lost
         encode_status(
             s.status,
             self.fw_version,

@@ -68,6 +68,11 @@ _K_BF_SAMPLES = const(5)
 _K_STATUS = const(6)
 _K_BATTERY = const(7)
 
+# A backfill sends its samples before its events once the oldest it still owes is this close to being
+# overwritten (the ring is full and acquisition goes on): events first took ~10 s of a 300 s drop-out's backfill at
+# 25 Hz, and 111 promised samples were overwritten meanwhile. The event ring holds 512 (15 min at 17 breaths/min).
+_BF_SAFETY_S = const(10)
+_SAT = const(0x3FFFFFFF)
 _U32 = const(0xFFFFFFFF)
 _FUTURE = const(0x80000000)
 _TICKS_MASK = const(0x3FFFFFFF)
@@ -89,6 +94,7 @@ class Streamer:
         self._resp_first = 0
         self._resp_n = 0
         self.responses_dropped = 0
+        self.backfill_lost = 0  # promised by a BACKFILL, overwritten before sent (STATUS dropped_samples)
         self.status = bytearray(STATUS_BYTES)
         self.status_due = False
         self.battery = bytearray(1)
@@ -275,6 +281,8 @@ class Streamer:
             if self._live_due(link):
                 return _K_LIVE
         if self.backfilling:
+            if self._bf_next != self._bf_end and self._bf_samples_at_risk():
+                return _K_BF_SAMPLES
             if self._bf_event_ready():
                 return _K_BF_EVENT
             if self._bf_next != self._bf_end:
@@ -285,6 +293,27 @@ class Streamer:
         if self.battery_due:
             return _K_BATTERY
         return _K_NONE
+
+    def _bf_samples_at_risk(self):
+        """The ring is full and the oldest sample the backfill still owes goes within _BF_SAFETY_S."""
+        ring = self.ring
+        if ring.available() < ring.capacity:
+            return False
+        slack = (self._bf_next - ring.oldest()) & _U32
+        return slack >= _FUTURE or slack < self.rate_hz * _BF_SAFETY_S  # (already behind it: some are gone)
+
+    def _bf_lost(self, upto):
+        """Samples [_bf_next, upto) were overwritten before the backfill sent them: count those the ring's own
+        overflow has not (it counts only samples still pending, at or after the delivery cursor)."""
+        lost = (upto - self._bf_next) & _U32
+        below = (self.ring.cursor() - self._bf_next) & _U32
+        if below >= _FUTURE:
+            return
+        if lost > below:
+            lost = below
+        if lost > _SAT - self.backfill_lost:
+            lost = _SAT - self.backfill_lost
+        self.backfill_lost += lost
 
     def _bf_event_ready(self):
         """Skip buffered events outside the requested range; True if the next one is to be sent."""
@@ -326,13 +355,16 @@ class Streamer:
             left = (self._bf_end - self._bf_next) & _U32
             n, first = self.ring.read_from(self._bf_next, self._tmp, link.spp if link.spp < left else left)
             if n and first != self._bf_next:
-                # Overwritten meanwhile: skip to the oldest still held (the host sees the gap).
+                # Overwritten meanwhile: skip to the oldest still held (the host sees the gap; STATUS counts it).
                 left = (self._bf_end - first) & _U32
                 if left >= _FUTURE or left == 0:
                     n = 0
-                elif n > left:
-                    n = left
+                else:
+                    self._bf_lost(first)
+                    if n > left:
+                        n = left
             if n == 0:
+                self._bf_lost(self._bf_end)
                 self._bf_next = self._bf_end
                 self._n = 0
                 return
