@@ -18,7 +18,7 @@ import sys
 import config
 import machine
 from micropython import const
-from settings import STATUS_NAMES, Settings
+from settings import Settings
 
 _SAMPLE_TIMER_ID = const(0)  # HAPTIC_TIMER_ID (1) is the motor's off-timer
 
@@ -29,9 +29,7 @@ def _log(message):
 
 def main():
     settings = Settings(config.SETTINGS_PATH, config)
-    status = settings.load()
-    if status != 0:
-        _log("settings: %s (%d) %s; defaults used" % (STATUS_NAMES[status], status, settings.rejected))
+    settings.load()
     from strap.rings import make_rings
 
     rings = make_rings(settings.get("rate_hz"), config)  # first: the heap is still in one piece
@@ -41,6 +39,8 @@ def main():
 
         wired = not boot_button_pressed(machine, config, _log)
     log = None if wired else _log
+    if log is not None and settings.load_status != 0:  # wired: the port carries frames only (docs/protocol.md 8)
+        log(settings.load_message())
     from drivers import make_haptics, make_hardware
 
     try:

@@ -123,12 +123,26 @@ class Settings:
         self._over = {}
         self.load_status = OK
         self.rejected = []
+        self.rejected_why = []  # (key, value, status) per rejected entry, for the boot log
 
     def get(self, key):
         """Override or default. An unknown key is a programming error (KeyError)."""
         if key in self._over:
             return self._over[key]
         return self.schema[key][3]
+
+    def load_message(self):
+        """One line on what ``load`` rejected ('' when nothing): which entries, their values and why."""
+        status = self.load_status
+        if status == OK:
+            return ""
+        if status != ERR_BAD_ENTRY:
+            return "settings: %s (%d); every setting at its default" % (STATUS_NAMES[status], status)
+        parts = []
+        for key, value, why in self.rejected_why:
+            told = "default %r used" % (self.schema[key][3],) if key in self.schema else "ignored"
+            parts.append("%s=%r %s, %s" % (key, value, STATUS_NAMES[why], told))
+        return "settings: %s (%d): %s; the other entries applied" % (STATUS_NAMES[status], status, "; ".join(parts))
 
     def overrides(self):
         return dict(self._over)
@@ -167,6 +181,7 @@ class Settings:
     def load(self):
         """Read the file; returns (and stores in load_status) a status code. Never raises."""
         self.rejected = []
+        self.rejected_why = []
         try:
             with open(self.path, "rb") as f:
                 raw = f.read(self.max_bytes + 1)
@@ -190,8 +205,10 @@ class Settings:
             return self.load_status
         self._over = {}
         for key in data:
-            if self.set(key, data[key]) != OK:
+            status = self.set(key, data[key])
+            if status != OK:
                 self.rejected.append(key)
+                self.rejected_why.append((key, data[key], status))
         self.load_status = ERR_BAD_ENTRY if self.rejected else OK
         return self.load_status
 

@@ -572,8 +572,12 @@ def test_bad_settings_file_is_rejected_with_a_status_code(
     actions = [["connect", 500, 23], ["write", 2000, 9, "190709"]]
     run = run_app(run_micropython, tmp_path, bundled_counts(25), actions, end_ms=5000, settings=content)
     assert run.summary["settings_status"] == status and run.summary["outcome"] == "done"
-    names = {6: "ERR_CORRUPT", 7: "ERR_BAD_ENTRY"}
-    assert f"settings: {names[status]} ({status})" in run.stderr
+    said = {
+        6: "settings: ERR_CORRUPT (6); every setting at its default",
+        # It had said 'defaults used' for a file whose other entries were applied, without the value or why.
+        7: "settings: ERR_BAD_ENTRY (7): rate_hz=30 ERR_CHOICE, default 25 used; the other entries applied",
+    }
+    assert said[status] in run.stderr
     st = [p for _t, p in run.packets() if isinstance(p, StatusPacket)][-1]
     assert st.sample_rate_hz == 25 and int(st.role) == role
 
@@ -679,14 +683,18 @@ def test_boot_pressed_soon_after_start_up_skips_wired_mode(
     run_micropython: RunMicroPython, tmp_path: Path, pressed_ms: int | None
 ) -> None:
     """Wired mode disables Ctrl-C; BOOT held through a reset starts the ROM bootloader (GPIO0 is a strapping
-    pin), so the REPL comes back by pressing BOOT in the first 1.5 s after start-up, not only at one instant."""
+    pin), so the REPL comes back by pressing BOOT in the first 1.5 s after start-up, not only at one instant.
+    A bad settings entry is said only then: wired, the port (stdout and stderr alike on the ESP32) carries frames
+    only, and the line had come before the first frame."""
     extra = {} if pressed_ms is None else {"boot_button_ms": pressed_ms}
     actions: list[list[Any]] = [["connect", 3000, 23]]
-    run = run_app(
-        run_micropython, tmp_path, bundled_counts(25), actions, end_ms=5000, settings={"wired": True}, **extra
-    )
+    settings = {"wired": True, "haptic_max_intensity_pct": 101}
+    run = run_app(run_micropython, tmp_path, bundled_counts(25), actions, end_ms=5000, settings=settings, **extra)
     assert run.stdout.startswith(b"\x00") is (pressed_ms is None)  # wired mode: frames on stdout
     assert ("BOOT pressed: not wired" in run.stderr) is (pressed_ms is not None)
+    assert ("settings: ERR_BAD_ENTRY (7): haptic_max_intensity_pct=101 ERR_RANGE" in run.stderr) is (
+        pressed_ms is not None
+    )
     assert bool(run.kind(K_CONNECT)) is (pressed_ms is not None)  # BLE mode instead: a central connects
 
 
