@@ -477,6 +477,8 @@ def test_sim_plays_a_scripted_dyad_and_its_scripted_troubles(micropython: str, t
         (["--synthetic", "--at", "5:client:stall"], "stall needs a value"),
         (["--synthetic", "--at", "nan:client:drop"], "finite"),
         (["--synthetic", "--at=-1:client:drop"], "SECONDS must be within"),
+        (["--synthetic", "--at", "-5:client:drop"], "SECONDS must be within"),  # argparse: 'expected one argument'
+        (["--synthetic", "--at", "-.5:client:drop"], "SECONDS must be within"),
         (["--synthetic", "--at", "5:client:off:0"], "duration must be more than 0"),
         (["--synthetic", "--at", "5:client:battery:2000"], "battery voltage must be within 3000..4300 mV"),
         (["--synthetic", "--at", "5:client:battery:3500.5"], "whole millivolts"),

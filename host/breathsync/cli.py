@@ -86,11 +86,29 @@ def _command_named(argv: Sequence[str]) -> str | None:
     return first if first in dict(COMMANDS) else None
 
 
+def _negative_values_attached(argv: Sequence[str]) -> list[str]:
+    """``--at -5:client:drop`` as ``--at=-5:client:drop``: argparse takes a word that starts with '-' and is not a
+    plain number for an option, and said 'expected one argument' instead of the option's own range message."""
+    out: list[str] = []
+    for word in argv:
+        if (
+            out
+            and out[-1].startswith("--")
+            and len(out[-1]) > 2
+            and "=" not in out[-1]
+            and word[:2] in {f"-{d}" for d in "0123456789."}
+        ):
+            out[-1] = f"{out[-1]}={word}"
+        else:
+            out.append(word)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Before numpy loads: its BLAS would start a worker thread per core, which only spins on arrays as small
     # as breathsync's (a replay burnt ~30 % more CPU than it used). A user's own setting is kept.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    arguments = sys.argv[1:] if argv is None else argv
+    arguments = _negative_values_attached(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_command_named(arguments))
     command = "breathsync"
     if sys.stdout is None:  # started with stdout closed (``>&-``): nothing could be printed, not even an error
