@@ -514,12 +514,47 @@ def test_a_lock_says_which_test_found_it_and_is_not_called_no_lock_without_direc
     assert lock_route(apart, eng) is None and classify(apart, eng) == "no_lock"
     phase = dataclasses.replace(apart, plv=0.95, plv_p=0.02)
     assert lock_route(phase, eng) == "phase"
-    beats = dataclasses.replace(apart, plv=0.9, plv_p=0.4, beat_cycles=eng.beat_cycles_min + 1)
+    # 16 s beat cycles (the therapist's baseline 3.75/min off the client's 15/min) and their rate now the client's:
+    beats = dataclasses.replace(
+        apart,
+        plv=0.9,
+        plv_p=0.4,
+        beat_cycles=eng.beat_cycles_min + 1,
+        beat_period_s=16.0,
+        therapist_rate_bpm=15.0,
+        client_rate_bpm=15.0,
+    )
     assert lock_route(beats, eng) == "beats"
     timing = dataclasses.replace(apart, lag_locking=0.95, lag_locking_p=0.02)
     assert lock_route(timing, eng) == "timing"
     no_direction = dataclasses.replace(phase, therapist_rate_move=None, therapist_response=None, therapist_lagged=None)
     assert classify(no_direction, eng) == "locked_unclear"
+
+
+def test_the_beat_route_needs_the_therapist_off_their_own_rate_and_on_the_clients() -> None:
+    # An outside generator's independent pairs at a 2:1 rate ratio (therapist 11/min, client 22/min) were nudged
+    # 1.85 times an hour: 3-4.5 cycles of the 11/min 'beat' in a window, every other client breath aligned with each
+    # therapist breath (time-lag locking 0.84-0.93), surrogate p up to 0.83. The therapist had kept their own rate.
+    from breathsync.engine.decision import lock_route
+
+    eng = Config().engine
+    states = _states(_run(list(dyad_stream(_breathing(15, 200, 1), _breathing(15, 200, 2), FS))))
+    draft = next(s for s in states if s.plv is not None)
+    two_to_one = dataclasses.replace(
+        draft,
+        plv=0.35,
+        plv_p=0.6,
+        lag_locking=0.9,
+        lag_locking_p=0.8,
+        beat_period_s=60.0 / 11.0,
+        beat_cycles=16.0 / (60.0 / 11.0),
+        therapist_rate_bpm=11.0,
+        client_rate_bpm=22.0,
+    )
+    assert lock_route(two_to_one, eng) is None
+    # The same window once the therapist breathes at the client's rate (within half the gap: 16.5/min or faster).
+    for rate_bpm, route in ((16.0, None), (17.0, "timing"), (22.0, "timing")):
+        assert lock_route(dataclasses.replace(two_to_one, therapist_rate_bpm=rate_bpm), eng) == route
 
 
 def test_time_lag_cycles_measures_the_delay_behind_the_partners_last_breath() -> None:
