@@ -90,6 +90,8 @@ def test_micropython_interpreter_prints_identical_lines(micropython: str) -> Non
         ("0.20626\n" + "0.5\n" * 2000, ["--rate", "125"], "no header row (its first line is numbers)"),
         ("resp\n0.1\n0.2\n", ["--rate", "125"], "too short"),
         ("", ["--rate", "125"], "empty"),
+        ("resp\n", ["--rate", "125"], "no samples after the header row"),  # not 'needs finite values'
+        ("time,resp\n\n", ["--rate", "125"], "no samples after the header row"),
         ("resp\n" + "0.5\n" * 2000, ["--rate", "125", "--strap-rate", "30"], "invalid choice"),
         ("resp\n" + "0.5\n" * 2000, ["--rate", "fast"], "invalid float"),
     ],

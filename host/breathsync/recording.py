@@ -160,7 +160,10 @@ def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = Fa
         raise InputError(f"{path}: cannot read: {exc}") from None
     except csv.Error as exc:
         raise InputError(f"{path}: malformed CSV: {exc}") from None
-    return rows.recording()
+    recording = rows.recording()
+    if len(recording.values) == 0:  # it said 'a respiration signal needs finite values' (an outside probe)
+        raise InputError(f"{path}: no samples after the header row")
+    return recording
 
 
 _CHUNK_CHARS = 1 << 20  # rows are parsed a chunk of about this many characters at a time
