@@ -552,8 +552,8 @@ def test_the_beat_route_needs_the_therapist_off_their_own_rate_and_on_the_client
         client_rate_bpm=22.0,
     )
     assert lock_route(two_to_one, eng) is None
-    # The same window once the therapist breathes at the client's rate (within half the gap: 16.5/min or faster).
-    for rate_bpm, route in ((16.0, None), (17.0, "timing"), (22.0, "timing")):
+    # The same window once the therapist has left their rate for the client's (a quarter of the gap: 13.75/min).
+    for rate_bpm, route in ((13.5, None), (14.0, "timing"), (22.0, "timing")):
         assert lock_route(dataclasses.replace(two_to_one, therapist_rate_bpm=rate_bpm), eng) == route
 
 
