@@ -837,3 +837,43 @@ def test_someone_who_did_not_talk_has_their_baseline_when_the_baseline_period_en
     base = engine.baselines["therapist"]
     assert states and states[0].t_s < engine.config.engine.baseline_s + 5.0
     assert base is not None and base.rate_bpm == pytest.approx(rate_bpm, rel=0.05)
+
+
+def _leader_changes_rate_and_is_followed(
+    leader_bpm: tuple[float, float], follower_bpm: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The leader goes from one rate to another over 160-190 s; from 175 s the follower takes up the leader's rhythm
+    1.5 s late (its own rate fades out, a phase pull toward the leader's delayed phase fades in over 10 s)."""
+    rng = np.random.default_rng(seed)
+    duration_s, lag_s, dt = 420.0, 1.5, 1.0 / FS
+    t = np.arange(int(duration_s * FS)) * dt
+    ramp = np.clip((t - 160.0) / 30.0, 0.0, 1.0)
+    f_lead = (leader_bpm[0] + (leader_bpm[1] - leader_bpm[0]) * ramp) / 60.0
+    width = int(4 * FS)
+    wobble = np.convolve(rng.normal(size=len(t) + width), np.ones(width) / width, mode="valid")[: len(t)]
+    phase_lead = 2 * np.pi * np.cumsum(f_lead * (1.0 + 0.4 * wobble)) * dt
+    delayed = np.interp(t - lag_s, t, phase_lead)
+    weight = np.clip((t - 175.0) / 10.0, 0.0, 1.0)
+    phase_follow = np.zeros(len(t))
+    for k in range(1, len(t)):  # Euler: own rate, or the leader's delayed rate with a phase pull toward it
+        own = 2 * np.pi * follower_bpm / 60.0
+        pulled = (delayed[k] - delayed[k - 1]) / dt + 2.0 * np.sin(delayed[k - 1] - phase_follow[k - 1])
+        phase_follow[k] = phase_follow[k - 1] + dt * ((1 - weight[k]) * own + weight[k] * pulled)
+    noise = 0.02 * rng.normal(size=(2, len(t)))
+    return np.sin(phase_lead) + noise[0], np.sin(phase_follow) + noise[1]
+
+
+def test_a_therapist_who_slows_down_first_and_is_followed_is_not_following() -> None:
+    # An outside evaluator's therapists who slowed down to calm, the client following: 10 of 55 such episodes were
+    # nudged as 'therapist follows', since the therapist had passed the client's baseline on the way down (rate move
+    # +1), the client had left theirs away from the therapist's (-1), and the therapist's steady slowing read as a
+    # response to the client. Its mirror, a client who speeds up and a therapist who follows, still is following.
+    therapist, client = _leader_changes_rate_and_is_followed((16.0, 10.0), 14.0, seed=4)
+    calming = _states(_run(list(dyad_stream(therapist, client, FS))))
+    late = [s for s in calming if s.t_s > 240.0]
+    assert any(s.therapist_changed_first for s in late)
+    assert not any(s.decision in ("therapist_follows", "nudge", "nudge_suppressed") for s in late)
+    client, therapist = _leader_changes_rate_and_is_followed((14.0, 20.0), 12.0, seed=3)
+    anxious = _states(_run(list(dyad_stream(therapist, client, FS))))
+    assert not any(s.therapist_changed_first for s in anxious)
+    assert any(s.decision == "nudge" for s in anxious)

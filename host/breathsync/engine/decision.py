@@ -128,7 +128,9 @@ def classify(s: EngineState, config: EngineConfig) -> Decision:
         return "locked_unclear"
     # The people's own adjustments must point the same way on their own: the phase lead only adds to them.
     if direction >= config.direction_min and own >= config.adjust_min:
-        return "therapist_follows"
+        # The therapist moved first and the client after: their rate moves and the therapist's period response read
+        # a therapist who slowed down to calm, with the client following, as the therapist following.
+        return "locked_unclear" if s.therapist_changed_first else "therapist_follows"
     if direction <= -config.direction_min and -own >= config.adjust_min:
         return "locked_client_follows"
     return "locked_unclear"

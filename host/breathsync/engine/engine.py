@@ -70,6 +70,8 @@ MIN_LAG_EVENTS = 4  # therapist breath events (peaks and troughs) in the window 
 BREATH_GAP_PERIODS = 2.5
 RATE_MOVE_SCALE_SD = 2.0  # a move of two baseline SDs toward the partner counts fully
 RATE_DRIFT_FLOOR = 0.06  # ... with the SD at least 6 % of the baseline rate (slow tempo drift)
+# 'Went first' stretches (_moved_first) survive flickers of their rate test this long.
+MOVE_STRETCH_HOLD_S = 10.0
 MIN_DIRECTION_PEAKS = 5  # end-inspirations of each person since the last gap before their cues mean anything
 # How long past the baseline period (``baseline_s``) the baseline of a person who talked waits for their quiet
 # breaths (person.SPEECH_SHARE_TALKING); someone who did not talk has theirs at the end of the period.
@@ -102,6 +104,7 @@ class _Cues(NamedTuple):
     lag_locking: float | None = None
     lag_locking_p: float | None = None
     lag_asymmetry: float | None = None
+    therapist_changed_first: bool = False
 
 
 _NO_CUES = _Cues()
@@ -138,6 +141,8 @@ class EntrainmentEngine:
         self._pending_efficacy: list[_PendingEfficacy] = []
         self.nudges: list[Nudge] = []
         self._peak_cue_cache: tuple[tuple[float, ...], dict[Role, tuple[float, float]], float | None] | None = None
+        # When the therapist went past the client's baseline / the client left theirs the same way: [start, last seen]
+        self._stretches: dict[str, list[float]] = {}
 
     # ----------------------------------------------------------------- inputs
     def add_samples(
@@ -339,7 +344,7 @@ class EntrainmentEngine:
         timed = eng.time_lag_locking and n >= eng.min_window_anchors
         lag_lock, lag_p = self._time_lag_locking(win) if timed else (None, None)
         span = float(win.anchors_s[-1] - win.anchors_s[0]) if n >= 2 else 0.0
-        cues = self._direction(tp, cp, span, lag_lock, lag_p, self._lag_asymmetry(now_s) if timed else None)
+        cues = self._direction(tp, cp, span, lag_lock, lag_p, self._lag_asymmetry(now_s) if timed else None, now_s)
         draft = self._state(now_s, "no_lock", win, plv, chance, plv_p, cues)
         decision = classify(draft, eng)
         out: list[Output] = []
@@ -441,12 +446,13 @@ class EntrainmentEngine:
         lag_locking: float | None,
         lag_locking_p: float | None,
         lag_asymmetry: float | None,
+        now_s: float = math.nan,
     ) -> _Cues:
         """Who follows whom: each person's rate move, period response and lagged dependency, with the pair's rate
         convergence, depth mimicry and beat; the window's time-lag cues (``lag_*``) are passed through."""
         tpv = tp[tp >= self._valid_since_s]
         cpv = cp[cp >= self._valid_since_s]
-        rates = {"therapist": self.people["therapist"].rate_bpm(), "client": self.people["client"].rate_bpm()}
+        rates: dict[Role, float | None] = {r: self.people[r].rate_bpm() for r in ROLES}
         own = {"therapist": tpv, "client": cpv}
         peak_cues, mimicry = self._peak_cues(tpv, cpv)
         move: dict[Role, float] = {}
@@ -476,6 +482,7 @@ class EntrainmentEngine:
             scale = RATE_MOVE_SCALE_SD * max(base.rate_sd_bpm, RATE_DRIFT_FLOOR * base.rate_bpm)
             moved = (rate - base.rate_bpm) * toward / max(gap, scale)
             move[role] = min(max(moved, -1.0), 1.0)  # np.clip on one float: ~15x dearer
+        changed_first = self._therapist_moved_first(rates, now_s)
         convergence = beat_period = None
         bt, bc = self.baselines["therapist"], self.baselines["client"]
         rt, rc = rates["therapist"], rates["client"]
@@ -499,7 +506,43 @@ class EntrainmentEngine:
             lag_locking=lag_locking,
             lag_locking_p=lag_locking_p,
             lag_asymmetry=lag_asymmetry,
+            therapist_changed_first=changed_first,
         )
+
+    def _therapist_moved_first(self, rates: dict[Role, float | None], now_s: float) -> bool:
+        """Both have left their baselines the same way, past the client's, and the therapist got there first: the
+        therapist changed their own rate (slowing down to calm, say) and the client followed. Both rate moves then
+        read the wrong way round: the therapist's 'toward the client's baseline' (+1: they went through it), the
+        client's 'away from the therapist's' (-1: toward where the therapist went). An outside evaluator's clients
+        following a therapist who slowed down were nudged 10 times in 55 (6 in 20 with the client's baseline just
+        below the therapist's); the therapist's period response read their own steady slowing as following too.
+        Its mirror, a client who speeds up and a therapist who follows past the client's baseline, comes the other
+        way round in time: the client leaves first. (``decision.classify``: no 'therapist follows' while it holds.)"""
+        bt, bc = self.baselines["therapist"], self.baselines["client"]
+        rt, rc = rates["therapist"], rates["client"]
+        if bt is None or bc is None or rt is None or rc is None or math.isnan(now_s) or bt.rate_bpm == bc.rate_bpm:
+            return False
+        way = 1.0 if bc.rate_bpm > bt.rate_bpm else -1.0  # from the therapist's baseline through the client's
+        scale_t = RATE_MOVE_SCALE_SD * max(bt.rate_sd_bpm, RATE_DRIFT_FLOOR * bt.rate_bpm)
+        scale_c = RATE_MOVE_SCALE_SD * max(bc.rate_sd_bpm, RATE_DRIFT_FLOOR * bc.rate_bpm)
+        past = (rt - bc.rate_bpm) * way > scale_t
+        left = (rc - bc.rate_bpm) * way > scale_c
+        # Who started first: each one's move that way off their own baseline (the therapist's has further to go).
+        t_since = self._stretch("therapist", (rt - bt.rate_bpm) * way > scale_t, now_s)
+        c_since = self._stretch("client", left, now_s)
+        return past and left and t_since < c_since
+
+    def _stretch(self, key: str, flag: bool, now_s: float) -> float:
+        """Start of the current stretch in which ``flag`` held (gaps up to MOVE_STRETCH_HOLD_S bridged); inf if none."""
+        entry = self._stretches.get(key)
+        if entry is not None and now_s - entry[1] > MOVE_STRETCH_HOLD_S:
+            del self._stretches[key]  # ended
+            entry = None
+        if flag:
+            if entry is None:
+                entry = self._stretches[key] = [now_s, now_s]
+            entry[1] = now_s
+        return entry[0] if entry is not None else math.inf
 
     def _peak_cues(self, tpv: FloatArray, cpv: FloatArray) -> tuple[dict[Role, tuple[float, float]], float | None]:
         """Each person's period response and lagged dependency, and depth mimicry: functions of the two peak
@@ -643,6 +686,7 @@ class EntrainmentEngine:
             beat_cycles=cues.beat_cycles,
             locked_for_s=self._timer.locked_s,
             muted=self.policy.is_muted(now_s),
+            therapist_changed_first=cues.therapist_changed_first,
         )
         t_ev, c_ev, _, direction = direction_of(st, eng)
         return dataclasses.replace(st, therapist_follow=t_ev, client_follow=c_ev, direction=direction)

@@ -100,6 +100,9 @@ class EngineState:
     beat_cycles: float | None  # window span / beat period: cycles the pair would have slipped unchanged
     locked_for_s: float
     muted: bool
+    # Both have left their baselines past the client's, the therapist first: the therapist changed their own rate and
+    # the client followed (slowing down to calm). Never 'therapist follows' then (engine._therapist_moved_first).
+    therapist_changed_first: bool = False
 
     def as_json_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"type": "state"}
