@@ -840,20 +840,21 @@ def test_someone_who_did_not_talk_has_their_baseline_when_the_baseline_period_en
 
 
 def _leader_changes_rate_and_is_followed(
-    leader_bpm: tuple[float, float], follower_bpm: float, seed: int
+    leader_bpm: tuple[float, float], follower_bpm: float, seed: int, change_s: float = 160.0, follow_s: float = 175.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The leader goes from one rate to another over 160-190 s; from 175 s the follower takes up the leader's rhythm
-    1.5 s late (its own rate fades out, a phase pull toward the leader's delayed phase fades in over 10 s)."""
+    """The leader goes from one rate to another over 30 s from ``change_s``; from ``follow_s`` the follower takes up
+    the leader's rhythm 1.5 s late (its own rate fades out, a phase pull toward the leader's delayed phase fades in
+    over 10 s)."""
     rng = np.random.default_rng(seed)
     duration_s, lag_s, dt = 420.0, 1.5, 1.0 / FS
     t = np.arange(int(duration_s * FS)) * dt
-    ramp = np.clip((t - 160.0) / 30.0, 0.0, 1.0)
+    ramp = np.clip((t - change_s) / 30.0, 0.0, 1.0)
     f_lead = (leader_bpm[0] + (leader_bpm[1] - leader_bpm[0]) * ramp) / 60.0
     width = int(4 * FS)
     wobble = np.convolve(rng.normal(size=len(t) + width), np.ones(width) / width, mode="valid")[: len(t)]
     phase_lead = 2 * np.pi * np.cumsum(f_lead * (1.0 + 0.4 * wobble)) * dt
     delayed = np.interp(t - lag_s, t, phase_lead)
-    weight = np.clip((t - 175.0) / 10.0, 0.0, 1.0)
+    weight = np.clip((t - follow_s) / 10.0, 0.0, 1.0)
     phase_follow = np.zeros(len(t))
     for k in range(1, len(t)):  # Euler: own rate, or the leader's delayed rate with a phase pull toward it
         own = 2 * np.pi * follower_bpm / 60.0
@@ -877,3 +878,8 @@ def test_a_therapist_who_slows_down_first_and_is_followed_is_not_following() -> 
     anxious = _states(_run(list(dyad_stream(therapist, client, FS))))
     assert not any(s.therapist_changed_first for s in anxious)
     assert any(s.decision == "nudge" for s in anxious)
+    # A therapist who has followed the client since 150 s, and follows again when the client speeds up at 300 s, past
+    # the client's baseline: their move off their own baseline began first, but minutes before the client's.
+    client, therapist = _leader_changes_rate_and_is_followed((15.0, 19.0), 12.0, seed=3, change_s=300.0, follow_s=150.0)
+    escalating = _states(_run(list(dyad_stream(therapist, client, FS))))
+    assert not any(s.therapist_changed_first for s in escalating)

