@@ -145,8 +145,9 @@ class EntrainmentEngine:
         self._pending_efficacy: list[_PendingEfficacy] = []
         self.nudges: list[Nudge] = []
         self._peak_cue_cache: tuple[tuple[float, ...], dict[Role, tuple[float, float]], float | None] | None = None
-        # When the therapist went past the client's baseline / the client left theirs the same way: [start, last seen]
-        self._stretches: dict[str, list[float]] = {}
+        # Each person's current move off their own baseline, the way from the therapist's baseline through the
+        # client's (_therapist_moved_first): [start, last seen]
+        self._stretches: dict[Role, list[float]] = {}
 
     # ----------------------------------------------------------------- inputs
     def add_samples(
@@ -450,7 +451,7 @@ class EntrainmentEngine:
         lag_locking: float | None,
         lag_locking_p: float | None,
         lag_asymmetry: float | None,
-        now_s: float = math.nan,
+        now_s: float,
     ) -> _Cues:
         """Who follows whom: each person's rate move, period response and lagged dependency, with the pair's rate
         convergence, depth mimicry and beat; the window's time-lag cues (``lag_*``) are passed through."""
@@ -483,8 +484,7 @@ class EntrainmentEngine:
             ref_other = base_other.rate_bpm
             toward = math.copysign(1.0, ref_other - base.rate_bpm) if ref_other != base.rate_bpm else 0.0
             gap = abs(ref_other - base.rate_bpm)
-            scale = RATE_MOVE_SCALE_SD * max(base.rate_sd_bpm, RATE_DRIFT_FLOOR * base.rate_bpm)
-            moved = (rate - base.rate_bpm) * toward / max(gap, scale)
+            moved = (rate - base.rate_bpm) * toward / max(gap, _move_scale(base))
             move[role] = min(max(moved, -1.0), 1.0)  # np.clip on one float: ~15x dearer
         changed_first = self._therapist_moved_first(rates, now_s)
         convergence = beat_period = None
@@ -524,11 +524,10 @@ class EntrainmentEngine:
         way round in time: the client leaves first. (``decision.classify``: no 'therapist follows' while it holds.)"""
         bt, bc = self.baselines["therapist"], self.baselines["client"]
         rt, rc = rates["therapist"], rates["client"]
-        if bt is None or bc is None or rt is None or rc is None or math.isnan(now_s) or bt.rate_bpm == bc.rate_bpm:
+        if bt is None or bc is None or rt is None or rc is None or bt.rate_bpm == bc.rate_bpm:
             return False
         way = 1.0 if bc.rate_bpm > bt.rate_bpm else -1.0  # from the therapist's baseline through the client's
-        scale_t = RATE_MOVE_SCALE_SD * max(bt.rate_sd_bpm, RATE_DRIFT_FLOOR * bt.rate_bpm)
-        scale_c = RATE_MOVE_SCALE_SD * max(bc.rate_sd_bpm, RATE_DRIFT_FLOOR * bc.rate_bpm)
+        scale_t, scale_c = _move_scale(bt), _move_scale(bc)
         past = (rt - bc.rate_bpm) * way > scale_t
         left = (rc - bc.rate_bpm) * way > scale_c
         # Who started first: each one's move that way off their own baseline (the therapist's has further to go).
@@ -536,7 +535,7 @@ class EntrainmentEngine:
         c_since = self._stretch("client", left, now_s)
         return past and left and c_since - MOVE_FIRST_WITHIN_S <= t_since < c_since
 
-    def _stretch(self, key: str, flag: bool, now_s: float) -> float:
+    def _stretch(self, key: Role, flag: bool, now_s: float) -> float:
         """Start of the current stretch in which ``flag`` held (gaps up to MOVE_STRETCH_HOLD_S bridged); inf if none."""
         entry = self._stretches.get(key)
         if entry is not None and now_s - entry[1] > MOVE_STRETCH_HOLD_S:
@@ -694,6 +693,12 @@ class EntrainmentEngine:
         )
         t_ev, c_ev, _, direction = direction_of(st, eng)
         return dataclasses.replace(st, therapist_follow=t_ev, client_follow=c_ev, direction=direction)
+
+
+def _move_scale(base: Baseline) -> float:
+    """A rate move of this much (bpm) off ``base`` counts fully: RATE_MOVE_SCALE_SD of the person's own SDs, the SD
+    at least RATE_DRIFT_FLOOR of their rate."""
+    return RATE_MOVE_SCALE_SD * max(base.rate_sd_bpm, RATE_DRIFT_FLOOR * base.rate_bpm)
 
 
 def _breaths_spanned(win: _Window | None, period_s: float | None) -> int:
