@@ -122,14 +122,18 @@ class Settings:
         self.schema = schema(cfg)
         self._over = {}
         self.load_status = OK
-        self.rejected = []
-        self.rejected_why = []  # (key, value, status) per rejected entry, for the boot log
+        self.rejected_why = []  # (key, value, status) per entry load() rejected
 
     def get(self, key):
         """Override or default. An unknown key is a programming error (KeyError)."""
         if key in self._over:
             return self._over[key]
         return self.schema[key][3]
+
+    @property
+    def rejected(self):
+        """Keys of the entries ``load`` rejected."""
+        return [key for key, _value, _status in self.rejected_why]
 
     def load_message(self):
         """One line on what ``load`` rejected ('' when nothing): which entries, their values and why."""
@@ -180,7 +184,6 @@ class Settings:
 
     def load(self):
         """Read the file; returns (and stores in load_status) a status code. Never raises."""
-        self.rejected = []
         self.rejected_why = []
         try:
             with open(self.path, "rb") as f:
@@ -207,9 +210,8 @@ class Settings:
         for key in data:
             status = self.set(key, data[key])
             if status != OK:
-                self.rejected.append(key)
                 self.rejected_why.append((key, data[key], status))
-        self.load_status = ERR_BAD_ENTRY if self.rejected else OK
+        self.load_status = ERR_BAD_ENTRY if self.rejected_why else OK
         return self.load_status
 
     def save(self):

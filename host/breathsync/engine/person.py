@@ -165,7 +165,10 @@ class PersonTracker:
         if len(self._events) and t_s <= self._events.column(0)[-1]:
             return False
         recent = self._reported_depths
-        typical = small_median(np.asarray(recent)) if len(recent) == WIGGLE_EVENTS else None
+        typical = None
+        if len(recent) == WIGGLE_EVENTS:  # their median (np.median's, of an even count)
+            ordered = sorted(recent)
+            typical = (ordered[WIGGLE_EVENTS // 2 - 1] + ordered[WIGGLE_EVENTS // 2]) / 2.0
         recent.append(depth)
         if typical is not None and depth < WIGGLE_SHARE * typical:
             return False
