@@ -452,8 +452,9 @@ def _read_or_error(path: Path, missing_ok: bool) -> tuple[object, ...]:
 
 def test_the_fast_and_the_row_by_row_reader_agree_on_any_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Plain chunks are parsed by numpy, the rest row by row: random files of every shape (one or more
-    # columns, a time column that stops being a number, NaN spellings, blank lines, quotes, extra cells,
-    # separators, line ends) must read identically, errors included, when every chunk goes row by row.
+    # columns, a time column that stops being a number, NaN spellings, blank lines, quotes, extra or missing
+    # cells, separators, line ends) must read identically, errors included, when every chunk goes row by row.
+    # A row with a cell too many next to one with a cell too few must not pass as two whole rows.
     import random
 
     from breathsync import recording
@@ -471,6 +472,8 @@ def test_the_fast_and_the_row_by_row_reader_agree_on_any_file(tmp_path: Path, mo
             for name in names:
                 good = f"{i * 0.04:.2f}" if name in ("time", "t") else f"{np.sin(i / 3):.4f}"
                 row.append(rng.choice(cells) if odd and rng.random() < 0.08 else good)
+            if odd and rng.random() < 0.1:
+                row = row[:-1] if rng.random() < 0.5 else [*row, f"{i:.1f}"]
             lines.append(
                 "" if odd and rng.random() < 0.03 else delim.join(row) + (delim if rng.random() < 0.02 else "")
             )
