@@ -651,8 +651,9 @@ def header_lines(records: Sequence[Record], data_dir: Path) -> list[str]:
         "- Peaks only (end of inhalation, where the annotators mark breaths); one-to-one matching "
         "(`breathsync.evaluation.match_events`); F1 pooled over records (TP, detections and references summed), "
         "then averaged over the two annotators.",
-        "- Strap: `breathsync.strap_sim.detect_breaths` (block-averaging 12-bit ADC simulation, then the firmware "
-        "detector's portable path under CPython, which the tests hold bit-identical to MicroPython).",
+        "- Strap: `breathsync.strap_sim.detect_breaths` (block-averaging ADC simulation: the mean of four 12-bit "
+        "conversions, then the firmware detector's portable path under CPython, which the tests hold "
+        "bit-identical to MicroPython).",
         "- NeuroKit2: `nk.rsp_clean(signal, sampling_rate=125, method=M)` then "
         "`nk.rsp_peaks(cleaned, sampling_rate=125, method=M)`, offline on the raw 125 Hz signal.",
         *environment_lines(),

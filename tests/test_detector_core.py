@@ -230,6 +230,39 @@ def test_the_simulated_front_end_is_fitted_to_the_start_and_to_breathing_not_to_
     lead_in[100] = signal[0] + 5.0  # one glitch on the flat lead-in: no movement (it divided by a zero range)
     late = simulate_adc(lead_in, BIDMC_RATE_HZ, 25).counts_u16[40 * 25 :]
     assert late.min() > 0 and late.max() < 65535 and np.ptp(late) > 10000
+    # A strap on the table picks up sensor noise, not exactly flat: fitted to that noise, every breath after it sat
+    # at both rails (until session 22). Noise at 1 % of a breath's depth, then the breathing: neither clipped nor
+    # squeezed, and the detector finds the breaths after the lead-in.
+    noise = np.random.default_rng(3).normal(signal[0], 0.01 * float(np.ptp(signal[:fit])) / 4, 40 * BIDMC_RATE_HZ)
+    noisy = np.concatenate([noise, signal])
+    late = simulate_adc(noisy, BIDMC_RATE_HZ, 25).counts_u16[40 * 25 :]
+    assert late.min() > 0 and late.max() < 65535 and np.ptp(late) > 10000
+    found = [e.t_s - 40.0 for e in detect_breaths(noisy, BIDMC_RATE_HZ, 25) if e.kind == "peak" and e.t_s > 50.0]
+    plain_peaks = [e.t_s for e in detect_breaths(signal, BIDMC_RATE_HZ, 25) if e.kind == "peak" and e.t_s > 10.0]
+    assert len(found) >= 0.95 * len(plain_peaks)
+
+
+def test_a_step_in_the_signal_level_after_the_fit_is_still_measured_not_clipped() -> None:
+    # A strap re-tightened, or a change of posture: the level jumps by two breath ranges and the breaths grow by half.
+    # With one range of headroom (until session 22) the breaths after the step sat at the top rail and the strap
+    # reported none of them: an outside generator's steps left a person without breaths for up to 135 s.
+    from breathsync.adc import simulate_adc
+
+    signal = read_column(bundled_path("bidmc_04_resp.csv.gz"))
+    step_at = 60 * BIDMC_RATE_HZ
+    span = float(np.quantile(signal[: 30 * BIDMC_RATE_HZ], 0.995) - np.quantile(signal[: 30 * BIDMC_RATE_HZ], 0.005))
+    centre = float(np.median(signal))
+    stepped = signal.copy()
+    stepped[step_at:] = centre + 2.0 * span + 1.5 * (signal[step_at:] - centre)
+    after = simulate_adc(stepped, BIDMC_RATE_HZ, 25).counts_u16[60 * 25 :]
+    assert after.min() > 0 and after.max() < 65535
+
+    def peaks_after_step(x: np.ndarray) -> int:
+        return sum(1 for e in detect_breaths(x, BIDMC_RATE_HZ, 25) if e.kind == "peak" and e.t_s > 70.0)
+
+    plain = peaks_after_step(signal)
+    assert plain > 50
+    assert abs(peaks_after_step(stepped) - plain) <= 0.05 * plain
 
 
 def test_the_strap_model_refuses_a_signal_it_cannot_measure_in_one_line() -> None:

@@ -223,12 +223,12 @@ def test_calibration_replay_reproduces_online_nudges() -> None:
     assert online and decide_nudges(_states(outs), cfg) == online
     # The calibration grid classifies once and replays several lock timers over it: the same nudges.
     assert decide_nudges(_states(outs), cfg, classify_states(_states(outs), cfg.engine)) == online
-    # A policy that lets several nudges through an episode (short cooldown, two per episode, short decoupling):
-    # the cooldown and the cap per episode replay the same way.
+    # A policy that lets several nudges through an episode (short cooldown, two per episode, short decoupling),
+    # which changes when this dyad is nudged: the cooldown and the cap per episode replay the same way.
     loose = dataclasses.replace(cfg, policy=PolicyConfig(cooldown_s=10.0, max_per_episode=2, decoupled_s=5.0))
     outs_loose = list(run_engine(dyad_stream(sc.therapist, sc.client, sc.sampling_rate), EntrainmentEngine(loose)))
     online_loose = [o.t_s for o in outs_loose if isinstance(o, Nudge)]
-    assert len(online_loose) > len(online) and decide_nudges(_states(outs_loose), loose) == online_loose
+    assert online_loose != online and decide_nudges(_states(outs_loose), loose) == online_loose
     strict = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, min_locked_s=10_000.0))
     outs2 = list(run_engine(dyad_stream(sc.therapist, sc.client, sc.sampling_rate), EntrainmentEngine(strict)))
     assert [o for o in outs2 if isinstance(o, Nudge)] == []
@@ -661,10 +661,10 @@ def _copying_pair(
 _FOLLOWING_DECISIONS = ("therapist_follows", "nudge", "nudge_suppressed")
 
 
-@pytest.mark.parametrize("seed", [21, 22, 24])
-def test_efficacy_means_a_sustained_return_to_ones_own_rhythm(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "strong"), [(21, True), (22, True), (22, False)])  # decoupled, and not
+def test_efficacy_means_a_sustained_return_to_ones_own_rhythm(seed: int, strong: bool) -> None:
     # One update that is not 'following' used to count as decoupling: nearly every nudge 'worked' at once.
-    sc = _scenario("therapist_follows", seed, strong=seed != 24)
+    sc = _scenario("therapist_follows", seed, strong=strong)
     policy = Config().policy
     outs = list(
         run_engine(dyad_stream(sc.therapist, sc.client, sc.sampling_rate, gaps_s=sc.gaps_s), EntrainmentEngine())

@@ -3,14 +3,19 @@
 A real strap samples its sensor with an oversampling ADC: each reported sample is the mean of
 the signal over one strap period. ``adc_resample`` integrates the input exactly over each
 strap period (the input is treated as piecewise constant over its own periods), and
-``adc_quantize`` maps the signal onto 12-bit counts and clips like a real converter, then scales
-to the u16 counts MicroPython's ``ADC.read_u16()`` returns.
+``adc_quantize`` maps the signal onto the counts the strap's sensor driver returns and clips like a
+real converter. That driver (``firmware/drivers/sensors.py``, ``AnalogStretch``) averages four 12-bit
+conversions per sample, scaled to u16 like ``ADC.read_u16()``: the converter's noise of a few counts
+dithers them, so the mean carries two bits below the converter's 12, and the detector reads 14 bits
+(``u16 >> 2``). The model quantises to those 14 bits. (Until session 22 it quantised to 12, with the
+fitted range on a third of the scale.)
 
 The gain and offset are fitted once, to the first ``FIT_S`` seconds of the recording (a strap's front
 end is set up when it is put on, not from breaths it has not yet measured), with ``HEADROOM_SPANS`` of
-that range left free on either side for deeper breaths and drift. So what the strap reports at time t
-never depends on the recording after max(t, ``FIT_S``): ``replay`` on a recording cut short gives the
-same outputs up to the cut; a recording that begins flat is fitted to the first FIT_S-long block in which it moves.
+that range left free on either side for deeper breaths, drift and steps of the level. So what the strap
+reports at time t never depends on the recording after max(t, ``FIT_S``): ``replay`` on a recording cut short gives the
+same outputs up to the cut; a recording that begins flat, or with sensor noise too small for the breathing after
+it, is fitted from its start to the end of the first FIT_S-long block of breathing.
 (Until session 20 the gain came from the whole recording's range, and
 cutting a file changed the counts, depths and now and then an event from the start on.)
 """
@@ -26,10 +31,15 @@ from .errors import InputError
 from .quantiles import quantiles
 from .recording import check_input_rate
 
-ADC_BITS = 12
-ADC_MAX_COUNTS = (1 << ADC_BITS) - 1
+SAMPLE_BITS = 14  # the mean of the driver's four 12-bit conversions per sample: what the detector reads (u16 >> 2)
+SAMPLE_MAX_COUNTS = (1 << SAMPLE_BITS) - 1
 FIT_S = 30.0  # the front end's gain and offset are fitted to this much signal at the start, then held
-HEADROOM_SPANS = 1.0  # x the fitted range left free below and above it: a third of full scale is the fitted range
+# x the fitted range left free below and above it: the fitted range is an eighth of full scale. The default strap's
+# divider swings ~0.5 V from relaxed to a full inhalation within the ADC's ~2.3 V (hardware/wiring.md), so quiet
+# breathing uses well under a tenth of the converter and a strap re-tightened or a change of posture moves the level
+# by several breath depths without clipping. One range either side (until session 22) clipped such steps at the
+# rail: an outside generator's gain and offset steps left a person without breaths for up to 135 s.
+HEADROOM_SPANS = 3.5
 OUTLIER_FENCE = 1.0  # samples further than this x the central span outside it are glitches, not breathing
 # A signal whose bulk (not one glitch: those clip at the rail) lies beyond this is no respiration signal in any unit:
 # past 2**53 (~9e15) a float no longer holds every integer, and the ADC model's sums overflow to inf.
@@ -104,14 +114,25 @@ def _saturated(signal: npt.NDArray[np.float64], sampling_rate: float) -> npt.NDA
 
 
 def _fit_window(values: npt.NDArray[np.float64], sampling_rate: float) -> npt.NDArray[np.float64]:
-    """The start of ``values`` the front end is fitted to: the first FIT_S seconds, or, if the signal is still flat
-    there (a strap not yet on a chest; a glitch or two do not count as movement), up to the end of the first
-    FIT_S-long block in which it moves."""
+    """The start of ``values`` the front end is fitted to: the first FIT_S seconds, or, while the signal there is not
+    yet breathing, up to the end of the first FIT_S-long block after which it is. Not yet breathing: a strap not yet
+    on a chest, flat (a glitch or two do not count as movement) or sensor noise so small that the next block's range
+    is wider than the whole scale fitted to it (that breathing would clip at the rails)."""
     step = max(1, round(FIT_S * sampling_rate))
     n = step
-    while n < len(values) and _flat(values[:n]):
+    while n < len(values) and (_flat(values[:n]) or _quiet(values[:n], values[n : n + step])):
         n += step
     return values[:n]
+
+
+def _central_span(values: npt.NDArray[np.float64]) -> float:
+    p_lo, p_hi = quantiles(values, (0.5 / 100, 99.5 / 100))
+    return p_hi - p_lo
+
+
+def _quiet(start: npt.NDArray[np.float64], after: npt.NDArray[np.float64]) -> bool:
+    """``start``'s range, with the headroom either side, is narrower than the range of what comes ``after``."""
+    return _central_span(start) * (1 + 2 * HEADROOM_SPANS) < _central_span(after)
 
 
 def _flat(values: npt.NDArray[np.float64]) -> bool:
@@ -122,7 +143,7 @@ def _flat(values: npt.NDArray[np.float64]) -> bool:
 
 
 def adc_quantize(values: npt.NDArray[np.float64], strap_rate_hz: float) -> tuple[npt.NDArray[np.int64], float]:
-    """Map the fitted range (the first FIT_S seconds, glitches left out) plus headroom onto 12-bit counts, clip,
+    """Map the fitted range (the first FIT_S seconds, glitches left out) plus headroom onto 14-bit counts, clip,
     scale to u16.
 
     Returns the counts and the input units per 14-bit count (the detector's internal scale).
@@ -134,10 +155,11 @@ def adc_quantize(values: npt.NDArray[np.float64], strap_rate_hz: float) -> tuple
         span = max(abs(lo), abs(hi), 1.0)
     full_lo = lo - HEADROOM_SPANS * span
     full_span = span * (1 + 2 * HEADROOM_SPANS)
-    scaled = np.round((values - full_lo) / full_span * ADC_MAX_COUNTS)
-    counts12: npt.NDArray[np.int64] = np.clip(scaled, 0, ADC_MAX_COUNTS).astype(np.int64)
-    # read_u16() scales 12 bits to 16 by bit replication: 4095 -> 65535.
-    return (counts12 << 4) | (counts12 >> 8), full_span / (ADC_MAX_COUNTS * 4)
+    scaled = np.round((values - full_lo) / full_span * SAMPLE_MAX_COUNTS)
+    counts14: npt.NDArray[np.int64] = np.clip(scaled, 0, SAMPLE_MAX_COUNTS).astype(np.int64)
+    # read_u16() scales to 16 bits by bit replication (4095 -> 65535), and so does the mean of four: a rail stays a
+    # rail, 16383 -> 65535.
+    return (counts14 << 2) | (counts14 >> 12), full_span / SAMPLE_MAX_COUNTS
 
 
 def _working_range(values: npt.NDArray[np.float64]) -> tuple[float, float]:

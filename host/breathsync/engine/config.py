@@ -75,9 +75,11 @@ class EngineConfig:
     sine of the client's mean phase lead over the therapist counts toward 'therapist follows'. Calibrated to 0
     since the baselines leave speech out (session 13): the people's own adjustments decide alone, and the lead,
     an assumption about the lag, is only reported."""
-    weight_lag_asymmetry: float = 24.0
+    weight_lag_asymmetry: float = 16.0
     """Weight of the time-lag asymmetry (therapist's delay locking behind the client minus the client's behind
-    the therapist, -1..1; ``decision.lag_asymmetry``), counted with the people's own adjustments (calibrated)."""
+    the therapist, -1..1; ``decision.lag_asymmetry``), counted with the people's own adjustments (calibrated: 16
+    until session 12, 24 in sessions 13-21, 16 again since the strap model's 14-bit counts in session 22, when 24
+    gave 0.29 false nudges/h on the calibration set against its 0.25 budget)."""
     lag_asymmetry_window_s: float = 32.0
     """Window of the time-lag asymmetry: longer than the locking window, as direction evidence builds over breaths
     (16 s: held-out 69 %, 32 s: 74 %, both calibrated; docs/engine.md)."""

@@ -1,8 +1,8 @@
 """What a virtual strap's sensor sees: a recording or a seeded synthetic breathing signal.
 
 Both end as the strap's u16 ADC counts at the strap rate, through ``breathsync.adc`` (box
-averaging over each strap period, then 12-bit quantisation scaled to u16, as
-``machine.ADC.read_u16`` returns): exactly what the firmware's detector would get on a device.
+averaging over each strap period, then the 14-bit mean of four 12-bit conversions scaled to u16, as
+the stretch sensor's driver returns it): exactly what the firmware's detector would get on a device.
 """
 
 from __future__ import annotations
