@@ -461,6 +461,7 @@ def test_the_fast_and_the_row_by_row_reader_agree_on_any_file(tmp_path: Path, mo
 
     rng = random.Random(8)
     cells = ["1.5", " 2.25 ", "-3e-2", "nan", "", "n/a", "NULL", "inf", "abc", "1,5", '"4.5"', "7_0", "-nan", "12:00"]
+    cells += ["1\xa0000", "1\x0c5", "2\x1c0", "3\u20280"]  # characters str.split() cuts at inside a cell
     monkeypatch.setattr(recording, "_CHUNK_CHARS", 64)  # many chunks per file
     for trial in range(300):
         names = rng.choice([["resp"], ["time", "resp"], ["resp", "other"], ["t", "resp", "x"]])
@@ -484,6 +485,16 @@ def test_the_fast_and_the_row_by_row_reader_agree_on_any_file(tmp_path: Path, mo
             with monkeypatch.context() as m:
                 m.setattr(recording._Rows, "add_plain", lambda self, lines, delimiter: False)
                 assert _read_or_error(path, missing_ok) == fast, path.read_text()
+
+
+@pytest.mark.parametrize("odd", ["1\xa0000", "1\x0c5", "1\x0b5", "1\x1c5", "1\x855", "1\u20285"])
+def test_a_cell_with_a_character_split_cuts_at_is_not_read_as_two_cells(tmp_path: Path, odd: str) -> None:
+    # A review found the whole-chunk split reading '1<no-break space>000' as two cells: with an empty cell in the
+    # next row the count still matched, and every later cell moved up one (the time column's 5 became a value).
+    path = tmp_path / "odd.csv"
+    path.write_text(f"time,resp\n0,{odd}\n,2\n0.2,3\n", encoding="utf-8")
+    assert _read_or_error(path, missing_ok=False)[0] == "error"
+    assert _read_or_error(path, missing_ok=True)[0] == "error"
 
 
 def _events(proc: subprocess.CompletedProcess[str]) -> list[dict[str, float]]:

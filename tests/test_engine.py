@@ -223,12 +223,20 @@ def test_calibration_replay_reproduces_online_nudges() -> None:
     assert online and decide_nudges(_states(outs), cfg) == online
     # The calibration grid classifies once and replays several lock timers over it: the same nudges.
     assert decide_nudges(_states(outs), cfg, classify_states(_states(outs), cfg.engine)) == online
-    # A policy that lets several nudges through an episode (short cooldown, two per episode, short decoupling),
-    # which changes when this dyad is nudged: the cooldown and the cap per episode replay the same way.
+    # The policy holds nudges back in this dyad (cooldown, cap per episode), and other policies replay the same way:
+    # one that lets several through an episode (short cooldown, two per episode, short decoupling) nudges at other
+    # times; one whose episodes end only after 60 s apart holds the second nudge back.
+    assert any(s.decision == "nudge_suppressed" for s in _states(outs))
     loose = dataclasses.replace(cfg, policy=PolicyConfig(cooldown_s=10.0, max_per_episode=2, decoupled_s=5.0))
     outs_loose = list(run_engine(dyad_stream(sc.therapist, sc.client, sc.sampling_rate), EntrainmentEngine(loose)))
     online_loose = [o.t_s for o in outs_loose if isinstance(o, Nudge)]
     assert online_loose != online and decide_nudges(_states(outs_loose), loose) == online_loose
+    long_episodes = dataclasses.replace(cfg, policy=PolicyConfig(decoupled_s=60.0))
+    outs_long = list(
+        run_engine(dyad_stream(sc.therapist, sc.client, sc.sampling_rate), EntrainmentEngine(long_episodes))
+    )
+    online_long = [o.t_s for o in outs_long if isinstance(o, Nudge)]
+    assert len(online_long) < len(online) and decide_nudges(_states(outs_long), long_episodes) == online_long
     strict = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, min_locked_s=10_000.0))
     outs2 = list(run_engine(dyad_stream(sc.therapist, sc.client, sc.sampling_rate), EntrainmentEngine(strict)))
     assert [o for o in outs2 if isinstance(o, Nudge)] == []

@@ -14,8 +14,10 @@ The gain and offset are fitted once, to the first ``FIT_S`` seconds of the recor
 end is set up when it is put on, not from breaths it has not yet measured), with ``HEADROOM_SPANS`` of
 that range left free on either side for deeper breaths, drift and steps of the level. So what the strap
 reports at time t never depends on the recording after max(t, ``FIT_S``): ``replay`` on a recording cut short gives the
-same outputs up to the cut; a recording that begins flat, or with sensor noise too small for the breathing after
-it, is fitted from its start to the end of the first FIT_S-long block of breathing.
+same outputs up to the cut. Two exceptions, for a strap not yet on a chest: a recording that begins flat is fitted
+up to the end of the first FIT_S-long block in which it moves, and one that begins with sensor noise alone up to the
+end of the first block of breathing within ``LEAD_IN_SEARCH_S`` after it (also a level step, within that time,
+wider than the scale fitted so far: the breathing after it would clip).
 (Until session 20 the gain came from the whole recording's range, and
 cutting a file changed the counts, depths and now and then an event from the start on.)
 """
@@ -34,6 +36,7 @@ from .recording import check_input_rate
 SAMPLE_BITS = 14  # the mean of the driver's four 12-bit conversions per sample: what the detector reads (u16 >> 2)
 SAMPLE_MAX_COUNTS = (1 << SAMPLE_BITS) - 1
 FIT_S = 30.0  # the front end's gain and offset are fitted to this much signal at the start, then held
+LEAD_IN_SEARCH_S = 120.0  # how far after a start of sensor noise alone the fit looks for the breathing
 # x the fitted range left free below and above it: the fitted range is an eighth of full scale. The default strap's
 # divider swings ~0.5 V from relaxed to a full inhalation within the ADC's ~2.3 V (hardware/wiring.md), so quiet
 # breathing uses well under a tenth of the converter and a strap re-tightened or a change of posture moves the level
@@ -114,25 +117,29 @@ def _saturated(signal: npt.NDArray[np.float64], sampling_rate: float) -> npt.NDA
 
 
 def _fit_window(values: npt.NDArray[np.float64], sampling_rate: float) -> npt.NDArray[np.float64]:
-    """The start of ``values`` the front end is fitted to: the first FIT_S seconds, or, while the signal there is not
-    yet breathing, up to the end of the first FIT_S-long block after which it is. Not yet breathing: a strap not yet
-    on a chest, flat (a glitch or two do not count as movement) or sensor noise so small that the next block's range
-    is wider than the whole scale fitted to it (that breathing would clip at the rails)."""
+    """The start of ``values`` the front end is fitted to: the first FIT_S seconds, unless the strap is not yet on a
+    chest there. Flat (a glitch or two do not count as movement): up to the end of the first FIT_S-long block in
+    which it moves. Sensor noise: up to the end of the first FIT_S-long block within LEAD_IN_SEARCH_S after it whose
+    bulk is wider than the whole scale fitted to the noise would be (that breathing would clip at the rails)."""
     step = max(1, round(FIT_S * sampling_rate))
     n = step
-    while n < len(values) and (_flat(values[:n]) or _quiet(values[:n], values[n : n + step])):
+    while n < len(values) and _flat(values[:n]):
         n += step
+    scale = _bulk_span(values[:n]) * (1 + 2 * HEADROOM_SPANS)
+    search = round(LEAD_IN_SEARCH_S * sampling_rate)
+    for end in range(n + step, n + search + 1, step):
+        if end - step >= len(values):
+            break
+        if _bulk_span(values[end - step : end]) > scale:
+            return values[:end]
     return values[:n]
 
 
-def _central_span(values: npt.NDArray[np.float64]) -> float:
-    p_lo, p_hi = quantiles(values, (0.5 / 100, 99.5 / 100))
+def _bulk_span(values: npt.NDArray[np.float64]) -> float:
+    """Where the middle 80 % of ``values`` lie: a movement burst of a few seconds in 30 s does not widen it (with
+    the 0.5-99.5 % range, a review found a 3 s burst at 40 s taking the gain: half the later breaths were lost)."""
+    p_lo, p_hi = quantiles(values, (0.1, 0.9))
     return p_hi - p_lo
-
-
-def _quiet(start: npt.NDArray[np.float64], after: npt.NDArray[np.float64]) -> bool:
-    """``start``'s range, with the headroom either side, is narrower than the range of what comes ``after``."""
-    return _central_span(start) * (1 + 2 * HEADROOM_SPANS) < _central_span(after)
 
 
 def _flat(values: npt.NDArray[np.float64]) -> bool:

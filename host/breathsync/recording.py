@@ -169,13 +169,18 @@ def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = Fa
 _CHUNK_CHARS = 1 << 20  # rows are parsed a chunk of about this many characters at a time
 
 
+_SPLIT_AT_BUT_NOT_LINE_ENDS = " \t\x0b\x0c\x1c\x1d\x1e\x1f"  # the ASCII whitespace str.split() cuts at, \r\n aside
+
+
 def _numeric_table(lines: list[str], delimiter: str, width: int) -> FloatArray | None:
     """A chunk whose every cell is a number, as a (rows, width) array in one split of the whole chunk (half the
     time of a split per line: a 250 Hz recording with a time column is 150,000 rows in 10 min); None when it is not
     that plain. Every line has width - 1 separators, and with no blank or space inside the chunk (only line ends)
     the split finds ``width`` cells per line only when none of them is empty: the cells are the rows' own."""
     text = "".join(lines)
-    if delimiter.isspace() or " " in text or "\t" in text:
+    # str.split() also splits at a no-break space, a form feed or a file separator: one such character inside a
+    # cell (1\xa0000) next to an empty cell elsewhere would keep the count and shift every later cell.
+    if delimiter.isspace() or not text.isascii() or any(c in text for c in _SPLIT_AT_BUT_NOT_LINE_ENDS):
         return None
     if any(line.count(delimiter) != width - 1 for line in lines):
         return None
