@@ -151,7 +151,8 @@ def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = Fa
             tcol = next((i for i, name in enumerate(names) if name.casefold() in TIME_COLUMNS and i != col), None)
             rows = _Rows(path, column, names, col, tcol, missing_ok)
             while lines := handle.readlines(_CHUNK_CHARS):
-                if any('"' in line or "\x00" in line for line in lines):  # quoted cells may span lines
+                chunk = "".join(lines)
+                if '"' in chunk or "\x00" in chunk:  # quoted cells may span lines
                     rows.add_checked(csv.reader(itertools.chain(lines, handle), delimiter=delimiter))
                     break
                 if not rows.add_plain(lines, delimiter):
@@ -169,27 +170,27 @@ def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = Fa
 _CHUNK_CHARS = 1 << 20  # rows are parsed a chunk of about this many characters at a time
 
 
-_SPLIT_AT_BUT_NOT_LINE_ENDS = " \t\x0b\x0c\x1c\x1d\x1e\x1f"  # the ASCII whitespace str.split() cuts at, \r\n aside
-
-
-def _numeric_table(lines: list[str], delimiter: str, width: int) -> FloatArray | None:
-    """A chunk whose every cell is a number, as a (rows, width) array in one split of the whole chunk (half the
-    time of a split per line: a 250 Hz recording with a time column is 150,000 rows in 10 min); None when it is not
-    that plain. Every line has width - 1 separators, and with no blank or space inside the chunk (only line ends)
-    the split finds ``width`` cells per line only when none of them is empty: the cells are the rows' own."""
-    text = "".join(lines)
-    # str.split() also splits at a no-break space, a form feed or a file separator: one such character inside a
-    # cell (1\xa0000) next to an empty cell elsewhere would keep the count and shift every later cell.
-    if delimiter.isspace() or not text.isascii() or any(c in text for c in _SPLIT_AT_BUT_NOT_LINE_ENDS):
+def _numeric_columns(lines: list[str], delimiter: str, width: int, columns: list[int]) -> list[FloatArray] | None:
+    """``columns`` of a chunk of rows as float arrays, from one split of the whole chunk (a 10 min recording at
+    1000 Hz is 600,000 rows; a split per line took most of a replay's time); None when a row has too many or too
+    few separators or a wanted cell is not a number. Every line has width - 1 separators and one line end (the
+    last may have none), so the k-th cell of the split belongs to row k // width: the rows' own cells, empty ones
+    included, exactly as a split per line gives them."""
+    if len(delimiter) != 1 or not delimiter.isascii():
         return None
-    if any(line.count(delimiter) != width - 1 for line in lines):
+    text = "".join(lines).replace("\r\n", "\n").replace("\r", "\n").removesuffix("\n")
+    # Separators per line, counted in the UTF-8 bytes at once (a count per line took as long as the split).
+    raw = np.frombuffer(text.encode(), dtype=np.uint8)
+    ends = np.append(np.flatnonzero(raw == ord("\n")), raw.size)
+    separators = np.searchsorted(np.flatnonzero(raw == ord(delimiter)), ends)
+    if len(ends) != len(lines) or not (np.diff(separators, prepend=0) == width - 1).all():
         return None
-    cells = text.replace(delimiter, "\n").split()
+    cells = text.replace(delimiter, "\n").split("\n")
     if len(cells) != width * len(lines):
         return None
     try:
-        return np.array(cells, dtype=np.float64).reshape(len(lines), width)
-    except ValueError:  # a cell that is not a number (a text column): the rows are split one by one
+        return [np.array(cells[c::width], dtype=np.float64) for c in columns]
+    except ValueError:  # not a number (an empty cell, a date): the rows are split one by one
         return None
 
 
@@ -219,15 +220,13 @@ class _Rows:
             if width == 1:  # one column: each line is a value (a separator in it fails to parse: row by row)
                 values = np.array(lines, dtype=np.float64)
                 times = None
-            elif (table := _numeric_table(lines, delimiter, width)) is not None:
-                values = table[:, self.col]
-                times = None if self.times is None or self.tcol is None else _finite_or_none(table[:, self.tcol])
             else:
-                split = [line.split(delimiter) for line in lines]
-                if any(len(cells) != width for cells in split):
+                tcol = self.tcol if self.times is not None else None
+                parsed = _numeric_columns(lines, delimiter, width, [self.col] if tcol is None else [self.col, tcol])
+                if parsed is None:
                     return False
-                values = np.array([cells[self.col] for cells in split], dtype=np.float64)
-                times = None if self.times is None or self.tcol is None else self._plain_times(split, self.tcol)
+                values = parsed[0]
+                times = None if tcol is None else _finite_or_none(parsed[1])
         except ValueError:
             return False
         if not np.isfinite(values).all() or (self.times is not None and times is None):
@@ -242,10 +241,6 @@ class _Rows:
         """Whether the time column has held a number so far (this chunk's ``times`` or an earlier chunk's)."""
         earlier = self.times or []
         return any(not math.isnan(t) for t in times) or any(bool(np.isfinite(chunk).any()) for chunk in earlier)
-
-    @staticmethod
-    def _plain_times(split: list[list[str]], tcol: int) -> FloatArray | None:
-        return _finite_or_none(np.array([cells[tcol] for cells in split], dtype=np.float64))
 
     def add_checked(self, reader: Iterable[list[str]]) -> None:
         """Row by row, with every check and its one-line error."""
