@@ -483,7 +483,7 @@ def test_the_fast_and_the_row_by_row_reader_agree_on_any_file(tmp_path: Path, mo
         for missing_ok in (False, True):
             fast = _read_or_error(path, missing_ok)
             with monkeypatch.context() as m:
-                m.setattr(recording._Rows, "add_plain", lambda self, lines, delimiter: False)
+                m.setattr(recording._Rows, "add_plain", lambda self, lines, chunk, delimiter: False)
                 assert _read_or_error(path, missing_ok) == fast, path.read_text()
 
 

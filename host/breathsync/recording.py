@@ -155,7 +155,7 @@ def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = Fa
                 if '"' in chunk or "\x00" in chunk:  # quoted cells may span lines
                     rows.add_checked(csv.reader(itertools.chain(lines, handle), delimiter=delimiter))
                     break
-                if not rows.add_plain(lines, delimiter):
+                if not rows.add_plain(lines, chunk, delimiter):
                     rows.add_checked(csv.reader(lines, delimiter=delimiter))
     except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile, zlib.error) as exc:
         raise InputError(f"{path}: cannot read: {exc}") from None
@@ -170,32 +170,30 @@ def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = Fa
 _CHUNK_CHARS = 1 << 20  # rows are parsed a chunk of about this many characters at a time
 
 
-def _numeric_columns(lines: list[str], delimiter: str, width: int, columns: list[int]) -> list[FloatArray] | None:
-    """``columns`` of a chunk of rows as float arrays, from one split of the whole chunk (a 10 min recording at
-    1000 Hz is 600,000 rows; a split per line took most of a replay's time); None when a row has too many or too
-    few separators or a wanted cell is not a number. Every line has width - 1 separators and one line end (the
-    last may have none), so the k-th cell of the split belongs to row k // width: the rows' own cells, empty ones
-    included, exactly as a split per line gives them."""
+def _numeric_columns(
+    chunk: str, n_lines: int, delimiter: str, width: int, columns: list[int]
+) -> list[FloatArray] | None:
+    """``columns`` of a chunk of ``n_lines`` rows as float arrays, from one split of the whole chunk (a 10 min
+    recording at 1000 Hz is 600,000 rows; a split per line took most of a replay's time); None when a row has too
+    many or too few separators or a wanted cell is not a number. Every line has width - 1 separators and one line
+    end (the last may have none), so the k-th cell of the split belongs to row k // width: the rows' own cells,
+    empty ones included, exactly as a split per line gives them."""
     if len(delimiter) != 1 or not delimiter.isascii():
         return None
-    text = "".join(lines).replace("\r\n", "\n").replace("\r", "\n").removesuffix("\n")
+    text = chunk.replace("\r\n", "\n").replace("\r", "\n").removesuffix("\n")
     # Separators per line, counted in the UTF-8 bytes at once (a count per line took as long as the split).
     raw = np.frombuffer(text.encode(), dtype=np.uint8)
     ends = np.append(np.flatnonzero(raw == ord("\n")), raw.size)
     separators = np.searchsorted(np.flatnonzero(raw == ord(delimiter)), ends)
-    if len(ends) != len(lines) or not (np.diff(separators, prepend=0) == width - 1).all():
+    if len(ends) != n_lines or not (np.diff(separators, prepend=0) == width - 1).all():
         return None
     cells = text.replace(delimiter, "\n").split("\n")
-    if len(cells) != width * len(lines):
+    if len(cells) != width * n_lines:
         return None
     try:
         return [np.array(cells[c::width], dtype=np.float64) for c in columns]
     except ValueError:  # not a number (an empty cell, a date): the rows are split one by one
         return None
-
-
-def _finite_or_none(values: FloatArray) -> FloatArray | None:
-    return values if np.isfinite(values).all() else None
 
 
 class _Rows:
@@ -211,29 +209,26 @@ class _Rows:
         self.rows = 0  # rows read (1-based numbers after the header), blank ones included
         self.blank_row = 0  # an empty line inside the data is a missing sample: skipping it would shift time
 
-    def add_plain(self, lines: list[str], delimiter: str) -> bool:
-        """Parse a chunk of plain rows at once; False (nothing taken) when it needs the row-by-row rules."""
+    def add_plain(self, lines: list[str], chunk: str, delimiter: str) -> bool:
+        """Parse a chunk of plain rows at once (``chunk``: the ``lines`` joined); False (nothing taken) when it
+        needs the row-by-row rules."""
         if self.blank_row:
             return False
         width = len(self.names)
+        tcol = self.tcol if self.times is not None else None
         try:
             if width == 1:  # one column: each line is a value (a separator in it fails to parse: row by row)
-                values = np.array(lines, dtype=np.float64)
-                times = None
+                parsed: list[FloatArray] | None = [np.array(lines, dtype=np.float64)]
             else:
-                tcol = self.tcol if self.times is not None else None
-                parsed = _numeric_columns(lines, delimiter, width, [self.col] if tcol is None else [self.col, tcol])
-                if parsed is None:
-                    return False
-                values = parsed[0]
-                times = None if tcol is None else _finite_or_none(parsed[1])
+                wanted = [self.col] if tcol is None else [self.col, tcol]
+                parsed = _numeric_columns(chunk, len(lines), delimiter, width, wanted)
         except ValueError:
             return False
-        if not np.isfinite(values).all() or (self.times is not None and times is None):
+        if parsed is None or not all(np.isfinite(column).all() for column in parsed):
             return False
-        self.values.append(values)
-        if self.times is not None and times is not None:
-            self.times.append(times)
+        self.values.append(parsed[0])
+        if self.times is not None:  # a time column: parsed[1]
+            self.times.append(parsed[1])
         self.rows += len(lines)
         return True
 
