@@ -7,6 +7,7 @@ import gzip
 import io
 import itertools
 import math
+import re
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -171,16 +172,19 @@ _CHUNK_CHARS = 1 << 20  # rows are parsed a chunk of about this many characters 
 
 
 def _numeric_columns(
-    chunk: str, n_lines: int, delimiter: str, width: int, columns: list[int]
+    chunk: str, n_lines: int, delimiter: str, width: int, columns: list[int], missing: list[bool]
 ) -> list[FloatArray] | None:
     """``columns`` of a chunk of ``n_lines`` rows as float arrays, from one split of the whole chunk (a 10 min
     recording at 1000 Hz is 600,000 rows; a split per line took most of a replay's time); None when a row has too
-    many or too few separators or a wanted cell is not a number. Every line has width - 1 separators and one line
-    end (the last may have none), so the k-th cell of the split belongs to row k // width: the rows' own cells,
-    empty ones included, exactly as a split per line gives them."""
+    many or too few separators or a wanted cell is not a number (``missing``, per column: or a missing sample, as
+    ``_floats``). Every line has width - 1 separators and one line end (the last may have none), so the k-th cell of
+    the split belongs to row k // width: the rows' own cells, empty ones included, exactly as a split per line gives
+    them. With any column's ``missing``, an empty line is a row of empty cells (as the row-by-row rules read it)."""
     if len(delimiter) != 1 or not delimiter.isascii():
         return None
     text = chunk.replace("\r\n", "\n").replace("\r", "\n").removesuffix("\n")
+    if any(missing):
+        text = _EMPTY_LINE.sub(delimiter * (width - 1), text)
     # Separators per line, counted in the UTF-8 bytes at once (a count per line took as long as the split).
     raw = np.frombuffer(text.encode(), dtype=np.uint8)
     ends = np.append(np.flatnonzero(raw == ord("\n")), raw.size)
@@ -191,9 +195,26 @@ def _numeric_columns(
     if len(cells) != width * n_lines:
         return None
     try:
-        return [np.array(cells[c::width], dtype=np.float64) for c in columns]
-    except ValueError:  # not a number (an empty cell, a date): the rows are split one by one
+        return [_floats(cells[c::width], m) for c, m in zip(columns, missing, strict=True)]
+    except ValueError:  # not a number (a date, a unit): the rows are split one by one
         return None
+
+
+_EMPTY_LINE = re.compile(r"^$", re.MULTILINE)
+
+
+def _floats(cells: list[str], missing_ok: bool) -> FloatArray:
+    """The cells as numbers; with ``missing_ok`` a missing sample (``MISSING_CELLS``, any NaN) is NaN, one NaN (as
+    the row-by-row rules give it: '-nan' has its sign bit set). ValueError for any other cell that is not a number."""
+    try:
+        numbers = np.array(cells, dtype=np.float64)
+    except ValueError:
+        if not missing_ok:
+            raise
+        numbers = np.array([("nan" if c.strip().lower() in MISSING_CELLS else c) for c in cells], dtype=np.float64)
+    if missing_ok:
+        np.copyto(numbers, np.nan, where=np.isnan(numbers))
+    return numbers
 
 
 class _Rows:
@@ -211,25 +232,47 @@ class _Rows:
 
     def add_plain(self, lines: list[str], chunk: str, delimiter: str) -> bool:
         """Parse a chunk of plain rows at once (``chunk``: the ``lines`` joined); False (nothing taken) when it
-        needs the row-by-row rules."""
-        if self.blank_row:
+        needs the row-by-row rules. Missing samples (``missing_ok``) and missing times are NaN, as row by row; blank
+        rows at the chunk's end wait for the next row (at the end of the file they are no samples)."""
+        if self.blank_row and not self.missing_ok:  # an error if a row follows: the row-by-row rules say which
             return False
         width = len(self.names)
         tcol = self.tcol if self.times is not None else None
+        taken = len(lines)
+        if self.missing_ok:
+            while taken and not lines[taken - 1].replace(delimiter, "").strip():
+                taken -= 1
+            if not taken:
+                return False
         try:
             if width == 1:  # one column: each line is a value (a separator in it fails to parse: row by row)
-                parsed: list[FloatArray] | None = [np.array(lines, dtype=np.float64)]
-            else:
-                wanted = [self.col] if tcol is None else [self.col, tcol]
-                parsed = _numeric_columns(chunk, len(lines), delimiter, width, wanted)
+                parsed: list[FloatArray] | None = [_floats(lines, self.missing_ok)]
+            else:  # a time cell may always be missing (``_append_time``)
+                wanted, missing = (
+                    ([self.col], [self.missing_ok]) if tcol is None else ([self.col, tcol], [self.missing_ok, True])
+                )
+                parsed = _numeric_columns(chunk, len(lines), delimiter, width, wanted, missing)
         except ValueError:
             return False
-        if parsed is None or not all(np.isfinite(column).all() for column in parsed):
+        if parsed is None:
             return False
-        self.values.append(parsed[0])
-        if self.times is not None:  # a time column: parsed[1]
-            self.times.append(parsed[1])
+        values, *times = parsed
+        if np.isinf(values).any() or not (self.missing_ok or np.isfinite(values).all()):
+            return False
+        if times and np.isinf(times[0]).any():  # the row-by-row rules decide: an error, or no time column
+            return False
+        if self.blank_row:  # the blank rows at the previous chunk's end: missing samples, now that a row follows
+            waiting = np.full(self.rows + 1 - self.blank_row, np.nan)
+            self.values.append(waiting)
+            if self.times is not None:
+                self.times.append(waiting)
+            self.blank_row = 0
+        self.values.append(values[:taken])
+        if self.times is not None:  # a time column: times[0]
+            self.times.append(times[0][:taken])
         self.rows += len(lines)
+        if taken < len(lines):
+            self.blank_row = self.rows - (len(lines) - taken) + 1
         return True
 
     def _had_times(self, times: list[float]) -> bool:
