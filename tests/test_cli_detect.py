@@ -516,6 +516,36 @@ def test_missing_samples_do_not_send_a_file_row_by_row(tmp_path: Path, monkeypat
     np.testing.assert_array_equal(timed.time, [0, nan, nan, 0.03, 0.04, nan, 0.06, nan, nan, 0.09])
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "resp\n1\n" + " " * 131_073 + "\n2\n",  # a blank row longer than the csv module's field limit
+        "resp,x\n1," + "a" * 131_073 + "\n2,b\n",  # a long cell in a column that is not read
+        "resp\n" + "0" * 131_073 + "1\n",  # a long number
+        "resp,x\n1," + "a" * 131_073 + '\n2,"b"\n',  # ... and a quote in a later chunk
+    ],
+)
+def test_a_row_longer_than_the_csv_field_limit_reads_alike_both_ways(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    # A review: the row-by-row reader refuses a cell over csv.field_size_limit() (131072 characters), the fast path
+    # read such rows, so a file's result depended on which path (or which chunk size) took the row.
+    from breathsync import recording
+
+    path = tmp_path / "long.csv"
+    path.write_text(text)
+    for missing_ok in (False, True):
+        results = []
+        for chunk_chars in (64, 1 << 20):
+            monkeypatch.setattr(recording, "_CHUNK_CHARS", chunk_chars)
+            results.append(_read_or_error(path, missing_ok))
+            with monkeypatch.context() as m:
+                m.setattr(recording._Rows, "add_plain", lambda self, chunk, delimiter: False)
+                results.append(_read_or_error(path, missing_ok))
+        assert results[0][0] == "error" and "field larger than field limit" in str(results[0][1])
+        assert all(r == results[0] for r in results)
+
+
 @pytest.mark.parametrize("odd", ["1\xa0000", "1\x0c5", "1\x0b5", "1\x1c5", "1\x855", "1\u20285"])
 def test_a_cell_with_a_character_split_cuts_at_is_not_read_as_two_cells(tmp_path: Path, odd: str) -> None:
     # A review found the whole-chunk split reading '1<no-break space>000' as two cells: with an empty cell in the

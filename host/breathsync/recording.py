@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import io
 import itertools
@@ -188,22 +189,22 @@ def _numeric_columns(
 ) -> list[FloatArray] | None:
     """``columns`` of the rows in ``text`` (lines ended by '\n', the last by none) as float arrays, read at once (a
     10 min recording at 1000 Hz is 600,000 rows; a split per line took most of a replay's time); None when a row has too
-    many or too few separators or a wanted cell is not a number (``missing``, per column: or a missing sample, as
-    ``_floats``). Every line has width - 1 separators and one line end (the last may have none), so the k-th cell of
-    the split belongs to row k // width: the rows' own cells, empty ones included, exactly as a split per line gives
-    them. With the first column's ``missing``, an empty line is a row of empty cells (as the row-by-row rules read
-    it)."""
+    many or too few separators, is longer than the row-by-row reader takes (``csv.field_size_limit``), or a wanted
+    cell is not a number (``missing``, per wanted column: or a missing sample, as ``_floats``). With the value
+    column's ``missing`` (the first of ``columns``), an empty line is a row of empty cells, as the row-by-row rules
+    read it."""
     if len(delimiter) != 1 or not delimiter.isascii():
         return None
-    if missing[0] and ("\n\n" in text or text.startswith("\n")):  # blank rows are missing samples
+    if missing[0] and ("\n\n" in text or text.startswith("\n") or text.endswith("\n")):  # blank rows: missing samples
         text = _EMPTY_LINE.sub(delimiter * (width - 1), text)
     # Separators per line, counted in the UTF-8 bytes at once (a count per line took as long as the split).
     raw = np.frombuffer(text.encode(), dtype=np.uint8)
     ends = np.append(np.flatnonzero(raw == ord("\n")), raw.size)
+    if int(np.diff(ends, prepend=-1).max()) - 1 > csv.field_size_limit():  # bytes: at least as many as characters
+        return None
     separators = np.searchsorted(np.flatnonzero(raw == ord(delimiter)), ends)
     if not (np.diff(separators, prepend=0) == width - 1).all():
         return None
-    n_lines = len(ends)
     try:  # numpy's C reader takes only the wanted cells (~2.5x faster), and nothing float() would refuse
         table = np.loadtxt(
             io.StringIO(text), delimiter=delimiter, usecols=columns, comments=None, quotechar=None, ndmin=2
@@ -213,9 +214,9 @@ def _numeric_columns(
         return [table[:, k].copy() for k in range(len(columns))]
     except ValueError:  # a missing cell, or a number only float() reads ('1_0'): the cells one by one
         pass
+    # Every line has width - 1 separators and one line end (the last has none), so the k-th cell of one split of the
+    # whole text belongs to row k // width: the rows' own cells, empty ones included, as a split per line gives them.
     cells = text.replace(delimiter, "\n").split("\n")
-    if len(cells) != width * n_lines:
-        return None
     try:
         return [_floats(cells[c::width], m) for c, m in zip(columns, missing, strict=True)]
     except ValueError:  # not a number (a date, a unit): the rows are split one by one
@@ -223,6 +224,21 @@ def _numeric_columns(
 
 
 _EMPTY_LINE = re.compile(r"^$", re.MULTILINE)
+
+
+def _blank_rows_at_end(text: str, delimiter: str) -> int:
+    """How many of ``text``'s last lines are blank (only whitespace and separators)."""
+    if text[text.rfind("\n") + 1 :].replace(delimiter, "").strip():
+        return 0  # the usual case: the last line is a row
+    content = _last_content(delimiter).search(text)  # in C: a loop over lines was minutes for a long gap
+    return text.count("\n") + 1 if content is None else text.count("\n", content.start())
+
+
+@functools.lru_cache(maxsize=8)
+def _last_content(delimiter: str) -> re.Pattern[str]:
+    """The last character that is neither whitespace (as str.strip() sees it) nor ``delimiter``."""
+    blank = rf"\s{re.escape(delimiter)}"
+    return re.compile(rf"[^{blank}][{blank}]*\Z")
 
 
 def _floats(cells: list[str], missing_ok: bool) -> FloatArray:
@@ -240,9 +256,10 @@ def _floats(cells: list[str], missing_ok: bool) -> FloatArray:
 
 
 class _Rows:
-    """The rows read so far. Chunks of plain rows (every cell a finite number, no blank lines) are parsed by
-    numpy in one go (~10x faster: a replay spent half its time here); any other chunk goes row by row, which
-    is where every rule of ``read_recording`` and its one-line errors live. Both give the same values."""
+    """The rows read so far. Chunks of plain rows (every wanted cell a number, or with ``missing_ok`` a missing
+    sample) are parsed by numpy in one go (~10x faster: a replay spent half its time here); any other chunk goes row
+    by row, which is where every rule of ``read_recording`` and its one-line errors live. Both give the same values,
+    whatever the chunks' size."""
 
     def __init__(self, path: Path, column: str, names: list[str], col: int, tcol: int | None, missing_ok: bool) -> None:
         self.path, self.column, self.names, self.col, self.tcol = path, column, names, col, tcol
@@ -262,24 +279,22 @@ class _Rows:
         tcol = self.tcol if self.times is not None else None
         text = (chunk.replace("\r\n", "\n").replace("\r", "\n") if "\r" in chunk else chunk).removesuffix("\n")
         n_lines = text.count("\n") + 1
-        taken, rest = n_lines, text
-        while self.missing_ok and taken:  # blank rows at the end: how many
-            head, _, last = rest.rpartition("\n")
-            if last.replace(delimiter, "").strip():
-                break
-            taken, rest = taken - 1, head
+        taken = n_lines - (_blank_rows_at_end(text, delimiter) if self.missing_ok else 0)
         if not taken:
             return False
-        try:
-            if width == 1:  # one column: each line is a value (a separator in it fails to parse: row by row)
-                parsed: list[FloatArray] | None = [_floats(text.split("\n"), self.missing_ok)]
-            else:  # a time cell may always be missing (``_append_time``)
-                wanted, missing = [self.col], [self.missing_ok]
-                if tcol is not None:
-                    wanted, missing = [self.col, tcol], [self.missing_ok, True]
-                parsed = _numeric_columns(text, delimiter, width, wanted, missing)
-        except ValueError:
-            return False
+        if width == 1:  # one column: each line is a value (a separator in it fails to parse: row by row)
+            lines = text.split("\n")
+            if len(text) > csv.field_size_limit() and max(map(len, lines)) > csv.field_size_limit():
+                return False  # a cell longer than the row-by-row reader takes
+            try:
+                parsed: list[FloatArray] | None = [_floats(lines, self.missing_ok)]
+            except ValueError:
+                return False
+        else:  # a time cell may always be missing (``_append_time``)
+            wanted, missing = [self.col], [self.missing_ok]
+            if tcol is not None:
+                wanted, missing = [self.col, tcol], [self.missing_ok, True]
+            parsed = _numeric_columns(text, delimiter, width, wanted, missing)
         if parsed is None:
             return False
         values, *times = parsed
