@@ -467,6 +467,7 @@ def test_the_fast_and_the_row_by_row_reader_agree_on_any_file(tmp_path: Path, mo
         names = rng.choice([["resp"], ["time", "resp"], ["resp", "other"], ["t", "resp", "x"]])
         delim = "," if len(names) == 1 else rng.choice([",", "\t", ";"])
         odd = rng.random() < 0.5
+        trailing = rng.random() < 0.2  # every row ends in a separator (as OpenSignals writes them)
         lines = [delim.join(names)]
         for i in range(rng.randint(0, 40)):
             row = []
@@ -477,7 +478,9 @@ def test_the_fast_and_the_row_by_row_reader_agree_on_any_file(tmp_path: Path, mo
                 row = row[:-1] if rng.random() < 0.5 else [*row, f"{i:.1f}"]
             blank = rng.choice(["", "", delim * (len(names) - 1), "  "])  # a blank row, or one of empty cells
             lines.append(
-                blank if odd and rng.random() < 0.05 else delim.join(row) + (delim if rng.random() < 0.02 else "")
+                blank
+                if odd and rng.random() < 0.05
+                else delim.join(row) + (delim if trailing or rng.random() < 0.02 else "")
             )
         path = tmp_path / f"f{trial}.csv"
         path.write_text(rng.choice(["\n", "\r\n", "\r"]).join(lines) + rng.choice(["\n", "\n\n", ""]), newline="")
@@ -655,3 +658,69 @@ def test_a_binary_file_is_named_as_such_not_echoed(tmp_path: Path) -> None:
     path.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 4)
     proc = breathsync("detect", str(path), "--rate", "125")
     assert proc.returncode == 2 and proc.stderr.strip() == f"breathsync detect: {path}: not a text (CSV) file"
+
+
+def _opensignals(devices: dict[str, dict[str, object]], rows: list[str]) -> str:
+    header = "# OpenSignals Text File Format. Version 1\n# " + json.dumps(devices) + "\n# EndOfHeader\n"
+    return header + "".join(rows)
+
+
+def test_an_opensignals_export_is_read_by_its_sensor_names(tmp_path: Path) -> None:
+    # BITalino's own software writes '#' header lines (the device's settings as JSON) and tab-separated rows with
+    # no header row, each ending in a tab. 'resp' (the default) finds the channel of its respiration sensor.
+    values = gzip.decompress(RECORD.read_bytes()).decode().splitlines()[1:]
+    adc = np.round(512 + 200 * np.asarray(values, dtype=float) / np.ptp(np.asarray(values, dtype=float))).astype(int)
+    ecg = (512 + 100 * np.sin(np.arange(len(adc)) * 0.07)).astype(int)
+    device = {
+        "column": ["nSeq", "I1", "I2", "O1", "O2", "A2", "A3"],
+        "sampling rate": 125,
+        "label": ["A2", "A3"],
+        "sensor": ["RESPBIT", "ECGBIT"],
+        "resolution": [4, 1, 1, 1, 1, 10, 10],
+    }
+    rows = [
+        f"{i % 16}\t0\t0\t1\t1\t{a}\t{e}\t\n" for i, (a, e) in enumerate(zip(adc.tolist(), ecg.tolist(), strict=True))
+    ]
+    exported = tmp_path / "opensignals_00-07-80-4D-2E-76_2024-05-06_10-37-01.txt"
+    exported.write_text(_opensignals({"00:07:80:4D:2E:76": device}, rows))
+    plain = tmp_path / "plain.csv"
+    plain.write_text("resp\n" + "".join(f"{a}\n" for a in adc.tolist()))
+    want = _events(breathsync("detect", str(plain), "--rate", "125"))
+    assert len(want) > 100
+    for column in ((), ("--column", "RESPBIT"), ("--column", "A2")):
+        assert _events(breathsync("detect", str(exported), "--rate", "125", *column)) == want, column
+    ecg_events = breathsync("detect", str(exported), "--rate", "125", "--column", "ECGBIT")
+    assert ecg_events.returncode == 0 and _events(ecg_events) != want  # the other channel, not the default
+    wrong_rate = breathsync("detect", str(exported), "--rate", "100")
+    assert wrong_rate.returncode == 2
+    assert wrong_rate.stderr.strip().endswith("its header says it was recorded at 125 Hz, not 100 Hz")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            _opensignals({"a": {"column": ["nSeq", "A1"]}, "b": {"column": ["nSeq", "A1"]}}, ["0\t1\t1\t2\n"]),
+            "2 devices",
+        ),
+        ("# OpenSignals Text File Format. Version 1\n# {}\n0\t1\n", "without '# EndOfHeader'"),
+        ("# OpenSignals Text File Format. Version 1\n# {not json\n# EndOfHeader\n0\t1\n", "are not JSON"),
+        (_opensignals({"a": {"column": ["nSeq", "A1"], "label": ["A1"], "sensor": ["ECG"]}}, ["0\t1\n"]), "no column"),
+        (
+            _opensignals(
+                {"a": {"column": ["nSeq", "A1", "A2"], "label": ["A1", "A2"], "sensor": ["RESPBIT", "RESPBIT"]}},
+                ["0\t1\t2\n"],
+            ),
+            "2 respiration channels (A1, A2): pick one",
+        ),
+    ],
+)
+def test_a_damaged_opensignals_header_is_one_line(tmp_path: Path, text: str, message: str) -> None:
+    from breathsync.errors import InputError
+    from breathsync.recording import read_recording
+
+    path = tmp_path / "export.txt"
+    path.write_text(text)
+    with pytest.raises(InputError, match=None) as caught:
+        read_recording(path, missing_ok=True)
+    assert message in str(caught.value) and "\n" not in str(caught.value)

@@ -11,12 +11,13 @@ import math
 import re
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from . import opensignals
 from .errors import InputError, clipped
 
 FloatArray = npt.NDArray[np.float64]
@@ -117,6 +118,7 @@ class Recording:
     values: FloatArray
     time: FloatArray | None  # as written (seconds or milliseconds: ``rows_on_the_time_grid`` works it out)
     time_column: str | None
+    sampling_rate_hz: float | None = None  # what the file says it was recorded at (an OpenSignals header)
 
 
 def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = False) -> Recording:
@@ -139,16 +141,21 @@ def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = Fa
     try:
         with _open_text(path) as handle:
             header_line = handle.readline()
-            # A spreadsheet may name its separator in a first line of its own ('sep=;'), before the header.
-            named = header_line.strip()
-            separator = named[4:] if len(named) == 5 and named[:4].casefold() == "sep=" else None
-            if separator is not None:
-                header_line = handle.readline()
-            if not header_line.strip():
-                raise InputError(f"{path}: empty file (expected a header row)")
-            if sum(not (c.isprintable() or c in "\t\r\n") for c in header_line[:200]) > 2:
-                raise InputError(f"{path}: not a text (CSV) file")
-            delimiter, names = _header(header_line, column, separator)
+            file_rate_hz = None
+            if header_line.lstrip().startswith(opensignals.MARK):  # a BITalino's export: no header row
+                found = opensignals.read_header(handle, path, column)
+                delimiter, names, column, file_rate_hz = "\t", found.names, found.column, found.sampling_rate_hz
+            else:
+                # A spreadsheet may name its separator in a first line of its own ('sep=;'), before the header.
+                named = header_line.strip()
+                separator = named[4:] if len(named) == 5 and named[:4].casefold() == "sep=" else None
+                if separator is not None:
+                    header_line = handle.readline()
+                if not header_line.strip():
+                    raise InputError(f"{path}: empty file (expected a header row)")
+                if sum(not (c.isprintable() or c in "\t\r\n") for c in header_line[:200]) > 2:
+                    raise InputError(f"{path}: not a text (CSV) file")
+                delimiter, names = _header(header_line, column, separator)
             col = _column_index(path, names, column)
             tcol = next((i for i, name in enumerate(names) if name.casefold() in TIME_COLUMNS and i != col), None)
             rows = _Rows(path, column, names, col, tcol, missing_ok)
@@ -165,7 +172,7 @@ def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = Fa
     recording = rows.recording()
     if len(recording.values) == 0:  # it said 'a respiration signal needs finite values' (an outside probe)
         raise InputError(f"{path}: no samples after the header row")
-    return recording
+    return replace(recording, sampling_rate_hz=file_rate_hz)
 
 
 _CHUNK_CHARS = 1 << 20  # rows are parsed a chunk of about this many characters at a time
@@ -202,9 +209,14 @@ def _numeric_columns(
     ends = np.append(np.flatnonzero(raw == ord("\n")), raw.size)
     if int(np.diff(ends, prepend=-1).max()) - 1 > csv.field_size_limit():  # bytes: at least as many as characters
         return None
-    separators = np.searchsorted(np.flatnonzero(raw == ord(delimiter)), ends)
-    if not (np.diff(separators, prepend=0) == width - 1).all():
-        return None
+    per_line = np.diff(np.searchsorted(np.flatnonzero(raw == ord(delimiter)), ends), prepend=0)
+    if not (per_line == width - 1).all():
+        # Every row one separator longer, at its end (OpenSignals ends its rows so): an empty last cell, which the
+        # row-by-row rules read past.
+        ended = text.endswith(delimiter) and text.count(delimiter + "\n") == len(ends) - 1
+        if not (ended and (per_line == width).all()):
+            return None
+        text = text.replace(delimiter + "\n", "\n")[:-1]
     try:  # numpy's C reader takes only the wanted cells (~2.5x faster), and nothing float() would refuse
         table = np.loadtxt(
             io.StringIO(text), delimiter=delimiter, usecols=columns, comments=None, quotechar=None, ndmin=2
