@@ -713,6 +713,11 @@ def test_an_opensignals_export_is_read_by_its_sensor_names(tmp_path: Path) -> No
             ),
             "2 respiration channels (A1, A2): pick one",
         ),
+        ('# OpenSignals Text File Format\n# {"a": ' + "[" * 3000 + "]" * 3000 + "}\n# EndOfHeader\n", "not JSON"),
+        (_opensignals({"a": {"column": ["nSeq", "A1"], "sampling rate": "fast"}}, ["0\t1\n"]), "not a rate"),
+        (_opensignals({"a": {"column": ["nSeq", "A1"], "sampling rate": True}}, ["0\t1\n"]), "not a rate"),
+        (_opensignals({"a": {"column": ["nSeq", "A1"], "sampling rate": -5}}, ["0\t1\n"]), "not a rate"),
+        (_opensignals({"a": {"column": ["nSeq", "A1"], "sensor": ["EMG"]}}, ["0\t1\n"]), "(channels: A1=EMG)"),
     ],
 )
 def test_a_damaged_opensignals_header_is_one_line(tmp_path: Path, text: str, message: str) -> None:
@@ -724,3 +729,23 @@ def test_a_damaged_opensignals_header_is_one_line(tmp_path: Path, text: str, mes
     with pytest.raises(InputError, match=None) as caught:
         read_recording(path, missing_ok=True)
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("device", "column", "expected"),
+    [
+        ({"column": ["nSeq", "I1", "A1", "A2"], "sensor": ["ECGBIT", "PZTBITREV"]}, "resp", 2.0),  # a piezo belt
+        ({"column": ["nSeq", "A1", "A2"], "label": ["x", "y"], "sensor": ["EDA", "RIP"]}, "resp", 2.0),  # renamed
+        ({"label": ["CH1", "CH2"], "sampling rate": "100"}, "CH2", 2.0),  # bioplux, 2015: no 'column'
+        ({"column": ["nSeq", "CH1", "CH2"], "sensor": ["XYZ", "RESPIRATION"]}, "XYZ", 1.0),
+    ],
+)
+def test_opensignals_channels_are_found_by_position_and_sensor(
+    tmp_path: Path, device: dict[str, object], column: str, expected: float
+) -> None:
+    from breathsync.recording import read_recording
+
+    path = tmp_path / "export.txt"
+    width = len(device.get("column", ["nSeq", "CH1", "CH2"]))  # type: ignore[arg-type]
+    path.write_text(_opensignals({"": device}, ["\t".join(["0", *(["1.0"] * (width - 2)), "2.0"]) + "\t\n"] * 3))
+    assert list(read_recording(path, column).values) == [expected] * 3

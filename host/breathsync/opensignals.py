@@ -11,13 +11,15 @@ The file starts with ``# OpenSignals Text File Format``, then ``#`` lines holdin
     0	0	0	0	0	512
 
 A column is named as in ``column`` (``A1``), or by its sensor (``RESPBIT``); the default ``resp`` finds the one
-respiration sensor (``RESPBIT``, ``RESP``...). Values stay raw ADC counts: the strap model fits its own gain.
+respiration sensor (``RESPIRATION_SENSORS``). Early exports (bioplux) have no ``column``: the sequence number, then
+the ``label`` channels. Values stay raw ADC counts: the strap model fits its own gain.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +50,7 @@ def read_header(handle: io.TextIOBase, path: Path, column: str) -> OpenSignalsHe
         if text[1:].lstrip().startswith("{"):
             try:
                 settings = json.loads(text[1:])
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested a thousand deep
                 raise InputError(f"{path}: OpenSignals header: its device settings are not JSON") from None
     else:
         raise InputError(f"{path}: OpenSignals header without {END_OF_HEADER!r}")
@@ -59,31 +61,58 @@ def read_header(handle: io.TextIOBase, path: Path, column: str) -> OpenSignalsHe
             f"{path}: OpenSignals file of {len(settings)} devices; export each device to a file of its own"
         )
     device = next(iter(settings.values()))
-    if not isinstance(device, dict) or not isinstance(device.get("column"), list):
+    if not isinstance(device, dict):
+        raise InputError(f"{path}: OpenSignals header without the device's settings")
+    columns, labels = device.get("column"), device.get("label")
+    if not isinstance(columns, list) and isinstance(labels, list):
+        columns = ["nSeq", *labels]  # early OpenSignals (bioplux): the sequence number, then the channels
+    if not isinstance(columns, list) or not columns:
         raise InputError(f"{path}: OpenSignals header without its columns")
-    names = [str(name) for name in device["column"]]
+    names = [str(name) for name in columns]
+    return OpenSignalsHeader(names, _column_of(path, device, names, column), _sampling_rate(path, device))
+
+
+def _sampling_rate(path: Path, device: dict[str, object]) -> float | None:
     rate = device.get("sampling rate")
-    sampling_rate_hz = float(rate) if isinstance(rate, int | float) and rate > 0 else None
-    return OpenSignalsHeader(names, _column_of(path, device, names, column), sampling_rate_hz)
+    if rate is None:
+        return None
+    try:
+        rate_hz = float(rate) if isinstance(rate, int | float | str) and not isinstance(rate, bool) else math.nan
+    except (ValueError, OverflowError):
+        rate_hz = math.nan
+    if not (0 < rate_hz < math.inf):
+        raise InputError(f"{path}: OpenSignals header: 'sampling rate' is {clipped(str(rate), 24)!r}, not a rate")
+    return rate_hz
+
+
+# Respiration sensors as PLUX names them: RESPBIT, RESPBITREV, RESP, RESPIRATION; the piezo belt (PZT...) and
+# inductance plethysmography (RIP).
+RESPIRATION_SENSORS = ("resp", "pzt", "rip")
 
 
 def _column_of(path: Path, device: dict[str, object], names: list[str], column: str) -> str:
     """``column`` itself when it names a column, else the channel of the sensor it names (or, for ``resp``, of the
-    one respiration sensor)."""
+    one respiration sensor). The i-th sensor is on the i-th of the last ``len(sensor)`` columns, as OpenSignals
+    writes them (labels can be renamed)."""
     if any(name.casefold() == column.casefold() for name in names):
         return column
-    labels, sensors = device.get("label"), device.get("sensor")
-    if not (isinstance(labels, list) and isinstance(sensors, list)):
+    sensors = device.get("sensor")
+    if not isinstance(sensors, list) or not sensors or len(sensors) > len(names):
         return column  # not found: the caller says which columns there are
-    pairs = [(str(label), str(sensor)) for label, sensor in zip(labels, sensors, strict=False)]
+    pairs = list(zip(names[-len(sensors) :], (str(sensor) for sensor in sensors), strict=True))
     wanted = column.casefold()
-    found = [label for label, sensor in pairs if sensor.casefold() == wanted]
+    found = [name for name, sensor in pairs if sensor.casefold() == wanted]
     if not found and wanted == "resp":
-        found = [label for label, sensor in pairs if sensor.casefold().startswith("resp")]
+        found = [name for name, sensor in pairs if sensor.casefold().startswith(RESPIRATION_SENSORS)]
     if len(found) > 1:
         raise InputError(
             f"{path}: {len(found)} respiration channels ({', '.join(found)}): pick one with --column"
             if wanted == "resp"
             else f"{path}: sensor {clipped(column, 24)!r} is on {len(found)} channels ({', '.join(found)})"
         )
-    return found[0] if found else column
+    if not found:
+        shown = ", ".join(f"{name}={clipped(sensor, 16)}" for name, sensor in pairs[:12])
+        raise InputError(
+            f"{path}: no column or sensor {clipped(column, 24)!r} (channels: {shown}); name one with --column"
+        )
+    return found[0]
