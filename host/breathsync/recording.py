@@ -242,7 +242,7 @@ def _blank_rows_at_end(text: str, delimiter: str) -> int:
     """How many of ``text``'s last lines are blank (only whitespace and separators)."""
     if text[text.rfind("\n") + 1 :].replace(delimiter, "").strip():
         return 0  # the usual case: the last line is a row
-    content = _last_content(delimiter).search(text)  # in C: a loop over lines was minutes for a long gap
+    content = _last_content(delimiter).search(text)  # in C: a loop over the lines took seconds for a long gap
     return text.count("\n") + 1 if content is None else text.count("\n", content.start())
 
 
