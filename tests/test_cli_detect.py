@@ -694,6 +694,12 @@ def test_an_opensignals_export_is_read_by_its_sensor_names(tmp_path: Path) -> No
     wrong_rate = breathsync("detect", str(exported), "--rate", "100")
     assert wrong_rate.returncode == 2
     assert wrong_rate.stderr.strip().endswith("its header says it was recorded at 125 Hz, not 100 Hz")
+    from breathsync.errors import InputError
+    from breathsync.sim import recording_counts
+
+    with pytest.raises(InputError, match="recorded at 125 Hz, not 100 Hz"):  # the library's reader checks it too
+        recording_counts(exported, 100.0)
+    assert len(recording_counts(exported, 125.0)) == len(adc) // 5
 
 
 @pytest.mark.parametrize(

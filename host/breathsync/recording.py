@@ -11,7 +11,7 @@ import math
 import re
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -106,9 +106,11 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def read_column(path: str | Path, column: str = "resp", missing_ok: bool = False) -> FloatArray:
+def read_column(
+    path: str | Path, column: str = "resp", missing_ok: bool = False, sampling_rate: float | None = None
+) -> FloatArray:
     """Return ``column`` of a CSV recording as float64, one value per row (``read_recording`` for details)."""
-    return read_recording(path, column, missing_ok).values
+    return read_recording(path, column, missing_ok, sampling_rate).values
 
 
 @dataclass(frozen=True)
@@ -118,10 +120,11 @@ class Recording:
     values: FloatArray
     time: FloatArray | None  # as written (seconds or milliseconds: ``rows_on_the_time_grid`` works it out)
     time_column: str | None
-    sampling_rate_hz: float | None = None  # what the file says it was recorded at (an OpenSignals header)
 
 
-def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = False) -> Recording:
+def read_recording(
+    path: str | Path, column: str = "resp", missing_ok: bool = False, sampling_rate: float | None = None
+) -> Recording:
     """Return ``column`` of a CSV recording as float64, one value per row, and its time column if any.
 
     Raises InputError (one line) for a missing file, a missing column, an empty file, an empty row
@@ -132,6 +135,7 @@ def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = Fa
     With ``missing_ok``, a missing sample (an empty row or cell, any NaN spelling, ``MISSING_CELLS``) is
     NaN instead of an error: the caller decides what a gap means (``replay``: a drop-out). Infinities
     stay errors. The time column (``TIME_COLUMNS``) is read while its cells are finite numbers.
+    A file that states its own rate (an OpenSignals header) must agree with ``sampling_rate`` when one is given.
     """
     path = Path(path)
     if path.is_dir():
@@ -141,10 +145,13 @@ def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = Fa
     try:
         with _open_text(path) as handle:
             header_line = handle.readline()
-            file_rate_hz = None
             if header_line.lstrip().startswith(opensignals.MARK):  # a BITalino's export: no header row
                 found = opensignals.read_header(handle, path, column)
-                delimiter, names, column, file_rate_hz = "\t", found.names, found.column, found.sampling_rate_hz
+                delimiter, names, column, said = "\t", found.names, found.column, found.sampling_rate_hz
+                if said is not None and sampling_rate is not None and abs(said - sampling_rate) > 1e-6 * sampling_rate:
+                    raise InputError(
+                        f"{path}: its header says it was recorded at {said:g} Hz, not {sampling_rate:g} Hz"
+                    )
             else:
                 # A spreadsheet may name its separator in a first line of its own ('sep=;'), before the header.
                 named = header_line.strip()
@@ -172,7 +179,7 @@ def read_recording(path: str | Path, column: str = "resp", missing_ok: bool = Fa
     recording = rows.recording()
     if len(recording.values) == 0:  # it said 'a respiration signal needs finite values' (an outside probe)
         raise InputError(f"{path}: no samples after the header row")
-    return replace(recording, sampling_rate_hz=file_rate_hz)
+    return recording
 
 
 _CHUNK_CHARS = 1 << 20  # rows are parsed a chunk of about this many characters at a time

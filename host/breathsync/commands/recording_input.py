@@ -42,10 +42,7 @@ def read_strap_input(
 
     ``dropouts`` False (a virtual strap playing the recording live): every missing stretch is only bridged.
     """
-    recording = read_recording(path, column, missing_ok=True)
-    said = recording.sampling_rate_hz
-    if said is not None and abs(said - sampling_rate) > 1e-6 * sampling_rate:
-        raise InputError(f"{path}: its header says it was recorded at {said:g} Hz, not {sampling_rate:g} Hz")
+    recording = read_recording(path, column, missing_ok=True, sampling_rate=sampling_rate)
     signal = _on_time_grid(recording, sampling_rate, path, whose, command)
     try:
         filled, gaps = missing_as_dropouts(signal, sampling_rate, strap_rate_hz)

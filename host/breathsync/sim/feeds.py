@@ -29,7 +29,9 @@ def recording_counts(path: str | Path, input_rate_hz: float, strap_rate_hz: int 
     check_rate(strap_rate_hz)
     if not input_rate_hz > 0:
         raise InputError(f"input rate must be > 0 Hz (got {input_rate_hz})")
-    return signal_counts(read_column(path, column), input_rate_hz, strap_rate_hz, str(path))
+    return signal_counts(
+        read_column(path, column, sampling_rate=input_rate_hz), input_rate_hz, strap_rate_hz, str(path)
+    )
 
 
 def signal_counts(signal: npt.NDArray[np.float64], input_rate_hz: float, strap_rate_hz: int, source: str) -> Counts:
