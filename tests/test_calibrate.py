@@ -59,7 +59,7 @@ def test_calibrate_rejects_bad_input_in_one_line(tmp_path: Path, capsys: pytest.
         (["--recording", "", "--rate", "125"], "--recording needs a file name"),
         (["--recording", str(A), "--rate", "0.001"], "--rate must be a sampling rate within"),
         (["--seconds", "-5"], "--seconds must be within"),  # strap mode: before 'calibrating for...' is printed
-        (["--recording", str(A)], "needs --rate"),
+        (["--recording", str(A)], "give --rate HZ (the file does not state its sampling rate)"),
         (["--recording", str(A), "--rate", "125", "--strap", "ble:x"], "either --strap or --recording"),
         (["--recording", str(flat), "--rate", "125"], "breath(s) in 60 s"),
         (["--recording", str(tmp_path / "none.csv"), "--rate", "125"], "no such file"),

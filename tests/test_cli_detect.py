@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import itertools
 import json
@@ -700,6 +701,72 @@ def test_an_opensignals_export_is_read_by_its_sensor_names(tmp_path: Path) -> No
     with pytest.raises(InputError, match="recorded at 125 Hz, not 100 Hz"):  # the library's reader checks it too
         recording_counts(exported, 100.0)
     assert len(recording_counts(exported, 125.0)) == len(adc) // 5
+
+
+def test_a_file_that_states_its_sampling_rate_needs_no_rate_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An OpenSignals export says how fast it was recorded: every command that reads a recording takes it from there.
+    from breathsync.cli import main
+    from breathsync.commands.sim import configs_from
+
+    values = np.asarray(gzip.decompress(RECORD.read_bytes()).decode().splitlines()[1:], dtype=float)
+    adc = np.round(512 + 200 * values / np.ptp(values)).astype(int)
+    device = {"column": ["nSeq", "A1"], "sampling rate": 125, "label": ["A1"], "sensor": ["RESPBIT"]}
+    exported = tmp_path / "export.txt"
+    exported.write_text(_opensignals({"00:07:80:4D:2E:76": device}, [f"{i % 16}\t{a}\t\n" for i, a in enumerate(adc)]))
+    plain = tmp_path / "plain.csv"
+    plain.write_text("resp\n" + "".join(f"{a}\n" for a in adc.tolist()))
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    assert run("detect", str(exported)) == run("detect", str(plain), "--rate", "125")
+    replayed = run("replay", "--therapist", str(exported), "--client", str(plain), "--client-rate", "125")
+    assert replayed[0] == 0 and replayed[1].count('"type": "state"') > 100
+    assert replayed == run("replay", "--therapist", str(plain), "--client", str(exported), "--rate", "125")
+    calibrated = run("calibrate", "--recording", str(exported), "--out", str(tmp_path / "a.json"))
+    assert calibrated[0] == 0 and calibrated[1].startswith("baseline: ")
+    given = run("calibrate", "--recording", str(plain), "--rate", "125", "--out", str(tmp_path / "b.json"))
+    assert (tmp_path / "a.json").read_text().replace("export.txt", "plain.csv") == (tmp_path / "b.json").read_text()
+    assert given[1].replace("b.json", "a.json") == calibrated[1]
+    feeds = argparse.Namespace(
+        synthetic=False,
+        therapist_input=str(exported),
+        client_input=str(plain),
+        column="resp",
+        strap_rate=25,
+        therapist_drift_ppm=0.0,
+        client_drift_ppm=0.0,
+    )
+    with_rate = configs_from(argparse.Namespace(**vars(feeds), rate=125.0))
+    from_header = configs_from(argparse.Namespace(**{**vars(feeds), "client_input": str(exported)}, rate=None))
+    assert len(with_rate[0].counts) == len(adc) * 25 // 125  # the strap's 25 Hz from the file's 125 Hz
+    assert all(list(a.counts) == list(b.counts) for a, b in zip(with_rate, from_header, strict=True))
+
+    # Without --rate, a file that does not state its rate is a one-line error naming it; so is a rate out of range.
+    no_rate = tmp_path / "no_rate.txt"
+    no_rate.write_text(_opensignals({"a": {"column": ["nSeq", "A1"]}}, ["0\t1\n"] * 10))
+    too_fast = tmp_path / "too_fast.txt"
+    too_fast.write_text(_opensignals({"a": {"column": ["nSeq", "A1"], "sampling rate": 50000}}, ["0\t1\n"] * 10))
+    two = tmp_path / "two.txt"
+    two.write_text(_opensignals({"a": {"column": ["nSeq", "A1"]}, "b": {"column": ["nSeq", "A1"]}}, ["0\t1\t1\t2\n"]))
+    for args, message in [
+        (("detect", str(plain)), f"{plain}: give --rate HZ (the file does not state its sampling rate)"),
+        (("detect", str(no_rate)), f"{no_rate}: give --rate HZ (the file does not state its sampling rate)"),
+        (("detect", str(too_fast)), "recorded at 50000 Hz; breathsync reads 4-10000 Hz"),
+        (("detect", str(two)), "OpenSignals file of 2 devices"),
+        (("detect", str(tmp_path / "none.csv")), "none.csv: no such file"),
+        (("replay", "--therapist", str(exported), "--client", str(plain)), f"{plain}: give --rate HZ"),
+        (("replay", "--therapist", str(plain), "--client", str(exported), "--client-rate", "125"), "give --rate HZ"),
+        (("calibrate", "--recording", str(plain), "--out", str(tmp_path / "c.json")), "give --rate HZ"),
+        (("sim", "--therapist-input", str(exported), "--client-input", str(plain)), f"{plain}: give --rate HZ"),
+    ]:
+        code, out, err = run(*args)
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and message in err, (args, err)
+    assert not (tmp_path / "c.json").exists()
 
 
 @pytest.mark.parametrize(

@@ -484,7 +484,7 @@ def test_sim_plays_a_scripted_dyad_and_its_scripted_troubles(micropython: str, t
         (["--synthetic", "--at", "5:client:battery:3500.5"], "whole millivolts"),
         (["--synthetic", "--therapist-battery-mv", "5000"], "--therapist-battery-mv: battery voltage"),
         (["--therapist-input", "a.csv"], "both --therapist-input and --client-input"),
-        (["--therapist-input", "nope.csv", "--client-input", "nope.csv"], "--rate"),
+        (["--therapist-input", "nope.csv", "--client-input", "nope.csv"], "nope.csv: no such file"),
         (["--therapist-input", "nope.csv", "--client-input", "nope.csv", "--rate", "125"], "no such file"),
         (["--synthetic", "--therapist-bpm", "0"], "breathing rate"),
         (["--synthetic", "--port", "70000"], "--port"),

@@ -39,6 +39,23 @@ class OpenSignalsHeader:
 
 def read_header(handle: io.TextIOBase, path: Path, column: str) -> OpenSignalsHeader:
     """Read the header after its first line (``MARK``) up to ``END_OF_HEADER``; the handle is then at the rows."""
+    device = _device_settings(handle, path)
+    columns, labels = device.get("column"), device.get("label")
+    if not isinstance(columns, list) and isinstance(labels, list):
+        columns = ["nSeq", *labels]  # early OpenSignals (bioplux): the sequence number, then the channels
+    if not isinstance(columns, list) or not columns:
+        raise InputError(f"{path}: OpenSignals header without its columns")
+    names = [str(name) for name in columns]
+    return OpenSignalsHeader(names, _column_of(path, device, names, column), _sampling_rate(path, device))
+
+
+def stated_sampling_rate(handle: io.TextIOBase, path: Path) -> float | None:
+    """The sampling rate the header after its first line (``MARK``) states, if it states one."""
+    return _sampling_rate(path, _device_settings(handle, path))
+
+
+def _device_settings(handle: io.TextIOBase, path: Path) -> dict[str, object]:
+    """The one device's settings, read up to ``END_OF_HEADER``."""
     settings: object = None
     for _ in range(MAX_HEADER_LINES):
         line = handle.readline()
@@ -63,13 +80,7 @@ def read_header(handle: io.TextIOBase, path: Path, column: str) -> OpenSignalsHe
     device = next(iter(settings.values()))
     if not isinstance(device, dict):
         raise InputError(f"{path}: OpenSignals header without the device's settings")
-    columns, labels = device.get("column"), device.get("label")
-    if not isinstance(columns, list) and isinstance(labels, list):
-        columns = ["nSeq", *labels]  # early OpenSignals (bioplux): the sequence number, then the channels
-    if not isinstance(columns, list) or not columns:
-        raise InputError(f"{path}: OpenSignals header without its columns")
-    names = [str(name) for name in columns]
-    return OpenSignalsHeader(names, _column_of(path, device, names, column), _sampling_rate(path, device))
+    return device
 
 
 def _sampling_rate(path: Path, device: dict[str, object]) -> float | None:

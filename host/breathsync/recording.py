@@ -42,6 +42,29 @@ def check_input_rate(sampling_rate: float, n_samples: int | None = None) -> floa
     return float(sampling_rate)
 
 
+def stated_sampling_rate(path: str | Path) -> float | None:
+    """The sampling rate a recording states in its own header (an OpenSignals export), else None. A plain CSV states
+    none, and a pipe is not looked into (it can be read only once, by ``read_recording``)."""
+    path = Path(path)
+    _check_exists(path)
+    if not path.is_file():
+        return None
+    try:
+        with _open_text(path) as handle:
+            if not handle.readline().lstrip().startswith(opensignals.MARK):
+                return None
+            return opensignals.stated_sampling_rate(handle, path)
+    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile, zlib.error) as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from None
+
+
+def _check_exists(path: Path) -> None:
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a recording")
+    if not path.exists():  # a pipe or device (/dev/stdin, <(zcat ...)) is fine: only a regular file is seekable
+        raise InputError(f"{path}: no such file")
+
+
 def _open_text(path: Path) -> io.TextIOBase:
     # utf-8-sig: spreadsheet exports start with a byte-order mark, which would otherwise hide in the first name.
     # Undecodable bytes (a Latin-1 degree sign in some other column's name) become U+FFFD instead of refusing
@@ -138,10 +161,7 @@ def read_recording(
     A file that states its own rate (an OpenSignals header) must agree with ``sampling_rate`` when one is given.
     """
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not a recording")
-    if not path.exists():  # a pipe or device (/dev/stdin, <(zcat ...)) is fine: only a regular file is seekable
-        raise InputError(f"{path}: no such file")
+    _check_exists(path)
     try:
         with _open_text(path) as handle:
             header_line = handle.readline()

@@ -14,9 +14,8 @@ from ..errors import InputError
 from ..link.ble import check_bluetooth
 from ..link.session import LinkError
 from ..link.sources import ble_adapter, check_source, needs_ble
-from ..recording import check_input_rate
 from .arguments import file_path
-from .recording_input import read_strap_input
+from .recording_input import input_rate, read_strap_input
 from .shutdown import stop_on_signals
 
 DEFAULT_OUT = "therapist-baseline.json"
@@ -30,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--ble", default="system", metavar="ADAPTER", help="system (default) or bumble:<transport>")
     parser.add_argument("--recording", metavar="FILE", help="learn from a recording instead (CSV/CSV.gz)")
-    parser.add_argument("--rate", type=float, metavar="HZ", help="the recording's sampling rate")
+    parser.add_argument(
+        "--rate", type=float, metavar="HZ", help="the recording's sampling rate (default: as its header states it)"
+    )
     parser.add_argument("--column", default="resp", help="signal column of the recording (default: resp)")
     parser.add_argument(
         "--strap-rate", type=int, default=25, choices=STRAP_RATES_HZ, metavar="HZ", help="strap rate, 25 or 50"
@@ -77,12 +78,10 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("give either --strap or --recording, not both")
         if not args.recording:
             raise InputError("--recording needs a file name")
-        if args.rate is None:
-            raise InputError("--recording needs --rate HZ (the recording's sampling rate)")
-        check_input_rate(args.rate)
-        strap_input = read_strap_input(args.recording, args.column, args.rate, "the", "calibrate", args.strap_rate)
+        rate_hz = input_rate(args.recording, args.rate)
+        strap_input = read_strap_input(args.recording, args.column, rate_hz, "the", "calibrate", args.strap_rate)
         result = calibrate_recording(
-            strap_input.signal, args.rate, args.strap_rate, args.seconds, args.recording, strap_input.dropouts_s
+            strap_input.signal, rate_hz, args.strap_rate, args.seconds, args.recording, strap_input.dropouts_s
         )
         if args.seconds is not None and result.duration_s < args.seconds - 1.0:
             print(

@@ -8,14 +8,18 @@ import sys
 
 from ..detector import STRAP_RATES_HZ, TimedBreath
 from ..engine.replay import reportable
-from ..recording import check_input_rate
 from ..strap_sim import detect_breaths
-from .recording_input import read_strap_input
+from .recording_input import input_rate, read_strap_input
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="CSV or CSV.gz recording with a header row")
-    parser.add_argument("--rate", type=float, required=True, metavar="HZ", help="sampling rate of the input")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        metavar="HZ",
+        help="sampling rate of the input (default: the rate its own header states, as OpenSignals exports do)",
+    )
     parser.add_argument("--column", default="resp", help="signal column (default: resp)")
     parser.add_argument(
         "--strap-rate",
@@ -34,9 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_input_rate(args.rate)
-    strap_input = read_strap_input(args.input, args.column, args.rate, "the", "detect", args.strap_rate)
-    breaths = detect_breaths(strap_input.signal, args.rate, args.strap_rate, args.interpreter)
+    rate_hz = input_rate(args.input, args.rate)
+    strap_input = read_strap_input(args.input, args.column, rate_hz, "the", "detect", args.strap_rate)
+    breaths = detect_breaths(strap_input.signal, rate_hz, args.strap_rate, args.interpreter)
     out = sys.stdout
     kept = outside_dropouts(breaths, strap_input.dropouts_s)
     for breath in kept:

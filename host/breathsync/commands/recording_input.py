@@ -3,22 +3,51 @@
 ``replay``, ``detect``, ``calibrate --recording`` and ``sim --*-input`` all read a recording the same way:
 rows left out of a timed file come back where its time column says they were, missing samples (empty cells,
 any NaN spelling) are bridged for the strap simulation, and stretches of at least SHORTEST_DROPOUT_S are
-drop-outs: no breath found there is real. Each command prints the same notes on stderr.
+drop-outs: no breath found there is real. Each command prints the same notes on stderr. The sampling rate is
+``--rate``, or the one the file states in its own header (an OpenSignals export): ``input_rate``.
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..adc import check_signal_magnitude
 from ..engine.replay import SHORTEST_DROPOUT_S, missing_as_dropouts, missing_stretches
 from ..errors import InputError
-from ..recording import FloatArray, Recording, read_recording, rows_on_the_time_grid
+from ..recording import (
+    INPUT_RATE_RANGE_HZ,
+    FloatArray,
+    Recording,
+    check_input_rate,
+    read_recording,
+    rows_on_the_time_grid,
+    stated_sampling_rate,
+)
 
 Interval = tuple[float, float]
+
+
+def input_rate(path: str, rate_hz: float | None, option: str = "--rate") -> float:
+    """``path``'s sampling rate: ``rate_hz`` as given on the command line (by ``option``), else the rate the file
+    states in its header (``read_recording`` checks a given one against it). A one-line InputError when neither is
+    there, or the rate is not one breathsync reads."""
+    if rate_hz is not None:
+        try:
+            return check_input_rate(rate_hz)
+        except InputError as exc:
+            raise InputError(str(exc).replace("--rate", option, 1)) from None
+    stated = stated_sampling_rate(path)
+    if stated is None:
+        why = "the file does not state its sampling rate" if Path(path).is_file() else "a pipe is read only once"
+        raise InputError(f"{path}: give {option} HZ ({why})")
+    lo, hi = INPUT_RATE_RANGE_HZ
+    if not lo <= stated <= hi:
+        raise InputError(f"{path}: its header says it was recorded at {stated:g} Hz; breathsync reads {lo:g}-{hi:g} Hz")
+    return stated
 
 
 @dataclass(frozen=True)

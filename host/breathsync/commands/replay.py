@@ -22,8 +22,8 @@ from ..engine import (
 )
 from ..engine.config import stored_config
 from ..errors import InputError
-from ..recording import FloatArray, check_input_rate
-from .recording_input import read_strap_input
+from ..recording import FloatArray
+from .recording_input import input_rate, read_strap_input
 
 if TYPE_CHECKING:
     from ..store import SessionStore
@@ -35,7 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--therapist", metavar="A.csv", help="therapist's recording (CSV/CSV.gz)")
     parser.add_argument("--client", metavar="B.csv", help="client's recording (CSV/CSV.gz)")
-    parser.add_argument("--rate", type=float, metavar="HZ", help="sampling rate of both inputs")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        metavar="HZ",
+        help="sampling rate of both inputs (default: the rate a file's own header states, as OpenSignals exports do)",
+    )
     parser.add_argument(
         "--therapist-rate", type=float, metavar="HZ", help="the therapist's file's sampling rate (over --rate)"
     )
@@ -128,20 +133,16 @@ def run(args: argparse.Namespace) -> int:
             "therapist": args.rate if args.therapist_rate is None else args.therapist_rate,
             "client": args.rate if args.client_rate is None else args.client_rate,
         }
-        if not (args.therapist and args.client and None not in rates.values()):
+        if not (args.therapist and args.client):
             raise InputError(
                 "need a SESSION, or all of --therapist A.csv --client B.csv --rate HZ "
                 "(or each file's own: --therapist-rate HZ --client-rate HZ)"
             )
-        rate_hz: dict[Role, float] = {}
-        for role, rate in rates.items():
-            assert rate is not None
-            option = "--rate" if rate == args.rate else f"--{role}-rate"
-            try:
-                check_input_rate(rate)
-            except InputError as exc:
-                raise InputError(str(exc).replace("--rate", option, 1)) from None
-            rate_hz[role] = rate
+        inputs: tuple[tuple[Role, str], ...] = (("therapist", args.therapist), ("client", args.client))
+        rate_hz: dict[Role, float] = {
+            role: input_rate(path, rates[role], "--rate" if rates[role] == args.rate else f"--{role}-rate")
+            for role, path in inputs
+        }
         column = "resp" if args.column is None else args.column
         columns: dict[Role, str] = {
             "therapist": column if args.therapist_column is None else args.therapist_column,
@@ -150,7 +151,6 @@ def run(args: argparse.Namespace) -> int:
         strap_rate = args.strap_rate or STRAP_RATES_HZ[0]
         signals: dict[Role, FloatArray] = {}
         gaps: dict[Role, tuple[tuple[float, float], ...]] = {}
-        inputs: tuple[tuple[Role, str], ...] = (("therapist", args.therapist), ("client", args.client))
         for role, path in inputs:
             strap_input = read_strap_input(path, columns[role], rate_hz[role], f"the {role}'s", "replay", strap_rate)
             signals[role], gaps[role] = strap_input.signal, strap_input.dropouts_s

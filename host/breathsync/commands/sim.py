@@ -8,8 +8,8 @@ Each strap is firmware/main.py running in the MicroPython unix port behind a Bum
     breathsync stream --ble bumble:tcp-client:127.0.0.1:PORT --therapist ble:breathsync-therapist ...
 
 Feeds: two recordings (``--therapist-input``/``--client-input``, column ``--column`` sampled at
-``--rate`` Hz, CSV or CSV.gz), replayed from the start when they end; ``--synthetic``: a seeded
-breathing generator (therapist seed N, client seed N + 1, one hour each, then repeated); or
+``--rate`` Hz or as their headers state, CSV or CSV.gz), replayed from the start when they end;
+``--synthetic``: a seeded breathing generator (therapist seed N, client seed N + 1, one hour each, then repeated); or
 ``--scenario KIND``: a seeded 6-minute dyad with known ground truth from the bundled recordings (the
 therapist follows the client from a stated time, or the client the therapist, or neither), repeated.
 
@@ -28,7 +28,6 @@ import sys
 from typing import TextIO
 
 from ..errors import InputError
-from ..recording import check_input_rate
 from ..scenarios import KINDS, Kind, Scenario
 from ..sim import (
     SimError,
@@ -42,7 +41,7 @@ from ..sim.feeds import SCENARIO_SECONDS, Counts, scenario_feeds
 from ..sim.script import ScriptStep, parse_step, play_script
 from ..sim.strap import BATTERY_MV_RANGE, check_battery_mv
 from .arguments import non_negative_int, positive_float, seconds_or_forever
-from .recording_input import read_strap_input
+from .recording_input import input_rate, read_strap_input
 from .shutdown import stop_on_signals
 
 SYNTHETIC_SECONDS = 3600.0
@@ -54,7 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     feed = parser.add_argument_group("feed (one of)")
     feed.add_argument("--therapist-input", metavar="CSV", help="recording the therapist's strap senses")
     feed.add_argument("--client-input", metavar="CSV", help="recording the client's strap senses")
-    feed.add_argument("--rate", type=positive_float, metavar="HZ", help="sampling rate of the input recordings")
+    feed.add_argument(
+        "--rate",
+        type=positive_float,
+        metavar="HZ",
+        help="sampling rate of the input recordings (default: as their headers state it)",
+    )
     feed.add_argument("--column", default="resp", help="column of the respiration signal (default: resp)")
     feed.add_argument("--synthetic", action="store_true", help="seeded synthetic breathing instead of recordings")
     feed.add_argument(
@@ -111,7 +115,7 @@ def _prepare(args: argparse.Namespace) -> tuple[list[StrapConfig], str | None]:
     scenario = getattr(args, "scenario", None)
     if [bool(args.synthetic), recordings, scenario is not None].count(True) != 1:
         raise InputError(
-            "give one feed: --synthetic, --scenario KIND, or both --therapist-input and --client-input (with --rate)"
+            "give one feed: --synthetic, --scenario KIND, or both --therapist-input and --client-input (and --rate)"
         )
     rate = args.strap_rate
     feeds: dict[str, Counts]
@@ -127,13 +131,11 @@ def _prepare(args: argparse.Namespace) -> tuple[list[StrapConfig], str | None]:
     else:
         if args.therapist_input is None or args.client_input is None:
             raise InputError("recordings need both --therapist-input and --client-input")
-        if args.rate is None:
-            raise InputError("--rate HZ (the recordings' sampling rate) is required with recordings")
-        check_input_rate(args.rate)
         feeds = {}
         for role, path in (("therapist", args.therapist_input), ("client", args.client_input)):
-            recording = read_strap_input(path, args.column, args.rate, f"the {role}'s", "sim", rate, dropouts=False)
-            feeds[role] = signal_counts(recording.signal, args.rate, rate, path)
+            rate_hz = input_rate(path, args.rate)
+            recording = read_strap_input(path, args.column, rate_hz, f"the {role}'s", "sim", rate, dropouts=False)
+            feeds[role] = signal_counts(recording.signal, rate_hz, rate, path)
     drift = {"therapist": args.therapist_drift_ppm, "client": args.client_drift_ppm}
     battery = {r: getattr(args, f"{r}_battery_mv", 3900) for r in ("therapist", "client")}
     for role, mv in battery.items():
