@@ -42,7 +42,7 @@ def input_rate(path: str, rate_hz: float | None, option: str = "--rate") -> floa
             raise InputError(str(exc).replace("--rate", option, 1)) from None
     stated = stated_sampling_rate(path)
     if stated is None:
-        why = "the file does not state its sampling rate" if Path(path).is_file() else "a pipe is read only once"
+        why = "the file does not state its sampling rate" if Path(path).is_file() else "a pipe is not searched for one"
         raise InputError(f"{path}: give {option} HZ ({why})")
     lo, hi = INPUT_RATE_RANGE_HZ
     if not lo <= stated <= hi:
