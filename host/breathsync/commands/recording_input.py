@@ -42,7 +42,8 @@ def input_rate(path: str, rate_hz: float | None, option: str = "--rate") -> floa
             raise InputError(str(exc).replace("--rate", option, 1)) from None
     stated = stated_sampling_rate(path)
     if stated is None:
-        why = "the file does not state its sampling rate" if Path(path).is_file() else "a pipe is not searched for one"
+        stating = Path(path).is_file()
+        why = "the file does not state its sampling rate" if stating else "a pipe's header is not read for it"
         raise InputError(f"{path}: give {option} HZ ({why})")
     lo, hi = INPUT_RATE_RANGE_HZ
     if not lo <= stated <= hi:
