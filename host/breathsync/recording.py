@@ -495,6 +495,12 @@ def rows_on_the_time_grid(recording: Recording, sampling_rate: float, path: str 
         raise InputError(f"{path}: row {row}: {recording.time_column!r} goes backwards or repeats")
     # A jump is a step of at least JUMP_STEPS rows' worth: timestamp jitter and a clock a few percent off are
     # not rows left out (rounding each step would add rows for every late stamp and never take them back).
+    # The local step is a mean of ordinary steps (or the first rows' step), so no shorter than the shortest of them: no
+    # step JUMP_STEPS times that long, no jump (the usual file, whose per-row measure took a tenth of a 1000 Hz replay).
+    ordinary = steps[steps <= (JUMP_STEPS - 0.5) * step]
+    shortest = min(step, float(ordinary.min())) if len(ordinary) else step
+    if not np.any(steps > JUMP_STEPS * shortest * (1 - 1e-9)):
+        return TimeGrid(recording.values, unit, 0, 0)
     dt, rows = np.diff(time[known]), np.diff(known)
     local = _step_before(steps, step)
     jump = dt > JUMP_STEPS * rows * local
