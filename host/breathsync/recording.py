@@ -231,17 +231,17 @@ def _numeric_columns(
         return None
     if missing[0] and ("\n\n" in text or text.startswith("\n") or text.endswith("\n")):  # blank rows: missing samples
         text = _EMPTY_LINE.sub(delimiter * (width - 1), text)
-    # Separators per line, counted in the UTF-8 bytes at once (a count per line took as long as the split).
+    # Separators per line, found in the UTF-8 bytes at once (a count per line took as long as the split).
     raw = np.frombuffer(text.encode(), dtype=np.uint8)
     ends = np.append(np.flatnonzero(raw == ord("\n")), raw.size)
     if int(np.diff(ends, prepend=-1).max()) - 1 > csv.field_size_limit():  # bytes: at least as many as characters
         return None
-    per_line = np.diff(np.searchsorted(np.flatnonzero(raw == ord(delimiter)), ends), prepend=0)
-    if not (per_line == width - 1).all():
+    separators = np.flatnonzero(raw == ord(delimiter))
+    if not _every_line_has(separators, ends, width - 1):
         # Every row one separator longer, at its end (OpenSignals ends its rows so): an empty last cell, which the
         # row-by-row rules read past.
         ended = text.endswith(delimiter) and text.count(delimiter + "\n") == len(ends) - 1
-        if not (ended and (per_line == width).all()):
+        if not (ended and _every_line_has(separators, ends, width)):
             return None
         text = text.replace(delimiter + "\n", "\n")[:-1]
     try:  # numpy's C reader takes only the wanted cells (~2.5x faster), and nothing float() would refuse
@@ -260,6 +260,17 @@ def _numeric_columns(
         return [_floats(cells[c::width], m) for c, m in zip(columns, missing, strict=True)]
     except ValueError:  # not a number (a date, a unit): the rows are split one by one
         return None
+
+
+def _every_line_has(separators: npt.NDArray[np.intp], ends: npt.NDArray[np.intp], count: int) -> bool:
+    """Whether each line holds ``count`` of the (sorted) ``separators``, the lines ending at ``ends``: with as many
+    in all, it is enough that each line's first lies after the last line's end, and its last before its own."""
+    if len(separators) != count * len(ends):
+        return False
+    if count == 0:
+        return True
+    per_line = separators.reshape(len(ends), count)
+    return bool((per_line[:, -1] < ends).all() and (per_line[1:, 0] > ends[:-1]).all())
 
 
 _EMPTY_LINE = re.compile(r"^$", re.MULTILINE)
