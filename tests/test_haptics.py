@@ -73,6 +73,32 @@ def test_duty_window_defers_pulses() -> None:
     assert h.on and h._on_since == 10000
 
 
+@pytest.mark.parametrize("idle_days", [1, 5, 6.3, 7, 10, 12, 13, 20])
+def test_a_pattern_days_after_the_last_pulse_plays_at_once(idle_days: float) -> None:
+    # ticks_ms wraps every 2**30 ms (12.4 days): a pulse that ended more than 6.2 days ago reads as ending in the
+    # future, and the min-off wait after it used to put the next pattern's first pulse ~6 days ahead (OK answered,
+    # nothing felt).
+    h = Haptics()
+    h.start(0, 1, 300, 300, 60)
+    assert drive(h, 1000) == [(0, 60), (300, 0)]
+    start = int(300 + idle_days * 86_400_000) & hp._MASK
+    h.host_seen(start)
+    h.start(start, 3, 300, 300, 60)
+    changes = drive(h, start + 2000, start_ms=start)
+    assert [t - start for t, d in changes if d] == [0, 600, 1200], changes
+    assert h.pulses_done == 4
+
+
+def test_a_replaced_pattern_still_waits_min_off_after_the_pulse_it_cut() -> None:
+    h = Haptics()
+    h.start(0, 3, 300, 300, 60)
+    assert h.tick(0) == 60 and h.tick(100) == 60
+    h.start(100, 1, 300, 300, 60)  # cuts the pulse at 100 ms: the next may start min_off after it
+    assert h.tick(100) == 0
+    changes = drive(h, 1000, start_ms=101)
+    assert [t for t, d in changes if d] == [100 + config.HAPTIC_MIN_OFF_MS], changes
+
+
 def test_stall_and_host_silence_abort() -> None:
     h = Haptics()
     h.start(0, 5, 500, 500, 70)

@@ -179,9 +179,10 @@ class Haptics:
         self._on_ms = on_ms
         self._off_ms = off_ms
         self.level_pct = intensity_pct
-        # First pulse now, or after min_off if a pulse just ended (a replaced pattern).
+        # First pulse now, or after min_off if a pulse just ended (a replaced pattern). A negative idle is a pulse
+        # that ended more than half the ticks period ago (6.2 days), not one in the future: no wait.
         self._phase_end = now_ms & _MASK
-        if self._last_off_valid and ticks_diff(now_ms, self._last_off) < self.min_off_ms:
+        if self._last_off_valid and 0 <= idle < self.min_off_ms:
             self._phase_end = (self._last_off + self.min_off_ms) & _MASK
         self._last_tick = now_ms & _MASK
         self._deferred = False
