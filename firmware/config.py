@@ -51,7 +51,7 @@ I2C_ID = const(0)
 I2C_FREQ_HZ = const(400_000)
 LPS22_ADDR = const(0x5D)  # Adafruit LPS22 breakout default (SA0 high); 0x5C with SA0 low
 LPS22_GAIN_SHIFT = const(0)  # u16 counts = 32768 + (p - baseline) >> shift; 1 count = 1/4096 hPa
-LPS22_BASELINE_SHIFT = const(11)  # baseline EMA over 2**11 samples (82 s at 25 Hz)
+LPS22_BASELINE_SHIFT = const(11)  # baseline EMA over 2**11 samples at 25 Hz (82 s; 2**12 at 50 Hz)
 
 # ---- haptics (core/haptics.py ABS_* are the ceilings these must not exceed) ----
 HAPTICS = ("erm_pwm", "drv2605")
@@ -69,7 +69,7 @@ HAPTIC_TICK_MS = const(20)  # control-loop period while a pattern runs
 HAPTIC_STALL_MS = const(100)  # no tick for this long: motor off (core + hardware timer)
 HAPTIC_HOST_SILENT_MS = const(5000)  # nothing from the host for this long: pattern aborted
 HAPTIC_TIMER_ID = const(1)  # machine.Timer used as the motor's off-timer
-HAPTIC_OFF_RETRY_MS = const(20)  # an 'off' the driver did not take (I2C error) is retried this often
+HAPTIC_OFF_RETRY_MS = const(20)  # an 'off' the driver did not take (I2C error) is retried after this (backing off)
 DRV2605_ADDR = const(0x5A)
 DRV2605_RATED_MV = const(3000)  # ERM rated voltage: sets the DRV2605L's overdrive clamp
 

@@ -456,7 +456,10 @@ def test_a_strap_that_cannot_vibrate_answers_haptic_with_internal_error(
         ["write", 1500, 8, "18020000000000" + "00"],
         ["write", 2000, 9, "190305"],  # IDENTIFY: a pattern too
     ]
-    run = run_app(run_micropython, tmp_path, bundled_counts(25), actions, end_ms=3000, settings=settings)
+    # The DRV2605 driver's source is imported (and fails) on top of HEAP: x64 objects are twice the ESP32's.
+    run = run_app(
+        run_micropython, tmp_path, bundled_counts(25), actions, end_ms=3000, settings=settings, heapsize="384K"
+    )
     responses = [
         p
         for _t, p in run.packets()
@@ -610,6 +613,98 @@ def test_set_rate_50_ring_holds_150_s_until_reboot(run_micropython: RunMicroPyth
     reboot.mkdir()
     run = run_app(run_micropython, reboot, bundled_counts(50), [], end_ms=2000, settings=saved, host=False)
     assert run.summary["rate_hz"] == 50 and run.summary["ring_capacity"] == 15_000  # 300 s at 50 Hz
+
+
+def test_set_rate_moves_the_pressure_sensor_to_the_new_rate(run_micropython: RunMicroPython, tmp_path: Path) -> None:
+    """The LPS22 converts on its own clock (ODR): sampled at 50 Hz while it still converted at 50 Hz, the two
+    clocks would beat (some conversions read twice, others never). SET_RATE moves it to the ODR above the new
+    rate, and its baseline keeps its time constant in seconds (one more bit of samples)."""
+    actions = [["connect", 500, 23], ["write", 1000, 9, "190103" + "32"]]  # SET_RATE 50
+    for moved in (False, True):
+        where = tmp_path / str(moved)
+        where.mkdir()
+        run = run_app(
+            run_micropython,
+            where,
+            bundled_counts(25),
+            actions if moved else [],
+            end_ms=3000,
+            settings={"sensor": "lps22"},
+            heapsize="384K",  # the LPS22 driver's source on top of HEAP (x64: twice the ESP32's object sizes)
+            host=False,
+            lps22=True,
+            script=MP_DIR / "app_faults.py",
+        )
+        assert run.summary["rate_hz"] == (50 if moved else 25)
+        # ODR code 5 is 75 Hz, for 50 Hz; 4 is 50 Hz, for 25 Hz.
+        assert f"lps22: odr code {5 if moved else 4}, baseline shift {11 + moved}" in run.stderr
+
+
+def test_a_settings_write_during_a_pulse_turns_the_motor_off_first(
+    run_micropython: RunMicroPython, tmp_path: Path
+) -> None:
+    """A flash write blocks the interpreter (tens to hundreds of ms on the ESP32), the soft timer that ends a pulse
+    included: a SET_ROLE 950 ms into a 1000 ms pulse held the motor on for 1250 ms. The pulse ends before the write."""
+    actions = [
+        ["connect", 1000, 23],
+        ["write", 2000, 8, "1801" + "01" + struct.pack("<HH", 1000, 0).hex() + "50"],  # one 1000 ms pulse, 80 %
+        ["write", 2950, 9, "190206" + "01"],  # SET_ROLE therapist: a settings write
+    ]
+    run = run_app(
+        run_micropython,
+        tmp_path,
+        bundled_counts(25),
+        actions,
+        end_ms=6000,
+        flash_ms=300,
+        host=False,
+        script=MP_DIR / "app_faults.py",
+    )
+    timeline = [struct.unpack("<II", d) for _t, _h, d in run.kind(K_PWM)]
+    ends = [*timeline[1:], (run.summary["t_ms"], 0)]
+    on = [(t0, t1) for (t0, d0), (t1, _d1) in zip(timeline, ends, strict=True) if d0 > 0]
+    assert on and all(t1 - t0 <= 1000 for t0, t1 in on), on
+    assert on[0][1] <= 2950 + 20, on  # off when the command was handled, before the write
+    responses = [p for _t, p in run.packets() if isinstance(p, ResponsePacket)]
+    assert [r.result for r in responses] == [ResultCode.OK, ResultCode.OK]
+
+
+def test_a_haptic_driver_that_stops_answering_is_an_error_not_a_nudge(
+    run_micropython: RunMicroPython, tmp_path: Path
+) -> None:
+    """A DRV2605L whose I2C fails after boot (a loose connector): HAPTIC and IDENTIFY were answered OK with the
+    pattern's length, and the host recorded nudges nobody felt. Now INTERNAL_ERROR, as for a driver missing at boot."""
+    actions = [
+        ["connect", 1000, 23],
+        ["write", 1500, 8, "1801" + "02" + struct.pack("<HH", 200, 300).hex() + "50"],  # before the fault: OK
+        ["write", 2500, 8, "1802" + "03" + struct.pack("<HH", 200, 300).hex() + "50"],  # after it
+        ["write", 4000, 9, "190305"],  # IDENTIFY
+    ]
+    run = run_app(
+        run_micropython,
+        tmp_path,
+        bundled_counts(25),
+        actions,
+        end_ms=6000,
+        settings={"haptic": "drv2605"},
+        heapsize="384K",  # the DRV2605 driver's source on top of HEAP
+        host=False,
+        drv2605_fails_at_ms=2200,
+        script=MP_DIR / "app_faults.py",
+    )
+    responses = [p for _t, p in run.packets() if isinstance(p, ResponsePacket)]
+    assert [(r.tag, r.result) for r in responses] == [
+        (1, ResultCode.OK),
+        (2, ResultCode.INTERNAL_ERROR),
+        (3, ResultCode.INTERNAL_ERROR),
+    ], responses
+    assert responses[0].value0 == 2 * 200 + 300
+
+
+def test_status_timing_survives_the_ticks_wrap(run_micropython: RunMicroPython) -> None:
+    """tests/mp/app_ticks.py: the sensor's warm-up over days of uptime."""
+    proc = run_micropython(MP_DIR / "app_ticks.py", path=(DOUBLES, FIRMWARE))
+    assert proc.returncode == 0 and proc.stdout.decode().strip() == "ok", proc.stderr.decode()
 
 
 def test_set_name_and_rate_persist(run_micropython: RunMicroPython, tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ bus writes when the level does not change.
 core's ``off_by_ms``: if the control loop stalls (or a pulse end is reached between ticks)
 the timer callback switches the motor off on time. On the ESP32 port machine.Timer callbacks
 are soft (scheduled), so an I2C write in the callback is allowed. An 'off' the driver did not
-take (an I2C error: ``level_pct`` is then not 0) re-arms the same timer every ``retry_ms`` until
-it does: after a pattern's end nothing else would touch the motor again. If the interpreter itself
+take (an I2C error: ``level_pct`` is then not 0) re-arms the same timer until it does, after
+``retry_ms`` and then twice as long each time up to ``_RETRY_MAX_MS`` (each try on a stuck bus
+blocks for the I2C timeout): after a pattern's end nothing else would touch the motor again. If the interpreter itself
 hangs, the hardware WDT resets the chip and the gate pull-down keeps the MOSFET off.
 """
 
@@ -27,6 +28,9 @@ except ImportError:  # CPython
 
     def const(value):
         return value
+
+
+_RETRY_MAX_MS = const(320)
 
 
 class NullMotor:
@@ -70,6 +74,7 @@ class GuardedMotor:
         self.motor = motor
         self.timer = timer
         self.retry_ms = retry_ms
+        self._retry_next_ms = retry_ms
         self.forced_off = 0
         self.off_retries = 0
         self._armed = False
@@ -104,6 +109,12 @@ class GuardedMotor:
         self._retry_if_on()
 
     def _retry_if_on(self):
-        if self.motor.level_pct != 0 and not self._armed:
-            self.timer.init(mode=self.timer.ONE_SHOT, period=self.retry_ms, callback=self._cb)
+        if self.motor.level_pct == 0:
+            self._retry_next_ms = self.retry_ms
+        elif not self._armed:
+            # Each try on a stuck I2C bus blocks for its timeout (50 ms): retries back off, or they would take most
+            # of the loop's time, sampling's included.
+            period = self._retry_next_ms
+            self.timer.init(mode=self.timer.ONE_SHOT, period=period, callback=self._cb)
             self._armed = True
+            self._retry_next_ms = period * 2 if period < _RETRY_MAX_MS // 2 else _RETRY_MAX_MS

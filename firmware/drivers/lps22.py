@@ -40,9 +40,10 @@ class Lps22Bladder:
 
     counts = 32768 + (p - baseline) >> gain_shift, clipped to 0..65535, with p in hPa/4096
     (1 count = 0.024 Pa at gain_shift 0: +-8 hPa of range, far more than a bladder swing).
-    The baseline is an EMA over 2**baseline_shift samples (82 s at 25 Hz): it follows the
-    weather and bladder creep, not breaths. The sensor runs at the next ODR above the strap
-    rate (50 Hz for 25, 75 Hz for 50) so each read gets a fresh conversion.
+    The baseline is an EMA over 2**baseline_shift samples at 25 Hz (82 s; one more bit at 50 Hz, the
+    same time): it follows the weather and bladder creep, not breaths. The sensor runs at the next ODR
+    above the strap rate (50 Hz for 25, 75 Hz for 50) so each read gets a fresh conversion; ``set_rate``
+    follows a SET_RATE.
     """
 
     kind = "lps22"
@@ -51,6 +52,7 @@ class Lps22Bladder:
         self._i2c = i2c
         self._addr = addr
         self._gain_shift = gain_shift
+        self._base_shift_25hz = baseline_shift
         self._base_shift = baseline_shift
         self._buf = bytearray(3)
         self.errors = 0
@@ -61,8 +63,20 @@ class Lps22Bladder:
             raise OSError(19)  # ENODEV: something else answers at this address
         self.whoami = who
         i2c.writeto_mem(addr, _CTRL_REG2, bytes((_IF_ADD_INC | _SWRESET,)))
+        self._configure(rate_hz)
+
+    def set_rate(self, rate_hz):
+        """Sample at ``rate_hz`` from now (a SET_RATE); an I2C error counts in ``errors`` (STATUS: SENSOR_FAULT)."""
+        try:
+            self._configure(rate_hz)
+        except OSError:
+            self.errors += 1
+
+    def _configure(self, rate_hz):
+        # The ODR above the rate, and the baseline's time constant kept in seconds.
         odr = _ODR_50HZ if rate_hz <= 25 else _ODR_75HZ
-        i2c.writeto_mem(addr, _CTRL_REG1, bytes(((odr << 4) | _EN_LPFP | _BDU,)))
+        self._i2c.writeto_mem(self._addr, _CTRL_REG1, bytes(((odr << 4) | _EN_LPFP | _BDU,)))
+        self._base_shift = self._base_shift_25hz + (0 if rate_hz <= 25 else 1)
 
     def read_u16(self):
         try:

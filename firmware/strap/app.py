@@ -159,7 +159,7 @@ class App:
         self.wdt_feeds = 0
         self.wdt_missed = 0
         self._rail_run = 0
-        self._warm_until = 0
+        self._warm_until = 0  # while not 0: STARTING until then (0 once passed: kept for days, it would wrap ahead)
         self._sensor_errors = 0
         self._battery_pct = BATTERY_UNKNOWN
         self._battery_sent = -1
@@ -190,7 +190,7 @@ class App:
 
     async def main(self):
         now = ticks_ms()
-        self._warm_until = now + _WARMUP_MS
+        self._warm_until = (now + _WARMUP_MS) | 1
         self._battery_at = now
         self._status_at = now
         self.link.start()
@@ -373,6 +373,12 @@ class App:
         h = self.haptics
         clamps = h.start(now, pulses, on_ms, off_ms, pct)
         self.guard.step(h, now)  # right after start(): the output follows at once
+        if self.hw.motor.level_pct < 0:
+            # The driver did not take the level (the DRV2605L's I2C failed): nothing may be felt, and an OK would
+            # have the host record a nudge delivered. The guard keeps retrying 'off'.
+            h.stop(now)
+            self.guard.step(h, now)
+            return INTERNAL_ERROR, 0, 0
         self._hap_flag.set()
         if pulses == 1:
             clamps &= ~CLAMP_OFF  # off_ms plays no part in a single pulse
@@ -406,7 +412,8 @@ class App:
         elif op == OP_IDENTIFY:
             if self.hw.motor.kind == "none":  # nothing would vibrate
                 return INTERNAL_ERROR, 0, 0
-            self._play(now, _IDENT_PULSES, _IDENT_ON_MS, _IDENT_OFF_MS, _IDENT_PCT)
+            if self._play(now, _IDENT_PULSES, _IDENT_ON_MS, _IDENT_OFF_MS, _IDENT_PCT)[0] != OK:
+                return INTERNAL_ERROR, 0, 0
         elif op == OP_SET_ROLE:
             self.role = out[CMD_ARG0]  # decode_command allows 0..2 only: every one has a name
             if self._persist("role", _ROLE_NAMES[self.role]) != OK:
@@ -427,6 +434,14 @@ class App:
         return OK, 0, 0
 
     def _persist(self, key, value):
+        # A flash write blocks the interpreter for tens to hundreds of ms on the ESP32, the soft timer that ends a
+        # pulse included: a pulse on now could outlast its limit. The motor goes off first (the host asked for a
+        # setting; a nudge cut short is the safe side).
+        h = self.haptics
+        if h.active:
+            now = ticks_ms()
+            h.stop(now)
+            self.guard.step(h, now)
         st = self.settings.set(key, value)
         if st == OK:
             st = self.settings.save()
@@ -442,10 +457,13 @@ class App:
             if n == 0:
                 break
             self.ring.push_many(chunk, n)
+        set_sensor_rate = getattr(self.hw.sensor, "set_rate", None)  # a sensor with its own clock (LPS22 ODR)
+        if set_sensor_rate is not None:
+            set_sensor_rate(rate)
         self.rate_hz = rate
         self.streamer.set_rate(rate)
         self._reset_detector(self.ring.head())
-        self._warm_until = ticks_ms() + _WARMUP_MS
+        self._warm_until = (ticks_ms() + _WARMUP_MS) | 1
         self.sampler.start(rate)
         # The ring keeps its boot size (a 50 Hz ring for every boot costs 15 KB more: docs/firmware.md
         # "Memory"), so 25 -> 50 Hz halves the time it holds until the next boot sizes it anew.
@@ -485,8 +503,10 @@ class App:
         if errors != self._sensor_errors:
             self._sensor_errors = errors
             return SENSOR_FAULT
-        if ticks_diff(self._warm_until, now) > 0:
-            return SENSOR_STARTING
+        if self._warm_until:
+            if ticks_diff(self._warm_until, now) > 0:
+                return SENSOR_STARTING
+            self._warm_until = 0
         if self._rail_run > self.rate_hz:
             return SENSOR_SATURATED
         return SENSOR_OK

@@ -241,14 +241,14 @@ class Streamer:
             if kind == _K_NONE:
                 return IDLE
             wait = ticks_diff(self._next_ms, now_ms)
-            if wait > 0:
+            if 0 < wait <= NOTIFY_MAX_BACKOFF_MS:  # longer: a deadline from 6.2+ days ago (ticks wrap), due
                 return wait
             self._build(kind, link)
             if self._n == 0:
                 return 0  # the pick turned out empty (e.g. a finished backfill): look again
         else:
             wait = ticks_diff(self._next_ms, now_ms)
-            if wait > 0:
+            if 0 < wait <= NOTIFY_MAX_BACKOFF_MS:  # longer: a deadline from 6.2+ days ago (ticks wrap), due
                 return wait
         try:
             ok = link.send(self._channel(), self.pkt, self._n)

@@ -179,10 +179,33 @@ def check_drv2605_failed_off_write_is_retried():
     machine.sim.fail_i2c(config.DRV2605_ADDR, 3)  # this write and the next two retries fail
     hw.guard.apply(0, 0)
     assert dev.level() > 0 and hw.motor.level_pct != 0
-    machine.sim.advance_to(100 + 4 * config.HAPTIC_OFF_RETRY_MS)
+    retry = config.HAPTIC_OFF_RETRY_MS
+    machine.sim.advance_to(100 + retry + 2 * retry + 4 * retry - 1)  # retries back off: 20, 40, 80 ms
+    assert dev.level() > 0 and hw.guard.off_retries == 2
+    machine.sim.advance_to(100 + 7 * retry)
     assert dev.level() == 0 and hw.motor.level_pct == 0, (dev.timeline, hw.motor.level_pct)
     assert hw.motor.errors == 3 and hw.guard.off_retries == 3
-    assert dev.timeline[-1] == (100 + 3 * config.HAPTIC_OFF_RETRY_MS, 0), dev.timeline
+    assert dev.timeline[-1] == (100 + 7 * retry, 0), dev.timeline
+    # The next failure starts again at the shortest retry.
+    hw.guard.apply(60, 400)
+    machine.sim.fail_i2c(config.DRV2605_ADDR, 1)
+    hw.guard.apply(0, 0)
+    machine.sim.advance_to(100 + 8 * retry)
+    assert dev.level() == 0 and dev.timeline[-1] == (100 + 8 * retry, 0), dev.timeline
+
+
+def check_drv2605_off_retries_on_a_stuck_bus_back_off():
+    # A bus that never answers: each try blocks for the I2C timeout on the device, so the tries spread out (at most
+    # one per 320 ms) instead of taking most of the loop's time; they never stop.
+    dev, hw = _drv2605_driving()
+    machine.sim.fail_i2c(config.DRV2605_ADDR, 10**6)
+    hw.guard.apply(0, 0)
+    machine.sim.advance_to(100 + 10_000)
+    tries = hw.guard.off_retries
+    assert 30 <= tries <= 40, tries  # ~10 s / 320 ms; a fixed 20 ms period made 500
+    machine.sim.fail_i2c(config.DRV2605_ADDR, 0)  # the bus recovers: off within one period
+    machine.sim.advance_to(100 + 10_000 + 320)
+    assert dev.level() == 0 and hw.motor.level_pct == 0
 
 
 def check_drv2605_failed_forced_off_is_retried():
@@ -411,6 +434,41 @@ def check_sampler_overrun_fillers_in_a_partly_drained_ring():
         got += list(out[:n])
     assert s.overruns == 3 and len(got) == 195, (s.overruns, len(got))
     assert got[:187] == list(range(187)) and got[187:190] == [186] * 3 and got[190:] == list(range(190, 195))
+
+
+DAY_MS = 86_400_000
+MASK_MS = 0x3FFFFFFF  # ticks_ms wraps at 2**30 ms on the ESP32 (12.4 days)
+
+
+class _QuietLink:
+    connected = True
+    spp = 7
+    min_interval_ms = 50
+
+    def __init__(self):
+        self.sent = 0
+
+    def send(self, channel, buf, n):
+        self.sent += 1
+        return True
+
+
+def check_stream_answers_at_once_after_days_quiet():
+    # A wired strap on its charger sends nothing for days (not streaming, STATUS unchanged). The first answer
+    # after 6.2+ days used to wait until a pacing deadline that the ticks wrap put days ahead: the stream task
+    # slept, stopped feeding the watchdog, and the strap reset.
+    from core.ringbuf import EventRing, SampleRing
+    from strap.stream import Streamer
+
+    for days in (1, 6, 6.3, 7, 10, 12.3, 13):
+        s = Streamer(SampleRing(100), EventRing(8, 5), 25)
+        link = _QuietLink()
+        boot = 123_456
+        s.attach(link, boot)
+        now = int(boot + days * DAY_MS) & MASK_MS
+        s.respond(bytes(13), 13)
+        wait = s.pump(now)
+        assert link.sent == 1 and 0 <= wait <= 50, (days, wait, link.sent)
 
 
 CHECKS = [(name, obj) for name, obj in sorted(globals().items()) if name.startswith("check_")]
