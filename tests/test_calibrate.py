@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import gzip
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -120,11 +121,14 @@ def test_baseline_file_round_trip_and_validation(tmp_path: Path) -> None:
         ({"rate_bpm": "fast"}, "rate_bpm must be a finite number"),
         ({"rate_sd_bpm": 0}, "rate_sd_bpm must be within"),
         ({"depth": -1}, "depth must be >= 0"),
-        ({"n_breaths": 2}, "n_breaths must be an integer >= 6"),
+        ({"n_breaths": 2}, "n_breaths must be an integer within [6, 100000]"),
         ({"n_breaths": True}, "n_breaths must be an integer"),
+        # Integers too large for a float (a hand-edited file) were an OverflowError traceback.
+        ({"rate_bpm": 10**400}, f"rate_bpm must be a finite number (got 1{'0' * 36}...)"),
+        ({"n_breaths": 10**400}, "n_breaths must be an integer within"),
     ]:
         path.write_text(json.dumps({**good, **change}))
-        with pytest.raises(InputError, match=message):
+        with pytest.raises(InputError, match=re.escape(message)):
             read_baseline(path)
     path.write_text("{not json")
     with pytest.raises(InputError, match="invalid JSON"):

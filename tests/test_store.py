@@ -29,6 +29,7 @@ from breathsync.store import (
     StoreError,
     StrapInfo,
 )
+from breathsync.values import shown
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -359,6 +360,8 @@ def test_stored_records_read_fields_that_older_or_damaged_writers_left_out_as_ab
     assert state.decision == "no_lock" and state.number("plv") == 0.75
     assert all(math.isnan(state.number(name)) for name in ("lag_s", "direction", "muted", "not_a_field"))
     assert StoredState(5.0, {"decision": 3}).decision is None and StoredState(5.0, {}).decision is None
+    assert math.isnan(StoredState(5.0, {"plv": 10**400}).number("plv"))  # too large for a float: not an error
+    assert shown(10**5000) == "an integer of thousands of digits"  # its repr raises ValueError in an error line
 
     pending = StoredNudge(1, 10.0, {"plv": 0.9, "pattern": {"pulse_count": 3, "on_ms": 200, "off_ms": 300}}, None)
     assert pending.decoupled is None and pending.decoupled_after_s is None and pending.delivered is None
@@ -371,3 +374,4 @@ def test_stored_records_read_fields_that_older_or_damaged_writers_left_out_as_ab
     not_yet = StoredNudge(3, 30.0, {"delivered": "yes"}, {"decoupled": None, "after_s": None})
     assert not_yet.decoupled is None and not_yet.delivered is None
     assert StoredNudge(4, 40.0, {}, {"decoupled": False, "after_s": None}).decoupled is False
+    assert StoredNudge(5, 50.0, {"plv": 10**400}, {"decoupled": True, "after_s": 10**400}).decoupled_after_s is None

@@ -7,12 +7,12 @@ Used by the engine's ``[engine]``/``[policy]`` tables and the daemon's ``[sessio
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .values import finite_float, shown
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -59,19 +59,20 @@ def table_to_dataclass(
         label = f"{where}: {name}.{key}"
         if isinstance(default, bool):
             if not isinstance(value, bool):
-                raise InputError(f"{label} must be a bool (got {value!r})")
+                raise InputError(f"{label} must be a bool (got {shown(value)})")
         elif isinstance(default, str):
             if not isinstance(value, str):
-                raise InputError(f"{label} must be a string (got {value!r})")
+                raise InputError(f"{label} must be a string (got {shown(value)})")
         elif isinstance(value, bool):  # TOML true/false where a number belongs (bool is an int in Python)
-            raise InputError(f"{label} must be a number (got {value!r})")
+            raise InputError(f"{label} must be a number (got {shown(value)})")
         elif isinstance(default, int):
             if not isinstance(value, int):
-                raise InputError(f"{label} must be an integer (got {value!r})")
+                raise InputError(f"{label} must be an integer (got {shown(value)})")
         elif isinstance(default, float):
-            if not isinstance(value, int | float) or not math.isfinite(float(value)):
-                raise InputError(f"{label} must be a finite number (got {value!r})")
-            value = float(value)
+            number = finite_float(value)
+            if number is None:
+                raise InputError(f"{label} must be a finite number (got {shown(value)})")
+            value = number
         if ranges is not None and key in ranges and isinstance(value, int | float) and not isinstance(value, bool):
             lo, hi = ranges[key]
             if not lo <= value <= hi:

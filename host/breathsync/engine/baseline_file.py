@@ -16,12 +16,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+from ..values import finite_float, shown
 from .person import MIN_BASELINE_BREATHS
 from .state import Baseline
 
@@ -32,6 +32,7 @@ FORMAT = "breathsync-baseline"
 VERSION = 1
 RATE_RANGE_BPM = (2.0, 80.0)  # wider than the detector's 4-60/min: a file is rejected only when absurd
 MAX_RATE_SD_BPM = 30.0
+MAX_BREATHS = 100_000  # an hour of calibration at 80/min is under 5,000
 
 
 @dataclass(frozen=True)
@@ -69,16 +70,16 @@ def baseline_from_dict(data: object, where: str) -> Baseline:
     if not isinstance(data, dict):
         raise InputError(f"{where}: not a breathsync baseline (expected a JSON object)")
     if data.get("format") != FORMAT:
-        raise InputError(f"{where}: not a breathsync baseline (format is {data.get('format')!r})")
+        raise InputError(f"{where}: not a breathsync baseline (format is {shown(data.get('format'))})")
     version = data.get("version")
     if type(version) is not int or version != VERSION:  # not True, not 1.0: a file we did not write
-        raise InputError(f"{where}: baseline version {data.get('version')!r} is not supported (this is {VERSION})")
+        raise InputError(f"{where}: baseline version {shown(data.get('version'))} is not supported (this is {VERSION})")
 
     def number(key: str) -> float:
-        value = data.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise InputError(f"{where}: {key} must be a finite number (got {value!r})")
-        return float(value)
+        value = finite_float(data.get(key))
+        if value is None:
+            raise InputError(f"{where}: {key} must be a finite number (got {shown(data.get(key))})")
+        return value
 
     rate = number("rate_bpm")
     sd = number("rate_sd_bpm")
@@ -91,8 +92,11 @@ def baseline_from_dict(data: object, where: str) -> Baseline:
         raise InputError(f"{where}: rate_sd_bpm must be within (0, {MAX_RATE_SD_BPM:g}] (got {sd:g})")
     if depth < 0.0:
         raise InputError(f"{where}: depth must be >= 0 (got {depth:g})")
-    if isinstance(breaths, bool) or not isinstance(breaths, int) or breaths < MIN_BASELINE_BREATHS:
-        raise InputError(f"{where}: n_breaths must be an integer >= {MIN_BASELINE_BREATHS} (got {breaths!r})")
+    if isinstance(breaths, bool) or not isinstance(breaths, int) or not MIN_BASELINE_BREATHS <= breaths <= MAX_BREATHS:
+        raise InputError(
+            f"{where}: n_breaths must be an integer within [{MIN_BASELINE_BREATHS}, {MAX_BREATHS}] "
+            f"(got {shown(breaths)})"
+        )
     return Baseline(rate_bpm=rate, rate_sd_bpm=sd, depth=depth, n_breaths=breaths)
 
 
@@ -101,13 +105,11 @@ def baseline_file_from_dict(data: object, where: str) -> BaselineFile:
     baseline = baseline_from_dict(data, where)
     assert isinstance(data, dict)  # checked by baseline_from_dict
     source, created, duration = data.get("source"), data.get("created"), data.get("duration_s")
-    if isinstance(duration, bool) or not isinstance(duration, int | float) or not math.isfinite(duration):
-        duration = None
     return BaselineFile(
         baseline,
         source if isinstance(source, str) else "",
         created if isinstance(created, str) else "",
-        None if duration is None else float(duration),
+        finite_float(duration),
     )
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..detector import Kind
+from ..values import finite_float
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,10 @@ class StoredEvent:
 
 
 def _number(value: object) -> float:
-    """A stored JSON number as a float; NaN for anything else (absent, null, text, a boolean)."""
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    """A stored JSON number as a float; NaN for anything else (absent, null, text, a boolean, inf, an integer too
+    large for a float)."""
+    number = finite_float(value)
+    return math.nan if number is None else number
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 import numpy as np
 
 from ..detector import Kind
-from ..errors import clipped
+from ..values import finite_float, shown
 from .errors import StoreError, writing
 from .files import remove_session_files
 from .records import (
@@ -51,11 +51,6 @@ def _no_tables(db: sqlite3.Connection) -> bool:
         return bool(db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0)
     except sqlite3.Error:
         return False
-
-
-def _shown(value: object) -> str:
-    """A stored value in an error message: repr, cut short (a damaged cell may be a huge blob)."""
-    return clipped(repr(value))
 
 
 class SessionStore:
@@ -197,7 +192,7 @@ class SessionStore:
         try:
             version = int(row[0])
         except (TypeError, ValueError):
-            raise StoreError(f"{path}: damaged session (schema version {_shown(row[0])} is not a number)") from None
+            raise StoreError(f"{path}: damaged session (schema version {shown(row[0])} is not a number)") from None
         if version != SCHEMA_VERSION:
             raise StoreError(f"{path}: session schema {version}, this breathsync reads {SCHEMA_VERSION}")
         try:
@@ -403,28 +398,29 @@ class SessionStore:
     def _int(self, value: object, where: str) -> int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise self._damaged(f"{where} is {_shown(value)}, not a whole number")
+        raise self._damaged(f"{where} is {shown(value)}, not a whole number")
 
     def _number(self, value: object, where: str) -> float:
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
-        raise self._damaged(f"{where} is {_shown(value)}, not a finite number")
+        number = finite_float(value)
+        if number is None:
+            raise self._damaged(f"{where} is {shown(value)}, not a finite number")
+        return number
 
     def _text(self, value: object, where: str, null_ok: bool = False) -> str:
         if isinstance(value, str):
             return value
         if value is None and null_ok:
             return ""
-        raise self._damaged(f"{where} is {_shown(value)}, not text")
+        raise self._damaged(f"{where} is {shown(value)}, not text")
 
     def _breath_kind(self, value: object, where: str) -> Kind:
         if value == "peak" or value == "trough":
             return value
-        raise self._damaged(f"{where} is {_shown(value)}, not 'peak' or 'trough'")
+        raise self._damaged(f"{where} is {shown(value)}, not 'peak' or 'trough'")
 
     def _json_object(self, raw: object, where: str) -> dict[str, Any]:
         if not isinstance(raw, str):
-            raise self._damaged(f"{where} is {_shown(raw)}, not JSON text")
+            raise self._damaged(f"{where} is {shown(raw)}, not JSON text")
         try:
             value = json.loads(raw)
         except (ValueError, RecursionError):
@@ -447,7 +443,7 @@ class SessionStore:
         except (TypeError, ValueError):
             value = math.nan
         if not math.isfinite(value):
-            raise self._damaged(f"meta {key} is {_shown(rows[0][0])}, not a number")
+            raise self._damaged(f"meta {key} is {shown(rows[0][0])}, not a number")
         return value
 
     def meta_int(self, key: str) -> int | None:
@@ -458,7 +454,7 @@ class SessionStore:
         try:
             return int(text)
         except ValueError:
-            raise self._damaged(f"meta {key} is {_shown(text)}, not a whole number") from None
+            raise self._damaged(f"meta {key} is {shown(text)}, not a whole number") from None
 
     def config(self) -> dict[str, Any]:
         rows = self._query("meta", "SELECT value FROM meta WHERE key = 'config'")
@@ -534,12 +530,12 @@ class SessionStore:
         whole &= (data[:, 2] >= 0) & (data[:, 2] <= SAMPLE_MAX) & (data[:, 0] >= 0) & (data[:, 0] < 2.0**53)
         if not whole.all():
             for counter, host_t_s, value in rows:
-                where = f"samples table, {role} counter {_shown(counter)}"
+                where = f"samples table, {role} counter {shown(counter)}"
                 if not 0 <= self._int(counter, f"samples table, {role}: a counter") < 2**53:
-                    raise self._damaged(f"samples table, {role}: counter {_shown(counter)} is out of range")
+                    raise self._damaged(f"samples table, {role}: counter {shown(counter)} is out of range")
                 self._number(host_t_s, f"{where}: host_t_s")
                 if not 0 <= self._int(value, f"{where}: value") <= SAMPLE_MAX:
-                    raise self._damaged(f"{where}: value {_shown(value)} is outside the strap's 0-{SAMPLE_MAX}")
+                    raise self._damaged(f"{where}: value {shown(value)} is outside the strap's 0-{SAMPLE_MAX}")
             raise self._damaged(f"samples table, {role}: a stored number is not usable")  # not reached
         return SampleSeries(data[:, 0].astype(np.int64), data[:, 1], data[:, 2].astype(np.int64))
 
@@ -553,7 +549,7 @@ class SessionStore:
         for who, kind, counter, confirmed, depth, interval, host_t_s in self._query(
             "events", query + " ORDER BY host_t_s", params
         ):
-            where = f"events table, {_shown(who)} {_shown(kind)} at counter {_shown(counter)}"
+            where = f"events table, {shown(who)} {shown(kind)} at counter {shown(counter)}"
             events.append(
                 StoredEvent(
                     self._text(who, "events table: a role"),
@@ -583,7 +579,7 @@ class SessionStore:
             "late", "SELECT kind, first_counter, last_counter FROM late WHERE role = ? ORDER BY first_counter", (role,)
         )
         for kind, first, last in rows:
-            where = f"late table, {role} {_shown(kind)} at counter {_shown(first)}"
+            where = f"late table, {role} {shown(kind)} at counter {shown(first)}"
             first_counter, last_counter = self._int(first, where), self._int(last, where)
             if kind == "samples":
                 ranges.append((first_counter, last_counter))
@@ -604,7 +600,7 @@ class SessionStore:
             (role,),
         )
         for sequence, kind, first, last, arrived in rows:
-            where = f"arrivals table, {role} {_shown(kind)} at counter {_shown(first)}"
+            where = f"arrivals table, {role} {shown(kind)} at counter {shown(first)}"
             first_counter, last_counter = self._int(first, where), self._int(last, where)
             arrived_t_s = self._number(arrived, f"{where}: arrived_t_s")
             if kind == "samples":
@@ -624,7 +620,7 @@ class SessionStore:
         for i, t, detail, efficacy in self._query(
             "nudges", "SELECT id, t_s, detail, efficacy FROM nudges ORDER BY t_s"
         ):
-            where = f"nudges table, nudge {_shown(i)}"
+            where = f"nudges table, nudge {shown(i)}"
             nudges.append(
                 StoredNudge(
                     self._int(i, "nudges table: an id"),
