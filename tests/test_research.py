@@ -431,6 +431,30 @@ def test_a_bids_export_into_a_dataset_keeps_its_participant_columns_and_lists_ea
     assert (tmp_path / "bom" / "participants.tsv").read_text().splitlines()[-1] == "sub-02\tn/a"
 
 
+@pytest.mark.parametrize("name", ["dataset_description.json", "participants.json"])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"Name": "My study", "Authors": ["A", "B",], "License": "CC-BY-4.0"}\n', "not valid JSON (Expecting value"),
+        ("[1, 2]\n", "not a JSON object"),
+    ],
+)
+def test_a_bids_dataset_file_that_is_not_a_json_object_is_an_error_not_replaced(
+    session_file: Path, tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    # A trailing comma from hand editing made the researcher's file count as absent: the export wrote breathsync's
+    # defaults over it (their name, authors and licence gone), exit 0.
+    session = load_session(session_file)
+    export_bids(session, default_bids_names(session, tmp_path, subject="01", ses="1"))
+    (tmp_path / name).write_text(text)
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    with pytest.raises(InputError) as caught:
+        export_bids(session, default_bids_names(session, tmp_path, subject="02", ses="1"))
+    assert str(caught.value).startswith(f"{tmp_path / name}: {message}") and "\n" not in str(caught.value)
+    assert (tmp_path / name).read_text() == text
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+
+
 def test_parallel_bids_exports_into_one_dataset_list_every_subject(session_file: Path, tmp_path: Path) -> None:
     # Four sessions exported at once into one dataset: each read participants.tsv before the others wrote it
     # back, and the file listed one to three of the four subjects.

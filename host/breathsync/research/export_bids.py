@@ -156,10 +156,7 @@ def _dataset_description(root: Path, dataset_root: Path) -> Path:
     """The dataset's description, written under ``root``. What the dataset at ``dataset_root`` already says is kept
     (its name, authors, licence...: a dataset grows by one session per export and is not renamed after the
     latest); only the name earlier versions gave it after one session is replaced."""
-    existing: dict[str, Any] = {}
-    with contextlib.suppress(OSError, ValueError):
-        loaded = json.loads((dataset_root / "dataset_description.json").read_text(encoding="utf-8"))
-        existing = loaded if isinstance(loaded, dict) else {}
+    existing = _existing_json(dataset_root / "dataset_description.json")
     name = existing.get("Name")
     if not isinstance(name, str) or not name.strip() or name.startswith("breathsync session "):
         name = DATASET_NAME
@@ -179,6 +176,31 @@ def _dataset_description(root: Path, dataset_root: Path) -> Path:
             ],
         },
     )
+
+
+def _existing_json(path: Path) -> dict[str, Any]:
+    """What the dataset's own JSON file ``path`` says ({} when there is none yet). A file that is not a JSON object
+    is a one-line error: rewritten, a researcher's descriptions (a trailing comma from hand editing) would be lost."""
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, cannot write the output file there")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from None
+    try:
+        loaded = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{path}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno}): mend it, or move it away to "
+            "have a new one written; the dataset was left as it was"
+        ) from None
+    except (ValueError, RecursionError):
+        raise InputError(f"{path}: not valid JSON; the dataset was left as it was") from None
+    if not isinstance(loaded, dict):
+        raise InputError(f"{path}: not a JSON object (BIDS); the dataset was left as it was")
+    return loaded
 
 
 PARTICIPANT_ID_DESCRIPTION = {
@@ -207,10 +229,7 @@ def _participants(names: BidsNames, dataset_root: Path) -> list[Path]:
         rows.append([participant, *["n/a"] * (len(rows[0]) - 1)])
     tsv = names.root / "participants.tsv"
     tsv.write_text("".join("\t".join(row) + "\n" for row in rows), encoding="utf-8")
-    described: dict[str, Any] = {}
-    with contextlib.suppress(OSError, ValueError, RecursionError):
-        loaded = json.loads((dataset_root / "participants.json").read_text(encoding="utf-8"))
-        described = loaded if isinstance(loaded, dict) else {}
+    described = _existing_json(dataset_root / "participants.json")
     sidecar = _write_json(names.root / "participants.json", {"participant_id": PARTICIPANT_ID_DESCRIPTION, **described})
     return [tsv, sidecar]
 
