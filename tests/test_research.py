@@ -16,6 +16,7 @@ import io
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -429,6 +430,17 @@ def test_a_bids_export_into_a_dataset_keeps_its_participant_columns_and_lists_ea
     (tmp_path / "bom" / "participants.tsv").write_text("\ufeffparticipant_id\tage\nsub-01\t34\n", encoding="utf-8")
     export_bids(session, default_bids_names(session, tmp_path / "bom", subject="02", ses="1"))
     assert (tmp_path / "bom" / "participants.tsv").read_text().splitlines()[-1] == "sub-02\tn/a"
+
+
+def test_an_export_never_overwrites_a_session_file(session_file: Path, tmp_path: Path) -> None:
+    # A session renamed x.edf and exported to EDF beside itself was replaced by its own export (exit 0).
+    renamed = tmp_path / "x.edf"
+    shutil.copy(session_file, renamed)
+    before = renamed.read_bytes()
+    with pytest.raises(InputError, match=re.escape(f"{renamed}: is a SQLite database (a stored session?)")):
+        export_edf(load_session(renamed), tmp_path)
+    assert renamed.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.edf"]
 
 
 @pytest.mark.parametrize("name", ["dataset_description.json", "participants.json"])

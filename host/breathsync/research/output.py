@@ -78,6 +78,19 @@ def _check_target(out_dir: Path, target: Path) -> None:
             raise InputError(f"{place}: is a file, cannot create the directory {parent} of the output there")
     if target.is_dir():
         raise InputError(f"{target}: is a directory, cannot write the output file there")
+    if _is_sqlite(target):  # a session renamed x.edf, exported to EDF beside itself, was replaced by its export
+        raise InputError(f"{target}: is a SQLite database (a stored session?), not overwritten; choose another --out")
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:  # absent, or not ours to read: the move says so if it matters
+        return False
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def write_all_or_nothing(out_dir: Path, write: Callable[[Path], Sequence[Path]]) -> list[Path]:
