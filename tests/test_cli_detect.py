@@ -89,7 +89,9 @@ def test_micropython_interpreter_prints_identical_lines(micropython: str) -> Non
         ("t;resp\n" + "0;0,5\n" * 2000, ["--rate", "125"], "'0,5' (a decimal comma? values need a decimal point)"),
         ("resp\n" + "nan\n" * 2000, ["--rate", "125"], "only missing values"),
         ("0.20626\n" + "0.5\n" * 2000, ["--rate", "125"], "no header row (its first line is numbers)"),
-        ("resp\n0.1\n0.2\n", ["--rate", "125"], "too short"),
+        ("resp\n0.1\n0.2\n", ["--rate", "125"], "recording too short (2 samples, 0.016 s at 125 Hz; at least 10 s"),
+        ("x" * (1 << 21), ["--rate", "125"], "no line end in its first 1048576 characters: not a CSV file"),
+        ("\x00" * (1 << 21), ["--rate", "125"], "not a text (CSV) file"),  # /dev/zero was read until memory ran out
         ("", ["--rate", "125"], "empty"),
         ("resp\n", ["--rate", "125"], "no samples after the header row"),  # not 'needs finite values'
         ("time,resp\n\n", ["--rate", "125"], "no samples after the header row"),
@@ -115,6 +117,16 @@ def _assert_detects_like(plain: Path, other: Path) -> None:
     second = breathsync("detect", str(other), "--rate", "125")
     assert second.returncode == 0, second.stderr
     assert second.stdout == first.stdout and first.stdout.count("\n") > 100
+
+
+def test_blank_lines_before_the_header_row_are_passed_over(tmp_path: Path) -> None:
+    # They were 'empty file (expected a header row)'.
+    plain = tmp_path / "plain.csv"
+    with gzip.open(RECORD, "rt", encoding="utf-8") as handle:
+        plain.write_text(handle.read())
+    padded = tmp_path / "padded.csv"
+    padded.write_text("\n \n\r\n" + plain.read_text())
+    _assert_detects_like(plain, padded)
 
 
 def test_spreadsheet_byte_order_mark_is_not_part_of_the_column_name(tmp_path: Path) -> None:
@@ -759,7 +771,10 @@ def test_a_file_that_states_its_sampling_rate_needs_no_rate_option(
         (("detect", str(too_fast)), "recorded at 50000 Hz; breathsync reads 4-10000 Hz"),
         (("detect", str(two)), "OpenSignals file of 2 devices"),
         (("detect", str(tmp_path / "none.csv")), "none.csv: no such file"),
-        (("replay", "--therapist", str(exported), "--client", str(plain)), f"{plain}: give --rate HZ"),
+        (
+            ("replay", "--therapist", str(exported), "--client", str(plain)),
+            f"{plain}: give --rate HZ or --client-rate HZ",
+        ),
         (("replay", "--therapist", str(plain), "--client", str(exported), "--client-rate", "125"), "give --rate HZ"),
         (("calibrate", "--recording", str(plain), "--out", str(tmp_path / "c.json")), "give --rate HZ"),
         (("sim", "--therapist-input", str(exported), "--client-input", str(plain)), f"{plain}: give --rate HZ"),

@@ -155,7 +155,7 @@ def test_each_file_can_give_its_own_sampling_rate(capsys: pytest.CaptureFixture[
     assert main([*args, "--rate", "125", "--client-rate", "0"]) == 2
     assert "--client-rate must be a sampling rate within" in capsys.readouterr()[1]
     assert main([*args, "--therapist-rate", "125"]) == 2  # the client's rate is given nowhere
-    assert "need a SESSION, or all of" in capsys.readouterr()[1]
+    assert f"{doubled}: give --rate HZ or --client-rate HZ (the file does not state" in capsys.readouterr()[1]
 
 
 def test_recordings_the_engine_cannot_decide_on_are_explained(

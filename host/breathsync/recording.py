@@ -51,11 +51,30 @@ def stated_sampling_rate(path: str | Path) -> float | None:
         return None
     try:
         with _open_text(path) as handle:
-            if not handle.readline().lstrip().startswith(opensignals.MARK):
+            if not _first_line(handle, path).lstrip().startswith(opensignals.MARK):
                 return None
             return opensignals.stated_sampling_rate(handle, path)
     except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile, zlib.error) as exc:
         raise InputError(f"{path}: cannot read: {exc}") from None
+
+
+_MAX_HEADER_CHARS = 1 << 20  # a header row is at most this long (a stream without line ends is not read to its end)
+_MAX_BLANK_LINES = 1000  # blank lines before the header row that are passed over
+
+
+def _first_line(handle: io.TextIOBase, path: Path) -> str:
+    """The first line that is not blank ('' at the end of the file). A one-line InputError for a binary file and for
+    a line longer than _MAX_HEADER_CHARS (/dev/zero was read until the memory ran out)."""
+    line = ""
+    for _ in range(_MAX_BLANK_LINES):
+        line = handle.readline(_MAX_HEADER_CHARS)
+        if sum(not (c.isprintable() or c in "\t\r\n") for c in line[:200]) > 2:
+            raise InputError(f"{path}: not a text (CSV) file")
+        if len(line) >= _MAX_HEADER_CHARS and not line.endswith(("\n", "\r")):
+            raise InputError(f"{path}: no line end in its first {_MAX_HEADER_CHARS} characters: not a CSV file")
+        if line.strip() or not line:
+            break
+    return line
 
 
 def _check_exists(path: Path) -> None:
@@ -164,7 +183,7 @@ def read_recording(
     _check_exists(path)
     try:
         with _open_text(path) as handle:
-            header_line = handle.readline()
+            header_line = _first_line(handle, path)
             if header_line.lstrip().startswith(opensignals.MARK):  # a BITalino's export: no header row
                 found = opensignals.read_header(handle, path, column)
                 delimiter, names, column, said = "\t", found.names, found.column, found.sampling_rate_hz
@@ -177,11 +196,9 @@ def read_recording(
                 named = header_line.strip()
                 separator = named[4:] if len(named) == 5 and named[:4].casefold() == "sep=" else None
                 if separator is not None:
-                    header_line = handle.readline()
+                    header_line = _first_line(handle, path)
                 if not header_line.strip():
                     raise InputError(f"{path}: empty file (expected a header row)")
-                if sum(not (c.isprintable() or c in "\t\r\n") for c in header_line[:200]) > 2:
-                    raise InputError(f"{path}: not a text (CSV) file")
                 delimiter, names = _header(header_line, column, separator)
             col = _column_index(path, names, column)
             tcol = next((i for i, name in enumerate(names) if name.casefold() in TIME_COLUMNS and i != col), None)

@@ -27,6 +27,7 @@ from ..recording import (
     rows_on_the_time_grid,
     stated_sampling_rate,
 )
+from ..strap_sim import MIN_DURATION_S
 
 Interval = tuple[float, float]
 
@@ -74,6 +75,11 @@ def read_strap_input(
     """
     recording = read_recording(path, column, missing_ok=True, sampling_rate=sampling_rate)
     signal = _on_time_grid(recording, sampling_rate, path, whose, command)
+    if len(signal) < MIN_DURATION_S * sampling_rate:
+        raise InputError(
+            f"{path}: recording too short ({len(signal)} samples, {len(signal) / sampling_rate:.3g} s at "
+            f"{sampling_rate:g} Hz; at least {MIN_DURATION_S:g} s needed)"
+        )
     try:
         filled, gaps = missing_as_dropouts(signal, sampling_rate, strap_rate_hz)
         check_signal_magnitude(filled)  # here, where the file can be named (the strap model would say it later)

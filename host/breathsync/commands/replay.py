@@ -139,10 +139,11 @@ def run(args: argparse.Namespace) -> int:
                 "(or each file's own: --therapist-rate HZ --client-rate HZ)"
             )
         inputs: tuple[tuple[Role, str], ...] = (("therapist", args.therapist), ("client", args.client))
-        rate_hz: dict[Role, float] = {
-            role: input_rate(path, rates[role], "--rate" if rates[role] == args.rate else f"--{role}-rate")
-            for role, path in inputs
+        options: dict[Role, str] = {
+            role: f"--rate HZ or --{role}-rate" if rate is None else "--rate" if rate == args.rate else f"--{role}-rate"
+            for role, rate in rates.items()
         }
+        rate_hz: dict[Role, float] = {role: input_rate(path, rates[role], options[role]) for role, path in inputs}
         column = "resp" if args.column is None else args.column
         columns: dict[Role, str] = {
             "therapist": column if args.therapist_column is None else args.therapist_column,
