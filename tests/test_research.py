@@ -17,9 +17,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -430,6 +432,40 @@ def test_a_bids_export_into_a_dataset_keeps_its_participant_columns_and_lists_ea
     (tmp_path / "bom" / "participants.tsv").write_text("\ufeffparticipant_id\tage\nsub-01\t34\n", encoding="utf-8")
     export_bids(session, default_bids_names(session, tmp_path / "bom", subject="02", ses="1"))
     assert (tmp_path / "bom" / "participants.tsv").read_text().splitlines()[-1] == "sub-02\tn/a"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_an_export_ended_by_a_signal_leaves_nothing_behind(session_file: Path, tmp_path: Path, signum: int) -> None:
+    # SIGTERM (a kill, a logout) and SIGHUP (the terminal closed) during an export left its half-written files in
+    # a hidden .breathsync-partial-* directory in --out, which later exports never removed. The writer is made
+    # slow here (a long session's export takes minutes) so that the signal comes while it writes.
+    out = tmp_path / "out"
+    out.mkdir()  # a folder the researcher made: it stays, empty
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        import breathsync.research.export_csv as export_csv
+        from breathsync.cli import main
+        files = export_csv._csv_files
+        def slow(session, directory):
+            written = files(session, directory)
+            print("written", flush=True)
+            time.sleep(60)
+            return written
+        export_csv._csv_files = slow
+        sys.exit(main(["export", {str(session_file)!r}, "--format", "csv", "--out", {str(out)!r}]))
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "written\n"
+        assert any(p.name.startswith(".breathsync-partial-") for p in out.iterdir())
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == (130 if signum == signal.SIGINT else 128 + signum), err
+    assert list(out.iterdir()) == []
 
 
 def test_an_export_never_overwrites_a_session_file(session_file: Path, tmp_path: Path) -> None:

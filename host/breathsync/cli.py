@@ -10,8 +10,9 @@ import argparse
 import contextlib
 import errno
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import import_module
 from typing import Any, Protocol
 
@@ -104,6 +105,37 @@ def _negative_values_attached(argv: Sequence[str]) -> list[str]:
     return out
 
 
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP (a closed terminal) during a command: unwound like Ctrl-C, so an export half written is
+    removed (it was left in a hidden directory in --out) and files are closed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """While a command runs: SIGTERM, and SIGHUP unless ignored (``nohup``), raise ``_Terminated``. Commands that
+    run an event loop put their own handlers in its place (``commands.shutdown``). The old handlers come back after."""
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise _Terminated(signum)
+
+    kept: dict[int, Any] = {}
+    hangup = getattr(signal, "SIGHUP", None)  # not on Windows
+    for signum in (signal.SIGTERM, hangup):
+        if signum is None or signal.getsignal(signum) is signal.SIG_IGN:
+            continue
+        with contextlib.suppress(ValueError):  # not the main thread: signals are not ours to handle
+            kept[signum] = signal.signal(signum, terminate)
+    try:
+        yield
+    finally:
+        for signum, handler in kept.items():
+            signal.signal(signum, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Before numpy loads: its BLAS would start a worker thread per core, which only spins on arrays as small
     # as breathsync's (a replay burnt ~30 % more CPU than it used). A user's own setting is kept.
@@ -121,8 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         args = parser.parse_args(arguments)
         command = f"breathsync {args.command}"
-        result: int = args._run(args)
-        sys.stdout.flush()  # here, not at exit: a full disk under `> file` is reported like any error
+        with _terminate_cleanly():
+            result: int = args._run(args)
+            sys.stdout.flush()  # here, not at exit: a full disk under `> file` is reported like any error
     except BreathsyncError as exc:
         print(f"{command}: {exc}", file=sys.stderr)
         return 2
@@ -134,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     except KeyboardInterrupt:
         return 130
+    except _Terminated as exc:  # the shell's code for a process ended by a signal
+        return 128 + exc.signum
     except BrokenPipeError:  # the reader went away (``| head``): not an error
         _silence_stdout()
         return 0
