@@ -7,6 +7,7 @@ import gzip
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,31 @@ def _assert_detects_like(plain: Path, other: Path) -> None:
     second = breathsync("detect", str(other), "--rate", "125")
     assert second.returncode == 0, second.stderr
     assert second.stdout == first.stdout and first.stdout.count("\n") > 100
+
+
+def test_a_signal_that_drifts_off_the_strap_scale_is_said(tmp_path: Path) -> None:
+    # A level drifting by 30 breath ranges over 10 minutes: from some point on every breath is at the simulated
+    # converter's rail and lost, as on a real strap. Half the recording gave no breath and no word about it.
+    t_s = np.arange(600 * 125) / 125
+    drifting = tmp_path / "drift.csv"
+    drifting.write_text("resp\n" + "".join(f"{v:.5f}\n" for v in np.sin(2 * np.pi * 0.25 * t_s) + 0.05 * t_s))
+    proc = breathsync("detect", str(drifting), "--rate", "125")
+    assert proc.returncode == 0 and proc.stdout.count("\n") < 160  # ~300 breaths in the file
+    [note] = proc.stderr.splitlines()
+    found = re.fullmatch(
+        r"breathsync detect: note: the signal is beyond the simulated strap's range for (\d+) s \((\d+) %\), from "
+        r"(\d+) s: its level moved more than 3.5 breath ranges of its first 30 s away \(drift, a step\), and breaths "
+        r"there are lost; high-pass or detrend it first",
+        note,
+    )
+    assert found is not None, note
+    seconds, share, first = (int(g) for g in found.groups())
+    assert 250 <= seconds <= 350 and share == round(100 * seconds / 600) and 250 <= first <= 350
+    last_breath_s = json.loads(proc.stdout.splitlines()[-1])["t_s"]
+    assert first <= last_breath_s <= first + 60  # breaths end soon after it first touches the rail
+    steady = tmp_path / "steady.csv"
+    steady.write_text("resp\n" + "".join(f"{v:.5f}\n" for v in np.sin(2 * np.pi * 0.25 * t_s)))
+    assert breathsync("detect", str(steady), "--rate", "125").stderr == ""
 
 
 def test_blank_lines_before_the_header_row_are_passed_over(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..adc import check_signal_magnitude
+from ..adc import FIT_S, HEADROOM_SPANS, check_signal_magnitude, simulate_adc
 from ..engine.replay import SHORTEST_DROPOUT_S, missing_as_dropouts, missing_stretches
 from ..errors import InputError
 from ..recording import (
@@ -88,7 +88,31 @@ def read_strap_input(
     if not dropouts:
         gaps = ()
     _note_missing(signal, sampling_rate, len(gaps), whose, command, bridge_only=not dropouts)
+    _note_rails(filled, sampling_rate, strap_rate_hz, whose, command)
     return StrapInput(filled, gaps)
+
+
+RAIL_NOTE_S = 5.0  # this long at the simulated strap's rails is said (a movement burst of a second or two is not)
+
+
+def _note_rails(signal: FloatArray, sampling_rate: float, strap_rate_hz: int, whose: str, command: str) -> None:
+    """Say how long the simulated strap sits at a rail of its converter: a level that drifts or steps by more than
+    the front end's headroom (``adc.HEADROOM_SPANS`` breath ranges of the first 30 s) loses every breath from then
+    on, as a real strap's would, and nothing else would tell (an outside review: half a recording without a breath,
+    no note)."""
+    counts = simulate_adc(signal, sampling_rate, strap_rate_hz).counts_u16
+    railed = (counts == 0) | (counts == 0xFFFF)
+    seconds = np.count_nonzero(railed) / strap_rate_hz
+    if seconds < RAIL_NOTE_S:
+        return
+    first_s = np.flatnonzero(railed)[0] / strap_rate_hz
+    print(
+        f"breathsync {command}: note: {whose} signal is beyond the simulated strap's range for {seconds:.0f} s "
+        f"({100 * seconds * strap_rate_hz / len(counts):.0f} %), from {first_s:.0f} s: its level moved more than "
+        f"{HEADROOM_SPANS:g} breath ranges of its first {FIT_S:.0f} s away (drift, a step), and breaths there are "
+        "lost; high-pass or detrend it first",
+        file=sys.stderr,
+    )
 
 
 def _on_time_grid(recording: Recording, sampling_rate: float, path: str, whose: str, command: str) -> FloatArray:
