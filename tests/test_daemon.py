@@ -111,6 +111,55 @@ def test_daemon_records_both_straps_and_shows_status(
     assert f"therapist baseline 11.5/min (SD 0.9) from calibration (ble:strap-T, {written.created})" in text
 
 
+WALL_CLOCK_STEP = """
+import sys, threading, time
+real_time = time.time
+step_s = [0.0]
+time.time = lambda: real_time() + step_s[0]  # the system's wall clock, as every module reads it from now on
+threading.Timer(5.0, step_s.__setitem__, (0, 30.0)).start()  # NTP, or someone, sets it 30 s ahead
+from breathsync.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_step_of_the_wall_clock_mid_session_is_not_a_strap_reboot(
+    served_pair: tuple[str, dict[str, ModelStrap]], tmp_path: Path
+) -> None:
+    # Timed on the wall clock, a +30 s step mid-session made both straps' TIME_SYNC counters look 30 s behind their
+    # clock fits: both were taken for rebooted, their rings fetched and stored again dated back in time, and the
+    # engine paused (an outside review).
+    adapter, straps = served_pair
+    cmd = [sys.executable, "-c", WALL_CLOCK_STEP, *_run_command(adapter, tmp_path)[3:]]
+    run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(12)  # the step at 5 s, then three TIME_SYNC pings
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=30)
+    assert run.returncode == 0, err
+    [path] = tmp_path.glob("*.sqlite")
+    with SessionStore.open(path) as store:
+        assert not [e for e in store.link_events() if "reboot" in e[2]], store.link_events()
+        for role, strap in straps.items():
+            series = store.samples(role)
+            assert len(series.counters) > 25 * 8 and store.missing_ranges(role) == [], role
+            assert not store.late(role).sample_ranges, role
+            assert series.values.tolist() == strap.values[int(series.counters[0]) : int(series.counters[-1]) + 1]
+            # No jump either way (the first clock fit may still move the first second by a few tenths).
+            steps = np.diff(series.host_t_s)
+            assert np.abs(steps - 1 / 25).max() < 0.5, (role, steps.min(), steps.max())
+
+
+def test_steady_wall_clock_reads_unix_time_and_never_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from breathsync.link.clock import steady_wall_clock
+
+    real_time = time.time
+    clock = steady_wall_clock()
+    assert abs(clock() - real_time()) < 0.01
+    monkeypatch.setattr(time, "time", lambda: real_time() - 3600.0)
+    before = clock()
+    time.sleep(0.05)
+    assert 0.04 < clock() - before < 1.0
+
+
 def test_straps_found_by_role_in_one_search_that_asks_each_strap_once(
     served_pair: tuple[str, dict[str, ModelStrap]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

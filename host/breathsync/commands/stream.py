@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import InputError
+from ..link.clock import steady_wall_clock
 from ..link.session import LinkError
 from ..link.sources import (
     ROLES,
@@ -216,9 +217,10 @@ async def stream(args: argparse.Namespace, out: TextIO) -> int:
     # Everything that can fail without the radio fails before the CSV is touched.
     async with ble_adapter(args.ble) as options:
         printer = Printer(out, None)
-        # Arrivals stamped on the wall clock (Unix time), as `breathsync run` stores them: a stream's CSV lines up
-        # with a stored session or any other logger's file.
-        opened = await open_sources(sources, printer, options, clock=time.time)
+        # Arrivals stamped on Unix time, as `breathsync run` stores them: a stream's CSV lines up with a stored
+        # session or any other logger's file (without the wall clock's steps: link.clock.steady_wall_clock).
+        clock = steady_wall_clock()
+        opened = await open_sources(sources, printer, options, clock=clock)
         writer = None if args.csv is None else CsvOutput(args.csv)
         printer.writer = writer
         completed = False
@@ -234,7 +236,7 @@ async def stream(args: argparse.Namespace, out: TextIO) -> int:
                     links, completed = list(opened.values()), True  # the sources already opened are let go
                     return 0
                 for role, strap in found.items():
-                    opened[role] = open_link(f"ble:{strap.address}", role, printer, options, clock=time.time)
+                    opened[role] = open_link(f"ble:{strap.address}", role, printer, options, clock=clock)
             links = [opened[role] for role in sources]
             tasks = [asyncio.create_task(link.run()) for link in links]
             started = loop.time()

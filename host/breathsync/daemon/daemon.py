@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from ..engine import (
 from ..engine.baseline_file import BaselineFile, read_baseline_file, store_baseline, stored_calibration
 from ..errors import InputError
 from ..link.ble import BleOptions
+from ..link.clock import steady_wall_clock
 from ..link.session import LinkError
 from ..link.sources import (
     ROLES,
@@ -136,7 +136,7 @@ class Daemon:
         self,
         config: DaemonConfig,
         out: TextIO = sys.stdout,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         ble_options: BleOptions | None = None,
     ) -> None:
         self.config = config
@@ -145,7 +145,7 @@ class Daemon:
         self._tty = out.isatty()
         self._zero_s: float | None = None  # host time of the session's first sample: the report's session zero
         self._console_gone = False  # set when writing to ``out`` failed: the session goes on without a console
-        self.clock = clock
+        self.clock = clock or steady_wall_clock()  # Unix time without the wall clock's steps (link.clock)
         self.views = {role: PersonView() for role in ROLES}
         self.links: dict[Role, StrapLink] = {}
         path = config.session.therapist_baseline
@@ -463,7 +463,9 @@ class Daemon:
     def _open_lsl(self, session_id: str) -> LslOutlets:
         strap_ids = {r: getattr(self.config.straps, r) for r in ROLES}
         try:
-            return LslOutlets(session_id, self.config.straps.rate_hz, strap_ids, self.config.outputs.lsl_scope)
+            return LslOutlets(
+                session_id, self.config.straps.rate_hz, strap_ids, self.config.outputs.lsl_scope, self.clock
+            )
         except (ImportError, OSError, RuntimeError) as exc:  # pylsl without its liblsl raises RuntimeError
             lines = str(exc).strip().splitlines()
             raise InputError(

@@ -14,7 +14,7 @@ import atexit
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -48,11 +48,18 @@ def load_pylsl(scope: str = "machine") -> ModuleType:
 class LslOutlets:
     """One outlet per raw stream, one for breath events, one for nudges."""
 
-    def __init__(self, session_id: str, rate_hz: float, strap_ids: Mapping[Role, str], scope: str = "machine") -> None:
+    def __init__(
+        self,
+        session_id: str,
+        rate_hz: float,
+        strap_ids: Mapping[Role, str],
+        scope: str = "machine",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.pylsl = load_pylsl(scope)
         lsl = self.pylsl
-        # LSL's clock (local_clock) and the host clock the link maps counters to (time.time).
-        self._offset_s: float = float(lsl.local_clock()) - time.time()
+        # LSL's clock (local_clock) and the host clock the link maps counters to (the daemon's).
+        self._offset_s: float = float(lsl.local_clock()) - clock()
         self.resp: dict[str, Any] = {}
         for role, strap_id in strap_ids.items():
             info = lsl.StreamInfo(

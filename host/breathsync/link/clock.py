@@ -16,12 +16,26 @@ where they were taken.
 from __future__ import annotations
 
 import itertools
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 MAX_DRIFT_PPM = 500.0  # crystals are within ~50 ppm; anything beyond is a fit artefact
+
+
+def steady_wall_clock() -> Callable[[], float]:
+    """Unix time that never steps: the wall clock read once, then moved on by the monotonic clock.
+
+    Host times are stored as Unix time (a session lines up with other loggers' files, and a crashed run's resume
+    dates its packets on the same scale). Read live, the wall clock steps when NTP corrects it or someone sets it:
+    an outside review's +30 s step mid-session made both straps' TIME_SYNC counters look 30 s behind the clock fit,
+    so both were taken for rebooted, their rings fetched and stored again dated 125 s back, and the engine paused.
+    """
+    wall_s, steady_s = time.time(), time.monotonic()
+    return lambda: wall_s + (time.monotonic() - steady_s)
 
 
 @dataclass(frozen=True)
