@@ -49,6 +49,7 @@ class ModelStrap:
     streaming: bool = False
     boot_at: int = 0  # index of ``values`` where the current boot's counter 0 is (see reboot)
     haptics: list[HapticCommand] = field(default_factory=list)
+    answers_haptics: bool = True  # False: it plays a pattern but its RESPONSE is lost (the link drops meanwhile)
     peripheral: VirtualPeripheral | None = None
 
     def spec(self) -> PeripheralSpec:
@@ -140,7 +141,8 @@ class ModelStrap:
     async def on_haptic(self, value: bytes) -> None:
         command = HapticCommand.from_bytes(value)
         self.haptics.append(command)
-        await self._respond(command.tag, Channel.HAPTIC, 0, 0, 0)
+        if self.answers_haptics:
+            await self._respond(command.tag, Channel.HAPTIC, 0, 0, 0)
 
     async def on_control(self, value: bytes) -> None:
         command = ControlCommand.from_bytes(value)

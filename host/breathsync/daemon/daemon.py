@@ -39,7 +39,7 @@ from ..engine.baseline_file import BaselineFile, read_baseline_file, store_basel
 from ..errors import InputError
 from ..link.ble import BleOptions
 from ..link.clock import steady_wall_clock
-from ..link.session import LinkError
+from ..link.session import CommandUnanswered, LinkError
 from ..link.sources import (
     ROLES,
     StrapLink,
@@ -324,20 +324,25 @@ class Daemon:
     async def _send_nudge(self, nudge: Nudge, nudge_id: int) -> None:
         link = self.links.get("therapist")
         command = device_haptic(nudge.pattern)
-        confirmed = False
+        delivered: bool | None = False  # None: sent, but no answer came (it may have been felt)
         detail = "therapist: no link"
         if link is not None:
             try:
                 response = await link.haptic(command)
-                confirmed = response.ok
-                detail = "" if confirmed else f"therapist: strap refused ({response.result.name})"
+                delivered = response.ok
+                detail = "" if delivered else f"therapist: strap refused ({response.result.name})"
                 if response.result == ResultCode.INTERNAL_ERROR:
                     detail += (
-                        " (most likely it cannot vibrate: haptics off in its settings, or its motor driver missing)"
+                        " (most likely it cannot vibrate: haptics off in its settings, or its motor driver failing)"
                     )
+            except CommandUnanswered as exc:
+                # The strap may have played it (an outside review: the motor ran, the answer was lost with the
+                # link): it keeps counting for the cooldown and both caps, or the therapist could be nudged twice
+                # in one episode, and its efficacy is still measured.
+                delivered, detail = None, str(exc)
             except (LinkError, ProtocolError) as exc:
                 detail = str(exc)
-        if not confirmed:
+        if delivered is False:
             # The therapist felt nothing: the nudge must not hold back the next one (cooldown, either cap)
             # nor be judged for efficacy. The engine pauses while the strap is away, so a therapist still
             # following is nudged again once it is back and following has built up anew.
@@ -345,12 +350,15 @@ class Daemon:
         with self._recording() as ok:
             if ok:
                 assert self.store is not None
-                kind = "nudge-confirmed" if confirmed else "nudge-failed"
+                kind = {True: "nudge-confirmed", False: "nudge-failed", None: "nudge-unconfirmed"}[delivered]
                 self.store.add_link_event(self.clock(), "therapist", kind, detail)
-                self.store.set_nudge_delivery(nudge_id, confirmed, detail)
-        self._line(
-            f"NUDGE ({nudge.pattern_name}) {'confirmed by the strap' if confirmed else 'NOT delivered: ' + detail}"
-        )
+                self.store.set_nudge_delivery(nudge_id, delivered, detail)
+        outcome = {
+            True: "confirmed by the strap",
+            False: f"NOT delivered: {detail}",
+            None: f"not confirmed, counted as given: {detail}",
+        }[delivered]
+        self._line(f"NUDGE ({nudge.pattern_name}) {outcome}")
 
     def mute(self) -> None:
         """'Mirroring on purpose' (m + Enter): hold nudges; they resume by themselves after policy.mute_s.
@@ -423,13 +431,8 @@ class Daemon:
                 self._handle(self.engine.feed(item))
         finally:
             self._replaying = False
-        replayed = [n.t_s for n in self.engine.nudges]
-        for nudge in store.nudges():
+        for nudge in store.nudges():  # a failed one held nothing back from its own time on (stored_stream)
             self.nudge_ids[round(nudge.t_s - self.t0_s, 3)] = nudge.id
-            if nudge.delivered is False:  # the replay re-made it: it must hold back nothing again
-                for t_s in replayed:
-                    if abs(t_s - (nudge.t_s - self.t0_s)) < 1.0:
-                        self.engine.nudge_undelivered(t_s)
 
     async def run(self, stop: asyncio.Event) -> SessionSummary:
         sources = {role: getattr(self.config.straps, role) for role in ROLES}

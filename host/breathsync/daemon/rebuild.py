@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..detector import TimedBreath
-from ..engine import Mute, StrapBlock, StrapBreath, StreamItem
+from ..engine import Mute, NudgeUndelivered, StrapBlock, StrapBreath, StreamItem
 from ..engine.replay import live_block_samples
 from ..errors import InputError
 from ..roles import ROLES, Role, is_role
@@ -101,6 +101,10 @@ def stored_stream(store: SessionStore, t0_s: float, rate_hz: float, include_late
     for t_s, _, kind, detail in store.link_events():
         if kind == "muted":  # the therapist pressed m: nudges were held back from here
             items.append(((t_s - t0_s, 3, 0), Mute(t_s - t0_s, mute_duration_s(detail))))
+    for nudge in store.nudges():
+        if nudge.delivered is False:  # right after the nudge (within its cooldown: nothing else could happen between)
+            at_s = nudge.t_s - t0_s + 1e-6
+            items.append(((at_s, 4, 0), NudgeUndelivered(at_s, nudge.t_s - t0_s)))
     items.sort(key=lambda x: x[0])
     for _, item in items:
         yield item

@@ -11,7 +11,7 @@ from .person import learn_baseline
 from .policy import NudgePolicy, haptic_pattern
 from .replay import dyad_stream, missing_as_dropouts, run_engine, strap_stream
 from .state import Baseline, Efficacy, EngineState, HapticPattern, Nudge, Output
-from .stream import Mute, StrapBlock, StrapBreath, StreamItem
+from .stream import Mute, NudgeUndelivered, StrapBlock, StrapBreath, StreamItem
 
 __all__ = [
     "Baseline",
@@ -24,6 +24,7 @@ __all__ = [
     "Mute",
     "Nudge",
     "NudgePolicy",
+    "NudgeUndelivered",
     "Output",
     "PolicyConfig",
     "Role",

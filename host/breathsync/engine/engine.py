@@ -63,7 +63,7 @@ from .phase import (
 )
 from .policy import NudgePolicy, haptic_pattern
 from .state import Baseline, Decision, Efficacy, EngineState, Nudge, Output
-from .stream import Mute, StrapBlock, StrapBreath, StreamItem
+from .stream import Mute, NudgeUndelivered, StrapBlock, StrapBreath, StreamItem
 
 MIN_SURROGATES = 8
 MIN_LAG_EVENTS = 4  # therapist breath events (peaks and troughs) in the window for a time-lag locking value
@@ -196,6 +196,13 @@ class EntrainmentEngine:
         if isinstance(item, Mute):
             out = self.advance(item.t_s)
             self.mute(item.duration_s, item.t_s)
+            return out
+        if isinstance(item, NudgeUndelivered):
+            out = self.advance(item.t_s)
+            # The stored time went through the host clock and back: the engine's own nudge within a second of it.
+            given = [n.t_s for n in self.nudges if abs(n.t_s - item.nudge_t_s) < 1.0]
+            if given:
+                self.nudge_undelivered(min(given, key=lambda t: abs(t - item.nudge_t_s)))
             return out
         raise TypeError(f"not a stream item: {item!r}")
 

@@ -51,4 +51,15 @@ class Mute:
     duration_s: float | None = None
 
 
-StreamItem = StrapBlock | StrapBreath | Mute
+@dataclass(frozen=True)
+class NudgeUndelivered:
+    """The nudge given at ``nudge_t_s`` never reached the therapist's strap; the host knew at ``t_s``. Live, the
+    daemon calls ``engine.nudge_undelivered``; a stored session replays it as this record, at the nudge's own time,
+    so a resumed run and ``replay SESSION`` hold back what the live run held back (applied after the whole replay,
+    a failed nudge kept the replay from re-making the delivered one after it)."""
+
+    t_s: float
+    nudge_t_s: float
+
+
+StreamItem = StrapBlock | StrapBreath | Mute | NudgeUndelivered

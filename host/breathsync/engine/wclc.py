@@ -20,7 +20,7 @@ from ..roles import Role
 from .config import PolicyConfig
 from .decision import LockTimer
 from .policy import NudgePolicy
-from .stream import Mute, StrapBlock, StrapBreath, StreamItem
+from .stream import Mute, NudgeUndelivered, StrapBlock, StrapBreath, StreamItem
 
 BIN_S = 0.2
 
@@ -44,7 +44,7 @@ class WindowedCrossLag:
         self._next_eval_s = step_s
 
     def feed(self, item: StreamItem) -> list[WclcState]:
-        if isinstance(item, StrapBreath | Mute):
+        if isinstance(item, StrapBreath | Mute | NudgeUndelivered):
             return []
         if not isinstance(item, StrapBlock):
             raise TypeError(f"not a stream item: {item!r}")

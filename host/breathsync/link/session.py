@@ -46,6 +46,11 @@ class LinkError(BreathsyncError):
     """A strap could not be reached, or did not answer a command in time."""
 
 
+class CommandUnanswered(LinkError):
+    """A command went out but no answer came (in time, or before the link was lost): the strap may have carried it
+    out. A haptic pattern may have been felt."""
+
+
 class CommandRejected(LinkError):
     """The strap answered a command with an error result code."""
 
@@ -164,9 +169,14 @@ class StrapSession:
         channel, payload = encode(command)
         try:
             await write(channel, payload)
-            response = await asyncio.wait_for(future, timeout_s)
-        except TimeoutError:
-            raise LinkError(f"{self.role}: no answer to {type(command).__name__} within {timeout_s} s") from None
+            try:
+                response = await asyncio.wait_for(future, timeout_s)
+            except TimeoutError:
+                raise CommandUnanswered(
+                    f"{self.role}: no answer to {type(command).__name__} within {timeout_s} s"
+                ) from None
+            except LinkError as exc:  # the link was lost after the command went out
+                raise CommandUnanswered(str(exc)) from None
         finally:
             self._pending.pop(tag, None)
         if response.result not in (ResultCode.OK, ResultCode.BUSY):

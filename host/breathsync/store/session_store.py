@@ -312,9 +312,9 @@ class SessionStore:
         self._wrote(1)
 
     @_write_op
-    def set_nudge_delivery(self, nudge_id: int, delivered: bool, detail: str = "") -> None:
+    def set_nudge_delivery(self, nudge_id: int, delivered: bool | None, detail: str = "") -> None:
         """Whether the therapist's strap confirmed the nudge (kept in the nudge's detail: ``delivered``, and
-        ``delivery_error`` when it was not)."""
+        ``delivery_error`` when it was not); None: sent, but no answer came, so it may have been felt."""
         writer = self._writer()
         row = writer.execute("SELECT detail FROM nudges WHERE id = ?", (nudge_id,)).fetchone()
         if row is None:
