@@ -401,6 +401,23 @@ def test_straps_sharing_a_name_each_go_to_their_own_role() -> None:
     run(go)
 
 
+def test_a_strap_found_by_a_name_the_other_role_may_share_must_report_its_role() -> None:
+    # With `--therapist ble:breathsync --client ble:<address>` (or `--client auto`) only identical monikers counted
+    # as shared, so the therapist's link took the client's factory-named strap when it answered first, and the
+    # client got the nudges (an outside review). The role check above now covers these too.
+    from breathsync.link.sources import name_shared
+
+    for sources, role, shared in [
+        ({"therapist": "ble:breathsync", "client": "ble:breathsync"}, "therapist", True),
+        ({"therapist": "ble:breathsync", "client": "ble:C2:22:22:22:22:22"}, "therapist", True),  # the factory name
+        ({"therapist": "ble:anna", "client": "auto"}, "therapist", True),  # the other role is found by its role
+        ({"therapist": "ble:anna", "client": "ble:bob"}, "therapist", False),  # two names of the user's own
+        ({"therapist": "ble:anna", "client": "ble:C2:22:22:22:22:22"}, "therapist", False),
+        ({"therapist": "serial:/dev/ttyACM0", "client": "auto"}, "therapist", False),
+    ]:
+        assert name_shared(sources[role], sources) is shared, sources
+
+
 class RoleLog(Sink):
     """One log of (loop time, role, kind) for several links."""
 

@@ -262,6 +262,23 @@ def open_link(
     return ReplayLink(role, Path(target), sink, clock=clock)
 
 
+FACTORY_NAME = "breathsync"  # every strap's name until it is given one (firmware config.BLE_NAME_PREFIX)
+
+
+def name_shared(source: str, sources: Mapping[Role, str]) -> bool:
+    """Whether the strap ``source`` names may also be the other role's, so its link must check the role the strap
+    reports: a name given to both roles, the factory name, or any name while the other role is found by role
+    (``auto``). With ``--therapist ble:breathsync --client ble:<address>`` the therapist's link took the client's
+    strap whenever it answered first, and the nudges went to the client (an outside review)."""
+    if not source.startswith("ble:"):
+        return False
+    return (
+        sum(other == source for other in sources.values()) > 1
+        or source[len("ble:") :] == FACTORY_NAME
+        or "auto" in sources.values()
+    )
+
+
 async def open_sources(
     sources: Mapping[Role, str],
     sink: StrapSink,
@@ -278,8 +295,7 @@ async def open_sources(
     try:
         for role, source in sources.items():
             if source != "auto":
-                shared = sum(other == source for other in sources.values()) > 1 and source.startswith("ble:")
-                links[role] = open_link(source, role, sink, options, rate_hz, clock, shared)
+                links[role] = open_link(source, role, sink, options, rate_hz, clock, name_shared(source, sources))
         if any(needs_ble(source) for source in sources.values()):
             await check_bluetooth(options)
     except BaseException:
