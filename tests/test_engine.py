@@ -705,6 +705,20 @@ def test_a_drop_out_after_a_nudge_is_not_decoupling(rates_bpm: tuple[float, floa
     assert len(eff) == 1 and eff[0].decoupled is False
 
 
+def test_efficacy_says_how_much_of_its_window_had_no_data() -> None:
+    # A strap away for 20 s of the 60 s after a nudge: 'not decoupled' then means 'not seen' as much as 'did not
+    # work', and a stored efficacy could not tell them apart (an outside review).
+    therapist, client = _copying_pair()
+    first = next(o for o in _run(list(dyad_stream(therapist, client, FS))) if isinstance(o, Nudge))
+    clean = [o for o in _run(list(dyad_stream(therapist, client, FS))) if isinstance(o, Efficacy)]
+    assert clean and all(e.paused_s == 0.0 for e in clean)
+    gap = (first.t_s + 5.0, first.t_s + 25.0)
+    outs = _run(list(dyad_stream(therapist, client, FS, gaps_s={"therapist": [gap]})))
+    [eff] = [o for o in outs if isinstance(o, Efficacy) and o.nudge_t_s == first.t_s]
+    assert 15.0 <= eff.paused_s <= 21.0, eff
+    assert eff.as_json_dict()["paused_s"] == round(eff.paused_s, 4)
+
+
 def test_baselines_do_not_catch_up_on_time_spent_locked() -> None:
     # While locked the baselines are frozen; the first unlocked update used to apply all the frozen time at once,
     # toward the rate the therapist was following (and so did the first update after a drop-out).

@@ -118,6 +118,8 @@ _NO_CUES = _Cues()
 class _PendingEfficacy:
     nudge_s: float
     quiet_since_s: float | None = None  # start of the current run of updates where the pair is apart
+    seen_s: float | None = None  # the last update counted in paused_s
+    paused_s: float = 0.0  # of the efficacy window, the time without a strap's data (the engine paused)
 
 
 class EntrainmentEngine:
@@ -609,17 +611,24 @@ class EntrainmentEngine:
         pol = self.config.policy
         keep: list[_PendingEfficacy] = []
         for pending in self._pending_efficacy:
+            # Time without data counts as 'not apart' (nothing says the pair decoupled), and is reported: a nudge
+            # not followed by decoupling because the strap was away is not one that did not work.
+            window_end_s = pending.nudge_s + pol.efficacy_window_s
+            seen_s = pending.nudge_s if pending.seen_s is None else pending.seen_s
+            if self._paused:
+                pending.paused_s += max(0.0, min(now_s, window_end_s) - seen_s)
+            pending.seen_s = max(seen_s, now_s)
             if apart is False:
                 pending.quiet_since_s = None
             elif apart and pending.quiet_since_s is None:
                 pending.quiet_since_s = now_s
             quiet = pending.quiet_since_s
             if quiet is not None and now_s - quiet >= pol.decoupled_s:
-                out.append(Efficacy(now_s, pending.nudge_s, True, quiet - pending.nudge_s))
+                out.append(Efficacy(now_s, pending.nudge_s, True, quiet - pending.nudge_s, pending.paused_s))
             elif now_s - pending.nudge_s > pol.efficacy_window_s and (
                 quiet is None or quiet - pending.nudge_s > pol.efficacy_window_s
             ):
-                out.append(Efficacy(now_s, pending.nudge_s, False, None))
+                out.append(Efficacy(now_s, pending.nudge_s, False, None, pending.paused_s))
             else:
                 keep.append(pending)
         self._pending_efficacy = keep

@@ -138,6 +138,7 @@ class Efficacy:
     nudge_t_s: float
     decoupled: bool
     after_s: float | None
+    paused_s: float = 0.0  # of the window, the time a strap's data was missing: 'not decoupled' may mean 'not seen'
 
     def as_json_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"type": "efficacy"}
