@@ -145,6 +145,15 @@ def test_a_signal_that_drifts_off_the_strap_scale_is_said(tmp_path: Path) -> Non
     assert breathsync("detect", str(steady), "--rate", "125").stderr == ""
 
 
+def test_the_decimal_comma_hint_comes_only_where_a_comma_separates_cells(tmp_path: Path) -> None:
+    # A tab-separated row with a cell too many (an OpenSignals row, a spreadsheet's extra column) was blamed on a
+    # decimal comma that was nowhere in it.
+    path = tmp_path / "extra.tsv"
+    path.write_text("t\tresp\n" + "0\t1.5\t2\n" * 2000)
+    proc = breathsync("detect", str(path), "--rate", "125")
+    assert proc.returncode == 2 and proc.stderr.strip() == f"breathsync detect: {path}: row 1: 3 cells for 2 columns"
+
+
 def test_blank_lines_before_the_header_row_are_passed_over(tmp_path: Path) -> None:
     # They were 'empty file (expected a header row)'.
     plain = tmp_path / "plain.csv"

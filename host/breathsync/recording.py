@@ -202,7 +202,7 @@ def read_recording(
                 delimiter, names = _header(header_line, column, separator)
             col = _column_index(path, names, column)
             tcol = next((i for i, name in enumerate(names) if name.casefold() in TIME_COLUMNS and i != col), None)
-            rows = _Rows(path, column, names, col, tcol, missing_ok)
+            rows = _Rows(path, column, names, col, tcol, missing_ok, delimiter)
             while chunk := _whole_lines(handle):
                 if '"' in chunk or "\x00" in chunk:  # quoted cells may span lines
                     rows.add_checked(csv.reader(itertools.chain(_lines(chunk), handle), delimiter=delimiter))
@@ -328,8 +328,18 @@ class _Rows:
     by row, which is where every rule of ``read_recording`` and its one-line errors live. Both give the same values,
     whatever the chunks' size."""
 
-    def __init__(self, path: Path, column: str, names: list[str], col: int, tcol: int | None, missing_ok: bool) -> None:
+    def __init__(
+        self,
+        path: Path,
+        column: str,
+        names: list[str],
+        col: int,
+        tcol: int | None,
+        missing_ok: bool,
+        delimiter: str = ",",
+    ) -> None:
         self.path, self.column, self.names, self.col, self.tcol = path, column, names, col, tcol
+        self.delimiter = delimiter  # a decimal comma splits a value in two cells only where ',' separates them
         self.missing_ok = missing_ok
         self.values: list[FloatArray] = []
         self.times: list[FloatArray] | None = [] if tcol is not None else None
@@ -415,10 +425,8 @@ class _Rows:
                     f"{path}: row {self.blank_row}: empty row (a missing sample would shift all later times)"
                 )
             if len(row) > len(names) and any(cell.strip() for cell in row[len(names) :]):  # "1.0,2.0," is fine
-                raise InputError(
-                    f"{path}: row {row_number}: {len(row)} cells for {len(names)} columns "
-                    "(a decimal comma? values need a decimal point)"
-                )
+                hint = " (a decimal comma? values need a decimal point)" if self.delimiter == "," else ""
+                raise InputError(f"{path}: row {row_number}: {len(row)} cells for {len(names)} columns{hint}")
             if col >= len(row):  # not an empty cell: the cell is not there (another separator?)
                 raise InputError(f"{path}: row {row_number}: {len(row)} cell(s) for {len(names)} columns")
             if times is not None and tcol is not None:
