@@ -468,6 +468,16 @@ def test_an_export_ended_by_a_signal_leaves_nothing_behind(session_file: Path, t
     assert list(out.iterdir()) == []
 
 
+def test_a_session_name_without_ascii_letters_asks_for_a_bids_subject(session_file: Path, tmp_path: Path) -> None:
+    # '日本' are letters, yet 'needs letters or digits' said otherwise and named no way out.
+    named = tmp_path / "日本.sqlite"
+    shutil.copy(session_file, named)
+    session = load_session(named)
+    with pytest.raises(InputError, match=re.escape("only the ASCII letters A-Z, a-z and the digits 0-9): give one")):
+        default_bids_names(session, tmp_path / "out")
+    assert default_bids_names(session, tmp_path / "out", subject="jp01").subject == "jp01"
+
+
 def test_an_export_never_overwrites_a_session_file(session_file: Path, tmp_path: Path) -> None:
     # A session renamed x.edf and exported to EDF beside itself was replaced by its own export (exit 0).
     renamed = tmp_path / "x.edf"

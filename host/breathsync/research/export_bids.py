@@ -42,7 +42,10 @@ def bids_label(text: str) -> str:
     """A BIDS label (alphanumeric only) from free text; raises if nothing is left."""
     label = _LABEL_RE.sub("", text)
     if not label:
-        raise InputError(f"cannot make a BIDS label from {text!r} (needs letters or digits)")
+        raise InputError(
+            f"cannot make a BIDS label from {text!r} (BIDS labels take only the ASCII letters A-Z, a-z and the "
+            "digits 0-9): give one with --subject"
+        )
     return label
 
 
