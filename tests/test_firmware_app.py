@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 MP_DIR = REPO / "tests" / "mp"
 VECTORS = REPO / "tests" / "vectors" / "packets.json"
 HEAP = "256K"  # see test_heap_budget: code + doubles do not fit 64K on the x64 unix port
-HEAP_MPY = "184K"  # test_heap_budget: the deployed .mpy form; 180K completes with < 8 KB free
+HEAP_MPY = "184K"  # test_heap_budget: the deployed .mpy form; at 180K the run does not complete (session 24)
 PWM_GPIO = 4  # config.PIN_MOTOR_PWM
 
 # Record kinds: host/breathsync/mp/doubles/ble_central.py and tests/mp/app_harness.py
