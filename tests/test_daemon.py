@@ -1115,6 +1115,15 @@ def test_a_session_being_recorded_is_neither_resumed_nor_reopened(tmp_path: Path
     )
 
 
+def _nudge_now(daemon: Daemon) -> float:
+    """The engine nudges now, as it does when following has built up: cooldown, efficacy to judge, and the send."""
+    t_s = daemon.session_s(daemon.clock())
+    daemon.engine.policy.record(t_s)
+    daemon.engine._pending_efficacy.append(_PendingEfficacy(t_s))
+    daemon._handle([Nudge(t_s, HapticPattern(3, 200, 300, 60), "paced", 0.9, 1.0, 30.0, 15.0, 16.0, 12.0)])
+    return t_s
+
+
 def test_a_nudge_that_does_not_reach_the_strap_is_stored_as_such_and_holds_nothing_back(
     served_pair: tuple[str, dict[str, ModelStrap]], tmp_path: Path
 ) -> None:
@@ -1124,14 +1133,6 @@ def test_a_nudge_that_does_not_reach_the_strap_is_stored_as_such_and_holds_nothi
     therapist = straps["therapist"]
     out = io.StringIO()
     daemon = Daemon(config_for(adapter, tmp_path), out)
-    pattern = HapticPattern(3, 200, 300, 60)
-
-    def nudge_now() -> float:
-        t_s = daemon.session_s(time.time())
-        daemon.engine.policy.record(t_s)  # what the engine does when it nudges (cooldown, efficacy to judge)
-        daemon.engine._pending_efficacy.append(_PendingEfficacy(t_s))
-        daemon._handle([Nudge(t_s, pattern, "paced", 0.9, 1.0, 30.0, 15.0, 16.0, 12.0)])
-        return t_s
 
     async def go() -> None:
         stop = asyncio.Event()
@@ -1140,13 +1141,13 @@ def test_a_nudge_that_does_not_reach_the_strap_is_stored_as_such_and_holds_nothi
         assert therapist.peripheral is not None
         away = asyncio.run_coroutine_threadsafe(therapist.peripheral.power_off(3.0), therapist._task.get_loop())
         await asyncio.sleep(0.05)
-        lost = nudge_now()
+        lost = _nudge_now(daemon)
         await asyncio.sleep(0.5)
         assert daemon.engine.policy.check(lost + 1.0).allowed  # no cooldown from a nudge nobody felt
         assert not daemon.engine._pending_efficacy
         await asyncio.wrap_future(away)
         await asyncio.sleep(4)  # reconnected
-        nudge_now()
+        _nudge_now(daemon)
         await asyncio.sleep(1)
         stop.set()
         await asyncio.wait_for(task, 20)
@@ -1170,17 +1171,13 @@ def test_a_nudge_the_strap_played_without_an_answer_still_counts_as_given(
     therapist = straps["therapist"]
     out = io.StringIO()
     daemon = Daemon(config_for(adapter, tmp_path), out)
-    pattern = HapticPattern(3, 200, 300, 60)
 
     async def go() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
         await asyncio.sleep(5)
         therapist.answers_haptics = False
-        t_s = daemon.session_s(daemon.clock())
-        daemon.engine.policy.record(t_s)  # what the engine does when it nudges (cooldown, efficacy to judge)
-        daemon.engine._pending_efficacy.append(_PendingEfficacy(t_s))
-        daemon._handle([Nudge(t_s, pattern, "paced", 0.9, 1.0, 30.0, 15.0, 16.0, 12.0)])
+        t_s = _nudge_now(daemon)
         await asyncio.sleep(4)  # past the 3 s wait for an answer
         assert not daemon.engine.policy.check(t_s + 10.0).allowed  # the cooldown holds
         assert [p.nudge_s for p in daemon.engine._pending_efficacy] == [t_s]  # its efficacy is still measured

@@ -652,6 +652,20 @@ def test_set_rate_moves_the_pressure_sensor_to_the_new_rate(run_micropython: Run
         assert f"lps22: odr code {5 if moved else 4}, baseline shift {11 + moved}" in run.stderr
 
 
+def _run_with_faults(run_micropython: RunMicroPython, tmp_path: Path, actions: list[list[Any]], **plan: Any) -> Run:
+    """6 s of the app under tests/mp/app_faults.py (the parts and faults ``plan`` names), no host session."""
+    return run_app(
+        run_micropython,
+        tmp_path,
+        bundled_counts(25),
+        actions,
+        end_ms=6000,
+        host=False,
+        script=MP_DIR / "app_faults.py",
+        **plan,
+    )
+
+
 def test_a_settings_write_during_a_pulse_turns_the_motor_off_first(
     run_micropython: RunMicroPython, tmp_path: Path
 ) -> None:
@@ -662,16 +676,7 @@ def test_a_settings_write_during_a_pulse_turns_the_motor_off_first(
         ["write", 2000, 8, "1801" + "01" + struct.pack("<HH", 1000, 0).hex() + "50"],  # one 1000 ms pulse, 80 %
         ["write", 2950, 9, "190206" + "01"],  # SET_ROLE therapist: a settings write
     ]
-    run = run_app(
-        run_micropython,
-        tmp_path,
-        bundled_counts(25),
-        actions,
-        end_ms=6000,
-        flash_ms=300,
-        host=False,
-        script=MP_DIR / "app_faults.py",
-    )
+    run = _run_with_faults(run_micropython, tmp_path, actions, flash_ms=300)
     timeline = [struct.unpack("<II", d) for _t, _h, d in run.kind(K_PWM)]
     ends = [*timeline[1:], (run.summary["t_ms"], 0)]
     on = [(t0, t1) for (t0, d0), (t1, _d1) in zip(timeline, ends, strict=True) if d0 > 0]
@@ -692,17 +697,13 @@ def test_a_haptic_driver_that_stops_answering_is_an_error_not_a_nudge(
         ["write", 2500, 8, "1802" + "03" + struct.pack("<HH", 200, 300).hex() + "50"],  # after it
         ["write", 4000, 9, "190305"],  # IDENTIFY
     ]
-    run = run_app(
+    run = _run_with_faults(
         run_micropython,
         tmp_path,
-        bundled_counts(25),
         actions,
-        end_ms=6000,
         settings={"haptic": "drv2605"},
         heapsize="384K",  # the DRV2605 driver's source on top of HEAP
-        host=False,
         drv2605_fails_at_ms=2200,
-        script=MP_DIR / "app_faults.py",
     )
     responses = [p for _t, p in run.packets() if isinstance(p, ResponsePacket)]
     assert [(r.tag, r.result) for r in responses] == [
