@@ -515,17 +515,19 @@ def rows_on_the_time_grid(recording: Recording, sampling_rate: float, path: str 
     time = recording.time
     if time is None or len(time) < 3:
         return None
-    known = np.flatnonzero(~np.isnan(time))
+    missing = np.isnan(time)
+    known = np.flatnonzero(~missing) if missing.any() else np.arange(len(time))
     if len(known) < 3:
         return None
-    steps = np.diff(time[known]) / np.diff(known)
+    dt, rows = np.diff(time[known] if missing.any() else time), np.diff(known)
+    steps = dt / rows
     # The unit, and whether the column steps by one sample period at all, from the first rows only: nothing read later
     # in the file may change how its start is read (a replay of it cut short gives the same outputs up to the cut).
     step = float(np.median(steps[:STEP_ROWS]))
     unit = next((u for u, scale in (("s", 1.0), ("ms", 1000.0)) if abs(step * sampling_rate / scale - 1) < 0.02), None)
     if unit is None:
         return TimeGrid(recording.values, None, 0, 0)
-    back = np.flatnonzero(np.diff(time[known]) <= 0)
+    back = np.flatnonzero(dt <= 0)
     if len(back):
         row = int(known[back[0] + 1]) + 1
         raise InputError(f"{path}: row {row}: {recording.time_column!r} goes backwards or repeats")
@@ -537,7 +539,6 @@ def rows_on_the_time_grid(recording: Recording, sampling_rate: float, path: str 
     shortest = min(step, float(ordinary.min())) if len(ordinary) else step
     if not np.any(steps > JUMP_STEPS * shortest * (1 - 1e-9)):
         return TimeGrid(recording.values, unit, 0, 0)
-    dt, rows = np.diff(time[known]), np.diff(known)
     local = _step_before(steps, step)
     jump = dt > JUMP_STEPS * rows * local
     gaps = np.where(jump, np.round(dt / local).astype(np.int64) - rows, 0)
