@@ -485,3 +485,29 @@ def test_stream_stopped_early_does_not_claim_the_recording_ended(
     assert main(["stream", "--client", f"replay:{session}", "--seconds", "1"]) == 0
     out = capsys.readouterr().out
     assert "link closed stopped" in out and "end of recording" not in out
+
+
+TERMINATED_INSIDE_ASYNCIO = """
+import asyncio, os, signal, sys
+from breathsync.cli import _terminate_cleanly, _Terminated
+
+async def main():
+    asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)  # lands in a loop callback
+    await asyncio.sleep(2)
+    return 0
+
+try:
+    with _terminate_cleanly():
+        sys.exit(asyncio.run(main()))
+except _Terminated as exc:
+    print("terminated", exc.signum)
+"""
+
+
+def test_sigterm_inside_an_event_loop_ends_the_command() -> None:
+    # A command whose event loop has no signal handlers of its own (scan): raised inside a loop callback or a task,
+    # any exception but SystemExit and KeyboardInterrupt is kept or logged by asyncio, and the command ran on.
+    proc = subprocess.run(
+        [sys.executable, "-c", TERMINATED_INSIDE_ASYNCIO], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert proc.stdout.strip() == "terminated 15", proc.stdout + proc.stderr

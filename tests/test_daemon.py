@@ -116,7 +116,7 @@ import sys, threading, time
 real_time = time.time
 step_s = [0.0]
 time.time = lambda: real_time() + step_s[0]  # the system's wall clock, as every module reads it from now on
-threading.Timer(5.0, step_s.__setitem__, (0, 30.0)).start()  # NTP, or someone, sets it 30 s ahead
+threading.Timer(8.0, step_s.__setitem__, (0, 30.0)).start()  # NTP, or someone, sets it 30 s ahead
 from breathsync.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -131,7 +131,7 @@ def test_a_step_of_the_wall_clock_mid_session_is_not_a_strap_reboot(
     adapter, straps = served_pair
     cmd = [sys.executable, "-c", WALL_CLOCK_STEP, *_run_command(adapter, tmp_path)[3:]]
     run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(12)  # the step at 5 s, then three TIME_SYNC pings
+    time.sleep(15)  # the step at 8 s, then three TIME_SYNC pings
     run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=30)
     assert run.returncode == 0, err
@@ -143,8 +143,9 @@ def test_a_step_of_the_wall_clock_mid_session_is_not_a_strap_reboot(
             assert len(series.counters) > 25 * 8 and store.missing_ranges(role) == [], role
             assert not store.late(role).sample_ranges, role
             assert series.values.tolist() == strap.values[int(series.counters[0]) : int(series.counters[-1]) + 1]
-            # No jump either way (the first clock fit may still move the first second by a few tenths).
-            steps = np.diff(series.host_t_s)
+            # No jump either way after the first clock fit (it may move the first seconds back by up to ~1 s on a
+            # busy host, step or not); the step comes 5 s or more after the first sample.
+            steps = np.diff(series.host_t_s[4 * 25 :])
             assert np.abs(steps - 1 / 25).max() < 0.5, (role, steps.min(), steps.max())
 
 
@@ -346,9 +347,10 @@ def test_a_replayed_session_holds_back_what_live_held_back_after_a_nudge_that_fa
     # were never re-made, and a resumed run could buzz the therapist again inside the cooldown (an outside review).
     t0_s = 1_000_000.0
     path = tmp_path / "s.sqlite"
-    _record_live(
-        path, _dyad_as_it_arrives(t0_s, 0.0, 0.0, follow_from_s=130.0, seconds=900.0), t0_s
-    )  # no strap link: all fail
+    # No strap link here, so every nudge fails. Notifications reach the host 50 ms after their data: a nudge is
+    # dated by the data that triggered it, and its failure comes on the arrival timeline.
+    arrivals = _dyad_as_it_arrives(t0_s, 0.0, 0.0, follow_from_s=130.0, seconds=900.0)
+    _record_live(path, [(at + 0.05, item) for at, item in arrivals], t0_s)
     with SessionStore.open(path, read_only=True) as store:
         live = [round(n.t_s - t0_s, 3) for n in store.nudges()]
         assert len(live) >= 2 and all(n.delivered is False for n in store.nudges()), live
@@ -1193,6 +1195,14 @@ def test_a_nudge_the_strap_played_without_an_answer_still_counts_as_given(
         assert [e[2] for e in store.link_events() if e[2].startswith("nudge")] == ["nudge-unconfirmed"]
     assert len(therapist.haptics) == 1
     assert "NUDGE (paced) not confirmed, counted as given: therapist: no answer" in out.getvalue()
+    from breathsync.research import load_session
+    from breathsync.research.export_bids import default_bids_names, export_bids
+
+    session = load_session(path)
+    files = export_bids(session, default_bids_names(session, tmp_path / "bids", subject="01"))
+    [events] = [f for f in files if f.name.endswith("_events.tsv")]
+    rows = [line.split("\t") for line in events.read_text().splitlines()]
+    assert [row[4] for row in rows if row[2] == "nudge"] == ["unconfirmed"]  # not n/a, as for older sessions
 
 
 def test_the_status_line_shows_each_link_state_not_its_latest_event(tmp_path: Path) -> None:

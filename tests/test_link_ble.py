@@ -378,7 +378,7 @@ def test_straps_sharing_a_name_each_go_to_their_own_role() -> None:
             ble = BleStrapLink("therapist", "breathsync", sink, _quick_options(bench), name_shared=True)
             task = asyncio.create_task(ble.run())
             try:
-                await until(lambda: any("is the client's strap" in detail for kind, detail in sink.link))
+                await until(lambda: any("reports the client's role" in detail for kind, detail in sink.link))
                 await therapist.start(link)
                 for drop in range(3):
                     await until(lambda d=drop: sum(k == "connected" for k, _ in sink.link) == d + 1)  # type: ignore[misc]
@@ -396,20 +396,60 @@ def test_straps_sharing_a_name_each_go_to_their_own_role() -> None:
         connected = [detail for kind, detail in sink.link if kind == "connected"]
         assert connected and all(address.upper() == "C1:11:11:11:11:11" for address in connected)
         refused = [detail for kind, detail in sink.link if kind == "connect-failed"]
-        assert any("is the client's strap" in detail for detail in refused)
+        assert any("reports the client's role" in detail for detail in refused)
+
+    run(go)
+
+
+def test_a_strap_found_by_name_is_never_the_one_the_other_role_names_by_address() -> None:
+    # `--therapist ble:breathsync --client ble:C2:...` with two factory-fresh straps (both named 'breathsync', both
+    # reporting the default role 'client'): the therapist's link took the client's strap whenever it answered
+    # first, the client's breathing was stored as the therapist's, and the nudges went to the client.
+    from breathsync.protocol import Role
+    from breathsync.sim.peripheral import PeripheralSpec
+
+    class Addressed(ModelStrap):
+        address = ""
+
+        def spec(self) -> PeripheralSpec:
+            return dataclasses.replace(super().spec(), address=self.address)
+
+    async def go() -> None:
+        link = new_link()
+        client = Addressed("breathsync", [40000] * 25 * 60, speed=5.0, role=Role.CLIENT)
+        client.address = "C2:22:22:22:22:22"
+        therapist = Addressed("breathsync", [20000] * 25 * 60, speed=5.0, role=Role.CLIENT)  # factory role, too
+        therapist.address = "C1:11:11:11:11:11"
+        await client.start(link)  # alone at first: the only 'breathsync' in range
+        async with await BumbleBench.open(link) as bench:
+            sink = Sink()
+            options = _quick_options(bench)
+            ble = BleStrapLink("therapist", "breathsync", sink, options, others=["c2:22:22:22:22:22"])
+            task = asyncio.create_task(ble.run())
+            try:
+                await asyncio.sleep(2.0)
+                assert not any(kind == "connected" for kind, _ in sink.link)  # the client's strap is not taken
+                await therapist.start(link)
+                await until(lambda: len(sink.blocks) > 0)
+            finally:
+                await ble.close()
+                await asyncio.wait_for(task, 10)
+            await client.close()
+            await therapist.close()
+        assert {value for block in sink.blocks for value in block.values} == {20000}
+        connected = [detail for kind, detail in sink.link if kind == "connected"]
+        assert connected and all(address.upper() == "C1:11:11:11:11:11" for address in connected)
 
     run(go)
 
 
 def test_a_strap_found_by_a_name_the_other_role_may_share_must_report_its_role() -> None:
-    # With `--therapist ble:breathsync --client ble:<address>` (or `--client auto`) only identical monikers counted
-    # as shared, so the therapist's link took the client's factory-named strap when it answered first, and the
-    # client got the nudges (an outside review). The role check above now covers these too.
+    # With `--client auto` only identical monikers counted as shared; the role check above now covers it too.
     from breathsync.link.sources import name_shared
 
     for sources, role, shared in [
         ({"therapist": "ble:breathsync", "client": "ble:breathsync"}, "therapist", True),
-        ({"therapist": "ble:breathsync", "client": "ble:C2:22:22:22:22:22"}, "therapist", True),  # the factory name
+        ({"therapist": "ble:breathsync", "client": "ble:C2:22:22:22:22:22"}, "therapist", False),  # excluded, below
         ({"therapist": "ble:anna", "client": "auto"}, "therapist", True),  # the other role is found by its role
         ({"therapist": "ble:anna", "client": "ble:bob"}, "therapist", False),  # two names of the user's own
         ({"therapist": "ble:anna", "client": "ble:C2:22:22:22:22:22"}, "therapist", False),

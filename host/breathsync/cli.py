@@ -105,12 +105,13 @@ def _negative_values_attached(argv: Sequence[str]) -> list[str]:
     return out
 
 
-class _Terminated(BaseException):
+class _Terminated(SystemExit):
     """SIGTERM or SIGHUP (a closed terminal) during a command: unwound like Ctrl-C, so an export half written is
-    removed (it was left in a hidden directory in --out) and files are closed."""
+    removed (it was left in a hidden directory in --out) and files are closed. A SystemExit: asyncio passes those
+    (and Ctrl-C's KeyboardInterrupt) on from a task or callback, where it keeps any other exception."""
 
     def __init__(self, signum: int) -> None:
-        super().__init__(signum)
+        super().__init__(128 + signum)  # the shell's code for a process ended by a signal
         self.signum = signum
 
 
@@ -159,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BreathsyncError as exc:
         print(f"{command}: {exc}", file=sys.stderr)
         return 2
+    except _Terminated as exc:
+        return 128 + exc.signum
     except SystemExit:  # argparse's --help, --version and usage errors: their text must get out too
         if _stdout_broken():
             _silence_stdout()
@@ -167,8 +170,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     except KeyboardInterrupt:
         return 130
-    except _Terminated as exc:  # the shell's code for a process ended by a signal
-        return 128 + exc.signum
     except BrokenPipeError:  # the reader went away (``| head``): not an error
         _silence_stdout()
         return 0

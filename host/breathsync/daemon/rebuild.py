@@ -57,6 +57,9 @@ def timed_breath(event: BreathEventRecord, t0_s: float, rate_hz: float) -> Timed
     )
 
 
+UNDELIVERED_KNOWN_AFTER_S = 1.0  # a failed nudge without its link event (a damaged file): known this long after it
+
+
 def stored_stream(store: SessionStore, t0_s: float, rate_hz: float, include_late: bool = False) -> Iterator[StreamItem]:
     """The session as the engine's input, in the order its live engine had it: each notification when it arrived
     (the ``arrivals`` table), as the strap cut it. What reached the host only after a drop-out (backfill) is left
@@ -98,13 +101,19 @@ def stored_stream(store: SessionStore, t0_s: float, rate_hz: float, include_late
             came = arrivals[event.role].events.get((event.kind, event.counter))
             key = (breath.reported_t_s, 2, 0) if came is None else (arrival_s[came[1]] - t0_s, 0, came[1])
             items.append((key, StrapBreath(event.role, breath)))
+    failures: list[float] = []
     for t_s, _, kind, detail in store.link_events():
         if kind == "muted":  # the therapist pressed m: nudges were held back from here
             items.append(((t_s - t0_s, 3, 0), Mute(t_s - t0_s, mute_duration_s(detail))))
-    for nudge in store.nudges():
-        if nudge.delivered is False:  # right after the nudge (within its cooldown: nothing else could happen between)
-            at_s = nudge.t_s - t0_s + 1e-6
-            items.append(((at_s, 4, 0), NudgeUndelivered(at_s, nudge.t_s - t0_s)))
+        elif kind == "nudge-failed":
+            failures.append(t_s - t0_s)
+    for nudge_s in (n.t_s - t0_s for n in store.nudges() if n.delivered is False):
+        # When live learned it: the failure logged at or after the nudge, on the arrival timeline (a nudge is dated
+        # by the data that triggered it, which arrived later), after whatever arrived at that moment.
+        at_s = next((t for t in sorted(failures) if t >= nudge_s), nudge_s + UNDELIVERED_KNOWN_AFTER_S)
+        if at_s in failures:
+            failures.remove(at_s)
+        items.append(((at_s, 4, 0), NudgeUndelivered(at_s, nudge_s)))
     items.sort(key=lambda x: x[0])
     for _, item in items:
         yield item

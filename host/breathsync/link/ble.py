@@ -21,7 +21,7 @@ import math
 import sys
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -158,6 +158,7 @@ class BleStrapLink:
         rate_hz: float = 25.0,
         clock: Callable[[], float] = time.monotonic,
         name_shared: bool = False,
+        others: Iterable[str] = (),
     ) -> None:
         self.role = role
         self.target = target
@@ -176,7 +177,7 @@ class BleStrapLink:
         # A strap found by name is kept by address once connected (two straps of one name must not swap
         # people on a reconnect); with a shared name, straps that report the other role are never taken.
         self._found_address: str | None = None
-        self._other_roles: set[str] = set()
+        self._other_roles: set[str] = {address.upper() for address in others}  # the other role's straps: never ours
 
     @property
     def address(self) -> str:
@@ -201,12 +202,12 @@ class BleStrapLink:
         search at once; a strap connected as it came is let go by ``run()`` (nobody else would disconnect it, and a
         strap kept connected does not advertise, so the next session would not find it)."""
         target = self.target
-        address = target if _looks_like_address(target) else self._found_address
+        address = target if looks_like_address(target) else self._found_address
 
         def wanted(device: BLEDevice, adv: AdvertisementData) -> bool:
             if address is not None:
                 return device.address.upper() == address.upper()
-            return (adv.local_name or device.name or "") == target and device.address not in self._other_roles
+            return (adv.local_name or device.name or "") == target and device.address.upper() not in self._other_roles
 
         slices = max(1, math.ceil(self.options.scan_timeout_s / SCAN_SLICE_S - 1e-9))
         slice_s = self.options.scan_timeout_s / slices  # even slices: a last one of 0.1 s would see nothing
@@ -284,22 +285,24 @@ class BleStrapLink:
         return client
 
     def _check_role(self, address: str, status: bytes) -> None:
-        """With both roles given one name (the firmware's default), a strap must report this role: otherwise
-        the therapist's link took whichever strap answered first (the client's), and the nudges went to the
-        client. A strap with no role, a name used for one role only, or an address is taken as the user said
-        (a renamed strap keeps the default role 'client')."""
-        if _looks_like_address(self.target):
+        """Found by a name the other role may share (``sources.name_shared``: one name for both roles, the
+        factory name, or any name while the other role is found by role), a strap must not report the other role:
+        otherwise the therapist's link took whichever strap answered first (the client's), and the nudges went to
+        the client. A strap with no role, a name of the user's own for one role only, or an address is taken as
+        the user said."""
+        if looks_like_address(self.target):
             return
         try:
             reported = ROLE_NAMES.get(StatusPacket.from_bytes(status).role) if self.name_shared else None
         except ProtocolError:
             reported = None  # the session counts the bad packet
         if reported is not None and reported != self.role:
-            self._other_roles.add(address)
+            self._other_roles.add(address.upper())
             self._found_address = None  # a strap re-assigned to the other role: look for this role's again
             raise LinkError(
-                f"{self.role}: the strap named {self.target!r} at {address} is the {reported}'s strap "
-                "(both are named alike: each strap's role tells them apart; set it with SET_ROLE)"
+                f"{self.role}: the strap named {self.target!r} at {address} reports the {reported}'s role "
+                "(found by a name the other role may share, a strap is taken by its role: set it with SET_ROLE, "
+                "or name the strap by its address)"
             )
         self._found_address = address
 
@@ -385,7 +388,7 @@ class BleStrapLink:
                 await client.disconnect()
 
 
-def _looks_like_address(target: str) -> bool:
+def looks_like_address(target: str) -> bool:
     parts = target.split(":")
     return (len(parts) == 6 and all(len(p) == 2 for p in parts)) or (len(target) == 36 and target.count("-") == 4)
 
@@ -397,5 +400,6 @@ __all__ = [
     "FoundStrap",
     "StrapNotInRange",
     "check_bluetooth",
+    "looks_like_address",
     "scan",
 ]

@@ -34,8 +34,16 @@ def steady_wall_clock() -> Callable[[], float]:
     an outside review's +30 s step mid-session made both straps' TIME_SYNC counters look 30 s behind the clock fit,
     so both were taken for rebooted, their rings fetched and stored again dated 125 s back, and the engine paused.
     """
-    wall_s, steady_s = time.time(), time.monotonic()
-    return lambda: wall_s + (time.monotonic() - steady_s)
+    wall_s, steady_s = time.time(), _steady()
+    return lambda: wall_s + (_steady() - steady_s)
+
+
+def _steady() -> float:
+    """Seconds that never step and go on while the machine sleeps (Linux CLOCK_BOOTTIME): a laptop suspended
+    mid-session wakes to straps that kept counting, and a clock stopped meanwhile (CLOCK_MONOTONIC) would date
+    everything after it that much early. Elsewhere the monotonic clock."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -29,7 +29,7 @@ from ..protocol import ROLE_NAMES, Channel, HapticCommand, ResponsePacket, Statu
 from ..protocol.uuids import BATTERY_LEVEL_UUID, CHARACTERISTIC_UUIDS, FIRMWARE_REVISION_UUID
 from ..roles import ROLES as ROLES
 from ..roles import Role, is_role
-from .ble import SCAN_SLICE_S, BleOptions, BleStrapLink, FoundStrap, check_bluetooth, scan
+from .ble import SCAN_SLICE_S, BleOptions, BleStrapLink, FoundStrap, check_bluetooth, looks_like_address, scan
 from .serial_link import SerialStrapLink
 from .session import LinkError, StrapSink
 from .stream import LinkStats, SampleBlock, StrapEvent, StrapStream
@@ -244,16 +244,18 @@ def open_link(
     rate_hz: float = 25.0,
     clock: Callable[[], float] = time.monotonic,
     name_shared: bool = False,
+    others: Iterable[str] = (),
 ) -> StrapLink:
     """The link for a source moniker (see the module docstring); ``clock`` stamps arrivals. ``name_shared``:
-    the other role's strap is given by the same BLE name (then each strap's role must match)."""
+    the other role's strap may answer to the same BLE name (then each strap's role must match); ``others``: the
+    other role's strap addresses, never taken by a name."""
     if not is_role(role):
         raise InputError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
     if check_source(moniker) == "auto":
         raise InputError(f"{role}: 'auto' is resolved by scanning (find_by_role) before a link is opened")
     kind, _, target = moniker.partition(":")
     if kind == "ble":
-        return BleStrapLink(role, target, sink, options, rate_hz, clock, name_shared)
+        return BleStrapLink(role, target, sink, options, rate_hz, clock, name_shared, others)
     if kind == "serial":
         # A device path that is not there fails now, not after files were created (COM3 etc. are not paths).
         if target.startswith("/") and not Path(target).exists():
@@ -262,21 +264,19 @@ def open_link(
     return ReplayLink(role, Path(target), sink, clock=clock)
 
 
-FACTORY_NAME = "breathsync"  # every strap's name until it is given one (firmware config.BLE_NAME_PREFIX)
-
-
 def name_shared(source: str, sources: Mapping[Role, str]) -> bool:
     """Whether the strap ``source`` names may also be the other role's, so its link must check the role the strap
-    reports: a name given to both roles, the factory name, or any name while the other role is found by role
-    (``auto``). With ``--therapist ble:breathsync --client ble:<address>`` the therapist's link took the client's
-    strap whenever it answered first, and the nudges went to the client (an outside review)."""
+    reports: a name given to both roles, or any name while the other role is found by role (``auto``). (The other
+    role given by address: that address is never taken by name, ``open_sources``: with ``--therapist
+    ble:breathsync --client ble:<address>`` the therapist's link took the client's strap whenever it answered first,
+    and the nudges went to the client, an outside review.)"""
     if not source.startswith("ble:"):
         return False
-    return (
-        sum(other == source for other in sources.values()) > 1
-        or source[len("ble:") :] == FACTORY_NAME
-        or "auto" in sources.values()
-    )
+    return sum(other == source for other in sources.values()) > 1 or "auto" in sources.values()
+
+
+def _is_ble_address(source: str) -> bool:
+    return source.startswith("ble:") and looks_like_address(source[len("ble:") :])
 
 
 async def open_sources(
@@ -295,7 +295,10 @@ async def open_sources(
     try:
         for role, source in sources.items():
             if source != "auto":
-                links[role] = open_link(source, role, sink, options, rate_hz, clock, name_shared(source, sources))
+                others = [s[len("ble:") :] for r, s in sources.items() if r != role and _is_ble_address(s)]
+                links[role] = open_link(
+                    source, role, sink, options, rate_hz, clock, name_shared(source, sources), others
+                )
         if any(needs_ble(source) for source in sources.values()):
             await check_bluetooth(options)
     except BaseException:

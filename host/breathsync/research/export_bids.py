@@ -324,7 +324,7 @@ _EVENT_COLUMNS: dict[str, dict[str, Any]] = {
     "value": {
         "Description": "Breath depth in 14-bit counts (peak, trough), link event kind, battery level in percent, "
         "or a nudge's delivery (delivered: the therapist's strap confirmed it; not-delivered: it did not reach the "
-        "strap)."
+        "strap; unconfirmed: it went out but no answer came, so it may have been felt)."
     },
     "decoupled": {"Description": "Nudges: whether the therapist stopped following within the efficacy window."},
     "decoupled_after_s": {"Description": "Nudges: seconds from the nudge until the therapist decoupled.", "Units": "s"},
@@ -363,7 +363,7 @@ def _event_rows(session: Session) -> Iterable[list[str]]:
             _bids_num(duration),
             "nudge",
             "therapist",
-            _delivery(nudge.delivered),
+            _delivery(nudge.detail),
             _bids_num(nudge.decoupled),
             _bids_num(nudge.decoupled_after_s),
         ]
@@ -380,9 +380,14 @@ def _event_rows(session: Session) -> Iterable[list[str]]:
             yield [_bids_num(session.rel(t_s)), "0", "link", who or na, kind or na, na, na]
 
 
-def _delivery(delivered: bool | None) -> str:
-    """A nudge's delivery as the events' value: sessions before delivery was recorded say n/a."""
-    return "n/a" if delivered is None else ("delivered" if delivered else "not-delivered")
+def _delivery(detail: Mapping[str, Any]) -> str:
+    """A nudge's delivery as the events' value: sessions before delivery was recorded (or a damaged one) say n/a."""
+    delivered = detail.get("delivered", "absent")
+    if delivered is None:
+        return "unconfirmed"  # it went out, no answer came
+    if isinstance(delivered, bool):
+        return "delivered" if delivered else "not-delivered"
+    return "n/a"
 
 
 def _bids_scans(session: Session, names: BidsNames, physio: list[Path]) -> Path:
