@@ -18,7 +18,7 @@ from breathsync.errors import InputError
 from breathsync.link.ble import BleOptions, BleStrapLink, check_bluetooth, scan
 from breathsync.link.bumble_backend import BumbleBench, new_link
 from breathsync.link.stream import SampleBlock, StrapEvent
-from breathsync.protocol import HapticCommand, StatusPacket
+from breathsync.protocol import HapticCommand, Role, StatusPacket
 
 
 class Sink:
@@ -353,11 +353,9 @@ def test_a_strap_renamed_but_left_in_the_default_role_still_serves_the_therapist
     run(go)
 
 
-def test_straps_sharing_a_name_each_go_to_their_own_role() -> None:
-    # Every strap leaves the factory named 'breathsync'. Found by name, the therapist's link took whichever
-    # strap answered first (here the client's, every time): the client's breathing was stored as the
-    # therapist's, and the nudges went to the client.
-    from breathsync.protocol import Role
+def _factory_named_pair(therapist_role: Role) -> tuple[ModelStrap, ModelStrap]:
+    """Two straps named 'breathsync': the client's at C2:22:22:22:22:22 (all 40000), the therapist's at C1:11:...
+    (all 20000, reporting ``therapist_role``)."""
     from breathsync.sim.peripheral import PeripheralSpec
 
     class Addressed(ModelStrap):
@@ -366,12 +364,20 @@ def test_straps_sharing_a_name_each_go_to_their_own_role() -> None:
         def spec(self) -> PeripheralSpec:
             return dataclasses.replace(super().spec(), address=self.address)
 
+    client = Addressed("breathsync", [40000] * 25 * 60, speed=5.0, role=Role.CLIENT)
+    client.address = "C2:22:22:22:22:22"
+    therapist = Addressed("breathsync", [20000] * 25 * 60, speed=5.0, role=therapist_role)
+    therapist.address = "C1:11:11:11:11:11"
+    return client, therapist
+
+
+def test_straps_sharing_a_name_each_go_to_their_own_role() -> None:
+    # Every strap leaves the factory named 'breathsync'. Found by name, the therapist's link took whichever
+    # strap answered first (here the client's, every time): the client's breathing was stored as the
+    # therapist's, and the nudges went to the client.
     async def go() -> None:
         link = new_link()
-        client = Addressed("breathsync", [40000] * 25 * 60, speed=5.0, role=Role.CLIENT)
-        client.address = "C2:22:22:22:22:22"
-        therapist = Addressed("breathsync", [20000] * 25 * 60, speed=5.0, role=Role.THERAPIST)
-        therapist.address = "C1:11:11:11:11:11"
+        client, therapist = _factory_named_pair(Role.THERAPIST)
         await client.start(link)  # alone at first: found first, whatever the scan order under load
         async with await BumbleBench.open(link) as bench:
             sink = Sink()
@@ -405,21 +411,9 @@ def test_a_strap_found_by_name_is_never_the_one_the_other_role_names_by_address(
     # `--therapist ble:breathsync --client ble:C2:...` with two factory-fresh straps (both named 'breathsync', both
     # reporting the default role 'client'): the therapist's link took the client's strap whenever it answered
     # first, the client's breathing was stored as the therapist's, and the nudges went to the client.
-    from breathsync.protocol import Role
-    from breathsync.sim.peripheral import PeripheralSpec
-
-    class Addressed(ModelStrap):
-        address = ""
-
-        def spec(self) -> PeripheralSpec:
-            return dataclasses.replace(super().spec(), address=self.address)
-
     async def go() -> None:
         link = new_link()
-        client = Addressed("breathsync", [40000] * 25 * 60, speed=5.0, role=Role.CLIENT)
-        client.address = "C2:22:22:22:22:22"
-        therapist = Addressed("breathsync", [20000] * 25 * 60, speed=5.0, role=Role.CLIENT)  # factory role, too
-        therapist.address = "C1:11:11:11:11:11"
+        client, therapist = _factory_named_pair(Role.CLIENT)  # the therapist's strap has the factory role too
         await client.start(link)  # alone at first: the only 'breathsync' in range
         async with await BumbleBench.open(link) as bench:
             sink = Sink()
