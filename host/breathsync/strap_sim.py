@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from .adc import simulate_adc
+from .adc import StrapSignal, simulate_adc
 from .detector import BreathEvent, Interpreter, TimedBreath, check_rate, run_detector
 from .errors import InputError
 from .recording import check_input_rate
@@ -18,14 +18,17 @@ def detect_breaths(
     sampling_rate: float,
     rate_hz: int = 25,
     interpreter: Interpreter = "cpython",
+    strap: StrapSignal | None = None,
 ) -> list[TimedBreath]:
-    """Run the strap (ADC + firmware detector) on ``signal`` sampled at ``sampling_rate`` Hz."""
+    """Run the strap (ADC + firmware detector) on ``signal`` sampled at ``sampling_rate`` Hz; ``strap``: its ADC
+    simulation, when the caller has it already."""
     check_rate(rate_hz)
     check_input_rate(sampling_rate, len(signal))
     duration_s = len(signal) / sampling_rate
     if duration_s < MIN_DURATION_S:
         raise InputError(f"recording too short: {duration_s:.1f} s of data, need at least {MIN_DURATION_S:.0f} s")
-    strap = simulate_adc(signal, sampling_rate, rate_hz)
+    if strap is None:
+        strap = simulate_adc(signal, sampling_rate, rate_hz)
     events = run_detector(strap.counts_u16.tolist(), rate_hz, interpreter)
     return [_place(event, strap.t0_s, rate_hz, strap.units_per_count14) for event in events]
 

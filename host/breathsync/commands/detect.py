@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     rate_hz = input_rate(args.input, args.rate)
     strap_input = read_strap_input(args.input, args.column, rate_hz, "the", "detect", args.strap_rate)
-    breaths = detect_breaths(strap_input.signal, rate_hz, args.strap_rate, args.interpreter)
+    breaths = detect_breaths(strap_input.signal, rate_hz, args.strap_rate, args.interpreter, strap_input.strap)
     out = sys.stdout
     kept = outside_dropouts(breaths, strap_input.dropouts_s)
     for breath in kept:

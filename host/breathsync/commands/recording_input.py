@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..adc import FIT_S, HEADROOM_SPANS, check_signal_magnitude, simulate_adc
+from ..adc import FIT_S, HEADROOM_SPANS, StrapSignal, check_signal_magnitude, simulate_adc
 from ..engine.replay import SHORTEST_DROPOUT_S, missing_as_dropouts, missing_stretches
 from ..errors import InputError
 from ..recording import (
@@ -58,6 +58,7 @@ class StrapInput:
 
     signal: FloatArray
     dropouts_s: tuple[Interval, ...]  # seconds from the start, widened to the strap's whole sample blocks
+    strap: StrapSignal  # what the simulated strap's converter makes of ``signal`` (computed once: replay, detect)
 
 
 def read_strap_input(
@@ -88,19 +89,20 @@ def read_strap_input(
     if not dropouts:
         gaps = ()
     _note_missing(signal, sampling_rate, len(gaps), whose, command, bridge_only=not dropouts)
-    _note_rails(filled, sampling_rate, strap_rate_hz, whose, command)
-    return StrapInput(filled, gaps)
+    strap = simulate_adc(filled, sampling_rate, strap_rate_hz)
+    _note_rails(strap, whose, command)
+    return StrapInput(filled, gaps, strap)
 
 
 RAIL_NOTE_S = 5.0  # this long at the simulated strap's rails is said (a movement burst of a second or two is not)
 
 
-def _note_rails(signal: FloatArray, sampling_rate: float, strap_rate_hz: int, whose: str, command: str) -> None:
+def _note_rails(strap: StrapSignal, whose: str, command: str) -> None:
     """Say how long the simulated strap sits at a rail of its converter: a level that drifts or steps by more than
     the front end's headroom (``adc.HEADROOM_SPANS`` breath ranges of the first 30 s) loses every breath from then
     on, as a real strap's would, and nothing else would tell (an outside review: half a recording without a breath,
     no note)."""
-    counts = simulate_adc(signal, sampling_rate, strap_rate_hz).counts_u16
+    counts, strap_rate_hz = strap.counts_u16, strap.rate_hz
     railed = (counts == 0) | (counts == 0xFFFF)
     seconds = np.count_nonzero(railed) / strap_rate_hz
     if seconds < RAIL_NOTE_S:

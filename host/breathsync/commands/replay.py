@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
+from ..adc import StrapSignal
 from ..detector import STRAP_RATES_HZ
 from ..engine import (
     Config,
@@ -151,10 +152,11 @@ def run(args: argparse.Namespace) -> int:
         }
         strap_rate = args.strap_rate or STRAP_RATES_HZ[0]
         signals: dict[Role, FloatArray] = {}
+        straps: dict[Role, StrapSignal] = {}
         gaps: dict[Role, tuple[tuple[float, float], ...]] = {}
         for role, path in inputs:
             strap_input = read_strap_input(path, columns[role], rate_hz[role], f"the {role}'s", "replay", strap_rate)
-            signals[role], gaps[role] = strap_input.signal, strap_input.dropouts_s
+            signals[role], gaps[role], straps[role] = strap_input.signal, strap_input.dropouts_s, strap_input.strap
         durations_s = {role: len(signals[role]) / rate_hz[role] for role in signals}
         _check_durations(durations_s["therapist"], durations_s["client"], config)
         stream = dyad_stream(
@@ -165,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
             gaps,
             rate_hz["client"],
             holes=True,
+            straps=straps,
         )
     engine = EntrainmentEngine(config, baseline)
     counted = _BreathCount(stream)

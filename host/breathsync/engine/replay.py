@@ -66,6 +66,7 @@ def strap_stream(
     gaps_s: Iterable[tuple[float, float]] = (),
     chunk_samples: int | None = None,
     holes: bool = False,
+    strap: StrapSignal | None = None,
 ) -> Iterator[tuple[float, int, StreamItem]]:
     """One strap as the host receives it: ``(arrival time, order, item)`` in arrival order.
 
@@ -86,7 +87,8 @@ def strap_stream(
     duration_s = len(signal) / sampling_rate
     if duration_s < MIN_DURATION_S:
         raise InputError(f"recording too short: {duration_s:.1f} s of data, need at least {MIN_DURATION_S:.0f} s")
-    strap = simulate_adc(signal, sampling_rate, strap_rate_hz)
+    if strap is None:  # given: the caller has it already (``read_strap_input``)
+        strap = simulate_adc(signal, sampling_rate, strap_rate_hz)
     gaps = sorted(gaps_s)
     detector = BreathDetector(strap_rate_hz, chunk_samples, fast=False)
     counts = strap.counts_u16
@@ -184,15 +186,27 @@ def dyad_stream(
     gaps_s: Mapping[Role, Sequence[tuple[float, float]]] | None = None,
     client_sampling_rate: float | None = None,
     holes: bool = False,
+    straps: Mapping[Role, StrapSignal] | None = None,
 ) -> Iterator[StreamItem]:
     """Both straps merged in host arrival order (ties: therapist first, block before its events). The client's
     recording is at ``client_sampling_rate`` when given (two devices), else at ``sampling_rate`` like the
     therapist's. ``holes``: the gaps are missing samples of the recordings (``strap_stream``)."""
     gaps = gaps_s or {}
     client_rate = sampling_rate if client_sampling_rate is None else client_sampling_rate
+    given = straps or {}
     streams = [
-        strap_stream("therapist", therapist, sampling_rate, strap_rate_hz, gaps.get("therapist", ()), holes=holes),
-        strap_stream("client", client, client_rate, strap_rate_hz, gaps.get("client", ()), holes=holes),
+        strap_stream(
+            "therapist",
+            therapist,
+            sampling_rate,
+            strap_rate_hz,
+            gaps.get("therapist", ()),
+            holes=holes,
+            strap=given.get("therapist"),
+        ),
+        strap_stream(
+            "client", client, client_rate, strap_rate_hz, gaps.get("client", ()), holes=holes, strap=given.get("client")
+        ),
     ]
     for _, _, item in heapq.merge(*streams, key=lambda x: (x[0], x[1])):
         yield item
