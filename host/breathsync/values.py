@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from .errors import clipped
+
 
 def finite_float(value: object) -> float | None:
     """``value`` as a float when it is a finite number (not a bool); None otherwise, a huge integer included
@@ -24,4 +26,4 @@ def shown(value: object, limit: int = 40) -> str:
         text = repr(value)
     except ValueError:  # int too long to convert to str
         text = "an integer of thousands of digits"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return clipped(text, limit)
