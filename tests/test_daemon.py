@@ -904,6 +904,22 @@ def test_replayed_sources_run_a_session_to_the_end(tmp_path: Path) -> None:
         assert store.samples("client").values.tolist() == values["client"]
 
 
+def test_lsl_times_follow_the_daemon_clock_across_a_sleep(tmp_path: Path) -> None:
+    # LSL's local_clock stops while the machine sleeps; the daemon's clock counts the sleep (straps keep counting).
+    # With the offset taken once at the start, every LSL time after a suspend was off by the sleep's length.
+    from breathsync.daemon.lsl import LslOutlets
+
+    slept_s = [0.0]
+    outlets = LslOutlets(f"sleep-{os.getpid()}", 25.0, {"therapist": "T"}, clock=lambda: time.time() + slept_s[0])
+    try:
+        local = outlets.pylsl.local_clock
+        assert abs(outlets.lsl_time(time.time()) - local()) < 0.05
+        slept_s[0] = 600.0  # ten minutes asleep: the daemon's clock moved on, local_clock did not
+        assert abs(outlets.lsl_time(time.time() + 600.0) - local()) < 0.05
+    finally:
+        outlets.close()
+
+
 def test_lsl_unavailable_is_one_line_before_the_session_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """pylsl without a loadable liblsl fails on import: say so (and how to go on) instead of a traceback."""
     source = tmp_path / "source.sqlite"

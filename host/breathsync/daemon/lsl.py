@@ -58,8 +58,9 @@ class LslOutlets:
     ) -> None:
         self.pylsl = load_pylsl(scope)
         lsl = self.pylsl
-        # LSL's clock (local_clock) and the host clock the link maps counters to (the daemon's).
-        self._offset_s: float = float(lsl.local_clock()) - clock()
+        # LSL's clock (local_clock) and the host clock the link maps counters to (the daemon's): their offset is
+        # taken at each push, as local_clock stops while the machine sleeps and the daemon's clock does not.
+        self._clock = clock
         self.resp: dict[str, Any] = {}
         for role, strap_id in strap_ids.items():
             info = lsl.StreamInfo(
@@ -94,14 +95,18 @@ class LslOutlets:
             acq.append_child_value("strap", strap_id)
 
     def lsl_time(self, host_t_s: float) -> float:
-        return float(host_t_s) + self._offset_s
+        return float(host_t_s) + self._offset_s()
+
+    def _offset_s(self) -> float:
+        return float(self.pylsl.local_clock()) - self._clock()
 
     def push_samples(self, role: str, values: list[int], host_t_s: list[float]) -> None:
         outlet = self.resp.get(role)
         if outlet is None:
             return
+        offset_s = self._offset_s()
         for value, t in zip(values, host_t_s, strict=True):
-            outlet.push_sample([int(value)], self.lsl_time(t))
+            outlet.push_sample([int(value)], float(t) + offset_s)
 
     def push_event(self, role: str, kind: str, host_t_s: float, depth_counts: int) -> None:
         self.events.push_sample([f"{role}:{kind}:{depth_counts}"], self.lsl_time(host_t_s))
