@@ -516,10 +516,11 @@ def rows_on_the_time_grid(recording: Recording, sampling_rate: float, path: str 
     if time is None or len(time) < 3:
         return None
     missing = np.isnan(time)
-    known = np.flatnonzero(~missing) if missing.any() else np.arange(len(time))
+    gapped = bool(missing.any())
+    known = np.flatnonzero(~missing) if gapped else np.arange(len(time))
     if len(known) < 3:
         return None
-    dt, rows = np.diff(time[known] if missing.any() else time), np.diff(known)
+    dt, rows = np.diff(time[known] if gapped else time), np.diff(known)
     steps = dt / rows
     # The unit, and whether the column steps by one sample period at all, from the first rows only: nothing read later
     # in the file may change how its start is read (a replay of it cut short gives the same outputs up to the cut).

@@ -46,10 +46,13 @@ def input_rate(path: str, rate_hz: float | None, option: str = "--rate") -> floa
         stating = Path(path).is_file()
         why = "the file does not state its sampling rate" if stating else "a pipe's header is not read for it"
         raise InputError(f"{path}: give {option} HZ ({why})")
-    lo, hi = INPUT_RATE_RANGE_HZ
-    if not lo <= stated <= hi:
-        raise InputError(f"{path}: its header says it was recorded at {stated:g} Hz; breathsync reads {lo:g}-{hi:g} Hz")
-    return stated
+    try:
+        return check_input_rate(stated)
+    except InputError:
+        lo, hi = INPUT_RATE_RANGE_HZ
+        raise InputError(
+            f"{path}: its header says it was recorded at {stated:g} Hz; breathsync reads {lo:g}-{hi:g} Hz"
+        ) from None
 
 
 @dataclass(frozen=True)
