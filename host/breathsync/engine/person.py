@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..detector import Kind
-from .phase import small_median
+from ..quantiles import small_median
 from .polarity import MIN_POLARITY_S, looks_inverted
 from .state import Baseline
 

@@ -19,13 +19,6 @@ FloatArray = npt.NDArray[np.float64]
 PLV_CHANCE_COEFF = float(np.sqrt(np.pi / 4.0))
 
 
-def small_median(values: FloatArray) -> float:
-    """``np.median`` of the few (NaN-free) values of a breath window, bit for bit, without its overhead."""
-    ordered = sorted(values.tolist())
-    mid = len(ordered) // 2
-    return float(ordered[mid]) if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
-
-
 def passing_level(surrogates: FloatArray, p_max: float) -> float:
     """The locking value a window must exceed for its surrogate p-value, (1 + #surrogates at least as locked) /
     (1 + n), to be at most ``p_max``: the (k+1)-th largest surrogate, k = floor((n + 1) p_max) - 1. 1.0 when no
