@@ -36,6 +36,8 @@ from breathsync.engine.decision import (
 )
 from breathsync.engine.person import PersonTracker, learn_baseline
 from breathsync.engine.phase import (
+    locking_and_shifted,
+    locking_values,
     passing_level,
     phase_at,
     phase_locking_value,
@@ -43,6 +45,7 @@ from breathsync.engine.phase import (
     shifted_plvs,
     time_lag_cycles,
     track_phase_at,
+    trimmed_locking_and_rows,
 )
 from breathsync.recording import read_column
 from breathsync.scenarios import Options, RespSource, Scenario, bundled_sources, make_scenario
@@ -414,6 +417,29 @@ def test_shifted_plvs_are_the_null_of_a_time_shifted_partner() -> None:
     own = anchors / 4.0 + 0.1
     out = shifted_plvs(anchors, own, partner_ev, partner_ph, np.array([20.0, 22.0, 170.0]), 12.0)
     assert out[0] == pytest.approx(1.0) and out[1] == pytest.approx(1.0) and np.isnan(out[2])
+
+
+@pytest.mark.parametrize("trim", [0.0, 0.2, 0.35])
+def test_the_window_and_its_surrogates_in_one_pass_are_the_separate_values(trim: float) -> None:
+    """The hot path computes the window's locking with its surrogates' in one numpy pass: every value, NaNs (shifts
+    beyond the history) included, must be what the separate calls give, bit for bit (decisions compare them)."""
+    rng = np.random.default_rng(12)
+    for _ in range(200):
+        n = int(rng.integers(8, 60))
+        partner_ev = np.cumsum(rng.uniform(0.8, 3.0, 200))
+        partner_ph = np.arange(len(partner_ev), dtype=np.float64) * 0.5 + rng.normal(0.0, 0.02, 200)
+        anchors = np.sort(rng.uniform(partner_ev[-1] - 40.0, partner_ev[-1] - 1.0, n))
+        own = rng.normal(0.3, rng.uniform(0.01, 0.4), n)
+        phases = rng.normal(0.2, rng.uniform(0.01, 0.4), n)
+        shifts = np.linspace(10.0, float(rng.uniform(20.0, 400.0)), 24)
+        lock, shifted = locking_and_shifted(phases, anchors, own, partner_ev, partner_ph, shifts, 12.0, trim)
+        assert lock == phase_locking_value(phases, trim)
+        separate = shifted_plvs(anchors, own, partner_ev, partner_ph, shifts, 12.0, trim)
+        assert shifted.tobytes() == separate.tobytes()
+        rows = rng.normal(0.5, 0.3, (int(rng.integers(1, 30)), n))
+        lock, values = trimmed_locking_and_rows(phases, rows, trim)
+        assert lock == phase_locking_value(phases, trim)
+        assert values.tobytes() == locking_values(rows, trim).tobytes()
 
 
 def test_lock_timer_gain_is_a_fast_path_for_strong_evidence() -> None:

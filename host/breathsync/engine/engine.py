@@ -51,15 +51,15 @@ from .person import FloatArray, IntArray, PersonTracker, learn_baseline
 from .phase import (
     circular_mean_cycles,
     lagged_period_dependency,
-    locking_values,
+    locking_and_shifted,
     passing_level,
     period_response,
     phase_at,
     phase_locking_value,
     plv_chance_level,
-    shifted_plvs,
     time_lag_cycles,
     track_phase_at,
+    trimmed_locking_and_rows,
 )
 from .policy import NudgePolicy, haptic_pattern
 from .state import Baseline, Decision, Efficacy, EngineState, Nudge, Output
@@ -345,12 +345,15 @@ class EntrainmentEngine:
         chance: float | None = None
         plv_p: float | None = None
         if n >= eng.min_window_anchors:
-            plv = phase_locking_value(win.phases, eng.plv_trim)
             ct, cph = self.people["client"].phase_track(-math.inf)
             max_shift = min(eng.history_s, float(win.anchors_s[0] - ct[0]) if len(ct) else 0.0)
-            if max_shift > eng.surrogate_min_shift_s:
+            if max_shift <= eng.surrogate_min_shift_s:
+                plv = phase_locking_value(win.phases, eng.plv_trim)
+            else:
                 shifts = _surrogate_shifts(eng.surrogate_min_shift_s, max_shift, eng.surrogate_count)
-                sur = shifted_plvs(win.anchors_s, win.own_phase, ct, cph, shifts, eng.max_breath_gap_s, eng.plv_trim)
+                plv, sur = locking_and_shifted(
+                    win.phases, win.anchors_s, win.own_phase, ct, cph, shifts, eng.max_breath_gap_s, eng.plv_trim
+                )
                 sur = sur[~np.isnan(sur)]
                 if len(sur) >= MIN_SURROGATES:
                     chance = passing_level(sur, eng.surrogate_p_max)
@@ -403,13 +406,11 @@ class EntrainmentEngine:
         delays, sur = self._delays(therapist, client, start, end, shifts)
         if len(delays) < MIN_LAG_EVENTS:
             return None, None
-        lock = phase_locking_value(delays, eng.plv_trim)
-        if sur is None or len(shifts) == 0:
-            return lock, None
-        sur = sur[~np.logical_or.reduce(np.isnan(sur), axis=1)]
-        if len(sur) < MIN_SURROGATES:
-            return lock, None
-        sur_lock = locking_values(sur, eng.plv_trim)
+        if sur is not None and len(shifts):
+            sur = sur[~np.logical_or.reduce(np.isnan(sur), axis=1)]
+        if sur is None or len(sur) < MIN_SURROGATES:
+            return phase_locking_value(delays, eng.plv_trim), None
+        lock, sur_lock = trimmed_locking_and_rows(delays, sur, eng.plv_trim)
         return lock, float((1 + np.count_nonzero(sur_lock >= lock)) / (1 + len(sur_lock)))
 
     def _lag_asymmetry(self, now_s: float) -> float | None:
@@ -438,8 +439,9 @@ class EntrainmentEngine:
         real: list[FloatArray] = []
         surrogate: list[FloatArray] = []
         for own, theirs in ((person.peaks_s, partner.peaks_s), (person.troughs_s, partner.troughs_s)):
-            mine = own[(own >= start_s) & (own <= end_s)]
-            since_gap = theirs[theirs >= self._valid_since_s]  # no delay measured across a drop-out
+            # Slices of the sorted times, not masks: this runs 6 times per update.
+            mine = own[own.searchsorted(start_s) : own.searchsorted(end_s, side="right")]
+            since_gap = theirs[theirs.searchsorted(self._valid_since_s) :]  # no delay measured across a drop-out
             if shifts_s is not None and len(since_gap) == len(theirs):  # no gap in the history: one call, shift 0 first
                 both = time_lag_cycles(mine, theirs, period, eng.max_breath_s, np.concatenate((_NO_SHIFT, shifts_s)))
                 real.append(both[0])
@@ -464,8 +466,8 @@ class EntrainmentEngine:
     ) -> _Cues:
         """Who follows whom: each person's rate move, period response and lagged dependency, with the pair's rate
         convergence, depth mimicry and beat; the window's time-lag cues (``lag_*``) are passed through."""
-        tpv = tp[tp >= self._valid_since_s]
-        cpv = cp[cp >= self._valid_since_s]
+        tpv = tp[tp.searchsorted(self._valid_since_s) :]
+        cpv = cp[cp.searchsorted(self._valid_since_s) :]
         rates: dict[Role, float | None] = {r: self.people[r].rate_bpm() for r in ROLES}
         own = {"therapist": tpv, "client": cpv}
         peak_cues, mimicry = self._peak_cues(tpv, cpv)

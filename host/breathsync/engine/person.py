@@ -268,8 +268,8 @@ class PersonTracker:
     def _track(self, since_s: float) -> tuple[FloatArray, FloatArray]:
         t = self._events.column(0)
         kind = self._events.column(1)
-        sel = t >= since_s
-        t, kind = t[sel], kind[sel]
+        first = t.searchsorted(since_s)  # the times are sorted: a slice, not a mask
+        t, kind = t[first:], kind[first:]
         if len(t) == 0:
             return t, t
         trough = kind > 0.5
