@@ -300,10 +300,15 @@ def _decimal_columns(
     """``columns`` of the lines of ``raw`` (UTF-8; ``separators``: each line's separators, one row per line; ``ends``:
     each line's end) when every wanted cell is a plain decimal, else None (numpy's reader decides)."""
     starts = np.concatenate((_NO_SEPARATOR, ends[:-1] + 1))  # each line's first cell
+    bounds = [
+        (starts if c == 0 else separators[:, c - 1] + 1, ends if c == separators.shape[1] else separators[:, c])
+        for c in columns
+    ]
+    # A file that writes its numbers otherwise ('1.5e-01') does so from its first row: no pass over the chunk then.
+    if not all(_PLAIN_DECIMAL.fullmatch(raw[int(a[0]) : int(b[0])].tobytes()) for a, b in bounds):
+        return None
     parsed = []
-    for c in columns:
-        cell_starts = starts if c == 0 else separators[:, c - 1] + 1
-        cell_ends = ends if c == separators.shape[1] else separators[:, c]
+    for cell_starts, cell_ends in bounds:
         values = _decimal_cells(raw, cell_starts, cell_ends)
         if values is None:
             return None
@@ -312,6 +317,7 @@ def _decimal_columns(
 
 
 _NO_SEPARATOR = np.zeros(1, dtype=np.intp)
+_PLAIN_DECIMAL = re.compile(rb"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)")
 _MOST_DIGITS = 15  # a 15-digit integer is below 2**53: an exact double, as every power of ten up to 10**22 is
 _POWERS_OF_TEN = 10.0 ** np.arange(_MOST_DIGITS + 1)
 
