@@ -904,6 +904,53 @@ def test_replayed_sources_run_a_session_to_the_end(tmp_path: Path) -> None:
         assert store.samples("client").values.tolist() == values["client"]
 
 
+def test_replayed_roles_keep_the_timing_between_the_two_people(tmp_path: Path) -> None:
+    # An outside review: each role's replay started from its own first sample, so a client who connected 2.5 s after
+    # the therapist was replayed 2.5 s early against them (another phase relation than the one recorded).
+    from breathsync.link.sources import BleOptions, open_sources
+
+    source = tmp_path / "source.sqlite"
+    firsts = {"therapist": 100.0, "client": 102.49}
+    with SessionStore.create(source, {}) as store:
+        for role, first in firsts.items():
+            n = 25 * 4
+            store.add_samples(role, list(range(200, 200 + n)), [first + i / 25 for i in range(n)], [5] * n)
+            store.add_event(StrapEvent(role, "peak", 250, 262, 900, 60, first + 50 / 25, False))
+
+    class Sink:
+        def __init__(self) -> None:
+            self.blocks: dict[str, list[SampleBlock]] = {"therapist": [], "client": []}
+            self.events: list[StrapEvent] = []
+
+        def on_samples(self, block: SampleBlock) -> None:
+            self.blocks[block.role].append(block)
+
+        def on_event(self, event: StrapEvent) -> None:
+            self.events.append(event)
+
+        def on_status(self, role: Role, status: StatusPacket) -> None: ...
+
+        def on_link(self, role: Role, kind: str, detail: str) -> None: ...
+
+    async def play(stagger_s: float) -> Sink:
+        sink = Sink()
+        sources = {"therapist": f"replay:{source}", "client": f"replay:{source}"}
+        links = await open_sources(sources, sink, BleOptions())
+        for link in links.values():
+            link.speed = 0.0  # type: ignore[attr-defined]  # as fast as possible
+        therapist = asyncio.create_task(links["therapist"].run())
+        await asyncio.sleep(stagger_s)  # the client's link starts later, as a strap that connects later
+        await asyncio.gather(therapist, links["client"].run())
+        return sink
+
+    for stagger_s in (0.0, 0.3):
+        sink = asyncio.run(play(stagger_s))
+        first = {role: float(blocks[0].host_t_s[0]) for role, blocks in sink.blocks.items()}
+        assert first["client"] - first["therapist"] == pytest.approx(2.49, abs=1e-9)
+        client_peak, therapist_peak = sorted(sink.events, key=lambda e: e.role)
+        assert client_peak.host_t_s - therapist_peak.host_t_s == pytest.approx(2.49, abs=1e-9)
+
+
 def test_lsl_times_follow_the_daemon_clock_across_a_sleep(tmp_path: Path) -> None:
     # LSL's local_clock stops while the machine sleeps; the daemon's clock counts the sleep (straps keep counting).
     # With the offset taken once at the start, every LSL time after a suspend was off by the sleep's length.

@@ -26,11 +26,7 @@ from ..store import ArrivalData, BreathEventRecord, LateData, SessionStore, mute
 
 def session_t0_s(store: SessionStore) -> float:
     """The host time (Unix s) the engine counted session time from."""
-    t0 = store.meta_float("t0_unix_s")
-    if t0 is not None:
-        return t0
-    firsts = [float(s.host_t_s[0]) for s in (store.samples(r) for r in ROLES) if len(s.host_t_s)]
-    return min(firsts) if firsts else 0.0
+    return store.session_zero_s()
 
 
 def session_rate_hz(store: SessionStore, default: int = 25) -> int:

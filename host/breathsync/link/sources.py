@@ -245,10 +245,12 @@ def open_link(
     clock: Callable[[], float] = time.monotonic,
     name_shared: bool = False,
     others: Iterable[str] = (),
+    replay_start: ReplayStart | None = None,
 ) -> StrapLink:
     """The link for a source moniker (see the module docstring); ``clock`` stamps arrivals. ``name_shared``:
     the other role's strap may answer to the same BLE name (then each strap's role must match); ``others``: the
-    other role's strap addresses, never taken by a name."""
+    other role's strap addresses, never taken by a name; ``replay_start``: shared by the replayed roles of one
+    dyad, so that their sessions' zeros play at the same moment."""
     if not is_role(role):
         raise InputError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
     if check_source(moniker) == "auto":
@@ -261,7 +263,7 @@ def open_link(
         if target.startswith("/") and not Path(target).exists():
             raise InputError(f"{role}: no serial port {target} (is the strap plugged in?)")
         return SerialStrapLink(role, target, sink, rate_hz, clock)
-    return ReplayLink(role, Path(target), sink, clock=clock)
+    return ReplayLink(role, Path(target), sink, clock=clock, start=replay_start)
 
 
 def name_shared(source: str, sources: Mapping[Role, str]) -> bool:
@@ -292,12 +294,13 @@ async def open_sources(
     for source in sources.values():
         check_source(source)
     links: dict[Role, StrapLink] = {}
+    replay_start = ReplayStart()
     try:
         for role, source in sources.items():
             if source != "auto":
                 others = [s[len("ble:") :] for r, s in sources.items() if r != role and _is_ble_address(s)]
                 links[role] = open_link(
-                    source, role, sink, options, rate_hz, clock, name_shared(source, sources), others
+                    source, role, sink, options, rate_hz, clock, name_shared(source, sources), others, replay_start
                 )
         if any(needs_ble(source) for source in sources.values()):
             await check_bluetooth(options)
@@ -307,15 +310,36 @@ async def open_sources(
     return links
 
 
+class ReplayStart:
+    """When a dyad's replay began: the first of its replayed roles to start sets it, the other plays from the same
+    moment. (Each role from its own first sample moved the two people apart by however far apart their straps had
+    connected, 2.5 s in an outside review's session: a different phase relation from the one recorded.)"""
+
+    def __init__(self) -> None:
+        self._start_s: float | None = None
+
+    def at(self, clock: Callable[[], float]) -> float:
+        if self._start_s is None:
+            self._start_s = clock()
+        return self._start_s
+
+
 class ReplayLink:
     """A stored session's samples and events for one role, played back as if live.
 
-    Host times are shifted so the recording starts now; ``speed`` > 1 plays faster, 0 as fast
-    as possible. Useful to re-run a session through the live daemon path.
+    Host times are shifted so the session's zero (``SessionStore.session_zero_s``) is now, or the moment the other
+    role's replay began (``start``): the two people keep their timing. ``speed`` > 1 plays faster, 0 as fast as
+    possible. Useful to re-run a session through the live daemon path.
     """
 
     def __init__(
-        self, role: Role, path: Path, sink: StrapSink, speed: float = 1.0, clock: Callable[[], float] = time.monotonic
+        self,
+        role: Role,
+        path: Path,
+        sink: StrapSink,
+        speed: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        start: ReplayStart | None = None,
     ) -> None:
         from ..store import SessionStore, StoreError
 
@@ -331,6 +355,7 @@ class ReplayLink:
         self.stats = LinkStats()
         self.connected = asyncio.Event()
         self._closing = False
+        self._start = start or ReplayStart()
 
     @property
     def address(self) -> str:
@@ -348,6 +373,7 @@ class ReplayLink:
         try:
             series = self._store.samples(self.role)
             events = [e for e in self._store.events(self.role)]
+            t0 = self._store.session_zero_s()
         except StoreError as exc:
             # The source is damaged, not the store a daemon records into (whose failures keep its session open).
             raise LinkError(str(exc)) from None
@@ -355,8 +381,8 @@ class ReplayLink:
             self._release()
         if len(series.counters) == 0:
             raise LinkError(f"{self._store.path}: no samples for role {self.role!r}")
-        t0 = float(series.host_t_s[0])
-        shift = self.clock() - t0
+        start_s = self._start.at(self.clock)
+        shift = start_s - t0
         self.connected.set()
         self.sink.on_link(self.role, "connected", str(self._store.path))
         next_event = 0
@@ -366,7 +392,7 @@ class ReplayLink:
             stop = min(start + 7, len(series.counters))
             t_last = float(series.host_t_s[stop - 1])
             if self.speed > 0:
-                delay = (t_last - t0) / self.speed - (self.clock() - (t0 + shift))
+                delay = (t_last - t0) / self.speed - (self.clock() - start_s)
                 if delay > 0:
                     await asyncio.sleep(delay)
             counters = series.counters[start:stop]

@@ -17,6 +17,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 import numpy as np
 
 from ..detector import Kind
+from ..roles import ROLES
 from ..values import finite_float, shown
 from .errors import StoreError, writing
 from .files import remove_session_files
@@ -445,6 +446,15 @@ class SessionStore:
         if not math.isfinite(value):
             raise self._damaged(f"meta {key} is {shown(rows[0][0])}, not a number")
         return value
+
+    def session_zero_s(self) -> float:
+        """The host time (Unix s) session time counts from: ``t0_unix_s`` as the daemon stored it, else the earliest
+        first sample of the roles (a session from before it was stored); 0.0 for a session without samples."""
+        t0 = self.meta_float("t0_unix_s")
+        if t0 is not None:
+            return t0
+        firsts = [float(s.host_t_s[0]) for s in (self.samples(role) for role in ROLES) if len(s.host_t_s)]
+        return min(firsts) if firsts else 0.0
 
     def meta_int(self, key: str) -> int | None:
         """A whole-number meta value (``counter_offset.<role>``); None if absent, StoreError if damaged."""
