@@ -162,7 +162,8 @@ def test_reboot_continues_session_counters_after_the_downtime() -> None:
     # Off for ~12 s, then booted: 2 s later its counter is 50.
     start = stream.rebooted(counter_now=50, at_s=42.0)
     assert stream.stats.samples_lost == 14 and stream.stats.reboots == 1
-    assert start == 700 + round((42.0 - 50 / RATE_HZ - 699 / RATE_HZ) * RATE_HZ)
+    # The last sample held, counter 699, was taken at 699 / RATE_HZ; the new boot's 0 at 40 s, that many periods later.
+    assert start == 699 + round((42.0 - 50 / RATE_HZ - 699 / RATE_HZ) * RATE_HZ) == 1000
     assert stream.backfill_wanted() is None
     for packet in packets(0, [1000 + v for v in range(70)]):
         stream.on_samples_packet(packet, 40.0 + (packet.counter + PER_PACKET - 1) / RATE_HZ + 0.02)
@@ -193,7 +194,7 @@ def test_a_resumed_run_dates_a_reboot_by_the_stored_time_but_not_a_wall_clock_st
     assert session._behind_clock(1001 + 10 * 25, 1040.0)  # restarted 30 s ago, now past the old head: a reboot
     # The new boot's counter 0 continues after the time the strap was away, not right after counter 1000.
     start = session.stream.rebooted(counter_now=10 * 25, at_s=1040.0)
-    assert start == 1001 + round((1030.0 - 1000.0) * RATE_HZ)
+    assert start == 1000 + round((1030.0 - 1000.0) * RATE_HZ)
     # Stored after a reboot, before any sample of the new boot: the stored time dates the old boot, not this one.
     again = StrapSession("therapist", _QuietSink(), RATE_HZ, clock=lambda: 1100.0)
     again.stream.resume_after(1000, 1001 + 60 * 25, 1000.0)
