@@ -188,6 +188,8 @@ def build_session(path: Path, roles: tuple[str, ...] = ("therapist", "client"), 
         store.add_link_event(host_t("therapist", 2000), "therapist", "disconnected", "supervision timeout")
         store.add_link_event(host_t("therapist", 2100), "therapist", "connected", "AA:BB")
         store.add_link_event(HOST_T0_S - 0.07, "client", "connected", "CC:DD")  # before the first sample
+        store.add_link_event(HOST_T0_S - 10.64, "therapist", "connect-failed", "no strap answered")
+        store.add_link_event(host_t("client", 900), "client", "battery", "12 % (about 25 min left at this rate)")
     return path
 
 
@@ -350,6 +352,9 @@ def test_edf_read_back(session_file: Path, tmp_path: Path) -> None:
     assert "therapist follows client" in texts and "link therapist disconnected" in texts
     early = [o for o, t in zip(onsets, texts, strict=True) if t == "link client connected (at -0.07 s)"]
     assert early == [0.0]  # EDF+ cannot start an annotation before the file: kept at 0, not dropped
+    # Texts longer than edflib keeps are cut on purpose, the real time of a pre-zero event kept whole (a review).
+    assert "link therapist connect-fa~ (at -10.64 s)" in texts
+    assert "battery client 12 % (about 25 min left ~" in texts
 
     # -- BIDS -----------------------------------------------------------------------------------------
     # The start is the session zero to the fraction of a second, which EDF+ keeps in the first data record's
@@ -580,6 +585,25 @@ def test_export_command(session_file: Path, tmp_path: Path, fmt: str, capsys: py
     assert out.startswith("wrote ") and str(tmp_path) in out
     listed = [Path(line.strip()) for line in out.splitlines()[1:]]
     assert listed and all(p.exists() for p in listed)
+
+
+def test_a_bids_export_says_when_it_meets_a_subject_or_session_already_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A review: 'simA.sqlite' and 'sim_A.sqlite' both default to subject 'simA' and merged into one without a word;
+    # a session with the same start second replaced the other's files.
+    dataset = tmp_path / "dataset"
+    first = tiny_session(tmp_path / "simA.sqlite")
+    assert main(["export", str(first), "--format", "bids", "--out", str(dataset)]) == 0
+    assert "note:" not in capsys.readouterr().err
+    assert main(["export", str(first), "--format", "bids", "--out", str(dataset)]) == 0
+    assert re.search(r"note: .*sub-simA/ses-\w+ is already in the dataset: replaced", capsys.readouterr().err)
+    other = tiny_session(tmp_path / "sim_A.sqlite")
+    assert main(["export", str(other), "--format", "bids", "--out", str(dataset), "--bids-session", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "subject 'simA' (from the file name sim_A.sqlite) is already in the dataset" in err
+    assert main(["export", str(other), "--format", "bids", "--out", str(dataset), "--subject", "dyad2"]) == 0
+    assert "note:" not in capsys.readouterr().err
 
 
 def test_one_missing_role_exports_and_reports_the_other(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

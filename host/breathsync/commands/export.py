@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..research import FORMATS, default_out_dir, export_session, load_session
-from ..research.export import left_from_earlier_exports
+from ..research.export import bids_notes, left_from_earlier_exports
 from ..research.export_bids import check_bids_label
 from ..research.output import out_dir_option
 
@@ -45,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
     for role in session.missing_roles:
         print(f"breathsync export: note: no {role} samples in this session; exporting the other strap", file=sys.stderr)
     subject, bids_session = (args.subject, args.bids_session) if args.format == "bids" else (None, None)
+    if args.format == "bids":
+        for note in bids_notes(session, out_dir, subject, bids_session):
+            print(f"breathsync export: note: {note}", file=sys.stderr)
     files = export_session(session, args.format, out_dir, subject, bids_session)
     for earlier in left_from_earlier_exports(session, args.format, out_dir, subject, bids_session):
         print(f"breathsync export: note: {earlier} is from an earlier export, not this session", file=sys.stderr)

@@ -48,6 +48,27 @@ def left_from_earlier_exports(
     return [path for path in candidates if path.exists()]
 
 
+def bids_notes(
+    session: Session, out_dir: Path, subject: str | None = None, bids_session: str | None = None
+) -> list[str]:
+    """What a BIDS export of ``session`` into the dataset at ``out_dir`` would meet there, said before it is written:
+    the same subject and session (it is replaced), or, with the subject taken from the file name, a subject another
+    file's name also gives ('sim_A' and 'simA' both give 'simA': two dyads would pass for one)."""
+    names = default_bids_names(session, out_dir, subject, bids_session)
+    if names.directory.exists():
+        return [
+            f"sub-{names.subject}/ses-{names.session} is already in the dataset: replaced (the same subject and start "
+            "second; "
+            "--bids-session tells two sessions apart)"
+        ]
+    if subject is None and (names.root / f"sub-{names.subject}").exists():
+        return [
+            f"subject {names.subject!r} (from the file name {session.path.name}) is already in the dataset: this "
+            "session is added to it; --subject names the dyad, if it is another"
+        ]
+    return []
+
+
 def export_session(
     session: Session,
     fmt: Format,

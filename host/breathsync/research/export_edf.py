@@ -30,7 +30,7 @@ EDF_DIGITAL_MIN = -32768
 EDF_DIGITAL_MAX = 32767
 EDF_GAP_DIGITAL = EDF_DIGITAL_MIN
 EDF_MAX_ANNOTATION_SIGNALS = 64
-_EDF_MAX_ANNOTATION_CHARS = 40  # edflib truncates longer texts
+_EDF_MAX_ANNOTATION_CHARS = 40  # edflib cuts longer texts
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,20 @@ def edf_annotations(session: Session) -> list[Annotation]:
         notes.append(Annotation(session.rel(t_s), None, text))
     # EDF+ onsets cannot precede the file start: what happened before the first sample (a strap's
     # 'connected' event) is kept at 0 with its real time in the text, not dropped.
-    notes = [n if n.onset_s >= 0 else Annotation(0.0, None, f"{n.text} (at {n.onset_s:.2f} s)") for n in notes]
+    notes = [
+        Annotation(n.onset_s, n.duration_s, _edf_text(n.text))
+        if n.onset_s >= 0
+        else Annotation(0.0, None, _edf_text(n.text, f" (at {n.onset_s:.2f} s)"))
+        for n in notes
+    ]
     return sorted(notes, key=lambda n: n.onset_s)
+
+
+def _edf_text(text: str, suffix: str = "") -> str:
+    """``text`` and ``suffix`` in the characters an annotation keeps: the text is cut (marked '~') so the suffix (a
+    pre-zero event's real time) stays whole; edflib cut 'link therapist connect-failed (at -10.64 s)' after '(at'."""
+    room = _EDF_MAX_ANNOTATION_CHARS - len(suffix)
+    return (text if len(text) <= room else text[: room - 1] + "~") + suffix
 
 
 def _outcome(nudge: StoredNudge) -> str:
