@@ -55,13 +55,13 @@ def bids_notes(
     the same subject and session (it is replaced), or, with the subject taken from the file name, a subject another
     file's name also gives ('sim_A' and 'simA' both give 'simA': two dyads would pass for one)."""
     names = default_bids_names(session, out_dir, subject, bids_session)
-    if names.directory.exists():
+    if names.directory.is_dir():
         return [
             f"sub-{names.subject}/ses-{names.session} is already in the dataset: replaced (the same subject and start "
             "second; "
             "--bids-session tells two sessions apart)"
         ]
-    if subject is None and (names.root / f"sub-{names.subject}").exists():
+    if subject is None and (names.root / f"sub-{names.subject}").is_dir():
         return [
             f"subject {names.subject!r} (from the file name {session.path.name}) is already in the dataset: this "
             "session is added to it; --subject names the dyad, if it is another"
