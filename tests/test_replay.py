@@ -357,8 +357,13 @@ def test_a_time_column_in_other_units_is_ignored_with_a_note(
     reference = capsys.readouterr().out
     assert main(["replay", "--therapist", str(indexed), "--client", B, "--rate", "125"]) == 0
     out, err = capsys.readouterr()
-    assert "the therapist's column 't' does not step by 1/--rate (in s or ms)" in err
+    assert "the therapist's column 't' does not step by 1/--rate (in s or ms) (its step, 1, is 1 Hz in s" in err
     assert out == reference
+    # A time column of a file at another rate than --rate says what rate it shows (a review: 125 Hz as --rate 250).
+    timed = tmp_path / "timed.csv"
+    timed.write_text("time_s,resp\n" + "\n".join(f"{i / 125:.3f},{v:.5f}" for i, v in enumerate(values)) + "\n")
+    assert main(["detect", str(timed), "--rate", "250"]) == 0
+    assert "(its step, 0.008, is 125 Hz in s, 125000 Hz in ms)" in capsys.readouterr().err
 
 
 def test_an_upside_down_recording_is_read_inverted_with_a_note(

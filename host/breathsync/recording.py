@@ -597,6 +597,7 @@ class TimeGrid:
     unit: str | None  # "s" or "ms"; None: the column does not step by one sample period
     rows_added: int
     jumps: int
+    step: float = math.nan  # the time column's typical step (its first rows'), in its own unit
 
 
 def rows_on_the_time_grid(recording: Recording, sampling_rate: float, path: str | Path) -> TimeGrid | None:
@@ -621,7 +622,7 @@ def rows_on_the_time_grid(recording: Recording, sampling_rate: float, path: str 
     step = small_median(steps[:STEP_ROWS])
     unit = next((u for u, scale in (("s", 1.0), ("ms", 1000.0)) if abs(step * sampling_rate / scale - 1) < 0.02), None)
     if unit is None:
-        return TimeGrid(recording.values, None, 0, 0)
+        return TimeGrid(recording.values, None, 0, 0, step)
     back = np.flatnonzero(dt <= 0)
     if len(back):
         row = int(known[back[0] + 1]) + 1
