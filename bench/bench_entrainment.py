@@ -48,7 +48,8 @@ DURATION_S = 300.0
 # 150 client-follows episodes: the <= 5 % target and the calibration's 2.5 % budget need more than the
 # 1-in-50 resolution of a smaller set (one episode moved the held-out figure from 2 % to 6 %).
 PER_KIND = {"therapist_follows": 100, "client_follows": 150, "independent": 200, "similar_rate": 200}
-GRACE_S = 30.0  # a nudge up to this long after an episode ends still belongs to it
+GRACE_S = 30.0  # a nudge up to this long after an episode ends still belongs to it: its coupling ramps down over 10 s, and
+# the engine's window (16 s, longer for slow breathing) holds the episode's breaths for as long after that
 CAL_FNH_BUDGET = 0.25  # half the 0.5/h target: margin for the held-out set
 CAL_CF_BUDGET = 0.025
 # Calibration grid: EngineConfig field -> candidate values (weight_response also sets weight_lagged).
@@ -97,8 +98,12 @@ CLI_SPEED_DYADS = 24  # the held-out dyads slowest in process, timed again throu
 # ... each the best of this many runs: on this virtual machine identical runs differ by up to 1.6x in CPU
 # time (0.14 s and 0.23 s for the same engine replay, minutes apart), so one run measures the machine.
 CLI_SPEED_RUNS = 3
-WCLC_LOCK_GRID = (0.0, 10.0, 20.0)
-R_GRID = tuple(round(x, 2) for x in np.arange(0.3, 0.99, 0.05))
+WCLC_LOCK_GRID = (0.0, 5.0, 10.0, 20.0, 30.0)
+# Fine where the false-nudge rate turns (steps of 0.05 near the top jumped from 0.96/h to 0.04/h: no point of the
+# grid was at the engine's rate, an outside review).
+R_GRID = tuple(
+    sorted({*(round(x, 2) for x in np.arange(0.3, 0.8, 0.05)), *(round(x, 2) for x in np.arange(0.8, 0.99, 0.01))})
+)
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,8 @@ class Score:
     n_cf: int
     hours_independent: float
     hours_outside: float
+    fnh_after: float  # of the outside ones: after an episode's window ended (most outside time is before onset)
+    hours_after: float
 
 
 def _trace(scenario: Scenario) -> Trace:
@@ -244,8 +251,8 @@ def _export_speed(sc: Scenario) -> list[tuple[str, float]]:
 def _score(traces: Sequence[Trace], nudges: Sequence[list[float]], baseline_s: float) -> Score:
     latencies: list[float] = []
     n_tf = n_cf = cf_hit = 0
-    false_ind = false_out = 0
-    h_ind = h_out = 0.0
+    false_ind = false_out = false_after = 0
+    h_ind = h_out = h_after = 0.0
     for tr, times in zip(traces, nudges, strict=True):
         sc = tr.scenario
         usable_h = (sc.duration_s - baseline_s) / 3600.0
@@ -256,6 +263,8 @@ def _score(traces: Sequence[Trace], nudges: Sequence[list[float]], baseline_s: f
         end = sc.offset_s + GRACE_S
         inside = [t for t in times if sc.onset_s <= t <= end]
         false_out += len(times) - len(inside)
+        false_after += sum(t > end for t in times)
+        h_after += max(0.0, sc.duration_s - max(end, baseline_s)) / 3600.0
         # Only the part of the episode's window after the baseline period leaves usable time (an onset may
         # come before the engine decides anything: the early-onset variant).
         h_out += usable_h - max(0.0, min(end, sc.duration_s) - max(sc.onset_s, baseline_s)) / 3600.0
@@ -278,6 +287,8 @@ def _score(traces: Sequence[Trace], nudges: Sequence[list[float]], baseline_s: f
         n_cf=n_cf,
         hours_independent=h_ind,
         hours_outside=h_out,
+        fnh_after=false_after / h_after if h_after else float("nan"),
+        hours_after=h_after,
     )
 
 
@@ -552,8 +563,9 @@ def _report(
         f"Engine thresholds calibrated (FN/h <= {CAL_FNH_BUDGET} and client-follows <= {100 * CAL_CF_BUDGET:.1f}% "
         f"on the calibration set): ({', '.join(GRID)}) = {engine_params}; weight_lagged = weight_response. "
         f"Shipped defaults: ({', '.join(str(getattr(base.engine, k)) for k in GRID)}).",
-        f"Baseline (windowed cross-lagged correlation, 30 s window, lags +-2 s, therapist trailing) calibrated to the "
-        f"same false-nudge rate ({_fmt(cal.fnh_all)}/h): r_min={wclc_params[0]}, min_locked_s={wclc_params[1]:.0f}.",
+        "Baseline (windowed cross-lagged correlation, 30 s window, lags +-2 s, therapist trailing) calibrated on the "
+        f"calibration set to at most the engine's false-nudge rate there ({_fmt(cal.fnh_all)}/h; the baseline's "
+        f"chosen point: {_fmt(w_cal.fnh_all)}/h): r_min={wclc_params[0]}, min_locked_s={wclc_params[1]:.0f}.",
         "",
         "## Held-out evaluation",
         "",
@@ -569,6 +581,10 @@ def _report(
         f"{_pf(ev.fnh_independent <= 0.5)} | {_fmt(w_ev.fnh_independent)} | {_fmt(shipped.fnh_independent)} |",
         f"| false nudges/h, outside episodes ({ev.hours_outside:.1f} h) | <= 0.5 | {_fmt(ev.fnh_outside)} | "
         f"{_pf(ev.fnh_outside <= 0.5)} | {_fmt(w_ev.fnh_outside)} | {_fmt(shipped.fnh_outside)} |",
+        f"| ... of which after an episode's window ended ({ev.hours_after:.2f} h: the episodes here end with their "
+        "dyads; the variant 'episodes end mid-dyad' below measures this) | <= 0.5 | "
+        f"{_fmt(ev.fnh_after)} | {_pf(ev.fnh_after <= 0.5) if ev.hours_after >= 1 else '-'} | "
+        f"{_fmt(w_ev.fnh_after)} | {_fmt(shipped.fnh_after)} |",
         f"| client-follows episodes nudged (n={ev.n_cf}) | <= 5% | {_fmt(ev.client_follows_nudged, True)} | "
         f"{_pf(ev.client_follows_nudged <= 0.05)} | {_fmt(w_ev.client_follows_nudged, True)} | "
         f"{_fmt(shipped.client_follows_nudged, True)} |",
@@ -599,15 +615,16 @@ def _report(
         "lean on this generator's own choices.",
         "",
         "| generator | therapist-follows nudged | latency median / p90 | client-follows nudged | "
-        "false nudges/h outside episodes |",
-        "| --- | --- | --- | --- | --- |",
+        "false nudges/h outside episodes | ... after episodes |",
+        "| --- | --- | --- | --- | --- | --- |",
         f"| as calibrated (held-out set above) | {_fmt(reference.detected, True)} | "
         f"{_fmt(reference.latency_median_s)} / {_fmt(reference.latency_p90_s)} s | "
         f"{_fmt(reference.client_follows_nudged, True)} | {_fmt(reference.fnh_outside)} "
-        f"({reference.hours_outside:.1f} h) |",
+        f"({reference.hours_outside:.1f} h) | {_fmt(reference.fnh_after)} ({reference.hours_after:.2f} h) |",
         *(
             f"| {name} | {_fmt(v.detected, True)} | {_fmt(v.latency_median_s)} / {_fmt(v.latency_p90_s)} s | "
-            f"{_fmt(v.client_follows_nudged, True)} | {_fmt(v.fnh_outside)} ({v.hours_outside:.1f} h) |"
+            f"{_fmt(v.client_follows_nudged, True)} | {_fmt(v.fnh_outside)} ({v.hours_outside:.1f} h) | "
+            f"{_fmt(v.fnh_after)} ({v.hours_after:.2f} h) |"
             for name, v in variants
         ),
         "",

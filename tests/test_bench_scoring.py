@@ -34,3 +34,16 @@ def test_outside_time_is_usable_time_minus_the_detection_window() -> None:
     assert s.hours_outside == pytest.approx(90.0 / 3600.0)
     assert s.fnh_outside == pytest.approx(1 / (90.0 / 3600.0))
     assert s.client_follows_nudged == 1.0
+
+
+def test_false_nudges_after_an_episode_are_counted_apart_from_those_before_it() -> None:
+    # An outside review: 'outside episodes' was nearly all time before onset (episodes ran to the dyad's end), which
+    # says nothing of nudges after an episode. Episode 150-200 s (+30 s grace) in a 300 s dyad: after = 70 s.
+    s = _score([_trace("therapist_follows", 150.0, 200.0)], [[140.0, 160.0, 231.0, 290.0]], 120.0)
+    assert s.detected == 1.0 and s.latency_median_s == pytest.approx(10.0)
+    assert s.hours_after == pytest.approx(70.0 / 3600.0)
+    assert s.fnh_after == pytest.approx(2 / (70.0 / 3600.0))
+    assert s.hours_outside == pytest.approx((30.0 + 70.0) / 3600.0)
+    assert s.fnh_outside == pytest.approx(3 / (100.0 / 3600.0))
+    ended = _score([_trace("therapist_follows", 150.0, 300.0)], [[200.0]], 120.0)
+    assert ended.hours_after == 0.0 and ended.fnh_after != ended.fnh_after  # nothing to measure: NaN

@@ -140,3 +140,25 @@ def test_the_wclc_baseline_runs_under_the_same_policy_as_the_engine() -> None:
 
     states = [WclcState(float(t), r_at(t), 0.5) for t in range(0, 600, 2)]
     assert wclc_nudges(states, 0.9, 10.0, PolicyConfig()) == [10.0, 408.0]
+
+
+def test_the_wclc_baseline_has_a_value_every_second_while_both_straps_deliver() -> None:
+    # An outside review: evaluated at the therapist's block, before the client's block of the same moment was in,
+    # 37 % of its seconds had no value, and each reset its hold: at a 10 s or 20 s hold it never nudged.
+    import numpy as np
+
+    from breathsync.engine.replay import dyad_stream, run_engine
+    from breathsync.engine.wclc import WindowedCrossLag
+
+    rate_hz = 50.0
+    t = np.arange(int(120 * rate_hz)) / rate_hz
+    client = np.sin(2 * np.pi * t / 4.0)
+    therapist = np.sin(2 * np.pi * (t - 0.6) / 4.0)  # trails the client by 0.6 s
+    states = list(run_engine(dyad_stream(therapist, client, rate_hz), WindowedCrossLag()))
+    steady = [s for s in states if s.t_s >= 40.0]
+    assert len(steady) >= 75 and all(s.r is not None and s.r > 0.95 for s in steady)
+    assert all(s.lag_s == pytest.approx(0.6) for s in steady)  # the therapist trails: lag > 0
+    # A drop-out of the client's strap: no value while its data is missing (not the last one, held).
+    gapped = dyad_stream(therapist, client, rate_hz, gaps_s={"client": [(60.0, 70.0)]})
+    during = [s for s in run_engine(gapped, WindowedCrossLag()) if 61.5 <= s.t_s <= 70.0]
+    assert during and all(s.r is None for s in during)

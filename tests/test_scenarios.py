@@ -157,3 +157,26 @@ def test_upside_down_signals_are_the_same_dyad_negated() -> None:
         for role, x, y in (("therapist", plain.therapist, turned.therapist), ("client", plain.client, turned.client)):
             assert np.array_equal(-x if role in turned.inverted else x, y)
     assert len(seen) >= 3  # nobody, one or the other, both: the draw varies
+
+
+def test_a_follower_may_be_the_one_who_talks_and_stays_coupled() -> None:
+    """A therapist who follows while talking to the client (an outside review: only the leader ever talked, which
+    made 'the irregular one leads' a rule of the generator): speech on the follower, its breaths still locked."""
+    a, b = _pair()
+    talking = Options(coupling_rel=(0.9, 1.0), speech_p=1.0, follower_speaks_p=1.0, gap_p=0, flat_p=0, drift_p=0)
+    quiet = Options(coupling_rel=(0.9, 1.0), speech_p=0, gap_p=0, flat_p=0, drift_p=0)
+    for seed in (21, 22, 23):
+        sc = make_scenario("therapist_follows", a, b, seed, 300.0, talking)
+        assert list(sc.speech_s) == ["therapist"] and sc.onset_s is not None and sc.offset_s is not None
+        calm = make_scenario("therapist_follows", a, b, seed, 300.0, quiet)
+        assert not np.array_equal(sc.therapist, calm.therapist)  # the talking re-timed the follower's breaths
+        assert _true_plv(sc.therapist, sc.client, sc.sampling_rate, sc.onset_s + 30, sc.offset_s) > 0.5
+    leader_talks = make_scenario("therapist_follows", a, b, 21, 300.0, Options(speech_p=1.0, follower_speaks_p=0.0))
+    assert list(leader_talks.speech_s) == ["client"]
+
+
+def test_similar_rate_pairs_are_only_made_within_the_re_timings_range() -> None:
+    """A 6/min source cannot be sped up to 20/min (the re-timing clamps at MAX_SPEED): no such 'similar-rate' pair."""
+    slow, fast = (RespSource(f"s{bpm}", np.zeros(1), 25.0, np.arange(0.0, 700.0, 60.0 / bpm)) for bpm in (6.0, 20.0))
+    with pytest.raises(ValueError, match="too far apart in rate"):
+        make_scenario("similar_rate", slow, fast, 1, 300.0)

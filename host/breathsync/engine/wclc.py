@@ -23,6 +23,7 @@ from .policy import NudgePolicy
 from .stream import Mute, NudgeUndelivered, StrapBlock, StrapBreath, StreamItem
 
 BIN_S = 0.2
+MAX_BEHIND_BINS = 5  # a strap's newest whole bin this far behind the clock: its data stopped (blocks come ~0.4 s late)
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,19 @@ class WindowedCrossLag:
         self._next_eval_s = step_s
 
     def feed(self, item: StreamItem) -> list[WclcState]:
-        if isinstance(item, StrapBreath | Mute | NudgeUndelivered):
-            return []
-        if not isinstance(item, StrapBlock):
+        if not isinstance(item, StrapBlock | StrapBreath | Mute | NudgeUndelivered):
             raise TypeError(f"not a stream item: {item!r}")
+        # A second is evaluated once everything that arrived by then is in: at the first item that arrived after it.
+        # (Evaluated at the first item at or after it, the therapist's block, fed first, came before the client's
+        # block of the same moment: the client's last bin was missing and 37 % of seconds had no value, which reset
+        # any hold. An outside review.)
+        out: list[WclcState] = []
+        now = item.arrival_t_s if isinstance(item, StrapBlock) else None
+        while now is not None and now > self._next_eval_s:
+            out.append(self._evaluate(self._next_eval_s))
+            self._next_eval_s += self.step_s
+        if not isinstance(item, StrapBlock):
+            return out
         s, c = self._sum[item.role], self._cnt[item.role]
         values = item.counts.astype(np.float64)
         bins = np.floor((item.first_t_s + np.arange(len(values)) * item.period_s) / BIN_S).astype(np.int64)
@@ -58,18 +68,16 @@ class WindowedCrossLag:
         for b, v in zip(bins.tolist(), values.tolist(), strict=True):
             s[b] += v
             c[b] += 1
-        out: list[WclcState] = []
-        now = item.arrival_t_s
-        while now >= self._next_eval_s:
-            out.append(self._evaluate(self._next_eval_s))
-            self._next_eval_s += self.step_s
         return out
 
     def _evaluate(self, now_s: float) -> WclcState:
-        end = math.floor(now_s / BIN_S) - 1  # last bin closed for both
+        # The newest bin both straps' samples have filled (a block arrives after its last sample, and may end inside
+        # a bin: the one before its last is whole), at most the last one closed by now.
+        closed = math.floor(now_s / BIN_S) - 1
+        end = min(closed + 1, len(self._cnt["therapist"]) - 1, len(self._cnt["client"]) - 1) - 1
         n = self.window_bins + 2 * self.max_lag_bins
         start = end - n + 1
-        if start < 0:
+        if start < 0 or closed - end > MAX_BEHIND_BINS:  # a strap's data stopped (a drop-out): no value, not an old one
             return WclcState(now_s, None, None)
         series = []
         for role in ("therapist", "client"):

@@ -24,11 +24,12 @@ import numpy as np
 
 from ..roles import Role
 from .sources import SCENARIO_RATE_HZ, FloatArray, RespSource
-from .warp import STEP_S, Warped, ou_log_tempo, render, warp
+from .warp import MAX_SPEED, MIN_SPEED, STEP_S, Warped, ou_log_tempo, render, warp
 
 Kind = Literal["therapist_follows", "client_follows", "independent", "similar_rate"]
 KINDS: tuple[Kind, ...] = ("therapist_follows", "client_follows", "independent", "similar_rate")
 MAX_RATE_RATIO = 1.45  # pairs further apart would need implausible convergence
+SIMILAR_SCALE_RANGE = (1.25 * MIN_SPEED, MAX_SPEED / 1.25)  # a similar-rate client's tempo scale (ValueError beyond)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,11 @@ class Options:
     convergence: tuple[float, float] = (0.5, 1.0)
     mimicry_p: float = 0.5
     speech_p: float = 0.3
+    # Of the talking in a follow dyad, the share the follower does (a therapist who catches the client's rhythm while
+    # talking to them); the leader talks otherwise. Always the leader made 'the irregular one leads' a rule of the
+    # generator, which the time-lag asymmetry cue would learn (an outside review: 80 % nudged with the leader
+    # talking, 68 % with the follower).
+    follower_speaks_p: float = 0.5
     gap_p: float = 0.3
     flat_p: float = 0.2
     drift_p: float = 0.5
@@ -153,6 +159,10 @@ def make_scenario(
         raise ValueError("sources too far apart in rate")
     tempo: dict[Role, FloatArray] = {r: ou_log_tempo(rng, n_steps, opt.tempo_sd, opt.tempo_tau_s) for r in srcs}
     if kind == "similar_rate":
+        # Only within what the re-timing can play (MIN_SPEED..MAX_SPEED, with room for the tempo's own wander): a
+        # 6/min source sped up to 20/min was clamped to 8/min, and the pair was not at similar rates at all.
+        if not SIMILAR_SCALE_RANGE[0] <= 1.0 / ratio <= SIMILAR_SCALE_RANGE[1]:
+            raise ValueError("sources too far apart in rate to bring to a similar rate")
         tempo["client"] = tempo["client"] / ratio * float(rng.uniform(0.96, 1.04))
     for src in srcs.values():
         if src.duration_s < duration_s:
@@ -161,6 +171,8 @@ def make_scenario(
     speech: dict[Role, tuple[tuple[float, float], ...]] = {}
     speaker: Role = "client" if follower == "therapist" else "therapist" if follower == "client" else "client"
     if rng.random() < opt.speech_p:
+        if follower is not None and rng.random() < opt.follower_speaks_p:
+            speaker = follower
         speech[speaker] = _segments(rng, duration_s, int(rng.integers(1, 3)), (20.0, 60.0))
     onset = offset = None
     k_max = lag = conv = mim = 0.0
@@ -195,6 +207,7 @@ def make_scenario(
             rng,
             leader_phase=lead_phase,  # whole cycles: the follower's end-inspiration trails the leader's by the lag
             coupling_rad_s=k_max * on,
+            speech=_mask(t, speech.get(follower, ())),
             own_weight=1.0 - float(rng.uniform(*opt.own_damping)) * on,
         )
         warped = {leader: lead, follower: follow}
