@@ -532,6 +532,39 @@ def test_a_recording_with_missing_samples_is_bridged_for_a_virtual_strap(
     assert np.ptp(counts[2500:2600]) < np.ptp(counts[2000:2100])  # the bridge is a straight line, not breathing
 
 
+def test_two_recordings_at_two_rates_feed_the_virtual_straps(tmp_path: Path) -> None:
+    """As replay: --therapist-rate / --client-rate over --rate (a review: a 1000 Hz export could not be played with a
+    125 Hz CSV). The same breathing at 125 and 250 Hz gives the straps the same counts."""
+    import argparse
+
+    from breathsync.commands.sim import configs_from
+    from breathsync.datasets import bundled_path
+
+    values = [float(v) for v in gzip.decompress(bundled_path("bidmc_18_resp.csv.gz").read_bytes()).decode().split()[1:]]
+    slow = tmp_path / "slow.csv"
+    slow.write_text("resp\n" + "\n".join(f"{v:.6g}" for v in values) + "\n")
+    doubled = np.interp(np.arange(2 * len(values)) / 2.0, np.arange(len(values)), values)
+    fast = tmp_path / "fast.csv"
+    fast.write_text("resp\n" + "\n".join(f"{v:.6g}" for v in doubled) + "\n")
+    args = argparse.Namespace(
+        synthetic=False,
+        therapist_input=str(slow),
+        client_input=str(fast),
+        rate=125.0,
+        therapist_rate=None,
+        client_rate=250.0,
+        column="resp",
+        strap_rate=25,
+        therapist_drift_ppm=0.0,
+        client_drift_ppm=0.0,
+    )
+    therapist, client = configs_from(args)
+    a, b = np.asarray(therapist.counts, dtype=float), np.asarray(client.counts, dtype=float)
+    assert abs(len(a) - len(b)) <= 1 and len(a) == len(values) // 5
+    n = min(len(a), len(b))
+    assert np.corrcoef(a[:n], b[:n])[0, 1] > 0.99
+
+
 def test_a_scripted_dyad_states_its_truth_with_its_own_troubles() -> None:
     """The 'scripted:' line is the ground truth a tester scores against: who follows whom and when, and where the
     generator put speech or a loose strap (a decision paused there is not a miss). Overlapping stretches read as one."""

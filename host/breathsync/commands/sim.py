@@ -59,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HZ",
         help="sampling rate of the input recordings (default: as their headers state it)",
     )
+    for role in ("therapist", "client"):
+        feed.add_argument(
+            f"--{role}-rate", type=positive_float, metavar="HZ", help=f"the {role}'s recording's rate (over --rate)"
+        )
     feed.add_argument("--column", default="resp", help="column of the respiration signal (default: resp)")
     feed.add_argument("--synthetic", action="store_true", help="seeded synthetic breathing instead of recordings")
     feed.add_argument(
@@ -133,7 +137,8 @@ def _prepare(args: argparse.Namespace) -> tuple[list[StrapConfig], str | None]:
             raise InputError("recordings need both --therapist-input and --client-input")
         feeds = {}
         for role, path in (("therapist", args.therapist_input), ("client", args.client_input)):
-            rate_hz = input_rate(path, args.rate)
+            own = getattr(args, f"{role}_rate", None)  # two devices can record at two rates
+            rate_hz = input_rate(path, args.rate if own is None else own, "--rate" if own is None else f"--{role}-rate")
             recording = read_strap_input(path, args.column, rate_hz, f"the {role}'s", "sim", rate, dropouts=False)
             feeds[role] = signal_counts(recording.signal, rate_hz, rate, path)
     drift = {"therapist": args.therapist_drift_ppm, "client": args.client_drift_ppm}
