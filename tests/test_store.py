@@ -295,6 +295,8 @@ DAMAGE = [
     ("UPDATE events SET interval_samples = 'x'", "events", r"interval_samples is 'x'"),
     ("UPDATE events SET kind = 'sigh'", "events", r"kind is 'sigh', not 'peak' or 'trough'"),
     ("UPDATE link_events SET t_s = 'soon'", "link_events", r"t_s is 'soon', not a finite number"),
+    # a review: exported as a third person's samples_Therapist.csv
+    ("UPDATE samples SET role = 'Therapist'", "roles", r"role 'Therapist' is neither therapist nor client"),
 ]
 
 
@@ -316,6 +318,7 @@ def test_damaged_sessions_give_one_store_error_naming_the_damage(
         "samples": lambda s: s.samples("therapist"),
         "events": lambda s: s.events(),
         "link_events": lambda s: s.link_events(),
+        "roles": lambda s: s.roles(),
     }
     expected = rf"^{re.escape(str(path))}: damaged session \(.*{message}"
     with pytest.raises(StoreError, match=expected) as caught, SessionStore.open(path, read_only=True) as store:

@@ -493,7 +493,11 @@ class SessionStore:
 
     def roles(self) -> list[str]:
         rows = self._query("samples", "SELECT DISTINCT role FROM samples ORDER BY role")
-        return [self._text(r[0], "samples table: a role") for r in rows]
+        roles = [self._text(r[0], "samples table: a role") for r in rows]
+        for role in roles:
+            if role not in ROLES:  # a hand edit ('Therapist'): its samples would pass for a third person's
+                raise self._damaged(f"samples table: role {shown(role)} is neither {' nor '.join(ROLES)}")
+        return roles
 
     def last_counter(self, role: str) -> int | None:
         """Highest stored sample counter of ``role``: backfill after a restart starts after it."""
