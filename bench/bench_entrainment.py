@@ -48,8 +48,9 @@ DURATION_S = 300.0
 # 150 client-follows episodes: the <= 5 % target and the calibration's 2.5 % budget need more than the
 # 1-in-50 resolution of a smaller set (one episode moved the held-out figure from 2 % to 6 %).
 PER_KIND = {"therapist_follows": 100, "client_follows": 150, "independent": 200, "similar_rate": 200}
-GRACE_S = 30.0  # a nudge up to this long after an episode ends still belongs to it: its coupling ramps down over 10 s, and
-# the engine's window (16 s, longer for slow breathing) holds the episode's breaths for as long after that
+# A nudge up to this long after an episode ends still belongs to it: its coupling ramps down over 10 s, and the
+# engine's window (16 s, longer for slow breathing) holds the episode's breaths for as long after that.
+GRACE_S = 30.0
 CAL_FNH_BUDGET = 0.25  # half the 0.5/h target: margin for the held-out set
 CAL_CF_BUDGET = 0.025
 # Calibration grid: EngineConfig field -> candidate values (weight_response also sets weight_lagged).
