@@ -743,6 +743,28 @@ def test_set_name_and_rate_persist(run_micropython: RunMicroPython, tmp_path: Pa
     assert samples, "streaming resumed after the rate change"
 
 
+def test_a_setting_that_cannot_be_saved_is_not_applied(run_micropython: RunMicroPython, tmp_path: Path) -> None:
+    """SET_RATE, SET_ROLE and SET_NAME whose flash write fails are answered INTERNAL_ERROR: the strap must then run
+    as before, not at the new rate, role or name (the host took the command as failed)."""
+    (tmp_path / "settings.json.tmp").mkdir()  # the save's temp file cannot be written
+    actions = [
+        ["connect", 500, 23],
+        ["write", 1000, 9, "190103" + "32"],  # SET_RATE 50
+        ["write", 1100, 9, "190206" + "01"],  # SET_ROLE therapist
+        ["write", 1200, 9, "190307" + b"Anna".hex()],  # SET_NAME
+        ["write", 1300, 9, "190409"],  # GET_STATUS
+        ["disconnect", 1600],  # advertising restarts with the name the strap has
+    ]
+    run = run_app(run_micropython, tmp_path, bundled_counts(25), actions, end_ms=4000, host=False)
+    responses = [p for _t, p in run.packets() if isinstance(p, ResponsePacket)]
+    assert [r.result for r in responses] == [ResultCode.INTERNAL_ERROR] * 3 + [ResultCode.OK]
+    assert run.summary["rate_hz"] == 25
+    status = [p for _t, p in run.packets() if isinstance(p, StatusPacket)][-1]
+    assert status.sample_rate_hz == 25 and int(status.role) == 2  # the role it booted with: client
+    assert not run.kind(K_ADVERTISE)[-1][2].endswith(b"Anna")
+    assert "settings: rate_hz=50 not saved" in run.stderr and "settings: role='therapist' not saved" in run.stderr
+
+
 # ---------------------------------------------------------------- wired mode
 def test_wired_mode_frames_on_stdout(run_micropython: RunMicroPython, tmp_path: Path) -> None:
     from breathsync.protocol import Backfill, GetStatus, StartStream, TimeSync

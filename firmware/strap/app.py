@@ -402,10 +402,10 @@ class App:
             if s.streaming:
                 return BUSY, 0, 0
             rate = out[CMD_ARG0]
+            if self._persist("rate_hz", rate) != OK:  # not saved: not applied either (the answer says it failed)
+                return INTERNAL_ERROR, 0, 0
             if rate != self.rate_hz:
                 self._set_rate(rate)
-            if self._persist("rate_hz", rate) != OK:
-                return INTERNAL_ERROR, 0, 0
             return OK, rate, 0
         elif op == OP_BACKFILL:
             return s.backfill(out[CMD_ARG0], out[CMD_ARG1])
@@ -415,9 +415,10 @@ class App:
             if self._play(now, _IDENT_PULSES, _IDENT_ON_MS, _IDENT_OFF_MS, _IDENT_PCT)[0] != OK:
                 return INTERNAL_ERROR, 0, 0
         elif op == OP_SET_ROLE:
-            self.role = out[CMD_ARG0]  # decode_command allows 0..2 only: every one has a name
-            if self._persist("role", _ROLE_NAMES[self.role]) != OK:
+            role = out[CMD_ARG0]  # decode_command allows 0..2 only: every one has a name
+            if self._persist("role", _ROLE_NAMES[role]) != OK:
                 return INTERNAL_ERROR, 0, 0
+            self.role = role
         elif op == OP_SET_NAME:
             start = out[CMD_ARG0]
             name = bytes(buf[start : start + out[CMD_ARG1]]).decode()
@@ -442,9 +443,13 @@ class App:
             now = ticks_ms()
             h.stop(now)
             self.guard.step(h, now)
-        st = self.settings.set(key, value)
+        settings = self.settings
+        old = settings.get(key)
+        st = settings.set(key, value)
         if st == OK:
-            st = self.settings.save()
+            st = settings.save()
+            if st != OK:  # the file keeps the old value: so does memory (a later save would write this one)
+                settings.set(key, old)
         if st != OK:
             self.log("settings: %s=%r not saved (status %d)" % (key, value, st))
         return st
