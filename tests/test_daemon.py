@@ -950,6 +950,25 @@ def test_replayed_roles_keep_the_timing_between_the_two_people(tmp_path: Path) -
         client_peak, therapist_peak = sorted(sink.events, key=lambda e: e.role)
         assert client_peak.host_t_s - therapist_peak.host_t_s == pytest.approx(2.49, abs=1e-9)
 
+    # A role played alone (calibration, `stream` with one role) starts with its own first sample, at once: not after
+    # the time from the session's zero, which the daemon sets before the straps are found (a review: calibration timed
+    # out on 'no samples').
+    with SessionStore.open(source) as store:
+        store.set_meta("t0_unix_s", "40.0")  # a minute before the first sample
+
+    async def alone() -> float:
+        sink = Sink()
+        links = await open_sources({"client": f"replay:{source}"}, sink, BleOptions())
+        started = time.monotonic()
+        task = asyncio.create_task(links["client"].run())
+        while not sink.blocks["client"] and time.monotonic() - started < 5.0:
+            await asyncio.sleep(0.01)
+        await links["client"].close()
+        await task
+        return time.monotonic() - started
+
+    assert asyncio.run(alone()) < 1.0
+
 
 def test_lsl_times_follow_the_daemon_clock_across_a_sleep(tmp_path: Path) -> None:
     # LSL's local_clock stops while the machine sleeps; the daemon's clock counts the sleep (straps keep counting).

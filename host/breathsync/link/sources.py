@@ -311,12 +311,23 @@ async def open_sources(
 
 
 class ReplayStart:
-    """When a dyad's replay began: the first of its replayed roles to start sets it, the other plays from the same
-    moment. (Each role from its own first sample moved the two people apart by however far apart their straps had
-    connected, 2.5 s in an outside review's session: a different phase relation from the one recorded.)"""
+    """What the replayed roles of one dyad share: the moment the first of them began playing, and which roles each
+    session file plays. Two roles of one file play from the earlier one's first sample at that moment, the later one
+    as much later as it was recorded. (Each role from its own first sample moved the two people apart by however far
+    apart their straps had connected, 2.5 s in an outside review's session: a different phase relation from the one
+    recorded. The session's zero instead, which comes before the straps are found, left a role played alone, as
+    calibration plays it, seconds without data.)"""
 
     def __init__(self) -> None:
         self._start_s: float | None = None
+        self._roles: dict[Path, list[Role]] = {}
+
+    def add(self, path: Path, role: Role) -> None:
+        self._roles.setdefault(path.resolve(), []).append(role)
+
+    def roles(self, path: Path) -> list[Role]:
+        """The roles played from ``path`` (its own, when it was not added)."""
+        return self._roles.get(path.resolve(), [])
 
     def at(self, clock: Callable[[], float]) -> float:
         if self._start_s is None:
@@ -327,9 +338,9 @@ class ReplayStart:
 class ReplayLink:
     """A stored session's samples and events for one role, played back as if live.
 
-    Host times are shifted so the session's zero (``SessionStore.session_zero_s``) is now, or the moment the other
-    role's replay began (``start``): the two people keep their timing. ``speed`` > 1 plays faster, 0 as fast as
-    possible. Useful to re-run a session through the live daemon path.
+    Host times are shifted so the first sample of the roles played from this file is now, or the moment the other
+    role's replay began (``start``, ``ReplayStart``): the two people keep their timing. ``speed`` > 1 plays faster, 0
+    as fast as possible. Useful to re-run a session through the live daemon path.
     """
 
     def __init__(
@@ -356,6 +367,7 @@ class ReplayLink:
         self.connected = asyncio.Event()
         self._closing = False
         self._start = start or ReplayStart()
+        self._start.add(path, role)
 
     @property
     def address(self) -> str:
@@ -373,7 +385,7 @@ class ReplayLink:
         try:
             series = self._store.samples(self.role)
             events = [e for e in self._store.events(self.role)]
-            t0 = self._store.session_zero_s()
+            firsts = [self._store.first_sample_t_s(role) for role in self._start.roles(self._store.path)]
         except StoreError as exc:
             # The source is damaged, not the store a daemon records into (whose failures keep its session open).
             raise LinkError(str(exc)) from None
@@ -381,6 +393,7 @@ class ReplayLink:
             self._release()
         if len(series.counters) == 0:
             raise LinkError(f"{self._store.path}: no samples for role {self.role!r}")
+        t0 = min((t for t in firsts if t is not None), default=float(series.host_t_s[0]))
         start_s = self._start.at(self.clock)
         shift = start_s - t0
         self.connected.set()

@@ -447,6 +447,11 @@ class SessionStore:
             raise self._damaged(f"meta {key} is {shown(rows[0][0])}, not a number")
         return value
 
+    def first_sample_t_s(self, role: str) -> float | None:
+        """Host time of ``role``'s first stored sample (lowest counter); None when it has none."""
+        rows = self._query("samples", "SELECT host_t_s FROM samples WHERE role = ? ORDER BY counter LIMIT 1", (role,))
+        return None if not rows else self._number(rows[0][0], f"samples table, {role}: host_t_s")
+
     def session_zero_s(self) -> float:
         """The host time (Unix s) session time counts from: ``t0_unix_s`` as the daemon stored it, else the earliest
         first sample of the roles (a session from before it was stored); 0.0 for a session without samples."""
