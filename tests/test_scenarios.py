@@ -164,12 +164,20 @@ def test_a_follower_may_be_the_one_who_talks_and_stays_coupled() -> None:
     made 'the irregular one leads' a rule of the generator): speech on the follower, its breaths still locked."""
     a, b = _pair()
     talking = Options(coupling_rel=(0.9, 1.0), speech_p=1.0, follower_speaks_p=1.0, gap_p=0, flat_p=0, drift_p=0)
-    quiet = Options(coupling_rel=(0.9, 1.0), speech_p=0, gap_p=0, flat_p=0, drift_p=0)
     for seed in (21, 22, 23):
         sc = make_scenario("therapist_follows", a, b, seed, 300.0, talking)
         assert list(sc.speech_s) == ["therapist"] and sc.onset_s is not None and sc.offset_s is not None
-        calm = make_scenario("therapist_follows", a, b, seed, 300.0, quiet)
-        assert not np.array_equal(sc.therapist, calm.therapist)  # the talking re-timed the follower's breaths
+        # Talking re-times the follower's own breaths: short inhalations, long exhalations inside its stretches.
+        fs = sc.sampling_rate
+        peaks, troughs = offline_peaks(sc.therapist, fs), offline_peaks(-sc.therapist, fs)
+        j = np.searchsorted(troughs, peaks[1:]) - 1  # the trough before each peak
+        ok = (j >= 0) & (troughs[np.maximum(j, 0)] > peaks[:-1])
+        inhale = (peaks[1:][ok] - troughs[j[ok]]) / (peaks[1:][ok] - peaks[:-1][ok])
+        talked = np.zeros(len(inhale), dtype=bool)
+        for start, end in sc.speech_s["therapist"]:
+            talked |= (peaks[1:][ok] > start) & (peaks[1:][ok] < end)
+        assert talked.sum() >= 3 and (~talked).sum() >= 10
+        assert np.median(inhale[talked]) < 0.8 * np.median(inhale[~talked]), (seed, inhale[talked], inhale[~talked])
         assert _true_plv(sc.therapist, sc.client, sc.sampling_rate, sc.onset_s + 30, sc.offset_s) > 0.5
     leader_talks = make_scenario("therapist_follows", a, b, 21, 300.0, Options(speech_p=1.0, follower_speaks_p=0.0))
     assert list(leader_talks.speech_s) == ["client"]
