@@ -237,6 +237,33 @@ def test_flickering_decisions_make_one_episode_not_many() -> None:
     ]  # 200-201 (one update) is flicker, not an episode
 
 
+def test_the_time_no_run_was_recording_is_no_decision(tmp_path: Path) -> None:
+    """A Ctrl-C at 282 s and a resume at 307 s (an outside review): the report counted the 25 s between as the last
+    decision's, so an episode ran on through minutes nobody recorded. A crash (no 'closed') stops at the last state."""
+    from breathsync.research.report import summarise
+
+    path = tiny_session(tmp_path / "stopped.sqlite", seconds=400.0)
+    t0 = HOST_T0_S
+    with SessionStore.open(path) as store:
+        for t, decision in ((240, "therapist_follows"), (260, "therapist_follows"), (282, "therapist_follows")):
+            store.add_state(t0 + t, engine_state(t) | {"decision": decision})
+        for role in ("therapist", "client"):
+            store.add_link_event(t0 + 282.6, role, "closed", "stopped")
+            store.add_link_event(t0 + 307.4, role, "resumed", "continued after the run before had ended it")
+        for t, decision in ((307.4, "therapist_follows"), (318, "no_lock"), (330, "therapist_follows")):
+            store.add_state(t0 + t, engine_state(t) | {"decision": decision})
+        store.add_link_event(t0 + 345.0, "therapist", "resumed", "the run before ended without closing it")
+        store.add_state(t0 + 345.0, engine_state(345.0) | {"decision": "no_lock"})
+    session = load_session(path)
+    assert [(round(a - t0, 1), round(b - t0, 1)) for a, b in session.host_stops()] == [(282.6, 307.4), (330.0, 345.0)]
+    episodes = [
+        (e.follower, round(e.start_host_t_s - t0, 1), round(e.end_host_t_s - t0, 1)) for e in session.episodes()
+    ]
+    assert episodes == [("therapist", 240.0, 282.6), ("therapist", 307.4, 318.0)]
+    decided = summarise(session).decision_s
+    assert sum(decided.values()) == pytest.approx(400.0 - (307.4 - 282.6) - (345.0 - 330.0), abs=0.1)
+
+
 def test_resample_keeps_stored_values_and_leaves_gaps_empty(session_file: Path) -> None:
     session = load_session(session_file)
     therapist = session.roles["therapist"]

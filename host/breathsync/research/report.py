@@ -149,11 +149,16 @@ def _state_series(session: Session, key: str) -> tuple[FloatArray, FloatArray]:
 
 
 def _state_spans(session: Session) -> Iterator[tuple[float, float, StoredState]]:
-    """(start host s, end host s, state): each state holds until the next one, within the session's samples. The
-    engine's last states can come after the last sample (it pauses 2 s after a strap's data stops): counted to the
-    next state, they would give negative shares."""
+    """(start host s, end host s, state): each state holds until the next one, or until its run stopped
+    (``Session.host_stops``: the minutes between a Ctrl-C and a resume were counted as the last decision), within the
+    session's samples. The engine's last states can come after the last sample (it pauses 2 s after a strap's data
+    stops): counted to the next state, they would give negative shares."""
     ends = [s.t_s for s in session.states[1:]] + [session.end_host_s]
+    stops = session.host_stops()
     for state, t_next in zip(session.states, ends[: len(session.states)], strict=True):
+        stopped = next((a for a, b in stops if state.t_s <= a and b <= t_next), None)
+        if stopped is not None:
+            t_next = stopped
         start = min(state.t_s, session.end_host_s)
         yield start, max(start, min(t_next, session.end_host_s)), state
 

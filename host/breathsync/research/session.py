@@ -137,7 +137,26 @@ class Session:
         return sorted((g for r in self.roles.values() for g in r.gaps), key=lambda g: g.start_host_t_s)
 
     def episodes(self) -> list[Episode]:
-        return find_episodes(self.states, self.nudges)
+        return find_episodes(self.states, self.nudges, self.host_stops())
+
+    def host_stops(self) -> list[tuple[float, float]]:
+        """(stopped, resumed) host times of each time no run was recording (a Ctrl-C and a resume, a crash): a run
+        that resumes says so ('resumed' link events); it had stopped at its links' 'closed' events, or after a crash at
+        its last engine state (nothing later is known of it). The engine decided nothing in between."""
+        stops: list[tuple[float, float]] = []
+        resumes = sorted({t for t, _role, kind, _detail in self.link_events if kind == "resumed"})
+        closes = sorted(t for t, _role, kind, _detail in self.link_events if kind == "closed")
+        previous = -math.inf
+        for resumed in resumes:
+            closed = [t for t in closes if previous < t <= resumed]
+            decided = [s.t_s for s in self.states if previous < s.t_s < resumed]  # at the resume: the new run's
+            stopped = closed[0] if closed else decided[-1] if decided else resumed
+            if not decided or stopped >= decided[-1]:
+                stops.append((stopped, resumed))
+            else:  # 'closed' before the run's last state: a link closed and reopened, the run went on
+                stops.append((decided[-1], resumed))
+            previous = resumed
+        return stops
 
 
 def load_session(path: str | Path) -> Session:
@@ -222,20 +241,29 @@ EPISODE_BRIDGE_S = 10.0  # interruptions up to this long do not split an episode
 EPISODE_MIN_S = 5.0  # shorter stretches (without a nudge) are flicker, not episodes
 
 
-def find_episodes(states: Sequence[StoredState], nudges: Sequence[StoredNudge]) -> list[Episode]:
+def find_episodes(
+    states: Sequence[StoredState], nudges: Sequence[StoredNudge], host_stops: Sequence[tuple[float, float]] = ()
+) -> list[Episode]:
     """Stretches in which the engine's decisions say the same person follows.
 
     A decision holds from its state until the next state (the engine updates at least once per
-    breath, and on every pause). The decision of a single update flickers while locking and
-    direction are near their thresholds, so runs of the same follower less than
+    breath, and on every pause), or until the run stopped (``host_stops``: (stopped, resumed), ``Session.host_stops``;
+    an episode ran on through the minutes no run was recording, an outside review). The decision of a single update
+    flickers while locking and direction are near their thresholds, so runs of the same follower less than
     ``EPISODE_BRIDGE_S`` apart are one episode, and what stays shorter than ``EPISODE_MIN_S``
     is left out unless a nudge was issued in it.
     """
     runs: list[tuple[str, float, float]] = []
     current: str | None = None
     start = 0.0
+    previous_t = -math.inf
     for state in states:
         follower = _follower(state.decision)
+        stop = next((a for a, b in host_stops if previous_t <= a and b <= state.t_s), None)
+        if stop is not None and current is not None:  # the run ended before this state: so did its decision
+            runs.append((current, start, max(start, stop)))
+            current = None
+        previous_t = state.t_s
         if follower != current:
             if current is not None:
                 runs.append((current, start, state.t_s))
