@@ -12,6 +12,7 @@ import base64
 import copy
 import csv
 import gzip
+import html
 import io
 import json
 import os
@@ -262,6 +263,29 @@ def test_the_time_no_run_was_recording_is_no_decision(tmp_path: Path) -> None:
     assert episodes == [("therapist", 240.0, 282.6), ("therapist", 307.4, 318.0)]
     decided = summarise(session).decision_s
     assert sum(decided.values()) == pytest.approx(400.0 - (307.4 - 282.6) - (345.0 - 330.0), abs=0.1)
+
+
+@pytest.mark.parametrize(
+    ("unseen_s", "outcome", "card"),
+    [
+        (0.0, "therapist did not decouple within the efficacy window</td>", "0 of 1 (0 %)"),
+        (29.4, "therapist did not decouple within the efficacy window (29 s of it without a strap's data)", "0 of 1"),
+        (45.0, "not judged: no data from a strap for 45 s of the 60 s efficacy window", "n/a; 1 not judged"),
+    ],
+)
+def test_a_nudge_whose_efficacy_window_was_not_seen_is_not_called_a_failure(
+    tmp_path: Path, unseen_s: float, outcome: str, card: str
+) -> None:
+    # An outside review: the client out of range for 29 s of the 60 after a nudge, and the report said 'nudges that
+    # worked 0 of 1' with no word of it.
+    from breathsync.research.report import write_report
+
+    path = tiny_session(tmp_path / "unseen.sqlite", seconds=120.0, nudge_at_s=30.0)
+    with SessionStore.open(path) as store:
+        store.set_nudge_efficacy(1, {"decoupled": False, "after_s": None, "paused_s": unseen_s})
+    page = html.unescape(write_report(load_session(path), tmp_path / "report").html.read_text())
+    assert outcome in page
+    assert card in page
 
 
 def test_resample_keeps_stored_values_and_leaves_gaps_empty(session_file: Path) -> None:

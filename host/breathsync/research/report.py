@@ -127,6 +127,7 @@ class Summary:
     nudges: int
     decoupled: int
     evaluated: int
+    unjudged: int  # not decoupled, but a strap's data was missing for most of the window: not counted either way
     follow_episodes: int
     follow_s: float
     led_episodes: int
@@ -216,7 +217,8 @@ def summarise(session: Session) -> Summary:
     episodes = session.episodes()
     follow = [e for e in episodes if e.follower == "therapist"]
     led = [e for e in episodes if e.follower == "client"]
-    evaluated = [n for n in session.nudges if n.decoupled is not None]
+    window_s = _efficacy_window_s(session)
+    evaluated = [n for n in session.nudges if n.decoupled is not None and not _unjudged(n, window_s)]
     plvs = [p for s in session.states if not math.isnan(p := s.number("plv"))]
     decision_s: dict[str, float] = {}
     for start, end, decision in _decision_runs(session):
@@ -229,6 +231,7 @@ def summarise(session: Session) -> Summary:
         nudges=len(session.nudges),
         decoupled=sum(1 for n in evaluated if n.decoupled),
         evaluated=len(evaluated),
+        unjudged=sum(1 for n in session.nudges if _unjudged(n, window_s)),
         follow_episodes=len(follow),
         follow_s=sum(e.duration_s for e in follow),
         led_episodes=len(led),
@@ -421,7 +424,7 @@ def _plot_synchrony(ax: Axes, session: Session) -> None:
             # Drawn unclipped (above the axes), a marker outside the time axis would land far off
             # the figure and collapse its layout (samples ending before the session's last nudge).
             continue
-        decoupled = nudge.decoupled
+        decoupled = None if _unjudged(nudge, _efficacy_window_s(session)) else nudge.decoupled
         marker, color = (
             ("^", LED_COLOR) if decoupled else (("X", NUDGE_COLOR) if decoupled is False else ("o", PENDING_COLOR))
         )
@@ -522,7 +525,7 @@ def nudge_figure(session: Session) -> Figure | None:
         ax.set_xlim(-NUDGE_WINDOW_S, NUDGE_WINDOW_S)
         ax.set_yticks(list(lanes.values()), [r.capitalize() for r in lanes])
         ax.set_title(
-            f"Nudge {number} at {_clock(session.rel(nudge.t_s))}: {_nudge_outcome(nudge)}",
+            f"Nudge {number} at {_clock(session.rel(nudge.t_s))}: {_nudge_outcome(nudge, _efficacy_window_s(session))}",
             loc="left",
             fontsize=10,
         )
@@ -542,13 +545,37 @@ def _shade_nudge_window(ax: Axes, session: Session, centre_host_s: float) -> Non
         )
 
 
-def _nudge_outcome(nudge: StoredNudge) -> str:
+# A nudge whose efficacy window lacked a strap's data for at least this share of it is not judged: 'did not
+# decouple' then means 'not seen' (an outside review: a client out of range for 29 s of the 60 read as 'nudges that
+# worked 0 of 1').
+UNJUDGED_SHARE = 0.5
+
+
+def _efficacy_window_s(session: Session) -> float:
+    engine = session.config.get("engine")
+    policy = engine.get("policy") if isinstance(engine, dict) else None
+    window = policy.get("efficacy_window_s") if isinstance(policy, dict) else None
+    return float(window) if isinstance(window, int | float) and 0 < window < math.inf else DEFAULT_EFFICACY_WINDOW_S
+
+
+DEFAULT_EFFICACY_WINDOW_S = 60.0  # engine.config.PolicyConfig's
+
+
+def _unjudged(nudge: StoredNudge, window_s: float) -> bool:
+    return nudge.decoupled is False and nudge.unseen_s >= UNJUDGED_SHARE * window_s
+
+
+def _nudge_outcome(nudge: StoredNudge, window_s: float) -> str:
     if nudge.decoupled is None:
         return "outcome not evaluated"
     if nudge.decoupled:
         after = nudge.decoupled_after_s
         return "therapist decoupled" + (f" after {after:.0f} s" if after is not None else "")
-    return "therapist did not decouple within the efficacy window"
+    unseen = nudge.unseen_s
+    if _unjudged(nudge, window_s):
+        return f"not judged: no data from a strap for {unseen:.0f} s of the {window_s:.0f} s efficacy window"
+    missing = f" ({unseen:.0f} s of it without a strap's data)" if unseen >= 1.0 else ""
+    return f"therapist did not decouple within the efficacy window{missing}"
 
 
 def png_bytes(fig: Figure) -> bytes:
@@ -603,6 +630,8 @@ def _pct(value: float | None) -> str:
 
 def _cards(s: Summary) -> str:
     efficacy = f"{s.decoupled} of {s.evaluated} ({_pct(s.efficacy_pct)})" if s.evaluated else "n/a"
+    if s.unjudged:
+        efficacy += f"; {s.unjudged} not judged (a strap's data missing)"
     cards = [
         ("Duration", _clock(s.duration_s)),
         ("Nudges", str(s.nudges)),
@@ -658,6 +687,7 @@ def _nudges_table(session: Session) -> str:
     if not session.nudges:
         return "<p>No nudges in this session.</p>"
     rows = []
+    window_s = _efficacy_window_s(session)
     for number, n in enumerate(session.nudges, 1):
         rows.append(
             (
@@ -667,7 +697,7 @@ def _nudges_table(session: Session) -> str:
                 _fmt(n.number("plv")),
                 _fmt(n.number("direction")),
                 _fmt(n.number("locked_for_s")),
-                _nudge_outcome(n),
+                _nudge_outcome(n, window_s),
             )
         )
     return _table(("#", "time", "pattern", "PLV", "direction", "locked for s", "outcome"), rows)

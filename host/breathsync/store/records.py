@@ -142,6 +142,12 @@ class StoredNudge:
         return None if math.isnan(after) else after
 
     @property
+    def unseen_s(self) -> float:
+        """Of the efficacy window, the seconds without a strap's data (0 where not stored: older sessions)."""
+        unseen = math.nan if self.efficacy is None else _number(self.efficacy.get("paused_s"))
+        return 0.0 if math.isnan(unseen) else max(0.0, unseen)
+
+    @property
     def delivered(self) -> bool | None:
         """Whether the strap confirmed the haptic pattern; None for sessions from before delivery was recorded."""
         delivered = self.detail.get("delivered")
