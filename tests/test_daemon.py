@@ -1229,10 +1229,12 @@ def test_a_nudge_that_does_not_reach_the_strap_is_stored_as_such_and_holds_nothi
         await asyncio.sleep(0.5)
         assert daemon.engine.policy.check(lost + 1.0).allowed  # no cooldown from a nudge nobody felt
         assert not daemon.engine._pending_efficacy
+        assert daemon.status_line().endswith("nudges 0")  # the therapist felt nothing (it said 1: a review)
         await asyncio.wrap_future(away)
         await asyncio.sleep(4)  # reconnected
         _nudge_now(daemon)
         await asyncio.sleep(1)
+        assert daemon.status_line().endswith("nudges 1")
         stop.set()
         await asyncio.wait_for(task, 20)
 

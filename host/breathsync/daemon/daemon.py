@@ -153,6 +153,7 @@ class Daemon:
         self.engine = EntrainmentEngine(config.engine, self.therapist_baseline)
         self.state: EngineState | None = None
         self.nudge_ids: dict[float, int] = {}
+        self._undelivered: set[int] = set()  # nudges the strap did not take: not on the status line's count
         self._nudge_tasks: set[asyncio.Task[None]] = set()
         # A storage failure inside a link callback: link libraries log and swallow what their callbacks
         # raise, so it is kept here and raised by the session loop (``_tick``), which ends the session.
@@ -347,6 +348,7 @@ class Daemon:
             # nor be judged for efficacy. The engine pauses while the strap is away, so a therapist still
             # following is nudged again once it is back and following has built up anew.
             self.engine.nudge_undelivered(nudge.t_s)
+            self._undelivered.add(nudge_id)
         with self._recording() as ok:
             if ok:
                 assert self.store is not None
@@ -386,7 +388,13 @@ class Daemon:
     def status_line(self) -> str:
         now_s = self.clock()
         return status_line(
-            now_s, self._zero_s, self.views, self.state, self.engine, self.session_s(now_s), len(self.nudge_ids)
+            now_s,
+            self._zero_s,
+            self.views,
+            self.state,
+            self.engine,
+            self.session_s(now_s),
+            len(self.nudge_ids) - len(self._undelivered),  # nudges the therapist may have felt
         )
 
     def _tell_battery(self, role: str, battery_pct: int | None) -> None:
@@ -433,6 +441,8 @@ class Daemon:
             self._replaying = False
         for nudge in store.nudges():  # a failed one held nothing back from its own time on (stored_stream)
             self.nudge_ids[round(nudge.t_s - self.t0_s, 3)] = nudge.id
+            if nudge.delivered is False:
+                self._undelivered.add(nudge.id)
 
     async def run(self, stop: asyncio.Event) -> SessionSummary:
         sources = {role: getattr(self.config.straps, role) for role in ROLES}
