@@ -661,6 +661,8 @@ def test_closing_the_terminal_window_closes_the_session_like_ctrl_c(
     assert _ended(run) == 0
     text = log.read_text()
     assert "stopping..." in text and "session saved:" in text and "Traceback" not in text, text[-2000:]
+    saved = re.search(r"session saved: (\S+)", text)
+    assert saved and f"its report: breathsync report {saved.group(1)}" in text  # the next step, said
 
 
 HANGUP_PROBE = """

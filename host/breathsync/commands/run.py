@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import shlex
 import sys
 
 from ..daemon import Daemon, SessionSummary, load_daemon_config
@@ -85,4 +86,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"\nsession saved: {summary.path}")
     print(f"{minutes:.1f} min, samples: {samples}; nudges: {summary.nudges} ({summary.nudges_confirmed} confirmed)")
+    print(f"its report: breathsync report {shlex.quote(str(summary.path))}")
     return 0
