@@ -47,3 +47,26 @@ def test_false_nudges_after_an_episode_are_counted_apart_from_those_before_it() 
     assert s.fnh_outside == pytest.approx(3 / (100.0 / 3600.0))
     ended = _score([_trace("therapist_follows", 150.0, 300.0)], [[200.0]], 120.0)
     assert ended.hours_after == 0.0 and ended.fnh_after != ended.fnh_after  # nothing to measure: NaN
+
+
+def test_a_nudge_before_onset_is_false_and_one_within_the_grace_period_counts_for_the_episode() -> None:
+    # Episode 150-200 s; grace 30 s. A nudge at 140 s is before the onset (false, not a detection); one at 229 s,
+    # inside the grace period, detects the episode (the engine's window still holds its breaths).
+    early = _score([_trace("therapist_follows", 150.0, 200.0)], [[140.0]], 120.0)
+    assert early.detected == 0.0 and early.fnh_outside == pytest.approx(1 / ((30.0 + 70.0) / 3600.0))
+    late = _score([_trace("therapist_follows", 150.0, 200.0)], [[229.0]], 120.0)
+    assert late.detected == 1.0 and late.latency_median_s == pytest.approx(79.0) and late.fnh_outside == 0.0
+    past = _score([_trace("therapist_follows", 150.0, 200.0)], [[231.0]], 120.0)
+    assert past.detected == 0.0 and past.fnh_after == pytest.approx(1 / (70.0 / 3600.0))
+    # A client-follows episode nudged inside its window counts against the 5 % target, not as a false nudge/h.
+    cf = _score([_trace("client_follows", 150.0, 200.0)], [[170.0]], 120.0)
+    assert cf.client_follows_nudged == 1.0 and cf.fnh_outside == 0.0
+
+
+def test_independent_pairs_count_every_nudge_after_the_baseline_period_as_false() -> None:
+    s = _score(
+        [_trace("independent", None, None), _trace("similar_rate", None, None)], [[200.0], [150.0, 250.0]], 120.0
+    )
+    assert s.hours_independent == pytest.approx(2 * 180.0 / 3600.0)
+    assert s.fnh_independent == pytest.approx(3 / (360.0 / 3600.0))
+    assert s.detected != s.detected  # no follow episode: NaN, not 0 %
