@@ -250,7 +250,7 @@ def open_link(
     """The link for a source moniker (see the module docstring); ``clock`` stamps arrivals. ``name_shared``:
     the other role's strap may answer to the same BLE name (then each strap's role must match); ``others``: the
     other role's strap addresses, never taken by a name; ``replay_start``: shared by the replayed roles of one
-    dyad, so that their sessions' zeros play at the same moment."""
+    dyad, so that they keep the timing they were recorded with (``ReplayStart``)."""
     if not is_role(role):
         raise InputError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
     if check_source(moniker) == "auto":
@@ -326,7 +326,7 @@ class ReplayStart:
         self._roles.setdefault(path.resolve(), []).append(role)
 
     def roles(self, path: Path) -> list[Role]:
-        """The roles played from ``path`` (its own, when it was not added)."""
+        """The roles played from ``path`` (none for a path not added)."""
         return self._roles.get(path.resolve(), [])
 
     def at(self, clock: Callable[[], float]) -> float:
