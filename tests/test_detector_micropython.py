@@ -165,3 +165,32 @@ def test_precompiled_mpy_gives_identical_events(run_micropython: RunMicroPython,
         (1 if e.kind == "peak" else 2, e.index, e.depth_counts, e.interval_samples, e.confirmed_index)
         for e in reference
     ]
+
+
+def test_a_viper_detector_built_for_another_chip_falls_back_to_the_portable_one(
+    run_micropython: RunMicroPython, tmp_path: Path
+) -> None:
+    """A board whose MicroPython cannot load the viper .mpy ('incompatible .mpy arch': a build for another chip or
+    .mpy version) raised ValueError at boot, and main.py reset the strap at every boot (a review). The portable
+    detector takes over: the same events, a little slower."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "build"
+    subprocess.run(  # for the ESP32-S3: the unix port (x64) cannot load its native code
+        [
+            sys.executable,
+            str(repo / "tools" / "build_firmware.py"),
+            "--march",
+            "xtensawin",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        check=True,
+    )
+    script = tmp_path / "boot.py"  # what the app does at boot: the detector, fast where the board can
+    script.write_text("from core.detector import BreathDetector\nd = BreathDetector(25, 8)\nprint('fast', d.fast)\n")
+    proc = run_micropython(script, path=(out,), heapsize="64K")
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+    assert proc.stdout.decode().split() == ["fast", "False"]  # the portable detector: bit-identical (tests above)

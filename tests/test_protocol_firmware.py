@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_protocol_host import expected_packet
 
 from breathsync import protocol as P
 from breathsync.fwcore import framing as FR
@@ -126,7 +127,8 @@ def expected_out(command: P.HapticCommand | P.ControlCommand, raw: bytes) -> lis
 
 @pytest.mark.parametrize("vector", STRAP_SENT, ids=[v["name"] for v in STRAP_SENT])
 def test_firmware_encoder_matches_vector(vector: dict[str, Any]) -> None:
-    packet = P.decode(P.Channel[vector["channel"]], bytes.fromhex(vector["hex"]))
+    # The packet from the vector's JSON fields, not from decoding its own hex (which passed whatever the hex said).
+    packet = expected_packet(vector)
     buf = bytearray(b"\xaa" * F.MAX_PAYLOAD_BYTES)
     n = firmware_encode(packet, buf)
     assert buf[:n].hex() == vector["hex"]

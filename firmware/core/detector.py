@@ -252,8 +252,8 @@ class BreathDetector:
         if fast:
             try:
                 from . import detector_viper as viper
-            except ImportError:  # CPython, or a port built without the native emitter
-                viper = None
+            except (ImportError, ValueError):  # CPython, a port without the native emitter, or an .mpy for another
+                viper = None  # chip or MicroPython ('incompatible .mpy'): the portable one, not a reset at every boot
         self.fast = viper is not None
         if viper is not None:
             # One array: coefficients, the chunk capacity (the viper loop clamps to it, so a
