@@ -23,11 +23,15 @@ help:
 	@echo "make demo        a whole virtual session (virtual straps, no hardware)"
 	@echo "make test        lint, type check, firmware build check, every test (what CI runs)"
 	@echo "make test-fast   the tests only, stopping at the first failure"
-	@echo "make bench       benchmarks against ../shared/data; results in bench/results/"
+	@echo "make bench       benchmarks against ../shared/data; results in bench/results/ [BENCH=link ...]"
 	@echo "make firmware    build the strap's .mpy files [MARCH=xtensawin]"
 	@echo "make deploy      build and copy the firmware to a strap [PORT=$(PORT)] [DEPLOY_ARGS=...]"
 	@echo "make flash       put MicroPython on a strap: FIRMWARE=file.bin [PORT=$(PORT)]"
 	@echo "make coeffs      regenerate the detector's filter constants"
+	@echo "make lint        ruff check and format check"
+	@echo "make typecheck   mypy (strict) on the host package"
+	@echo "make firmware-check  compile the firmware for the ESP32 (what make test runs)"
+	@echo "make clean       remove build output and tool caches"
 	@echo "make setup       create .venv (every target does it on first use)"
 
 $(STAMP): pyproject.toml
@@ -58,7 +62,7 @@ demo: setup
 	$(BIN)/breathsync demo
 
 bench: setup
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH)
 
 # Compile every firmware module for the device; viper type errors fail here.
 firmware: setup

@@ -16,6 +16,13 @@ def available() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(
+            f"python -m bench [NAME ...]: run the benchmarks named (default: all: {', '.join(available())}); each "
+            f"prints its report and writes it to {RESULTS_DIR.relative_to(BENCH_DIR.parent)}/NAME.md. Those that "
+            "read recordings find them in ../shared/data (or BREATHSYNC_SHARED_DATA) and skip with a note without."
+        )
+        return 0
     names = argv or available()
     unknown = [n for n in names if n not in available()]
     if unknown:
