@@ -280,6 +280,27 @@ def test_document_worked_examples_are_vectors() -> None:
         assert example in known, example
 
 
+def test_document_wired_frame_examples_are_the_frame_vectors() -> None:
+    """The wired-frame examples' `raw =`, `encoded =` and `frame =` lines and their CRCs (a review: a changed CRC
+    byte in them passed every test)."""
+    doc = DOC.read_text().split("## 9. Worked examples", 1)[1].split("## 10.", 1)[0]
+    hex_bytes = r"((?:[0-9a-f]{2} )*[0-9a-f]{2})"
+    frames = {f["frame"]: f for f in FRAMES["valid"]}
+    framed = re.findall(rf"^frame += {hex_bytes}$", doc, re.MULTILINE)
+    encoded = re.findall(rf"^encoded += {hex_bytes}\b", doc, re.MULTILINE)
+    raws = re.findall(
+        rf"^raw += {hex_bytes} \| crc16.*= 0x([0-9a-f]{{4}}) -> ([0-9a-f]{{2}}) ([0-9a-f]{{2}})$", doc, re.M
+    )
+    assert len(framed) == len(encoded) == len(raws) >= 2
+    for frame, enc, (raw, crc, low, high) in zip(framed, encoded, raws, strict=True):
+        vector = frames[frame.replace(" ", "")]
+        assert enc.replace(" ", "") + "00" == vector["frame"]
+        raw_bytes = bytes.fromhex(raw)
+        assert raw_bytes == bytes([vector["channel"]]) + bytes.fromhex(vector["payload"])
+        assert P.crc16_ccitt_false(raw_bytes) == int(crc, 16) == int(high + low, 16)
+        assert bytes(P.Frame(vector["channel"], bytes.fromhex(vector["payload"]))).hex() == vector["frame"]
+
+
 # --- wired-mode framing -------------------------------------------------------------------------
 
 
