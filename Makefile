@@ -76,9 +76,9 @@ deploy: firmware
 
 # Checks first: erasing a strap and then finding the image path mistyped would leave it with no MicroPython.
 flash: setup
-	@test -n "$(FIRMWARE)" || { echo "usage: make flash [PORT=/dev/ttyACM0] FIRMWARE=ESP32_GENERIC_S3-xxxx.bin"; exit 2; }
-	@test -f "$(FIRMWARE)" || { echo "make flash: no firmware image $(FIRMWARE) (nothing erased)"; exit 2; }
-	@test -e "$(PORT)" || { echo "make flash: no serial port $(PORT) (is the strap plugged in? nothing erased)"; exit 2; }
+	@test -n "$(FIRMWARE)" || { echo "usage: make flash [PORT=/dev/ttyACM0] FIRMWARE=ESP32_GENERIC_S3-xxxx.bin" >&2; exit 2; }
+	@test -f "$(FIRMWARE)" || { echo "make flash: no firmware image $(FIRMWARE) (nothing erased)" >&2; exit 2; }
+	@test -e "$(PORT)" || { echo "make flash: no serial port $(PORT) (is the strap plugged in? nothing erased)" >&2; exit 2; }
 	$(BIN)/pip install --quiet esptool==$(ESPTOOL_VERSION)
 	$(BIN)/esptool --port "$(PORT)" --baud 460800 write-flash --erase-all 0 "$(FIRMWARE)"
 

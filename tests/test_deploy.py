@@ -152,3 +152,16 @@ def test_deploy_with_mpremote_to_the_unix_port(board: tuple[PtyBoard, Path], tmp
         check=False,
     )
     assert "app.mpy" in ls.stdout
+
+
+def test_make_flash_checks_the_image_and_the_port_before_erasing_and_says_why_on_stderr(tmp_path: Path) -> None:
+    image = tmp_path / "ESP32_GENERIC_S3.bin"
+    image.write_bytes(b"\xe9" + bytes(63))
+    for args, message in [
+        ([], "usage: make flash"),
+        ([f"FIRMWARE={tmp_path / 'absent.bin'}"], "no firmware image"),
+        ([f"FIRMWARE={image}", f"PORT={tmp_path / 'ttyACM9'}"], "no serial port"),
+    ]:
+        proc = subprocess.run(["make", "-s", "-C", str(REPO), "flash", *args], capture_output=True, text=True)
+        assert proc.returncode == 2 and message in proc.stderr and proc.stdout == "", (proc.stdout, proc.stderr)
+        assert not args or "nothing erased" in proc.stderr
