@@ -9,6 +9,7 @@ breathsync.detector.detect_cpython on the same counts.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import csv
@@ -500,12 +501,18 @@ def test_sim_command_rejects_bad_input_in_one_line(
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+def _recording_args(therapist: Path, client: Path, **given: object) -> argparse.Namespace:
+    """`breathsync sim`'s arguments for two recordings (``given`` over the defaults)."""
+    options: dict[str, object] = {"rate": None, "therapist_rate": None, "client_rate": None, "column": "resp"}
+    options |= {"strap_rate": 25, "therapist_drift_ppm": 0.0, "client_drift_ppm": 0.0} | given
+    return argparse.Namespace(synthetic=False, therapist_input=str(therapist), client_input=str(client), **options)
+
+
 def test_a_recording_with_missing_samples_is_bridged_for_a_virtual_strap(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """replay reads missing samples as drop-outs; a virtual strap plays the recording live, so it bridges them
     (and says so) instead of refusing the file as the first versions of sim did."""
-    import argparse
 
     from breathsync.commands.sim import configs_from
     from breathsync.datasets import bundled_path
@@ -514,17 +521,7 @@ def test_a_recording_with_missing_samples_is_bridged_for_a_virtual_strap(
     values[12_500:13_000] = ["nan"] * 500
     holed = tmp_path / "holed.csv"
     holed.write_text("resp\n" + "\n".join(values) + "\n")
-    args = argparse.Namespace(
-        synthetic=False,
-        therapist_input=str(holed),
-        client_input=str(holed),
-        rate=125.0,
-        column="resp",
-        strap_rate=25,
-        therapist_drift_ppm=0.0,
-        client_drift_ppm=0.0,
-    )
-    therapist, _client = configs_from(args)
+    therapist, _client = configs_from(_recording_args(holed, holed, rate=125.0))
     err = capsys.readouterr().err
     assert "the therapist's recording has 1 stretch(es) of missing samples (4.0 s in all): bridged" in err
     counts = np.asarray(therapist.counts)
@@ -535,7 +532,6 @@ def test_a_recording_with_missing_samples_is_bridged_for_a_virtual_strap(
 def test_two_recordings_at_two_rates_feed_the_virtual_straps(tmp_path: Path) -> None:
     """As replay: --therapist-rate / --client-rate over --rate (a review: a 1000 Hz export could not be played with a
     125 Hz CSV). The same breathing at 125 and 250 Hz gives the straps the same counts."""
-    import argparse
 
     from breathsync.commands.sim import configs_from
     from breathsync.datasets import bundled_path
@@ -546,19 +542,7 @@ def test_two_recordings_at_two_rates_feed_the_virtual_straps(tmp_path: Path) -> 
     doubled = np.interp(np.arange(2 * len(values)) / 2.0, np.arange(len(values)), values)
     fast = tmp_path / "fast.csv"
     fast.write_text("resp\n" + "\n".join(f"{v:.6g}" for v in doubled) + "\n")
-    args = argparse.Namespace(
-        synthetic=False,
-        therapist_input=str(slow),
-        client_input=str(fast),
-        rate=125.0,
-        therapist_rate=None,
-        client_rate=250.0,
-        column="resp",
-        strap_rate=25,
-        therapist_drift_ppm=0.0,
-        client_drift_ppm=0.0,
-    )
-    therapist, client = configs_from(args)
+    therapist, client = configs_from(_recording_args(slow, fast, rate=125.0, client_rate=250.0))
     a, b = np.asarray(therapist.counts, dtype=float), np.asarray(client.counts, dtype=float)
     assert abs(len(a) - len(b)) <= 1 and len(a) == len(values) // 5
     n = min(len(a), len(b))

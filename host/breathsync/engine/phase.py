@@ -186,10 +186,9 @@ def locking_and_shifted(
     rel, missing = _shifted_relative_phases(
         anchors_s, own_phase, partner_events_s, partner_phases, shifts_s, max_interval_s
     )
-    values = locking_values(np.concatenate((phases_cycles[None, :], rel)), trim)
-    shifted = values[1:]
+    lock, shifted = trimmed_locking_and_rows(phases_cycles, rel, trim)
     shifted[missing] = np.nan
-    return float(values[0]), shifted
+    return lock, shifted
 
 
 def trimmed_locking_and_rows(values: FloatArray, rows: FloatArray, trim: float) -> tuple[float, FloatArray]:
