@@ -364,6 +364,11 @@ def test_a_time_column_in_other_units_is_ignored_with_a_note(
     timed.write_text("time_s,resp\n" + "\n".join(f"{i / 125:.3f},{v:.5f}" for i, v in enumerate(values)) + "\n")
     assert main(["detect", str(timed), "--rate", "250"]) == 0
     assert "(its step, 0.008, is 125 Hz in s, 125000 Hz in ms)" in capsys.readouterr().err
+    # A column that does not move at all states no rate (the first version divided by its step: a traceback).
+    still = tmp_path / "still.csv"
+    still.write_text("t,resp\n" + "\n".join(f"0,{v:.5f}" for v in values) + "\n")
+    assert main(["detect", str(still), "--rate", "125"]) == 0
+    assert "column 't' does not step by 1/--rate (in s or ms): rows are taken" in capsys.readouterr().err
 
 
 def test_an_upside_down_recording_is_read_inverted_with_a_note(

@@ -124,10 +124,11 @@ def _on_time_grid(recording: Recording, sampling_rate: float, path: str, whose: 
     """Rows are samples at --rate; where the file's time column shows rows left out, they come back as missing."""
     grid = rows_on_the_time_grid(recording, sampling_rate, path)
     if grid is not None and grid.unit is None:
-        said = f" (its step, {grid.step:.6g}, is {1 / grid.step:.6g} Hz in s, {1000 / grid.step:.6g} Hz in ms)"
+        step = grid.step
+        said = f" (its step, {step:.6g}, is {1 / step:.6g} Hz in s, {1000 / step:.6g} Hz in ms)" if step > 0 else ""
         print(
             f"breathsync {command}: note: {whose} column {recording.time_column!r} does not step by 1/--rate "
-            f"(in s or ms){said if grid.step > 0 else ''}: rows are taken as consecutive samples",
+            f"(in s or ms){said}: rows are taken as consecutive samples",
             file=sys.stderr,
         )
     if grid is None or grid.rows_added == 0:

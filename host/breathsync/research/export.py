@@ -58,8 +58,7 @@ def bids_notes(
     if names.directory.is_dir():
         return [
             f"sub-{names.subject}/ses-{names.session} is already in the dataset: replaced (the same subject and start "
-            "second; "
-            "--bids-session tells two sessions apart)"
+            "second; --bids-session tells two sessions apart)"
         ]
     if subject is None and (names.root / f"sub-{names.subject}").is_dir():
         return [
