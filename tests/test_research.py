@@ -25,7 +25,7 @@ import sys
 import textwrap
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -286,6 +286,29 @@ def test_a_nudge_whose_efficacy_window_was_not_seen_is_not_called_a_failure(
     page = html.unescape(write_report(load_session(path), tmp_path / "report").html.read_text())
     assert outcome in page
     assert card in page
+
+
+def test_the_report_gives_the_start_in_local_time_and_utc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A therapist's review: the report said when the session started in UTC only.
+    import time
+
+    from breathsync.research.report import write_report
+
+    path = tiny_session(tmp_path / "local.sqlite", seconds=30.0)
+    utc = datetime.fromtimestamp(CREATED_UNIX_S, UTC)  # the zero's wall clock: host times here are not Unix times
+    try:
+        monkeypatch.setenv("TZ", "CET-1")  # POSIX rule: no zoneinfo files needed
+        time.tzset()
+        page = write_report(load_session(path), tmp_path / "cet").html.read_text()
+        local = utc + timedelta(hours=1)
+        assert f"Started {local:%Y-%m-%d %H:%M:%S} CET ({utc:%H:%M:%S} UTC)" in page
+        monkeypatch.setenv("TZ", "UTC0")
+        time.tzset()
+        page = write_report(load_session(path), tmp_path / "utc").html.read_text()
+        assert f"Started {utc:%Y-%m-%d %H:%M:%S} UTC ·" in page
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_resample_keeps_stored_values_and_leaves_gaps_empty(session_file: Path) -> None:

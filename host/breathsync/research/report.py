@@ -19,7 +19,7 @@ import statistics
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -121,7 +121,7 @@ class RoleSummary:
 @dataclass(frozen=True)
 class Summary:
     duration_s: float
-    start_utc: str
+    started: str  # the session zero's wall-clock time, local (the report's machine) and UTC
     roles: tuple[RoleSummary, ...]
     missing_roles: tuple[str, ...]
     nudges: int
@@ -225,7 +225,7 @@ def summarise(session: Session) -> Summary:
         decision_s[decision] = decision_s.get(decision, 0.0) + end - start
     return Summary(
         duration_s=session.duration_s,
-        start_utc=_utc(session.start_unix_s),
+        started=_started(session.start_unix_s),
         roles=tuple(_role_summary(session, r) for r in session.roles.values()),
         missing_roles=tuple(session.missing_roles),
         nudges=len(session.nudges),
@@ -270,8 +270,15 @@ def _locked_pct(session: Session) -> float | None:
     return 100.0 * above / measured if measured > 0 else None
 
 
-def _utc(unix_s: float | None) -> str:
-    return "unknown" if unix_s is None else datetime.fromtimestamp(unix_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+def _started(unix_s: float | None) -> str:
+    """Local time (the therapist's clock, a review: the report gave UTC alone), and UTC when they differ."""
+    if unix_s is None:
+        return "unknown"
+    utc = datetime.fromtimestamp(unix_s, UTC)
+    local = utc.astimezone()
+    if local.utcoffset() == timedelta(0):
+        return f"{utc:%Y-%m-%d %H:%M:%S} UTC"
+    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or local.strftime('%z')} ({utc:%H:%M:%S} UTC)"
 
 
 def _clock(seconds: float) -> str:
@@ -496,7 +503,7 @@ def summary_figure(session: Session) -> Figure:
         ax.grid(axis="x", color="#DDDDDD", lw=0.5)
     axes[-1].set_xlabel("minutes since session start")
     axes[-1].set_xlim(0, session.duration_s / 60.0)
-    title = f"Session {session.path.stem}   ·   {_utc(session.start_unix_s)}   ·   {_clock(session.duration_s)}"
+    title = f"Session {session.path.stem}   ·   {_started(session.start_unix_s)}   ·   {_clock(session.duration_s)}"
     fig.suptitle(title, fontsize=12, x=0.01, ha="left")
     _legend(fig, session)
     return fig
@@ -794,7 +801,7 @@ def render_html(session: Session, summary: Summary, overview_png: bytes, nudges_
 <style>{_CSS}</style></head>
 <body>
 <h1>Session report: {_e(session.path.stem)}</h1>
-<p class="muted">Started {_e(summary.start_utc)} · duration {_e(_clock(summary.duration_s))} ·
+<p class="muted">Started {_e(summary.started)} · duration {_e(_clock(summary.duration_s))} ·
 nudge count: {summary.nudges} · file {_e(session.path.name)}</p>
 {warning}
 {_cards(summary)}
