@@ -425,13 +425,14 @@ def _plot_synchrony(ax: Axes, session: Session) -> None:
         lw=0,
         interpolate=True,
     )
+    window_s = _efficacy_window_s(session)
     for nudge in session.nudges:
         minute = session.rel(nudge.t_s) / 60.0
         if not 0.0 <= minute <= session.duration_s / 60.0:
             # Drawn unclipped (above the axes), a marker outside the time axis would land far off
             # the figure and collapse its layout (samples ending before the session's last nudge).
             continue
-        decoupled = None if _unjudged(nudge, _efficacy_window_s(session)) else nudge.decoupled
+        decoupled = None if _unjudged(nudge, window_s) else nudge.decoupled
         marker, color = (
             ("^", LED_COLOR) if decoupled else (("X", NUDGE_COLOR) if decoupled is False else ("o", PENDING_COLOR))
         )
@@ -520,6 +521,7 @@ def nudge_figure(session: Session) -> Figure | None:
     grid = common_grid(session)
     lanes = _lanes(session)
     traces = {role: _normalised(resample(session.roles[role], grid)) for role in lanes}
+    window_s = _efficacy_window_s(session)
     for ax, number, nudge in zip(axes, range(1, len(nudges) + 1), nudges, strict=True):
         window = np.abs(grid - nudge.t_s) <= NUDGE_WINDOW_S
         seconds = grid[window] - nudge.t_s
@@ -532,7 +534,7 @@ def nudge_figure(session: Session) -> Figure | None:
         ax.set_xlim(-NUDGE_WINDOW_S, NUDGE_WINDOW_S)
         ax.set_yticks(list(lanes.values()), [r.capitalize() for r in lanes])
         ax.set_title(
-            f"Nudge {number} at {_clock(session.rel(nudge.t_s))}: {_nudge_outcome(nudge, _efficacy_window_s(session))}",
+            f"Nudge {number} at {_clock(session.rel(nudge.t_s))}: {_nudge_outcome(nudge, window_s)}",
             loc="left",
             fontsize=10,
         )
