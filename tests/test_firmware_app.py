@@ -440,6 +440,8 @@ def test_haptic_pwm_timeline_respects_every_limit(run_micropython: RunMicroPytho
     responses = [p for _t, p in run.packets() if isinstance(p, ResponsePacket) and p.channel == Channel.HAPTIC]
     assert responses[0].value0 == 200 and responses[0].value1 == 0
     assert responses[1].value1 & 8 and responses[1].value0 == 10 * 1000 + 9 * 50  # intensity clamped
+    [identify] = [p for _t, p in run.packets() if isinstance(p, ResponsePacket) and p.opcode == 0x05]
+    assert (identify.result, identify.value0) == (ResultCode.OK, 3 * 100 + 2 * 100)  # how long the host must stay
     # Silence: nothing from the host after 32 s -> the pattern stops within 5 s.
     assert s["host_timeouts"] >= 1
     last_on_end = max(b for _a, b, _d in on)

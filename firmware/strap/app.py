@@ -412,8 +412,10 @@ class App:
         elif op == OP_IDENTIFY:
             if self.hw.motor.kind == "none":  # nothing would vibrate
                 return INTERNAL_ERROR, 0, 0
-            if self._play(now, _IDENT_PULSES, _IDENT_ON_MS, _IDENT_OFF_MS, _IDENT_PCT)[0] != OK:
+            st, duration_ms, _ = self._play(now, _IDENT_PULSES, _IDENT_ON_MS, _IDENT_OFF_MS, _IDENT_PCT)
+            if st != OK:
                 return INTERNAL_ERROR, 0, 0
+            return OK, duration_ms, 0  # as HAPTIC: a host that disconnects sooner ends the pattern
         elif op == OP_SET_ROLE:
             role = out[CMD_ARG0]  # decode_command allows 0..2 only: every one has a name
             if self._persist("role", _ROLE_NAMES[role]) != OK:

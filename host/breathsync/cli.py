@@ -37,6 +37,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("scan", "list straps in range (role, firmware, battery, RSSI)"),
     ("sim", "run virtual therapist + client straps (the real firmware) for another process to connect to"),
     ("stream", "stream live samples and breath events of one or two straps (terminal or CSV)"),
+    ("strap", "show one strap's settings, or set its role, name or sampling rate, or make it buzz"),
 )
 
 

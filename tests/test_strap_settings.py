@@ -1,0 +1,126 @@
+"""`breathsync strap`: one strap's settings read and changed over BLE, against the REAL firmware (MicroPython unix
+port) behind a Bumble GATT server, the production bleak code on the host side."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from breathsync.errors import InputError
+from breathsync.link.ble import BleOptions
+from breathsync.link.bumble_backend import BumbleBench
+from breathsync.link.session import LinkError
+from breathsync.link.strap_settings import SettingsRequest, apply_settings, find_strap
+from breathsync.sim import StrapConfig, VirtualBench, synthetic_counts
+
+RATE = 25
+IDENTIFY_PCT = 60  # docs/protocol.md: 3 x 100 ms on / 100 ms off at 60 %
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), timeout=90))
+
+
+def options_for(host: BumbleBench) -> BleOptions:
+    return host.ble_options(BleOptions(connect_timeout_s=3.0, scan_timeout_s=3.0))
+
+
+def straps(*roles: str) -> list[StrapConfig]:
+    return [StrapConfig(synthetic_counts(120, 14 + i, RATE, seed=i), role=role) for i, role in enumerate(roles)]
+
+
+@pytest.mark.micropython
+def test_a_new_strap_becomes_the_therapists_keeps_it_after_a_power_cycle_and_buzzes(micropython: str) -> None:
+    async def go() -> None:
+        async with await VirtualBench.start(straps("client")) as vb, await BumbleBench.open(vb.link) as host:
+            options = options_for(host)
+            shown, same = await apply_settings("breathsync-client", SettingsRequest(), options)
+            assert shown == same and (shown.role, shown.sample_rate_hz, shown.name) == (
+                "client",
+                25,
+                "breathsync-client",
+            )
+            assert not vb["client"].pwm  # showing the settings changes nothing and plays nothing
+
+            request = SettingsRequest(role="therapist", name="strap-T", rate_hz=50, identify=True)
+            before, after = await apply_settings(shown.address, request, options)
+            assert (before.role, before.name, before.sample_rate_hz) == ("client", "breathsync-client", 25)
+            assert (after.role, after.name, after.sample_rate_hz) == ("therapist", "strap-T", 50)
+            await vb["client"].wait_until(lambda: len([p for p in vb["client"].pwm if p.duty_u16 == 0]) >= 3, 5)
+            on = [p for p in vb["client"].pwm if p.duty_u16 > 0]
+            assert [p.duty_u16 for p in on] == [IDENTIFY_PCT * 65535 // 100] * 3
+
+            await vb["client"].reboot()  # settings live in the strap's flash
+            found = await find_strap("strap-T", options, 5.0)  # advertised under its new name
+            assert found.address == shown.address
+            kept, _ = await apply_settings("strap-T", SettingsRequest(), options)
+            assert (kept.role, kept.name, kept.sample_rate_hz) == ("therapist", "strap-T", 50)
+
+    run(go)
+
+
+@pytest.mark.micropython
+def test_two_straps_of_one_name_are_not_guessed_between_and_an_absent_one_is_named(micropython: str) -> None:
+    async def go() -> None:
+        async with (
+            await VirtualBench.start(straps("therapist", "client")) as vb,
+            await BumbleBench.open(vb.link) as host,
+        ):
+            options = options_for(host)
+            _, renamed = await apply_settings("breathsync-client", SettingsRequest(name="breathsync"), options)
+            _, other = await apply_settings("breathsync-therapist", SettingsRequest(name="breathsync"), options)
+            with pytest.raises(InputError, match=r"2 straps are named 'breathsync' \(.*\): name one by its address"):
+                await apply_settings("breathsync", SettingsRequest(role="therapist"), options)
+            # Nothing was changed on either; by address each one is found.
+            client, _ = await apply_settings(renamed.address, SettingsRequest(), options)
+            therapist, _ = await apply_settings(other.address, SettingsRequest(), options)
+            assert (client.role, therapist.role) == ("client", "therapist")
+            with pytest.raises(LinkError, match=r"no strap named 'strap-X' in range \(straps seen: breathsync \("):
+                await find_strap("strap-X", options, 1.0)
+            with pytest.raises(LinkError, match=r"no strap at '00:11:22:33:44:55' in range"):
+                await find_strap("00:11:22:33:44:55", options, 1.0)
+
+    run(go)
+
+
+def test_bad_settings_are_refused_before_any_radio_is_used() -> None:
+    for request, message in (
+        ({"name": "héllo"}, "printable ASCII"),
+        ({"name": ""}, "1..16 characters"),
+        ({"name": "a" * 17}, "1..16 characters"),
+        ({"role": "boss"}, "role must be one of therapist, client, unassigned"),
+        ({"rate_hz": 100}, "rate must be one of 25, 50 Hz"),
+    ):
+        with pytest.raises(InputError, match=message):
+            SettingsRequest(**request)  # type: ignore[arg-type]
+    assert not SettingsRequest().changes and SettingsRequest(identify=True).changes
+
+
+def test_the_command_refuses_bad_values_in_one_line() -> None:
+    for argv, message in (
+        (["--name", "x" * 17], "breathsync strap: --name: name must be 1..16 characters"),
+        (["--rate", "100"], "argument --rate: invalid choice: 100"),
+        (["--role", "boss"], "argument --role: invalid choice: 'boss'"),
+    ):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "breathsync",
+                "strap",
+                "breathsync",
+                *argv,
+                "--ble",
+                "bumble:tcp-client:127.0.0.1:1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) <= 2 and "Traceback" not in proc.stderr  # usage + error
