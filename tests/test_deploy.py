@@ -126,9 +126,16 @@ def test_deploy_with_mpremote_to_the_unix_port(board: tuple[PtyBoard, Path], tmp
     )
     (root / "strap").mkdir(exist_ok=True)
     (root / "strap" / "app.py").write_text("raise ImportError('the old source, shadowing app.mpy')\n")
+    (root / "strap" / "retired.mpy").write_bytes(b"M")  # a module an older release had
+    (root / "strap" / "notes.txt").write_text("kept")  # not a module
+    (root / "settings.json").write_text('{"role": "therapist"}')  # the strap's own settings
+    (root / "mine.py").write_text("x = 1\n")  # the user's file at the top
     rc = deploy_firmware.main(["--port", b.port, "--build", str(build), "--reset", "none"])
     assert rc == 0
     assert not (root / "strap" / "app.py").exists()  # a stale source would be imported before app.mpy
+    assert not (root / "strap" / "retired.mpy").exists()
+    assert (root / "strap" / "notes.txt").read_text() == "kept" and (root / "mine.py").exists()
+    assert (root / "settings.json").read_text() == '{"role": "therapist"}'
     _dirs, files = deploy_firmware.plan(build)
     for f in files:
         assert (root / f).read_bytes() == (build / f).read_bytes(), f

@@ -7,7 +7,8 @@ main.py (and boot.py) as source. Everything runs in one mpremote session, chaine
 
 1. ``connect PORT resume``: attach without the soft reset mpremote does by default (the firmware
    keeps running until mpremote's Ctrl-C interrupts it; on the unix port a soft reset would exit);
-2. ``exec``: create the directories (existing ones are fine);
+2. ``exec``: create the directories (existing ones are fine), and remove modules the build no longer has from
+   them (and a module's source where its .mpy is deployed); the top folder's other files are kept;
 3. ``fs cp FILE :FILE`` for every file;
 4. ``soft-reset`` (default: main.py starts) or ``reset`` (hard), unless ``--reset none``.
 
@@ -57,10 +58,15 @@ def command(port: str, build: Path, reset: str, exe: str | None = None) -> list[
     dirs, files = plan(build)
     cmd = [exe or mpremote(), "connect", port, "resume"]
     # Directories first; and a module's old source (m.py) removed where m.mpy is deployed: MicroPython imports
-    # m.py before m.mpy, so a stale source would shadow the new firmware.
+    # m.py before m.mpy, so a stale source would shadow the new firmware. In the firmware's own folders (core/,
+    # strap/...) a module the new build no longer has goes too: an old release's module left there could still be
+    # imported by name. Nothing else is touched: the top folder holds the strap's settings.json and the user's files.
     stale = [f[: -len(".mpy")] + ".py" for f in files if f.endswith(".mpy")]
     prepare = (
-        f"import os\nfor d in {dirs!r}:\n    try:\n        os.mkdir(d)\n    except OSError:\n        pass\n"
+        f"import os\nkeep = {sorted(files)!r}\nfor d in {dirs!r}:\n    try:\n        os.mkdir(d)\n"
+        "    except OSError:\n        pass\n"
+        "    for n in os.listdir(d):\n        f = d + '/' + n\n"
+        "        if (n.endswith('.py') or n.endswith('.mpy')) and f not in keep:\n            os.remove(f)\n"
         f"for f in {stale!r}:\n    try:\n        os.remove(f)\n    except OSError:\n        pass"
     )
     cmd += ["exec", prepare, "+"]
