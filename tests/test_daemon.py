@@ -108,7 +108,10 @@ def test_daemon_records_both_straps_and_shows_status(
         assert stored_calibration(store) == written  # with what it was measured from, and when
     text = out.getvalue()
     assert "T: ok 90%" in text and "C: ok 90%" in text and "nudges 0" in text
-    assert f"therapist baseline 11.5/min (SD 0.9) from calibration (ble:strap-T, {written.created})" in text
+    assert (
+        f"therapist baseline 11.5/min (SD 0.9) from calibration (ble:strap-T, {written.created}); learning the"
+        " client's over the first 120 s" in text
+    )
 
 
 WALL_CLOCK_STEP = """
@@ -583,6 +586,7 @@ def test_kill_9_then_restart_loses_no_sample(served_pair: tuple[str, dict[str, M
     assert second.returncode == 0, err
     assert "resuming session" in out
     assert "therapist baseline 11.5/min" in out  # the resumed session keeps the baseline it started with
+    assert "; learning the client's over the first 120 s" in out  # 8 s before the crash: not learned yet
     [path] = tmp_path.glob("*.sqlite")
     with SessionStore.open(path) as store:
         for role, strap in straps.items():

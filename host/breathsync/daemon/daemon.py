@@ -573,17 +573,25 @@ class Daemon:
                 store_baseline(store, self.calibration)
             self._line(f"new session {path}")
         cal = self.calibration
-        if cal is None and resumed and self.engine.baselines["client"] is not None:
+        client_known = resumed and self.engine.baselines["client"] is not None
+        over = f"over the first {self.config.engine.engine.baseline_s:.0f} s"
+        if cal is None and client_known:
             self._line("both baselines learned earlier in the session")
         elif cal is None:
-            self._line(
-                f"learning both baselines over the first {self.config.engine.engine.baseline_s:.0f} s "
-                "(from quiet breaths: longer if you talk, up to 3 min more)"
-            )
+            self._line(f"learning both baselines {over} (from quiet breaths: longer if you talk, up to 3 min more)")
         else:
             base = cal.baseline
             made = f" ({', '.join(x for x in (cal.source, cal.created) if x)})" if cal.source or cal.created else ""
-            self._line(f"therapist baseline {base.rate_bpm:.1f}/min (SD {base.rate_sd_bpm:.1f}) from calibration{made}")
+            # Nothing is judged until the client's is known too: said here, not only on the status line.
+            client = (
+                "the client's learned earlier in the session"
+                if client_known
+                else f"learning the client's {over} (longer while the client talks, up to 3 min more)"
+            )
+            self._line(
+                f"therapist baseline {base.rate_bpm:.1f}/min (SD {base.rate_sd_bpm:.1f}) from calibration{made};"
+                f" {client}"
+            )
 
     async def _connect_and_run(
         self, stop: asyncio.Event, options: BleOptions, store: SessionStore, tasks: list[asyncio.Task[None]]
