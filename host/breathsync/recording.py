@@ -141,9 +141,17 @@ def _column_index(path: Path, names: list[str], column: str) -> int:
     return matches[0]
 
 
+def _number(text: str) -> float:
+    """float(), without the digit grouping of Python literals ('1_000'): no recorder writes it, and a cell that
+    holds it is more likely two numbers run together than a thousand."""
+    if "_" in text:
+        raise ValueError(f"not a number: {text!r}")
+    return float(text)
+
+
 def _is_number(text: str) -> bool:
     try:
-        float(text)
+        _number(text)
     except ValueError:
         return False
     return True
@@ -282,8 +290,11 @@ def _numeric_columns(
     # Every line has width - 1 separators and one line end (the last has none), so the k-th cell of one split of the
     # whole text belongs to row k // width: the rows' own cells, empty ones included, as a split per line gives them.
     cells = text.replace(delimiter, "\n").split("\n")
+    wanted = [cells[c::width] for c in columns]
+    if any("_" in "".join(column) for column in wanted):  # numpy reads '1_0' as float() does: the rows refuse it
+        return None
     try:
-        return [_floats(cells[c::width], m) for c, m in zip(columns, missing, strict=True)]
+        return [_floats(column, m) for column, m in zip(wanted, missing, strict=True)]
     except ValueError:  # not a number (a date, a unit): the rows are split one by one
         return None
 
@@ -455,6 +466,8 @@ class _Rows:
             lines = text.split("\n")
             if len(text) > csv.field_size_limit() and max(map(len, lines)) > csv.field_size_limit():
                 return False  # a cell longer than the row-by-row reader takes
+            if "_" in text:  # numpy reads '1_0' as float() does: the row-by-row rules refuse it
+                return False
             try:
                 parsed: list[FloatArray] | None = [_floats(lines, self.missing_ok)]
             except ValueError:
@@ -537,7 +550,7 @@ class _Rows:
                 values.append(math.nan)
                 continue
             try:
-                value = float(cell)
+                value = _number(cell)
             except ValueError:
                 hint = " (a decimal comma? values need a decimal point)" if "," in cell else ""
                 raise InputError(
@@ -577,7 +590,7 @@ def _append_time(times: list[float], cell: str) -> list[float] | None:
         times.append(math.nan)
         return times
     try:
-        value = float(text)
+        value = _number(text)
     except ValueError:
         return None
     if math.isnan(value):  # -nan, as C's printf writes it: missing, as in the value column
