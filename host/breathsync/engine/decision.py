@@ -96,6 +96,23 @@ def locked(s: EngineState, config: EngineConfig) -> bool:
     )
 
 
+def pair_apart(s: EngineState, config: EngineConfig, decision: Decision) -> bool:
+    """Whether the pair has visibly come apart (a nudge's efficacy, the end of an episode): a window, and either
+    the client following (the therapist leads again) or neither the phase locking nor the time-lag locking as
+    high as ``plv_min``, significant or not. Not merely 'not locked beyond chance': behind a metronomic client the
+    surrogate test flickers (its own shifted past is as aligned as the present) while the therapist goes on
+    breathing at the same delay after each client breath; an outside review's followers who ignored every nudge
+    were reported decoupled in 14 of 23 nudges, and the episode's cap started again for a second nudge."""
+    if s.plv is None:  # no window: a drop-out, or none yet after one
+        return False
+    if decision == "locked_client_follows":
+        return True
+    in_phase = s.plv >= config.plv_min or (
+        config.time_lag_locking and s.lag_locking is not None and s.lag_locking >= config.plv_min
+    )
+    return not in_phase and not locked(s, config)
+
+
 LockRoute = Literal["phase", "beats", "timing"]
 
 
@@ -253,7 +270,7 @@ def classify_states(states: Iterable[EngineState], config: EngineConfig) -> list
             continue
         decision = classify(s, config)
         following = decision == "therapist_follows"
-        apart = s.plv is not None and (not locked(s, config) or decision == "locked_client_follows")
+        apart = pair_apart(s, config, decision)
         out.append((False, following, evidence_strength(s, config) if following else 0.0, apart))
     return out
 

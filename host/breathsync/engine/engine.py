@@ -44,6 +44,7 @@ from .decision import (
     evidence_strength,
     gate_nudge,
     locked,
+    pair_apart,
     significantly_locked,
     slow_breathing_scale,
 )
@@ -363,7 +364,7 @@ class EntrainmentEngine:
         span = float(win.anchors_s[-1] - win.anchors_s[0]) if n >= 2 else 0.0
         cues = self._direction(tp, cp, span, lag_lock, lag_p, self._lag_asymmetry(now_s) if timed else None, now_s)
         draft = self._state(now_s, "no_lock", win, plv, chance, plv_p, cues)
-        decision = classify(draft, eng)
+        decision = classified = classify(draft, eng)
         out: list[Output] = []
         following = decision == "therapist_follows"
         strength = evidence_strength(draft, eng) if following else 0.0
@@ -372,7 +373,7 @@ class EntrainmentEngine:
             decision = "nudge" if allowed else "nudge_suppressed"
         estimated = plv is not None  # right after a gap there is no window yet: no evidence either way
         is_locked = locked(draft, eng)
-        apart = estimated and (not is_locked or decision == "locked_client_follows")
+        apart = pair_apart(draft, eng, classified)
         self._track_efficacy(now_s, out, apart=apart)
         self.policy.observe(now_s, apart)
         if not estimated or is_locked or significantly_locked(plv_p) or significantly_locked(lag_p):
