@@ -145,6 +145,28 @@ def test_a_crashed_session_copied_without_its_wal_file_says_what_is_missing(tmp_
         assert store.samples("therapist").values.tolist() == [5, 6]
 
 
+def test_a_crashed_session_that_cannot_get_its_shared_memory_file_is_not_called_foreign(tmp_path: Path) -> None:
+    # A session whose run did not close it is read through its -wal file, which needs a -shm file beside it: on a
+    # full disk or in a read-only folder that fails, and the session was called 'not a breathsync session (disk I/O
+    # error)'. Here the -shm name points at /dev/null (what a full disk does needs a filesystem of its own: checked
+    # by hand on a 64 KB tmpfs, the same message).
+    crashed = tmp_path / "crashed.sqlite"
+    written = (
+        "import os\nfrom breathsync.store import SessionStore\n"
+        f"s = SessionStore.create({str(crashed)!r}, {{}})\n"
+        "s.add_samples('therapist', [0, 1], [1.0, 1.04], [5, 6])\ns.commit()\nos._exit(0)  # a crash: never closed\n"
+    )
+    subprocess.run([sys.executable, "-c", written], check=True, timeout=60)
+    shm = crashed.with_name("crashed.sqlite-shm")
+    shm.unlink(missing_ok=True)
+    shm.symlink_to(os.devnull)
+    with pytest.raises(StoreError, match=r"cannot read the session \(.*\): a session whose run did not close it needs"):
+        SessionStore.open(crashed, read_only=True)
+    shm.unlink()
+    with SessionStore.open(crashed, read_only=True) as store:  # the session itself is fine
+        assert store.samples("therapist").values.tolist() == [5, 6]
+
+
 def test_bad_files_give_store_errors(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no such session"):
         SessionStore.open(tmp_path / "missing.sqlite")
