@@ -95,7 +95,8 @@ def test_micropython_interpreter_prints_identical_lines(micropython: str) -> Non
         ("\x00" * (1 << 21), ["--rate", "125"], "not a text (CSV) file"),  # /dev/zero was read until memory ran out
         ("", ["--rate", "125"], "empty"),
         ("resp\n", ["--rate", "125"], "no samples after the header row"),  # not 'needs finite values'
-        ("time,resp\n\n", ["--rate", "125"], "no samples after the header row"),
+        ("time,resp\n\n", ["--rate", "125"], "no samples after the header row (only 1 empty row)"),
+        ("resp\n" + "\n" * 3000, ["--rate", "125"], "no samples after the header row (only 3000 empty rows)"),
         ("resp\n" + "0.5\n" * 2000, ["--rate", "125", "--strap-rate", "30"], "invalid choice"),
         ("resp\n" + "0.5\n" * 2000, ["--rate", "fast"], "invalid float"),
     ],

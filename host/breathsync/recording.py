@@ -224,6 +224,9 @@ def read_recording(
         raise InputError(f"{path}: malformed CSV: {exc}") from None
     recording = rows.recording()
     if len(recording.values) == 0:  # it said 'a respiration signal needs finite values' (an outside probe)
+        if rows.rows:  # blank rows at a file's end are no samples: a file of nothing else has none
+            plural = "s" if rows.rows != 1 else ""
+            raise InputError(f"{path}: no samples after the header row (only {rows.rows} empty row{plural})")
         raise InputError(f"{path}: no samples after the header row")
     return recording
 
