@@ -7,7 +7,7 @@ from functools import cache
 
 import numpy as np
 import pytest
-from speech import talking
+from speech import talking, talking_in_phrases
 
 from breathsync.datasets import bundled_path, read_breath_annotations
 from breathsync.engine import (
@@ -885,6 +885,24 @@ def test_a_therapist_who_talks_through_the_first_minutes_gets_their_quiet_rate_a
     states = _states(list(run_engine(dyad_stream(talking(400, FS, 6), client[: int(400 * FS)], FS), engine)))
     assert engine.baselines["therapist"] is not None
     assert states[0].t_s >= engine.config.engine.baseline_s + 180.0
+
+
+@pytest.mark.parametrize(("talk_s", "learned_after_s"), [(200.0, 200.0), (262.0, 300.0)])
+def test_a_therapist_who_talks_in_phrases_gets_their_quiet_rate_even_when_short_phrases_look_quiet(
+    talk_s: float, learned_after_s: float
+) -> None:
+    # An outside review's talkers: the short phrases' inhalations were ~0.3 of their cycle, so only the long phrases
+    # looked like speech and the breaths two away from them counted as quiet. 13 of them came within 120 s, and a
+    # baseline of ~20/min (12/min quietly) made the quiet breathing afterwards a move toward the client. For someone
+    # who talked, breaths within two of a speech-like one are not quiet; and when the wait for quiet breaths ends
+    # (SPEECH_WAIT_S), the few quiet ones there are (262 s: ~6) come before every breath.
+    therapist = np.concatenate((talking_in_phrases(talk_s, FS, 3), _breathing(12, 200, 4)))
+    client = _breathing(16, talk_s + 200, 5)
+    engine = EntrainmentEngine()
+    states = _states(list(run_engine(dyad_stream(therapist, client, FS), engine)))
+    base = engine.baselines["therapist"]
+    assert base is not None and base.rate_bpm == pytest.approx(12.0, rel=0.1)
+    assert states and states[0].t_s >= learned_after_s
 
 
 @pytest.mark.parametrize("rate_bpm", [4.0, 6.0])

@@ -288,8 +288,10 @@ class EntrainmentEngine:
                     person.troughs_s,
                     QUIET_BASELINE_BREATHS,
                 )
-            else:
-                learned[role] = learn_baseline(person.peaks_s, person.depths, eng.max_breath_s, tuple(person.breaks_s))
+            else:  # the quiet breaths there are, if a few; only then every breath
+                learned[role] = learn_baseline(
+                    person.peaks_s, person.depths, eng.max_breath_s, tuple(person.breaks_s), person.troughs_s
+                ) or learn_baseline(person.peaks_s, person.depths, eng.max_breath_s, tuple(person.breaks_s))
         if any(b is None for b in learned.values()):
             return False
         self.baselines = learned

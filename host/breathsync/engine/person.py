@@ -322,13 +322,17 @@ def learn_baseline(
         speech = speech_like(peaks_s, troughs_s)
         # A speech-like cycle now and then is how some people breathe (up to 11 % of an upright recording's):
         # only a person who talked waits for quiet breaths.
-        if np.count_nonzero(speech) >= max(2.0, SPEECH_SHARE_TALKING * len(speech)):
+        talked = np.count_nonzero(speech) >= max(2.0, SPEECH_SHARE_TALKING * len(speech))
+        if talked:
             needed = max(needed, quiet_breaths)
         # The breaths on either side of speech are not quiet either: a long pause before the first words, a
-        # deep recovery breath after the last.
+        # deep recovery breath after the last. For someone who talked, two on each side: short phrases between
+        # long ones can breathe in as slowly as quiet breathing's fastest (~0.3 of the cycle), and an outside
+        # review's talkers got 13 such 'quiet' breaths in 120 s, a baseline of their speaking rhythm.
         near = speech.copy()
-        near[1:] |= speech[:-1]
-        near[:-1] |= speech[1:]
+        for k in range(1, 3 if talked else 2):
+            near[k:] |= speech[:-k]
+            near[:-k] |= speech[k:]
         keep &= ~near
         if len(depths) != len(peaks_s):
             raise ValueError("one depth per end-inspiration expected")
