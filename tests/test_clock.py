@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from breathsync.link.clock import CounterClock, lower_hull
+from breathsync.link.clock import MAX_DRIFT_PPM, CounterClock, lower_hull
 
 RATE_HZ = 25.0
 SAMPLES_PER_PACKET = 7
@@ -59,6 +59,30 @@ def test_late_outliers_do_not_pull_the_mapping() -> None:
     for counter in range(15000, 15070, 7):
         clock.observe(counter, counter / RATE_HZ + 3.0)
     assert clock.host_time_s(15000) == pytest.approx(before, abs=0.005)
+
+
+def test_a_drift_that_changes_is_followed_within_the_window_and_the_points_stay_bounded() -> None:
+    # A strap warming up changes its crystal's drift: the fit follows over the sliding window (600 s), keeping
+    # one point per 2 s bucket of it rather than every packet since the session began.
+    clock = CounterClock(RATE_HZ)
+    rng = np.random.default_rng(6)
+    sampled_s = 0.0
+    for counter in range(SAMPLES_PER_PACKET - 1, int(2400 * RATE_HZ), SAMPLES_PER_PACKET):
+        ppm = 100.0 if sampled_s < 1200 else -100.0
+        sampled_s += SAMPLES_PER_PACKET / (RATE_HZ * (1 + ppm * 1e-6))
+        clock.observe(counter, sampled_s + rng.uniform(0.01, 0.1))
+    assert clock.fit is not None
+    assert clock.fit.drift_ppm == pytest.approx(-100.0, abs=10.0)
+    assert clock.fit.n_points <= 600 / 2 + 2
+
+
+def test_an_implausible_early_slope_is_held_to_the_drift_a_crystal_can_have() -> None:
+    # Three scattered arrivals in the first seconds (a busy host) would read as a clock a third slow; no strap's
+    # crystal is more than MAX_DRIFT_PPM off, so the fit keeps within that until better points come.
+    clock = CounterClock(RATE_HZ)
+    for counter, arrival_s in ((6, 0.3), (100, 4.0), (200, 10.0)):  # 8 s of samples in 9.7 s
+        clock.observe(counter, arrival_s)
+    assert clock.fit is not None and abs(clock.fit.drift_ppm) <= MAX_DRIFT_PPM + 1e-6
 
 
 def test_counter_restart_resets_the_fit() -> None:

@@ -134,6 +134,26 @@ def test_no_event_is_placed_before_the_first_sample(rate_hz: int) -> None:
     assert peaks[0].interval_samples == 0 and all(p.interval_samples > 0 for p in peaks[1:])
 
 
+def test_breathing_that_resumes_shallower_after_a_pause_is_found_again() -> None:
+    # Deep breaths, 15 s without any (the amplitude estimate then decays), then breaths 1/8 as deep: without the
+    # decay the hysteresis stays sized for the deep ones and not one shallow breath is found (a mutation review).
+    rate = 25
+    deep = synthetic_breathing_u16(15, 60, rate, amplitude_counts=12000, noise_counts=20, seed=1)
+    pause = 32768 + np.round(np.random.default_rng(2).normal(0, 20, 15 * rate)).astype(np.int64)
+    shallow = synthetic_breathing_u16(15, 80, rate, amplitude_counts=1500, noise_counts=20, seed=3)
+    events = detect_cpython(np.concatenate((deep, pause, shallow)).tolist(), rate)
+    found = [e for e in events if e.kind == "peak" and e.index >= 75 * rate]
+    assert len(found) >= 80 * 15 / 60 - 2
+
+
+def test_the_amplitude_estimate_takes_a_first_depth_ignores_ripples_and_clamps_artefacts() -> None:
+    track = fw_detector.track_amplitude
+    assert track(0, 777, 3) == 777  # the first half-breath sets it
+    assert track(1000, 400, 3) == 1000  # under half of it: a ripple, ignored
+    assert track(1000, 1800, 3) == 1000 + (800 >> 3)
+    assert track(1000, 10000, 3) == 1000 + (2000 - 1000 >> 3)  # a movement artefact counts as twice the estimate
+
+
 def test_flat_signal_gives_no_breaths() -> None:
     counts = synthetic_breathing_u16(12, 120, 25, amplitude_counts=0, noise_counts=2)
     assert detect_cpython(counts.tolist()) == []

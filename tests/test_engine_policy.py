@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from breathsync.engine import Config, NudgePolicy, PolicyConfig, haptic_pattern, load_config
-from breathsync.engine.decision import LockTimer
+from breathsync.engine.decision import MAX_STEP_S, LockTimer
 from breathsync.errors import InputError
 
 
@@ -79,6 +79,23 @@ def test_lock_timer_leak() -> None:
         a, b = strict.update(t, f), lenient.update(t, f)
     assert a == pytest.approx(3.0)
     assert b == pytest.approx(6.0)
+
+
+def test_lock_timer_counts_a_stall_as_a_few_seconds_and_a_held_back_nudge_keeps_only_what_a_nudge_needs() -> None:
+    timer = LockTimer(leak=0.25)
+    timer.update(0.0, True)
+    assert timer.update(60.0, True) == MAX_STEP_S  # a minute without updates (a stalled strap) is not a minute
+    for t in range(62, 182, 2):  # two minutes of following
+        timer.update(float(t), True)
+    assert timer.locked_s > 100.0
+    timer.settle(20.0, nudged=False)  # held back (cooldown): no more than a nudge needs is kept
+    assert timer.locked_s == 20.0
+    for t in range(182, 262, 2):  # 80 s of anything else drains 20 s at leak 0.25
+        timer.update(float(t), False)
+    assert timer.locked_s == 0.0
+    assert timer.update(262.0, True) == 2.0  # so one stray 'following' update after the episode is not a nudge
+    timer.settle(20.0, nudged=True)
+    assert timer.locked_s == 0.0  # a nudge spends the evidence
 
 
 def _write(tmp_path: Path, text: str) -> Path:

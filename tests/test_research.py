@@ -689,6 +689,8 @@ def test_one_missing_role_exports_and_reports_the_other(tmp_path: Path, capsys: 
     assert main(["report", str(path), "--out", str(tmp_path / "report")]) == 0
     page = (tmp_path / "report" / "solo_report.html").read_text()
     assert "No samples from the client strap" in page and "nudge count: 0" in page
+    assert main(["replay", str(path)]) == 0  # one strap's session is not an empty one
+    assert "breathsync replay: note: no client samples in this session" in capsys.readouterr().err
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], code: int, pattern: str) -> None:

@@ -122,6 +122,9 @@ def test_backfill_overlap_is_idempotent_and_gaps_are_reported(tmp_path: Path) ->
         assert len(store.samples("client").counters) == 200
         assert store.last_counter("client") == 199
         assert store.last_counter("therapist") is None
+        # One lost sample is a gap too: tests that prove 'nothing lost' rely on it (a mutation review).
+        store.add_samples("therapist", [0, 1, 2, 4, 5, 7], np.arange(6) * 0.04, range(6))
+        assert store.missing_ranges("therapist") == [(3, 3), (6, 6)]
 
 
 def test_a_crashed_session_copied_without_its_wal_file_says_what_is_missing(tmp_path: Path) -> None:
