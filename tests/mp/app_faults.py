@@ -1,6 +1,6 @@
 # ruff: noqa: UP031  (runs under MicroPython)
 # firmware/main.py as app_ble.py runs it, plus the parts and faults a plan asks for (kept out of app_harness.py,
-# whose size counts in test_heap_budget):
+# whose size counts in bench/bench_firmware.py's heap figures):
 #   "flash_ms": each settings write blocks the interpreter this long, timers included (littlefs on an ESP32);
 #   "drv2605_fails_at_ms": a DRV2605L on the bus whose I2C fails from then on (a loose connector);
 #   "lps22": an LPS22 on the bus; its ODR code and the driver's baseline shift are said on stderr at the end.
