@@ -74,10 +74,6 @@ class SettingsRequest:
             except ProtocolError as exc:
                 raise InputError(f"--name: {exc}") from None
 
-    @property
-    def changes(self) -> bool:
-        return self.role is not None or self.name is not None or self.rate_hz is not None or self.identify
-
 
 @dataclass(frozen=True)
 class StrapSettings:
@@ -111,7 +107,6 @@ async def find_strap(target: str, options: BleOptions, timeout_s: float) -> Foun
     by_address = looks_like_address(target)
     seen: dict[str, FoundStrap] = {}
     first_match_s: float | None = None
-    found = asyncio.Event()
 
     def on_advert(device: BLEDevice, adv: AdvertisementData) -> None:
         nonlocal first_match_s
@@ -122,17 +117,13 @@ async def find_strap(target: str, options: BleOptions, timeout_s: float) -> Foun
         seen[device.address] = FoundStrap(device.address, name or (old.name if old else ""), adv.rssi, device)
         if first_match_s is None and (device.address.upper() == target.upper() if by_address else name == target):
             first_match_s = time.monotonic()
-            if by_address:
-                found.set()
 
+    wait_s = 0.0 if by_address else SAME_NAME_WAIT_S
     deadline = time.monotonic() + timeout_s
     try:
         async with BleakScanner(detection_callback=on_advert, **options.scanner_kwargs()):
-            while not found.is_set() and time.monotonic() < deadline:
-                if first_match_s is not None and time.monotonic() >= first_match_s + SAME_NAME_WAIT_S:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(found.wait(), 0.1)
+            while time.monotonic() < deadline and (first_match_s is None or time.monotonic() < first_match_s + wait_s):
+                await asyncio.sleep(0.05)
     except BleakBluetoothNotAvailableError as exc:
         raise no_adapter_error(str(exc.args[0])) from None
     return pick_strap(target, list(seen.values()))
