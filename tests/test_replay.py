@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,20 @@ def _replay(capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, 
     code = main(["replay", "--therapist", A, "--client", B, "--rate", "125", *extra])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def test_a_breathing_rate_no_adult_has_asks_whether_the_sampling_rate_is_right(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A 125 Hz recording given as 500 Hz breathes four times as fast (an outside review: a 25 Hz file replayed at
+    # --rate 50 ran silently at 41 breaths/min). The replay runs as asked and says what it saw.
+    code = main(["replay", "--therapist", A, "--client", B, "--rate", "125", "--therapist-rate", "500"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert re.search(
+        r"note: the therapist breathes (\d+) times a minute on average in this recording \(read at 500 Hz\)", err
+    )
+    assert int(re.findall(r"therapist breathes (\d+) times", err)[0]) > 40 and "the client breathes" not in err
 
 
 def test_replay_prints_json_lines(capsys: pytest.CaptureFixture[str]) -> None:

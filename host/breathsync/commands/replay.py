@@ -97,6 +97,7 @@ def _session_stream(store: SessionStore, include_late: bool) -> Iterator[StreamI
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else Config()
     config_notes: list[str] = []
+    file_rates_hz: dict[Role, float] = {}  # recordings' sampling rates (none for a session)
     baseline = None
     if args.therapist_baseline:
         from ..engine.baseline_file import read_baseline  # here: most replays have no baseline file
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
             role: f"--rate HZ or --{role}-rate" if rate is None else "--rate" if rate == args.rate else f"--{role}-rate"
             for role, rate in rates.items()
         }
-        rate_hz: dict[Role, float] = {role: input_rate(path, rates[role], options[role]) for role, path in inputs}
+        rate_hz = file_rates_hz = {role: input_rate(path, rates[role], options[role]) for role, path in inputs}
         column = "resp" if args.column is None else args.column
         columns: dict[Role, str] = {
             "therapist": column if args.therapist_column is None else args.therapist_column,
@@ -192,6 +193,14 @@ def run(args: argparse.Namespace) -> int:
                 "decide on",
                 file=sys.stderr,
             )
+    for role, file_rate_hz in file_rates_hz.items():  # a session's rates are its straps' own
+        rate = counted.mean_rate_bpm(role)
+        if rate is not None and not PLAUSIBLE_RATE_BPM[0] <= rate <= PLAUSIBLE_RATE_BPM[1]:
+            print(
+                f"breathsync replay: note: the {role} breathes {rate:.0f} times a minute on average in this recording"
+                f" (read at {file_rate_hz:g} Hz): is its sampling rate right?",
+                file=sys.stderr,
+            )
     for role, inverted in engine.inverted.items():
         if inverted:
             print(
@@ -231,12 +240,16 @@ def _check_durations(therapist_s: float, client_s: float, config: Config) -> Non
 
 
 class _BreathCount:
-    """Passes the stream through, counting sample blocks and breaths per role (to explain an empty replay)."""
+    """Passes the stream through, counting sample blocks and breaths per role (to explain an empty replay), and
+    the span of each person's end-inspirations (the mean breathing rate a wrong --rate would scale)."""
 
     def __init__(self, stream: Iterable[StreamItem]) -> None:
         self._stream = stream
         self.blocks = {"therapist": 0, "client": 0}
         self.breaths = {"therapist": 0, "client": 0}
+        self.first_peak_s: dict[str, float] = {}
+        self.last_peak_s: dict[str, float] = {}
+        self.peaks = {"therapist": 0, "client": 0}
 
     def __iter__(self) -> Iterator[StreamItem]:
         for item in self._stream:
@@ -244,4 +257,22 @@ class _BreathCount:
                 self.blocks[item.role] = self.blocks.get(item.role, 0) + 1
             elif isinstance(item, StrapBreath) and item.breath.kind in ("peak", "trough"):
                 self.breaths[item.role] = self.breaths.get(item.role, 0) + 1
+                if item.breath.kind == "peak":
+                    self.first_peak_s.setdefault(item.role, item.breath.t_s)
+                    self.last_peak_s[item.role] = item.breath.t_s
+                    self.peaks[item.role] = self.peaks.get(item.role, 0) + 1
             yield item
+
+    def mean_rate_bpm(self, role: str) -> float | None:
+        """Breaths per minute from the first to the last end-inspiration; None with fewer than MIN_RATE_PEAKS."""
+        n = self.peaks.get(role, 0)
+        if n < MIN_RATE_PEAKS or self.last_peak_s[role] <= self.first_peak_s[role]:
+            return None
+        return (n - 1) * 60.0 / (self.last_peak_s[role] - self.first_peak_s[role])
+
+
+MIN_RATE_PEAKS = 10
+# Adults breathe about 6-30 times a minute at rest, and seldom past 40 even when anxious: a mean rate outside
+# this range over a whole recording is more likely a wrong --rate (a 25 Hz file given as 50 Hz breathes twice
+# as fast) than a person.
+PLAUSIBLE_RATE_BPM = (3.0, 40.0)
