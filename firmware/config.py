@@ -14,7 +14,8 @@ except ImportError:  # CPython
         return value
 
 
-FIRMWARE_VERSION = "0.1.2"  # 0.1.1: no breath event before the first sample; 0.1.2: backfill outruns the ring
+FIRMWARE_VERSION = "0.1.3"  # 0.1.1: no breath event before the first sample; 0.1.2: backfill outruns the ring;
+# 0.1.3: IDENTIFY answers with its pattern's length
 BOARD = "xiao-esp32s3"
 CPU_FREQ_HZ = const(80_000_000)  # lowest clock the BLE controller runs at; halves idle current
 

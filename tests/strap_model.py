@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import random
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -49,6 +50,7 @@ class ModelStrap:
     streaming: bool = False
     boot_at: int = 0  # index of ``values`` where the current boot's counter 0 is (see reboot)
     haptics: list[HapticCommand] = field(default_factory=list)
+    controls: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, opcode name) as received
     answers_haptics: bool = True  # False: it plays a pattern but its RESPONSE is lost (the link drops meanwhile)
     peripheral: VirtualPeripheral | None = None
 
@@ -146,6 +148,7 @@ class ModelStrap:
 
     async def on_control(self, value: bytes) -> None:
         command = ControlCommand.from_bytes(value)
+        self.controls.append((time.monotonic(), command.OPCODE.name))
         value0 = value1 = 0
         if isinstance(command, Backfill):
             to = self.produced if command.to_counter is None else command.to_counter + self.boot_at

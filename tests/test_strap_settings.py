@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
+from strap_model import ModelStrap
 
 from breathsync.errors import InputError
 from breathsync.link.ble import BleOptions
-from breathsync.link.bumble_backend import BumbleBench
+from breathsync.link.bumble_backend import BumbleBench, new_link
 from breathsync.link.session import LinkError
 from breathsync.link.strap_settings import SettingsRequest, apply_settings, find_strap
 from breathsync.sim import StrapConfig, VirtualBench, synthetic_counts
@@ -79,10 +81,58 @@ def test_two_straps_of_one_name_are_not_guessed_between_and_an_absent_one_is_nam
             client, _ = await apply_settings(renamed.address, SettingsRequest(), options)
             therapist, _ = await apply_settings(other.address, SettingsRequest(), options)
             assert (client.role, therapist.role) == ("client", "therapist")
+            # A second strap of the name that is first seen after the --timeout (here its radio was off) is waited
+            # for all the same: cut at the deadline, the search took the first one without the check.
+            late = asyncio.ensure_future(vb["therapist"].power_off(0.8))
+            await asyncio.sleep(0.3)  # it has stopped advertising
+            with pytest.raises(InputError, match=r"2 straps are named 'breathsync'"):
+                await find_strap("breathsync", options, 0.3)
+            await late
             with pytest.raises(LinkError, match=r"no strap named 'strap-X' in range \(straps seen: breathsync \("):
                 await find_strap("strap-X", options, 1.0)
             with pytest.raises(LinkError, match=r"no strap at '00:11:22:33:44:55' in range"):
                 await find_strap("00:11:22:33:44:55", options, 1.0)
+
+    run(go)
+
+
+@pytest.mark.micropython
+def test_a_setting_whose_answer_never_comes_may_have_been_applied_and_the_message_says_how_to_look(
+    micropython: str,
+) -> None:
+    async def go() -> None:
+        async with await VirtualBench.start(straps("client")) as vb, await BumbleBench.open(vb.link) as host:
+            options = options_for(host)
+            shown, _ = await apply_settings("breathsync-client", SettingsRequest(), options)
+            vb["client"].stall_notifications()  # connected, but nothing comes back from the strap
+            with pytest.raises(LinkError) as failed:
+                await apply_settings(shown.address, SettingsRequest(role="therapist"), options)
+            assert str(failed.value) == (
+                f"strap breathsync-client at {shown.address}: SetRole got no answer (the link was lost, or the strap"
+                f" did not answer within 3 s): it may have been applied; `breathsync strap {shown.address}` shows its"
+                " settings"
+            )
+            vb["client"].resume_notifications()
+            now, _ = await apply_settings(shown.address, SettingsRequest(), options)
+            assert now.role == "therapist"  # it had been applied
+
+    run(go)
+
+
+def test_identify_on_firmware_that_does_not_say_its_length_waits_for_the_whole_pattern() -> None:
+    # Firmware before 0.1.3 answers IDENTIFY with 0 (the model strap does too): the host stays connected for the
+    # 500 ms pattern, as a strap ends a pattern when its link goes.
+    async def go() -> None:
+        link = new_link()
+        strap = await ModelStrap("old-strap", [32768] * 2500).start(link)
+        try:
+            async with await BumbleBench.open(link) as bench:
+                await apply_settings("old-strap", SettingsRequest(identify=True), options_for(bench))
+                returned_s = time.monotonic()
+        finally:
+            await strap.close()
+        [identify_s] = [t for t, opcode in strap.controls if opcode == "IDENTIFY"]
+        assert returned_s - identify_s >= 0.5  # a lower bound: the pattern's length, not a speed figure
 
     run(go)
 

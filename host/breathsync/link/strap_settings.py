@@ -49,6 +49,7 @@ RATE_CHOICES_HZ = (25, 50)
 WIRE_ROLES = {"therapist": WireRole.THERAPIST, "client": WireRole.CLIENT, "unassigned": WireRole.UNASSIGNED}
 ANSWER_TIMEOUT_S = 3.0
 IDENTIFY_WAIT_MAX_MS = 5000  # a pattern is at most a few seconds (haptic limits); an odd value0 cannot hang us
+IDENTIFY_BEFORE_0_1_3_MS = 500  # 3 x 100 ms on, 100 ms off: the pattern of firmware that did not say its length
 # Straps advertise every 250 ms: a strap found by name is looked for this much longer, so that a second strap of that
 # name (every new strap is called "breathsync") is seen too and the user is asked which one.
 SAME_NAME_WAIT_S = 1.5
@@ -122,7 +123,9 @@ async def find_strap(target: str, options: BleOptions, timeout_s: float) -> Foun
     deadline = time.monotonic() + timeout_s
     try:
         async with BleakScanner(detection_callback=on_advert, **options.scanner_kwargs()):
-            while time.monotonic() < deadline and (first_match_s is None or time.monotonic() < first_match_s + wait_s):
+            # Once seen by name, the wait for a second strap of that name runs to its end, past the deadline too:
+            # cut short, a strap first seen late (or a short --timeout) would be taken without the check.
+            while time.monotonic() < (deadline if first_match_s is None else first_match_s + wait_s):
                 await asyncio.sleep(0.05)
     except BleakBluetoothNotAvailableError as exc:
         raise no_adapter_error(str(exc.args[0])) from None
@@ -168,6 +171,10 @@ class _Quiet:
         pass
 
 
+class MayHaveApplied(LinkError):
+    """A setting went out and its answer did not come back (the link was lost): the strap may hold it."""
+
+
 def _refusal(command: ControlCommand, result: ResultCode) -> str:
     what = type(command).__name__
     if isinstance(command, Identify) and result == ResultCode.INTERNAL_ERROR:
@@ -185,9 +192,9 @@ async def _send(session: StrapSession, command: ControlCommand) -> ResponsePacke
     except CommandRejected as exc:
         raise LinkError(_refusal(command, exc.response.result)) from None
     except CommandUnanswered:
-        raise LinkError(
-            f"no answer to {type(command).__name__} within {ANSWER_TIMEOUT_S:.0f} s (it may have been applied:"
-            " run the command without options to see the strap's settings)"
+        raise MayHaveApplied(
+            f"{type(command).__name__} got no answer (the link was lost, or the strap did not answer within "
+            f"{ANSWER_TIMEOUT_S:.0f} s): it may have been applied"
         ) from None
     if response.result != ResultCode.OK:  # BUSY comes back as an answer, not an exception
         raise LinkError(_refusal(command, response.result))
@@ -207,31 +214,46 @@ async def apply_settings(
 ) -> tuple[StrapSettings, StrapSettings]:
     """Find the strap ``target`` names, apply ``request``, and return its settings before and after."""
     strap = await find_strap(target, options, scan_s)
+    session = StrapSession("client", _Quiet())  # the role only names the session's own messages, never shown here
+    connected = False
     try:
         async with BleStrapLink._lock():  # one connect at a time, as everywhere
-            client = BleakClient(strap.device, timeout=options.connect_timeout_s, **options.client_kwargs())
+            client = BleakClient(
+                strap.device,
+                disconnected_callback=lambda _client: session.detach("the strap disconnected"),  # answers fail now
+                timeout=options.connect_timeout_s,
+                **options.client_kwargs(),
+            )
             await client.connect()
+        connected = True
         try:
-            return await _apply(client, strap, request)
+            return await _apply(client, strap, request, session)
         finally:
             with contextlib.suppress(Exception):
                 await client.disconnect()
-    except (BleakError, TimeoutError, OSError) as exc:
-        raise LinkError(f"strap {strap.name or '?'} at {strap.address}: {exc or type(exc).__name__}") from None
+    except (BleakError, TimeoutError, OSError, LinkError) as exc:
+        strap_is = f"strap {strap.name or '?'} at {strap.address}"
+        what = str(exc) or type(exc).__name__
+        if not connected:
+            raise LinkError(f"{strap_is}: cannot connect ({what})") from None
+        if isinstance(exc, MayHaveApplied):  # what the strap took before the link went, it keeps
+            raise LinkError(f"{strap_is}: {what}; `breathsync strap {strap.address}` shows its settings") from None
+        raise LinkError(f"{strap_is}: {what}") from None
 
 
 async def _apply(
-    client: BleakClient, strap: FoundStrap, request: SettingsRequest
+    client: BleakClient, strap: FoundStrap, request: SettingsRequest, session: StrapSession
 ) -> tuple[StrapSettings, StrapSettings]:
     before = await _read_status(client)
-    label: Role = "therapist" if before.role == WireRole.THERAPIST else "client"  # only names its messages
-    session = StrapSession(label, _Quiet())
 
     def on_response(_characteristic: object, data: bytearray) -> None:
         session.handle(Channel.RESPONSE, bytes(data))
 
     async def write(channel: Channel, payload: bytes) -> None:
-        await client.write_gatt_char(CHARACTERISTIC_UUIDS[channel], payload, response=True)
+        try:
+            await client.write_gatt_char(CHARACTERISTIC_UUIDS[channel], payload, response=True)
+        except (BleakError, OSError) as exc:
+            raise MayHaveApplied(f"the link was lost ({exc or type(exc).__name__})") from None
 
     await client.start_notify(CHARACTERISTIC_UUIDS[Channel.RESPONSE], on_response)
     session.attach(write)
@@ -247,8 +269,10 @@ async def _apply(
         name = request.name
     if request.identify:
         played = await _send(session, Identify(0))
-        # The strap ends a pattern when its link goes: stay connected until it has played (value0: its length).
-        await asyncio.sleep(min(played.value0, IDENTIFY_WAIT_MAX_MS) / 1000 + 0.1)
+        # The strap ends a pattern when its link goes: stay connected until it has played (value0: its length;
+        # firmware before 0.1.3 answered 0, for the 500 ms pattern docs/protocol.md describes).
+        length_ms = played.value0 or IDENTIFY_BEFORE_0_1_3_MS
+        await asyncio.sleep(min(length_ms, IDENTIFY_WAIT_MAX_MS) / 1000 + 0.1)
     await _send(session, GetStatus(0))  # the status characteristic then holds the new settings
     after = await _read_status(client)
     session.detach("done")
