@@ -238,6 +238,16 @@ def test_calibration_replay_reproduces_online_nudges() -> None:
     outs_two = list(run_engine(dyad_stream(sc.therapist, sc.client, sc.sampling_rate), EntrainmentEngine(two)))
     online_two = [o.t_s for o in outs_two if isinstance(o, Nudge)]
     assert len(online_two) > len(online) and decide_nudges(_states(outs_two), two) == online_two
+    # Where the pair comes apart between two episodes, the cap per episode starts again for the second: offline as
+    # online, and a policy whose episodes end only after 120 s apart holds that nudge back.
+    therapist, client = _copying_pair(onset_s=150.0, end_s=250.0, duration_s=560.0, again_s=(340.0, 560.0))
+    outs_apart = list(run_engine(dyad_stream(therapist, client, FS), EntrainmentEngine(cfg)))
+    online_apart = [o.t_s for o in outs_apart if isinstance(o, Nudge)]
+    assert len(online_apart) == 2 and decide_nudges(_states(outs_apart), cfg) == online_apart
+    long_apart = dataclasses.replace(cfg, policy=PolicyConfig(decoupled_s=120.0))
+    outs_long = list(run_engine(dyad_stream(therapist, client, FS), EntrainmentEngine(long_apart)))
+    online_long = [o.t_s for o in outs_long if isinstance(o, Nudge)]
+    assert len(online_long) == 1 and decide_nudges(_states(outs_long), long_apart) == online_long
     strict = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, min_locked_s=10_000.0))
     outs2 = list(run_engine(dyad_stream(sc.therapist, sc.client, sc.sampling_rate), EntrainmentEngine(strict)))
     assert [o for o in outs2 if isinstance(o, Nudge)] == []
@@ -666,18 +676,22 @@ def _copying_pair(
     duration_s: float = 600.0,
     lag_s: float = 0.5,
     rates_bpm: tuple[float, float] = (12.0, 16.0),
+    again_s: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(therapist, client): the client breathes at ``rates_bpm[1]``, the therapist at ``rates_bpm[0]`` except
-    between ``onset_s`` and ``end_s``, where their breathing copies the client's ``lag_s`` later (an
-    unmistakable follower)."""
+    between ``onset_s`` and ``end_s`` (and ``again_s``: a second episode), where their breathing copies the
+    client's ``lag_s`` later (an unmistakable follower)."""
     n = int(duration_s * FS)
     client = _phase_rad(rates_bpm[1], n, 1, 0.1)
     own = _phase_rad(rates_bpm[0], n, 101, 0.1)
-    a, b, lag = int(onset_s * FS), int(end_s * FS), int(lag_s * FS)
+    lag = int(lag_s * FS)
     lagged = np.concatenate((np.full(lag, client[0]), client[:-lag]))
     therapist = own.copy()
-    therapist[a:b] = lagged[a:b] - (lagged[a] - own[a]) % (2 * np.pi)  # continue from the therapist's own phase
-    therapist[b:] = own[b:] - own[b] + therapist[b - 1]
+    for start_s, stop_s in [(onset_s, end_s)] + ([again_s] if again_s else []):
+        a, b = int(start_s * FS), int(stop_s * FS)
+        therapist[a:b] = lagged[a:b] - (lagged[a] - therapist[a]) % (2 * np.pi)  # from the therapist's own phase
+        if b < n:
+            therapist[b:] = own[b:] - own[b] + therapist[b - 1]
     rng = np.random.default_rng(8)
     return np.sin(therapist) + 0.02 * rng.normal(size=n), np.sin(client) + 0.02 * rng.normal(size=n)
 
