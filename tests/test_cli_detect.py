@@ -893,6 +893,7 @@ def test_a_file_that_states_its_sampling_rate_needs_no_rate_option(
         ('# OpenSignals Text File Format\n# {"a": ' + "[" * 3000 + "]" * 3000 + "}\n# EndOfHeader\n", "not JSON"),
         (_opensignals({"a": {"column": ["nSeq", "A1"], "sampling rate": "fast"}}, ["0\t1\n"]), "not a rate"),
         (_opensignals({"a": {"column": ["nSeq", "A1"], "sampling rate": True}}, ["0\t1\n"]), "not a rate"),
+        (_opensignals({"a": {"column": ["nSeq", "A1"], "sampling rate": "2_5"}}, ["0\t1\n"]), "not a rate"),
         (_opensignals({"a": {"column": ["nSeq", "A1"], "sampling rate": -5}}, ["0\t1\n"]), "not a rate"),
         (_opensignals({"a": {"column": ["nSeq", "A1"], "sensor": ["EMG"]}}, ["0\t1\n"]), "(channels: A1=EMG)"),
     ],

@@ -88,7 +88,10 @@ def _sampling_rate(path: Path, device: dict[str, object]) -> float | None:
     if rate is None:
         return None
     try:
-        rate_hz = float(rate) if isinstance(rate, int | float | str) and not isinstance(rate, bool) else math.nan
+        if isinstance(rate, bool) or not isinstance(rate, int | float | str) or "_" in str(rate):  # '2_5': not 25
+            rate_hz = math.nan
+        else:
+            rate_hz = float(rate)
     except (ValueError, OverflowError):
         rate_hz = math.nan
     if not (0 < rate_hz < math.inf):

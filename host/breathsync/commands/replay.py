@@ -8,6 +8,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ..adc import StrapSignal
 from ..detector import STRAP_RATES_HZ
 from ..engine import (
@@ -23,6 +25,7 @@ from ..engine import (
 )
 from ..engine.config import stored_config
 from ..errors import InputError
+from ..quantiles import small_median
 from ..recording import FloatArray
 from .recording_input import input_rate, read_strap_input
 
@@ -194,10 +197,10 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     for role, file_rate_hz in file_rates_hz.items():  # a session's rates are its straps' own
-        rate = counted.mean_rate_bpm(role)
+        rate = counted.typical_rate_bpm(role)
         if rate is not None and not PLAUSIBLE_RATE_BPM[0] <= rate <= PLAUSIBLE_RATE_BPM[1]:
             print(
-                f"breathsync replay: note: the {role} breathes {rate:.0f} times a minute on average in this recording"
+                f"breathsync replay: note: the {role} typically breathes {rate:.0f} times a minute in this recording"
                 f" (read at {file_rate_hz:g} Hz): is its sampling rate right?",
                 file=sys.stderr,
             )
@@ -247,9 +250,7 @@ class _BreathCount:
         self._stream = stream
         self.blocks = {"therapist": 0, "client": 0}
         self.breaths = {"therapist": 0, "client": 0}
-        self.first_peak_s: dict[str, float] = {}
-        self.last_peak_s: dict[str, float] = {}
-        self.peaks = {"therapist": 0, "client": 0}
+        self.peaks_s: dict[str, list[float]] = {"therapist": [], "client": []}
 
     def __iter__(self) -> Iterator[StreamItem]:
         for item in self._stream:
@@ -258,21 +259,21 @@ class _BreathCount:
             elif isinstance(item, StrapBreath) and item.breath.kind in ("peak", "trough"):
                 self.breaths[item.role] = self.breaths.get(item.role, 0) + 1
                 if item.breath.kind == "peak":
-                    self.first_peak_s.setdefault(item.role, item.breath.t_s)
-                    self.last_peak_s[item.role] = item.breath.t_s
-                    self.peaks[item.role] = self.peaks.get(item.role, 0) + 1
+                    self.peaks_s.setdefault(item.role, []).append(item.breath.t_s)
             yield item
 
-    def mean_rate_bpm(self, role: str) -> float | None:
-        """Breaths per minute from the first to the last end-inspiration; None with fewer than MIN_RATE_PEAKS."""
-        n = self.peaks.get(role, 0)
-        if n < MIN_RATE_PEAKS or self.last_peak_s[role] <= self.first_peak_s[role]:
+    def typical_rate_bpm(self, role: str) -> float | None:
+        """Breaths per minute of the median breath (end-inspiration to end-inspiration: a drop-out between two is
+        one long interval among many, not a slower person); None with fewer than MIN_RATE_PEAKS."""
+        peaks_s = self.peaks_s.get(role, [])
+        if len(peaks_s) < MIN_RATE_PEAKS:
             return None
-        return (n - 1) * 60.0 / (self.last_peak_s[role] - self.first_peak_s[role])
+        interval_s = small_median(np.diff(peaks_s))
+        return 60.0 / interval_s if interval_s > 0 else None
 
 
 MIN_RATE_PEAKS = 10
-# Adults breathe about 6-30 times a minute at rest, and seldom past 40 even when anxious: a mean rate outside
+# Adults breathe about 6-30 times a minute at rest, and seldom past 40 even when anxious: a typical rate outside
 # this range over a whole recording is more likely a wrong --rate (a 25 Hz file given as 50 Hz breathes twice
 # as fast) than a person.
 PLAUSIBLE_RATE_BPM = (3.0, 40.0)

@@ -177,11 +177,12 @@ class SessionStore:
             if "locked" in str(exc) or "busy" in str(exc):  # another program holds it: not damaged
                 raise StoreError(f"{path}: session is in use by another program ({exc}); try again later") from None
             if "disk I/O error" in str(exc) or "unable to open" in str(exc):
-                # An unclosed session's -wal and -shm files must be written to be read: a full disk, or a folder or
-                # file the user may not write, fails here with a session that is fine.
+                # SQLite writes -wal and -shm files beside a session it opens for writing, and beside one whose run
+                # did not close it even to read it: a full disk, or a folder the user may not write, fails here with
+                # a session that is fine.
                 raise StoreError(
-                    f"{path}: cannot read the session ({exc}): a session whose run did not close it needs room and "
-                    "write access beside it (a full disk? a read-only folder?)"
+                    f"{path}: cannot open the session ({exc}): SQLite needs room and write access beside it for its "
+                    "-wal and -shm files (a full disk? a read-only folder?)"
                 ) from None
             if _no_tables(db) and path.stat().st_size > 0:
                 # A session whose run did not close it keeps everything in its -wal file until then: copied
