@@ -127,16 +127,22 @@ def test_backfill_overlap_is_idempotent_and_gaps_are_reported(tmp_path: Path) ->
         assert store.missing_ranges("therapist") == [(3, 3), (6, 6)]
 
 
-def test_a_crashed_session_copied_without_its_wal_file_says_what_is_missing(tmp_path: Path) -> None:
-    # Copied alone, the main file of a session whose run did not close it is an empty database: the error said
-    # 'not a breathsync session (no such table: meta)', and the researcher looked for the fault in the wrong place.
-    crashed = tmp_path / "crashed.sqlite"
+def _crashed_session(path: Path) -> Path:
+    """A session with two therapist samples (values 5, 6) whose run died without closing it: its rows are still in
+    its -wal file."""
     written = (
         "import os\nfrom breathsync.store import SessionStore\n"
-        f"s = SessionStore.create({str(crashed)!r}, {{}})\n"
+        f"s = SessionStore.create({str(path)!r}, {{}})\n"
         "s.add_samples('therapist', [0, 1], [1.0, 1.04], [5, 6])\ns.commit()\nos._exit(0)  # a crash: never closed\n"
     )
     subprocess.run([sys.executable, "-c", written], check=True, timeout=60)
+    return path
+
+
+def test_a_crashed_session_copied_without_its_wal_file_says_what_is_missing(tmp_path: Path) -> None:
+    # Copied alone, the main file of a session whose run did not close it is an empty database: the error said
+    # 'not a breathsync session (no such table: meta)', and the researcher looked for the fault in the wrong place.
+    crashed = _crashed_session(tmp_path / "crashed.sqlite")
     assert crashed.with_name("crashed.sqlite-wal").exists()
     (tmp_path / "copy").mkdir()
     copy = tmp_path / "copy" / "crashed.sqlite"
@@ -153,13 +159,7 @@ def test_a_crashed_session_that_cannot_get_its_shared_memory_file_is_not_called_
     # full disk or in a read-only folder that fails, and the session was called 'not a breathsync session (disk I/O
     # error)'. Here the -shm name points at /dev/null (what a full disk does needs a filesystem of its own: checked
     # by hand on a 64 KB tmpfs, the same message).
-    crashed = tmp_path / "crashed.sqlite"
-    written = (
-        "import os\nfrom breathsync.store import SessionStore\n"
-        f"s = SessionStore.create({str(crashed)!r}, {{}})\n"
-        "s.add_samples('therapist', [0, 1], [1.0, 1.04], [5, 6])\ns.commit()\nos._exit(0)  # a crash: never closed\n"
-    )
-    subprocess.run([sys.executable, "-c", written], check=True, timeout=60)
+    crashed = _crashed_session(tmp_path / "crashed.sqlite")
     shm = crashed.with_name("crashed.sqlite-shm")
     shm.unlink(missing_ok=True)
     shm.symlink_to(os.devnull)
