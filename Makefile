@@ -78,6 +78,7 @@ deploy: firmware
 flash: setup
 	@test -n "$(FIRMWARE)" || { echo "usage: make flash [PORT=/dev/ttyACM0] FIRMWARE=ESP32_GENERIC_S3-xxxx.bin" >&2; exit 2; }
 	@test -f "$(FIRMWARE)" || { echo "make flash: no firmware image $(FIRMWARE) (nothing erased)" >&2; exit 2; }
+	@test "$$(head -c 1 "$(FIRMWARE)" | od -An -tx1 | tr -d ' ')" = e9 || { echo "make flash: $(FIRMWARE) is not an ESP32 firmware image (it does not start with the image byte 0xE9; nothing erased)" >&2; exit 2; }
 	@test -e "$(PORT)" || { echo "make flash: no serial port $(PORT) (is the strap plugged in? nothing erased)" >&2; exit 2; }
 	$(BIN)/pip install --quiet esptool==$(ESPTOOL_VERSION)
 	$(BIN)/esptool --port "$(PORT)" --baud 460800 write-flash --erase-all 0 "$(FIRMWARE)"

@@ -167,6 +167,7 @@ def test_make_flash_checks_the_image_and_the_port_before_erasing_and_says_why_on
     for args, message in [
         ([], "usage: make flash"),
         ([f"FIRMWARE={tmp_path / 'absent.bin'}"], "no firmware image"),
+        ([f"FIRMWARE={REPO / 'README.md'}"], "README.md is not an ESP32 firmware image (it does not start with"),
         ([f"FIRMWARE={image}", f"PORT={tmp_path / 'ttyACM9'}"], "no serial port"),
     ]:
         proc = subprocess.run(["make", "-s", "-C", str(REPO), "flash", *args], capture_output=True, text=True)

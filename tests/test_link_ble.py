@@ -17,6 +17,8 @@ from strap_model import ModelStrap
 from breathsync.errors import InputError
 from breathsync.link.ble import BleOptions, BleStrapLink, check_bluetooth, scan
 from breathsync.link.bumble_backend import BumbleBench, new_link
+from breathsync.link.session import LinkError
+from breathsync.link.sources import find_by_roles
 from breathsync.link.stream import SampleBlock, StrapEvent
 from breathsync.protocol import HapticCommand, Role, StatusPacket
 
@@ -433,6 +435,35 @@ def test_a_strap_found_by_name_is_never_the_one_the_other_role_names_by_address(
         assert {value for block in sink.blocks for value in block.values} == {20000}
         connected = [detail for kind, detail in sink.link if kind == "connected"]
         assert connected and all(address.upper() == "C1:11:11:11:11:11" for address in connected)
+
+    run(go)
+
+
+def test_a_role_search_never_takes_the_strap_the_other_role_gives_by_address_and_says_what_it_saw() -> None:
+    # `run --client ble:C2:... ` with the therapist found by role, and both straps reporting the therapist's role (or
+    # both the factory's 'client'): the therapist's search connected the client's strap too, the client's link
+    # then found it 'not in range' for ever, and the session ran on without the client's data (an outside review).
+    async def go() -> None:
+        link = new_link()
+        client, therapist = _factory_named_pair(Role.CLIENT)
+        client.role = Role.THERAPIST  # the client's strap set to the wrong role by mistake
+        await client.start(link)
+        await therapist.start(link)
+        try:
+            async with await BumbleBench.open(link) as bench:
+                options = _quick_options(bench)
+                with pytest.raises(LinkError) as failed:  # not the client's strap, though it says 'therapist'
+                    await find_by_roles(["therapist"], options, 2.0, taken=["c2:22:22:22:22:22", "serial:x"])
+                therapist.role = Role.THERAPIST
+                found = await find_by_roles(["therapist"], options, 5.0, taken=["C2:22:22:22:22:22"])
+                assert found["therapist"].address.upper() == "C1:11:11:11:11:11"
+            message = str(failed.value)
+            assert message.startswith("no strap with role 'therapist' found in 2 s (breathsync (C1:11:11:11:11:11")
+            assert "reports client" in message and "C2:22" not in message
+            assert message.endswith("give a strap its role with `breathsync strap ADDRESS --role therapist`")
+        finally:
+            await client.close()
+            await therapist.close()
 
     run(go)
 

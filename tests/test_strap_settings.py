@@ -142,6 +142,8 @@ def test_bad_settings_are_refused_before_any_radio_is_used() -> None:
         ({"name": "héllo"}, "printable ASCII"),
         ({"name": ""}, "1..16 characters"),
         ({"name": "a" * 17}, "1..16 characters"),
+        ({"name": "strap-C "}, "no spaces at its start or end, got 'strap-C '"),
+        ({"name": "  "}, "no spaces at its start or end"),
         ({"role": "boss"}, "role must be one of therapist, client, unassigned"),
         ({"rate_hz": 100}, "rate must be one of 25, 50 Hz"),
     ):

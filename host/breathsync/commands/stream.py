@@ -231,7 +231,8 @@ async def stream(args: argparse.Namespace, out: TextIO) -> int:
             if auto:
                 # The search takes seconds: say so on stderr (stdout is the data) before the first line is due.
                 print(looking_for(auto), file=sys.stderr)
-                found = await unless_stopped(find_by_roles(auto, options), stop)
+                taken = [link.address for link in opened.values()]  # never the strap another role names
+                found = await unless_stopped(find_by_roles(auto, options, taken=taken), stop)
                 if found is None:  # Ctrl-C while searching: nothing to stream, and nothing wrong
                     links, completed = list(opened.values()), True  # the sources already opened are let go
                     return 0

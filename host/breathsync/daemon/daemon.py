@@ -600,7 +600,8 @@ class Daemon:
         auto = [role for role in ROLES if role not in self.links]  # each found as the strap that reports its role
         if auto:
             self._line(looking_for(auto))
-            found = await unless_stopped(find_by_roles(auto, options, timeout_s=30.0), stop)
+            taken = [link.address for link in self.links.values()]  # never the strap another role names
+            found = await unless_stopped(find_by_roles(auto, options, timeout_s=30.0, taken=taken), stop)
             if found is None:
                 return  # Ctrl-C while searching
             for role, strap in found.items():

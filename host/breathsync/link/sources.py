@@ -199,35 +199,46 @@ def looking_for(roles: Sequence[Role]) -> str:
 
 
 async def find_by_roles(
-    roles: Sequence[Role], options: BleOptions, timeout_s: float = 10.0
+    roles: Sequence[Role], options: BleOptions, timeout_s: float = 10.0, taken: Iterable[str] = ()
 ) -> dict[Role, StrapDescription]:
     """The straps in range that report ``roles`` (straps keep their role across power cycles), found in one
     search: each strap is asked its role once, and the search ends as soon as every role has its strap (one role
-    after another scanned and asked every strap again: ~7 s before a stream's first line)."""
+    after another scanned and asked every strap again: ~7 s before a stream's first line). ``taken``: sources of
+    the other roles; a strap at an address one of them gives is never taken here, whatever role it reports (an
+    outside review: with the client given by address and the therapist by role, a strap set to the wrong role was
+    connected to both, and the session ran on without the client's data). A strap the other role names (a name
+    every new strap shares, maybe) is not left out: that role's link checks the role it reports (``name_shared``)."""
     wanted = list(dict.fromkeys(roles))
+    skip = {t.upper() for t in taken if looks_like_address(t)}
     found: dict[Role, StrapDescription] = {}
+    seen: dict[str, StrapDescription] = {}  # by address: what each strap said its role was
     asked: set[str] = set()  # addresses whose role is known (a strap that failed to answer is asked again)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         slice_s = min(SCAN_SLICE_S, max(0.5, deadline - time.monotonic()))
         for strap in await scan(options, timeout_s=slice_s):
-            if strap.address in asked:
+            if strap.address in asked or strap.address.upper() in skip:
                 continue
             try:
                 described = await describe(strap, options)
             except Exception:  # gone mid-scan, or busy: asked again in the next slice
                 continue
             asked.add(strap.address)
+            seen[strap.address] = described
             role = described.role
             if role is not None and is_role(role) and role in wanted and role not in found:
                 found[role] = described  # strongest first: of two straps set to one role, the nearer
         if len(found) == len(wanted):
             return {role: found[role] for role in wanted}
-    missing = " and ".join(repr(role) for role in wanted if role not in found)
-    which = f"no strap with role {missing}" if len(wanted) - len(found) == 1 else f"no straps with roles {missing}"
+    missing = [role for role in wanted if role not in found]
+    which = " and ".join(repr(role) for role in missing)
+    which = f"no strap with role {which}" if len(missing) == 1 else f"no straps with roles {which}"
+    if not seen:
+        raise LinkError(f"{which} found in {timeout_s:.0f} s, nor any other strap: switched on, charged and near?")
+    others = ", ".join(f"{s.name or '?'} ({s.address}) reports {s.role or 'no role'}" for s in seen.values())
     raise LinkError(
-        f"{which} found in {timeout_s:.0f} s: switched on, charged and near? (a strap set to another role reports"
-        " that one: `breathsync scan` lists them; SET_ROLE changes it)"
+        f"{which} found in {timeout_s:.0f} s ({others}): give a strap its role with "
+        f"`breathsync strap ADDRESS --role {missing[0]}`"
     )
 
 

@@ -74,6 +74,9 @@ class SettingsRequest:
                 SetName(0, self.name)  # the wire's own rule: 1..16 printable ASCII characters
             except ProtocolError as exc:
                 raise InputError(f"--name: {exc}") from None
+            # Spaces at either end look like none in `scan`, and the strap could not be found by the name as seen.
+            if self.name != self.name.strip():
+                raise InputError(f"--name: no spaces at its start or end, got {self.name!r}")
 
 
 @dataclass(frozen=True)
