@@ -80,7 +80,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for role, bpm in SYNTHETIC_BPM.items():  # None unless given: given without --synthetic, it is noted as unused
         feed.add_argument(f"--{role}-bpm", type=float, metavar="BPM", help=f"synthetic (default {bpm:g})")
     strap = parser.add_argument_group("straps")
-    strap.add_argument("--strap-rate", type=int, default=25, choices=(25, 50), metavar="HZ", help="25 (default) or 50")
+    strap.add_argument(
+        "--strap-rate",
+        type=int,
+        default=25,
+        choices=(25, 50),
+        metavar="HZ",
+        help="25 (default) or 50: the feed is made for this rate, one value per sample (a strap moved to the other "
+        "rate later, `breathsync strap --rate`, plays it faster or slower)",
+    )
     strap.add_argument("--therapist-drift-ppm", type=int, default=0, metavar="PPM", help="therapist's clock error")
     strap.add_argument("--client-drift-ppm", type=int, default=0, metavar="PPM", help="client's clock error")
     lo, hi = BATTERY_MV_RANGE
