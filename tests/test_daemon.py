@@ -36,6 +36,7 @@ from breathsync.engine.engine import _PendingEfficacy
 from breathsync.engine.replay import live_block_samples
 from breathsync.engine.state import EngineState
 from breathsync.errors import InputError
+from breathsync.link.ble import looks_like_address
 from breathsync.link.stream import SampleBlock, StrapEvent
 from breathsync.protocol import Role, SensorState, StatusFlag, StatusPacket
 from breathsync.roles import ROLES
@@ -207,6 +208,11 @@ def test_straps_found_by_role_in_one_search_that_asks_each_strap_once(
         for role, strap in straps.items():
             series = store.samples(role)
             assert series.values.tolist() == strap.values[int(series.counters[0]) : int(series.counters[-1]) + 1]
+        # The session names each strap as it advertised, at the address its link connected to (both were the
+        # address: a new-user review).
+        recorded = {info.role: info for info in store.straps()}
+        assert {role: info.name for role, info in recorded.items()} == {"therapist": "strap-T", "client": "strap-C"}
+        assert all(looks_like_address(info.address) for info in recorded.values())
 
 
 def _dyad_as_it_arrives(

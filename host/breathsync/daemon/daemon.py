@@ -168,6 +168,10 @@ class Daemon:
         self._told_inverted: set[str] = set()
         self._told_battery: dict[str, int] = {}  # role -> the lowest warning level said
         self._stored_battery: dict[str, int] = {}  # role -> the battery level last recorded in the session
+        # What the session records of each strap: the name it advertised when found by role, and the address its link
+        # connected to (a strap given by name or found by role was stored under one text for both).
+        self._strap_names: dict[str, str] = {}
+        self._strap_addresses: dict[str, str] = {}
 
     # -- session time --------------------------------------------------------------------------
 
@@ -249,11 +253,11 @@ class Daemon:
                 return
             assert self.store is not None
             link = self.links.get(role)
-            target = "" if link is None else link.address
+            target = "" if link is None else str(link.address)
+            address = self._strap_addresses.get(role, target)
+            name = self._strap_names.get(role, target)
             self.store.set_strap(
-                StrapInfo(
-                    role, str(target), str(target), view.firmware, status.protocol_version[0], status.sample_rate_hz
-                ),
+                StrapInfo(role, address, name, view.firmware, status.protocol_version[0], status.sample_rate_hz),
                 self.clock(),
             )
             # Each change of level (every 10 s at most, by the strap's gauge), so the report can say whether a strap
@@ -286,6 +290,8 @@ class Daemon:
             self._told_failures[role].add(detail)
             self._line(f"{role} strap: cannot connect ({detail}); retrying")
         elif kind == "connected":
+            if detail:
+                self._strap_addresses[role] = detail
             self._told_failures.pop(role, None)
             self.views[role].last_data_s = self.clock()  # its silence counts from now, not from before the drop-out
             lost_at = self._lost_at.pop(role, None)
@@ -605,6 +611,8 @@ class Daemon:
             if found is None:
                 return  # Ctrl-C while searching
             for role, strap in found.items():
+                if strap.name:
+                    self._strap_names[role] = strap.name
                 source = f"ble:{strap.address}"
                 self.links[role] = open_link(source, role, self, options, self.config.straps.rate_hz, self.clock)
         for role in ROLES:
