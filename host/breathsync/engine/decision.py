@@ -107,10 +107,11 @@ def pair_apart(s: EngineState, config: EngineConfig, decision: Decision) -> bool
         return False
     if decision == "locked_client_follows":
         return True
+    # Below plv_min by both routes is also not locked (``locked`` needs plv_min too).
     in_phase = s.plv >= config.plv_min or (
         config.time_lag_locking and s.lag_locking is not None and s.lag_locking >= config.plv_min
     )
-    return not in_phase and not locked(s, config)
+    return not in_phase
 
 
 LockRoute = Literal["phase", "beats", "timing"]

@@ -279,19 +279,11 @@ class EntrainmentEngine:
             # Quiet breathing only (QUIET_BASELINE_BREATHS of them if the person talked), while there may still be
             # some to come: a person who talks through the first minutes is judged on their quiet breaths
             # afterwards; after SPEECH_WAIT_S more, on what there is.
+            breaths = (person.peaks_s, person.depths, eng.max_breath_s, tuple(person.breaks_s))
             if now_s < start + eng.baseline_s + SPEECH_WAIT_S:
-                learned[role] = learn_baseline(
-                    person.peaks_s,
-                    person.depths,
-                    eng.max_breath_s,
-                    tuple(person.breaks_s),
-                    person.troughs_s,
-                    QUIET_BASELINE_BREATHS,
-                )
+                learned[role] = learn_baseline(*breaths, person.troughs_s, QUIET_BASELINE_BREATHS)
             else:  # the quiet breaths there are, if a few; only then every breath
-                learned[role] = learn_baseline(
-                    person.peaks_s, person.depths, eng.max_breath_s, tuple(person.breaks_s), person.troughs_s
-                ) or learn_baseline(person.peaks_s, person.depths, eng.max_breath_s, tuple(person.breaks_s))
+                learned[role] = learn_baseline(*breaths, person.troughs_s) or learn_baseline(*breaths)
         if any(b is None for b in learned.values()):
             return False
         self.baselines = learned
