@@ -17,7 +17,7 @@ from breathsync.link.ble import BleOptions
 from breathsync.link.bumble_backend import BumbleBench, new_link
 from breathsync.link.session import LinkError
 from breathsync.link.strap_settings import SettingsRequest, apply_settings, find_strap
-from breathsync.sim import StrapConfig, VirtualBench, synthetic_counts
+from breathsync.sim import StrapConfig, VirtualBench, VirtualStrap, synthetic_counts
 
 RATE = 25
 IDENTIFY_PCT = 60  # docs/protocol.md: 3 x 100 ms on / 100 ms off at 60 %
@@ -55,14 +55,25 @@ def test_a_new_strap_becomes_the_therapists_keeps_it_after_a_power_cycle_and_buz
             await vb["client"].wait_until(lambda: len([p for p in vb["client"].pwm if p.duty_u16 == 0]) >= 3, 5)
             on = [p for p in vb["client"].pwm if p.duty_u16 > 0]
             assert [p.duty_u16 for p in on] == [IDENTIFY_PCT * 65535 // 100] * 3
+            await feeds_at_its_own_pace(vb["client"], samples_per_count=2)  # the wearer breathes no faster at 50 Hz
 
             await vb["client"].reboot()  # settings live in the strap's flash
             found = await find_strap("strap-T", options, 5.0)  # advertised under its new name
             assert found.address == shown.address
             kept, _ = await apply_settings("strap-T", SettingsRequest(), options)
             assert (kept.role, kept.name, kept.sample_rate_hz) == ("therapist", "strap-T", 50)
+            await feeds_at_its_own_pace(vb["client"], samples_per_count=2)
 
     run(go)
+
+
+async def feeds_at_its_own_pace(strap: VirtualStrap, samples_per_count: int) -> None:
+    """The virtual strap's sensor feed, made for 25 Hz, plays at its own pace at the strap's present rate."""
+    first = await strap.info()
+    await asyncio.sleep(2.0)
+    then = await strap.info()
+    samples, counts = then["samples"] - first["samples"], then["fed"] - first["fed"]
+    assert samples >= 40 and abs(samples - samples_per_count * counts) <= 2, (samples, counts)
 
 
 @pytest.mark.micropython

@@ -86,8 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=25,
         choices=(25, 50),
         metavar="HZ",
-        help="25 (default) or 50: the feed is made for this rate, one value per sample (a strap moved to the other "
-        "rate later, `breathsync strap --rate`, plays it faster or slower)",
+        help="25 (default) or 50: the straps' rate at start (one set to the other rate later, `breathsync strap "
+        "--rate`, feeds its wearer's breathing at the same pace)",
     )
     strap.add_argument("--therapist-drift-ppm", type=int, default=0, metavar="PPM", help="therapist's clock error")
     strap.add_argument("--client-drift-ppm", type=int, default=0, metavar="PPM", help="client's clock error")

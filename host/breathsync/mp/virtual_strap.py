@@ -16,6 +16,8 @@ CONFIG (JSON) keys:
   drift_ppm    the sampling clock's error (> 0: faster than nominal); default 0
   battery_mv   battery voltage seen by the gauge (default 3900)
   feed_start   the feed's first count (a reboot of a strap whose wearer breathed on meanwhile); default 0
+  feed_rate_hz the rate the counts were made for (default: the settings file's rate at boot): a strap set to
+               another rate (SET_RATE) holds or skips counts so that the wearer breathes at the same pace
   mac          12 hex digits: the radio's MAC (serial number, Bumble address); default the double's
   tx_slots, enomem_pct, seed   the bridge link's transmit queue (see bridge_link.py)
   wired        true: no bridge (the settings file must also say "wired": true: main.py decides)
@@ -26,9 +28,10 @@ Timing model (realtime.py): everything runs on the real monotonic clock. The mac
 sampling Timer fires from the asyncio poll loop at exact multiples of its period scaled by
 ``drift_ppm`` (late by at most one scheduler step, never skipped); the ADC is fed one value of
 ``counts`` per sample (4 oversampled reads of the same value), so sample counter i carries
-counts[i mod len] exactly, whatever the timing. asyncio sleeps and ticks_ms() are the host's real
-clock (not drifted): only the sample clock carries the crystal error, which is what a host sees
-through the sample counters.
+counts[i mod len] exactly, whatever the timing, while the strap samples at the feed's rate. At another
+rate each sample takes the count due at its time (counts held at a faster rate, skipped at a slower).
+asyncio sleeps and ticks_ms() are the host's real clock (not drifted): only the sample clock carries
+the crystal error, which is what a host sees through the sample counters.
 
 Stdout carries binary frames (BLE mode) or wired frames: nothing else may be printed there. Every
 uncaught error is written to stderr and the exit status is 1. A watchdog reset (or machine.reset()
@@ -63,13 +66,14 @@ class _End:
         raise StrapDone("time is up")
 
 
-def feed_adc(path, gpio, loop, start=0):
+def feed_adc(path, gpio, loop, start=0, feed_rate_hz=0, rate_now=None):
     """ADC source streaming u16 counts from ``path`` from count ``start`` on; OVERSAMPLE reads per sample see one
-    value."""
+    value. With ``feed_rate_hz`` and ``rate_now()`` (the strap's sampling rate) the counts play at their own pace
+    whatever the strap's rate: owed counts accrue ``feed_rate_hz`` per sample, one count per ``rate_now()``."""
     f = open(path, "rb")
     f.seek(2 * start)
     buf = bytearray(512)
-    state = {"reads": 0, "value": 32768, "samples": 0, "pos": 0, "n": 0, "wraps": 0}
+    state = {"reads": 0, "value": 32768, "samples": 0, "pos": 0, "n": 0, "wraps": 0, "fed": 0, "owed": 0}
 
     def refill():
         n = f.readinto(buf)
@@ -80,14 +84,27 @@ def feed_adc(path, gpio, loop, start=0):
         state["n"] = n or 0
         state["pos"] = 0
 
+    def take():
+        if state["pos"] + 1 >= state["n"]:
+            refill()
+        if state["pos"] + 1 < state["n"]:
+            i = state["pos"]
+            state["value"] = buf[i] | (buf[i + 1] << 8)
+            state["pos"] = i + 2
+            state["fed"] += 1
+
     def source():
         if state["reads"] % OVERSAMPLE == 0:
-            if state["pos"] + 1 >= state["n"]:
-                refill()
-            if state["pos"] + 1 < state["n"]:
-                i = state["pos"]
-                state["value"] = buf[i] | (buf[i + 1] << 8)
-                state["pos"] = i + 2
+            rate = rate_now() if rate_now is not None else 0
+            if not feed_rate_hz or not rate or rate == feed_rate_hz:
+                take()
+            else:
+                if not state["samples"]:  # the first sample takes the first count
+                    state["owed"] = max(rate - feed_rate_hz, 0)
+                state["owed"] += feed_rate_hz
+                while state["owed"] >= rate:
+                    take()
+                    state["owed"] -= rate
             state["samples"] += 1
         state["reads"] += 1
         return state["value"]
@@ -108,13 +125,20 @@ def run(conf):
 
     if "settings" in conf:
         config.SETTINGS_PATH = conf["settings"]
-    feed = feed_adc(conf["counts"], config.PIN_SENSOR_ADC, conf.get("loop", True), conf.get("feed_start", 0))
+    state = {"app": None}
+    feed = feed_adc(
+        conf["counts"],
+        config.PIN_SENSOR_ADC,
+        conf.get("loop", True),
+        conf.get("feed_start", 0),
+        conf.get("feed_rate_hz", 0),
+        lambda: state["app"].rate_hz if state["app"] is not None else 0,
+    )
     set_battery(config, conf.get("battery_mv", 3900))
     import bluetooth
 
     if conf.get("mac"):
         bluetooth.radio.mac = bytes(int(conf["mac"][i : i + 2], 16) for i in range(0, 12, 2))
-    state = {"app": None}
     link = None
     if not conf.get("wired"):
         from bridge_link import BridgeLink
@@ -177,7 +201,8 @@ def run(conf):
 
 
 def summary(state, feed, link, outcome):
-    out = {"outcome": outcome, "t_ms": machine.sim.now_ms(), "fed": feed["samples"], "wraps": feed["wraps"]}
+    out = {"outcome": outcome, "t_ms": machine.sim.now_ms(), "fed": feed["fed"], "samples": feed["samples"]}
+    out["wraps"] = feed["wraps"]
     app = state["app"]
     if app is not None:
         s = app.streamer

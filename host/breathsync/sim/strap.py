@@ -357,6 +357,7 @@ class VirtualStrap:
             "drift_ppm": round((config.time_scale * (1 + config.drift_ppm * 1e-6) - 1) * 1e6),
             "battery_mv": config.battery_mv,
             "feed_start": 0,
+            "feed_rate_hz": config.rate_hz,
             "mac": config.strap_mac,
             "tx_slots": config.tx_slots,
             "enomem_pct": config.enomem_pct,
