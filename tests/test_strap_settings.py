@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import pytest
 from strap_model import ModelStrap
@@ -79,18 +80,17 @@ async def feeds_at_its_own_pace(strap: VirtualStrap, samples_per_count: int) -> 
 @pytest.mark.micropython
 def test_two_straps_of_one_name_are_not_guessed_between_and_an_absent_one_is_named(micropython: str) -> None:
     async def go() -> None:
-        async with (
-            await VirtualBench.start(straps("therapist", "client")) as vb,
-            await BumbleBench.open(vb.link) as host,
-        ):
+        new_straps = [  # every new strap is called "breathsync"
+            replace(strap, name="breathsync", mac=f"C2000000000{i}")
+            for i, strap in enumerate(straps("therapist", "client"))
+        ]
+        async with await VirtualBench.start(new_straps) as vb, await BumbleBench.open(vb.link) as host:
             options = options_for(host)
-            _, renamed = await apply_settings("breathsync-client", SettingsRequest(name="breathsync"), options)
-            _, other = await apply_settings("breathsync-therapist", SettingsRequest(name="breathsync"), options)
             with pytest.raises(InputError, match=r"2 straps are named 'breathsync' \(.*\): name one by its address"):
                 await apply_settings("breathsync", SettingsRequest(role="therapist"), options)
             # Nothing was changed on either; by address each one is found.
-            client, _ = await apply_settings(renamed.address, SettingsRequest(), options)
-            therapist, _ = await apply_settings(other.address, SettingsRequest(), options)
+            client, _ = await apply_settings("C2:00:00:00:00:01", SettingsRequest(), options)
+            therapist, _ = await apply_settings("C2:00:00:00:00:00", SettingsRequest(), options)
             assert (client.role, therapist.role) == ("client", "therapist")
             # A second strap of the name that is first seen after the --timeout (here its radio was off) is waited
             # for all the same: cut at the deadline, the search took the first one without the check.
@@ -103,6 +103,16 @@ def test_two_straps_of_one_name_are_not_guessed_between_and_an_absent_one_is_nam
                 await find_strap("strap-X", options, 1.0)
             with pytest.raises(LinkError, match=r"no strap at '00:11:22:33:44:55' in range"):
                 await find_strap("00:11:22:33:44:55", options, 1.0)
+            # Nor is a strap given the name another one advertises, by address either: it is refused before anything
+            # changes (this one's role stays as it was).
+            _, renamed = await apply_settings(client.address, SettingsRequest(name="strap-C"), options)
+            assert renamed.name == "strap-C"
+            with pytest.raises(
+                InputError, match=r"--name: the strap at C2:00:00:00:00:01 already advertises 'strap-C'"
+            ):
+                await apply_settings(therapist.address, SettingsRequest(name="strap-C", role="client"), options)
+            unchanged, _ = await apply_settings(therapist.address, SettingsRequest(), options)
+            assert (unchanged.name, unchanged.role) == ("breathsync", "therapist")
 
     run(go)
 

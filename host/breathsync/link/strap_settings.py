@@ -107,6 +107,11 @@ class StrapSettings:
 async def find_strap(target: str, options: BleOptions, timeout_s: float) -> FoundStrap:
     """The strap ``target`` names, scanning until it is known: at once by address, ``SAME_NAME_WAIT_S`` after it was
     first seen by name (``pick_strap`` says which), or until ``timeout_s``."""
+    return pick_strap(target, await _scan_for(target, options, timeout_s, looks_like_address(target)))
+
+
+async def _scan_for(target: str, options: BleOptions, timeout_s: float, at_once: bool) -> list[FoundStrap]:
+    """The straps seen until ``target`` was (``at_once``), or ``SAME_NAME_WAIT_S`` after, or until ``timeout_s``."""
     await check_bluetooth(options)
     by_address = looks_like_address(target)
     seen: dict[str, FoundStrap] = {}
@@ -122,7 +127,7 @@ async def find_strap(target: str, options: BleOptions, timeout_s: float) -> Foun
         if first_match_s is None and (device.address.upper() == target.upper() if by_address else name == target):
             first_match_s = time.monotonic()
 
-    wait_s = 0.0 if by_address else SAME_NAME_WAIT_S
+    wait_s = 0.0 if at_once else SAME_NAME_WAIT_S
     deadline = time.monotonic() + timeout_s
     try:
         async with BleakScanner(detection_callback=on_advert, **options.scanner_kwargs()):
@@ -132,7 +137,7 @@ async def find_strap(target: str, options: BleOptions, timeout_s: float) -> Foun
                 await asyncio.sleep(0.05)
     except BleakBluetoothNotAvailableError as exc:
         raise no_adapter_error(str(exc.args[0])) from None
-    return pick_strap(target, list(seen.values()))
+    return list(seen.values())
 
 
 def pick_strap(target: str, found: Sequence[FoundStrap]) -> FoundStrap:
@@ -215,8 +220,19 @@ async def _read_status(client: BleakClient) -> StatusPacket:
 async def apply_settings(
     target: str, request: SettingsRequest, options: BleOptions, scan_s: float = 5.0
 ) -> tuple[StrapSettings, StrapSettings]:
-    """Find the strap ``target`` names, apply ``request``, and return its settings before and after."""
-    strap = await find_strap(target, options, scan_s)
+    """Find the strap ``target`` names, apply ``request``, and return its settings before and after. A new name
+    that another strap in range advertises is refused before anything changes (neither could then be found by it)."""
+    # A strap given by address is taken as soon as it is seen, unless it is to be renamed: then the scan runs on
+    # for SAME_NAME_WAIT_S, as by name, to see the other straps' names.
+    found = await _scan_for(target, options, scan_s, looks_like_address(target) and request.name is None)
+    strap = pick_strap(target, found)
+    if request.name is not None and request.name != strap.name:
+        holders = [other.address for other in found if other.name == request.name and other.address != strap.address]
+        if holders:
+            raise InputError(
+                f"--name: the strap at {', '.join(holders)} already advertises {request.name!r}: give this one "
+                "another name (two straps of one name can be told apart only by their addresses)"
+            )
     session = StrapSession("client", _Quiet())  # the role only names the session's own messages, never shown here
     connected = False
     try:

@@ -61,11 +61,17 @@ class VirtualBench:
     ) -> VirtualBench:
         """Start every strap (in parallel), then the HCI server if ``serve`` (``tcp-server:127.0.0.1:PORT``).
 
-        Straps are keyed by role; a second strap of the same role is keyed by its name.
+        Straps are keyed by role; a second strap of the same role is keyed by its name. Two straps may share a name
+        (every new strap is called "breathsync"), not a radio address, nor a name and a role.
         """
-        names = [c.strap_name for c in configs]
-        if len(set(names)) != len(names):
-            raise SimError(f"two virtual straps would share a name: {names}")
+        keys: list[str] = []
+        for c in configs:
+            keys.append(c.role if c.role not in keys else c.strap_name)
+        if len(set(keys)) != len(keys):
+            raise SimError(f"two virtual straps of one role would share a name: {[c.strap_name for c in configs]}")
+        macs = [c.strap_mac for c in configs]
+        if len(set(macs)) != len(macs):
+            raise SimError(f"two virtual straps would share a radio address (give each its own mac): {macs}")
         bench = cls(link if link is not None else new_link())
         try:
             started = await asyncio.gather(
