@@ -139,6 +139,10 @@ class EntrainmentEngine:
         self.baselines: dict[Role, Baseline | None] = {"therapist": therapist_baseline, "client": None}
         self._pre_calibrated = therapist_baseline is not None
         self._learned = False
+        # People whose baseline was learned, at the end of the wait, from fewer than QUIET_BASELINE_BREATHS quiet
+        # breaths (they talked throughout): learned again once that many are there (_relearn_provisional), with
+        # the number of end-inspirations last tried.
+        self._provisional: dict[Role, int] = {}
         self.policy = NudgePolicy(self.config.policy)
         self._now_s = -math.inf
         self._paused = True
@@ -279,17 +283,40 @@ class EntrainmentEngine:
             # Quiet breathing only (QUIET_BASELINE_BREATHS of them if the person talked), while there may still be
             # some to come: a person who talks through the first minutes is judged on their quiet breaths
             # afterwards; after SPEECH_WAIT_S more, on what there is.
-            breaths = (person.peaks_s, person.depths, eng.max_breath_s, tuple(person.breaks_s))
-            if now_s < start + eng.baseline_s + SPEECH_WAIT_S:
-                learned[role] = learn_baseline(*breaths, person.troughs_s, QUIET_BASELINE_BREATHS)
-            else:  # the quiet breaths there are, if a few; only then every breath
+            learned[role] = self._quiet_baseline(role)
+            if learned[role] is None and now_s >= start + eng.baseline_s + SPEECH_WAIT_S:
+                # The quiet breaths there are, if a few; only then every breath. Both are provisional.
+                breaths = (person.peaks_s, person.depths, eng.max_breath_s, tuple(person.breaks_s))
                 learned[role] = learn_baseline(*breaths, person.troughs_s) or learn_baseline(*breaths)
+                self._provisional[role] = len(person.peaks_s)
         if any(b is None for b in learned.values()):
+            self._provisional.clear()
             return False
         self.baselines = learned
         self._learned = True
         self._last_adapt_s = now_s
         return True
+
+    def _quiet_baseline(self, role: Role) -> Baseline | None:
+        """``role``'s baseline from quiet breathing (QUIET_BASELINE_BREATHS quiet breaths if they talked)."""
+        person, eng = self.people[role], self.config.engine
+        breaths = (person.peaks_s, person.depths, eng.max_breath_s, tuple(person.breaks_s))
+        return learn_baseline(*breaths, person.troughs_s, QUIET_BASELINE_BREATHS)
+
+    def _relearn_provisional(self) -> None:
+        """A person who talked past the wait got a baseline of what there was, much of it speech (an outside review:
+        14.9/min for a 23.4/min quiet breather who talked for 260 s); once they have breathed quietly long enough,
+        that breathing is their baseline. Tried at each new end-inspiration, only while the pair is clearly not
+        locked (as the slow adaptation): an episode's breathing must not become the therapist's own."""
+        for role, tried in list(self._provisional.items()):
+            seen = len(self.people[role].peaks_s)
+            if seen == tried:
+                continue
+            self._provisional[role] = seen
+            quiet = self._quiet_baseline(role)
+            if quiet is not None:
+                self.baselines[role] = quiet
+                del self._provisional[role]
 
     def _window_span_s(self, span_s: float) -> float:
         """``span_s`` (a window set for ~15 breaths/min), widened in proportion for slower breathing so that it
@@ -373,6 +400,7 @@ class EntrainmentEngine:
         if not estimated or is_locked or significantly_locked(plv_p) or significantly_locked(lag_p):
             self._last_adapt_s = None  # frozen: no estimate of the lock, or locked by any route
         else:
+            self._relearn_provisional()
             self._adapt_baselines(now_s)
         state = dataclasses.replace(draft, decision=decision, locked_for_s=locked_for)  # before a nudge spent it
         out.insert(0, state)
