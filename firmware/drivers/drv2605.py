@@ -70,7 +70,7 @@ class Drv2605Motor:
                 self._write(_RTP_INPUT, 0)
                 self._write(_MODE, _STANDBY | _MODE_RTP)
             else:
-                if self.level_pct == 0:
+                if self.level_pct <= 0:  # in standby, or unknown after a failed write: wake it
                     self._write(_MODE, _MODE_RTP)
                 self._write(_RTP_INPUT, pct * 255 // 100)
             self.level_pct = pct

@@ -221,6 +221,20 @@ def check_drv2605_failed_forced_off_is_retried():
     assert dev.timeline[-1] == (500 + config.HAPTIC_OFF_RETRY_MS, 0), dev.timeline
 
 
+def check_drv2605_failed_wake_write_is_retried():
+    # The bus glitches on the write that takes the driver out of standby: the level is unknown (-1), and the next
+    # 'on' must wake it again, or the strap answers a nudge OK that nobody feels.
+    s = fresh(haptic="drv2605")
+    dev = Drv2605Sim()
+    machine.sim.attach_i2c(config.DRV2605_ADDR, dev)
+    hw = make_hardware(machine, s, config)
+    machine.sim.fail_i2c(config.DRV2605_ADDR, 1)
+    hw.motor.set_pct(60)
+    assert hw.motor.level_pct == -1 and dev.level() == 0
+    hw.motor.set_pct(70)
+    assert hw.motor.level_pct == 70 and dev.level() == 70 * 255 // 100, (dev.regs[0x01], dev.timeline)
+
+
 def check_drv2605_missing():
     s = fresh(haptic="drv2605")
     hw = make_hardware(machine, s, config)
