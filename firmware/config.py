@@ -76,6 +76,9 @@ DRV2605_RATED_MV = const(3000)  # ERM rated voltage: sets the DRV2605L's overdri
 
 # ---- watchdog ----
 WDT_TIMEOUT_MS = const(5000)  # longer than the slowest blocking call (flash write, BLE init)
+# A start-up that fails (the radio does not come up, no heap for the rings) restarts the strap after this pause: a
+# glitch passes with a reset, and a fault that repeats leaves mpremote's Ctrl-C a window to reach the REPL.
+BOOT_RETRY_MS = const(3000)
 
 # ---- BLE ----
 BLE_NAME_PREFIX = "breathsync"

@@ -28,6 +28,27 @@ def _log(message):
 
 
 def main():
+    try:
+        parts = _boot()
+    except Exception as e:  # noqa: BLE001  (no strap without its parts: say why, then start again)
+        _boot_failed(e)
+    else:
+        _run(*parts)
+
+
+def _boot_failed(error):
+    """The motor is still off (its pin starts at duty 0, and nothing has driven it yet); a reset is the one way
+    back to a strap that advertises. Ctrl-C during the pause reaches the REPL (the stack is the developer's)."""
+    _log("breathsync: start-up failed, restarting in %d ms" % config.BOOT_RETRY_MS)
+    sys.print_exception(error, sys.stderr)
+    import time
+
+    time.sleep_ms(config.BOOT_RETRY_MS)
+    machine.reset()
+
+
+def _boot():
+    """Every part the App needs, built in order; any failure is a failed start-up (``_boot_failed``)."""
     settings = Settings(config.SETTINGS_PATH, config)
     settings.load()
     from strap.rings import make_rings
@@ -86,6 +107,10 @@ def main():
             adv_interval_us=config.BLE_ADV_INTERVAL_MS * 1000,
             mtu=config.BLE_MTU_PREFERRED,
         )
+    return settings, rings, hw, haptics, link, wired, log
+
+
+def _run(settings, rings, hw, haptics, link, wired, log):
     from strap.app import App
 
     timer = machine.Timer(_SAMPLE_TIMER_ID)

@@ -56,6 +56,7 @@ PWM_GPIO = 4  # config.PIN_MOTOR_PWM
 K_NOTIFY, K_LOST, K_REFUSED, K_CONNECT, K_DISCONNECT, K_WRITE, K_WRITE_REJECTED, K_MTU = 1, 2, 3, 4, 5, 6, 7, 8
 K_ADVERTISE, K_NOTE, K_DROP, K_ACCEPT, K_ATTR = 9, 10, 11, 12, 13
 K_WDT_FEED, K_RESET, K_SUMMARY, K_PWM, K_MEM, K_HOST = 20, 21, 22, 23, 24, 25
+BOOT_RETRY_MS = 3000  # firmware/config.py
 
 pytestmark = pytest.mark.micropython
 
@@ -532,6 +533,22 @@ def test_boot_reads_the_mac_only_with_the_radio_on(run_micropython: RunMicroPyth
     that rule to the double): main.py must activate the radio first, or it dies at boot."""
     run = run_app(run_micropython, tmp_path, bundled_counts(25), [["connect", 500, 23]], end_ms=3000, host=False)
     assert run.summary["outcome"] == "done" and run.kind(K_CONNECT)
+
+
+def test_a_start_up_that_fails_restarts_the_strap_after_a_pause(
+    run_micropython: RunMicroPython, tmp_path: Path
+) -> None:
+    """A radio that does not come up at boot (an exception before the App runs) left the strap at the REPL, not
+    advertising, until someone switched it off and on (code review). It restarts now, after BOOT_RETRY_MS: the
+    window mpremote's Ctrl-C needs when the fault repeats. The motor is never driven."""
+    run = run_app(
+        run_micropython, tmp_path, bundled_counts(25), [["connect", 500, 23]], end_ms=10_000, failed_activations=1
+    )
+    assert run.summary["outcome"] == "reset", run.summary
+    assert run.summary["t_ms"] == BOOT_RETRY_MS
+    assert not run.kind(K_CONNECT)
+    assert all(duty == 0 for _t, duty in (struct.unpack("<II", d) for _t, _h, d in run.kind(K_PWM)))
+    assert "start-up failed, restarting in 3000 ms" in run.stderr and "ETIMEDOUT" in run.stderr
 
 
 @pytest.mark.parametrize("loss", ["disconnect", "drop"])

@@ -7,7 +7,8 @@
 # Plan keys: "counts" (file of u16 little-endian ADC counts, one per strap sample), "log" (binary
 # record file, see ble_central.FileLog), "settings" (path main.py reads as its flash settings file),
 # "actions" ([kind, t_ms, ...] in time order), "host" (reactive host logic on: START_STREAM on
-# connect, then BACKFILL of every gap), "end_ms", "central" (TestCentral keyword arguments).
+# connect, then BACKFILL of every gap), "end_ms", "central" (TestCentral keyword arguments),
+# "failed_activations" (the radio's first n active(True) calls raise OSError).
 # Action kinds: connect [mtu], drop, disconnect, write [channel, hex], refuse [n], refuse_pct [pct],
 # stall_sampler, block [ms], battery_mv [mv], note [text]. "boot_button_ms": BOOT pressed from then on.
 #
@@ -201,6 +202,7 @@ def run(plan_path):
     central = None
     if not plan.get("wired"):
         central = bluetooth.radio.attach(TestCentral(log=log, **plan.get("central", {})))
+        bluetooth.radio.failed_activations = plan.get("failed_activations", 0)
     state = {"host": None, "app": None, "mem_min": None, "mem_start": None}
 
     # Capture the App and its heap at start (a test seam only: main.py is not changed).

@@ -185,6 +185,7 @@ class Radio:
         self.connections = {}  # conn_handle -> negotiated MTU
         self.subscriptions = {}  # (conn_handle, value_handle) -> True
         self.irq_count = 0
+        self.failed_activations = 0  # this many active(True) calls raise OSError, as a controller that fails to start
 
     def attach(self, link):
         self.link = link
@@ -280,6 +281,9 @@ class BLE:
     def active(self, state=None):
         if state is None:
             return self._r.is_active
+        if state and self._r.failed_activations > 0:
+            self._r.failed_activations -= 1
+            raise OSError(110)  # ETIMEDOUT: the controller did not answer
         self._r.is_active = bool(state)
         if not state:
             self._r.advertising = None
