@@ -319,7 +319,8 @@ class App:
         if ev & EV_DISCONNECT:
             self.streamer.detach()
             # Commands waiting for a RESPONSE slot were the lost host's: run now, a HAPTIC would play unasked
-            # and a SET_* be saved with no answer to anyone.
+            # and a SET_* be saved with no answer to anyone. None is a new host's: the radio stops advertising when
+            # a host connects, and only this task starts it again (below, after the clear; or a SET_NAME's rename).
             self.commands.clear()
             if self.haptics.active:  # the pattern was the lost host's: do not play it to the limit
                 now = ticks_ms()
