@@ -14,8 +14,9 @@ except ImportError:  # CPython
         return value
 
 
-FIRMWARE_VERSION = "0.1.3"  # 0.1.1: no breath event before the first sample; 0.1.2: backfill outruns the ring;
-# 0.1.3: IDENTIFY answers with its pattern's length
+FIRMWARE_VERSION = "0.1.4"  # 0.1.1: no breath event before the first sample; 0.1.2: backfill outruns the ring;
+# 0.1.3: IDENTIFY answers with its pattern's length; 0.1.4: no allocation per notification, a failed start-up
+# restarts, a DRV2605L whose wake-up write failed is woken again
 BOARD = "xiao-esp32s3"
 CPU_FREQ_HZ = const(80_000_000)  # lowest clock the BLE controller runs at; halves idle current
 

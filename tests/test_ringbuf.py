@@ -24,6 +24,12 @@ from core.ringbuf import MAX_CAPACITY, EventRing, SampleRing  # noqa: E402
 SEEDS = list(range(1, 13))
 
 
+def read_from(ring, start, out, max_count):
+    """(n, first): ``ring.read_from`` and the ``read_first`` it sets."""
+    n = ring.read_from(start, out, max_count)
+    return n, ring.read_first
+
+
 def test_capacity_bounds() -> None:
     for bad in (0, -1, MAX_CAPACITY + 1):
         with pytest.raises(ValueError):
@@ -38,14 +44,14 @@ def test_wraparound_and_backfill_exact() -> None:
     for i in range(2500):
         ring.push(i % 65536)
     out = array("H", range(1000))
-    n, first = ring.read_from(1700, out, 1000)
+    n, first = read_from(ring, 1700, out, 1000)
     assert (n, first) == (800, 1700)
     assert list(out[:n]) == list(range(1700, 2500))
     # Older than the buffer: starts at the oldest held, the gap is visible to the host.
-    n, first = ring.read_from(0, out, 10)
+    n, first = read_from(ring, 0, out, 10)
     assert (n, first) == (10, 1500) and list(out[:10]) == list(range(1500, 1510))
-    assert ring.read_from(2500, out, 10) == (0, 2500)  # nothing newer
-    assert ring.read_from(2600, out, 10) == (0, 2500)  # in the future
+    assert read_from(ring, 2500, out, 10) == (0, 2500)  # nothing newer
+    assert read_from(ring, 2600, out, 10) == (0, 2500)  # in the future
 
 
 def test_overflow_counts_only_undelivered_samples() -> None:
@@ -75,9 +81,9 @@ def test_counter_crosses_2_30_and_2_32() -> None:
         head = (start + 10) & 0xFFFFFFFF
         assert ring.head() == head
         out = array("H", range(10))
-        assert ring.read_from(start, out, 10) == (10, start)
+        assert read_from(ring, start, out, 10) == (10, start)
         assert list(out) == list(range(10))
-        assert ring.read_from((start + 3) & 0xFFFFFFFF, out, 10) == (7, (start + 3) & 0xFFFFFFFF)
+        assert read_from(ring, (start + 3) & 0xFFFFFFFF, out, 10) == (7, (start + 3) & 0xFFFFFFFF)
 
 
 def test_event_ring_copies_detector_records() -> None:
@@ -89,7 +95,7 @@ def test_event_ring_copies_detector_records() -> None:
         ring.push(events, (k % 3) * EVENT_FIELDS)
     assert ring.head == 6 and ring.overflow == 2 and ring.oldest() == 2
     out = array("i", range(EVENT_FIELDS * 8))
-    n, first = ring.read_from(0, out, 8)
+    n, first = read_from(ring, 0, out, 8)
     assert (n, first) == (4, 2)
     assert list(out[:EVENT_FIELDS]) == list(events[2 * EVENT_FIELDS : 3 * EVENT_FIELDS])
 
@@ -127,7 +133,7 @@ def test_matches_reference_model(cap: int, base: int, ops: list[tuple[object, ..
             assert ring.rewind(c & 0xFFFFFFFF) == model.rewind(c) & 0xFFFFFFFF
         else:
             c = model.head() + int(op[1])  # type: ignore[call-overload]
-            n, first = ring.read_from(c & 0xFFFFFFFF, out, op[2])
+            n, first = read_from(ring, c & 0xFFFFFFFF, out, op[2])
             want, wfirst = model.read(c, int(op[2]), len(out))  # type: ignore[call-overload]
             assert (n, first) == (len(want), wfirst & 0xFFFFFFFF)
             assert list(out[:n]) == want

@@ -127,6 +127,7 @@ class SampleRing(_Delivery):
         self.head_hi = (start_counter >> 16) & _U16  # next counter = head_hi * 65536 + head_lo
         self.head_lo = start_counter & _U16
         self.overflow = 0
+        self.read_first = 0  # set by read_from
 
     # Hot path: few locals, so MicroPython keeps the frame on the C stack (no heap frame).
     def push(self, sample_u16):
@@ -189,44 +190,48 @@ class SampleRing(_Delivery):
         back = (dhi << 16) + self.head_lo - (counter & _U16)
         return back if back >= 0 else -1
 
+    # Reads (a few per second: notifications, detection) allocate nothing either: no tuple is returned, and each
+    # function keeps at most ~11 locals and stack slots, past which MicroPython puts a call's frame on the heap.
     def read_from(self, counter, out, max_count):
-        """Copy samples starting at ``counter`` into ``out``; returns (n, first_counter).
+        """Copy samples starting at ``counter`` into ``out``; returns how many, and sets ``read_first`` to the
+        first one's counter.
 
-        ``first_counter`` > ``counter`` means the older ones were already overwritten (the
-        host sees the gap); n == 0 with first == head() means nothing newer is held. Does not
-        move the delivery cursor.
+        ``read_first`` > ``counter`` means the older ones were already overwritten (the host sees the gap); 0
+        with ``read_first`` == head() means nothing newer is held. Does not move the delivery cursor.
         """
         back = self._back(counter)
         if back <= 0:
-            return 0, self.head()
+            self.read_first = self.head()
+            return 0
         if back > self._filled:
             back = self._filled
-        first = (self.head() - back) & 0xFFFFFFFF
-        return self._copy(back, out, max_count), first
+        self.read_first = (self.head() - back) & 0xFFFFFFFF
+        return self._copy(back, out, max_count)
 
     def read_pending(self, out, max_count):
         """Copy up to ``max_count`` pending samples, oldest first; returns n (see cursor())."""
         return self._copy(self._pending, out, max_count)
 
-    def _copy(self, back, out, max_count):
-        n = back
-        if n > max_count:
-            n = max_count
+    def _copy(self, back, out, n):
+        """Copy at most ``n`` samples (and at most ``back``, ``len(out)``), from ``back`` behind the head."""
+        if n > back:
+            n = back
         if n > len(out):
             n = len(out)
-        j = (self._ci << _CHUNK_SHIFT) + self._off - back
-        if j < 0:
-            j += self.capacity
-        chunks = self._chunks
-        cap = self.capacity
+        back = (self._ci << _CHUNK_SHIFT) + self._off - back  # now the first sample's slot
+        if back < 0:
+            back += self.capacity
+        self._copy_run(back, out, n)
+        return n
+
+    def _copy_run(self, slot, out, n):
         i = 0
         while i < n:
-            out[i] = chunks[j >> _CHUNK_SHIFT][j & _CHUNK_MASK]
-            j += 1
-            if j == cap:
-                j = 0
+            out[i] = self._chunks[slot >> _CHUNK_SHIFT][slot & _CHUNK_MASK]
+            slot += 1
+            if slot == self.capacity:
+                slot = 0
             i += 1
-        return n
 
     def rewind(self, counter):
         """Move the delivery cursor to ``counter`` (host backfill request); returns the cursor.
@@ -264,6 +269,7 @@ class EventRing(_Delivery):
         self._pending = 0
         self.head = 0  # sequence number of the next event
         self.overflow = 0
+        self.read_first = 0  # set by read_from
 
     def push(self, src, offset=0):
         """Copy one record from ``src[offset:offset + fields]`` (e.g. detector.events)."""
@@ -293,41 +299,46 @@ class EventRing(_Delivery):
         return self.head - self._pending
 
     def read_from(self, seq, out, max_count):
-        """Copy records from sequence ``seq`` into ``out`` (fields ints each); (n, first_seq)."""
+        """Copy records from sequence ``seq`` into ``out`` (fields ints each); returns how many, and sets
+        ``read_first`` to the first one's sequence number (as ``SampleRing.read_from``)."""
         back = self.head - seq
         if back <= 0:
-            return 0, self.head
+            self.read_first = self.head
+            return 0
         if back > self._filled:
             back = self._filled
-        return self._copy(back, out, max_count), self.head - back
+        self.read_first = self.head - back
+        return self._copy(back, out, max_count)
 
     def read_pending(self, out, max_count):
         return self._copy(self._pending, out, max_count)
 
-    def _copy(self, back, out, max_count):
-        f = self.fields
-        n = back
-        if n > max_count:
-            n = max_count
-        if n * f > len(out):
-            n = len(out) // f
-        j = self._pos - back
-        if j < 0:
-            j += self.capacity
+    def _copy(self, back, out, n):
+        """Copy at most ``n`` records (and at most ``back``, what fits ``out``), from ``back`` behind the head."""
+        if n > back:
+            n = back
+        if n * self.fields > len(out):
+            n = len(out) // self.fields
+        back = self._pos - back  # now the first record's slot
+        if back < 0:
+            back += self.capacity
         k = 0
-        end = n * f
-        while k < end:
-            chunk = self._chunks[j >> _EV_SHIFT]
-            base = (j & _EV_MASK) * f
-            i = 0
-            while i < f:
-                out[k] = chunk[base + i]
-                k += 1
-                i += 1
-            j += 1
-            if j == self.capacity:
-                j = 0
+        while k < n * self.fields:
+            self._copy_record(back, out, k)
+            k += self.fields
+            back += 1
+            if back == self.capacity:
+                back = 0
         return n
+
+    def _copy_record(self, slot, out, k):
+        chunk = self._chunks[slot >> _EV_SHIFT]
+        slot = (slot & _EV_MASK) * self.fields  # now the record's first field in its chunk
+        end = k + self.fields
+        while k < end:
+            out[k] = chunk[slot]
+            k += 1
+            slot += 1
 
     def rewind(self, seq):
         return self._rewind_back(self.head - seq)

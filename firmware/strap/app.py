@@ -248,9 +248,10 @@ class App:
             await self._det_flag.wait()
             found = 0
             while True:
-                n, first = ring.read_from(self._det_next, chunk, _CHUNK)
+                n = ring.read_from(self._det_next, chunk, _CHUNK)
                 if n == 0:
                     break
+                first = ring.read_first
                 if first != self._det_next:
                     self._reset_detector(first)  # fell a whole ring behind: start over there
                 det = self.detector

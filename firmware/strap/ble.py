@@ -236,8 +236,10 @@ class BleLink:
         return True
 
     def set_value(self, channel, buf, n):
-        """Readable value of a read characteristic (last RESPONSE, current STATUS, battery)."""
-        self._ble.gatts_write(self._h[channel], bytes(buf[:n]))
+        """Readable value of a read characteristic (last RESPONSE, current STATUS, battery): ``buf[:n]``. The
+        strap's buffers hold exactly one value, so the buffer itself goes (bytes(buf[:n]) allocated twice, once a
+        second for STATUS)."""
+        self._ble.gatts_write(self._h[channel], buf if n == len(buf) else memoryview(buf)[:n])
 
     def disconnect(self):
         if self.connected:

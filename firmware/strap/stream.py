@@ -78,6 +78,15 @@ _FUTURE = const(0x80000000)
 _TICKS_MASK = const(0x3FFFFFFF)
 
 
+def _copy_bytes(src, start, dst, n):
+    """``dst[:n] = src[start:start + n]`` without a slice (which would allocate); returns n."""
+    i = 0
+    while i < n:
+        dst[i] = src[start + i]
+        i += 1
+    return n
+
+
 class Streamer:
     """Everything the strap notifies, for one link at a time. See the module docstring."""
 
@@ -250,11 +259,7 @@ class Streamer:
             wait = ticks_diff(self._next_ms, now_ms)
             if 0 < wait <= NOTIFY_MAX_BACKOFF_MS:  # longer: a deadline from 6.2+ days ago (ticks wrap), due
                 return wait
-        try:
-            ok = link.send(self._channel(), self.pkt, self._n)
-        except OSError:
-            ok = False
-        if ok:
+        if self._send(link):
             self._accepted()
             self.sent += 1
             self._backoff_ms = 0
@@ -267,6 +272,13 @@ class Streamer:
             self._backoff_ms <<= 1
         self._next_ms = (now_ms + self._backoff_ms) & _TICKS_MASK
         return self._backoff_ms
+
+    def _send(self, link):
+        """Hand the held packet to the link; False when it did not take it (a retry follows)."""
+        try:
+            return link.send(self._channel(), self.pkt, self._n)
+        except OSError:
+            return False
 
     def _live_due(self, link):
         p = self.ring.pending()
@@ -321,65 +333,65 @@ class Streamer:
         rec = self._rec
         span = self._bf_ev_span
         while self._bf_ev < self._bf_ev_end:
-            n, first = ev.read_from(self._bf_ev, rec, 1)
-            if n == 0:
+            if ev.read_from(self._bf_ev, rec, 1) == 0:
                 self._bf_ev = self._bf_ev_end
                 return False
-            self._bf_ev = first
+            self._bf_ev = ev.read_first
             if ((rec[EV_INDEX] - self._bf_from) & _U32) < span:
                 return True
             self._bf_ev += 1
         return False
 
+    # Building and sending a packet allocates nothing: each function keeps at most ~11 locals and stack slots,
+    # past which MicroPython puts a call's frame on the heap (464 bytes per notification before this split).
     def _build(self, kind, link):
-        pkt = self.pkt
         self._kind = kind
         if kind == _K_RESPONSE:
-            base = self._resp_first * RESPONSE_BYTES
-            i = 0
-            while i < RESPONSE_BYTES:
-                pkt[i] = self._resp[base + i]
-                i += 1
-            self._n = RESPONSE_BYTES
+            self._n = _copy_bytes(self._resp, self._resp_first * RESPONSE_BYTES, self.pkt, RESPONSE_BYTES)
         elif kind == _K_EVENT:
             self.evring.read_pending(self._rec, 1)
-            self._n = encode_event(pkt, self.seq_events, self._rec, 0)
+            self._n = encode_event(self.pkt, self.seq_events, self._rec, 0)
         elif kind == _K_LIVE:
-            n = self.ring.read_pending(self._tmp, link.spp)
-            self._count = n
-            self._n = encode_samples(pkt, self.seq_samples, self.ring.cursor(), self._tmp, 0, n)
+            self._build_live(link)
         elif kind == _K_BF_EVENT:
             self._first = self._bf_ev  # _bf_event_ready() left the record in _rec
-            self._n = encode_event(pkt, self.seq_events, self._rec, 0)
+            self._n = encode_event(self.pkt, self.seq_events, self._rec, 0)
         elif kind == _K_BF_SAMPLES:
-            left = (self._bf_end - self._bf_next) & _U32
-            n, first = self.ring.read_from(self._bf_next, self._tmp, link.spp if link.spp < left else left)
-            if n and first != self._bf_next:
-                # Overwritten meanwhile: skip to the oldest still held (the host sees the gap; STATUS counts it).
-                left = (self._bf_end - first) & _U32
-                if left >= _FUTURE or left == 0:
-                    n = 0
-                else:
-                    self._bf_lost(first)
-                    if n > left:
-                        n = left
-            if n == 0:
-                self._bf_lost(self._bf_end)
-                self._bf_next = self._bf_end
-                self._n = 0
-                return
-            self._bf_next = first
-            self._count = n
-            self._n = encode_samples(pkt, self.seq_samples, first, self._tmp, 0, n)
+            self._build_backfill(link)
         elif kind == _K_STATUS:
-            i = 0
-            while i < STATUS_BYTES:
-                pkt[i] = self.status[i]
-                i += 1
-            self._n = STATUS_BYTES
+            self._n = _copy_bytes(self.status, 0, self.pkt, STATUS_BYTES)
         else:
-            pkt[0] = self.battery[0]
+            self.pkt[0] = self.battery[0]
             self._n = 1
+
+    def _build_live(self, link):
+        n = self.ring.read_pending(self._tmp, link.spp)
+        self._count = n
+        self._n = encode_samples(self.pkt, self.seq_samples, self.ring.cursor(), self._tmp, 0, n)
+
+    def _build_backfill(self, link):
+        n = (self._bf_end - self._bf_next) & _U32  # left to send
+        n = self.ring.read_from(self._bf_next, self._tmp, link.spp if link.spp < n else n)
+        if n and self.ring.read_first != self._bf_next:
+            n = self._skip_overwritten(n)
+        if n == 0:
+            self._bf_lost(self._bf_end)
+            self._bf_next = self._bf_end
+            self._n = 0
+            return
+        self._bf_next = self.ring.read_first
+        self._count = n
+        self._n = encode_samples(self.pkt, self.seq_samples, self._bf_next, self._tmp, 0, n)
+
+    def _skip_overwritten(self, n):
+        """The backfill's next samples were overwritten meanwhile: it goes on from the oldest still held (the host
+        sees the gap; STATUS counts it). Returns how many of the ``n`` read it sends."""
+        first = self.ring.read_first
+        left = (self._bf_end - first) & _U32
+        if left >= _FUTURE or left == 0:
+            return 0
+        self._bf_lost(first)
+        return left if n > left else n
 
     def _channel(self):
         k = self._kind

@@ -49,7 +49,6 @@ class WiredLink:
         self.frames_ignored = 0  # good frames on a channel the strap does not take
         self.eof = False
         self._frame = bytearray(MAX_ENCODED_BYTES + 1)
-        self._frame_mv = memoryview(self._frame)
         self._rx = bytearray(1)  # one byte per read: a read never waits for more than is there
         self._pkt = bytearray(20)
 
@@ -57,10 +56,11 @@ class WiredLink:
         self._write(b"\x00", 1)  # the strap sends one 0x00 when the port opens
 
     def _write(self, buf, n):
-        mv = memoryview(buf) if buf is not self._frame else self._frame_mv
+        # write(buf, offset, length): MicroPython's stream form, which allocates nothing (a memoryview slice per
+        # frame did: 32 bytes).
         done = 0
         while done < n:
-            k = self._out.write(mv[done:n])
+            k = self._out.write(buf, done, n - done)
             if k is None:
                 k = 0
             done += k

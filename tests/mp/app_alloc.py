@@ -72,6 +72,56 @@ def notify():
     streamer.pump(t[0])
 
 
+events = streamer.evring
+record = array("i", [1, 100, 120, 500, 4000])
+
+
+def notify_event():
+    events.push(record)
+    t[0] += 100
+    streamer.pump(t[0])
+
+
+response = bytearray(b"\x14\x01\x09\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00")
+
+
+def notify_response():
+    streamer.respond(response, len(response))
+    t[0] += 100
+    streamer.pump(t[0])
+
+
+def notify_status():
+    streamer.status_due = True
+    t[0] += 100
+    streamer.pump(t[0])
+
+
+def notify_backfill():  # one packet of a backfill over the whole ring (the host's gap after a drop-out)
+    if not streamer.backfilling:
+        streamer.backfill(ring.oldest(), ring.head())
+    t[0] += 100
+    streamer.pump(t[0])
+
+
+def detect_read():  # what the detection task reads per wake
+    ring.read_from(ring.head() - 3, chunk, 32)
+    return ring.read_first
+
+
+def event_read():  # a backfill looking for the events in its range
+    events.read_from(events.head - 2, record, 1)
+    return events.read_first
+
+
 print("isr", per_call(isr))
 print("sample_to_ring", per_call(sample_to_ring))
 print("notify", per_call(notify, 100))
+print("notify_event", per_call(notify_event, 100))
+print("notify_response", per_call(notify_response, 100))
+print("notify_status", per_call(notify_status, 100))
+for _ in range(1500):
+    ring.push(1000)
+print("notify_backfill", per_call(notify_backfill, 100))
+print("detect_read", per_call(detect_read))
+print("event_read", per_call(event_read))

@@ -53,6 +53,12 @@ class Model:
         return self.data[i : i + n], start
 
 
+def read_from(ring, start, out, max_count):
+    """(n, first): ``ring.read_from`` and the ``read_first`` it sets."""
+    n = ring.read_from(start, out, max_count)
+    return n, ring.read_first
+
+
 def fuzz(seed, ops=3000):
     rng = Rng(seed)
     cap = rng.between(1, 3000)
@@ -84,7 +90,7 @@ def fuzz(seed, ops=3000):
         elif op < 92:
             c = model.head() + rng.between(-2 * cap - 10, 10)
             mx = rng.between(0, 600)
-            n, first = ring.read_from(c & U32, out, mx)
+            n, first = read_from(ring, c & U32, out, mx)
             want, wfirst = model.read(c, mx, len(out))
             if first != wfirst & U32 or n != len(want) or list(out[:n]) != want:
                 return "seed=%d FAIL read_from(%d, %d): n=%d first=%d want n=%d first=%d" % (
@@ -158,7 +164,7 @@ def fuzz_events(seed, ops=2000):
             seq = len(records) + rng.between(-2 * cap, 3)
             oldest = max(0, len(records) - cap)
             mx = rng.between(0, 70)
-            n, first = ring.read_from(seq, out, mx)
+            n, first = read_from(ring, seq, out, mx)
             if seq >= len(records):
                 want, wfirst = [], len(records)
             else:
