@@ -185,7 +185,7 @@ def check_battery_mv(mv: int) -> None:
         raise InputError(f"battery voltage must be within {lo}..{hi} mV (got {mv})")
 
 
-@dataclass
+@dataclass(frozen=True)
 class StrapFaults:
     """Per-notification faults on the way to the central, drawn with a seeded RNG.
 
