@@ -24,23 +24,23 @@ MIN_SECONDS = 10.0
 _SYNTH_OVERSAMPLE = 4  # the synthetic signal is made at 4x the strap rate, then ADC-averaged
 
 
-def recording_counts(path: str | Path, input_rate_hz: float, strap_rate_hz: int = 25, column: str = "resp") -> Counts:
-    """A CSV/CSV.gz recording's ``column`` (sampled at ``input_rate_hz``) as the strap's u16 counts."""
+def recording_counts(path: str | Path, sampling_rate: float, strap_rate_hz: int = 25, column: str = "resp") -> Counts:
+    """A CSV/CSV.gz recording's ``column`` (sampled at ``sampling_rate``) as the strap's u16 counts."""
     check_rate(strap_rate_hz)
-    if not input_rate_hz > 0:
-        raise InputError(f"input rate must be > 0 Hz (got {input_rate_hz})")
+    if not sampling_rate > 0:
+        raise InputError(f"input rate must be > 0 Hz (got {sampling_rate})")
     return signal_counts(
-        read_column(path, column, sampling_rate=input_rate_hz), input_rate_hz, strap_rate_hz, str(path)
+        read_column(path, column, sampling_rate=sampling_rate), sampling_rate, strap_rate_hz, str(path)
     )
 
 
-def signal_counts(signal: npt.NDArray[np.float64], input_rate_hz: float, strap_rate_hz: int, source: str) -> Counts:
-    """A signal (no missing samples) sampled at ``input_rate_hz`` as the strap's u16 counts."""
+def signal_counts(signal: npt.NDArray[np.float64], sampling_rate: float, strap_rate_hz: int, source: str) -> Counts:
+    """A signal (no missing samples) sampled at ``sampling_rate`` as the strap's u16 counts."""
     check_rate(strap_rate_hz)
-    seconds = len(signal) / input_rate_hz
+    seconds = len(signal) / sampling_rate
     if seconds < MIN_SECONDS:
         raise InputError(f"{source}: recording too short ({seconds:.1f} s, need at least {MIN_SECONDS:.0f} s)")
-    return simulate_adc(signal, input_rate_hz, strap_rate_hz).counts_u16.astype(np.int64)
+    return simulate_adc(signal, sampling_rate, strap_rate_hz).counts_u16.astype(np.int64)
 
 
 def synthetic_breathing(seconds: float, bpm: float, sampling_rate: float, seed: int) -> npt.NDArray[np.float64]:
