@@ -107,10 +107,10 @@ def _portable(ctx):
     coeffs = ctx[0]
     events = ctx[1]
     io = ctx[2]
-    b0 = coeffs[0]  # == coeffs[2]: a Butterworth low-pass numerator is symmetric
-    b1 = coeffs[1]
-    a1 = coeffs[3]
-    a2 = coeffs[4]
+    b0_q14 = coeffs[0]  # == coeffs[2]: a Butterworth low-pass numerator is symmetric
+    b1_q14 = coeffs[1]
+    a1_q14 = coeffs[3]
+    a2_q14 = coeffs[4]
     base_shift = coeffs[5]
     delay = coeffs[6]
     min_interval = coeffs[7]
@@ -149,7 +149,7 @@ def _portable(ctx):
     while True:
         for i in range(count):
             xc = (samples[i] >> 2) - 8192
-            acc = b0 * (xc + x2) + b1 * x1 - a1 * y1 - a2 * y2 + err
+            acc = b0_q14 * (xc + x2) + b1_q14 * x1 - a1_q14 * y1 - a2_q14 * y2 + err
             y = acc >> 14
             err = acc & 16383  # error feedback: the truncated Q14 fraction goes into the next sample
             x2 = x1

@@ -54,10 +54,10 @@ def words(capacity):
 def feed(mem: ptr32, samples: ptr16, count: int) -> int:
     sign = 1
     sign <<= 31  # two statements: `1 << 31` would be folded into a big-int object on 32-bit targets
-    b0 = mem[0]  # == mem[2]: the Butterworth numerator is symmetric
-    b1 = mem[1]
-    a1 = (mem[3] ^ sign) - sign
-    a2 = mem[4]
+    b0_q14 = mem[0]  # == mem[2]: the Butterworth numerator is symmetric
+    b1_q14 = mem[1]
+    a1_q14 = (mem[3] ^ sign) - sign
+    a2_q14 = mem[4]
     base_shift = mem[5]
     delay = mem[6]
     min_interval = mem[7]
@@ -120,7 +120,7 @@ def feed(mem: ptr32, samples: ptr16, count: int) -> int:
     while i < count:
         xc = (samples[i] >> 2) - 8192
         i += 1
-        acc = b0 * (xc + x2) + b1 * x1 - a1 * y1 - a2 * y2 + err
+        acc = b0_q14 * (xc + x2) + b1_q14 * x1 - a1_q14 * y1 - a2_q14 * y2 + err
         y = acc >> 14
         err = acc & 16383
         x2 = x1
