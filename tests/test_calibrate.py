@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import gzip
 import json
+import os
 import re
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def test_calibrate_rejects_bad_input_in_one_line(tmp_path: Path, capsys: pytest.
     # --out onto a directory: one line, and no temporary file left beside it
     (tmp_path / "taken").mkdir()
     assert main(["calibrate", "--recording", str(A), "--rate", "125", "--out", str(tmp_path / "taken")]) == 2
-    assert "it is a directory" in capsys.readouterr().err
+    assert "taken: a directory; a baseline is written to a file" in capsys.readouterr().err
     assert not (tmp_path / "taken.tmp").exists()
     # asking for more than the recording has: all of it is used, and the user is told
     assert main(["calibrate", "--recording", str(A), "--rate", "125", "--seconds", "600", "--out", str(out)]) == 0
@@ -104,6 +105,32 @@ def test_calibrate_overwrites_an_older_baseline_and_nothing_else(
     write_baseline(older, Baseline(rate_bpm=9.0, rate_sd_bpm=1.0, depth=1.0, n_breaths=20), "last week")
     assert main(["calibrate", "--recording", str(recording), "--rate", "125", "--out", str(older)]) == 0
     assert read_baseline(older).rate_bpm != 9.0  # a new calibration replaces the old one
+
+
+def test_devices_pipes_and_large_files_are_not_read_as_baselines_or_configs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A review: /dev/zero as --config or --therapist-baseline was read until the kernel killed the process at 22 GB
+    # (st_size of a device is 0); --out /dev/stdout read the command's own output pipe and waited for ever.
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)  # opened for reading, a pipe waits for a writer: never opened
+    large = tmp_path / "large.json"
+    large.write_bytes(b" " * (1 << 20))
+    replay = ["replay", "--therapist", str(A), "--client", str(A), "--rate", "125"]
+    cases = [
+        ([*replay, "--config", "/dev/zero"], "/dev/zero: a device, not a configuration file"),
+        ([*replay, "--config", str(pipe)], "pipe: a pipe, not a configuration file"),
+        ([*replay, "--therapist-baseline", "/dev/zero"], "/dev/zero: a device, not a breathsync baseline"),
+        ([*replay, "--therapist-baseline", str(pipe)], "pipe: a pipe, not a breathsync baseline"),
+        ([*replay, "--therapist-baseline", str(large)], "large.json: larger than 64 KB, not a breathsync baseline"),
+        (["calibrate", "--recording", str(A), "--rate", "125", "--out", "/dev/full"], "--out /dev/full: a device;"),
+        (["calibrate", "--recording", str(A), "--rate", "125", "--out", str(pipe)], "pipe: a pipe; a baseline is"),
+    ]
+    for args, message in cases:
+        assert main(args) == 2, args
+        captured = capsys.readouterr()
+        assert message in captured.err and len(captured.err.strip().splitlines()) == 1, captured.err
+        assert captured.out == ""
 
 
 def test_baseline_file_round_trip_and_validation(tmp_path: Path) -> None:
@@ -136,7 +163,7 @@ def test_baseline_file_round_trip_and_validation(tmp_path: Path) -> None:
     path.write_text("[1, 2]")
     with pytest.raises(InputError, match="expected a JSON object"):
         read_baseline(path)
-    path.write_text("[" * 100_000 + "]" * 100_000)
+    path.write_text("[" * 30_000 + "]" * 30_000)
     with pytest.raises(InputError, match="nested too deeply"):
         read_baseline(path)
     path.write_text(json.dumps(good)[:-1] + ', "rate_bpm": 1' + "0" * 5000 + "}")

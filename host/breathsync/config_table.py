@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .small_files import read_small_file
 from .values import finite_float, shown
+
+MAX_CONFIG_FILE_BYTES = 1 << 20  # a configuration is a few KB
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -20,12 +23,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     import tomllib  # here: a replay without --config never parses TOML (~2 ms of its start-up)
 
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    raw = read_small_file(path, MAX_CONFIG_FILE_BYTES, "configuration file")
     try:
         return tomllib.loads(raw.decode("utf-8-sig"))  # a byte-order mark (some Windows editors) is not content
     except UnicodeDecodeError:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+from ..small_files import not_a_regular_file, read_small_file
 from ..values import finite_float, shown
 from .person import MIN_BASELINE_BREATHS
 from .state import Baseline
@@ -120,11 +121,9 @@ def read_baseline(path: str | Path) -> Baseline:
 def read_baseline_file(path: str | Path) -> BaselineFile:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read: {exc}") from None
+        text = read_small_file(path, MAX_BASELINE_FILE_BYTES, "breathsync baseline").decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text, not a breathsync baseline") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -143,8 +142,9 @@ def check_baseline_target(path: str | Path, option: str = "--out") -> None:
     """Refuse to overwrite an existing file that is not a breathsync baseline (a recording, a session, notes):
     replacing an older calibration is what the option is for, replacing anything else loses it."""
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{option} {path}: it is a directory")
+    kind = not_a_regular_file(path)
+    if kind is not None:
+        raise InputError(f"{option} {path}: {kind}; a baseline is written to a file")
     if not path.exists():
         return
     data: object = None
