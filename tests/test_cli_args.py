@@ -219,10 +219,16 @@ def test_run_sessions_directory_must_be_one(tmp_path: Path, capsys: pytest.Captu
     one_line_error(capsys, "sessions.csv: not a directory")
     assert a_file.read_text() == "not a directory"
     # --name continues (or starts) a named session: a plain file name, never a path out of the directory.
-    for name, message in [("", "--name: empty session name"), ("../x", "--name: session.name must be a plain")]:
+    for name, message in [
+        ("", "--name: empty session name"),
+        ("../x", "--name: session.name must be a plain"),
+        ("a\nb", "--name: session.name must be a plain file name (no '/', '\\', control characters"),
+    ]:
         assert main(["run", *replay, "--sessions", str(tmp_path / "s"), "--name", name]) == 2
         one_line_error(capsys, message)
     assert not (tmp_path / "s").exists()
+    assert main(["run", *replay, "--sessions", "~no-such-user-here/sessions"]) == 2  # was a RuntimeError traceback
+    one_line_error(capsys, "~no-such-user-here/sessions: no home folder for '~no-such-user-here'")
     assert open_descriptors(therapist) == open_descriptors(client) == 0  # the links opened first are closed
 
 

@@ -21,6 +21,14 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def expanded(path: str | Path) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` made the home folder; ``InputError`` for a user with none."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # ~nobody-here
+        raise InputError(f"{path}: no home folder for {str(path).split('/')[0]!r}") from None
+
+
 def not_a_regular_file(path: Path) -> str | None:
     """What ``path`` is when it exists and is not a regular file (following links), else None."""
     try:

@@ -23,6 +23,7 @@ from ..detector import Interpreter, micropython_executable
 from ..errors import InputError
 from ..evaluation import match_events
 from ..recording import read_column
+from ..small_files import expanded
 from ..strap_sim import detect_breaths
 from .shutdown import stop_on_signals
 
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--speed must be within 1..8 (got {args.speed})")
     if not args.sessions.strip():
         raise InputError("--sessions: empty directory name")
-    sessions = Path(args.sessions).expanduser()
+    sessions = expanded(args.sessions)
     if sessions.exists() and not sessions.is_dir():  # before the banners, not after
         raise InputError(f"--sessions {args.sessions}: not a directory")
     from ..sim import micropython_unavailable_reason

@@ -75,10 +75,11 @@ class DaemonConfig:
 
 def check_session_name(name: str, where: str = "config") -> None:
     """A session name is a file name inside the sessions directory, never a path out of it."""
-    if name and (name != Path(name).name or name.startswith(".") or "\\" in name or name != name.strip()):
+    control = any(ord(c) < 32 or ord(c) == 127 for c in name)  # a newline split the lines that show the name
+    if name and (name != Path(name).name or name.startswith(".") or "\\" in name or name != name.strip() or control):
         raise InputError(
             f"{where}: session.name must be a plain file name "
-            f"(no '/', '\\', leading '.' or spaces at either end), got {name!r}"
+            f"(no '/', '\\', control characters, leading '.' or spaces at either end), got {name!r}"
         )
 
 

@@ -60,6 +60,7 @@ from ..protocol.packets import (
     HAPTIC_MIN_OFF_MS,
     HAPTIC_MIN_ON_MS,
 )
+from ..small_files import expanded
 from ..store import (
     SaveFailed,
     SessionLock,
@@ -149,7 +150,7 @@ class Daemon:
         self.views = {role: PersonView() for role in ROLES}
         self.links: dict[Role, StrapLink] = {}
         path = config.session.therapist_baseline
-        self.calibration: BaselineFile | None = read_baseline_file(Path(path).expanduser()) if path else None
+        self.calibration: BaselineFile | None = read_baseline_file(expanded(path)) if path else None
         self.engine = EntrainmentEngine(config.engine, self.therapist_baseline)
         self.state: EngineState | None = None
         self.nudge_ids: dict[float, int] = {}

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..small_files import expanded
 from ..store import SessionLock, SessionStore, last_written_unix_s
 from .config import DaemonConfig
 
@@ -27,7 +28,7 @@ def session_path(config: DaemonConfig, now: dt.datetime | None = None) -> Sessio
     Only the newest session is resumed, only if it was not closed, is not being recorded by another run
     (``SessionLock``) and was written within ``RESUME_WITHIN_S``: a session that crashed yesterday belongs
     to yesterday's client, and appending today's (with yesterday's baselines) would mix two people."""
-    directory = Path(config.session.directory).expanduser()
+    directory = expanded(config.session.directory)
     if directory.exists() and not directory.is_dir():
         raise InputError(f"sessions folder {directory}: not a directory (it is an existing file)")
     if config.session.name:
