@@ -568,6 +568,51 @@ def test_an_export_never_overwrites_a_session_file(session_file: Path, tmp_path:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.edf"]
 
 
+@pytest.mark.parametrize(("fmt", "name"), [("csv", "events.csv"), ("csv", "session.json"), ("edf", "monday.edf")])
+def test_an_export_replaces_an_earlier_export_of_its_session_and_nothing_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str, name: str
+) -> None:
+    # An input review: a user's own events.csv and session.json (notes), or a hand-made monday.edf, were replaced
+    # by an export without a word, and a second session's CSV export into the same folder replaced the first's.
+    monday = tiny_session(tmp_path / "monday.sqlite")
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = out / name
+    mine.write_text("my own notes\n")
+    assert main(["export", str(monday), "--format", fmt, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{mine}: exists and is not an earlier output of this session; not overwritten" in err, err
+    assert len(err.strip().splitlines()) == 1 and mine.read_text() == "my own notes\n"
+    assert sorted(p.name for p in out.iterdir()) == [name]  # nothing else was written either
+    mine.unlink()
+    assert main(["export", str(monday), "--format", fmt, "--out", str(out)]) == 0
+    first = snapshot(out)
+    assert main(["export", str(monday), "--format", fmt, "--out", str(out)]) == 0  # again: its own export is replaced
+    assert snapshot(out).keys() == first.keys()
+    other = tiny_session(tmp_path / "other" / "monday.sqlite", seconds=4.0)  # another session of the same name
+    with SessionStore.open(other) as store:
+        store.set_meta("created_unix_s", repr(CREATED_UNIX_S + 86_400))
+    capsys.readouterr()
+    assert main(["export", str(other), "--format", fmt, "--out", str(out)]) == 2
+    assert "exists and is not an earlier output of this session" in capsys.readouterr().err
+    assert snapshot(out) == first
+
+
+def test_a_report_replaces_an_earlier_report_of_its_session_and_nothing_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monday = tiny_session(tmp_path / "monday.sqlite")
+    page = tmp_path / "monday_report.html"
+    page.write_text("<html>my own page about monday</html>\n")
+    assert main(["report", str(monday)]) == 2
+    assert f"{page}: exists and is not an earlier output of this session" in capsys.readouterr().err
+    assert page.read_text() == "<html>my own page about monday</html>\n"
+    page.unlink()
+    assert main(["report", str(monday)]) == 0
+    assert main(["report", str(monday)]) == 0  # its own report is replaced
+    assert "breathsync report: monday" in page.read_text()
+
+
 @pytest.mark.parametrize("name", ["dataset_description.json", "participants.json"])
 @pytest.mark.parametrize(
     ("text", "message"),
@@ -1025,7 +1070,7 @@ def test_report_output_problems_are_one_line_errors_and_keep_earlier_reports(
     path = tiny_session(tmp_path / "s.sqlite")
     out = tmp_path / "out"
     out.mkdir()
-    (out / "s_summary.png").write_bytes(b"an earlier, good summary")
+    (out / "s_summary.png").write_bytes(b"\x89PNG\r\n\x1a\nan earlier, good summary")
     (out / "s_report.html").mkdir()
     before = snapshot(tmp_path)
     _one_line_error(capsys, main(["report", str(path), "--out", str(out)]), r"s_report\.html: is a directory")
@@ -1245,15 +1290,22 @@ def test_an_earlier_export_s_file_for_a_strap_this_session_lacks_is_pointed_out(
     session_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str
 ) -> None:
     # A two-strap session exported, then a therapist-only one into the same place: the first one's client file
-    # stayed beside the second's without a word (a glob of samples_*.csv read another session's client).
+    # stayed beside the second's without a word (a glob of samples_*.csv read another session's client). A CSV
+    # export is one session's folder: another session's export is refused there (session 27).
     out = tmp_path / "out"
     solo = build_session(tmp_path / "solo.sqlite", roles=("therapist",), engine=False)
     labels = ["--subject", "S1", "--bids-session", "one"] if fmt == "bids" else []
     assert main(["export", str(session_file), "--format", fmt, "--out", str(out), *labels]) == 0
     capsys.readouterr()
+    if fmt == "csv":
+        before = snapshot(out)
+        assert main(["export", str(solo), "--format", fmt, "--out", str(out)]) == 2
+        assert "exists and is not an earlier output of this session" in capsys.readouterr().err
+        assert snapshot(out) == before
+        return
     assert main(["export", str(solo), "--format", fmt, "--out", str(out), *labels]) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if "earlier export" in line]
-    expected = ["samples_client.csv"] if fmt == "csv" else ["client_physio.tsv.gz", "client_physio.json"]
+    expected = ["client_physio.tsv.gz", "client_physio.json"]
     assert len(notes) == len(expected) and all(
         note.endswith(f"{name} is from an earlier export, not this session")
         for note, name in zip(notes, expected, strict=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .output import write_all_or_nothing
+from .output import file_head, write_all_or_nothing
 from .session import RoleData, Session
 
 Cell = str | int | float | bool | None
@@ -118,8 +118,30 @@ def _union_columns(records: Iterable[Mapping[str, Cell]], first: Sequence[str] =
 
 
 def export_csv(session: Session, out_dir: Path) -> list[Path]:
-    """One CSV per stream plus ``session.json``; returns the files written."""
-    return write_all_or_nothing(out_dir, lambda directory: _csv_files(session, directory))
+    """One CSV per stream plus ``session.json``; returns the files written. Files already in ``out_dir`` are
+    replaced only when its ``session.json`` says they are an earlier export of this session."""
+    return write_all_or_nothing(
+        out_dir, lambda directory: _csv_files(session, directory), lambda path: _earlier_export(session, path)
+    )
+
+
+def _earlier_export(session: Session, path: Path) -> bool:
+    """Whether ``path`` was written by a CSV export of ``session`` (its folder's session.json lists it)."""
+    text = file_head(path.parent / "session.json", MAX_SESSION_JSON_BYTES)
+    try:
+        info = json.loads(text)
+    except ValueError:  # not JSON (or not UTF-8), or nested too deeply: someone else's
+        return False
+    except RecursionError:
+        return False
+    if not isinstance(info, dict) or "breathsync_version" not in info:
+        return False
+    files = info.get("files")
+    same = info.get("session_file") == session.path.name and info.get("start_unix_s") == session.start_unix_s
+    return same and (path.name == "session.json" or (isinstance(files, list) and path.name in files))
+
+
+MAX_SESSION_JSON_BYTES = 1 << 20
 
 
 def samples_csv_name(role: str) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..store import StoredNudge
-from .output import write_all_or_nothing
+from .output import file_head, write_all_or_nothing
 from .session import RoleData, Session, common_grid, resample
 
 # Raw u16 counts are stored losslessly up to the 16-bit digital range: physical -1 .. 65535
@@ -115,8 +115,16 @@ def export_edf(session: Session, out_dir: Path) -> Path:
         _write_edf(path, session, rate, channels, notes, annotation_signals)
         return [path]
 
-    [path] = write_all_or_nothing(out_dir, write)
+    [path] = write_all_or_nothing(out_dir, write, lambda existing: _earlier_export(session, existing))
     return path
+
+
+def _earlier_export(session: Session, path: Path) -> bool:
+    """Whether ``path`` is an EDF file breathsync wrote for a session that started when ``session`` did."""
+    header = file_head(path, 256)
+    start = _edf_header(session)["startdate"]
+    when = start.strftime("%d.%m.%y%H.%M.%S").encode()
+    return header[:8] == b"0       " and b"breathsync" in header[88:168] and header[168:184] == when
 
 
 def _write_edf(

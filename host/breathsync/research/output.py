@@ -70,8 +70,9 @@ def remove_empty_dirs(created: Sequence[Path]) -> None:
             directory.rmdir()
 
 
-def _check_target(out_dir: Path, target: Path) -> None:
-    """Fail before anything is moved if a target or a directory on its way is the wrong kind of thing."""
+def _check_target(out_dir: Path, target: Path, ours: Callable[[Path], bool] | None = None) -> None:
+    """Fail before anything is moved if a target or a directory on its way is the wrong kind of thing, or (with
+    ``ours``) an existing file that ``ours`` does not recognise as an earlier output of the same session."""
     for parent in reversed(target.relative_to(out_dir).parents[:-1]):
         place = out_dir / parent
         if place.exists() and not place.is_dir():
@@ -80,6 +81,13 @@ def _check_target(out_dir: Path, target: Path) -> None:
         raise InputError(f"{target}: is a directory, cannot write the output file there")
     if _is_sqlite(target):  # a session renamed x.edf, exported to EDF beside itself, was replaced by its export
         raise InputError(f"{target}: is a SQLite database (a stored session?), not overwritten; choose another --out")
+    if ours is not None and (target.exists() or target.is_symlink()) and not ours(target):
+        # A review: a user's own events.csv or notes in session.json, or a second session's CSV export, were
+        # replaced without a word. An earlier output of this session is what may be replaced.
+        raise InputError(
+            f"{target}: exists and is not an earlier output of this session; not overwritten (choose another "
+            "--out, or move it)"
+        )
 
 
 def _is_sqlite(path: Path) -> bool:
@@ -93,8 +101,11 @@ def _is_sqlite(path: Path) -> bool:
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def write_all_or_nothing(out_dir: Path, write: Callable[[Path], Sequence[Path]]) -> list[Path]:
+def write_all_or_nothing(
+    out_dir: Path, write: Callable[[Path], Sequence[Path]], ours: Callable[[Path], bool] | None = None
+) -> list[Path]:
     """Call ``write(staging_dir)``, which writes files there and returns them; move them into ``out_dir``.
+    ``ours``: whether an existing target is an earlier output of the same session (only those are replaced).
 
     Returns the final paths in the order ``write`` returned them. Raises ``InputError`` for an
     unusable output directory or target (OSError while writing included); the output directory
@@ -112,7 +123,7 @@ def write_all_or_nothing(out_dir: Path, write: Callable[[Path], Sequence[Path]])
         staged = list(write(staging))
         finals = [out_dir / p.relative_to(staging) for p in staged]
         for final in finals:
-            _check_target(out_dir, final)
+            _check_target(out_dir, final, ours)
         for source, final in zip(staged, finals, strict=True):
             created += make_dirs(final.parent)
             existed = final.exists()
@@ -131,3 +142,12 @@ def write_all_or_nothing(out_dir: Path, write: Callable[[Path], Sequence[Path]])
             for file in new_files:
                 file.unlink(missing_ok=True)
             remove_empty_dirs(created)
+
+
+def file_head(path: Path, size: int = 4096) -> bytes:
+    """The first ``size`` bytes of ``path`` (empty when it cannot be read)."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return b""

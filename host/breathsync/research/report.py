@@ -32,7 +32,7 @@ from matplotlib.patches import Patch
 
 from .. import __version__
 from ..store import StoredNudge, StoredState, battery_level_pct, mute_duration_s
-from .output import write_all_or_nothing
+from .output import file_head, write_all_or_nothing
 from .session import (
     LOCKED_DECISIONS,
     ROLES,
@@ -849,5 +849,17 @@ def write_report(session: Session, out_dir: Path) -> ReportFiles:
         report.write_text(page, encoding="utf-8")
         return [report, png]
 
-    report, png = write_all_or_nothing(out_dir, write)
+    report, png = write_all_or_nothing(out_dir, write, lambda existing: _earlier_report(session, existing))
     return ReportFiles(report, png)
+
+
+def _earlier_report(session: Session, path: Path) -> bool:
+    """Whether ``path`` is a report of ``session`` (its page's title), or the summary image beside one."""
+    page = path.with_name(f"{session.path.stem}_report.html")
+    title = f"<title>breathsync report: {_e(session.path.stem)}</title>".encode()
+    if path == page:
+        return title in file_head(path)
+    return file_head(path, 8) == PNG_MAGIC and (not page.exists() or title in file_head(page))
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
