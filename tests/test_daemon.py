@@ -35,7 +35,7 @@ from breathsync.engine.baseline_file import read_baseline_file, stored_baseline,
 from breathsync.engine.engine import _PendingEfficacy
 from breathsync.engine.replay import live_block_samples
 from breathsync.engine.state import EngineState
-from breathsync.errors import InputError
+from breathsync.errors import BreathsyncError, InputError
 from breathsync.link.ble import looks_like_address
 from breathsync.link.stream import SampleBlock, StrapEvent
 from breathsync.protocol import Role, SensorState, StatusFlag, StatusPacket
@@ -1431,6 +1431,40 @@ def test_continuing_a_cleanly_ended_session_says_so_and_reopens_it(tmp_path: Pat
             assert store.meta("closed") == "0"  # recorded again: a crash from here is one to resume
             assert [(r, k, d) for _, r, k, d in store.link_events()] == [("therapist", "resumed", why)]
         assert daemon.status_line().startswith("16:40 |")  # the session clock runs from its first sample
+
+
+def test_a_continued_session_keeps_its_own_settings_and_baseline_and_says_so(tmp_path: Path) -> None:
+    # An input review: a session continued with another --config ran on those settings while it said (meta config,
+    # `replay SESSION`, the exports) it ran with its own; a --therapist-baseline given was dropped without a word;
+    # and a session whose stored settings were damaged was recorded into, then refused by every export.
+    started = config_for("bumble:none", tmp_path)
+    path = tmp_path / "monday.sqlite"
+    with SessionStore.create(path, started.as_dict()) as store:
+        store.add_samples("therapist", [0, 1], [1000.0, 1000.04], [5, 6])
+        store.set_meta("t0_unix_s", "995.0")
+    write_baseline(tmp_path / "me.json", Baseline(rate_bpm=11.5, rate_sd_bpm=0.9, depth=2.0, n_breaths=23))
+    engine = dataclasses.replace(
+        started.engine,
+        engine=dataclasses.replace(started.engine.engine, plv_min=0.99),
+        policy=dataclasses.replace(started.engine.policy, cooldown_s=7000.0),
+    )
+    other = dataclasses.replace(config_for("bumble:none", tmp_path, baseline=str(tmp_path / "me.json")), engine=engine)
+    out = io.StringIO()
+    daemon = Daemon(other, out, clock=lambda: 2000.0)
+    with SessionStore.open(path) as store:
+        daemon._start_session(store, path, resumed=True)
+    assert daemon.config.engine == started.engine and daemon.engine.config == started.engine
+    lines = out.getvalue().splitlines()
+    assert lines[:2] == [
+        "continuing with the settings the session started with (the given ones differ in engine.plv_min, "
+        "policy.cooldown_s; they apply to a new session)",
+        "--therapist-baseline not used: a continued session keeps the baseline it started with",
+    ]
+    assert daemon.calibration is None  # learned, as the session started
+    with SessionStore.open(path) as store:
+        store.set_meta("config", "{not json")
+    with SessionStore.open(path) as store, pytest.raises(BreathsyncError, match="meta config is not valid JSON"):
+        Daemon(started, io.StringIO(), clock=lambda: 2000.0)._start_session(store, path, resumed=True)
 
 
 def test_a_strap_battery_running_low_is_said_once_per_level(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from ..engine import (
     StrapBreath,
 )
 from ..engine.baseline_file import BaselineFile, read_baseline_file, store_baseline, stored_calibration
+from ..engine.config import stored_config
 from ..errors import InputError
 from ..link.ble import BleOptions
 from ..link.clock import steady_wall_clock
@@ -554,12 +556,31 @@ class Daemon:
                         raise StoreError(f"{failure.failure}; nothing had been saved: no session kept")
         return summary
 
+    def _keep_stored_settings(self, store: SessionStore, path: Path) -> None:
+        """A continued session runs on with the engine and policy settings it started with (those it stores, which
+        `replay SESSION` and the exports name): an input review found a resumed run using another --config's while
+        the session said it ran with its own. Today's differences are named; they apply to a new session."""
+        stored, _older = stored_config(store.config().get("engine"), str(path))  # damaged: refused here, not later
+        if stored is None or stored == self.config.engine:
+            return
+        now, then = dataclasses.asdict(self.config.engine), dataclasses.asdict(stored)
+        changed = [f"{table}.{key}" for table in then for key in then[table] if then[table][key] != now[table][key]]
+        self.config = dataclasses.replace(self.config, engine=stored)
+        self._line(
+            f"continuing with the settings the session started with (the given ones differ in {', '.join(changed)};"
+            " they apply to a new session)"
+        )
+
     def _start_session(self, store: SessionStore, path: Path, resumed: bool) -> None:
         if resumed:
             t0 = store.meta_float("t0_unix_s")
             self.t0_s = self.clock() if t0 is None else t0
+            self._keep_stored_settings(store, path)
             # The session keeps the baseline it started with (a calibration file, or none: learned).
+            given = self.calibration
             self.calibration = stored_calibration(store)
+            if given is not None and given != self.calibration:
+                self._line("--therapist-baseline not used: a continued session keeps the baseline it started with")
             self.engine = EntrainmentEngine(self.config.engine, self.therapist_baseline)
             self._rebuild(store)
             self._zero_s = store.first_sample_time()
