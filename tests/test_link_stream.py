@@ -236,9 +236,15 @@ def test_a_backfill_answer_behind_the_start_asked_for_loses_nothing() -> None:
         return session.stream.gaps.ranges, sink.link
 
     gaps, link = asyncio.run(asked(150))
-    assert gaps == [(150, 200)] and link == [("samples-lost", "100..150")]
+    assert gaps == [(150, 200)] and link == [
+        ("samples-lost", "2.0 s of its data could not be recovered (samples 100..149)")
+    ]
     gaps, link = asyncio.run(asked(60))
     assert gaps == [(100, 200)] and link == []
+    # An answer past the range asked for gives up that range only (a review: the strap's oldest sample, 452 past a
+    # 2-sample gap, was said as 454 lost).
+    gaps, link = asyncio.run(asked(250))
+    assert gaps == [] and link == [("samples-lost", "4.0 s of its data could not be recovered (samples 100..199)")]
 
 
 def test_the_duplicate_filter_stays_bounded_and_still_catches_what_a_strap_can_resend() -> None:

@@ -282,8 +282,10 @@ class Daemon:
                 if stream is not None:
                     # Stored counters now run ahead of the strap's own by this much; a resumed run needs it.
                     self.store.set_meta(f"counter_offset.{role}", str(stream.offset))
-        if kind in ("disconnected", "samples-lost", "strap-rebooted"):
-            said = {"samples-lost": "samples lost", "strap-rebooted": "restarted, carrying on"}.get(kind, kind)
+        if kind == "samples-lost":
+            self._line(f"{role} strap: {detail}")
+        elif kind in ("disconnected", "strap-rebooted"):
+            said = {"strap-rebooted": "restarted, carrying on"}.get(kind, kind)
             self._line(f"{role} strap: {said}" + (f" ({detail})" if detail else ""))
             if kind == "disconnected":
                 self._lost_at.setdefault(role, self.clock())

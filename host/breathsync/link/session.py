@@ -268,9 +268,17 @@ class StrapSession:
         # value0 behind the start asked for: the strap has not counted that far (a reboot the host has not
         # seen yet), which is no reason to give up the gap; the next TIME_SYNC tells.
         if 0 < ahead < 1 << 31:
-            # The strap no longer holds [start, value0): those samples are lost for good.
-            lost_until = start + ahead
-            self.stream.strap_lost(max(lost_until, first_available))
-            self.sink.on_link(self.role, "samples-lost", f"{start}..{lost_until}")
+            # The strap no longer holds [start, value0): those samples are lost for good. Said as what that gave up
+            # of the range asked for (a review: the strap's oldest sample, past a 2-sample gap asked for, read as
+            # 454 lost), in seconds for the therapist, with the counters for the technician.
+            until = min(start + ahead, end)
+            lost = self.stream.strap_lost(max(until, first_available))
+            if lost:
+                self.sink.on_link(
+                    self.role,
+                    "samples-lost",
+                    f"{lost / self.stream.rate_hz:.1f} s of its data could not be recovered (samples "
+                    f"{start}..{until - 1})",
+                )
         self._backfill_in_flight = None
         return True

@@ -239,9 +239,12 @@ class StrapStream:
         """The oldest missing range [start, end) to ask the strap for, or None."""
         return self.gaps.ranges[0] if self.gaps.ranges else None
 
-    def strap_lost(self, before_counter: int) -> None:
-        """The strap answered a backfill from a later counter: what is below it is gone for good."""
-        self.stats.samples_lost += self.gaps.drop_before(before_counter)
+    def strap_lost(self, before_counter: int) -> int:
+        """The strap answered a backfill from a later counter: what is below it is gone for good; returns how many
+        samples that gave up."""
+        lost = self.gaps.drop_before(before_counter)
+        self.stats.samples_lost += lost
+        return lost
 
     def on_samples_packet(self, packet: SamplesPacket, arrival_s: float) -> None:
         self.stats.packets += 1
