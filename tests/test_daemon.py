@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import fcntl
 import io
@@ -28,6 +29,7 @@ from strap_model import ModelStrap, served
 from breathsync.cli import main
 from breathsync.daemon import Daemon, DaemonConfig, load_daemon_config, session_path
 from breathsync.daemon.config import OutputsConfig, SessionConfig, StrapsConfig
+from breathsync.daemon.session_files import SessionChoice
 from breathsync.daemon.status import status_due
 from breathsync.detector import detect_cpython
 from breathsync.engine import Baseline, HapticPattern, Nudge
@@ -37,6 +39,7 @@ from breathsync.engine.replay import live_block_samples
 from breathsync.engine.state import EngineState
 from breathsync.errors import BreathsyncError, InputError
 from breathsync.link.ble import looks_like_address
+from breathsync.link.session import LinkError
 from breathsync.link.stream import SampleBlock, StrapEvent
 from breathsync.protocol import Role, SensorState, StatusFlag, StatusPacket
 from breathsync.roles import ROLES
@@ -113,6 +116,38 @@ def test_daemon_records_both_straps_and_shows_status(
         f"therapist baseline 11.5/min (SD 0.9) from calibration (ble:strap-T, {written.created}); learning the"
         " client's over the first 120 s" in text
     )
+
+
+def test_the_virtual_straps_going_away_ends_the_session_and_keeps_it_to_continue(tmp_path: Path) -> None:
+    # A soak review: the virtual straps' process stopped and came back, and `run` said 'retrying' for ever (its
+    # Bumble bench had lost its transport and never reaches anything again); Ctrl-C then closed the session and
+    # the next run began a new one, learning both baselines again.
+    async def make(link: object) -> dict[str, ModelStrap]:
+        return {
+            "therapist": await ModelStrap("strap-T", breathing(900, 12, 1), speed=1.0, role=Role.THERAPIST).start(link),
+            "client": await ModelStrap("strap-C", breathing(900, 16, 2), speed=1.0, role=Role.CLIENT).start(link),
+        }
+
+    virtual = contextlib.ExitStack()
+    adapter, _ = virtual.enter_context(served(make))
+    config = config_for(adapter, tmp_path)
+    out = io.StringIO()
+
+    async def go() -> None:
+        task = asyncio.create_task(Daemon(config, out).run(asyncio.Event()))
+        await asyncio.sleep(5)
+        await asyncio.to_thread(virtual.close)  # the virtual straps' process ends
+        with pytest.raises(LinkError, match=r"lost its HCI transport .*; the session is kept: `breathsync run --name"):
+            await asyncio.wait_for(task, 30)
+
+    try:
+        asyncio.run(go())
+    finally:
+        virtual.close()
+    [path] = tmp_path.glob("*.sqlite")
+    with SessionStore.open(path) as store:
+        assert store.meta("closed") != "1" and len(store.samples("therapist").counters) > 25 * 2
+    assert session_path(config) == SessionChoice(path, True)  # the next run continues it
 
 
 WALL_CLOCK_STEP = """

@@ -39,7 +39,7 @@ from ..engine import (
 from ..engine.baseline_file import BaselineFile, read_baseline_file, store_baseline, stored_calibration
 from ..engine.config import stored_config
 from ..errors import InputError
-from ..link.ble import BleOptions
+from ..link.ble import AdapterGone, BleOptions
 from ..link.clock import steady_wall_clock
 from ..link.session import CommandUnanswered, LinkError
 from ..link.sources import (
@@ -521,13 +521,18 @@ class Daemon:
         summary = SessionSummary(path, resumed)
         tasks: list[asyncio.Task[None]] = []
         failed = False
-        failure: StoreError | None = None  # a storage failure (a full disk) ended the session
+        failure: StoreError | AdapterGone | None = None  # a full disk, or the adapter gone, ended the session
         try:
             self._start_session(store, path, resumed)
             await self._connect_and_run(stop, options, store, tasks)
         except BaseException as exc:
             failed = True
-            failure = exc if isinstance(exc, StoreError) else None
+            # A full disk, or an adapter gone: the session stays open (not closed) for the next run to continue.
+            failure = exc if isinstance(exc, StoreError | AdapterGone) else None
+            if isinstance(exc, AdapterGone):
+                raise LinkError(
+                    f"{exc}; the session is kept: `breathsync run --name {path.stem}` continues it"
+                ) from None
             raise
         finally:
             await close_links(list(self.links.values()), tasks, DAEMON_CLOSE_WAIT_S)

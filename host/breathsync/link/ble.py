@@ -52,6 +52,12 @@ class StrapNotInRange(LinkError):
     a back-off grown to 15 s over a long absence kept a strap that had come back waiting for up to that long)."""
 
 
+class AdapterGone(LinkError):
+    """The adapter itself went away mid-run (the virtual straps' HCI transport ended): no strap can be reached
+    through it again, so a link ends instead of retrying for ever (a review: 'retrying' until Ctrl-C, which then
+    closed the session, and the next run began a new one)."""
+
+
 @dataclass(frozen=True)
 class BleOptions:
     """How a BLE link behaves; defaults suit a therapist's session."""
@@ -320,6 +326,8 @@ class BleStrapLink:
                     break
                 if first and isinstance(exc, BleakBluetoothNotAvailableError):  # never connected: not a dropout
                     raise no_adapter_error(str(exc.args[0])) from None
+                if isinstance(exc, AdapterGone):
+                    raise
                 self.sink.on_link(self.role, "connect-failed", str(exc) or type(exc).__name__)
                 if isinstance(exc, StrapNotInRange):  # not a failure to back off from: search on
                     pause = backoff = self.options.backoff_initial_s

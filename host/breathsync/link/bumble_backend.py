@@ -56,7 +56,7 @@ from bumble.transport import open_transport
 from bumble.transport.common import AsyncPipeSink, Transport
 
 from ..errors import BreathsyncError
-from .ble import BleOptions
+from .ble import AdapterGone, BleOptions
 
 __all__ = [
     "DEFAULT_HOST_ADDRESS",
@@ -118,6 +118,10 @@ _AD_MANUFACTURER = 0xFF
 
 class BumbleBenchError(BreathsyncError, BleakError):
     """The bench cannot reach its controller (transport refused or lost, bench closed)."""
+
+
+class BumbleTransportLost(BumbleBenchError, AdapterGone):
+    """The bench's HCI transport ended (the virtual straps' process stopped): this bench reaches nothing again."""
 
 
 # --------------------------------------------------------------------------- UUIDs and advertising
@@ -529,7 +533,7 @@ class BumbleBench:
         if self._closed:
             raise BumbleBenchError("the Bumble bench is closed")
         if self._lost_transport():
-            raise BumbleBenchError("the Bumble bench lost its HCI transport")
+            raise BumbleTransportLost("the Bumble bench lost its HCI transport (did the virtual straps' process end?)")
 
     def _address_of(self, text: str) -> hci.Address:
         known = self._addresses.get(text.upper())
