@@ -845,8 +845,13 @@ def test_mirroring_on_purpose_mutes_and_resumes_by_itself(tmp_path: Path) -> Non
     daemon.mute()
     mute_s = daemon.config.engine.policy.mute_s
     assert daemon.engine.policy.is_muted(100.0 + mute_s - 1)
-    assert not daemon.engine.policy.is_muted(100.0 + mute_s + 1)
     assert "muted for 10 min" in out.getvalue()
+    daemon._say_mute_over(1000.0 + 100.0 + mute_s - 1)
+    assert "nudges are back on" not in out.getvalue()
+    daemon._say_mute_over(1000.0 + 100.0 + mute_s + 1)  # the status tick after it ran out: said once
+    daemon._say_mute_over(1000.0 + 100.0 + mute_s + 2)
+    assert out.getvalue().count("the mute is over: nudges are back on") == 1
+    assert not daemon.engine.policy.is_muted(100.0 + mute_s + 1)
 
 
 def test_pressing_m_again_ends_the_mute_and_the_session_keeps_both(tmp_path: Path) -> None:

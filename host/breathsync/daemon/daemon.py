@@ -162,6 +162,7 @@ class Daemon:
         # raise, so it is kept here and raised by the session loop (``_tick``), which ends the session.
         self.store_failure: StoreError | None = None
         self._told_failures: dict[str, set[str]] = {}  # connect failures shown per strap since it last connected
+        self._mute_said = False  # a mute was said to have begun: its end by itself is said too
         self._lost_at: dict[str, float] = {}  # strap -> when it was said to be disconnected (until it is back)
         self.store: SessionStore | None = None
         self.t0_s = 0.0
@@ -386,6 +387,7 @@ class Daemon:
                 # Read back by store.mute_duration_s: a resumed run and `replay SESSION` mute as live did
                 # (an ended mute is a mute of 0 min from then).
                 self.store.add_link_event(self.clock(), "therapist", "muted", f"{minutes:g} min")
+        self._mute_said = not ending
         if ending:
             self._line("mute ended: nudges are back on")
         else:
@@ -393,6 +395,13 @@ class Daemon:
                 f"nudges muted for {minutes:.0f} min (mirroring on purpose); they resume by themselves "
                 "(m + Enter again to end it now)"
             )
+
+    def _say_mute_over(self, now_s: float) -> None:
+        """A mute that ran out by itself is said, as one ended with m + Enter is (a soak review: the status line's
+        '(muted, N min left)' just disappeared)."""
+        if self._mute_said and not self.engine.policy.is_muted(self.session_s(now_s)):
+            self._mute_said = False
+            self._line("the mute is over: nudges are back on")
 
     # -- status line -------------------------------------------------------------------------------
 
@@ -691,6 +700,7 @@ class Daemon:
             assert self.store is not None
             self.store.commit()
             now = self.clock()
+            self._say_mute_over(now)
             if status_due(now, self._last_status, self._zero_s, interval):
                 self._last_status = now
                 text = self.status_line()
