@@ -1575,6 +1575,16 @@ def test_the_status_line_shows_a_connected_strap_that_sends_nothing(tmp_path: Pa
     assert "T: ok ? 13.4/min" in daemon.status_line()
 
 
+def test_the_status_line_says_every_engine_decision_in_words() -> None:
+    from typing import get_args
+
+    from breathsync.daemon.status import DECISION_WORDS
+    from breathsync.engine.state import Decision
+
+    assert set(DECISION_WORDS) == set(get_args(Decision))  # a new decision gets its words, not its code name
+    assert all("_" not in words for words in DECISION_WORDS.values())
+
+
 def test_the_status_line_through_a_drop_out_shows_no_stale_reading_or_silence(tmp_path: Path) -> None:
     # Its last samples came before the drop-out: for the first second after it was back the line said
     # 'T: no data 20s'.
@@ -1586,11 +1596,11 @@ def test_the_status_line_through_a_drop_out_shows_no_stale_reading_or_silence(tm
     values: dict[str, Any] = {f.name: None for f in dataclasses.fields(EngineState)}
     values.update(t_s=1.0, decision="no_lock", plv=0.65, plv_chance=0.66, plv_breaths=7, locked_for_s=0.0, muted=False)
     daemon.state = EngineState(**values)
-    assert "sync 0.65 (chance 0.66) no_lock" in daemon.status_line()
+    assert "sync 0.65 (chance 0.66) apart" in daemon.status_line()
     # Locked by the breaths' timing, its phase value below the chance level: the line says on what ground.
     timed = dict(values, decision="therapist_follows", plv=0.91, plv_chance=0.95, plv_p=0.3, beat_cycles=0.5)
     daemon.state = EngineState(**(timed | {"lag_locking": 0.96, "lag_locking_p": 0.02}))
-    assert "sync 0.91 (chance 0.95; locked in breath timing) therapist_follows" in daemon.status_line()
+    assert "sync 0.91 (chance 0.95; locked in breath timing) you follow" in daemon.status_line()
     daemon.state = EngineState(**values)
     daemon.on_link("therapist", "disconnected", "")
     # The last reading is not live while a strap is gone (the engine pauses only 2 s later).

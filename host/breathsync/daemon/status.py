@@ -16,6 +16,18 @@ from ..roles import ROLES, Role
 
 # Said beside the chance level when the pair was found locked by another test than the phase value against it.
 LOCK_GROUNDS = {"beats": "; steady too long for chance", "timing": "; locked in breath timing"}
+# The engine's decision as the therapist reads it (a soak review: 'locked_unclear', 'nudge_suppressed' were
+# explained nowhere); the stored states keep the engine's own names.
+DECISION_WORDS = {
+    "learning": "learning",
+    "paused": "paused",
+    "no_lock": "apart",
+    "locked_client_follows": "client follows you",
+    "locked_unclear": "together, no leader",
+    "therapist_follows": "you follow",
+    "nudge": "you follow: NUDGE",
+    "nudge_suppressed": "you follow (nudge held back)",
+}
 
 
 @dataclass
@@ -89,7 +101,7 @@ def status_line(
         # its chance read as a contradiction ('sync 0.91 (chance 0.95) therapist_follows').
         why = LOCK_GROUNDS.get(lock_route(s, engine.config.engine) or "", "") if s.decision != "no_lock" else ""
         chance = "" if s.plv_chance is None else f" (chance {s.plv_chance:.2f}{why})"
-        parts.append(f"sync {plv}{chance} {s.decision}")
+        parts.append(f"sync {plv}{chance} {DECISION_WORDS.get(s.decision, s.decision)}")
     nudges = f"nudges {nudge_count}"
     muted_s = engine.policy.muted_for_s(session_now_s)
     if muted_s > 0:  # the therapist pressed m: say so until nudges resume by themselves
