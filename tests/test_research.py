@@ -598,6 +598,24 @@ def test_an_export_replaces_an_earlier_export_of_its_session_and_nothing_else(
     assert snapshot(out) == first
 
 
+def test_a_strap_searched_for_is_one_row_of_the_report_not_one_per_try(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A soak review: a 5-minute absence was 33 identical 'connect-failed' rows in the report's link table.
+    path = tiny_session(tmp_path / "s.sqlite")
+    with SessionStore.open(path) as store:
+        store.add_link_event(HOST_T0_S + 1.0, "client", "disconnected", "")
+        for k in range(5):
+            store.add_link_event(HOST_T0_S + 2.0 + 10 * k, "client", "connect-failed", "no strap in range")
+            store.add_link_event(HOST_T0_S + 3.0 + 10 * k, "therapist", "battery", "80%")  # interleaved: no matter
+        store.add_link_event(HOST_T0_S + 60.0, "client", "connect-failed", "cannot connect (timeout)")
+        store.add_link_event(HOST_T0_S + 70.0, "client", "connected", "AA:BB")
+    assert main(["report", str(path)]) == 0
+    page = (tmp_path / "s_report.html").read_text()
+    assert page.count("no strap in range") == 1 and "no strap in range (5 tries, the last at 0:42)" in page
+    assert page.count("cannot connect (timeout)") == 1 and "cannot connect (timeout) (" not in page
+
+
 def test_a_report_replaces_an_earlier_report_of_its_session_and_nothing_else(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -738,7 +738,9 @@ def _dropouts_table(session: Session) -> str:
     # A connection is news only after the strap was lost: without the reconnection a disconnect read as the end of
     # that strap (the start's connections are left out).
     lost: set[str] = set()
-    link = []
+    link: list[tuple[float, str, str, str]] = []
+    retries: dict[int, tuple[int, float]] = {}  # row -> (tries, last try's time): a strap searched for a while
+    last_row: dict[str, int] = {}
     for t, r, k, d in session.link_events:
         if k == "battery":  # levels are in the straps table; a low one is said there, not as a link event
             continue
@@ -750,6 +752,12 @@ def _dropouts_table(session: Session) -> str:
             if r not in lost:
                 continue
             lost.discard(r)
+        row = last_row.get(r)
+        if k == "connect-failed" and row is not None and link[row][2:] == (k, d):
+            # The same failure again (a search every ~10 s): one row, not 33 (a soak review's 5-minute absence).
+            retries[row] = (retries.get(row, (1, t))[0] + 1, t)
+            continue
+        last_row[r] = len(link)
         link.append((t, r, k, d))
     parts = []
     if gaps:
@@ -767,10 +775,21 @@ def _dropouts_table(session: Session) -> str:
     if link:
         parts.append(
             _table(
-                ("time", "strap", "link event", "detail"), ((_clock(session.rel(t)), r, k, d) for t, r, k, d in link)
+                ("time", "strap", "link event", "detail"),
+                (
+                    (_clock(session.rel(t)), r, k, _retried(d, retries.get(i), session))
+                    for i, (t, r, k, d) in enumerate(link)
+                ),
             )
         )
     return "".join(parts)
+
+
+def _retried(detail: str, retried: tuple[int, float] | None, session: Session) -> str:
+    if retried is None:
+        return detail
+    tries, last_s = retried
+    return f"{detail} ({tries} tries, the last at {_clock(session.rel(last_s))})"
 
 
 def _decisions_table(s: Summary) -> str:
