@@ -258,6 +258,10 @@ def test_a_recording_mostly_missing_is_too_short_to_calibrate(tmp_path: Path) ->
     signal = read_column(bundled_path("bidmc_18_resp.csv.gz"))[: 125 * 100]
     with pytest.raises(InputError, match="only 25 s of breathing"):
         calibrate_recording(signal, 125.0, dropouts_s=((20.0, 95.0),))
+    # Drop-outs that overlap (each widened to whole sample blocks) count once: '-19 s of breathing' before.
+    overlapping = tuple((float(a), a + 1.5) for a in range(20, 95))
+    with pytest.raises(InputError, match="only 24 s of breathing"):
+        calibrate_recording(signal, 125.0, dropouts_s=overlapping)
 
 
 def test_a_calibration_spent_talking_says_so() -> None:

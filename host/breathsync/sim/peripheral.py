@@ -665,8 +665,9 @@ class HciServer:
     @property
     def host_moniker(self) -> str:
         """The transport moniker a host process opens to reach this controller."""
-        host = f"[{self.host_address}]" if ":" in self.host_address else self.host_address
-        return f"tcp-client:{host}:{self.port}"
+        # As Bumble reads it: the port after the last ':', the host before it unbracketed ('::1', not '[::1]':
+        # an input review found the bracketed form printed by `sim --host ::1` and unusable).
+        return f"tcp-client:{self.host_address}:{self.port}"
 
     async def wait_for_host(self, timeout_s: float = 5.0) -> None:
         async with asyncio.timeout(timeout_s):
