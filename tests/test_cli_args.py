@@ -227,6 +227,12 @@ def test_run_sessions_directory_must_be_one(tmp_path: Path, capsys: pytest.Captu
         assert main(["run", *replay, "--sessions", str(tmp_path / "s"), "--name", name]) == 2
         one_line_error(capsys, message)
     assert not (tmp_path / "s").exists()
+    (tmp_path / "s2").mkdir()
+    (tmp_path / "s2" / "notes.sqlite").write_text("not a session")
+    assert main(["run", *replay, "--sessions", str(tmp_path / "s2"), "--name", "notes"]) == 2
+    _, err = one_line_error(capsys, f"cannot use session file {tmp_path / 's2' / 'notes.sqlite'}: not a")
+    assert err.count("notes.sqlite") == 1  # the path once, not twice
+    assert (tmp_path / "s2" / "notes.sqlite").read_text() == "not a session"
     assert main(["run", *replay, "--sessions", "~no-such-user-here/sessions"]) == 2  # was a RuntimeError traceback
     one_line_error(capsys, "~no-such-user-here/sessions: no home folder for '~no-such-user-here'")
     assert open_descriptors(therapist) == open_descriptors(client) == 0  # the links opened first are closed

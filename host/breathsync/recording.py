@@ -135,7 +135,7 @@ def _column_index(path: Path, names: list[str], column: str) -> int:
             )
         shown = ", ".join(repr(n) if not n.isprintable() else n for n in names[:20]) or "none"
         more = f", ... ({len(names)} in all)" if len(names) > 20 else ""
-        raise InputError(f"{path}: no column {column!r} (columns: {shown[:300]}{more})")
+        raise InputError(f"{path}: no column {column!r} (columns: {clipped(shown + more, 200)})")
     if len(matches) > 1:
         raise InputError(f"{path}: column {column!r} appears {len(matches)} times in the header")
     return matches[0]

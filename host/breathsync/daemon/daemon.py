@@ -517,7 +517,7 @@ class Daemon:
                 raise
         except Exception as exc:
             await close_links(list(self.links.values()), [])
-            raise InputError(f"cannot use session file {path}: {exc}") from None
+            raise InputError(f"cannot use session file {path}: {str(exc).removeprefix(f'{path}: ')}") from None
         try:
             return await self._record(stop, options, store, path, resumed)
         finally:
