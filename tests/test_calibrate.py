@@ -66,6 +66,7 @@ def test_calibrate_rejects_bad_input_in_one_line(tmp_path: Path, capsys: pytest.
         (["--recording", str(flat), "--rate", "125"], "breath(s) in 60 s"),
         (["--recording", str(tmp_path / "none.csv"), "--rate", "125"], "no such file"),
         (["--rate", "125"], "--rate belongs to --recording"),
+        (["--column", "resp"], "--column belongs to --recording"),
         (["--strap", "bogus"], "bad source 'bogus'"),  # before 'calibrating for...' too
     ]
     for args, message in cases:

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rate", type=float, metavar="HZ", help="the recording's sampling rate (default: as its header states it)"
     )
-    parser.add_argument("--column", default="resp", help="signal column of the recording (default: resp)")
+    parser.add_argument("--column", help="signal column of the recording (default: resp)")
     parser.add_argument(
         "--strap-rate", type=int, default=25, choices=STRAP_RATES_HZ, metavar="HZ", help="strap rate, 25 or 50"
     )
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.recording:
             raise InputError("--recording needs a file name")
         rate_hz = input_rate(args.recording, args.rate)
-        strap_input = read_strap_input(args.recording, args.column, rate_hz, "the", "calibrate", args.strap_rate)
+        strap_input = read_strap_input(args.recording, args.column or "resp", rate_hz, "the", "calibrate", args.strap_rate)
         result = calibrate_recording(
             strap_input.signal, rate_hz, args.strap_rate, args.seconds, args.recording, strap_input.dropouts_s
         )
@@ -91,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.rate is not None:
             raise InputError("--rate belongs to --recording (a strap's rate is --strap-rate)")
+        if args.column is not None:  # was ignored without a word (an input review)
+            raise InputError("--column belongs to --recording (a strap sends one signal)")
         try:
             result = asyncio.run(_live(args))
         except LinkError as exc:
