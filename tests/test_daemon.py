@@ -27,7 +27,7 @@ from open_files import open_descriptors
 from strap_model import ModelStrap, served
 
 from breathsync.cli import main
-from breathsync.daemon import Daemon, DaemonConfig, load_daemon_config, session_path
+from breathsync.daemon import Daemon, DaemonConfig, SessionSummary, load_daemon_config, session_path
 from breathsync.daemon.config import OutputsConfig, SessionConfig, StrapsConfig
 from breathsync.daemon.session_files import SessionChoice
 from breathsync.daemon.status import status_due
@@ -84,7 +84,7 @@ def test_daemon_records_both_straps_and_shows_status(
     write_baseline(tmp_path / "me.json", calibrated, source="ble:strap-T", duration_s=120.0)
     written = read_baseline_file(tmp_path / "me.json")
 
-    async def go() -> None:
+    async def go() -> SessionSummary:
         stop = asyncio.Event()
         daemon = Daemon(config_for(adapter, tmp_path, baseline=str(tmp_path / "me.json")), out)
         assert daemon.engine.baselines["therapist"] == calibrated
@@ -93,9 +93,13 @@ def test_daemon_records_both_straps_and_shows_status(
         stop.set()
         summary = await asyncio.wait_for(task, 20)
         assert summary.samples["therapist"] > 25 * 3 and summary.samples["client"] > 25 * 3
+        return summary
 
-    asyncio.run(go())
+    summary = asyncio.run(go())
     [path] = tmp_path.glob("*.sqlite")
+    from breathsync.research.session import load_session
+
+    assert summary.duration_s == pytest.approx(load_session(path).duration_s, abs=0.05)  # the report's length
     with SessionStore.open(path) as store:
         assert store.meta("closed") == "1"
         for role, strap in straps.items():
