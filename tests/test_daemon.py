@@ -1140,7 +1140,7 @@ def test_stopping_while_searching_for_straps_ends_at_once_and_keeps_no_empty_ses
 
     with served(no_straps) as (adapter, _):
         config = DaemonConfig(
-            session=SessionConfig(directory=str(tmp_path / "sessions")),
+            session=SessionConfig(directory=str(tmp_path / "runs" / "sessions")),
             straps=StrapsConfig(ble=adapter, therapist="auto", client="auto"),
             outputs=OutputsConfig(lsl=False),
         )
@@ -1158,7 +1158,7 @@ def test_stopping_while_searching_for_straps_ends_at_once_and_keeps_no_empty_ses
         took_s, kept = asyncio.run(go())
     assert "looking for the therapist's and the client's straps..." in out.getvalue()
     assert took_s < 10.0 and not kept  # not the 30 s a search by role would otherwise go on for
-    assert list((tmp_path / "sessions").iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # nor the folders the run made for it (an input review)
 
 
 def test_lsl_configuration_is_private_quiet_and_removed(tmp_path: Path) -> None:

@@ -79,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.recording:
             raise InputError("--recording needs a file name")
         rate_hz = input_rate(args.recording, args.rate)
-        strap_input = read_strap_input(args.recording, args.column or "resp", rate_hz, "the", "calibrate", args.strap_rate)
+        strap_input = read_strap_input(
+            args.recording, args.column or "resp", rate_hz, "the", "calibrate", args.strap_rate
+        )
         result = calibrate_recording(
             strap_input.signal, rate_hz, args.strap_rate, args.seconds, args.recording, strap_input.dropouts_s
         )

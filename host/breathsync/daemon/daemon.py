@@ -163,6 +163,7 @@ class Daemon:
         self.store_failure: StoreError | None = None
         self._told_failures: dict[str, set[str]] = {}  # connect failures shown per strap since it last connected
         self._mute_said = False  # a mute was said to have begun: its end by itself is said too
+        self._made_dirs: list[Path] = []  # folders this run made for its session file
         self._lost_at: dict[str, float] = {}  # strap -> when it was said to be disconnected (until it is back)
         self.store: SessionStore | None = None
         self.t0_s = 0.0
@@ -508,6 +509,9 @@ class Daemon:
 
     async def _run_session(self, stop: asyncio.Event, options: BleOptions, path: Path, resumed: bool) -> SessionSummary:
         lock = SessionLock(path)
+        # The folders create() makes, outermost first: taken away again with a session that holds nothing (an input
+        # review: a run whose strap search failed left a new, empty sessions folder behind).
+        self._made_dirs = [] if resumed else [d for d in (path.parent, *path.parent.parents) if not d.exists()][::-1]
         try:
             store = SessionStore.open(path) if resumed else SessionStore.create(path, self.config.as_dict())
             try:
@@ -571,6 +575,9 @@ class Daemon:
                     # Ended before either strap sent anything: an empty file would only be in the way
                     # (and a later run would resume it).
                     remove_session_files(path)
+                    for directory in reversed(self._made_dirs):
+                        with contextlib.suppress(OSError):  # not empty (someone else's files), or gone: left
+                            directory.rmdir()
                     summary.kept = False
                     if isinstance(failure, SaveFailed):  # a full disk from the start
                         raise StoreError(f"{failure.failure}; nothing had been saved: no session kept")
