@@ -100,7 +100,8 @@ def status_line(
         # Locked on another ground than the phase value against its chance level: say which, or a value below
         # its chance read as a contradiction ('sync 0.91 (chance 0.95) therapist_follows').
         why = LOCK_GROUNDS.get(lock_route(s, engine.config.engine) or "", "") if s.decision != "no_lock" else ""
-        chance = "" if s.plv_chance is None else f" (chance {s.plv_chance:.2f}{why})"
+        # No chance level yet (too little history since a drop-out for the shifted copies): said, not left out.
+        chance = f" (chance --{why})" if s.plv_chance is None else f" (chance {s.plv_chance:.2f}{why})"
         parts.append(f"sync {plv}{chance} {DECISION_WORDS.get(s.decision, s.decision)}")
     nudges = f"nudges {nudge_count}"
     muted_s = engine.policy.muted_for_s(session_now_s)
