@@ -1600,9 +1600,9 @@ def test_the_status_line_through_a_drop_out_shows_no_stale_reading_or_silence(tm
     values: dict[str, Any] = {f.name: None for f in dataclasses.fields(EngineState)}
     values.update(t_s=1.0, decision="no_lock", plv=0.65, plv_chance=0.66, plv_breaths=7, locked_for_s=0.0, muted=False)
     daemon.state = EngineState(**values)
-    assert "sync 0.65 (chance 0.66) apart" in daemon.status_line()
+    assert "sync 0.65 (chance 0.66) no lock" in daemon.status_line()
     daemon.state = EngineState(**(values | {"plv_chance": None}))  # too little history since a drop-out
-    assert "sync 0.65 (chance --) apart" in daemon.status_line()
+    assert "sync 0.65 (chance --) no lock" in daemon.status_line()
     # Locked by the breaths' timing, its phase value below the chance level: the line says on what ground.
     timed = dict(values, decision="therapist_follows", plv=0.91, plv_chance=0.95, plv_p=0.3, beat_cycles=0.5)
     daemon.state = EngineState(**(timed | {"lag_locking": 0.96, "lag_locking_p": 0.02}))

@@ -21,7 +21,7 @@ LOCK_GROUNDS = {"beats": "; steady too long for chance", "timing": "; locked in 
 DECISION_WORDS = {
     "learning": "learning",
     "paused": "paused",
-    "no_lock": "apart",
+    "no_lock": "no lock",
     "locked_client_follows": "client follows you",
     "locked_unclear": "together, no leader",
     "therapist_follows": "you follow",
