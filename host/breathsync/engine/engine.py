@@ -141,8 +141,9 @@ class EntrainmentEngine:
         self._learned = False
         # People whose baseline was learned, at the end of the wait, from fewer than QUIET_BASELINE_BREATHS quiet
         # breaths (they talked throughout): learned again once that many are there (_relearn_provisional), with
-        # the number of end-inspirations last tried.
-        self._provisional: dict[Role, int] = {}
+        # the number of end-inspirations last tried and when it was learned.
+        self._provisional: dict[Role, tuple[int, float]] = {}
+        self._locked_spans: list[list[float]] = []  # while one is provisional: when the pair was locked
         self.policy = NudgePolicy(self.config.policy)
         self._now_s = -math.inf
         self._paused = True
@@ -288,7 +289,7 @@ class EntrainmentEngine:
                 # The quiet breaths there are, if a few; only then every breath. Both are provisional.
                 breaths = (person.peaks_s, person.depths, eng.max_breath_s, tuple(person.breaks_s))
                 learned[role] = learn_baseline(*breaths, person.troughs_s) or learn_baseline(*breaths)
-                self._provisional[role] = len(person.peaks_s)
+                self._provisional[role] = (len(person.peaks_s), now_s)
         if any(b is None for b in learned.values()):
             self._provisional.clear()
             return False
@@ -297,23 +298,43 @@ class EntrainmentEngine:
         self._last_adapt_s = now_s
         return True
 
-    def _quiet_baseline(self, role: Role) -> Baseline | None:
-        """``role``'s baseline from quiet breathing (QUIET_BASELINE_BREATHS quiet breaths if they talked)."""
+    def _quiet_baseline(self, role: Role, since_s: float = -math.inf) -> Baseline | None:
+        """``role``'s baseline from quiet breathing (QUIET_BASELINE_BREATHS quiet breaths if they talked): from breaths
+        after ``since_s``, and outside the moments the pair was locked (``_locked_spans``, kept while a baseline is
+        provisional)."""
         person, eng = self.people[role], self.config.engine
-        breaths = (person.peaks_s, person.depths, eng.max_breath_s, tuple(person.breaks_s))
-        return learn_baseline(*breaths, person.troughs_s, QUIET_BASELINE_BREATHS)
+        breaks = (*person.breaks_s, *((a, b) for a, b in self._locked_spans), (-math.inf, since_s))
+        return learn_baseline(
+            person.peaks_s, person.depths, eng.max_breath_s, breaks, person.troughs_s, QUIET_BASELINE_BREATHS
+        )
+
+    def _note_locked(self, start_s: float, end_s: float) -> None:
+        """[start_s, end_s] held a lock (the window that showed it): merged into ``_locked_spans``; spans older than
+        the kept history are dropped."""
+        spans = self._locked_spans
+        if spans and start_s <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], end_s)
+        else:
+            spans.append([start_s, end_s])
+        keep_from_s = end_s - self.config.engine.history_s - 120.0
+        while spans and spans[0][1] < keep_from_s:
+            spans.pop(0)
 
     def _relearn_provisional(self) -> None:
         """A person who talked past the wait got a baseline of what there was, much of it speech (an outside review:
         14.9/min for a 23.4/min quiet breather who talked for 260 s); once they have breathed quietly long enough,
         that breathing is their baseline. Tried at each new end-inspiration, only while the pair is clearly not
-        locked (as the slow adaptation): an episode's breathing must not become the therapist's own."""
-        for role, tried in list(self._provisional.items()):
+        locked (as the slow adaptation), and from breaths outside the moments it was locked: an episode's breathing
+        must not become the therapist's own (a review: 19.1/min learned, for a 12/min breather, from the breaths of
+        an episode just ended)."""
+        for role, (tried, since_s) in list(self._provisional.items()):
             seen = len(self.people[role].peaks_s)
             if seen == tried:
                 continue
-            self._provisional[role] = seen
-            quiet = self._quiet_baseline(role)
+            self._provisional[role] = (seen, since_s)
+            # Breaths since the provisional baseline only: a talker's phrases before it can pass for quiet breaths
+            # (only some look like speech), and they were what the baseline was learned from.
+            quiet = self._quiet_baseline(role, since_s)
             if quiet is not None:
                 self.baselines[role] = quiet
                 del self._provisional[role]
@@ -399,6 +420,8 @@ class EntrainmentEngine:
         self.policy.observe(now_s, apart)
         if not estimated or is_locked or significantly_locked(plv_p) or significantly_locked(lag_p):
             self._last_adapt_s = None  # frozen: no estimate of the lock, or locked by any route
+            if self._provisional:  # a provisional baseline is never learned again from these breaths
+                self._note_locked(float(win.anchors_s[0]) if n else now_s - self._window_span_s(eng.window_s), now_s)
         else:
             self._relearn_provisional()
             self._adapt_baselines(now_s)
