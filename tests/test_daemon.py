@@ -152,6 +152,32 @@ def test_the_virtual_straps_going_away_ends_the_session_and_keeps_it_to_continue
     with SessionStore.open(path) as store:
         assert store.meta("closed") != "1" and len(store.samples("therapist").counters) > 25 * 2
     assert session_path(config) == SessionChoice(path, True)  # the next run continues it
+    # Gone while the straps were still being looked for: nothing recorded, nothing kept, and said so.
+    path.unlink()
+
+    async def none(link: object) -> dict[str, ModelStrap]:
+        return {}
+
+    virtual = contextlib.ExitStack()
+    adapter, _ = virtual.enter_context(served(none))
+    config = DaemonConfig(
+        session=SessionConfig(directory=str(tmp_path / "new")),
+        straps=StrapsConfig(ble=adapter, therapist="auto", client="auto"),
+        outputs=OutputsConfig(lsl=False),
+    )
+
+    async def searching() -> None:
+        task = asyncio.create_task(Daemon(config, io.StringIO()).run(asyncio.Event()))
+        await asyncio.sleep(2)
+        await asyncio.to_thread(virtual.close)
+        with pytest.raises(LinkError, match=r"lost its HCI transport .*; nothing had been recorded: no session kept$"):
+            await asyncio.wait_for(task, 30)
+
+    try:
+        asyncio.run(searching())
+    finally:
+        virtual.close()
+    assert not (tmp_path / "new").exists()
 
 
 WALL_CLOCK_STEP = """

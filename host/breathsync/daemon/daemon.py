@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import shlex
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -524,6 +525,13 @@ class Daemon:
             raise InputError(f"cannot use session file {path}: {str(exc).removeprefix(f'{path}: ')}") from None
         try:
             return await self._record(stop, options, store, path, resumed)
+        except AdapterGone as exc:
+            # Said once the session is saved, or removed when it held nothing (a review: 'kept' was said of one
+            # just removed).
+            kept = f"the session is kept: `breathsync run --name {shlex.quote(path.stem)}` continues it"
+            raise LinkError(
+                f"{exc}; {kept if path.exists() else 'nothing had been recorded: no session kept'}"
+            ) from None
         finally:
             lock.release()
 
@@ -542,10 +550,6 @@ class Daemon:
             failed = True
             # A full disk, or an adapter gone: the session stays open (not closed) for the next run to continue.
             failure = exc if isinstance(exc, StoreError | AdapterGone) else None
-            if isinstance(exc, AdapterGone):
-                raise LinkError(
-                    f"{exc}; the session is kept: `breathsync run --name {path.stem}` continues it"
-                ) from None
             raise
         finally:
             await close_links(list(self.links.values()), tasks, DAEMON_CLOSE_WAIT_S)
