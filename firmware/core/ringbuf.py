@@ -44,6 +44,15 @@ except ImportError:  # CPython
         return value
 
 
+def mod32(value):
+    """``value`` modulo 2**32, for counters. ``& 0xFFFFFFFF`` makes a big int on the ESP32 (small ints end at
+    2**30) at every call; ``>> 32`` is 0 for every small int there, so this allocates only for a negative (a
+    counter difference across a wrap) or huge value."""
+    if value >> 32:
+        return value & 0xFFFFFFFF
+    return value
+
+
 # Slot positions fit a u16, and array(t, range(n)) needs n <= 65536 on CPython.
 MAX_CAPACITY = const(65535)
 # Storage is split into chunks of 2**_CHUNK_SHIFT records: a 64 KB heap fragments after a few
@@ -173,11 +182,11 @@ class SampleRing(_Delivery):
 
     def oldest(self):
         """Counter of the oldest sample still held (== head() when empty)."""
-        return (self.head() - self._filled) & 0xFFFFFFFF
+        return mod32(self.head() - self._filled)
 
     def cursor(self):
         """The delivery cursor: counter of the oldest pending sample."""
-        return (self.head() - self._pending) & 0xFFFFFFFF
+        return mod32(self.head() - self._pending)
 
     def _back(self, counter):
         """head - counter modulo 2**32 without a big int: -1 if in the future, capped at 2**30."""
@@ -205,7 +214,7 @@ class SampleRing(_Delivery):
             return 0
         if back > self._filled:
             back = self._filled
-        self.read_first = (self.head() - back) & 0xFFFFFFFF
+        self.read_first = mod32(self.head() - back)
         return self._copy(back, out, max_count)
 
     def read_pending(self, out, max_count):

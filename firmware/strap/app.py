@@ -73,6 +73,7 @@ from core.packets import (
     encode_response,
     encode_status,
 )
+from core.ringbuf import mod32
 
 from .stream import CH_BATTERY, IDLE, Streamer
 
@@ -99,7 +100,6 @@ _BATTERY_EVERY_MS = const(10_000)
 _WARMUP_MS = const(2000)  # sensor STARTING after boot or a rate change
 _RAIL_LO = const(16)
 _RAIL_HI = const(65519)
-_U32 = const(0xFFFFFFFF)
 # drivers' FAULT_* bits, not imported (main.py lets that package go after boot): tests/test_config.py keeps them equal
 _FAULT_SENSOR = const(1)
 _FAULT_HAPTIC = const(2)
@@ -268,7 +268,7 @@ class App:
                     self.events.push(rec)
                     i += 1
                 found += k
-                self._det_next = (first + n) & _U32
+                self._det_next = mod32(first + n)
             self._alive |= _T_DETECT
             if found:
                 self._str_flag.set()
@@ -433,7 +433,7 @@ class App:
             if not self.wired:
                 self.link.rename(name)
         elif op == OP_TIME_SYNC:
-            return OK, out[CMD_ARG0], (self.ring.head() + self.sampler.unread()) & _U32
+            return OK, out[CMD_ARG0], mod32(self.ring.head() + self.sampler.unread())
         elif op == OP_GET_STATUS:
             self._update_status(ticks_ms(), True)
         return OK, 0, 0

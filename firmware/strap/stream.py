@@ -47,6 +47,7 @@ from core.packets import (
     encode_event,
     encode_samples,
 )
+from core.ringbuf import mod32
 
 try:
     from micropython import const
@@ -73,7 +74,6 @@ _K_BATTERY = const(7)
 # 25 Hz, and 111 promised samples were overwritten meanwhile. The event ring holds 512 (15 min at 17 breaths/min).
 _BF_SAFETY_S = const(10)
 _SAT = const(0x3FFFFFFF)
-_U32 = const(0xFFFFFFFF)
 _FUTURE = const(0x80000000)
 _TICKS_MASK = const(0x3FFFFFFF)
 
@@ -201,7 +201,7 @@ class Streamer:
         held = ring.available()
         # Distances back from the head, modulo 2**32 (a counter > 2**31 back is in the future).
         live_back = ring.pending() if self.streaming else 0
-        b_from = (head - first) & _U32
+        b_from = mod32(head - first)
         if b_from >= _FUTURE:
             b_from = 0
         if b_from > held:
@@ -210,15 +210,15 @@ class Streamer:
         if self._bf_open:
             b_end = live_back
         else:
-            b_end = (head - end) & _U32
+            b_end = mod32(head - end)
             if b_end >= _FUTURE:
                 b_end = 0
             if b_end < live_back:
                 b_end = live_back  # the live stream sends those anyway
         if b_end > b_from:
             b_end = b_from
-        value0 = (head - b_from) & _U32
-        value1 = (head - b_end) & _U32
+        value0 = mod32(head - b_from)
+        value1 = mod32(head - b_end)
         self._bf_from = first
         # Events go by the requested range, not by the samples' (an overwritten range's value0..value1 lies later).
         self._bf_ev_span = self._event_span(value1 if self._bf_open else end)
@@ -233,7 +233,7 @@ class Streamer:
     def _event_span(self, end):
         """Events in [from, end) are re-sent too; none when ``end`` is not after ``from`` (a start the strap
         has not reached: the span would wrap to nearly 2**32 and take every buffered event)."""
-        span = (end - self._bf_from) & _U32
+        span = mod32(end - self._bf_from)
         return 0 if span >= _FUTURE else span
 
     def pump(self, now_ms):
@@ -311,14 +311,14 @@ class Streamer:
         ring = self.ring
         if ring.available() < ring.capacity:
             return False
-        slack = (self._bf_next - ring.oldest()) & _U32
+        slack = mod32(self._bf_next - ring.oldest())
         return slack >= _FUTURE or slack < self.rate_hz * _BF_SAFETY_S  # (already behind it: some are gone)
 
     def _bf_lost(self, upto):
         """Samples [_bf_next, upto) were overwritten before the backfill sent them: count those the ring's own
         overflow has not (it counts only samples still pending, at or after the delivery cursor)."""
-        lost = (upto - self._bf_next) & _U32
-        below = (self.ring.cursor() - self._bf_next) & _U32
+        lost = mod32(upto - self._bf_next)
+        below = mod32(self.ring.cursor() - self._bf_next)
         if below >= _FUTURE:
             return
         if lost > below:
@@ -337,7 +337,7 @@ class Streamer:
                 self._bf_ev = self._bf_ev_end
                 return False
             self._bf_ev = ev.read_first
-            if ((rec[EV_INDEX] - self._bf_from) & _U32) < span:
+            if mod32(rec[EV_INDEX] - self._bf_from) < span:
                 return True
             self._bf_ev += 1
         return False
@@ -370,7 +370,7 @@ class Streamer:
         self._n = encode_samples(self.pkt, self.seq_samples, self.ring.cursor(), self._tmp, 0, n)
 
     def _build_backfill(self, link):
-        n = (self._bf_end - self._bf_next) & _U32  # left to send
+        n = mod32(self._bf_end - self._bf_next)  # left to send
         n = self.ring.read_from(self._bf_next, self._tmp, link.spp if link.spp < n else n)
         if n and self.ring.read_first != self._bf_next:
             n = self._skip_overwritten(n)
@@ -387,7 +387,7 @@ class Streamer:
         """The backfill's next samples were overwritten meanwhile: it goes on from the oldest still held (the host
         sees the gap; STATUS counts it). Returns how many of the ``n`` read it sends."""
         first = self.ring.read_first
-        left = (self._bf_end - first) & _U32
+        left = mod32(self._bf_end - first)
         if left >= _FUTURE or left == 0:
             return 0
         self._bf_lost(first)
@@ -420,11 +420,11 @@ class Streamer:
             self._bf_ev = self._first + 1
             self.seq_events = (self.seq_events + 1) & 0xFF
         elif k == _K_BF_SAMPLES:
-            self._bf_next = (self._bf_next + self._count) & _U32
+            self._bf_next = mod32(self._bf_next + self._count)
             self.seq_samples = (self.seq_samples + 1) & 0xFF
             if not self.streaming:
                 # Sent by backfill while nobody streams: the ring may forget them.
-                if self.ring.cursor() == (self._bf_next - self._count) & _U32:
+                if self.ring.cursor() == mod32(self._bf_next - self._count):
                     self.ring.commit(self._count)
         elif k == _K_STATUS:
             self.status_due = False

@@ -122,6 +122,9 @@ print("notify_response", per_call(notify_response, 100))
 print("notify_status", per_call(notify_status, 100))
 for _ in range(1500):
     ring.push(1000)
+ring.commit(ring.pending())  # delivered live: what follows is backfill alone (live samples would go first)
+sent = streamer.sent
 print("notify_backfill", per_call(notify_backfill, 100))
+print("backfill_packets", streamer.sent - sent if streamer.backfilling else 0)
 print("detect_read", per_call(detect_read))
 print("event_read", per_call(event_read))
