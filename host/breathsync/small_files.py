@@ -1,5 +1,7 @@
-"""Small files the user names (a config, a baseline), read whole and checked first: a device or a pipe named by
-mistake (``/dev/zero``, ``/dev/stdout``) is refused rather than read until memory runs out or waited on for ever."""
+"""Small files the user names (a config, a baseline), read whole and checked first: a device named by mistake
+(``/dev/zero``) is refused rather than read until memory runs out, and nothing is read past a size limit. A pipe is
+read (``--config <(...)``), up to the limit; an output is never a pipe (``--out /dev/stdout`` read the command's own
+output, to see whether it held a baseline, and waited for ever)."""
 
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ def read_small_file(path: str | Path, max_bytes: int, what: str) -> bytes:
     is missing, unreadable, not a regular file or larger (then it is not a ``what``)."""
     path = Path(path)
     kind = not_a_regular_file(path)
-    if kind is not None:
+    if kind is not None and kind != "a pipe":
         raise InputError(f"{path}: {kind}, not a {what}")
     try:
         with path.open("rb") as file:
