@@ -18,7 +18,7 @@ from breathsync.link.ble import BleOptions
 from breathsync.link.bumble_backend import BumbleBench, new_link
 from breathsync.link.session import LinkError
 from breathsync.link.strap_settings import SettingsRequest, apply_settings, find_strap
-from breathsync.sim import StrapConfig, VirtualBench, VirtualStrap, synthetic_counts
+from breathsync.sim import SimError, StrapConfig, VirtualBench, VirtualStrap, synthetic_counts
 
 RATE = 25
 IDENTIFY_PCT = 60  # docs/protocol.md: 3 x 100 ms on / 100 ms off at 60 %
@@ -66,6 +66,16 @@ def test_a_new_strap_becomes_the_therapists_keeps_it_after_a_power_cycle_and_buz
             await feeds_at_its_own_pace(vb["client"], samples_per_count=2)
 
     run(go)
+
+
+def test_two_virtual_straps_with_one_radio_address_are_refused() -> None:
+    # 'c2...' and '02...' are different MAC strings but one address once its top two bits are set (a review).
+    configs = [
+        replace(strap, mac=mac)
+        for strap, mac in zip(straps("therapist", "client"), ["c20000000001", "020000000001"], strict=True)
+    ]
+    with pytest.raises(SimError, match="two virtual straps would share a radio address"):
+        asyncio.run(VirtualBench.start(configs))
 
 
 async def feeds_at_its_own_pace(strap: VirtualStrap, samples_per_count: int) -> None:

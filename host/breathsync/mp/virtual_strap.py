@@ -16,8 +16,8 @@ CONFIG (JSON) keys:
   drift_ppm    the sampling clock's error (> 0: faster than nominal); default 0
   battery_mv   battery voltage seen by the gauge (default 3900)
   feed_start   the feed's first count (a reboot of a strap whose wearer breathed on meanwhile); default 0
-  feed_rate_hz the rate the counts were made for (default: the settings file's rate at boot): a strap set to
-               another rate (SET_RATE) holds or skips counts so that the wearer breathes at the same pace
+  feed_rate_hz the rate the counts were made for: a strap set to another rate (SET_RATE) holds or skips counts
+               so that the wearer breathes at the same pace; default 0: one count per sample at any rate
   mac          12 hex digits: the radio's MAC (serial number, Bumble address); default the double's
   tx_slots, enomem_pct, seed   the bridge link's transmit queue (see bridge_link.py)
   wired        true: no bridge (the settings file must also say "wired": true: main.py decides)
@@ -96,11 +96,9 @@ def feed_adc(path, gpio, loop, start=0, feed_rate_hz=0, rate_now=None):
     def source():
         if state["reads"] % OVERSAMPLE == 0:
             rate = rate_now() if rate_now is not None else 0
-            if not feed_rate_hz or not rate or rate == feed_rate_hz:
-                take()
+            if not feed_rate_hz or not rate or rate == feed_rate_hz or not state["samples"]:
+                take()  # (the first sample takes the first count, whatever the rates)
             else:
-                if not state["samples"]:  # the first sample takes the first count
-                    state["owed"] = max(rate - feed_rate_hz, 0)
                 state["owed"] += feed_rate_hz
                 while state["owed"] >= rate:
                     take()

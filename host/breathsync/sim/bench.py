@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from bumble.link import LocalLink
 
 from ..link.bumble_backend import new_link
-from .strap import SimError, StrapConfig, VirtualStrap
+from .strap import SimError, StrapConfig, VirtualStrap, radio_address
 
 if TYPE_CHECKING:  # imported when serving: `python -m breathsync.sim.peripheral` runs that module as __main__
     from .peripheral import HciServer
@@ -69,9 +69,9 @@ class VirtualBench:
             keys.append(c.role if c.role not in keys else c.strap_name)
         if len(set(keys)) != len(keys):
             raise SimError(f"two virtual straps of one role would share a name: {[c.strap_name for c in configs]}")
-        macs = [c.strap_mac for c in configs]
-        if len(set(macs)) != len(macs):
-            raise SimError(f"two virtual straps would share a radio address (give each its own mac): {macs}")
+        addresses = [radio_address(c.strap_mac) for c in configs]
+        if len(set(addresses)) != len(addresses):
+            raise SimError(f"two virtual straps would share a radio address (give each its own mac): {addresses}")
         bench = cls(link if link is not None else new_link())
         try:
             started = await asyncio.gather(

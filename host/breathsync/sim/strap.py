@@ -179,6 +179,14 @@ class StrapConfig:
 BATTERY_MV_RANGE = (3000, 4300)  # a LiPo cell from empty to just charged
 
 
+def radio_address(mac: str) -> str:
+    """The Bumble address of a virtual strap whose MAC is ``mac`` (12 hex digits): a random static address, its
+    two top bits set."""
+    octets = bytearray(bytes.fromhex(mac))
+    octets[0] |= 0xC0
+    return ":".join(f"{b:02X}" for b in octets)
+
+
 def check_battery_mv(mv: int) -> None:
     lo, hi = BATTERY_MV_RANGE
     if not lo <= mv <= hi:
@@ -272,9 +280,7 @@ class VirtualStrap:
         self.workdir = workdir
         self.name = config.strap_name
         self.role = config.role
-        mac = bytearray(bytes.fromhex(config.strap_mac))
-        mac[0] |= 0xC0  # a random static address: the two top bits set
-        self.address = ":".join(f"{b:02X}" for b in mac)
+        self.address = radio_address(config.strap_mac)
         self.faults = StrapFaults()
         self.stats = RadioStats()
         self.pwm: list[PwmChange] = []
