@@ -629,6 +629,14 @@ def test_a_report_replaces_an_earlier_report_of_its_session_and_nothing_else(
     assert main(["report", str(monday)]) == 0
     assert main(["report", str(monday)]) == 0  # its own report is replaced
     assert "breathsync report: monday" in page.read_text()
+    other = tiny_session(tmp_path / "other" / "monday.sqlite", seconds=4.0)  # another session of the same name
+    with SessionStore.open(other) as store:
+        store.set_meta("created_unix_s", repr(CREATED_UNIX_S + 86_400))
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    assert main(["report", str(other), "--out", str(tmp_path)]) == 2
+    assert "exists and is not an earlier output of this session" in capsys.readouterr().err
+    assert snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("name", ["dataset_description.json", "participants.json"])

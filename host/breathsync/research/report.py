@@ -818,6 +818,7 @@ def render_html(session: Session, summary: Summary, overview_png: bytes, nudges_
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="breathsync-session" content="{_e(_identity(session))}">
 <title>breathsync report: {_e(session.path.stem)}</title>
 <style>{_CSS}</style></head>
 <body>
@@ -872,13 +873,25 @@ def write_report(session: Session, out_dir: Path) -> ReportFiles:
     return ReportFiles(report, png)
 
 
+def _identity(session: Session) -> str:
+    """Which session a report is of: its file's name and its start."""
+    return f"{session.path.name} {session.start_unix_s!r}"
+
+
 def _earlier_report(session: Session, path: Path) -> bool:
-    """Whether ``path`` is a report of ``session`` (its page's title), or the summary image beside one."""
+    """Whether ``path`` is a report of ``session``, or the summary image beside one. A page names its session in a
+    meta tag (session 27 on: a page of another session of the same name is not replaced), an older one only by its
+    title."""
     page = path.with_name(f"{session.path.stem}_report.html")
-    title = f"<title>breathsync report: {_e(session.path.stem)}</title>".encode()
+    head = file_head(page)
+    meta = b'<meta name="breathsync-session" content="'
+    if meta in head:
+        ours = meta + _e(_identity(session)).encode() + b'"' in head
+    else:
+        ours = f"<title>breathsync report: {_e(session.path.stem)}</title>".encode() in head
     if path == page:
-        return title in file_head(path)
-    return file_head(path, 8) == PNG_MAGIC and (not page.exists() or title in file_head(page))
+        return ours
+    return file_head(path, 8) == PNG_MAGIC and (not page.exists() or ours)
 
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
