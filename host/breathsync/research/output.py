@@ -91,6 +91,8 @@ def _check_target(out_dir: Path, target: Path, ours: Callable[[Path], bool] | No
 
 
 def _is_sqlite(path: Path) -> bool:
+    if not path.is_file():  # absent, or a pipe (opened, it would wait for a writer for ever)
+        return False
     try:
         with path.open("rb") as handle:
             return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
@@ -145,7 +147,9 @@ def write_all_or_nothing(
 
 
 def file_head(path: Path, size: int = 4096) -> bytes:
-    """The first ``size`` bytes of ``path`` (empty when it cannot be read)."""
+    """The first ``size`` bytes of ``path`` (empty when it is not a regular file or cannot be read)."""
+    if not path.is_file():
+        return b""
     try:
         with path.open("rb") as handle:
             return handle.read(size)
