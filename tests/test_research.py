@@ -663,6 +663,17 @@ def test_a_bids_dataset_file_that_is_not_a_json_object_is_an_error_not_replaced(
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
 
 
+@pytest.mark.parametrize("name", ["dataset_description.json", "participants.tsv"])
+def test_a_bids_dataset_file_that_is_a_device_is_refused_not_read_for_ever(
+    session_file: Path, tmp_path: Path, name: str
+) -> None:
+    # Read whole, a participants.tsv linked to /dev/zero would never end (a review: unbounded reads).
+    session = load_session(session_file)
+    (tmp_path / name).symlink_to("/dev/zero")
+    with pytest.raises(InputError, match=re.escape(f"{tmp_path / name}: a device, not a")):
+        export_bids(session, default_bids_names(session, tmp_path, subject="01", ses="1"))
+
+
 def test_parallel_bids_exports_into_one_dataset_list_every_subject(session_file: Path, tmp_path: Path) -> None:
     # Four sessions exported at once into one dataset: each read participants.tsv before the others wrote it
     # back, and the file listed one to three of the four subjects.

@@ -26,6 +26,7 @@ import numpy.typing as npt
 from .. import __version__
 from ..errors import InputError
 from ..link.clock import MAX_DRIFT_PPM
+from ..small_files import read_small_file
 from ..store import battery_level_pct
 from .output import make_dirs, remove_empty_dirs, write_all_or_nothing
 from .session import RoleData, Session
@@ -181,17 +182,20 @@ def _dataset_description(root: Path, dataset_root: Path) -> Path:
     )
 
 
+MAX_DATASET_FILE_BYTES = 16 << 20  # participants.tsv of thousands of subjects is well under this
+
+
 def _existing_json(path: Path) -> dict[str, Any]:
     """What the dataset's own JSON file ``path`` says ({} when there is none yet). A file that is not a JSON object
     is a one-line error: rewritten, a researcher's descriptions (a trailing comma from hand editing) would be lost."""
     if path.is_dir():
         raise InputError(f"{path}: is a directory, cannot write the output file there")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
+    if not path.exists():
         return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read: {exc}") from None
+    try:  # bounded, and never a device (read whole, /dev/zero would never end)
+        text = read_small_file(path, MAX_DATASET_FILE_BYTES, "BIDS dataset file").decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text, not a BIDS dataset file") from None
     try:
         loaded = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -220,8 +224,8 @@ def _participants(names: BidsNames, dataset_root: Path) -> list[Path]:
     if existing.is_dir():
         raise InputError(f"{existing}: is a directory, cannot write the output file there")
     if existing.exists():
-        try:
-            text = existing.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is not a column name
+        try:  # a spreadsheet's byte-order mark is not a column name
+            text = read_small_file(existing, MAX_DATASET_FILE_BYTES, "participants table").decode("utf-8-sig")
             rows = [line.split("\t") for line in text.splitlines() if line] or rows
         except UnicodeDecodeError:
             raise InputError(f"{existing}: not a text file (cannot add the subject to it)") from None
