@@ -23,6 +23,9 @@ from settings import Settings
 _SAMPLE_TIMER_ID = const(0)  # HAPTIC_TIMER_ID (1) is the motor's off-timer
 
 
+_frames_on_the_port = [False]  # known once the settings say wired (and BOOT was not held)
+
+
 def _log(message):
     sys.stderr.write(message + "\n")
 
@@ -39,8 +42,9 @@ def main():
 def _boot_failed(error):
     """The motor is still off (its pin starts at duty 0, and nothing has driven it yet); a reset is the one way
     back to a strap that advertises. Ctrl-C during the pause reaches the REPL (the stack is the developer's)."""
-    _log("breathsync: start-up failed, restarting in %d ms" % config.BOOT_RETRY_MS)
-    sys.print_exception(error, sys.stderr)
+    if not _frames_on_the_port[0]:  # wired: the port carries frames only (docs/protocol.md 8)
+        _log("breathsync: start-up failed, restarting in %d ms" % config.BOOT_RETRY_MS)
+        sys.print_exception(error, sys.stderr)
     import time
 
     time.sleep_ms(config.BOOT_RETRY_MS)
@@ -60,6 +64,7 @@ def _boot():
 
         wired = not boot_button_pressed(machine, config, _log)
     log = None if wired else _log
+    _frames_on_the_port[0] = bool(wired)
     if log is not None and settings.load_status != 0:  # wired: the port carries frames only (docs/protocol.md 8)
         log(settings.load_message())
     from drivers import make_haptics, make_hardware
