@@ -138,7 +138,8 @@ def run() -> str:
                 if summary is None:
                     break
                 completed[heap_kb] = summary
-            tracked = completed.get(TRACKING_HEAP_KB) or _summary(exe, folder, TRACKING_HEAP_KB)
+            tried = (folder / f"heap{TRACKING_HEAP_KB}").exists()  # and failed, when it is not in completed
+            tracked = completed.get(TRACKING_HEAP_KB) if tried else _summary(exe, folder, TRACKING_HEAP_KB)
         smallest = min(completed) if completed else None
         alloc = _allocations(exe)
         min_free = None if tracked is None else int(tracked["mem_min"])

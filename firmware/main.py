@@ -13,6 +13,7 @@ mode is skipped for that boot. (BOOT held *during* the reset starts the ROM boot
 GPIO0 is a strapping pin.)
 """
 
+import gc
 import sys
 
 import config
@@ -21,6 +22,8 @@ from micropython import const
 from settings import Settings
 
 _SAMPLE_TIMER_ID = const(0)  # HAPTIC_TIMER_ID (1) is the motor's off-timer
+_DRV2605_MODE = const(0x01)  # the DRV2605L's mode register: 0x40 is standby
+_DRV2605_STANDBY = b"\x40"
 
 
 _frames_on_the_port = [False]  # known once the settings say wired (and BOOT was not held)
@@ -30,7 +33,28 @@ def _log(message):
     sys.stderr.write(message + "\n")
 
 
+def _motor_off():
+    """First of all. A reset by software (machine.reset, the watchdog's panic, a brown-out) restarts the CPU only: the
+    PWM block and the pin's routing run on, so a pulse playing then went on through the boot until the motor's
+    driver was made, seconds later (a hardware review). The pin to 0 at once; and a DRV2605L, which keeps its last
+    level through any reset of the ESP32, to standby whatever the settings say (a strap whose settings now say PWM,
+    or no haptics, never spoke to it again)."""
+    machine.Pin(config.PIN_MOTOR_PWM, machine.Pin.OUT, value=0)
+    try:
+        i2c = machine.I2C(
+            config.I2C_ID,
+            scl=machine.Pin(config.PIN_I2C_SCL),
+            sda=machine.Pin(config.PIN_I2C_SDA),
+            freq=config.I2C_FREQ_HZ,
+        )
+        i2c.writeto_mem(config.DRV2605_ADDR, _DRV2605_MODE, _DRV2605_STANDBY)
+    except OSError:
+        pass  # no DRV2605L on this strap
+
+
 def main():
+    _motor_off()
+    gc.collect()  # its bus and pins are garbage now: the rings find the heap as before (188 KB needed without this)
     try:
         parts = _boot()
     except Exception as e:  # noqa: BLE001  (no strap without its parts: say why, then start again)
@@ -40,8 +64,8 @@ def main():
 
 
 def _boot_failed(error):
-    """The motor is still off (its pin starts at duty 0, and nothing has driven it yet); a reset is the one way
-    back to a strap that advertises. Ctrl-C during the pause reaches the REPL (the stack is the developer's)."""
+    """The motor is off (``_motor_off``, and nothing has driven it since); a reset is the one way back to a strap
+    that advertises. Ctrl-C during the pause reaches the REPL (the stack is the developer's)."""
     if not _frames_on_the_port[0]:  # wired: the port carries frames only (docs/protocol.md 8)
         _log("breathsync: start-up failed, restarting in %d ms" % config.BOOT_RETRY_MS)
         sys.print_exception(error, sys.stderr)

@@ -9,6 +9,7 @@ bluetooth double) also run under CPython at the end of this file.
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import os
@@ -683,6 +684,18 @@ def _run_with_faults(run_micropython: RunMicroPython, tmp_path: Path, actions: l
         script=MP_DIR / "app_faults.py",
         **plan,
     )
+
+
+def test_a_haptic_driver_left_playing_by_a_reset_is_stopped_first_whatever_the_settings(
+    run_micropython: RunMicroPython, tmp_path: Path
+) -> None:
+    """A reset by software restarts only the CPU; a DRV2605L keeps playing its last level through it. A strap whose
+    settings say PWM (or haptics off) never spoke to it again, and it buzzed on (a hardware review). The first thing
+    main.py does puts it in standby, and the motor pin to 0, before the settings are read."""
+    run = _run_with_faults(run_micropython, tmp_path, [], motor_left_on=True, settings={"haptic": "erm_pwm"})
+    timeline = re.search(r"drv2605 timeline (\[.*\])", run.stderr)
+    assert timeline is not None, run.stderr
+    assert ast.literal_eval(timeline.group(1))[1:] == [(0, 200), (0, 0)]  # left on; off at boot (0 ms), then never on
 
 
 def test_a_settings_write_during_a_pulse_turns_the_motor_off_first(

@@ -28,8 +28,8 @@ only tighten the ABS_* ceilings below, never loosen them):
   ``stall_ms`` (100); a later tick aborts the pattern with the motor off (``stalls``).
   ``off_by_ms()`` gives the latest time the output may stay on without another tick: the
   driver arms a one-shot hardware timer with it (drivers/haptic.py), so a stalled loop turns
-  the motor off on time, and the hardware WDT resets the chip (gate pull-down: motor off) if
-  even that fails.
+  the motor off on time, and the hardware WDT resets the chip if even that fails (main.py then turns
+  the motor off first thing: the PWM runs on through a reset by software).
 - Host silence: a running pattern is aborted if nothing was heard from the host for
   ``host_silent_ms`` (5000): the host must write something (any command or the time-sync
   ping) at least every few seconds while a pattern runs (``host_timeouts``).

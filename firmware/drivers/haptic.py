@@ -17,7 +17,8 @@ are soft (scheduled), so an I2C write in the callback is allowed. An 'off' the d
 take (an I2C error: ``level_pct`` is then not 0) re-arms the same timer until it does, after
 ``retry_ms`` and then twice as long each time up to ``_RETRY_MAX_MS`` (each try on a stuck bus
 blocks for the I2C timeout): after a pattern's end nothing else would touch the motor again. If the interpreter itself
-hangs, the hardware WDT resets the chip and the gate pull-down keeps the MOSFET off.
+hangs, the hardware WDT resets the chip; the PWM runs on through a reset by software, and main.py's first
+statement drives the motor pin low.
 """
 
 from core.haptics import ticks_diff

@@ -34,6 +34,17 @@ if "drv2605_fails_at_ms" in plan:
         _At(plan["drv2605_fails_at_ms"], lambda: machine.sim.fail_i2c(config.DRV2605_ADDR, 10**9))
     )
 
+left_on = None
+if plan.get("motor_left_on"):
+    # A reset by software left a DRV2605L playing at its last level (it keeps it through any reset of the ESP32).
+    from i2c_parts import Drv2605Sim
+
+    left_on = Drv2605Sim()
+    left_on.write(Drv2605Sim.MODE, b"\x05")  # out of standby, real-time playback
+    left_on.write(Drv2605Sim.CONTROL3, b"\xa8")  # unsigned levels
+    left_on.write(Drv2605Sim.RTP_INPUT, b"\xc8")
+    machine.sim.attach_i2c(config.DRV2605_ADDR, left_on)
+
 lps22 = None
 if plan.get("lps22"):
     from i2c_parts import Lps22Sim
@@ -54,5 +65,7 @@ def _keep(app):
 
 strap.app.App.run = _keep
 main_entry()
+if left_on is not None:
+    sys.stderr.write("drv2605 timeline %r\n" % (left_on.timeline,))
 if lps22 is not None:
     sys.stderr.write("lps22: odr code %d, baseline shift %d\n" % (lps22.odr_code(), apps[0].hw.sensor._base_shift))
