@@ -17,7 +17,7 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,61 +122,62 @@ def test_daemon_records_both_straps_and_shows_status(
     )
 
 
-def test_the_virtual_straps_going_away_ends_the_session_and_keeps_it_to_continue(tmp_path: Path) -> None:
-    # A soak review: the virtual straps' process stopped and came back, and `run` said 'retrying' for ever (its
-    # Bumble bench had lost its transport and never reaches anything again); Ctrl-C then closed the session and
-    # the next run began a new one, learning both baselines again.
-    async def make(link: object) -> dict[str, ModelStrap]:
-        return {
-            "therapist": await ModelStrap("strap-T", breathing(900, 12, 1), speed=1.0, role=Role.THERAPIST).start(link),
-            "client": await ModelStrap("strap-C", breathing(900, 16, 2), speed=1.0, role=Role.CLIENT).start(link),
-        }
-
+def _run_until_the_virtual_straps_go(
+    make: Callable[[object], Awaitable[dict[str, ModelStrap]]],
+    config_of: Callable[[str], DaemonConfig],
+    after_s: float,
+    message: str,
+) -> DaemonConfig:
+    """Run a session on ``make``'s straps, end their process after ``after_s``, and check the run ends with
+    ``message``; returns the configuration it ran with."""
     virtual = contextlib.ExitStack()
     adapter, _ = virtual.enter_context(served(make))
-    config = config_for(adapter, tmp_path)
-    out = io.StringIO()
+    config = config_of(adapter)
 
     async def go() -> None:
-        task = asyncio.create_task(Daemon(config, out).run(asyncio.Event()))
-        await asyncio.sleep(5)
+        task = asyncio.create_task(Daemon(config, io.StringIO()).run(asyncio.Event()))
+        await asyncio.sleep(after_s)
         await asyncio.to_thread(virtual.close)  # the virtual straps' process ends
-        with pytest.raises(LinkError, match=r"lost its HCI transport .*; the session is kept: `breathsync run --name"):
+        with pytest.raises(LinkError, match=message):
             await asyncio.wait_for(task, 30)
 
     try:
         asyncio.run(go())
     finally:
         virtual.close()
+    return config
+
+
+def test_the_virtual_straps_going_away_ends_the_session_and_keeps_it_to_continue(tmp_path: Path) -> None:
+    # A soak review: the virtual straps' process stopped and came back, and `run` said 'retrying' for ever (its
+    # Bumble bench had lost its transport and never reaches anything again); Ctrl-C then closed the session and
+    # the next run began a new one, learning both baselines again.
+    async def pair(link: object) -> dict[str, ModelStrap]:
+        return {
+            "therapist": await ModelStrap("strap-T", breathing(900, 12, 1), speed=1.0, role=Role.THERAPIST).start(link),
+            "client": await ModelStrap("strap-C", breathing(900, 16, 2), speed=1.0, role=Role.CLIENT).start(link),
+        }
+
+    kept = r"lost its HCI transport .*; the session is kept: `breathsync run --name"
+    config = _run_until_the_virtual_straps_go(pair, lambda adapter: config_for(adapter, tmp_path), 5.0, kept)
     [path] = tmp_path.glob("*.sqlite")
     with SessionStore.open(path) as store:
         assert store.meta("closed") != "1" and len(store.samples("therapist").counters) > 25 * 2
     assert session_path(config) == SessionChoice(path, True)  # the next run continues it
-    # Gone while the straps were still being looked for: nothing recorded, nothing kept, and said so.
-    path.unlink()
 
+    # Gone while the straps were still being looked for: nothing recorded, nothing kept, and said so.
     async def none(link: object) -> dict[str, ModelStrap]:
         return {}
 
-    virtual = contextlib.ExitStack()
-    adapter, _ = virtual.enter_context(served(none))
-    config = DaemonConfig(
-        session=SessionConfig(directory=str(tmp_path / "new")),
-        straps=StrapsConfig(ble=adapter, therapist="auto", client="auto"),
-        outputs=OutputsConfig(lsl=False),
-    )
+    def searching(adapter: str) -> DaemonConfig:
+        return DaemonConfig(
+            session=SessionConfig(directory=str(tmp_path / "new")),
+            straps=StrapsConfig(ble=adapter, therapist="auto", client="auto"),
+            outputs=OutputsConfig(lsl=False),
+        )
 
-    async def searching() -> None:
-        task = asyncio.create_task(Daemon(config, io.StringIO()).run(asyncio.Event()))
-        await asyncio.sleep(2)
-        await asyncio.to_thread(virtual.close)
-        with pytest.raises(LinkError, match=r"lost its HCI transport .*; nothing had been recorded: no session kept$"):
-            await asyncio.wait_for(task, 30)
-
-    try:
-        asyncio.run(searching())
-    finally:
-        virtual.close()
+    none_kept = r"lost its HCI transport .*; nothing had been recorded: no session kept$"
+    _run_until_the_virtual_straps_go(none, searching, 2.0, none_kept)
     assert not (tmp_path / "new").exists()
 
 
