@@ -41,8 +41,8 @@ def not_a_regular_file(path: Path) -> str | None:
 
 
 def read_small_file(path: str | Path, max_bytes: int, what: str) -> bytes:
-    """The bytes of the regular file at ``path``, at most ``max_bytes`` of them; ``InputError`` (one line) when it
-    is missing, unreadable, not a regular file or larger (then it is not a ``what``)."""
+    """The bytes of the file (or pipe) at ``path``, at most ``max_bytes`` of them; ``InputError`` (one line) when it
+    is missing, unreadable, a directory, device or socket, or larger (then it is not a ``what``)."""
     path = Path(path)
     kind = not_a_regular_file(path)
     if kind is not None and kind != "a pipe":

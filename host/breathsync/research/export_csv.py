@@ -120,25 +120,27 @@ def _union_columns(records: Iterable[Mapping[str, Cell]], first: Sequence[str] =
 def export_csv(session: Session, out_dir: Path) -> list[Path]:
     """One CSV per stream plus ``session.json``; returns the files written. Files already in ``out_dir`` are
     replaced only when its ``session.json`` says they are an earlier export of this session."""
-    return write_all_or_nothing(
-        out_dir, lambda directory: _csv_files(session, directory), lambda path: _earlier_export(session, path)
-    )
+    earlier = _earlier_export(session, out_dir)  # read once, before the files are written
+    return write_all_or_nothing(out_dir, lambda directory: _csv_files(session, directory), lambda p: p.name in earlier)
 
 
-def _earlier_export(session: Session, path: Path) -> bool:
-    """Whether ``path`` was written by a CSV export of ``session`` (its folder's session.json lists it)."""
-    text = file_head(path.parent / "session.json", MAX_SESSION_JSON_BYTES)
+def _earlier_export(session: Session, out_dir: Path) -> set[str]:
+    """The files in ``out_dir`` an earlier CSV export of ``session`` wrote (its session.json lists them)."""
+    text = file_head(out_dir / "session.json", MAX_SESSION_JSON_BYTES)
     try:
         info = json.loads(text)
-    except ValueError:  # not JSON (or not UTF-8), or nested too deeply: someone else's
-        return False
-    except RecursionError:
-        return False
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8), or nested too deeply: someone else's
+        return set()
     if not isinstance(info, dict) or "breathsync_version" not in info:
-        return False
+        return set()
+    if info.get("session_file") != session.path.name or info.get("start_unix_s") != session.start_unix_s:
+        return set()
     files = info.get("files")
-    same = info.get("session_file") == session.path.name and info.get("start_unix_s") == session.start_unix_s
-    return same and (path.name == "session.json" or (isinstance(files, list) and path.name in files))
+    return (
+        {"session.json", *(name for name in files if isinstance(name, str))}
+        if isinstance(files, list)
+        else {"session.json"}
+    )
 
 
 MAX_SESSION_JSON_BYTES = 1 << 20

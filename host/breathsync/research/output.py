@@ -91,13 +91,8 @@ def _check_target(out_dir: Path, target: Path, ours: Callable[[Path], bool] | No
 
 
 def _is_sqlite(path: Path) -> bool:
-    if not path.is_file():  # absent, or a pipe (opened, it would wait for a writer for ever)
-        return False
-    try:
-        with path.open("rb") as handle:
-            return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
-    except OSError:  # absent, or not ours to read: the move says so if it matters
-        return False
+    # Absent, a pipe or not ours to read reads as empty: the move says so if it matters.
+    return file_head(path, len(SQLITE_MAGIC)) == SQLITE_MAGIC
 
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -147,7 +142,8 @@ def write_all_or_nothing(
 
 
 def file_head(path: Path, size: int = 4096) -> bytes:
-    """The first ``size`` bytes of ``path`` (empty when it is not a regular file or cannot be read)."""
+    """The first ``size`` bytes of ``path`` (empty when it is not a regular file or cannot be read: a pipe, opened,
+    would wait for a writer for ever)."""
     if not path.is_file():
         return b""
     try:
