@@ -368,6 +368,26 @@ def test_bumble_transport_that_cannot_open_is_one_line(capsys: pytest.CaptureFix
     assert err.count("tcp-client:127.0.0.1:99999") == 1, err  # named once, not once per layer
 
 
+def test_a_bumble_file_transport_that_cannot_be_waited_on_is_one_line_at_once(tmp_path: Path) -> None:
+    # 'file:' takes a serial port or a pty. A regular file or /dev/zero opened fine, then asyncio failed to watch it
+    # inside a callback: its traceback went to stderr, and the power-on waited 10 s for a controller.
+    regular = tmp_path / "hci.bin"
+    regular.write_bytes(b"")
+    for path, reason in ((regular, "cannot be waited on for data"), (tmp_path / "absent", "No such file")):
+        started = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "breathsync", "scan", "--ble", f"bumble:file:{path}", "--timeout", "1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert f"cannot open Bumble transport 'file:{path}'" in proc.stderr and reason in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert time.monotonic() - started < 8, "waited for a controller"
+
+
 def test_bumble_transport_to_something_else_gives_up(
     not_a_controller: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -31,6 +31,8 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import os
+import selectors
 import uuid as std_uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -118,6 +120,28 @@ _AD_MANUFACTURER = 0xFF
 
 class BumbleBenchError(BreathsyncError, BleakError):
     """The bench cannot reach its controller (transport refused or lost, bench closed)."""
+
+
+def _check_file_transport(via: str) -> None:
+    """Refuse a ``file:PATH`` transport the event loop cannot wait on (a regular file, /dev/zero): Bumble opens it
+    and asyncio fails inside a callback, which prints a traceback and leaves power-on to time out 10 s later."""
+    scheme, _, path = via.partition(":")
+    if scheme != "file" or not path or path.startswith("["):  # Bumble's '[key=value]' options: its own parsing
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY)  # as Bumble opens it, without blocking on a FIFO
+    except OSError as error:
+        raise BumbleBenchError(f"cannot open Bumble transport {via!r}: {error.strerror or error}") from None
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+    except (OSError, ValueError):
+        raise BumbleBenchError(
+            f"cannot open Bumble transport {via!r}: {path} cannot be waited on for data (a serial port, a pty or a "
+            "pipe to an HCI controller is needed)"
+        ) from None
+    finally:
+        os.close(fd)
 
 
 class BumbleTransportLost(BumbleBenchError, AdapterGone):
@@ -427,6 +451,7 @@ class BumbleBench:
         asyncio.get_running_loop()  # Bumble binds to the running loop: fail early outside one
         bumble_address = hci.Address(address)
         if isinstance(via, str):
+            _check_file_transport(via)
             try:
                 transport = await open_transport(via)
             except Exception as error:  # the moniker is user input: any failure (bad port, missing driver) is its fault
