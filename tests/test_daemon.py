@@ -658,7 +658,8 @@ def test_kill_9_then_restart_loses_no_sample(served_pair: tuple[str, dict[str, M
     assert second.returncode == 0, err
     assert "resuming session" in out
     assert "therapist baseline 11.5/min" in out  # the resumed session keeps the baseline it started with
-    assert "; learning the client's over the first 120 s" in out  # 8 s before the crash: not learned yet
+    # 8 s before the crash: not learned yet; and the period is one of breathing, not the wait for the straps
+    assert "; learning the client's over the first 120 s of breathing from both straps" in out
     [path] = tmp_path.glob("*.sqlite")
     with SessionStore.open(path) as store:
         for role, strap in straps.items():

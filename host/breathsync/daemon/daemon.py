@@ -633,7 +633,8 @@ class Daemon:
             self._line(f"new session {path}")
         cal = self.calibration
         client_known = resumed and self.engine.baselines["client"] is not None
-        over = f"over the first {self.config.engine.engine.baseline_s:.0f} s"
+        # Said before the straps are found: the period starts once both deliver breathing, not now.
+        over = f"over the first {self.config.engine.engine.baseline_s:.0f} s of breathing from both straps"
         if cal is None and client_known:
             self._line("both baselines learned earlier in the session")
         elif cal is None:
