@@ -535,7 +535,8 @@ class App:
 
     def _update_status(self, now, force):
         s = self.streamer
-        if ticks_diff(now, self._battery_at) >= 0:
+        # Not while a pattern plays (seconds at most): the motor's current sags the cell by tens of mV, a few % low.
+        if ticks_diff(now, self._battery_at) >= 0 and not self.haptics.active:
             self._battery_at = now + _BATTERY_EVERY_MS
             try:
                 self._battery_pct = self.hw.battery.percent()

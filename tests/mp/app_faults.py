@@ -3,7 +3,9 @@
 # whose size counts in bench/bench_firmware.py's heap figures):
 #   "flash_ms": each settings write blocks the interpreter this long, timers included (littlefs on an ESP32);
 #   "drv2605_fails_at_ms": a DRV2605L on the bus whose I2C fails from then on (a loose connector);
-#   "lps22": an LPS22 on the bus; its ODR code and the driver's baseline shift are said on stderr at the end.
+#   "lps22": an LPS22 on the bus; its ODR code and the driver's baseline shift are said on stderr at the end;
+#   "sagging_battery_mv": [[t_ms, mV], ...] with "battery_sag_mv": the cell reads that much lower while the motor pin
+#   is driven.
 #   micropython app_faults.py PLAN.json
 import json
 import sys
@@ -44,6 +46,11 @@ if plan.get("motor_left_on"):
     left_on.write(Drv2605Sim.CONTROL3, b"\xa8")  # unsigned levels
     left_on.write(Drv2605Sim.RTP_INPUT, b"\xc8")
     machine.sim.attach_i2c(config.DRV2605_ADDR, left_on)
+
+if "sagging_battery_mv" in plan:
+    import battery_sag  # only when asked: this script's own code shares the heap with the firmware's
+
+    battery_sag.install(plan["sagging_battery_mv"], plan["battery_sag_mv"])
 
 lps22 = None
 if plan.get("lps22"):
