@@ -26,6 +26,7 @@ from breathsync.protocol import (
     Role,
     SamplesPacket,
     SensorState,
+    SetRate,
     StatusFlag,
     StatusPacket,
     TimeSync,
@@ -52,6 +53,7 @@ class ModelStrap:
     haptics: list[HapticCommand] = field(default_factory=list)
     controls: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, opcode name) as received
     answers_haptics: bool = True  # False: it plays a pattern but its RESPONSE is lost (the link drops meanwhile)
+    lost_commands: list[str] = field(default_factory=list)  # opcode names whose next write is lost in the air (once)
     peripheral: VirtualPeripheral | None = None
 
     def spec(self) -> PeripheralSpec:
@@ -77,7 +79,17 @@ class ModelStrap:
 
     def status_bytes(self) -> bytes:
         return bytes(
-            StatusPacket((0, 1, 0), SensorState.OK, int(self.rate_hz), self.role, StatusFlag.STREAMING, 90, 0, 0, 0)
+            StatusPacket(
+                (0, 1, 0),
+                SensorState.OK,
+                int(self.rate_hz),
+                self.role,
+                StatusFlag.STREAMING if self.streaming else StatusFlag(0),
+                90,
+                0,
+                0,
+                0,
+            )
         )
 
     async def start(self, link: object) -> ModelStrap:
@@ -110,9 +122,8 @@ class ModelStrap:
         self.streaming = False
 
     async def _produce(self) -> None:
-        period_s = PER_PACKET / self.rate_hz / self.speed
         while self.produced < len(self.values):
-            await asyncio.sleep(period_s)
+            await asyncio.sleep(PER_PACKET / self.rate_hz / self.speed)  # SET_RATE changes it
             self.produced = min(len(self.values), self.produced + PER_PACKET)
             while self.streaming and self.sent_upto < self.produced:
                 end = min(self.sent_upto + PER_PACKET, self.produced)
@@ -148,6 +159,9 @@ class ModelStrap:
 
     async def on_control(self, value: bytes) -> None:
         command = ControlCommand.from_bytes(value)
+        if command.OPCODE.name in self.lost_commands:
+            self.lost_commands.remove(command.OPCODE.name)
+            return
         self.controls.append((time.monotonic(), command.OPCODE.name))
         value0 = value1 = 0
         if isinstance(command, Backfill):
@@ -160,7 +174,13 @@ class ModelStrap:
             value0, value1 = command.token, self.produced - self.boot_at
         elif command.OPCODE.name == "START_STREAM":
             self.streaming = True
+        elif command.OPCODE.name == "STOP_STREAM":
+            self.streaming = False
+        elif isinstance(command, SetRate):
+            self.rate_hz = float(command.rate_hz)
         await self._respond(command.tag, Channel.CONTROL, command.OPCODE, value0, value1)
+        if command.OPCODE.name == "GET_STATUS":  # as the firmware: its STATUS after the answer
+            await self._notify(Channel.STATUS, self.status_bytes())
 
 
 @contextlib.contextmanager

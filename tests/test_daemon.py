@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import fcntl
 import io
+import itertools
 import json
 import os
 import pty
@@ -32,7 +33,7 @@ from breathsync.daemon.config import OutputsConfig, SessionConfig, StrapsConfig
 from breathsync.daemon.session_files import SessionChoice
 from breathsync.daemon.status import status_due
 from breathsync.detector import detect_cpython
-from breathsync.engine import Baseline, HapticPattern, Nudge
+from breathsync.engine import Baseline, HapticPattern, Nudge, Output, StrapBlock, StreamItem
 from breathsync.engine.baseline_file import read_baseline_file, stored_baseline, stored_calibration, write_baseline
 from breathsync.engine.engine import _PendingEfficacy
 from breathsync.engine.replay import live_block_samples
@@ -122,6 +123,53 @@ def test_daemon_records_both_straps_and_shows_status(
     )
 
 
+def test_straps_at_another_rate_are_set_to_the_sessions_and_timed_at_it(tmp_path: Path) -> None:
+    # Straps left at 50 Hz (`breathsync strap --rate 50`) streamed into a session of straps.rate_hz = 25 that timed
+    # them at 25 Hz: the engine's sample blocks overlapped and breath intervals doubled, while the session file said
+    # 50 Hz, so its replay decided otherwise (a link review). The daemon sets each strap to the session's rate.
+    async def make(link: object) -> dict[str, ModelStrap]:
+        return {
+            "therapist": await ModelStrap(
+                "strap-T", breathing(60, 12, 1), rate_hz=50.0, speed=1.0, role=Role.THERAPIST
+            ).start(link),
+            "client": await ModelStrap(
+                "strap-C", breathing(60, 16, 2), rate_hz=50.0, speed=1.0, role=Role.CLIENT
+            ).start(link),
+        }
+
+    out = io.StringIO()
+    fed: list[StrapBlock] = []
+    with served(make) as (adapter, straps):
+
+        async def go() -> None:
+            stop = asyncio.Event()
+            daemon = Daemon(config_for(adapter, tmp_path), out)
+            feed = daemon.engine.feed
+
+            def watched(item: StreamItem) -> list[Output]:
+                if isinstance(item, StrapBlock):
+                    fed.append(item)
+                return feed(item)
+
+            daemon.engine.feed = watched  # type: ignore[method-assign]
+            task = asyncio.create_task(daemon.run(stop))
+            await asyncio.sleep(6)
+            stop.set()
+            await asyncio.wait_for(task, 20)
+
+        asyncio.run(go())
+        assert {role: strap.rate_hz for role, strap in straps.items()} == {"therapist": 25, "client": 25}
+    for role in ROLES:
+        assert f"{role} strap: set to the session's 25 Hz (it ran at 50 Hz)" in out.getvalue()
+        blocks = [b for b in fed if b.role == role]
+        assert len(blocks) > 10 and {round(b.period_s, 6) for b in blocks} == {0.04}
+        assert all(a.last_t_s < b.first_t_s for a, b in itertools.pairwise(blocks))  # none overlaps the next
+    [path] = tmp_path.glob("*.sqlite")
+    with SessionStore.open(path, read_only=True) as store:
+        assert {strap.role: strap.rate_hz for strap in store.straps()} == {"therapist": 25, "client": 25}
+        assert float(np.median(np.diff(store.samples("client").host_t_s))) == pytest.approx(0.04, abs=0.002)
+
+
 def _run_until_the_virtual_straps_go(
     make: Callable[[object], Awaitable[dict[str, ModelStrap]]],
     config_of: Callable[[str], DaemonConfig],
@@ -148,7 +196,7 @@ def _run_until_the_virtual_straps_go(
     return config
 
 
-def test_the_virtual_straps_going_away_ends_the_session_and_keeps_it_to_continue(tmp_path: Path) -> None:
+def test_the_virtual_straps_going_away_ends_the_session_and_saves_it_to_continue(tmp_path: Path) -> None:
     # A soak review: the virtual straps' process stopped and came back, and `run` said 'retrying' for ever (its
     # Bumble bench had lost its transport and never reaches anything again); Ctrl-C then closed the session and
     # the next run began a new one, learning both baselines again.
@@ -158,12 +206,16 @@ def test_the_virtual_straps_going_away_ends_the_session_and_keeps_it_to_continue
             "client": await ModelStrap("strap-C", breathing(900, 16, 2), speed=1.0, role=Role.CLIENT).start(link),
         }
 
-    kept = r"lost its HCI transport .*; the session is kept: `breathsync run --name"
+    kept = r"lost its HCI transport .*; the session is saved: `breathsync run --name"
     config = _run_until_the_virtual_straps_go(pair, lambda adapter: config_for(adapter, tmp_path), 5.0, kept)
     [path] = tmp_path.glob("*.sqlite")
     with SessionStore.open(path) as store:
-        assert store.meta("closed") != "1" and len(store.samples("therapist").counters) > 25 * 2
-    assert session_path(config) == SessionChoice(path, True)  # the next run continues it
+        assert store.meta("closed") == "1" and len(store.samples("therapist").counters) > 25 * 2
+    # Closed: the next plain run starts a new session (a data review: left open, the next run, on another sim's
+    # straps, resumed it and appended that dyad to it); `--name` continues this one on purpose.
+    assert session_path(config).resumed is False
+    named = dataclasses.replace(config, session=dataclasses.replace(config.session, name=path.stem))
+    assert session_path(named) == SessionChoice(path, True)
 
     # Gone while the straps were still being looked for: nothing recorded, nothing kept, and said so.
     async def none(link: object) -> dict[str, ModelStrap]:

@@ -73,13 +73,17 @@ def _quick_options(bench: BumbleBench, **extra: float) -> BleOptions:
     return bench.ble_options(timings)
 
 
-async def _session(strap_kw: dict[str, Any], body: Callable[[ModelStrap, BleStrapLink, Sink], Awaitable[None]]) -> None:
+async def _session(
+    strap_kw: dict[str, Any],
+    body: Callable[[ModelStrap, BleStrapLink, Sink], Awaitable[None]],
+    session_rate_hz: int | None = None,
+) -> None:
     link = new_link()
     strap = await ModelStrap(**strap_kw).start(link)
     async with await BumbleBench.open(link) as bench:
         options = _quick_options(bench, backfill_every_s=0.2)
         sink = Sink()
-        ble = BleStrapLink("client", strap.name, sink, options)
+        ble = BleStrapLink("client", strap.name, sink, options, session_rate_hz=session_rate_hz)
         task = asyncio.create_task(ble.run())
         try:
             await body(strap, ble, sink)
@@ -140,6 +144,44 @@ def test_link_drops_and_power_offs_lose_nothing() -> None:
         assert ("disconnected", "") in sink.link
 
     run(_session, {"name": "strap-B", "values": values, "speed": 20.0}, body)
+
+
+def test_a_start_stream_lost_in_the_air_is_sent_again() -> None:
+    # It was sent once per connection: a strap that never got it answered every ping, so the link looked well, and
+    # it never streamed until the link happened to drop (a link review).
+    values = signal(25 * 20, seed=4)
+
+    async def body(strap: ModelStrap, ble: BleStrapLink, sink: Sink) -> None:
+        await until(lambda: len(sink.received()) == len(values), 30)
+        assert sink.received() == dict(enumerate(values))
+        assert [name for _t, name in strap.controls].count("START_STREAM") == 1  # the one that arrived
+        assert ble.stats.reconnects == 0
+
+    # Twice real time: still producing when the second START_STREAM comes, 3 s (the answer's timeout) after the first.
+    run(_session, {"name": "strap-S", "values": values, "speed": 2.0, "lost_commands": ["START_STREAM"]}, body)
+
+
+def test_a_strap_at_another_rate_is_set_to_the_sessions_rate_before_it_streams() -> None:
+    # A session records at one rate (straps.rate_hz). A strap left at 50 Hz by `breathsync strap --rate 50` streamed
+    # at 50 Hz into a daemon that timed its samples and breaths at 25: intervals doubled, blocks overlapping.
+    values = signal(25 * 20, seed=5)
+
+    async def body(strap: ModelStrap, ble: BleStrapLink, sink: Sink) -> None:
+        await until(lambda: len(sink.received()) == len(values), 30)
+        assert strap.rate_hz == 25
+        names = [name for _t, name in strap.controls]
+        assert names[: names.index("START_STREAM") + 1] == ["GET_STATUS", "SET_RATE", "GET_STATUS", "START_STREAM"]
+        assert ("rate-set", "set to the session's 25 Hz (it ran at 50 Hz)") in sink.link
+        assert ble.session.stream.clock.nominal_rate_hz == 25 and sink.statuses[-1].sample_rate_hz == 25
+
+    run(_session, {"name": "strap-R", "values": values, "speed": 20.0, "rate_hz": 50.0}, body, 25)
+
+    async def untouched(strap: ModelStrap, ble: BleStrapLink, sink: Sink) -> None:  # no session rate: the strap's own
+        await until(lambda: len(sink.received()) == len(values), 30)
+        assert strap.rate_hz == 50 and "SET_RATE" not in [name for _t, name in strap.controls]
+        assert ble.session.stream.clock.nominal_rate_hz == 50
+
+    run(_session, {"name": "strap-R", "values": values, "speed": 20.0, "rate_hz": 50.0}, untouched)
 
 
 def test_lost_notifications_are_backfilled() -> None:

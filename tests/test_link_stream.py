@@ -202,6 +202,72 @@ def test_a_resumed_run_dates_a_reboot_by_the_stored_time_but_not_a_wall_clock_st
     assert not again._behind_clock(40 * 25, 1100.0)
 
 
+def test_a_resumed_run_asks_again_for_the_holes_the_strap_may_still_hold() -> None:
+    # A crash while a backfill ran: the next run asked only after the last stored sample, and the strap's samples of
+    # the hole below it were never fetched, though it still held them (a link review: 77 samples, for good).
+    from breathsync.link.session import StrapSession
+
+    session = StrapSession("therapist", _QuietSink(), RATE_HZ)
+    session.stream.resume_after(10_000, 0, 400.0, holes=[(9_000, 9_099), (9_950, 9_979)])
+    assert session.stream.gaps.ranges == [(9_000, 9_100), (9_950, 9_980)]
+    # After a reboot (offset 5000): the earlier boot's hole went with its RAM; this boot's is in its own counters.
+    again = StrapSession("therapist", _QuietSink(), RATE_HZ)
+    again.stream.resume_after(10_000, 5_000, 400.0, holes=[(4_000, 4_999), (9_950, 9_979)])
+    assert again.stream.gaps.ranges == [(4_950, 4_980)]
+    # Older than the strap's ring (5 min at 25 Hz): given up, and said, by the run before.
+    old = StrapSession("therapist", _QuietSink(), RATE_HZ)
+    old.stream.resume_after(20_000, 0, 800.0, holes=[(1_000, 1_099), (12_000, 12_999), (19_000, 19_009)])
+    assert old.stream.gaps.ranges == [(12_500, 13_000), (19_000, 19_010)]
+
+
+def test_a_reboot_is_dated_by_the_middle_of_the_time_syncs_round_trip() -> None:
+    # The strap read its counter somewhere between the question and the answer: dated by the answer, the new boot's
+    # counters sat ~2 samples (43 ms at 50 Hz) ahead of their host times in a data review's session.
+    from breathsync.link.session import StrapSession
+
+    starts = []
+    for asked_s in (None, 1039.76):
+        session = StrapSession("therapist", _QuietSink(), RATE_HZ, clock=lambda: 1040.0)
+        session.stream.resume_after(1000, 0, 1000.0)  # counter 1000 at 1000 s
+        # Counter 500 read at 1039.88 s, the middle of a 240 ms round trip: the new boot's 0 came at 1019.88 s, 496
+        # samples (19.84 s) after the last one held.
+        starts.append(session.stream.rebooted(counter_now=500, at_s=1040.0, asked_s=asked_s))
+    assert starts == [1001 + 496 + 3, 1001 + 496]  # 3 samples (0.12 s) late by the answer; on time by the middle
+
+
+def test_a_gap_across_the_counters_wrap_is_asked_for_up_to_now() -> None:
+    # [from & mask, to & mask) of a gap across 2**32 was empty: Backfill raised, which is no LinkError, and ended the
+    # link's task, and the session with it (a link review; 994 days of uptime at 50 Hz).
+    import asyncio
+
+    from breathsync.link.session import StrapSession
+    from breathsync.protocol import Backfill, Channel, ResponsePacket, ResultCode, SamplesPacket, decode, encode
+
+    async def go() -> list[Backfill]:
+        session = StrapSession("client", _QuietSink(), RATE_HZ)
+        sent: list[Backfill] = []
+
+        async def write(channel: int, payload: bytes) -> None:
+            command = decode(Channel(channel), payload)
+            assert isinstance(command, Backfill)
+            sent.append(command)
+            start = command.from_counter
+            answer = ResponsePacket(command.tag, Channel.CONTROL, 0x04, ResultCode.OK, start, (start + 18) % 2**32)
+            asyncio.get_running_loop().call_soon(session.handle, Channel.RESPONSE, encode(answer)[1])
+
+        session.attach(write)
+        session._epoch_pending = False
+        session.handle(Channel.SAMPLES, bytes(SamplesPacket(0, 2**32 - 20, (1,) * 7)), 100.0)
+        session.handle(Channel.SAMPLES, bytes(SamplesPacket(2, 5, (1,) * 7)), 101.0)
+        assert session.stream.gaps.ranges == [(2**32 - 13, 2**32 + 5)]
+        assert await session.request_backfill()
+        assert session.stream.gaps.ranges == [(2**32 - 13, 2**32 + 5)]  # nothing given up
+        return sent
+
+    sent = asyncio.run(go())
+    assert [(c.from_counter, c.to_counter) for c in sent] == [(2**32 - 13, None)]
+
+
 def test_a_backfill_answer_behind_the_start_asked_for_loses_nothing() -> None:
     """value0 > from: the strap no longer holds [from, value0), lost. value0 < from (mod 2**32): the strap has
     not counted that far (it rebooted and the host has not seen it yet); read as 'ahead', the gap's whole

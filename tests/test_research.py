@@ -833,6 +833,15 @@ def test_replay_session_reruns_the_engine_with_other_settings(
     assert "need a SESSION" in capsys.readouterr().err
 
 
+def test_the_csv_export_names_the_engine_clocks_zero(tmp_path: Path) -> None:
+    # states.csv and nudges.csv give the engine's t_s, which counts from meta.t0_unix_s: session.json did not carry
+    # it, so a CSV user could not place an efficacy's nudge_t_s (a data review).
+    path = _stored_dyad(tmp_path / "dyad.sqlite")
+    export_csv(load_session(path), tmp_path / "csv")
+    info = json.loads((tmp_path / "csv" / "session.json").read_text())
+    assert float(info["meta"]["t0_unix_s"]) == HOST_T0_S
+
+
 def _stored_dyad(path: Path, config: dict[str, Any] | None = None) -> Path:
     """A therapist-follows dyad (bundled recordings) stored as a session, as the daemon stores what straps send."""
     from breathsync.engine import StrapBlock, StrapBreath, dyad_stream

@@ -179,7 +179,7 @@ async def calibrate_strap(
         found = await find_by_role("therapist", options, timeout_s=30.0)
         source = f"ble:{found.address}"
     collector = _Collector(rate_hz)
-    link = open_link(source, "therapist", collector, options, rate_hz)
+    link = open_link(source, "therapist", collector, options, rate_hz, session_rate_hz=int(rate_hz))
     task = asyncio.create_task(link.run())
     stop = stop or asyncio.Event()
     next_report = PROGRESS_EVERY_S

@@ -11,7 +11,7 @@ therapist_baseline = ""               # file from `breathsync calibrate`; "" = l
 ble = "system"                        # or "bumble:tcp-client:127.0.0.1:7402" (virtual straps)
 therapist = "auto"                    # "auto" (by role), ble:<address-or-name>, serial:<port>, replay:<file>
 client = "auto"
-rate_hz = 25
+rate_hz = 25                          # the session's sample rate (25 or 50): a strap at another is set to it
 
 [outputs]
 lsl = true                            # LSL outlets for both raw streams, events and nudges

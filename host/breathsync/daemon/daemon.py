@@ -287,6 +287,8 @@ class Daemon:
                     self.store.set_meta(f"counter_offset.{role}", str(stream.offset))
         if kind == "samples-lost":
             self._line(f"{role} strap: {detail}")
+        elif kind == "rate-set":  # a session records at one rate
+            self._line(f"{role} strap: {detail}; the rate is straps.rate_hz in the configuration")
         elif kind in ("disconnected", "strap-rebooted"):
             said = {"strap-rebooted": "restarted, carrying on"}.get(kind, kind)
             self._line(f"{role} strap: {said}" + (f" ({detail})" if detail else ""))
@@ -480,7 +482,8 @@ class Daemon:
         # Adapter, sources and the Bluetooth stack are checked before the session file exists: a
         # typo must neither leave an empty session behind nor block a retry within the same second.
         async with adapter as options:
-            self.links = await open_sources(sources, self, options, self.config.straps.rate_hz, self.clock)
+            rate_hz = self.config.straps.rate_hz  # the session's rate: a strap at another is set to it
+            self.links = await open_sources(sources, self, options, rate_hz, self.clock, session_rate_hz=rate_hz)
             try:
                 if choice.note:
                     self._line(f"new session: {choice.note}")
@@ -528,7 +531,7 @@ class Daemon:
         except AdapterGone as exc:
             # Said once the session is saved, or removed when it held nothing (a review: 'kept' was said of one
             # just removed).
-            kept = f"the session is kept: `breathsync run --name {shlex.quote(path.stem)}` continues it"
+            kept = f"the session is saved: `breathsync run --name {shlex.quote(path.stem)}` continues it"
             raise LinkError(
                 f"{exc}; {kept if path.exists() else 'nothing had been recorded: no session kept'}"
             ) from None
@@ -542,14 +545,16 @@ class Daemon:
         summary = SessionSummary(path, resumed)
         tasks: list[asyncio.Task[None]] = []
         failed = False
-        failure: StoreError | AdapterGone | None = None  # a full disk, or the adapter gone, ended the session
+        failure: StoreError | None = None  # a full disk ended the session
         try:
             self._start_session(store, path, resumed)
             await self._connect_and_run(stop, options, store, tasks)
         except BaseException as exc:
             failed = True
-            # A full disk, or an adapter gone: the session stays open (not closed) for the next run to continue.
-            failure = exc if isinstance(exc, StoreError | AdapterGone) else None
+            # A full disk: the session stays open (not closed) for the next run to continue. An adapter gone (the
+            # virtual straps' process ended, most often at its scripted end) closes it like Ctrl-C: left open, the
+            # next run resumed it and appended another dyad's recording to it (a data review). `--name` continues it.
+            failure = exc if isinstance(exc, StoreError) else None
             raise
         finally:
             await close_links(list(self.links.values()), tasks, DAEMON_CLOSE_WAIT_S)
@@ -668,7 +673,8 @@ class Daemon:
                 if strap.name:
                     self._strap_names[role] = strap.name
                 source = f"ble:{strap.address}"
-                self.links[role] = open_link(source, role, self, options, self.config.straps.rate_hz, self.clock)
+                rate_hz = self.config.straps.rate_hz
+                self.links[role] = open_link(source, role, self, options, rate_hz, self.clock, session_rate_hz=rate_hz)
         for role in ROLES:
             link = self.links[role]
             last = store.last_counter(role)
@@ -680,7 +686,7 @@ class Daemon:
                 # The last sample's time: a strap that rebooted while no host was there continues after the time
                 # it was away; joined to the last stored counter, its new counters would hide the gap.
                 offset = store.meta_int(f"counter_offset.{role}") or 0
-                stream.resume_after(last, offset, store.last_sample_time(role))
+                stream.resume_after(last, offset, store.last_sample_time(role), store.missing_ranges(role))
         self.links = {role: self.links[role] for role in ROLES}  # role order, however they were found
         tasks.extend(asyncio.create_task(link.run(), name=f"link-{role}") for role, link in self.links.items())
         await self._tick(stop, tasks)

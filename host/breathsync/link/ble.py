@@ -32,7 +32,7 @@ from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakBluetoothNotAvailableError, BleakError
 
 from ..errors import InputError
-from ..protocol import ROLE_NAMES, Channel, HapticCommand, ProtocolError, ResponsePacket, StartStream, StatusPacket
+from ..protocol import ROLE_NAMES, Channel, HapticCommand, ProtocolError, ResponsePacket, StatusPacket
 from ..protocol.uuids import CHANNEL_BY_UUID, CHARACTERISTIC_UUIDS, SERVICE_UUID
 from ..roles import Role
 from .session import LinkError, StrapSession, StrapSink
@@ -165,6 +165,7 @@ class BleStrapLink:
         clock: Callable[[], float] = time.monotonic,
         name_shared: bool = False,
         others: Iterable[str] = (),
+        session_rate_hz: int | None = None,
     ) -> None:
         self.role = role
         self.target = target
@@ -172,7 +173,7 @@ class BleStrapLink:
         # only the role each strap reports tells them apart.
         self.name_shared = name_shared
         self.options = options or BleOptions()
-        self.session = StrapSession(role, sink, rate_hz, clock)
+        self.session = StrapSession(role, sink, rate_hz, clock, session_rate_hz)
         self.sink = sink
         self.stats = self.session.stats
         self.connected = asyncio.Event()
@@ -359,14 +360,18 @@ class BleStrapLink:
         self.sink.on_link(self.role, "closed", "")
 
     async def _serve(self, client: BleakClient) -> None:
-        with contextlib.suppress(LinkError):
-            await self.session.command(StartStream(0))
-        next_backfill = 0.0
-        next_ping = 0.0
+        streaming = False
+        next_start = next_backfill = next_ping = 0.0
         loop = asyncio.get_running_loop()
         while not self._disconnected.is_set() and not self._closing:
             now = loop.time()
             try:
+                if not streaming and now >= next_start:
+                    # Until the strap streams: once was all, and one lost write left a connected strap that
+                    # answered every ping and never streamed (a link review).
+                    next_start = now + self.options.backfill_every_s
+                    await self.session.start_streaming()
+                    streaming = True
                 if now >= next_backfill:
                     next_backfill = now + self.options.backfill_every_s
                     await self.session.request_backfill()

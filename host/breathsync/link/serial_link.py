@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import serial
 
-from ..protocol import Channel, Deframer, Frame, GetStatus, HapticCommand, ResponsePacket, StartStream
+from ..protocol import Channel, Deframer, Frame, HapticCommand, ResponsePacket
 from ..roles import Role
 from .session import LinkError, StrapSession, StrapSink
 from .stream import StrapStream
@@ -35,11 +35,12 @@ class SerialStrapLink:
         rate_hz: float = 25.0,
         clock: Callable[[], float] = time.monotonic,
         backfill_every_s: float = 1.0,
+        session_rate_hz: int | None = None,
     ) -> None:
         self.role = role
         self.port = port
         self.sink = sink
-        self.session = StrapSession(role, sink, rate_hz, clock)
+        self.session = StrapSession(role, sink, rate_hz, clock, session_rate_hz)
         self.stats = self.session.stats
         self.deframer = Deframer()
         self._frame_errors: dict[str, int] = {}
@@ -102,11 +103,12 @@ class SerialStrapLink:
         self.connected.set()
         self.sink.on_link(self.role, "connected", self.port)
         try:
-            with contextlib.suppress(LinkError):
-                await self.session.command(GetStatus(0))
-                await self.session.command(StartStream(0))
+            streaming = False
             while not self._closing.is_set() and reader.is_alive():
                 with contextlib.suppress(LinkError):
+                    if not streaming:  # until it streams: a lost frame must not leave it silent for the session
+                        await self.session.start_streaming()
+                        streaming = True
                     await self.session.request_backfill()
                     await self.session.ping()  # keep-alive: a strap aborts haptics after 5 s of silence
                 await asyncio.sleep(self.backfill_every_s)

@@ -22,12 +22,17 @@ from ..protocol import (
     Channel,
     ControlCommand,
     EventPacket,
+    GetStatus,
     HapticCommand,
     ProtocolError,
     ResponsePacket,
     ResultCode,
     SamplesPacket,
+    SetRate,
+    StartStream,
+    StatusFlag,
     StatusPacket,
+    StopStream,
     TimeSync,
     decode,
     encode,
@@ -74,13 +79,24 @@ class StrapSink(Protocol):
 class StrapSession:
     """One strap's protocol state; survives reconnects (the stream and statistics persist)."""
 
-    def __init__(self, role: Role, sink: StrapSink, rate_hz: float = 25.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        role: Role,
+        sink: StrapSink,
+        rate_hz: float = 25.0,
+        clock: Callable[[], float] = time.monotonic,
+        session_rate_hz: int | None = None,
+    ):
+        """``rate_hz``: the rate assumed until the strap's STATUS says; ``session_rate_hz``: the rate the strap is set
+        to before it streams (a session records at one rate), or None to take the strap's own."""
         self.role = role
         self.sink = sink
         self.clock = clock
+        self.session_rate_hz = session_rate_hz
         self.stream = StrapStream(role, rate_hz, sink.on_samples, sink.on_event)
         self.stats = self.stream.stats
         self.status: StatusPacket | None = None
+        self._status_seen = asyncio.Event()
         self._write: WriteFn | None = None
         self._tags = itertools.cycle(range(1, 256))
         self._pending: dict[int, asyncio.Future[ResponsePacket]] = {}
@@ -145,6 +161,7 @@ class StrapSession:
     def _on_status(self, status: StatusPacket) -> None:
         previous = self.status
         self.status = status
+        self._status_seen.set()
         if previous is None or previous.sample_rate_hz != status.sample_rate_hz:
             self.stream.set_rate(status.sample_rate_hz)
         self.sink.on_status(self.role, status)
@@ -183,6 +200,37 @@ class StrapSession:
             raise CommandRejected(response)
         return response
 
+    async def start_streaming(self, timeout_s: float = 3.0) -> None:
+        """After each connect: the strap set to ``session_rate_hz`` if it runs at another rate (SET_RATE, which the
+        strap keeps), then START_STREAM. LinkError when any step fails: the caller tries again. (The daemon took
+        every strap for straps.rate_hz and never asked: a strap set to 50 Hz by `breathsync strap --rate` had its
+        breaths dated at twice their intervals and its sample blocks overlapping, a link review.)"""
+        wanted = self.session_rate_hz
+        if wanted is None:
+            await self.command(GetStatus(0), timeout_s)  # its STATUS now, not at its first change
+        else:
+            status = await self.read_status(timeout_s)
+            if status.sample_rate_hz != wanted:
+                if status.flags & StatusFlag.STREAMING:  # a strap changes its rate only while not streaming
+                    await self.command(StopStream(0), timeout_s)
+                await self.command(SetRate(0, wanted), timeout_s)
+                self.sink.on_link(
+                    self.role, "rate-set", f"set to the session's {wanted} Hz (it ran at {status.sample_rate_hz} Hz)"
+                )
+                await self.read_status(timeout_s)  # its clock at the new rate before any sample at it is read
+        await self.command(StartStream(0), timeout_s)
+
+    async def read_status(self, timeout_s: float = 3.0) -> StatusPacket:
+        """GET_STATUS, and the STATUS the strap sends after answering it."""
+        self._status_seen.clear()
+        await self.command(GetStatus(0), timeout_s)
+        try:
+            await asyncio.wait_for(self._status_seen.wait(), timeout_s)
+        except TimeoutError:
+            raise CommandUnanswered(f"{self.role}: no STATUS after GET_STATUS within {timeout_s} s") from None
+        assert self.status is not None
+        return self.status
+
     async def haptic(self, pattern: HapticCommand, timeout_s: float = 3.0) -> ResponsePacket:
         self.stats.haptic_sent += 1
         response = await self.command(pattern, timeout_s)
@@ -217,7 +265,7 @@ class StrapSession:
             )
         ):
             old = self.stream.offset + head
-            start = self.stream.rebooted(counter_now, at_s)
+            start = self.stream.rebooted(counter_now, at_s, sent_s)
             self.sink.on_link(
                 self.role, "strap-rebooted", f"counter back to {counter_now}; session counters {old} -> {start}"
             )
@@ -255,8 +303,11 @@ class StrapSession:
             return False
         start, end = wanted
         self._backfill_in_flight = wanted
+        # A gap across the counter's 2**32 wrap cannot be one [from, to) on the wire: asked open-ended, up to now
+        # (what arrives twice is dropped). As [from & mask, to & mask) it was empty, and the error ended the link.
+        to = end & 0xFFFFFFFF if (end & 0xFFFFFFFF) > (start & 0xFFFFFFFF) else None
         try:
-            response = await self.command(Backfill(0, start & 0xFFFFFFFF, end & 0xFFFFFFFF))
+            response = await self.command(Backfill(0, start & 0xFFFFFFFF, to))
         except LinkError:
             self._backfill_in_flight = None
             raise

@@ -257,23 +257,25 @@ def open_link(
     name_shared: bool = False,
     others: Iterable[str] = (),
     replay_start: ReplayStart | None = None,
+    session_rate_hz: int | None = None,
 ) -> StrapLink:
     """The link for a source moniker (see the module docstring); ``clock`` stamps arrivals. ``name_shared``:
     the other role's strap may answer to the same BLE name (then each strap's role must match); ``others``: the
     other role's strap addresses, never taken by a name; ``replay_start``: shared by the replayed roles of one
-    dyad, so that they keep the timing they were recorded with (``ReplayStart``)."""
+    dyad, so that they keep the timing they were recorded with (``ReplayStart``); ``session_rate_hz``: a strap at
+    another rate is set to it before it streams (None: each strap's own rate)."""
     if not is_role(role):
         raise InputError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
     if check_source(moniker) == "auto":
         raise InputError(f"{role}: 'auto' is resolved by scanning (find_by_role) before a link is opened")
     kind, _, target = moniker.partition(":")
     if kind == "ble":
-        return BleStrapLink(role, target, sink, options, rate_hz, clock, name_shared, others)
+        return BleStrapLink(role, target, sink, options, rate_hz, clock, name_shared, others, session_rate_hz)
     if kind == "serial":
         # A device path that is not there fails now, not after files were created (COM3 etc. are not paths).
         if target.startswith("/") and not Path(target).exists():
             raise InputError(f"{role}: no serial port {target} (is the strap plugged in?)")
-        return SerialStrapLink(role, target, sink, rate_hz, clock)
+        return SerialStrapLink(role, target, sink, rate_hz, clock, session_rate_hz=session_rate_hz)
     return ReplayLink(role, Path(target), sink, clock=clock, start=replay_start)
 
 
@@ -298,10 +300,12 @@ async def open_sources(
     options: BleOptions,
     rate_hz: float = 25.0,
     clock: Callable[[], float] = time.monotonic,
+    session_rate_hz: int | None = None,
 ) -> dict[Role, StrapLink]:
     """The links of the explicit sources (role -> moniker), once everything that can be checked without
     the radio was: monikers, replay files, serial device paths, then the system's Bluetooth stack if a
-    source needs BLE. ``auto`` sources are left out (found by scanning). Call before creating files."""
+    source needs BLE. ``auto`` sources are left out (found by scanning). Call before creating files.
+    ``session_rate_hz``: as ``open_link``'s."""
     for source in sources.values():
         check_source(source)
     links: dict[Role, StrapLink] = {}
@@ -311,7 +315,16 @@ async def open_sources(
             if source != "auto":
                 others = [s[len("ble:") :] for r, s in sources.items() if r != role and _is_ble_address(s)]
                 links[role] = open_link(
-                    source, role, sink, options, rate_hz, clock, name_shared(source, sources), others, replay_start
+                    source,
+                    role,
+                    sink,
+                    options,
+                    rate_hz,
+                    clock,
+                    name_shared(source, sources),
+                    others,
+                    replay_start,
+                    session_rate_hz,
                 )
         if any(needs_ble(source) for source in sources.values()):
             await check_bluetooth(options)

@@ -14,7 +14,7 @@ Turns decoded packets into gap-free, de-duplicated, time-mapped samples and even
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,6 +92,9 @@ def unwrap(counter_u32: int, reference: int) -> int:
     elif reference - candidate > U32 // 2:
         candidate += U32
     return candidate
+
+
+STRAP_RING_S = 300  # the most a strap's sample ring holds (firmware/strap/rings.py: 5 minutes at 25 Hz)
 
 
 class Gaps:
@@ -180,8 +183,9 @@ class StrapStream:
         if rate_hz != self.clock.nominal_rate_hz:
             self.clock = CounterClock(rate_hz)
 
-    def rebooted(self, counter_now: int, at_s: float) -> int:
-        """The strap restarted: its counter is ``counter_now`` at host time ``at_s``, behind what we hold.
+    def rebooted(self, counter_now: int, at_s: float, asked_s: float | None = None) -> int:
+        """The strap restarted: its counter was ``counter_now`` at host time ``at_s`` at the latest (a TIME_SYNC's
+        answer), and at ``asked_s`` at the earliest (its question), behind what we hold.
 
         Its RAM ring went with the reboot, so open gaps are lost. Delivered counters stay unique and
         increasing for the whole session: the new boot continues after the old head, plus the samples
@@ -197,7 +201,10 @@ class StrapStream:
         if last_s is not None:
             # The last one held is counter head - 1: the new boot's 0 comes (boot_s - last_s) periods after it, so
             # that many minus one were missed (all of them put its 0 one period late: 390 ppm in a BIDS fit).
-            downtime = max(0, round((boot_s - last_s) * self.rate_hz) - 1)
+            # The counter was read within the TIME_SYNC's round trip: its middle is the estimate without bias (the
+            # answer's arrival put the new boot's samples 43 ms late on the session's counters, a data review).
+            read_s = at_s if asked_s is None else 0.5 * (asked_s + at_s)
+            downtime = max(0, round((read_s - counter_now / self.rate_hz - last_s) * self.rate_hz) - 1)
         self.resumed_at_s = None  # it dated the old boot's samples, not the new one's
         self.offset += head + downtime
         self.head = 0  # everything since the new boot is wanted: its first live packet opens a gap from 0
@@ -210,17 +217,26 @@ class StrapStream:
         self.clock.observe(0, boot_s)
         return self.offset
 
-    def resume_after(self, counter: int, offset: int = 0, host_t_s: float | None = None) -> None:
-        """The host already holds everything up to ``counter`` (a restarted daemon's store).
+    def resume_after(
+        self, counter: int, offset: int = 0, host_t_s: float | None = None, holes: Iterable[tuple[int, int]] = ()
+    ) -> None:
+        """The host already holds everything up to ``counter`` (a restarted daemon's store) but ``holes``.
 
         The first live packet then opens a gap from ``counter + 1``, which backfill closes.
         ``counter`` is a session counter (as delivered); ``offset`` what the session's counters had run
         ahead of the strap's own when that was stored (``rebooted``), 0 if the strap never rebooted;
         ``host_t_s`` when that last sample was taken (host clock): a strap that rebooted while no host was
         there then continues after the time it was away, as during a session, not right after ``counter``.
+        ``holes``: session counter ranges [first, last] missing below ``counter``; those of the strap's present
+        boot that its ring may still hold are asked for again (a crash while a backfill ran lost the rest for good,
+        a link review); older ones were given up, and said, by the run before.
         """
         self.offset = offset
         self.head = max(0, counter + 1 - offset)  # a crash right after a reboot was stored: from the new boot's 0
+        oldest = counter - STRAP_RING_S * self.clock.nominal_rate_hz
+        for first, last in holes:
+            if offset <= first <= last < counter and last >= oldest:  # an earlier boot's went with its RAM
+                self.gaps.add(max(first, int(oldest)) - offset, last + 1 - offset)
         # That stored sample dates strap counter head - 1 only if it belongs to the boot the head counts.
         self.resumed_at_s = host_t_s if counter + 1 - offset > 0 else None
 

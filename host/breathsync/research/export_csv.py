@@ -1,4 +1,5 @@
-"""CSV export: every stored table as plain CSV files plus ``session.json`` (docs/researcher-guide.md).
+"""CSV export: the stored tables as plain CSV files plus ``session.json`` (docs/researcher-guide.md; ``late`` and
+``arrivals``, which only a replay of the session reads, stay in the store).
 
 Times are seconds since the session zero, raw strap values stay raw u16 ADC counts, and a missing
 sample simply has no row. Written all or nothing (``research.output``).

@@ -179,7 +179,13 @@ def load_session(path: str | Path) -> Session:
             )
         if not roles:
             raise InputError(f"{path}: empty session (no samples from either strap)")
-        meta = {key: value for key in ("schema_version", "created_unix_s") if (value := store.meta(key)) is not None}
+        # t0_unix_s: the engine's clock (states' and nudges' t_s) counts from it (a data review: without it a CSV
+        # user could not place an efficacy's nudge_t_s).
+        meta = {
+            key: value
+            for key in ("schema_version", "created_unix_s", "t0_unix_s")
+            if (value := store.meta(key)) is not None
+        }
         created = store.meta_float("created_unix_s")
         states = tuple(store.states())
         nudges = tuple(store.nudges())
