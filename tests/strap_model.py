@@ -54,6 +54,7 @@ class ModelStrap:
     controls: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, opcode name) as received
     answers_haptics: bool = True  # False: it plays a pattern but its RESPONSE is lost (the link drops meanwhile)
     lost_commands: list[str] = field(default_factory=list)  # opcode names whose next write is lost in the air (once)
+    busy_commands: list[str] = field(default_factory=list)  # opcode names whose next write is answered BUSY (once)
     peripheral: VirtualPeripheral | None = None
 
     def spec(self) -> PeripheralSpec:
@@ -145,8 +146,16 @@ class ModelStrap:
                 else:
                     await asyncio.sleep(0.05)
 
-    async def _respond(self, tag: int, channel: Channel, opcode: int, value0: int = 0, value1: int = 0) -> None:
-        payload = bytes(ResponsePacket(tag, channel, opcode, ResultCode.OK, value0, value1))
+    async def _respond(
+        self,
+        tag: int,
+        channel: Channel,
+        opcode: int,
+        value0: int = 0,
+        value1: int = 0,
+        result: ResultCode = ResultCode.OK,
+    ) -> None:
+        payload = bytes(ResponsePacket(tag, channel, opcode, result, value0, value1))
         assert self.peripheral is not None
         self.peripheral.set_value(CHARACTERISTIC_UUIDS[Channel.RESPONSE], payload)
         await self._notify(Channel.RESPONSE, payload)
@@ -163,6 +172,10 @@ class ModelStrap:
             self.lost_commands.remove(command.OPCODE.name)
             return
         self.controls.append((time.monotonic(), command.OPCODE.name))
+        if command.OPCODE.name in self.busy_commands:
+            self.busy_commands.remove(command.OPCODE.name)
+            await self._respond(command.tag, Channel.CONTROL, command.OPCODE, result=ResultCode.BUSY)
+            return
         value0 = value1 = 0
         if isinstance(command, Backfill):
             to = self.produced if command.to_counter is None else command.to_counter + self.boot_at

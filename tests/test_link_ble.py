@@ -176,6 +176,14 @@ def test_a_strap_at_another_rate_is_set_to_the_sessions_rate_before_it_streams()
 
     run(_session, {"name": "strap-R", "values": values, "speed": 20.0, "rate_hz": 50.0}, body, 25)
 
+    async def put_off(strap: ModelStrap, ble: BleStrapLink, sink: Sink) -> None:  # BUSY: not set, asked again
+        await until(lambda: len(sink.received()) == len(values), 30)
+        assert strap.rate_hz == 25 and [name for _t, name in strap.controls].count("SET_RATE") == 2
+        assert sum(kind == "rate-set" for kind, _detail in sink.link) == 1
+
+    strap_kw = {"name": "strap-R", "values": values, "speed": 5.0, "rate_hz": 50.0, "busy_commands": ["SET_RATE"]}
+    run(_session, strap_kw, put_off, 25)
+
     async def untouched(strap: ModelStrap, ble: BleStrapLink, sink: Sink) -> None:  # no session rate: the strap's own
         await until(lambda: len(sink.received()) == len(values), 30)
         assert strap.rate_hz == 50 and "SET_RATE" not in [name for _t, name in strap.controls]

@@ -213,7 +213,8 @@ class StrapSession:
             if status.sample_rate_hz != wanted:
                 if status.flags & StatusFlag.STREAMING:  # a strap changes its rate only while not streaming
                     await self.command(StopStream(0), timeout_s)
-                await self.command(SetRate(0, wanted), timeout_s)
+                if (await self.command(SetRate(0, wanted), timeout_s)).result != ResultCode.OK:  # BUSY: streaming
+                    raise LinkError(f"{self.role}: the strap put off SET_RATE (busy)")
                 self.sink.on_link(
                     self.role, "rate-set", f"set to the session's {wanted} Hz (it ran at {status.sample_rate_hz} Hz)"
                 )
