@@ -14,9 +14,10 @@ except ImportError:  # CPython
         return value
 
 
-FIRMWARE_VERSION = "0.1.4"  # 0.1.1: no breath event before the first sample; 0.1.2: backfill outruns the ring;
+FIRMWARE_VERSION = "0.1.5"  # 0.1.1: no breath event before the first sample; 0.1.2: backfill outruns the ring;
 # 0.1.3: IDENTIFY answers with its pattern's length; 0.1.4: no allocation per notification, a failed start-up
-# restarts, a DRV2605L whose wake-up write failed is woken again
+# restarts, a DRV2605L whose wake-up write failed is woken again; 0.1.5: BACKFILL re-sends the events confirmed in
+# its range, the battery is not read during a haptic pattern
 BOARD = "xiao-esp32s3"
 CPU_FREQ_HZ = const(80_000_000)  # lowest clock the BLE controller runs at; halves idle current
 

@@ -1080,6 +1080,7 @@ def test_cpython_streamer_paces_retries_and_prioritises() -> None:
         (5000, 0xFFFFFFFF, []),  # a start the strap has not reached (a counter from before a reboot)
         (5000, 6000, []),
         (940, 0xFFFFFFFF, [955]),  # open end: up to the live stream's start
+        (958, 1000, [955]),  # confirmed in the range (at 960), its extremum before it: a drop-out began at 958
     ],
 )
 def test_cpython_backfill_resends_only_the_events_in_the_requested_range(

@@ -27,7 +27,7 @@ the oldest pending sample has waited FLUSH_AFTER_MS (counted in samples: no per-
 
 from array import array
 
-from core.detector import EV_INDEX, EVENT_FIELDS
+from core.detector import EV_CONFIRMED, EV_INDEX, EVENT_FIELDS
 from core.haptics import ticks_diff
 from core.packets import (
     BACKFILL_OPEN_END,
@@ -337,7 +337,9 @@ class Streamer:
                 self._bf_ev = self._bf_ev_end
                 return False
             self._bf_ev = ev.read_first
-            if mod32(rec[EV_INDEX] - self._bf_from) < span:
+            # Its extremum, or the sample that confirmed it, in range: a breath confirmed during a drop-out whose
+            # extremum came before it (the host asks from its first missing sample) was never sent at all.
+            if mod32(rec[EV_INDEX] - self._bf_from) < span or mod32(rec[EV_CONFIRMED] - self._bf_from) < span:
                 return True
             self._bf_ev += 1
         return False
