@@ -998,6 +998,50 @@ def test_bad_sources_fail_before_the_session_file_exists(straps: StrapsConfig, m
     assert not sessions.exists()
 
 
+def test_a_replayed_source_plays_each_breath_when_it_was_confirmed_and_late_data_as_late(tmp_path: Path) -> None:
+    # The replay: source gave the daemon each breath at its extremum's time, before the samples that confirmed it,
+    # and what live received only after a drop-out as live data (a link review): a session re-run through the daemon
+    # path did not see what live had seen.
+    from breathsync.link.sources import ReplayLink
+
+    path = tmp_path / "s.sqlite"
+    with SessionStore.create(path, {}) as store:
+        store.add_samples("client", list(range(100)), [1000.0 + c * 0.04 for c in range(100)], [30000] * 100)
+        store.add_event(StrapEvent("client", "peak", 20, 35, 900, 0, 1000.8, False))
+        store.add_event(StrapEvent("client", "trough", 60, 71, 900, 0, 1002.4, True))
+        store.add_late_samples("client", 50, 69)
+        store.add_late_event("client", "trough", 60)
+        store.add_event(StrapEvent("client", "peak", 98, 104, 900, 0, 1003.92, False))  # its sample 104 not stored
+
+    class Order:
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, int, int, bool]] = []
+
+        def on_samples(self, block: SampleBlock) -> None:
+            self.seen.append(
+                ("samples", block.first_counter, block.first_counter + len(block.values), block.backfilled)
+            )
+
+        def on_event(self, event: StrapEvent) -> None:
+            self.seen.append(("event", event.counter, event.confirmed_counter, event.backfilled))
+
+        def on_status(self, role: str, status: StatusPacket) -> None: ...
+
+        def on_link(self, role: str, kind: str, detail: str) -> None: ...
+
+    order = Order()
+    asyncio.run(ReplayLink("client", path, order, speed=0).run())
+    played_until = 0
+    for kind, first, end, late in order.seen:
+        if kind == "samples":
+            assert late == (50 <= first < 70) and (late == (50 <= end - 1 < 70)), (first, end)  # split at its edges
+            played_until = end
+        else:
+            assert first == 98 or end < played_until, order.seen  # after the sample that confirmed it
+            assert late == (first == 60)
+    assert [e[1] for e in order.seen if e[0] == "event"] == [20, 60, 98]
+
+
 def test_config_accepts_every_kind_of_source_and_adapter(tmp_path: Path) -> None:
     good = tmp_path / "good.toml"
     good.write_text("[straps]\nble = 'bumble:tcp-client:127.0.0.1:7402'\ntherapist = 'replay:a.sqlite'\n")

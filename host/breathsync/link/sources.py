@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from bleak import BleakClient
 
@@ -33,6 +33,9 @@ from .ble import SCAN_SLICE_S, BleOptions, BleStrapLink, FoundStrap, check_bluet
 from .serial_link import SerialStrapLink
 from .session import LinkError, StrapSink
 from .stream import LinkStats, SampleBlock, StrapEvent, StrapStream
+
+if TYPE_CHECKING:
+    from ..store.records import StoredEvent  # the store is imported only when a session is replayed
 
 SOURCE_KINDS = ("ble", "serial", "replay")
 T = TypeVar("T")
@@ -409,6 +412,7 @@ class ReplayLink:
         try:
             series = self._store.samples(self.role)
             events = [e for e in self._store.events(self.role)]
+            late = self._store.late(self.role)  # what live received only after a drop-out: played as such
             firsts = [self._store.first_sample_t_s(role) for role in self._start.roles(self._store.path)]
         except StoreError as exc:
             # The source is damaged, not the store a daemon records into (whose failures keep its session open).
@@ -423,6 +427,7 @@ class ReplayLink:
         self.connected.set()
         self.sink.on_link(self.role, "connected", str(self._store.path))
         next_event = 0
+        came_late = late.sample_mask(series.counters)
         for start in range(0, len(series.counters), 7):
             if self._closing:
                 break
@@ -433,36 +438,44 @@ class ReplayLink:
                 if delay > 0:
                     await asyncio.sleep(delay)
             counters = series.counters[start:stop]
-            # Split at counter gaps: a block is consecutive by definition.
-            cuts = np.nonzero(np.diff(counters) != 1)[0] + 1
+            # Split at counter gaps (a block is consecutive by definition) and where live's late data begins or ends.
+            cuts = np.nonzero((np.diff(counters) != 1) | (np.diff(came_late[start:stop]) != 0))[0] + 1
             for piece in np.split(np.arange(start, stop), cuts):
                 block = SampleBlock(
                     self.role,
                     int(series.counters[piece[0]]),
                     series.values[piece],
                     series.host_t_s[piece] + shift,
-                    backfilled=False,
+                    backfilled=bool(came_late[piece[0]]),
                 )
                 self.stats.samples += len(piece)
                 self.sink.on_samples(block)
-            while next_event < len(events) and events[next_event].host_t_s <= t_last:
-                e = events[next_event]
-                self.sink.on_event(
-                    StrapEvent(
-                        self.role,
-                        e.kind,
-                        e.counter,
-                        e.confirmed_counter,
-                        e.depth_counts,
-                        e.interval_samples,
-                        e.host_t_s + shift,
-                        False,
-                    )
-                )
-                self.stats.events += 1
+            # An event once the sample that confirmed it is played, as the strap sent it (a link review: at its
+            # extremum's time, the engine had each breath up to a confirmation delay early).
+            last = int(counters[-1])
+            while next_event < len(events) and events[next_event].confirmed_counter <= last:
+                self._send_event(events[next_event], shift, late.events)
                 next_event += 1
+        if not self._closing:  # confirmed past the last sample stored: the strap sent them before that sample
+            for e in events[next_event:]:
+                self._send_event(e, shift, late.events)
         self.connected.clear()
         self.sink.on_link(self.role, "closed", "stopped" if self._closing else "end of recording")
+
+    def _send_event(self, e: StoredEvent, shift: float, late: frozenset[tuple[str, int]]) -> None:
+        self.sink.on_event(
+            StrapEvent(
+                self.role,
+                e.kind,
+                e.counter,
+                e.confirmed_counter,
+                e.depth_counts,
+                e.interval_samples,
+                e.host_t_s + shift,
+                (e.kind, e.counter) in late,
+            )
+        )
+        self.stats.events += 1
 
     async def close(self) -> None:
         self._closing = True
