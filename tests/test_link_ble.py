@@ -192,6 +192,32 @@ def test_a_strap_at_another_rate_is_set_to_the_sessions_rate_before_it_streams()
     run(_session, {"name": "strap-R", "values": values, "speed": 20.0, "rate_hz": 50.0}, untouched)
 
 
+def test_a_strap_that_drops_every_connection_is_reconnected_with_a_back_off() -> None:
+    # The back-off was reset at every connect, so a strap that dropped each link at once was reconnected in a tight
+    # loop, limited only by the scan (a link review). A link that lasted is still reconnected at once.
+    values = signal(25 * 16, seed=6)
+
+    async def body(strap: ModelStrap, ble: BleStrapLink, sink: Sink) -> None:
+        assert strap.peripheral is not None
+
+        def connects() -> int:
+            return sum(kind == "connected" for kind, _ in sink.link)
+
+        loop = asyncio.get_running_loop()
+        until_s = loop.time() + 3.0
+        seen = 0
+        while loop.time() < until_s:  # every connection dropped as soon as it is made
+            if connects() > seen:
+                seen = connects()
+                strap.peripheral.drop_link()
+            await asyncio.sleep(0.01)
+        # Back-off 0.05 s doubling per short connection: 0.05 + 0.1 + ... + 1.6 s fill 3 s with about 6.
+        assert 3 <= connects() <= 8, sink.link
+        await until(lambda: len(sink.received()) == len(values), 30)  # then it streams as before
+
+    run(_session, {"name": "strap-D", "values": values, "speed": 2.0}, body)
+
+
 def test_lost_notifications_are_backfilled() -> None:
     values = signal(25 * 40, seed=2)
 

@@ -58,6 +58,9 @@ class AdapterGone(LinkError):
     closed the session, and the next run began a new one)."""
 
 
+STABLE_CONNECTION_S = 5.0  # a connection that lasted this long resets the reconnect back-off
+
+
 @dataclass(frozen=True)
 class BleOptions:
     """How a BLE link behaves; defaults suit a therapist's session."""
@@ -346,9 +349,9 @@ class BleStrapLink:
             if not first:
                 self.stats.reconnects += 1
             first = False
-            backoff = self.options.backoff_initial_s
             self.connected.set()
             self.sink.on_link(self.role, "connected", str(client.address))
+            connected_at = asyncio.get_running_loop().time()
             try:
                 await self._serve(client)
             finally:
@@ -357,6 +360,14 @@ class BleStrapLink:
                 self._client = None
                 if not self._closing:
                     self.sink.on_link(self.role, "disconnected", "")
+            if asyncio.get_running_loop().time() - connected_at >= STABLE_CONNECTION_S:
+                backoff = self.options.backoff_initial_s
+            elif not self._closing:
+                # A link that ends at once, every time (a strap that drops each connection): reconnected after the
+                # back-off, not in a tight loop (a link review).
+                with contextlib.suppress(TimeoutError):  # cut short by close()
+                    await asyncio.wait_for(self._closed.wait(), backoff)
+                backoff = min(backoff * 2, self.options.backoff_max_s)
         self.sink.on_link(self.role, "closed", "")
 
     async def _serve(self, client: BleakClient) -> None:
