@@ -55,6 +55,7 @@ class ModelStrap:
     answers_haptics: bool = True  # False: it plays a pattern but its RESPONSE is lost (the link drops meanwhile)
     lost_commands: list[str] = field(default_factory=list)  # opcode names whose next write is lost in the air (once)
     busy_commands: list[str] = field(default_factory=list)  # opcode names whose next write is answered BUSY (once)
+    refused_commands: set[str] = field(default_factory=set)  # opcode names always answered INTERNAL_ERROR (not done)
     peripheral: VirtualPeripheral | None = None
 
     def spec(self) -> PeripheralSpec:
@@ -172,6 +173,9 @@ class ModelStrap:
             self.lost_commands.remove(command.OPCODE.name)
             return
         self.controls.append((time.monotonic(), command.OPCODE.name))
+        if command.OPCODE.name in self.refused_commands:  # e.g. SET_RATE on a strap that cannot save its settings
+            await self._respond(command.tag, Channel.CONTROL, command.OPCODE, result=ResultCode.INTERNAL_ERROR)
+            return
         if command.OPCODE.name in self.busy_commands:
             self.busy_commands.remove(command.OPCODE.name)
             await self._respond(command.tag, Channel.CONTROL, command.OPCODE, result=ResultCode.BUSY)

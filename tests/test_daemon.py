@@ -170,6 +170,34 @@ def test_straps_at_another_rate_are_set_to_the_sessions_and_timed_at_it(tmp_path
         assert float(np.median(np.diff(store.samples("client").host_t_s))) == pytest.approx(0.04, abs=0.002)
 
 
+def test_a_continued_session_keeps_its_rate_under_a_configuration_of_another(
+    served_pair: tuple[str, dict[str, ModelStrap]], tmp_path: Path
+) -> None:
+    # A review: a 25 Hz session continued under straps.rate_hz = 50 had its straps set to 50 Hz, and its replay and
+    # exports then timed its first part at 50 Hz too.
+    adapter, straps = served_pair
+
+    async def one(config: DaemonConfig, out: io.StringIO) -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(Daemon(config, out).run(stop))
+        await asyncio.sleep(4)
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+    first = config_for(adapter, tmp_path)
+    asyncio.run(one(first, io.StringIO()))
+    [path] = tmp_path.glob("*.sqlite")
+    at_50 = dataclasses.replace(first.straps, rate_hz=50)
+    again = dataclasses.replace(first, session=dataclasses.replace(first.session, name=path.stem), straps=at_50)
+    out = io.StringIO()
+    asyncio.run(one(again, out))
+    assert "differ in straps.rate_hz; they apply to a new session" in out.getvalue()
+    assert {role: strap.rate_hz for role, strap in straps.items()} == {"therapist": 25, "client": 25}
+    with SessionStore.open(path, read_only=True) as store:
+        assert {strap.rate_hz for strap in store.straps()} == {25}
+        assert float(np.max(np.diff(store.samples("client").host_t_s)[-25:])) == pytest.approx(0.04, abs=0.005)
+
+
 def _run_until_the_virtual_straps_go(
     make: Callable[[object], Awaitable[dict[str, ModelStrap]]],
     config_of: Callable[[str], DaemonConfig],

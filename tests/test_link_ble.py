@@ -184,6 +184,19 @@ def test_a_strap_at_another_rate_is_set_to_the_sessions_rate_before_it_streams()
     strap_kw = {"name": "strap-R", "values": values, "speed": 5.0, "rate_hz": 50.0, "busy_commands": ["SET_RATE"]}
     run(_session, strap_kw, put_off, 25)
 
+    async def refused(strap: ModelStrap, ble: BleStrapLink, sink: Sink) -> None:
+        # It cannot save its settings: said once, asked again only every 10 turns (each is a flash write), and the
+        # link goes on pinging meanwhile (a review: asked every turn, said nowhere, no keep-alive).
+        await asyncio.sleep(3.0)
+        names = [name for _t, name in strap.controls]
+        assert [kind for kind, _detail in sink.link].count("rate-refused") == 1, sink.link
+        # Turns every 0.2 s here: asked at 0 and 2 s; pinged every 2 s (ping_every_s) all along.
+        assert names.count("SET_RATE") == 2 and names.count("TIME_SYNC") >= 2 and "START_STREAM" not in names
+        assert not sink.received()
+
+    strap_kw = {"name": "strap-R", "values": values, "speed": 5.0, "rate_hz": 50.0, "refused_commands": {"SET_RATE"}}
+    run(_session, strap_kw, refused, 25)
+
     async def untouched(strap: ModelStrap, ble: BleStrapLink, sink: Sink) -> None:  # no session rate: the strap's own
         await until(lambda: len(sink.received()) == len(values), 30)
         assert strap.rate_hz == 50 and "SET_RATE" not in [name for _t, name in strap.controls]

@@ -214,6 +214,11 @@ def test_a_resumed_run_asks_again_for_the_holes_the_strap_may_still_hold() -> No
     again = StrapSession("therapist", _QuietSink(), RATE_HZ)
     again.stream.resume_after(10_000, 5_000, 400.0, holes=[(4_000, 4_999), (9_950, 9_979)])
     assert again.stream.gaps.ranges == [(4_950, 4_980)]
+    # A hole from the earlier boot's last samples into this boot's first ones (a crash right after a reconnect
+    # that followed a reboot): this boot's part is asked for (a review: dropped whole).
+    straddling = StrapSession("therapist", _QuietSink(), RATE_HZ)
+    straddling.stream.resume_after(10_000, 5_000, 400.0, holes=[(4_000, 5_099)])
+    assert straddling.stream.gaps.ranges == [(0, 100)]
     # Older than the strap's ring (5 min at 25 Hz): given up, and said, by the run before.
     old = StrapSession("therapist", _QuietSink(), RATE_HZ)
     old.stream.resume_after(20_000, 0, 800.0, holes=[(1_000, 1_099), (12_000, 12_999), (19_000, 19_009)])
@@ -233,6 +238,57 @@ def test_a_reboot_is_dated_by_the_middle_of_the_time_syncs_round_trip() -> None:
         # samples (19.84 s) after the last one held.
         starts.append(session.stream.rebooted(counter_now=500, at_s=1040.0, asked_s=asked_s))
     assert starts == [1001 + 496 + 3, 1001 + 496]  # 3 samples (0.12 s) late by the answer; on time by the middle
+
+
+def test_a_loss_the_run_before_said_is_not_said_again_but_a_new_one_is() -> None:
+    # A resumed run asks again for the holes its strap may hold; one the strap had already given up was said (and
+    # stored) a second time (a review).
+    import asyncio
+
+    from breathsync.link.session import StrapSession
+    from breathsync.protocol import Backfill, Channel, ResponsePacket, ResultCode, decode, encode
+
+    class Sink(_QuietSink):
+        def __init__(self) -> None:
+            self.link: list[tuple[str, str]] = []
+
+        def on_link(self, role: str, kind: str, detail: str) -> None:
+            self.link.append((kind, detail))
+
+    async def go() -> list[tuple[str, str]]:
+        sink = Sink()
+        session = StrapSession("client", sink, RATE_HZ)
+        session.stream.resume_after(9_999, 0, 400.0, holes=[(9_000, 9_099)])
+        session.stream.on_samples_packet(packets(10_000, list(range(7)))[0], 401.0)  # live again
+        session.stream.on_samples_packet(packets(10_100, list(range(7)))[0], 405.0)  # a new gap: 10_007..10_099
+
+        async def write(channel: int, payload: bytes) -> None:
+            command = decode(Channel(channel), payload)
+            assert isinstance(command, Backfill)
+            held_from = 10_050  # the strap no longer holds anything before it
+            answer = ResponsePacket(command.tag, Channel.CONTROL, 0x04, ResultCode.OK, held_from, held_from)
+            asyncio.get_running_loop().call_soon(session.handle, Channel.RESPONSE, encode(answer)[1])
+
+        session.attach(write)
+        session._epoch_pending = False
+        assert await session.request_backfill()  # the re-asked hole: gone, said before
+        assert await session.request_backfill()  # the new gap: half of it gone
+        return sink.link
+
+    assert asyncio.run(go()) == [("samples-lost", "1.7 s of its data could not be recovered (samples 10007..10049)")]
+
+
+def test_a_strap_that_restarts_behind_an_open_port_is_asked_to_stream_again() -> None:
+    # Wired: the port stays open through a strap's restart, and the new boot streams only once asked; the link asked
+    # once per port (a review: silent for the rest of the session).
+    from breathsync.link.session import StrapSession
+
+    session = StrapSession("therapist", _QuietSink(), RATE_HZ, clock=lambda: 1040.0)
+    for packet in packets(0, list(range(700))):
+        session.stream.on_samples_packet(packet, 1000.0 + packet.counter / RATE_HZ)
+    session.streaming = True
+    session._settle_epoch(25, 1040.0, held_at_send=700, sent_s=1039.9)  # its counter back to 25: restarted
+    assert session.stream.stats.reboots == 1 and session.streaming is False
 
 
 def test_a_gap_across_the_counters_wrap_is_asked_for_up_to_now() -> None:

@@ -74,7 +74,7 @@ from ..store import (
 )
 from .config import DaemonConfig
 from .lsl import LslOutlets
-from .rebuild import stored_stream, timed_breath
+from .rebuild import session_rate_hz, stored_stream, timed_breath
 from .session_files import session_path
 from .status import PersonView, status_due, status_line
 
@@ -289,6 +289,8 @@ class Daemon:
             self._line(f"{role} strap: {detail}")
         elif kind == "rate-set":  # a session records at one rate
             self._line(f"{role} strap: {detail}; the rate is straps.rate_hz in the configuration")
+        elif kind == "rate-refused":
+            self._line(f"{role} strap: {detail}")
         elif kind in ("disconnected", "strap-rebooted"):
             said = {"strap-rebooted": "restarted, carrying on"}.get(kind, kind)
             self._line(f"{role} strap: {said}" + (f" ({detail})" if detail else ""))
@@ -597,11 +599,25 @@ class Daemon:
         `replay SESSION` and the exports name): an input review found a resumed run using another --config's while
         the session said it ran with its own. Today's differences are named; they apply to a new session."""
         stored, _older = stored_config(store.config().get("engine"), str(path))  # damaged: refused here, not later
-        if stored is None or stored == self.config.engine:
+        changed: list[str] = []
+        if stored is not None and stored != self.config.engine:
+            now, then = dataclasses.asdict(self.config.engine), dataclasses.asdict(stored)
+            changed = [f"{table}.{key}" for table in then for key in then[table] if then[table][key] != now[table][key]]
+            self.config = dataclasses.replace(self.config, engine=stored)
+        # And its rate: set to today's, one session held two (a review: its replay and exports timed the first part
+        # at the second's rate).
+        rate_hz = session_rate_hz(store, self.config.straps.rate_hz)
+        if rate_hz != self.config.straps.rate_hz:
+            changed.append("straps.rate_hz")
+            self.config = dataclasses.replace(
+                self.config, straps=dataclasses.replace(self.config.straps, rate_hz=rate_hz)
+            )
+            for link in self.links.values():
+                session = getattr(link, "session", None)  # a replayed source has no strap to set
+                if session is not None:
+                    session.session_rate_hz = rate_hz
+        if not changed:
             return
-        now, then = dataclasses.asdict(self.config.engine), dataclasses.asdict(stored)
-        changed = [f"{table}.{key}" for table in then for key in then[table] if then[table][key] != now[table][key]]
-        self.config = dataclasses.replace(self.config, engine=stored)
         self._line(
             f"continuing with the settings the session started with (the given ones differ in {', '.join(changed)};"
             " they apply to a new session)"

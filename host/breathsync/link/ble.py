@@ -371,18 +371,12 @@ class BleStrapLink:
         self.sink.on_link(self.role, "closed", "")
 
     async def _serve(self, client: BleakClient) -> None:
-        streaming = False
-        next_start = next_backfill = next_ping = 0.0
+        next_backfill = next_ping = 0.0
         loop = asyncio.get_running_loop()
         while not self._disconnected.is_set() and not self._closing:
             now = loop.time()
+            await self.session.keep_streaming(now, self.options.backfill_every_s)
             try:
-                if not streaming and now >= next_start:
-                    # Until the strap streams: once was all, and one lost write left a connected strap that
-                    # answered every ping and never streamed (a link review).
-                    next_start = now + self.options.backfill_every_s
-                    await self.session.start_streaming()
-                    streaming = True
                 if now >= next_backfill:
                     next_backfill = now + self.options.backfill_every_s
                     await self.session.request_backfill()

@@ -103,12 +103,10 @@ class SerialStrapLink:
         self.connected.set()
         self.sink.on_link(self.role, "connected", self.port)
         try:
-            streaming = False
             while not self._closing.is_set() and reader.is_alive():
+                # Until it streams, also after it restarted behind an open port (a review: silent for the session).
+                await self.session.keep_streaming(asyncio.get_running_loop().time(), self.backfill_every_s)
                 with contextlib.suppress(LinkError):
-                    if not streaming:  # until it streams: a lost frame must not leave it silent for the session
-                        await self.session.start_streaming()
-                        streaming = True
                     await self.session.request_backfill()
                     await self.session.ping()  # keep-alive: a strap aborts haptics after 5 s of silence
                 await asyncio.sleep(self.backfill_every_s)

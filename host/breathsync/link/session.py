@@ -97,6 +97,9 @@ class StrapSession:
         self.stats = self.stream.stats
         self.status: StatusPacket | None = None
         self._status_seen = asyncio.Event()
+        self.streaming = False  # START_STREAM answered since this transport attached and the strap last restarted
+        self._next_start_s = 0.0
+        self._rate_refused = False
         self._write: WriteFn | None = None
         self._tags = itertools.cycle(range(1, 256))
         self._pending: dict[int, asyncio.Future[ResponsePacket]] = {}
@@ -117,6 +120,8 @@ class StrapSession:
         self._write = write
         self._backfill_in_flight = None
         self._epoch_pending = self.stream.head is not None
+        self.streaming = False
+        self._next_start_s = 0.0
 
     def detach(self, reason: str) -> None:
         """The transport is gone: pending commands fail; the stream keeps its position."""
@@ -200,6 +205,21 @@ class StrapSession:
             raise CommandRejected(response)
         return response
 
+    async def keep_streaming(self, now_s: float, retry_s: float) -> None:
+        """Called by the link every turn: ``start_streaming`` until the strap streams, at most every ``retry_s`` (10x
+        that after a refused SET_RATE: each is a flash write on the strap). Once was all, and one lost write left a
+        connected strap that answered every ping and never streamed (a link review); failures are the next turn's."""
+        if self.streaming or now_s < self._next_start_s:
+            return
+        self._next_start_s = now_s + retry_s
+        try:
+            await self.start_streaming()
+            self.streaming = True
+        except CommandRejected:
+            self._next_start_s = now_s + 10 * retry_s
+        except LinkError:
+            pass
+
     async def start_streaming(self, timeout_s: float = 3.0) -> None:
         """After each connect: the strap set to ``session_rate_hz`` if it runs at another rate (SET_RATE, which the
         strap keeps), then START_STREAM. LinkError when any step fails: the caller tries again. (The daemon took
@@ -213,7 +233,20 @@ class StrapSession:
             if status.sample_rate_hz != wanted:
                 if status.flags & StatusFlag.STREAMING:  # a strap changes its rate only while not streaming
                     await self.command(StopStream(0), timeout_s)
-                if (await self.command(SetRate(0, wanted), timeout_s)).result != ResultCode.OK:  # BUSY: streaming
+                try:
+                    response = await self.command(SetRate(0, wanted), timeout_s)
+                except CommandRejected as exc:  # it could not save its settings: said once, tried again later
+                    if not self._rate_refused:
+                        self._rate_refused = True
+                        self.sink.on_link(
+                            self.role,
+                            "rate-refused",
+                            f"refused the session's {wanted} Hz ({exc.response.result.name}) and stays at "
+                            f"{status.sample_rate_hz} Hz: nothing is recorded from it until it takes the rate "
+                            "(restart the strap)",
+                        )
+                    raise
+                if response.result != ResultCode.OK:  # BUSY: it was streaming after all
                     raise LinkError(f"{self.role}: the strap put off SET_RATE (busy)")
                 self.sink.on_link(
                     self.role, "rate-set", f"set to the session's {wanted} Hz (it ran at {status.sample_rate_hz} Hz)"
@@ -267,6 +300,7 @@ class StrapSession:
         ):
             old = self.stream.offset + head
             start = self.stream.rebooted(counter_now, at_s, sent_s)
+            self.streaming = False  # a restarted strap streams once asked again (a serial port stays open through it)
             self.sink.on_link(
                 self.role, "strap-rebooted", f"counter back to {counter_now}; session counters {old} -> {start}"
             )
@@ -325,7 +359,9 @@ class StrapSession:
             # 454 lost), in seconds for the therapist, with the counters for the technician.
             until = min(start + ahead, end)
             lost = self.stream.strap_lost(max(until, first_available))
-            if lost:
+            # Holes a resumed run asked for again: what the strap no longer held was said by the run before.
+            lost -= self.stream.resumed_holes.drop_before(max(until, first_available))
+            if lost > 0:
                 self.sink.on_link(
                     self.role,
                     "samples-lost",

@@ -171,6 +171,7 @@ class StrapStream:
         # stored sample (strap counter head - 1). Dates a reboot that happened while no host was there.
         self.resumed_at_s: float | None = None
         self.gaps = Gaps()
+        self.resumed_holes = Gaps()  # re-asked at a resume: their losses were said (and stored) by the run before
         self._seen_events: set[tuple[int, int]] = set()
         self.status: StatusPacket | None = None
 
@@ -209,6 +210,7 @@ class StrapStream:
         self.offset += head + downtime
         self.head = 0  # everything since the new boot is wanted: its first live packet opens a gap from 0
         self.gaps = Gaps()
+        self.resumed_holes = Gaps()
         self._seen_events.clear()
         self.clock.reset()
         # The new boot's first packets are its ring flushed in one burst: arriving late, they alone would date
@@ -229,14 +231,16 @@ class StrapStream:
         there then continues after the time it was away, as during a session, not right after ``counter``.
         ``holes``: session counter ranges [first, last] missing below ``counter``; those of the strap's present
         boot that its ring may still hold are asked for again (a crash while a backfill ran lost the rest for good,
-        a link review); older ones were given up, and said, by the run before.
+        a link review); what of them the strap no longer holds was said by the run before (``resumed_holes``).
         """
         self.offset = offset
         self.head = max(0, counter + 1 - offset)  # a crash right after a reboot was stored: from the new boot's 0
-        oldest = counter - STRAP_RING_S * self.clock.nominal_rate_hz
+        # An earlier boot's samples went with its RAM (a hole can run from its last into this boot's first ones).
+        oldest = max(offset, int(counter - STRAP_RING_S * self.clock.nominal_rate_hz))
         for first, last in holes:
-            if offset <= first <= last < counter and last >= oldest:  # an earlier boot's went with its RAM
-                self.gaps.add(max(first, int(oldest)) - offset, last + 1 - offset)
+            if oldest <= last < counter:
+                self.gaps.add(max(first, oldest) - offset, last + 1 - offset)
+                self.resumed_holes.add(max(first, oldest) - offset, last + 1 - offset)
         # That stored sample dates strap counter head - 1 only if it belongs to the boot the head counts.
         self.resumed_at_s = host_t_s if counter + 1 - offset > 0 else None
 
@@ -284,6 +288,8 @@ class StrapStream:
         # Below the head only what fills a gap is new; a straddling packet's tail is live.
         gaps_before = len(self.gaps.ranges)
         pieces = self.gaps.take(start, min(end, self.head))
+        if self.resumed_holes.ranges:  # filled: no longer a hole whose loss was said before
+            self.resumed_holes.take(start, min(end, self.head))
         for lo, hi in pieces:
             self._deliver(lo, values[lo - start : hi - start], backfilled=True)
             self.stats.samples_backfilled += hi - lo
