@@ -171,11 +171,26 @@ def test_straps_at_another_rate_are_set_to_the_sessions_and_timed_at_it(tmp_path
 
 
 def test_a_continued_session_keeps_its_rate_under_a_configuration_of_another(
-    served_pair: tuple[str, dict[str, ModelStrap]], tmp_path: Path
+    served_pair: tuple[str, dict[str, ModelStrap]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A review: a 25 Hz session continued under straps.rate_hz = 50 had its straps set to 50 Hz, and its replay and
-    # exports then timed its first part at 50 Hz too.
+    # exports then timed its first part at 50 Hz too; and then its LSL outlets declared 50 Hz (a second review).
     adapter, straps = served_pair
+    declared: list[float] = []
+
+    class Outlets:
+        def __init__(self, session_id: str, rate_hz: float, *args: object) -> None:
+            declared.append(rate_hz)
+
+        def push_samples(self, *args: object) -> None: ...
+
+        def push_event(self, *args: object) -> None: ...
+
+        def push_nudge(self, *args: object) -> None: ...
+
+        def close(self) -> None: ...
+
+    monkeypatch.setattr("breathsync.daemon.daemon.LslOutlets", Outlets)
 
     async def one(config: DaemonConfig, out: io.StringIO) -> None:
         stop = asyncio.Event()
@@ -184,7 +199,7 @@ def test_a_continued_session_keeps_its_rate_under_a_configuration_of_another(
         stop.set()
         await asyncio.wait_for(task, 20)
 
-    first = config_for(adapter, tmp_path)
+    first = config_for(adapter, tmp_path, lsl=True)
     asyncio.run(one(first, io.StringIO()))
     [path] = tmp_path.glob("*.sqlite")
     at_50 = dataclasses.replace(first.straps, rate_hz=50)
@@ -193,6 +208,7 @@ def test_a_continued_session_keeps_its_rate_under_a_configuration_of_another(
     asyncio.run(one(again, out))
     assert "differ in straps.rate_hz; they apply to a new session" in out.getvalue()
     assert {role: strap.rate_hz for role, strap in straps.items()} == {"therapist": 25, "client": 25}
+    assert declared == [25, 25]
     with SessionStore.open(path, read_only=True) as store:
         assert {strap.rate_hz for strap in store.straps()} == {25}
         assert float(np.max(np.diff(store.samples("client").host_t_s)[-25:])) == pytest.approx(0.04, abs=0.005)

@@ -208,7 +208,7 @@ def test_a_strap_at_another_rate_is_set_to_the_sessions_rate_before_it_streams()
 def test_a_strap_that_drops_every_connection_is_reconnected_with_a_back_off() -> None:
     # The back-off was reset at every connect, so a strap that dropped each link at once was reconnected in a tight
     # loop, limited only by the scan (a link review). A link that lasted is still reconnected at once.
-    values = signal(25 * 16, seed=6)
+    values = signal(25 * 24, seed=6)
 
     async def body(strap: ModelStrap, ble: BleStrapLink, sink: Sink) -> None:
         assert strap.peripheral is not None
@@ -226,6 +226,15 @@ def test_a_strap_that_drops_every_connection_is_reconnected_with_a_back_off() ->
             await asyncio.sleep(0.01)
         # Back-off 0.05 s doubling per short connection: 0.05 + 0.1 + ... + 1.6 s fill 3 s with about 6.
         assert 3 <= connects() <= 8, sink.link
+        # Connections of seconds (a strap at the edge of range) are taken up again at once (a second review: with
+        # a 5 s bar, five 2 s connections left it 8 s offline).
+        for _ in range(3):
+            await until(ble.connected.is_set)
+            await asyncio.sleep(1.5)
+            dropped_at, before = loop.time(), connects()
+            strap.peripheral.drop_link()
+            await until(lambda before=before: connects() > before)  # type: ignore[misc]
+            assert loop.time() - dropped_at < 1.0
         await until(lambda: len(sink.received()) == len(values), 30)  # then it streams as before
 
     run(_session, {"name": "strap-D", "values": values, "speed": 2.0}, body)

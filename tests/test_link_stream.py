@@ -240,9 +240,9 @@ def test_a_reboot_is_dated_by_the_middle_of_the_time_syncs_round_trip() -> None:
     assert starts == [1001 + 496 + 3, 1001 + 496]  # 3 samples (0.12 s) late by the answer; on time by the middle
 
 
-def test_a_loss_the_run_before_said_is_not_said_again_but_a_new_one_is() -> None:
-    # A resumed run asks again for the holes its strap may hold; one the strap had already given up was said (and
-    # stored) a second time (a review).
+def test_a_loss_in_a_hole_asked_again_after_a_restart_is_said_as_such() -> None:
+    # A resumed run asks again for the holes its strap may hold. The run before may have said a loss there already
+    # (a review: said twice alike) or crashed while it asked (a second review: not saying it hid the loss).
     import asyncio
 
     from breathsync.link.session import StrapSession
@@ -275,7 +275,10 @@ def test_a_loss_the_run_before_said_is_not_said_again_but_a_new_one_is() -> None
         assert await session.request_backfill()  # the new gap: half of it gone
         return sink.link
 
-    assert asyncio.run(go()) == [("samples-lost", "1.7 s of its data could not be recovered (samples 10007..10049)")]
+    assert asyncio.run(go()) == [
+        ("samples-lost", "4.0 s of its data could not be recovered (samples 9000..9099; asked again after a restart)"),
+        ("samples-lost", "1.7 s of its data could not be recovered (samples 10007..10049)"),
+    ]
 
 
 def test_a_strap_that_restarts_behind_an_open_port_is_asked_to_stream_again() -> None:

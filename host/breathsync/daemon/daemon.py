@@ -144,6 +144,7 @@ class Daemon:
         ble_options: BleOptions | None = None,
     ) -> None:
         self.config = config
+        self._given_rate_hz = config.straps.rate_hz  # a continued session runs at its own (``_keep_stored_settings``)
         self.ble_options = ble_options  # a ready BLE adapter (the demo's in-process bench) over straps.ble
         self.out = out
         self._tty = out.isatty()
@@ -481,6 +482,8 @@ class Daemon:
         # folder is a file) must not touch the radio, where it would disturb the run it defers to.
         choice = session_path(self.config)
         path, resumed = choice.path, choice.resumed
+        if resumed:  # a continued session records at its own rate: its links and LSL outlets are made with it
+            self._adopt_stored_rate(path)
         # Adapter, sources and the Bluetooth stack are checked before the session file exists: a
         # typo must neither leave an empty session behind nor block a retry within the same second.
         async with adapter as options:
@@ -594,6 +597,16 @@ class Daemon:
                         raise StoreError(f"{failure.failure}; nothing had been saved: no session kept")
         return summary
 
+    def _adopt_stored_rate(self, path: Path) -> None:
+        """The rate the session at ``path`` recorded at, for this run's straps and outlets (``_keep_stored_settings``
+        says so once the session is open; a file that cannot be read here is refused there)."""
+        try:
+            with SessionStore.open(path, read_only=True) as store:
+                rate_hz = session_rate_hz(store, self.config.straps.rate_hz)
+        except (StoreError, InputError):
+            return
+        self.config = dataclasses.replace(self.config, straps=dataclasses.replace(self.config.straps, rate_hz=rate_hz))
+
     def _keep_stored_settings(self, store: SessionStore, path: Path) -> None:
         """A continued session runs on with the engine and policy settings it started with (those it stores, which
         `replay SESSION` and the exports name): an input review found a resumed run using another --config's while
@@ -607,7 +620,7 @@ class Daemon:
         # And its rate: set to today's, one session held two (a review: its replay and exports timed the first part
         # at the second's rate).
         rate_hz = session_rate_hz(store, self.config.straps.rate_hz)
-        if rate_hz != self.config.straps.rate_hz:
+        if rate_hz != self._given_rate_hz:
             changed.append("straps.rate_hz")
             self.config = dataclasses.replace(
                 self.config, straps=dataclasses.replace(self.config.straps, rate_hz=rate_hz)

@@ -359,14 +359,15 @@ class StrapSession:
             # 454 lost), in seconds for the therapist, with the counters for the technician.
             until = min(start + ahead, end)
             lost = self.stream.strap_lost(max(until, first_available))
-            # Holes a resumed run asked for again: what the strap no longer held was said by the run before.
-            lost -= self.stream.resumed_holes.drop_before(max(until, first_available))
-            if lost > 0:
+            # A hole a resumed run asked for again: the run before may have said its loss already, or crashed while
+            # it asked (a review: not saying it hid such losses): said, as found after the restart.
+            again = self.stream.resumed_holes.drop_before(max(until, first_available)) > 0
+            if lost:
                 self.sink.on_link(
                     self.role,
                     "samples-lost",
                     f"{lost / self.stream.rate_hz:.1f} s of its data could not be recovered (samples "
-                    f"{start}..{until - 1})",
+                    f"{start}..{until - 1}{'; asked again after a restart' if again else ''})",
                 )
         self._backfill_in_flight = None
         return True

@@ -171,7 +171,7 @@ class StrapStream:
         # stored sample (strap counter head - 1). Dates a reboot that happened while no host was there.
         self.resumed_at_s: float | None = None
         self.gaps = Gaps()
-        self.resumed_holes = Gaps()  # re-asked at a resume: their losses were said (and stored) by the run before
+        self.resumed_holes = Gaps()  # re-asked at a resume: their losses may have been said by the run before
         self._seen_events: set[tuple[int, int]] = set()
         self.status: StatusPacket | None = None
 
@@ -231,7 +231,7 @@ class StrapStream:
         there then continues after the time it was away, as during a session, not right after ``counter``.
         ``holes``: session counter ranges [first, last] missing below ``counter``; those of the strap's present
         boot that its ring may still hold are asked for again (a crash while a backfill ran lost the rest for good,
-        a link review); what of them the strap no longer holds was said by the run before (``resumed_holes``).
+        a link review); a loss found in them is said as asked again after a restart (``resumed_holes``).
         """
         self.offset = offset
         self.head = max(0, counter + 1 - offset)  # a crash right after a reboot was stored: from the new boot's 0
