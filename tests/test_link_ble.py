@@ -42,6 +42,9 @@ class Sink:
     def on_link(self, role: str, kind: str, detail: str) -> None:
         self.link.append((kind, detail))
 
+    def connects(self) -> int:
+        return sum(kind == "connected" for kind, _ in self.link)
+
     def received(self) -> dict[int, int]:
         out: dict[int, int] = {}
         for block in self.blocks:
@@ -127,10 +130,7 @@ def test_link_drops_and_power_offs_lose_nothing() -> None:
 
     async def body(strap: ModelStrap, ble: BleStrapLink, sink: Sink) -> None:
         assert strap.peripheral is not None
-
-        def connects() -> int:
-            return sum(kind == "connected" for kind, _ in sink.link)
-
+        connects = sink.connects
         for i in range(4):
             await until(lambda i=i: connects() == i + 1)  # type: ignore[misc]
             await asyncio.sleep(0.3)
@@ -212,10 +212,7 @@ def test_a_strap_that_drops_every_connection_is_reconnected_with_a_back_off() ->
 
     async def body(strap: ModelStrap, ble: BleStrapLink, sink: Sink) -> None:
         assert strap.peripheral is not None
-
-        def connects() -> int:
-            return sum(kind == "connected" for kind, _ in sink.link)
-
+        connects = sink.connects
         loop = asyncio.get_running_loop()
         until_s = loop.time() + 3.0
         seen = 0
