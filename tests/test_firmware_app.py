@@ -1107,6 +1107,37 @@ def test_cpython_backfill_resends_only_the_events_in_the_requested_range(
     assert [decode(Channel.EVENT, b).index for c, b in link.sent if c == Channel.EVENT] == expected
 
 
+def test_cpython_a_backfill_scan_makes_no_big_int_for_the_events_it_skips(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the ESP32 (small ints end at 2**30) mod32 of a negative difference makes a big int: the backfill's event
+    scan took one for every event before the range it skipped, and two once it also tested the confirming sample (a
+    review). A small negative difference is never in the range; only one across the counter's wrap needs mod32."""
+    import strap.stream as stream_module
+    from core.ringbuf import EventRing, SampleRing
+    from strap.stream import IDLE, Streamer
+
+    negatives: list[int] = []
+    real_mod32 = stream_module.mod32
+
+    def counted(value: int) -> int:
+        if value < 0:
+            negatives.append(value)
+        return real_mod32(value)
+
+    monkeypatch.setattr(stream_module, "mod32", counted)
+    st = Streamer(SampleRing(100), EventRing(64, 5), 25)
+    st.attach(_Link(), 0)
+    for c in range(1000):
+        st.ring.push(c)
+        if c % 50 == 10:
+            st.evring.push([1, c - 5, 100, 0, c])
+    st.start()
+    st.backfill(940, 0xFFFFFFFF)  # 19 buffered events before it
+    now = 0
+    while (wait := st.pump(now)) != IDLE:
+        now += max(wait, 1)
+    assert negatives == []
+
+
 def _backfill_after_a_drop_out(down_s: int, refused: int = 0) -> tuple[Any, list[int], tuple[int, int]]:
     """A 25 Hz strap with a full 300 s ring, 2 events per 3.3 s breath, reconnected after ``down_s`` at MTU 23:
     START_STREAM then an open BACKFILL from the first sample the host missed, sampling on meanwhile; the radio

@@ -75,6 +75,7 @@ _K_BATTERY = const(7)
 _BF_SAFETY_S = const(10)
 _SAT = const(0x3FFFFFFF)
 _FUTURE = const(0x80000000)
+_ACROSS_WRAP = const(-0x40000000)  # a counter difference below this spans the 2**32 wrap (still a small int)
 _TICKS_MASK = const(0x3FFFFFFF)
 
 
@@ -339,7 +340,13 @@ class Streamer:
             self._bf_ev = ev.read_first
             # Its extremum, or the sample that confirmed it, in range: a breath confirmed during a drop-out whose
             # extremum came before it (the host asks from its first missing sample) was never sent at all.
-            if mod32(rec[EV_INDEX] - self._bf_from) < span or mod32(rec[EV_CONFIRMED] - self._bf_from) < span:
+            d = rec[EV_INDEX] - self._bf_from
+            c = rec[EV_CONFIRMED] - self._bf_from
+            if 0 <= d < span or 0 <= c < span:
+                return True
+            # A small negative difference (an event before the range) is never in it, and mod32 would make a big
+            # int of it on the ESP32 for every event the scan skips: only a range across the wrap needs mod32.
+            if d < _ACROSS_WRAP and (mod32(d) < span or mod32(c) < span):
                 return True
             self._bf_ev += 1
         return False
