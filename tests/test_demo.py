@@ -66,7 +66,9 @@ def test_a_demo_stopped_early_keeps_and_reports_what_was_recorded(micropython: s
     )
     assert demo.stdout is not None
     seen = ""
-    while "T: ok" not in seen or "C: ok" not in seen:  # the live status line: both straps stream
+    # The live status line: both straps stream and breathe ('ok' alone comes with the STATUS read at connect, before
+    # the first sample).
+    while not (re.search(r"T: ok \d+% [\d.]+/min", seen) and re.search(r"C: ok \d+% [\d.]+/min", seen)):
         line = demo.stdout.readline()
         assert line, seen + (demo.stderr.read() if demo.stderr else "")
         seen += line
