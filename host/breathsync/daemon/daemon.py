@@ -286,12 +286,10 @@ class Daemon:
                 if stream is not None:
                     # Stored counters now run ahead of the strap's own by this much; a resumed run needs it.
                     self.store.set_meta(f"counter_offset.{role}", str(stream.offset))
-        if kind == "samples-lost":
+        if kind in ("samples-lost", "rate-refused"):
             self._line(f"{role} strap: {detail}")
         elif kind == "rate-set":  # a session records at one rate
             self._line(f"{role} strap: {detail}; the rate is straps.rate_hz in the configuration")
-        elif kind == "rate-refused":
-            self._line(f"{role} strap: {detail}")
         elif kind in ("disconnected", "strap-rebooted"):
             said = {"strap-rebooted": "restarted, carrying on"}.get(kind, kind)
             self._line(f"{role} strap: {said}" + (f" ({detail})" if detail else ""))
@@ -598,8 +596,9 @@ class Daemon:
         return summary
 
     def _adopt_stored_rate(self, path: Path) -> None:
-        """The rate the session at ``path`` recorded at, for this run's straps and outlets (``_keep_stored_settings``
-        says so once the session is open; a file that cannot be read here is refused there)."""
+        """The rate the session at ``path`` recorded at, for this run's straps and outlets, made next
+        (``_keep_stored_settings`` says so once the session is open; a file that cannot be read here is refused
+        there)."""
         try:
             with SessionStore.open(path, read_only=True) as store:
                 rate_hz = session_rate_hz(store, self.config.straps.rate_hz)
@@ -617,18 +616,10 @@ class Daemon:
             now, then = dataclasses.asdict(self.config.engine), dataclasses.asdict(stored)
             changed = [f"{table}.{key}" for table in then for key in then[table] if then[table][key] != now[table][key]]
             self.config = dataclasses.replace(self.config, engine=stored)
-        # And its rate: set to today's, one session held two (a review: its replay and exports timed the first part
-        # at the second's rate).
-        rate_hz = session_rate_hz(store, self.config.straps.rate_hz)
-        if rate_hz != self._given_rate_hz:
+        # And its rate, taken before its links and outlets were made (``_adopt_stored_rate``): set to today's, one
+        # session held two (a review: its replay and exports timed the first part at the second's rate).
+        if self.config.straps.rate_hz != self._given_rate_hz:
             changed.append("straps.rate_hz")
-            self.config = dataclasses.replace(
-                self.config, straps=dataclasses.replace(self.config.straps, rate_hz=rate_hz)
-            )
-            for link in self.links.values():
-                session = getattr(link, "session", None)  # a replayed source has no strap to set
-                if session is not None:
-                    session.session_rate_hz = rate_hz
         if not changed:
             return
         self._line(
